@@ -1,0 +1,837 @@
+// YAML -> config::Config (config.hh), validated. The first problem found throws
+// ConfigError naming the file, line, column and dotted key of the offending value.
+// docs/CONFIG.md documents every key and check below; keep the two in step.
+#include "config/config.hh"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <expected>
+#include <filesystem>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace zuma::config {
+
+std::string Location::str() const {
+  if (line <= 0) return file;  // nothing read yet (e.g. the file cannot be opened)
+  return fmt::format("{}:{}:{}", file, line, column);
+}
+
+namespace {
+
+// Escapes control characters so that what() stays one line whatever the YAML holds.
+std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string compose(const Location& where, const std::string& key, const std::string& message) {
+  std::string s = printable(where.str());
+  if (!key.empty()) s += ": " + printable(key);
+  return s + ": " + printable(message);
+}
+
+}  // namespace
+
+ConfigError::ConfigError(const Location& where, const std::string& key, const std::string& message)
+    : std::runtime_error(compose(where, key, message)), where(where), key(key) {}
+
+std::optional<uint64_t> parse_size(const std::string& text) {
+  size_t i = 0;
+  uint64_t value = 0;
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+    const uint64_t digit = text[i] - '0';
+    if (value > (std::numeric_limits<uint64_t>::max() - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+  }
+  if (i == 0) return std::nullopt;
+  static constexpr std::pair<std::string_view, int> kSuffixes[] = {
+      {"", 0},     {"B", 0},  {"K", 10},   {"KiB", 10}, {"M", 20},
+      {"MiB", 20}, {"G", 30}, {"GiB", 30}, {"T", 40},   {"TiB", 40},
+  };
+  const std::string_view suffix = std::string_view(text).substr(i);
+  for (const auto& [name, shift] : kSuffixes) {
+    if (suffix != name) continue;
+    if (value > (std::numeric_limits<uint64_t>::max() >> shift)) return std::nullopt;
+    return value << shift;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+constexpr uint64_t kMaxLunId = 16383;        // 14-bit LUN, SAM flat space addressing
+constexpr size_t kMaxIscsiNameBytes = 223;   // RFC 7143 4.2.7 (RFC 3720 3.2.6)
+constexpr size_t kMaxTextValueBytes = 255;   // RFC 7143 6.1: longest key=value value
+constexpr size_t kMaxSocketPathBytes = 107;  // sizeof(sockaddr_un::sun_path) - NUL
+constexpr uint32_t kMaxSegment = 16777215;   // 2^24 - 1, RFC 7143 13.12-13.14
+
+// "1073741824 bytes (1GiB)": exact, and readable when it is a whole number of units.
+std::string describe_size(uint64_t bytes) {
+  static constexpr std::pair<const char*, int> kUnits[] = {
+      {"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}};
+  for (const auto& [unit, shift] : kUnits) {
+    if (bytes >= (uint64_t{1} << shift) && bytes % (uint64_t{1} << shift) == 0) {
+      return fmt::format("{} bytes ({}{})", bytes, bytes >> shift, unit);
+    }
+  }
+  return fmt::format("{} bytes", bytes);
+}
+
+bool is_hex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  });
+}
+
+bool is_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// Why `name` is not a valid iSCSI name (RFC 7143 4.2.7), or nullopt if it is.
+// Only ASCII is accepted: RFC 3722 allows more after stringprep, which is not done here.
+std::optional<std::string> iscsi_name_problem(std::string_view name) {
+  if (name.empty()) return "it is empty";
+  if (name.size() > kMaxIscsiNameBytes) {
+    return fmt::format("it is {} bytes long, the limit is {}", name.size(), kMaxIscsiNameBytes);
+  }
+  const std::string_view type = name.substr(0, 4);
+  if (type == "eui.") {  // RFC 7143 4.2.7.5: IEEE EUI-64 as 16 hex digits
+    if (name.size() != 20 || !is_hex(name.substr(4)))
+      return "eui. must be followed by 16 hex digits";
+    return std::nullopt;
+  }
+  if (type == "naa.") {  // RFC 7143 4.2.7.6 (RFC 3980): 64- or 128-bit NAA as hex
+    const std::string_view hex = name.substr(4);
+    if ((hex.size() != 16 && hex.size() != 32) || !is_hex(hex)) {
+      return "naa. must be followed by 16 or 32 hex digits";
+    }
+    return std::nullopt;
+  }
+  if (lowercase(type) == "eui." || lowercase(type) == "naa.") {
+    return fmt::format("the type must be written in lowercase ({})", lowercase(type));
+  }
+  if (lowercase(type) != "iqn.") return "it must start with iqn., eui. or naa.";
+  // RFC 7143 4.2.7.4: iqn.YYYY-MM.reversed.domain[:unique]. RFC 3722 maps names to
+  // lowercase; of ASCII only a-z 0-9 - . : remain (RFC 7143 4.2.7.2).
+  for (char c : name) {
+    if (c >= 'A' && c <= 'Z') return "iqn names must be lowercase";
+  }
+  for (char c : name) {
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == ':';
+    if (static_cast<unsigned char>(c) >= 0x80) return "non-ASCII characters are not accepted";
+    if (!ok) return fmt::format("character '{}' is not allowed (only a-z 0-9 - . :)", c);
+  }
+  constexpr std::string_view kShape = "expected iqn.YYYY-MM.reversed.domain[:name]";
+  if (name.size() < 12 || !is_digits(name.substr(4, 4)) || name[8] != '-' ||
+      !is_digits(name.substr(9, 2)) || name[11] != '.') {
+    return fmt::format("{} (no YYYY-MM date after iqn.)", kShape);
+  }
+  const int month = (name[9] - '0') * 10 + (name[10] - '0');
+  if (month < 1 || month > 12) return fmt::format("{} (month {:02} is not 01..12)", kShape, month);
+  const size_t colon = name.find(':');
+  const std::string_view domain =
+      name.substr(12, colon == std::string_view::npos ? colon : colon - 12);
+  size_t start = 0;
+  while (true) {
+    const size_t dot = domain.find('.', start);
+    const std::string_view label =
+        domain.substr(start, dot == std::string_view::npos ? dot : dot - start);
+    if (label.empty()) return fmt::format("{} (empty domain label)", kShape);
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  if (colon != std::string_view::npos && colon + 1 == name.size()) return "nothing after ':'";
+  return std::nullopt;
+}
+
+// [A-Za-z0-9_.-]+, and not "." or "..": LU names name files in data_dir.
+bool is_plain_name(std::string_view s) {
+  if (s.empty() || s == "." || s == "..") return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+  });
+}
+
+// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// Lowercase without '_' and '-', so that "MaxBurstLength" finds "max_burst_length".
+std::string squash(std::string_view s) {
+  std::string out;
+  for (char c : lowercase(s)) {
+    if (c != '_' && c != '-') out += c;
+  }
+  return out;
+}
+
+std::optional<std::string_view> closest_key(std::string_view typo,
+                                            std::initializer_list<std::string_view> known) {
+  std::optional<std::string_view> best;
+  size_t best_distance = std::numeric_limits<size_t>::max();
+  for (std::string_view k : known) {
+    const size_t d = std::min(edit_distance(typo, k), edit_distance(squash(typo), squash(k)));
+    if (d < best_distance) {
+      best_distance = d;
+      best = k;
+    }
+  }
+  const size_t allowed = best && best->size() <= 4 ? 1 : best && best->size() <= 8 ? 2 : 3;
+  if (best_distance > allowed) return std::nullopt;
+  return best;
+}
+
+// A portal address: "HOST:PORT" or "HOST", HOST an IPv4 literal or a bracketed IPv6 one.
+struct Address {
+  std::string host;  // without brackets
+  uint16_t port = 3260;
+  std::string identity;  // family + address bytes + port, for duplicate detection
+};
+
+std::expected<Address, std::string> parse_address(std::string_view text) {
+  constexpr std::string_view kShape = "expected HOST:PORT, e.g. 127.0.0.1:3260 or [::1]:3260";
+  if (text.empty()) return std::unexpected(std::string(kShape));
+  Address a;
+  std::string_view port;
+  bool has_port = false;
+  int family = AF_INET;
+  if (text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string_view::npos)
+      return std::unexpected("missing ']' after the IPv6 address");
+    a.host = text.substr(1, close - 1);
+    const std::string_view rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') return std::unexpected(std::string(kShape));
+      port = rest.substr(1);
+      has_port = true;
+    }
+    family = AF_INET6;
+  } else {
+    const size_t colons = std::count(text.begin(), text.end(), ':');
+    if (colons > 1) return std::unexpected("write an IPv6 address in brackets, e.g. [::1]:3260");
+    const size_t colon = text.find(':');
+    a.host = text.substr(0, colon);
+    if (colon != std::string_view::npos) {
+      port = text.substr(colon + 1);
+      has_port = true;
+    }
+  }
+  std::array<unsigned char, 16> bytes{};
+  if (inet_pton(family, a.host.c_str(), bytes.data()) != 1) {
+    if (family == AF_INET6)
+      return std::unexpected(fmt::format("'{}' is not an IPv6 address", a.host));
+    return std::unexpected(fmt::format(
+        "'{}' is not an IPv4 address (host names are not accepted, give an address)", a.host));
+  }
+  if (has_port) {
+    // At most 5 digits keeps the conversion below free of overflow.
+    if (!is_digits(port) || port.size() > 5) return std::unexpected("the port must be 1..65535");
+    unsigned value = 0;
+    for (char c : port) value = value * 10 + (c - '0');
+    if (value < 1 || value > 65535) return std::unexpected("the port must be 1..65535");
+    a.port = static_cast<uint16_t>(value);
+  }
+  a.identity = fmt::format(
+      "{}/{}/{}", family,
+      std::string_view(reinterpret_cast<const char*>(bytes.data()), family == AF_INET6 ? 16 : 4),
+      a.port);
+  return a;
+}
+
+// One value in the document and where to blame it.
+struct Item {
+  YAML::Node node;
+  YAML::Mark mark;   // of the value; of its key when the value is empty
+  std::string path;  // dotted, e.g. "targets[0].luns[1].size"
+};
+
+// The entries of one YAML mapping, already checked against the keys it may hold.
+struct Fields {
+  Item self;
+  std::vector<std::pair<std::string, Item>> entries;
+
+  const Item* get(std::string_view key) const {
+    for (const auto& [k, item] : entries) {
+      if (k == key) return &item;
+    }
+    return nullptr;
+  }
+};
+
+// A key that is recognised but not implemented, and what to tell the user.
+struct Unsupported {
+  std::string_view key;
+  std::string_view message;
+};
+
+struct SeenAt {
+  std::string owner;  // e.g. the LU using a file
+  YAML::Mark mark;
+};
+
+std::string join_path(const std::string& parent, std::string_view key) {
+  return parent.empty() ? std::string(key) : fmt::format("{}.{}", parent, key);
+}
+
+class Parser {
+ public:
+  Parser(const std::string& text, const std::string& file) : text_(text), file_(file) {}
+
+  Config run() {
+    Config config;
+    config.path = file_;
+    std::vector<YAML::Node> docs;
+    try {
+      docs = YAML::LoadAll(text_);
+    } catch (const YAML::DeepRecursion& e) {  // its msg is an unhelpful "bad file"
+      fail(e.mark, "", "invalid YAML: nested too deeply");
+    } catch (const YAML::Exception& e) {  // ParserException and the rest
+      fail(e.mark, "", "invalid YAML: " + e.msg);
+    }
+    if (docs.size() > 1) {
+      fail(docs[1].Mark(), "", fmt::format("expected one YAML document, found {}", docs.size()));
+    }
+    if (docs.empty() || docs[0].IsNull()) {
+      fail(YAML::Mark(), "", "the file is empty: it needs at least portals and targets");
+    }
+    const Item root{docs[0], docs[0].Mark(), ""};
+    const Fields top = fields(root, {"node", "portals", "iscsi", "targets"},
+                              {{"groups", "replication groups are not supported by this version"}});
+    if (const Item* node = top.get("node")) parse_node(*node, config.node);
+    if (config.node.control_socket.empty()) {
+      std::string dir = config.node.data_dir;
+      if (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+      config.node.control_socket = dir == "/" ? "/zumad.sock" : dir + "/zumad.sock";
+      if (config.node.control_socket.size() > kMaxSocketPathBytes) {
+        fail(data_dir_mark_, "node.data_dir",
+             fmt::format("the default control socket '{}' would be longer than {} bytes "
+                         "(a Unix socket path limit); set node.control_socket",
+                         config.node.control_socket, kMaxSocketPathBytes));
+      }
+    }
+    config.portals = parse_portals(require(top, "portals"));
+    if (const Item* iscsi = top.get("iscsi")) parse_iscsi(*iscsi, config.iscsi);
+    config.targets = parse_targets(require(top, "targets"));
+    return config;
+  }
+
+ private:
+  Location location(const YAML::Mark& m) const {
+    if (m.is_null()) return Location{file_, 1, 1};
+    return Location{file_, m.line + 1, m.column + 1};
+  }
+
+  [[noreturn]] void fail(const YAML::Mark& m, const std::string& path,
+                         const std::string& message) const {
+    throw ConfigError(location(m), path, message);
+  }
+  [[noreturn]] void fail(const Item& item, const std::string& message) const {
+    fail(item.mark, item.path, message);
+  }
+
+  static std::string at(const YAML::Mark& m) {
+    return fmt::format("line {}, column {}", m.line + 1, m.column + 1);
+  }
+
+  // `key:` and `key: null` both load as a null node; the source text tells them apart.
+  bool written_null(const Item& item) const {
+    if (!item.node.IsNull() || item.node.Mark().is_null()) return false;
+    // yaml-cpp counts positions after a UTF-8 byte order mark.
+    const size_t bom = std::string_view(text_).starts_with("\xef\xbb\xbf") ? 3 : 0;
+    const size_t pos = bom + static_cast<size_t>(item.node.Mark().pos);
+    if (pos >= text_.size()) return false;
+    const std::string_view rest = std::string_view(text_).substr(pos);
+    for (std::string_view word : {"null", "Null", "NULL", "~"}) {
+      if (rest.starts_with(word)) return true;
+    }
+    return false;
+  }
+
+  Fields fields(const Item& item, std::initializer_list<std::string_view> known,
+                std::initializer_list<Unsupported> unsupported = {},
+                bool null_is_empty = false) const {
+    Fields out{item, {}};
+    if (null_is_empty && item.node.IsNull()) return out;
+    if (!item.node.IsMap()) {
+      std::string keys;
+      for (std::string_view k : known) keys += (keys.empty() ? "" : ", ") + std::string(k);
+      fail(item, "expected a mapping with keys " + keys);
+    }
+    std::map<std::string, YAML::Mark> seen;
+    for (auto it = item.node.begin(); it != item.node.end(); ++it) {
+      const YAML::Node key = it->first;  // a copy: `it->` yields a temporary
+      if (!key.IsScalar()) fail(key.Mark(), item.path, "expected a key name");
+      const std::string name = key.Scalar();
+      const std::string path = join_path(item.path, name);
+      for (const Unsupported& u : unsupported) {
+        if (name == u.key) fail(key.Mark(), path, std::string(u.message));
+      }
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        std::string message = fmt::format("unknown key '{}'", name);
+        if (auto best = closest_key(name, known))
+          message += fmt::format("; did you mean '{}'?", *best);
+        fail(key.Mark(), path, message);
+      }
+      if (auto [first, inserted] = seen.emplace(name, key.Mark()); !inserted) {
+        fail(key.Mark(), path,
+             fmt::format("duplicate key '{}' (first at {})", name, at(first->second)));
+      }
+      const YAML::Node value = it->second;
+      out.entries.emplace_back(name, Item{value, value.IsNull() ? key.Mark() : value.Mark(), path});
+    }
+    return out;
+  }
+
+  const Item& require(const Fields& f, std::string_view key) const {
+    if (const Item* item = f.get(key)) return *item;
+    fail(f.self.mark, f.self.path, fmt::format("missing key '{}'", key));
+  }
+
+  std::vector<Item> list(const Item& item, std::string_view what) const {
+    if (!item.node.IsSequence()) fail(item, fmt::format("expected a list of {}", what));
+    std::vector<Item> out;
+    size_t i = 0;
+    for (const YAML::Node& element : item.node) {
+      out.push_back(Item{element, element.Mark(), fmt::format("{}[{}]", item.path, i++)});
+    }
+    return out;
+  }
+
+  std::string text(const Item& item, std::string_view expected = "expected a string") const {
+    if (!item.node.IsScalar()) fail(item, std::string(expected));
+    return item.node.Scalar();
+  }
+
+  uint64_t integer(const Item& item, uint64_t lo, uint64_t hi) const {
+    const std::string message = fmt::format("expected an integer {}..{}", lo, hi);
+    if (!item.node.IsScalar() || !is_digits(item.node.Scalar())) fail(item, message);
+    uint64_t value = 0;
+    for (char c : item.node.Scalar()) {
+      const uint64_t digit = c - '0';
+      if (digit > hi || value > (hi - digit) / 10) fail(item, message);  // value*10+digit > hi
+      value = value * 10 + digit;
+    }
+    if (value < lo || value > hi) fail(item, message);
+    return value;
+  }
+
+  bool boolean(const Item& item) const {
+    // YAML 1.2 core schema spellings only; yes/no/on/off are YAML 1.1 and ambiguous.
+    if (item.node.IsScalar()) {
+      const std::string& s = item.node.Scalar();
+      if (s == "true" || s == "True" || s == "TRUE") return true;
+      if (s == "false" || s == "False" || s == "FALSE") return false;
+    }
+    fail(item, "expected true or false");
+  }
+
+  uint64_t size(const Item& item) const {
+    std::optional<uint64_t> value;
+    if (item.node.IsScalar()) value = parse_size(item.node.Scalar());
+    if (!value) fail(item, "expected a size like 1GiB");
+    return *value;
+  }
+
+  std::string plain_name(const Item& item) const {
+    const std::string s = text(item);
+    if (s.empty()) fail(item, "expected a name, got an empty string");
+    if (!is_plain_name(s)) {
+      fail(item, fmt::format("'{}' is not a valid name (use letters, digits, '_', '.', '-')", s));
+    }
+    return s;
+  }
+
+  std::string iscsi_name(const Item& item) const {
+    const std::string s = text(item, "expected an iSCSI name like iqn.2026-11.org.example:disk");
+    if (auto problem = iscsi_name_problem(s)) {
+      fail(item, fmt::format("'{}' is not a valid iSCSI name: {}", s, *problem));
+    }
+    return s;
+  }
+
+  void parse_node(const Item& item, Node& node) {
+    const Fields f =
+        fields(item, {"name", "data_dir", "control_socket", "reactors", "log_level"}, {}, true);
+    if (const Item* v = f.get("name")) node.name = plain_name(*v);
+    if (const Item* v = f.get("data_dir")) {
+      node.data_dir = text(*v);
+      if (node.data_dir.empty()) fail(*v, "expected a directory, got an empty string");
+      data_dir_mark_ = v->mark;
+    }
+    if (const Item* v = f.get("control_socket")) {
+      node.control_socket = text(*v);
+      if (node.control_socket.empty()) fail(*v, "expected a path, got an empty string");
+      if (node.control_socket.size() > kMaxSocketPathBytes) {
+        fail(*v, fmt::format("longer than {} bytes, the limit of a Unix socket path",
+                             kMaxSocketPathBytes));
+      }
+    }
+    if (const Item* v = f.get("reactors"))
+      node.reactors = static_cast<unsigned>(integer(*v, 0, 256));
+    if (const Item* v = f.get("log_level")) {
+      // spdlog's level names; "warning" is spdlog's long spelling of "warn".
+      std::string level = text(*v);
+      if (level == "warning") level = "warn";
+      static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
+                                                     "error", "critical", "off"};
+      if (std::find(std::begin(kLevels), std::end(kLevels), level) == std::end(kLevels)) {
+        fail(*v, "expected one of trace, debug, info, warn, error, critical, off");
+      }
+      node.log_level = level;
+    }
+  }
+
+  std::vector<Portal> parse_portals(const Item& item) const {
+    const std::vector<Item> items = list(item, "portals like \"127.0.0.1:3260\"");
+    if (items.empty()) fail(item, "at least one portal is needed");
+    std::vector<Portal> portals;
+    std::map<std::string, YAML::Mark> seen;
+    for (const Item& entry : items) {
+      Portal portal;
+      portal.loc = location(entry.mark);
+      Item address = entry;
+      if (entry.node.IsMap()) {
+        const Fields f = fields(entry, {"address", "tpgt"});
+        address = require(f, "address");
+        // RFC 7143 13.9: a 16-bit tag; zumad reserves 0.
+        if (const Item* tpgt = f.get("tpgt"))
+          portal.tpgt = static_cast<uint16_t>(integer(*tpgt, 1, 65535));
+      }
+      const std::string s =
+          text(address, "expected \"HOST:PORT\" or a mapping {address: \"HOST:PORT\", tpgt: N}");
+      auto parsed = parse_address(s);
+      if (!parsed) fail(address, fmt::format("invalid portal '{}': {}", s, parsed.error()));
+      if (auto [first, inserted] = seen.emplace(parsed->identity, address.mark); !inserted) {
+        fail(address, fmt::format("duplicate portal '{}' (first at {})", s, at(first->second)));
+      }
+      portal.host = parsed->host;
+      portal.port = parsed->port;
+      portals.push_back(std::move(portal));
+    }
+    return portals;
+  }
+
+  void parse_iscsi(const Item& item, Iscsi& iscsi) const {
+    struct Range {
+      std::string_view key;
+      uint32_t Iscsi::*field;
+      uint32_t lo, hi;
+    };
+    static constexpr Range kRanges[] = {
+        {"max_recv_data_segment_length", &Iscsi::max_recv_data_segment_length, 512,
+         kMaxSegment},                                                         // 13.12
+        {"max_burst_length", &Iscsi::max_burst_length, 512, kMaxSegment},      // RFC 7143 13.13
+        {"first_burst_length", &Iscsi::first_burst_length, 512, kMaxSegment},  // RFC 7143 13.14
+        {"max_outstanding_r2t", &Iscsi::max_outstanding_r2t, 1, 65535},        // RFC 7143 13.17
+        {"default_time2wait", &Iscsi::default_time2wait, 0, 3600},             // RFC 7143 13.15
+        {"default_time2retain", &Iscsi::default_time2retain, 0, 3600},         // RFC 7143 13.16
+        {"max_connections", &Iscsi::max_connections, 1, 65535},                // RFC 7143 13.2
+        {"queue_depth", &Iscsi::queue_depth, 1, 4096},                         // zumad's limit
+        {"nop_in_interval", &Iscsi::nop_in_interval, 0, 3600},
+        {"nop_in_timeout", &Iscsi::nop_in_timeout, 1, 3600},
+        {"login_timeout", &Iscsi::login_timeout, 1, 3600},
+    };
+    const Fields f = fields(
+        item,
+        {"max_recv_data_segment_length", "max_burst_length", "first_burst_length", "immediate_data",
+         "initial_r2t", "max_outstanding_r2t", "default_time2wait", "default_time2retain",
+         "max_connections", "queue_depth", "nop_in_interval", "nop_in_timeout", "login_timeout"},
+        {}, true);
+    for (const Range& r : kRanges) {
+      if (const Item* v = f.get(r.key))
+        iscsi.*r.field = static_cast<uint32_t>(integer(*v, r.lo, r.hi));
+    }
+    if (const Item* v = f.get("immediate_data")) iscsi.immediate_data = boolean(*v);  // 13.11
+    if (const Item* v = f.get("initial_r2t")) iscsi.initial_r2t = boolean(*v);        // 13.10
+    // RFC 7143 13.14: FirstBurstLength MUST NOT exceed MaxBurstLength.
+    if (iscsi.first_burst_length > iscsi.max_burst_length) {
+      const Item* blame = f.get("first_burst_length");
+      if (!blame) blame = f.get("max_burst_length");
+      fail(*blame, fmt::format("first_burst_length {} is larger than max_burst_length {}",
+                               iscsi.first_burst_length, iscsi.max_burst_length));
+    }
+  }
+
+  std::vector<Target> parse_targets(const Item& item) {
+    const std::vector<Item> items = list(item, "targets");
+    if (items.empty()) fail(item, "at least one target is needed");
+    std::vector<Target> targets;
+    std::map<std::string, YAML::Mark> seen;
+    for (const Item& entry : items) {
+      const Fields f = fields(entry, {"iqn", "alias", "acl", "luns"},
+                              {{"chap", "CHAP authentication is not supported by this version"}});
+      Target target;
+      target.loc = location(entry.mark);
+      const Item& iqn = require(f, "iqn");
+      target.iqn = iscsi_name(iqn);
+      // RFC 7143 4.2.7.1: names compare case-insensitively (eui./naa. hex may be either case).
+      if (auto [first, inserted] = seen.emplace(lowercase(target.iqn), iqn.mark); !inserted) {
+        fail(iqn,
+             fmt::format("duplicate target '{}' (first at {})", target.iqn, at(first->second)));
+      }
+      if (const Item* v = f.get("alias")) {
+        target.alias = text(*v);
+        // RFC 7143 13.6, 6.1: TargetAlias is a text value of at most 255 bytes.
+        if (target.alias.size() > kMaxTextValueBytes) {
+          fail(*v, fmt::format("longer than {} bytes", kMaxTextValueBytes));
+        }
+        if (std::any_of(target.alias.begin(), target.alias.end(),
+                        [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+          fail(*v, "control characters are not allowed");
+        }
+      }
+      if (const Item* v = f.get("acl")) {
+        std::map<std::string, YAML::Mark> acl_seen;
+        for (const Item& name :
+             list(*v, "initiator names (leave acl out to allow any initiator)")) {
+          std::string initiator = iscsi_name(name);
+          if (auto [first, inserted] = acl_seen.emplace(lowercase(initiator), name.mark);
+              !inserted) {
+            fail(name, fmt::format("duplicate initiator '{}' (first at {})", initiator,
+                                   at(first->second)));
+          }
+          target.acl.push_back(std::move(initiator));
+        }
+      }
+      const Item& luns = require(f, "luns");
+      const std::vector<Item> lun_items = list(luns, "LUNs");
+      if (lun_items.empty()) fail(luns, "a target needs at least one LUN");
+      std::map<uint64_t, YAML::Mark> ids;
+      for (const Item& lun_item : lun_items) {
+        Lun lun = parse_lun(lun_item, ids);
+        target.luns.push_back(std::move(lun));
+      }
+      targets.push_back(std::move(target));
+    }
+    return targets;
+  }
+
+  Lun parse_lun(const Item& item, std::map<uint64_t, YAML::Mark>& ids) {
+    const Fields f = fields(item, {"id", "name", "size", "block_size", "thin", "write_cache",
+                                   "subunits", "backend", "path"});
+    Lun lun;
+    lun.loc = location(item.mark);
+    const Item& id = require(f, "id");
+    lun.id = integer(id, 0, kMaxLunId);
+    if (auto [first, inserted] = ids.emplace(lun.id, id.mark); !inserted) {
+      fail(id, fmt::format("duplicate LUN id {} in this target (first at {})", lun.id,
+                           at(first->second)));
+    }
+    const Item& name = require(f, "name");
+    lun.name = plain_name(name);
+    if (auto [first, inserted] = lu_names_.emplace(lun.name, name.mark); !inserted) {
+      fail(name, fmt::format("duplicate LU name '{}' (first at {})", lun.name, at(first->second)));
+    }
+    if (const Item* v = f.get("block_size")) {
+      const std::string s = v->node.IsScalar() ? v->node.Scalar() : "";
+      if (s != "512" && s != "4096") fail(*v, "expected 512 or 4096");
+      lun.block_size = s == "512" ? 512 : 4096;
+    }
+    const Item& size = require(f, "size");
+    lun.size = this->size(size);
+    if (lun.size == 0) fail(size, "expected a size greater than 0");
+    if (lun.size % lun.block_size != 0) {
+      fail(size, fmt::format("{} is not a multiple of block_size {}", describe_size(lun.size),
+                             lun.block_size));
+    }
+    if (const Item* v = f.get("thin")) lun.thin = boolean(*v);
+    if (const Item* v = f.get("write_cache")) lun.write_cache = boolean(*v);
+
+    const Item* subunits = f.get("subunits");
+    const Item* backend = f.get("backend");
+    const Item* path = f.get("path");
+    if (subunits) {
+      if (backend || path) {
+        fail(backend ? *backend : *path, "give either subunits or backend/path, not both");
+      }
+      const std::vector<Item> items = list(*subunits, "sub-units");
+      if (items.empty()) fail(*subunits, "a LUN needs at least one sub-unit");
+      std::vector<std::optional<Item>> sizes;  // as written; nullopt where left out
+      for (const Item& sub : items) {
+        const Fields sf = fields(sub, {"backend", "path", "size"});
+        lun.subunits.push_back(
+            parse_subunit(sf, require(sf, "backend"), sf.get("path"), lun.name, sub.mark));
+        const Item* s = sf.get("size");
+        sizes.push_back(s ? std::optional<Item>(*s) : std::nullopt);
+      }
+      resolve_sizes(*subunits, items, sizes, lun);
+    } else if (backend) {
+      // Shorthand: backend/path on the LUN itself is one sub-unit covering the whole LU.
+      lun.subunits.push_back(parse_subunit(f, *backend, path, lun.name, backend->mark));
+      lun.subunits.back().size = lun.size;
+    } else if (path) {
+      fail(*path, "path needs a backend (backend: file)");
+    } else {
+      fail(item, "missing key 'subunits' (or backend and path for a single sub-unit)");
+    }
+    return lun;
+  }
+
+  // `owner` is the mapping holding backend/path: the sub-unit's, or the LUN's (shorthand).
+  SubUnit parse_subunit(const Fields& owner, const Item& backend, const Item* path,
+                        const std::string& lu_name, const YAML::Mark& mark) {
+    SubUnit su;
+    su.loc = location(mark);
+    su.backend = written_null(backend) ? "null" : text(backend, "expected file, memory or null");
+    if (su.backend != "file" && su.backend != "memory" && su.backend != "null") {
+      fail(backend, "expected file, memory or null");
+    }
+    if (su.backend == "file") {
+      if (!path) fail(owner.self, "missing key 'path' (the file backend needs one)");
+      su.path = text(*path);
+      if (su.path.empty()) fail(*path, "expected a path, got an empty string");
+      // Relative paths are relative to the cwd, so "./a.img" and "/cwd/a.img" collide.
+      std::error_code ec;
+      std::filesystem::path full = std::filesystem::absolute(su.path, ec);
+      if (ec) full = su.path;
+      const auto [first, inserted] =
+          file_users_.emplace(full.lexically_normal().string(), SeenAt{lu_name, path->mark});
+      if (!inserted) {
+        fail(*path, fmt::format("file '{}' is already used by LU '{}' (at {})", su.path,
+                                first->second.owner, at(first->second.mark)));
+      }
+    } else if (path) {
+      fail(*path, fmt::format("the {} backend takes no path", su.backend));
+    }
+    return su;
+  }
+
+  // Sub-unit sizes: multiples of block_size, at most one left out (it gets the rest), and
+  // together exactly the LU size. Fills in the left-out one.
+  void resolve_sizes(const Item& subunits, const std::vector<Item>& items,
+                     const std::vector<std::optional<Item>>& sizes, Lun& lun) const {
+    uint64_t sum = 0;
+    bool overflow = false;
+    std::optional<size_t> open;  // the sub-unit without a size
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!sizes[i]) {
+        if (open) {
+          fail(items[i], fmt::format("only one sub-unit may leave out size ({}[{}] already does)",
+                                     subunits.path, *open));
+        }
+        open = i;
+        continue;
+      }
+      const uint64_t bytes = size(*sizes[i]);
+      if (bytes == 0)
+        fail(*sizes[i], "expected a size greater than 0 (leave size out to use the rest)");
+      if (bytes % lun.block_size != 0) {
+        fail(*sizes[i], fmt::format("{} is not a multiple of block_size {}", describe_size(bytes),
+                                    lun.block_size));
+      }
+      lun.subunits[i].size = bytes;
+      overflow = overflow || sum + bytes < sum;
+      sum += bytes;
+    }
+    const std::string taken = overflow ? "more than 2^64 bytes" : describe_size(sum);
+    if (open) {
+      if (overflow || sum >= lun.size) {
+        fail(items[*open], fmt::format("no room left for this sub-unit: the others already take {} "
+                                       "of the LU's {}",
+                                       taken, describe_size(lun.size)));
+      }
+      lun.subunits[*open].size = lun.size - sum;
+    } else if (overflow || sum != lun.size) {
+      fail(subunits, fmt::format("sub-unit sizes add up to {} but the LU size is {}", taken,
+                                 describe_size(lun.size)));
+    }
+  }
+
+  const std::string& text_;
+  const std::string& file_;
+  YAML::Mark data_dir_mark_;
+  std::map<std::string, YAML::Mark> lu_names_;
+  std::map<std::string, SeenAt> file_users_;  // normalized absolute path -> first user
+};
+
+}  // namespace
+
+Config parse(const std::string& text, const std::string& path) {
+  try {
+    return Parser(text, path).run();
+  } catch (const YAML::Exception& e) {  // defensive: yaml-cpp errors outside LoadAll
+    const bool known = !e.mark.is_null();
+    throw ConfigError(Location{path, known ? e.mark.line + 1 : 1, known ? e.mark.column + 1 : 1},
+                      "", "invalid YAML: " + e.msg);
+  }
+}
+
+Config load(const std::string& path) {
+  constexpr size_t kMaxBytes = 16 << 20;  // a config is a few KiB; refuse to slurp a disk image
+  const auto error = [&](std::string_view what) {
+    return ConfigError(
+        Location{path, 0, 0}, "",
+        fmt::format("{}: {}", what, std::error_code(errno, std::generic_category()).message()));
+  };
+  struct Fd {
+    int fd;
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (file.fd < 0) throw error("cannot open");
+  std::string text;
+  char buf[65536];
+  while (true) {
+    const ssize_t n = ::read(file.fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw error("cannot read");
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxBytes) {
+      throw ConfigError(Location{path, 0, 0}, "", "larger than 16MiB; is this the config file?");
+    }
+  }
+  return parse(text, path);
+}
+
+}  // namespace zuma::config

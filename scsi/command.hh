@@ -1,0 +1,94 @@
+// The command table (STYLE.md 1) and what every handler sees.
+//
+// One entry per supported operation code, or per service action for the opcodes that
+// have them (SERVICE ACTION IN (16), MAINTENANCE IN). Each entry gives the handler, the
+// CDB length, the data direction, flags, and the CDB usage data of REPORT SUPPORTED
+// OPERATION CODES (SPC-5 6.35.3), which doubles as the mask of the bits we accept: a
+// bit set outside it ends the command with INVALID FIELD IN CDB and a field pointer
+// before the handler runs. The CONTROL byte's mask is 00h: NACA=1 is rejected because
+// we do not implement ACA (SAM-5 5.9.1), LINK and the vendor bits are not used.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "scsi/sense.hh"
+#include "scsi/task.hh"
+
+namespace zuma::scsi {
+
+class LogicalUnit;
+struct LunTable;
+struct CommandInfo;
+
+// What a handler gets. Valid only during the handler call; a handler that completes
+// later keeps the Task and LogicalUnit pointers (both outlive the command).
+struct Cmd {
+  Task& task;
+  LogicalUnit* lu;  // nullptr when the LUN does not exist (only kAnyLun commands)
+  const LunTable& table;
+  const CommandInfo& info;
+
+  const uint8_t* cdb() const { return task.cdb.data(); }
+  uint64_t nexus_id() const { return task.nexus ? task.nexus->id : 0; }
+};
+
+// Returns the outcome, or CmdResult::pending() when it will complete the task itself
+// (through finish()), possibly before returning. After returning pending the handler's
+// caller never touches the task again.
+using Handler = CmdResult (*)(Cmd& cmd);
+
+namespace cmd_flag {
+// Served even when the LUN does not exist (SAM-5 5.11: INQUIRY, REQUEST SENSE, REPORT LUNS).
+inline constexpr uint16_t kAnyLun = 1 << 0;
+// Neither reports nor clears a pending unit attention (SAM-5 5.14).
+inline constexpr uint16_t kNoUnitAttention = 1 << 1;
+// Reads or writes the medium.
+inline constexpr uint16_t kMediumAccess = 1 << 2;
+}  // namespace cmd_flag
+
+struct CommandInfo {
+  const char* name;
+  uint8_t opcode;
+  bool has_sa;
+  uint16_t sa;
+  uint8_t cdb_len;
+  DataDir dir;
+  uint16_t flags;
+  Handler handler;
+  // CDB USAGE DATA: byte 0 is the opcode, the service action field holds the service
+  // action, every other bit set to one is a bit the device server uses.
+  std::array<uint8_t, 16> usage;
+};
+
+// All entries, ordered by opcode then service action.
+std::span<const CommandInfo> all_commands();
+// True when `opcode` is one of ours that has service actions.
+bool has_service_actions(uint8_t opcode);
+// The entry for (opcode, service action); `sa` is ignored for opcodes without them.
+const CommandInfo* find_command(uint8_t opcode, uint16_t sa);
+
+// Finds the entry for the CDB (whose first two bytes must be valid), or the error:
+// INVALID COMMAND OPERATION CODE, or INVALID FIELD IN CDB at the service action field.
+const CommandInfo* lookup_command(const Task& task, CmdResult* error);
+
+// Checks the CDB against the entry: the transport's CDB must be long enough, and no bit
+// outside the usage mask may be set (SPC-5 4.4.2.4.2 field pointer to the first such
+// byte, bit pointer to its most significant offending bit).
+CmdResult check_cdb(const CommandInfo& info, const Task& task);
+
+// --- helpers for handlers ---
+
+// Makes task.data `len` zeroed bytes and returns it, for parameter data.
+uint8_t* data_in_buffer(Task& task, size_t len);
+// Records a Data-In response of `avail` bytes truncated to the ALLOCATION LENGTH `alloc`
+// (SPC-5 4.2.5.6): transfer_len = min(avail, alloc), data_in_len = min(transfer_len,
+// expected_len), and no Data-In when the task carries no Data-In direction.
+void set_data_in(Task& task, size_t avail, size_t alloc);
+// Completes the task with `r`: status, sense data (descriptor format when
+// `descriptor_sense`), no Data-In on error; then calls on_complete.
+void finish(Task& task, const CmdResult& r, bool descriptor_sense);
+
+}  // namespace zuma::scsi

@@ -1,0 +1,198 @@
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "scsi/cdb.hh"
+#include "scsi/command.hh"
+#include "scsi/handlers.hh"
+
+namespace zuma::scsi {
+namespace {
+
+using namespace cmd_flag;
+constexpr uint16_t kNoSa = 0;
+constexpr uint16_t kSpcAny = kAnyLun | kNoUnitAttention;
+
+// READ/WRITE byte 1: RDPROTECT/WRPROTECT (7:5, checked by the handler), DPO, FUA and the
+// obsolete FUA_NV bit 1; not RARC (rebuild assist) nor bit 0 (obsolete / DLD2).
+constexpr uint8_t kRwFlags = 0xFA;
+// VERIFY byte 1: VRPROTECT (7:5), DPO, BYTCHK (2:1).
+constexpr uint8_t kVerifyFlags = 0xF6;
+// GROUP NUMBER (SBC-4 4.22); accepted, no groups are defined.
+constexpr uint8_t kGroup = 0x3F;
+constexpr uint8_t kFF = 0xFF;
+
+// Sorted by opcode, then service action (checked below).
+constexpr CommandInfo kCommands[] = {
+    {"TEST UNIT READY", op::kTestUnitReady, false, kNoSa, 6, DataDir::kNone, 0,
+     handle_test_unit_ready, {op::kTestUnitReady, 0, 0, 0, 0, 0}},
+    {"REQUEST SENSE", op::kRequestSense, false, kNoSa, 6, DataDir::kIn, kSpcAny,
+     handle_request_sense, {op::kRequestSense, 0x01, 0, 0, kFF, 0}},
+    {"READ(6)", op::kRead6, false, kNoSa, 6, DataDir::kIn, kMediumAccess, handle_read,
+     {op::kRead6, 0x1F, kFF, kFF, kFF, 0}},
+    {"WRITE(6)", op::kWrite6, false, kNoSa, 6, DataDir::kOut, kMediumAccess, handle_write,
+     {op::kWrite6, 0x1F, kFF, kFF, kFF, 0}},
+    {"INQUIRY", op::kInquiry, false, kNoSa, 6, DataDir::kIn, kSpcAny, handle_inquiry,
+     // CMDDT (byte 1 bit 1) is obsolete: setting it is an invalid field (SPC-5 6.7.1).
+     {op::kInquiry, 0x01, kFF, kFF, kFF, 0}},
+    {"MODE SELECT(6)", op::kModeSelect6, false, kNoSa, 6, DataDir::kOut, 0, handle_mode_select,
+     {op::kModeSelect6, 0x11, 0, 0, kFF, 0}},
+    {"MODE SENSE(6)", op::kModeSense6, false, kNoSa, 6, DataDir::kIn, 0, handle_mode_sense,
+     {op::kModeSense6, 0x08, kFF, kFF, kFF, 0}},
+    {"START STOP UNIT", op::kStartStopUnit, false, kNoSa, 6, DataDir::kNone, 0,
+     handle_start_stop_unit, {op::kStartStopUnit, 0x01, 0, 0x0F, 0xF7, 0}},
+    {"READ CAPACITY(10)", op::kReadCapacity10, false, kNoSa, 10, DataDir::kIn, kMediumAccess,
+     handle_read_capacity10, {op::kReadCapacity10, 0, kFF, kFF, kFF, kFF, 0, 0, 0x01, 0}},
+    {"READ(10)", op::kRead10, false, kNoSa, 10, DataDir::kIn, kMediumAccess, handle_read,
+     {op::kRead10, kRwFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
+    {"WRITE(10)", op::kWrite10, false, kNoSa, 10, DataDir::kOut, kMediumAccess, handle_write,
+     {op::kWrite10, kRwFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
+    {"VERIFY(10)", op::kVerify10, false, kNoSa, 10, DataDir::kOut, kMediumAccess, handle_verify,
+     {op::kVerify10, kVerifyFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
+    {"SYNCHRONIZE CACHE(10)", op::kSynchronizeCache10, false, kNoSa, 10, DataDir::kNone,
+     kMediumAccess, handle_synchronize_cache,
+     // byte 1: SYNC_NV (obsolete, ignored), IMMED
+     {op::kSynchronizeCache10, 0x06, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
+    {"MODE SELECT(10)", op::kModeSelect10, false, kNoSa, 10, DataDir::kOut, 0,
+     handle_mode_select, {op::kModeSelect10, 0x11, 0, 0, 0, 0, 0, kFF, kFF, 0}},
+    {"MODE SENSE(10)", op::kModeSense10, false, kNoSa, 10, DataDir::kIn, 0, handle_mode_sense,
+     {op::kModeSense10, 0x18, kFF, kFF, 0, 0, 0, kFF, kFF, 0}},
+    {"READ(16)", op::kRead16, false, kNoSa, 16, DataDir::kIn, kMediumAccess, handle_read,
+     {op::kRead16, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup,
+      0}},
+    {"WRITE(16)", op::kWrite16, false, kNoSa, 16, DataDir::kOut, kMediumAccess, handle_write,
+     {op::kWrite16, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup,
+      0}},
+    {"VERIFY(16)", op::kVerify16, false, kNoSa, 16, DataDir::kOut, kMediumAccess, handle_verify,
+     {op::kVerify16, kVerifyFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
+      kGroup, 0}},
+    {"SYNCHRONIZE CACHE(16)", op::kSynchronizeCache16, false, kNoSa, 16, DataDir::kNone,
+     kMediumAccess, handle_synchronize_cache,
+     {op::kSynchronizeCache16, 0x06, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
+      kGroup, 0}},
+    {"READ CAPACITY(16)", op::kServiceActionIn16, true, sa::kReadCapacity16, 16, DataDir::kIn,
+     kMediumAccess, handle_read_capacity16,
+     {op::kServiceActionIn16, sa::kReadCapacity16, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
+      kFF, kFF, kFF, 0x01, 0}},
+    {"REPORT LUNS", op::kReportLuns, false, kNoSa, 12, DataDir::kIn, kSpcAny, handle_report_luns,
+     {op::kReportLuns, 0, kFF, 0, 0, 0, kFF, kFF, kFF, kFF, 0, 0}},
+    {"REPORT SUPPORTED OPERATION CODES", op::kMaintenanceIn, true,
+     sa::kReportSupportedOperationCodes, 12, DataDir::kIn, 0, handle_report_supported_opcodes,
+     // byte 2: RCTD, REPORTING OPTIONS
+     {op::kMaintenanceIn, sa::kReportSupportedOperationCodes, 0x87, kFF, kFF, kFF, kFF, kFF, kFF,
+      kFF, 0, 0}},
+    {"READ(12)", op::kRead12, false, kNoSa, 12, DataDir::kIn, kMediumAccess, handle_read,
+     {op::kRead12, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
+    {"WRITE(12)", op::kWrite12, false, kNoSa, 12, DataDir::kOut, kMediumAccess, handle_write,
+     {op::kWrite12, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
+    {"VERIFY(12)", op::kVerify12, false, kNoSa, 12, DataDir::kOut, kMediumAccess, handle_verify,
+     {op::kVerify12, kVerifyFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
+};
+
+constexpr size_t kNumCommands = std::size(kCommands);
+static_assert(kNumCommands < 256);
+
+constexpr bool sorted_and_consistent() {
+  for (size_t i = 0; i < kNumCommands; ++i) {
+    const CommandInfo& c = kCommands[i];
+    if (c.usage[0] != c.opcode) return false;
+    if (c.has_sa && c.usage[1] != (c.sa & 0x1F)) return false;
+    if (c.cdb_len > 16 || c.usage[c.cdb_len - 1] != 0) return false;  // CONTROL mask 00h
+    if (i == 0) continue;
+    const CommandInfo& p = kCommands[i - 1];
+    if (p.opcode > c.opcode) return false;
+    if (p.opcode == c.opcode && (!p.has_sa || !c.has_sa || p.sa >= c.sa)) return false;
+  }
+  return true;
+}
+static_assert(sorted_and_consistent());
+
+// The 256-entry dispatch index: where each opcode's entries start, and how many.
+struct Slot {
+  uint8_t first = 0;
+  uint8_t count = 0;
+};
+
+constexpr std::array<Slot, 256> build_index() {
+  std::array<Slot, 256> idx{};
+  for (size_t i = 0; i < kNumCommands; ++i) {
+    Slot& s = idx[kCommands[i].opcode];
+    if (s.count == 0) s.first = static_cast<uint8_t>(i);
+    ++s.count;
+  }
+  return idx;
+}
+constexpr std::array<Slot, 256> kIndex = build_index();
+
+int top_bit(uint8_t v) { return 7 - std::countl_zero(v); }
+
+}  // namespace
+
+std::span<const CommandInfo> all_commands() { return kCommands; }
+
+bool has_service_actions(uint8_t opcode) {
+  const Slot& s = kIndex[opcode];
+  return s.count != 0 && kCommands[s.first].has_sa;
+}
+
+const CommandInfo* find_command(uint8_t opcode, uint16_t sa) {
+  const Slot& s = kIndex[opcode];
+  for (size_t i = s.first; i < size_t{s.first} + s.count; ++i) {
+    if (!kCommands[i].has_sa || kCommands[i].sa == sa) return &kCommands[i];
+  }
+  return nullptr;
+}
+
+const CommandInfo* lookup_command(const Task& task, CmdResult* error) {
+  const uint8_t opcode = task.cdb[0];
+  if (kIndex[opcode].count == 0) {
+    *error = Reason::kInvalidOpcode;
+    return nullptr;
+  }
+  const CommandInfo* c = find_command(opcode, task.cdb[1] & 0x1F);
+  // SPC-5 4.2.5.1: an unsupported service action is an invalid field (the SERVICE
+  // ACTION field: byte 1, bits 4:0).
+  if (!c) *error = CmdResult::invalid_cdb(1, 4);
+  return c;
+}
+
+CmdResult check_cdb(const CommandInfo& info, const Task& task) {
+  if (task.cdb_len < info.cdb_len) {
+    // The transport delivered fewer CDB bytes than the operation code needs.
+    return CmdResult::invalid_cdb(0, 7);
+  }
+  for (size_t i = 1; i < info.cdb_len; ++i) {
+    uint8_t mask = info.usage[i];
+    if (i == 1 && info.has_sa) mask |= 0x1F;  // the service action, matched by lookup
+    const uint8_t bad = task.cdb[i] & ~mask;
+    if (bad) return CmdResult::invalid_cdb(static_cast<uint16_t>(i), top_bit(bad));
+  }
+  return CmdResult::good();
+}
+
+uint8_t* data_in_buffer(Task& task, size_t len) {
+  task.data.resize(len);
+  task.data.zero();
+  return task.data.data();
+}
+
+void set_data_in(Task& task, size_t avail, size_t alloc) {
+  const size_t n = std::min(avail, alloc);
+  task.transfer_len = static_cast<uint32_t>(n);
+  const bool data_in = task.dir == DataDir::kIn || task.dir == DataDir::kBidi;
+  task.data_in_len = data_in ? static_cast<uint32_t>(std::min<size_t>(n, task.expected_len)) : 0;
+}
+
+void finish(Task& task, const CmdResult& r, bool descriptor_sense) {
+  const SenseCode code = sense_code(r.reason);
+  task.status = code.status;
+  if (code.status == status::kCheckCondition) {
+    task.data_in_len = 0;
+    task.sense_len = build_sense(r, descriptor_sense, task.sense);
+  } else {
+    task.sense_len = 0;
+  }
+  task.on_complete(task);
+}
+
+}  // namespace zuma::scsi

@@ -1,0 +1,100 @@
+#include "scsi/logical_unit.hh"
+
+#include <stdexcept>
+
+namespace zuma::scsi {
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Appends `nbits` bits (most significant first) of `v` to a big-endian bit string.
+struct BitWriter {
+  uint8_t* out;
+  size_t pos = 0;  // in bits
+  void put(uint64_t v, int nbits) {
+    for (int i = nbits - 1; i >= 0; --i, ++pos) {
+      if ((v >> i) & 1) out[pos / 8] |= static_cast<uint8_t>(0x80 >> (pos % 8));
+    }
+  }
+};
+
+}  // namespace
+
+std::optional<std::array<uint8_t, 16>> parse_uuid(std::string_view t) {
+  if (t.size() != 36) return std::nullopt;
+  std::array<uint8_t, 16> u{};
+  size_t j = 0;
+  for (size_t i = 0; i < t.size();) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (t[i] != '-') return std::nullopt;
+      ++i;
+      continue;
+    }
+    const int hi = hex_value(t[i]), lo = hex_value(t[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    u[j++] = static_cast<uint8_t>(hi << 4 | lo);
+    i += 2;
+  }
+  return u;
+}
+
+std::array<uint8_t, 16> naa6_from_uuid(const std::array<uint8_t, 16>& u) {
+  // The UUID's 128 bits minus the version nibble (bits 48..51) and the two variant bits
+  // (64, 65): 122 bits, of which we keep the first 100.
+  uint8_t bits[16] = {};
+  BitWriter w{bits};
+  for (size_t i = 0; i < 128; ++i) {
+    if ((i >= 48 && i < 52) || i == 64 || i == 65) continue;
+    w.put((u[i / 8] >> (7 - i % 8)) & 1, 1);
+  }
+  std::array<uint8_t, 16> d{};
+  BitWriter out{d.data()};
+  out.put(0x6, 4);              // NAA: IEEE Registered Extended
+  out.put(kIeeeCompanyId, 24);  // IEEE COMPANY_ID
+  for (size_t i = 0; i < 100; ++i) out.put((bits[i / 8] >> (7 - i % 8)) & 1, 1);
+  return d;
+}
+
+LogicalUnit::LogicalUnit(LuParams params, std::unique_ptr<storage::Backend> backend)
+    : params_(std::move(params)), backend_(std::move(backend)) {
+  const uint32_t bs = params_.block_size;
+  if (bs < 512 || bs > 4096 || (bs & (bs - 1)) != 0) {
+    throw std::invalid_argument("logical unit " + params_.name + ": block size " +
+                                std::to_string(bs) + " is not 512, 1024, 2048 or 4096");
+  }
+  if (params_.num_blocks == 0) {
+    throw std::invalid_argument("logical unit " + params_.name + ": no blocks");
+  }
+  if (!backend_ || backend_->size() / bs < params_.num_blocks) {
+    throw std::invalid_argument("logical unit " + params_.name +
+                                ": backend is smaller than the logical unit");
+  }
+  const auto uuid = parse_uuid(params_.uuid);
+  if (!uuid) {
+    throw std::invalid_argument("logical unit " + params_.name + ": invalid uuid '" +
+                                params_.uuid + "'");
+  }
+  naa_ = naa6_from_uuid(*uuid);
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (uint8_t b : *uuid) {
+    serial_ += kHex[b >> 4];
+    serial_ += kHex[b & 0xF];
+  }
+  defaults_ = ModeParams{params_.write_cache, false};
+  wce_.store(defaults_.wce);
+  d_sense_.store(defaults_.d_sense);
+}
+
+void LogicalUnit::set_mode_params(const ModeParams& v, uint64_t from_nexus) {
+  if (v == mode_params()) return;
+  wce_.store(v.wce, std::memory_order_relaxed);
+  d_sense_.store(v.d_sense, std::memory_order_relaxed);
+  uas_.establish_all(Reason::kUaModeParametersChanged, from_nexus);
+}
+
+}  // namespace zuma::scsi

@@ -1,0 +1,91 @@
+// A logical unit: a block device (SBC-4) on a storage::Backend, its identity, its mode
+// parameters and unit attention conditions (DESIGN.md: these belong to the LU).
+//
+// Threading: one LogicalUnit is used from several reactor threads at once. Everything
+// here is immutable after construction except the mode parameters (atomics, changed
+// under mode_mu_) and the unit attentions (see unit_attention.hh).
+// Lifetime: the LU must outlive every task executing on it; the transport keeps the
+// LunTable (and so the LU) alive until its tasks complete.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "scsi/device_server.hh"
+#include "scsi/mode_pages.hh"
+#include "scsi/unit_attention.hh"
+#include "storage/backend.hh"
+
+namespace zuma::scsi {
+
+// Block limits we advertise (VPD page B0h, SBC-4 6.6.4) and enforce in READ/WRITE/VERIFY.
+inline constexpr uint32_t kMaxTransferBytes = 8u << 20;      // MAXIMUM TRANSFER LENGTH
+inline constexpr uint32_t kOptimalTransferBytes = 1u << 20;  // OPTIMAL TRANSFER LENGTH
+inline constexpr uint32_t kOptimalGranularityBytes = 4096;   // OPTIMAL TRANSFER LENGTH GRANULARITY
+
+// The IEEE company identifier in our NAA-6 designators: 5A554Dh ("ZUM"), a value in CID
+// format (ZYXM bits of the first octet = 1010b, SPC-5 7.7.6.6.5) that is NOT registered
+// with the IEEE. Replace it with a registered OUI/CID before Zuma ships to customers.
+inline constexpr uint32_t kIeeeCompanyId = 0x5A554D;
+
+// Parses RFC 4122 text ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", hex in either case).
+std::optional<std::array<uint8_t, 16>> parse_uuid(std::string_view text);
+
+// The NAA IEEE Registered Extended designator (NAA 6, SPC-5 7.7.6.6.5) of a LU: the
+// company id above, then the first 100 of the UUID's 122 variable bits (version nibble
+// and variant bits removed) as VENDOR SPECIFIC IDENTIFIER (36 bits) and VENDOR SPECIFIC
+// IDENTIFIER EXTENSION (64 bits). Deterministic: the same UUID always gives the same
+// designator, on every node that exports the LU.
+std::array<uint8_t, 16> naa6_from_uuid(const std::array<uint8_t, 16>& uuid);
+
+class LogicalUnit {
+ public:
+  // Throws std::invalid_argument when the parameters are unusable (block size not a
+  // power of two in 512..4096, no blocks, an invalid UUID, a backend smaller than the
+  // LU). Construction happens at startup or reload, where exceptions are allowed.
+  LogicalUnit(LuParams params, std::unique_ptr<storage::Backend> backend);
+
+  const LuParams& params() const { return params_; }
+  storage::Backend& backend() { return *backend_; }
+  uint32_t block_size() const { return params_.block_size; }
+  uint64_t num_blocks() const { return params_.num_blocks; }
+  BlockGeometry geometry() const { return {params_.num_blocks, params_.block_size}; }
+  // Largest READ/WRITE/VERIFY transfer length, in logical blocks.
+  uint32_t max_transfer_blocks() const { return kMaxTransferBytes / params_.block_size; }
+
+  const std::array<uint8_t, 16>& naa() const { return naa_; }
+  // Unit serial number (VPD page 80h): the UUID's 32 hex digits, upper case.
+  const std::string& serial() const { return serial_; }
+
+  // Current mode parameters; lock-free.
+  bool descriptor_sense() const { return d_sense_.load(std::memory_order_relaxed); }
+  bool write_cache() const { return wce_.load(std::memory_order_relaxed); }
+  ModeParams mode_params() const { return {write_cache(), descriptor_sense()}; }
+  ModeParams default_mode_params() const { return defaults_; }
+  // Serialises MODE SELECT: check and apply under this lock.
+  std::mutex& mode_mutex() { return mode_mu_; }
+  // Applies new values (caller holds mode_mutex()). When they differ from the current
+  // ones, every other known I_T nexus gets MODE PARAMETERS CHANGED (SPC-5 7.5.1).
+  void set_mode_params(const ModeParams& v, uint64_t from_nexus);
+
+  UnitAttentions& unit_attentions() { return uas_; }
+
+ private:
+  LuParams params_;
+  std::unique_ptr<storage::Backend> backend_;
+  std::array<uint8_t, 16> naa_{};
+  std::string serial_;
+  ModeParams defaults_;
+  std::atomic<bool> wce_;
+  std::atomic<bool> d_sense_;
+  std::mutex mode_mu_;
+  UnitAttentions uas_;
+};
+
+}  // namespace zuma::scsi

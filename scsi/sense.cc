@@ -1,0 +1,104 @@
+#include "scsi/sense.hh"
+
+#include <array>
+#include <cstring>
+
+#include "scsi/cdb.hh"
+#include "scsi/task.hh"
+
+namespace zuma::scsi {
+namespace {
+
+constexpr SenseCode kCheck(uint8_t key, uint8_t asc, uint8_t ascq) {
+  return {status::kCheckCondition, key, asc, ascq};
+}
+
+using namespace sense_key;
+
+// Indexed by Reason. ASC/ASCQ values from SPC-5 table D.1.
+constexpr std::array<SenseCode, static_cast<size_t>(Reason::kCount)> kTable = {{
+    /* kGood */ {status::kGood, kNoSense, 0x00, 0x00},
+    /* kPending */ {status::kGood, kNoSense, 0x00, 0x00},
+    /* kNoSense */ {status::kGood, kNoSense, 0x00, 0x00},
+    /* kBusy */ {status::kBusy, kNoSense, 0x00, 0x00},
+    /* kInvalidOpcode */ kCheck(kIllegalRequest, 0x20, 0x00),
+    /* kInvalidFieldInCdb */ kCheck(kIllegalRequest, 0x24, 0x00),
+    /* kInvalidFieldInParameterList */ kCheck(kIllegalRequest, 0x26, 0x00),
+    /* kParameterListLengthError */ kCheck(kIllegalRequest, 0x1A, 0x00),
+    /* kLbaOutOfRange */ kCheck(kIllegalRequest, 0x21, 0x00),
+    /* kLuNotSupported */ kCheck(kIllegalRequest, 0x25, 0x00),
+    /* kInvalidFieldInCommandIu */ kCheck(kIllegalRequest, 0x0E, 0x03),
+    /* kSavingParametersNotSupported */ kCheck(kIllegalRequest, 0x39, 0x00),
+    /* kMediumNotPresent */ kCheck(kNotReady, 0x3A, 0x00),
+    /* kUnrecoveredReadError */ kCheck(kMediumError, 0x11, 0x00),
+    /* kWriteError */ kCheck(kMediumError, 0x0C, 0x00),
+    /* kInternalTargetFailure */ kCheck(kHardwareError, 0x44, 0x00),
+    /* kWriteProtected */ kCheck(kDataProtect, 0x27, 0x00),
+    /* kSpaceAllocationFailed */ kCheck(kDataProtect, 0x27, 0x07),
+    /* kMiscompareDuringVerify */ kCheck(kMiscompare, 0x1D, 0x00),
+    /* kUaPowerOnOccurred */ kCheck(kUnitAttention, 0x29, 0x01),
+    /* kUaBusDeviceResetOccurred */ kCheck(kUnitAttention, 0x29, 0x03),
+    /* kUaModeParametersChanged */ kCheck(kUnitAttention, 0x2A, 0x01),
+    /* kUaCapacityDataChanged */ kCheck(kUnitAttention, 0x2A, 0x09),
+    /* kUaInquiryDataChanged */ kCheck(kUnitAttention, 0x3F, 0x03),
+    /* kUaReportedLunsDataChanged */ kCheck(kUnitAttention, 0x3F, 0x0E),
+}};
+
+// Sense-key specific bytes for a field pointer (SPC-5 4.4.2.4.2).
+void put_sks(const CmdResult& r, uint8_t* p) {
+  p[0] = 0x80;  // SKSV
+  if (r.field_in_cdb) p[0] |= 0x40;
+  if (r.bit >= 0) p[0] |= 0x08 | (r.bit & 0x07);
+  put_be16(p + 1, r.field);
+}
+
+}  // namespace
+
+SenseCode sense_code(Reason r) { return kTable[static_cast<size_t>(r)]; }
+
+bool is_unit_attention(Reason r) { return sense_code(r).key == sense_key::kUnitAttention; }
+
+uint8_t build_sense(const CmdResult& r, bool descriptor, std::span<uint8_t> out) {
+  const SenseCode c = sense_code(r.reason);
+  std::memset(out.data(), 0, kMaxSenseLen);
+  uint8_t* s = out.data();
+  if (!descriptor) {
+    s[0] = 0x70;  // current error, fixed format
+    if (r.has_info && r.info <= 0xFFFFFFFFu) {
+      s[0] |= 0x80;  // VALID
+      put_be32(s + 3, static_cast<uint32_t>(r.info));
+    }
+    s[2] = c.key;
+    s[7] = kFixedSenseLen - 8;  // additional sense length
+    s[12] = c.asc;
+    s[13] = c.ascq;
+    if (r.has_field) put_sks(r, s + 15);
+    return kFixedSenseLen;
+  }
+  s[0] = 0x72;  // current error, descriptor format
+  s[1] = c.key;
+  s[2] = c.asc;
+  s[3] = c.ascq;
+  uint8_t len = 8;
+  if (r.has_info) {
+    // Information sense data descriptor (SPC-5 4.4.2.2).
+    uint8_t* d = s + len;
+    d[0] = 0x00;
+    d[1] = 0x0A;
+    d[2] = 0x80;  // VALID
+    put_be64(d + 4, r.info);
+    len += 12;
+  }
+  if (r.has_field) {
+    // Sense key specific sense data descriptor (SPC-5 4.4.2.4).
+    uint8_t* d = s + len;
+    d[0] = 0x02;
+    d[1] = 0x06;
+    put_sks(r, d + 4);
+    len += 8;
+  }
+  s[7] = static_cast<uint8_t>(len - 8);
+  return len;
+}
+
+}  // namespace zuma::scsi

@@ -1,0 +1,401 @@
+// SPC-5 commands: TEST UNIT READY, REQUEST SENSE, INQUIRY and its VPD pages, MODE
+// SENSE/SELECT, REPORT LUNS, REPORT SUPPORTED OPERATION CODES.
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+
+#include "scsi/cdb.hh"
+#include "scsi/handlers.hh"
+#include "scsi/logical_unit.hh"
+
+namespace zuma::scsi {
+namespace {
+
+// Peripheral qualifier / device type byte: 000b direct access block device, or 011b /
+// 1Fh when no LU is attached at this LUN (SPC-5 6.7.2, SAM-5 5.11).
+constexpr uint8_t kPeripheralDisk = 0x00;
+constexpr uint8_t kPeripheralNoLu = 0x7F;
+
+// Version descriptors (SPC-5 6.7.2 table 148): SAM-5, SPC-4, SBC-3 (no version claimed).
+// SBC-3 rather than SBC-4: conformance tools key SBC-3 features (block limits page
+// length 3Ch, READ CAPACITY (16)) on it, and SBC-4 is a superset of what they test.
+constexpr uint16_t kVersionDescriptors[] = {0x00A0, 0x0460, 0x04C0};
+
+namespace vpd {
+constexpr uint8_t kSupportedPages = 0x00;
+constexpr uint8_t kUnitSerialNumber = 0x80;
+constexpr uint8_t kDeviceIdentification = 0x83;
+constexpr uint8_t kBlockLimits = 0xB0;
+constexpr uint8_t kBlockDeviceCharacteristics = 0xB1;
+constexpr uint8_t kLogicalBlockProvisioning = 0xB2;
+}  // namespace vpd
+
+// Parameter data buffers: large enough for every response of this file but REPORT LUNS
+// and REPORT SUPPORTED OPERATION CODES, which size theirs.
+constexpr size_t kInquiryBufLen = 2048;
+
+// Copies `s` into a fixed-width ASCII field, space padded; characters outside 20h..7Eh
+// become spaces (SPC-5 4.3.1).
+void put_ascii(uint8_t* p, size_t width, std::string_view s) {
+  std::memset(p, ' ', width);
+  for (size_t i = 0; i < width && i < s.size(); ++i) {
+    const char ch = s[i];
+    p[i] = (ch >= 0x20 && ch <= 0x7E) ? static_cast<uint8_t>(ch) : ' ';
+  }
+}
+
+size_t standard_inquiry(const LogicalUnit* lu, uint8_t* p) {
+  static const LuParams kNoLuParams;
+  const LuParams& lp = lu ? lu->params() : kNoLuParams;
+  p[0] = lu ? kPeripheralDisk : kPeripheralNoLu;
+  p[1] = 0x00;  // RMB=0: not removable
+  p[2] = 0x06;  // VERSION: SPC-4
+  p[3] = 0x12;  // HISUP=1, RESPONSE DATA FORMAT=2
+  p[5] = 0x00;  // SCCS, ACC, TPGS=00b (no ALUA yet), 3PC, PROTECT all 0
+  p[6] = 0x00;
+  p[7] = 0x02;  // CMDQUE
+  put_ascii(p + 8, 8, lp.vendor);
+  put_ascii(p + 16, 16, lp.product);
+  put_ascii(p + 32, 4, lp.revision);
+  for (size_t i = 0; i < std::size(kVersionDescriptors); ++i) {
+    put_be16(p + 58 + 2 * i, kVersionDescriptors[i]);
+  }
+  constexpr size_t kLen = 96;
+  p[4] = kLen - 5;  // ADDITIONAL LENGTH
+  return kLen;
+}
+
+// Appends a designation descriptor (SPC-5 7.7.6.1) and returns its size.
+size_t put_designator(uint8_t* p, uint8_t code_set, uint8_t association, uint8_t type,
+                      const uint8_t* id, size_t id_len) {
+  p[0] = code_set;  // PROTOCOL IDENTIFIER 0 (PIV=0: not transport specific)
+  p[1] = static_cast<uint8_t>(association << 4 | type);
+  p[2] = 0;
+  p[3] = static_cast<uint8_t>(id_len);
+  std::memcpy(p + 4, id, id_len);
+  return 4 + id_len;
+}
+
+// SCSI name string designator (SPC-5 7.7.6.11): UTF-8, null terminated, padded with
+// nulls to a multiple of 4, at most 256 bytes.
+size_t put_name_designator(uint8_t* p, uint8_t association, std::string_view name) {
+  uint8_t buf[256] = {};
+  const size_t n = std::min<size_t>(name.size(), 255);
+  std::memcpy(buf, name.data(), n);
+  const size_t len = std::min<size_t>((n + 1 + 3) / 4 * 4, 256);
+  return put_designator(p, 0x3, association, 0x8, buf, len);
+}
+
+constexpr uint8_t kAssocLu = 0x0;
+constexpr uint8_t kAssocTargetPort = 0x1;
+constexpr uint8_t kAssocTargetDevice = 0x2;
+
+size_t device_identification(const LogicalUnit& lu, const Nexus* nexus, uint8_t* p) {
+  size_t n = 4;
+  // NAA IEEE Registered Extended (type 3), binary.
+  n += put_designator(p + n, 0x1, kAssocLu, 0x3, lu.naa().data(), lu.naa().size());
+  // T10 vendor ID based (type 1), ASCII: vendor, then the unit serial number.
+  uint8_t t10[8 + 32];
+  put_ascii(t10, 8, lu.params().vendor);
+  put_ascii(t10 + 8, 32, lu.serial());
+  n += put_designator(p + n, 0x2, kAssocLu, 0x1, t10, sizeof(t10));
+  if (nexus) {
+    // Relative target port (type 4) and target port group (type 5), SPC-5 7.7.6.7/8.
+    uint8_t id[4] = {};
+    put_be16(id + 2, nexus->relative_port_id);
+    n += put_designator(p + n, 0x1, kAssocTargetPort, 0x4, id, 4);
+    put_be16(id + 2, nexus->target_port_group);
+    n += put_designator(p + n, 0x1, kAssocTargetPort, 0x5, id, 4);
+    if (!nexus->target_port.empty()) {
+      n += put_name_designator(p + n, kAssocTargetPort, nexus->target_port);
+    }
+    if (!nexus->target_name.empty()) {
+      n += put_name_designator(p + n, kAssocTargetDevice, nexus->target_name);
+    }
+  }
+  put_be16(p + 2, static_cast<uint16_t>(n - 4));
+  return n;
+}
+
+size_t block_limits(const LogicalUnit& lu, uint8_t* p) {
+  // SBC-4 6.6.4. No UNMAP, WRITE SAME, COMPARE AND WRITE, PRE-FETCH yet: their fields 0.
+  const uint32_t bs = lu.block_size();
+  put_be16(p + 2, 0x3C);
+  put_be16(p + 6, static_cast<uint16_t>(std::max<uint32_t>(1, kOptimalGranularityBytes / bs)));
+  put_be32(p + 8, lu.max_transfer_blocks());
+  put_be32(p + 12, kOptimalTransferBytes / bs);
+  return 64;
+}
+
+size_t block_device_characteristics(uint8_t* p) {
+  // SBC-4 6.6.2: MEDIUM ROTATION RATE 0001h, non-rotating medium.
+  put_be16(p + 2, 0x3C);
+  put_be16(p + 4, 0x0001);
+  return 64;
+}
+
+size_t logical_block_provisioning(uint8_t* p) {
+  // SBC-4 6.6.6. Thin LUs only. We advertise no deallocation command yet (LBPU, LBPWS,
+  // LBPWS10 = 0); blocks never written read as zeros: LBPRZ = 001b. PROVISIONING TYPE
+  // 010b: thin.
+  put_be16(p + 2, 0x0004);
+  p[5] = 0x01 << 2;
+  p[6] = 0x02;
+  return 8;
+}
+
+// Supported VPD pages, ascending (SPC-5 7.7.13).
+size_t supported_pages(const LogicalUnit& lu, uint8_t* p) {
+  size_t n = 4;
+  for (uint8_t page : {vpd::kSupportedPages, vpd::kUnitSerialNumber, vpd::kDeviceIdentification,
+                       vpd::kBlockLimits, vpd::kBlockDeviceCharacteristics}) {
+    p[n++] = page;
+  }
+  if (lu.params().thin) p[n++] = vpd::kLogicalBlockProvisioning;
+  put_be16(p + 2, static_cast<uint16_t>(n - 4));
+  return n;
+}
+
+CmdResult vpd_page(const LogicalUnit* lu, const Nexus* nexus, uint8_t page, uint8_t* p,
+                   size_t* len) {
+  p[1] = page;
+  if (!lu) {
+    // No LU here: only the list of supported pages, which lists itself.
+    if (page != vpd::kSupportedPages) return CmdResult::invalid_cdb(2, 7);
+    p[0] = kPeripheralNoLu;
+    p[3] = 1;
+    *len = 5;
+    return CmdResult::good();
+  }
+  p[0] = kPeripheralDisk;
+  switch (page) {
+    case vpd::kSupportedPages:
+      *len = supported_pages(*lu, p);
+      break;
+    case vpd::kUnitSerialNumber: {  // SPC-5 7.7.18
+      const std::string& s = lu->serial();
+      p[3] = static_cast<uint8_t>(s.size());
+      std::memcpy(p + 4, s.data(), s.size());
+      *len = 4 + s.size();
+      break;
+    }
+    case vpd::kDeviceIdentification:
+      *len = device_identification(*lu, nexus, p);
+      break;
+    case vpd::kBlockLimits:
+      *len = block_limits(*lu, p);
+      break;
+    case vpd::kBlockDeviceCharacteristics:
+      *len = block_device_characteristics(p);
+      break;
+    case vpd::kLogicalBlockProvisioning:
+      if (!lu->params().thin) return CmdResult::invalid_cdb(2, 7);
+      *len = logical_block_provisioning(p);
+      break;
+    default:
+      return CmdResult::invalid_cdb(2, 7);
+  }
+  return CmdResult::good();
+}
+
+}  // namespace
+
+CmdResult handle_test_unit_ready(Cmd&) {
+  // SBC-4 5.30: the medium is always ready (no removable medium, no spin-up).
+  return CmdResult::good();
+}
+
+CmdResult handle_request_sense(Cmd& c) {
+  // SPC-5 6.39. iSCSI returns sense with the status (autosense), so the only sense data
+  // held for REQUEST SENSE is a pending unit attention, which this reports and clears.
+  const bool desc = c.cdb()[1] & 0x01;
+  const uint8_t alloc = c.cdb()[4];
+  CmdResult s = Reason::kNoSense;
+  if (!c.lu) {
+    s = Reason::kLuNotSupported;  // SAM-5 5.11: reported as parameter data, status GOOD
+  } else if (auto ua = c.lu->unit_attentions().take(c.nexus_id())) {
+    s = *ua;
+  }
+  uint8_t* p = data_in_buffer(c.task, kMaxSenseLen);
+  const size_t n = build_sense(s, desc, std::span<uint8_t>(p, kMaxSenseLen));
+  set_data_in(c.task, n, alloc);
+  return CmdResult::good();
+}
+
+CmdResult handle_inquiry(Cmd& c) {
+  // SPC-5 6.7.
+  const uint8_t* cdb = c.cdb();
+  const bool evpd = cdb[1] & 0x01;
+  const uint8_t page = cdb[2];
+  const uint16_t alloc = get_be16(cdb + 3);
+  if (!evpd && page != 0) return CmdResult::invalid_cdb(2, 7);
+  uint8_t* p = data_in_buffer(c.task, kInquiryBufLen);
+  size_t n = 0;
+  if (!evpd) {
+    n = standard_inquiry(c.lu, p);
+  } else {
+    const CmdResult r = vpd_page(c.lu, c.task.nexus, page, p, &n);
+    if (!r.ok()) return r;
+  }
+  set_data_in(c.task, n, alloc);
+  return CmdResult::good();
+}
+
+CmdResult handle_mode_sense(Cmd& c) {
+  // SPC-5 6.13 / 6.14.
+  const uint8_t* cdb = c.cdb();
+  ModeSenseArgs a;
+  a.ten = cdb[0] == op::kModeSense10;
+  a.dbd = cdb[1] & 0x08;
+  a.llbaa = a.ten && (cdb[1] & 0x10);
+  a.pc = static_cast<PageControl>(cdb[2] >> 6);
+  a.page = cdb[2] & 0x3F;
+  a.subpage = cdb[3];
+  const size_t alloc = a.ten ? get_be16(cdb + 7) : cdb[4];
+  uint8_t buf[kMaxModeSenseLen];
+  size_t n = 0;
+  const CmdResult r = build_mode_sense(a, c.lu->mode_params(), c.lu->default_mode_params(),
+                                       c.lu->geometry(), buf, &n);
+  if (!r.ok()) return r;
+  std::memcpy(data_in_buffer(c.task, n), buf, n);
+  set_data_in(c.task, n, alloc);
+  return CmdResult::good();
+}
+
+CmdResult handle_mode_select(Cmd& c) {
+  // SPC-5 6.11 / 6.12.
+  const uint8_t* cdb = c.cdb();
+  const bool ten = cdb[0] == op::kModeSelect10;
+  const uint32_t len = ten ? get_be16(cdb + 7) : cdb[4];
+  c.task.transfer_len = len;
+  if (cdb[1] & 0x01) return CmdResult::invalid_cdb(1, 0);  // SP: we cannot save pages
+  if (len != 0 && !(cdb[1] & 0x10)) return CmdResult::invalid_cdb(1, 4);  // PF=0: vendor format
+  if (c.task.data.size() < len) return Reason::kInvalidFieldInCommandIu;
+  std::lock_guard lock(c.lu->mode_mutex());
+  ModeParams next;
+  const CmdResult r = parse_mode_select(std::span<const uint8_t>(c.task.data.data(), len), ten,
+                                        c.lu->geometry(), c.lu->mode_params(), &next);
+  if (!r.ok()) return r;
+  c.lu->set_mode_params(next, c.nexus_id());
+  return CmdResult::good();
+}
+
+CmdResult handle_report_luns(Cmd& c) {
+  // SPC-5 6.33.
+  const uint8_t* cdb = c.cdb();
+  const uint8_t select = cdb[2];
+  const uint32_t alloc = get_be32(cdb + 6);
+  if (alloc < 16) return CmdResult::invalid_cdb(6, 7);
+  bool report = false;
+  switch (select) {
+    case 0x00:  // all LUs but well-known ones (we have none)
+    case 0x02:  // all LUs
+    case 0x11:  // administrative LUs and all that are not subsidiary: all of ours
+      report = true;
+      break;
+    case 0x01:  // well-known LUs only
+    case 0x10:  // administrative LUs only
+    case 0x12:  // the addressed administrative LU and its subsidiaries: not one of ours
+      break;
+    default:
+      return CmdResult::invalid_cdb(2, 7);
+  }
+  size_t count = 0;
+  if (report) {
+    for (const auto& [lun, lu] : c.table.luns) count += (lu && lun <= 0x3FFF) ? 1 : 0;
+  }
+  uint8_t* p = data_in_buffer(c.task, 8 + 8 * count);
+  size_t n = 8;
+  if (report) {
+    for (const auto& [lun, lu] : c.table.luns) {
+      if (!lu || lun > 0x3FFF) continue;  // not addressable in the flat space
+      // SAM-5 4.7.7.2: peripheral device addressing (00b) below 256, else flat (01b).
+      if (lun < 256) {
+        p[n + 1] = static_cast<uint8_t>(lun);
+      } else {
+        p[n] = static_cast<uint8_t>(0x40 | (lun >> 8));
+        p[n + 1] = static_cast<uint8_t>(lun);
+      }
+      n += 8;
+    }
+  }
+  put_be32(p, static_cast<uint32_t>(n - 8));
+  set_data_in(c.task, n, alloc);
+  return CmdResult::good();
+}
+
+namespace {
+
+// Command timeouts descriptor (SPC-5 6.35.4): nominal time not specified, 60 s recommended.
+constexpr size_t kTimeoutsLen = 12;
+void put_timeouts(uint8_t* p) {
+  put_be16(p, 0x0A);
+  put_be32(p + 8, 60);
+}
+
+}  // namespace
+
+CmdResult handle_report_supported_opcodes(Cmd& c) {
+  // SPC-5 6.35, generated from the command table.
+  const uint8_t* cdb = c.cdb();
+  const bool rctd = cdb[2] & 0x80;
+  const uint8_t options = cdb[2] & 0x07;
+  const uint8_t req_op = cdb[3];
+  const uint16_t req_sa = get_be16(cdb + 4);
+  const uint32_t alloc = get_be32(cdb + 6);
+  const auto cmds = all_commands();
+
+  if (options == 0) {
+    const size_t each = 8 + (rctd ? kTimeoutsLen : 0);
+    uint8_t* p = data_in_buffer(c.task, 4 + each * cmds.size());
+    size_t n = 4;
+    for (const CommandInfo& ci : cmds) {
+      p[n] = ci.opcode;
+      if (ci.has_sa) put_be16(p + n + 2, ci.sa);
+      p[n + 5] = static_cast<uint8_t>((rctd ? 0x02 : 0x00) | (ci.has_sa ? 0x01 : 0x00));
+      put_be16(p + n + 6, ci.cdb_len);
+      if (rctd) put_timeouts(p + n + 8);
+      n += each;
+    }
+    put_be32(p, static_cast<uint32_t>(n - 4));
+    set_data_in(c.task, n, alloc);
+    return CmdResult::good();
+  }
+
+  const bool known = find_command(req_op, 0) != nullptr || has_service_actions(req_op);
+  const CommandInfo* ci = nullptr;
+  switch (options) {
+    case 1:  // by operation code; invalid for one with service actions
+      if (has_service_actions(req_op)) return CmdResult::invalid_cdb(2, 2);
+      ci = find_command(req_op, 0);
+      break;
+    case 2:  // by operation code and service action; invalid for one without
+      if (known && !has_service_actions(req_op)) return CmdResult::invalid_cdb(2, 2);
+      ci = known ? find_command(req_op, req_sa) : nullptr;
+      break;
+    case 3:  // SPC-5: service action only when the operation code has them
+      ci = find_command(req_op, req_sa);
+      if (ci && !ci->has_sa && req_sa != 0) ci = nullptr;
+      break;
+    default:
+      return CmdResult::invalid_cdb(2, 2);
+  }
+  uint8_t* p = data_in_buffer(c.task, 4 + 16 + kTimeoutsLen);
+  size_t n = 4;
+  if (!ci) {
+    p[1] = 0x01;  // SUPPORT 001b: not supported
+  } else {
+    p[1] = static_cast<uint8_t>((rctd ? 0x80 : 0x00) | 0x03);  // CTDP, SUPPORT 011b
+    put_be16(p + 2, ci->cdb_len);
+    std::memcpy(p + 4, ci->usage.data(), ci->cdb_len);
+    n += ci->cdb_len;
+    if (rctd) {
+      put_timeouts(p + n);
+      n += kTimeoutsLen;
+    }
+  }
+  set_data_in(c.task, n, alloc);
+  return CmdResult::good();
+}
+
+}  // namespace zuma::scsi

@@ -1,0 +1,58 @@
+// The block-device interface that logical units sit on (DESIGN.md: storage/).
+//
+// Threading contract: a Backend may be shared by several reactor threads. submit() is
+// called on a reactor thread; the completion (req.done) runs later on the *same* thread,
+// or inline inside submit() for backends that complete synchronously (memory, null, or
+// the file backend when the calling thread has no IoContext). Callers must cope with
+// both. A Backend never blocks the calling thread on I/O when the thread has an
+// IoContext (io_uring).
+//
+// Offsets and lengths are in bytes. The caller guarantees offset + length <= size().
+// Ownership: the iovecs and the memory they point to belong to the caller and must stay
+// valid until done() runs; the Backend never frees them.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace zuma::storage {
+
+enum class IoOp : uint8_t {
+  kRead,
+  kWrite,
+  kFlush,        // make every completed write durable (fdatasync); offset/length ignored
+  kDiscard,      // deallocate; reads of the range return zeros afterwards
+  kWriteZeroes,  // make the range read as zeros (may deallocate)
+};
+
+struct IoRequest;
+using IoDone = void (*)(IoRequest& req, int result);  // result: 0 or -errno
+
+struct IoRequest {
+  IoOp op = IoOp::kRead;
+  bool fua = false;  // kWrite: durable before completion (RWF_DSYNC)
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  const iovec* iov = nullptr;  // kRead/kWrite: scatter/gather list covering `length`
+  int iovcnt = 0;
+  IoDone done = nullptr;
+  void* user = nullptr;  // the caller's context, untouched by the backend
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Size in bytes; fixed for the life of the object.
+  virtual uint64_t size() const = 0;
+  // Capability query (STYLE.md 4): kRead, kWrite and kFlush are always supported.
+  virtual bool supports(IoOp op) const = 0;
+  // Starts the request; completes exactly once through req.done (see threading contract).
+  virtual void submit(IoRequest& req) = 0;
+  // A short human-readable description for logs, e.g. "file:/var/a.img".
+  virtual std::string describe() const = 0;
+};
+
+}  // namespace zuma::storage

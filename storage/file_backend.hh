@@ -1,0 +1,64 @@
+// The file backend: a regular file or a block device (DESIGN.md: storage/).
+//
+// With an IoContext current on the submitting thread every request goes through its
+// io_uring and completes from IoContext::reap() on that thread; without one the request
+// runs synchronously (preadv2/pwritev2, fdatasync, fallocate) and completes inline.
+//
+// Mapping of operations:
+//   kRead / kWrite  readv / writev at the same byte offset; fua -> RWF_DSYNC
+//   kFlush          fdatasync (IORING_FSYNC_DATASYNC)
+//   kDiscard        fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads as zeros and, on a
+//                   regular file, its blocks are freed; on a block device the kernel
+//                   turns it into WRITE ZEROES with unmap allowed
+//   kWriteZeroes    fallocate(ZERO_RANGE | KEEP_SIZE), or PUNCH_HOLE where the file
+//                   system has no ZERO_RANGE (tmpfs); a block device falls back to
+//                   writing zeros itself
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <string>
+
+#include "storage/backend.hh"
+#include "storage/unique_fd.hh"
+
+namespace zuma::storage {
+
+class FileBackend final : public Backend {
+ public:
+  // Opens `path` for a LU of `size` bytes (factory.hh BackendSpec "file"):
+  //  - missing: creates it (mode 0600, parent directories as needed) as a sparse file of
+  //    `size` bytes; size 0 is then an error.
+  //  - an existing regular file must hold at least `size` bytes (only the first `size`
+  //    are used); it is never grown or truncated. size 0 means the whole file.
+  //  - a block device (opened O_EXCL, so a mounted one is refused) must hold at least
+  //    `size` bytes; size 0 means the whole device.
+  // Error: one line naming the path and the errno text.
+  static std::expected<std::unique_ptr<FileBackend>, std::string> open(const std::string& path,
+                                                                       uint64_t size);
+
+  uint64_t size() const override { return size_; }
+  bool supports(IoOp op) const override;
+  void submit(IoRequest& req) override;
+  std::string describe() const override { return "file:" + path_; }
+
+  int fd() const { return fd_.get(); }
+  bool is_block_device() const { return block_device_; }
+
+ private:
+  FileBackend(UniqueFd fd, std::string path, uint64_t size, bool block_device);
+  // The fallocate(2) mode for kDiscard / kWriteZeroes, or -1 when unsupported.
+  int fallocate_mode(IoOp op) const;
+  int run_sync(const IoRequest& req) const;
+  int rw_sync(const IoRequest& req) const;
+
+  UniqueFd fd_;
+  std::string path_;
+  uint64_t size_;
+  bool block_device_;
+  bool punch_hole_ = false;  // FALLOC_FL_PUNCH_HOLE works here
+  bool zero_range_ = false;  // FALLOC_FL_ZERO_RANGE works here
+};
+
+}  // namespace zuma::storage

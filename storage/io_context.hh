@@ -1,0 +1,82 @@
+// Per-thread asynchronous I/O context: one io_uring owned by one reactor thread.
+//
+// A reactor creates one IoContext, makes it current on its thread, polls event_fd() in
+// its event loop, calls reap() when it is readable and flush() once per loop iteration
+// (so submissions made while handling a batch of PDUs go to the kernel in one syscall).
+// Backends find the context through IoContext::current(); a thread with none (unit
+// tests, the config checker) gets synchronous I/O instead.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <memory>
+
+#include "storage/unique_fd.hh"
+
+struct io_uring;
+struct io_uring_sqe;
+
+namespace zuma::storage {
+
+struct IoRequest;
+
+class IoContext {
+ public:
+  // Creates a ring with `entries` submission slots. Error: -errno.
+  static std::expected<std::unique_ptr<IoContext>, int> create(unsigned entries = 256);
+  // Destroying a context with requests in flight first waits for them and runs their
+  // done() callbacks (every request completes exactly once).
+  ~IoContext();
+  IoContext(const IoContext&) = delete;
+  IoContext& operator=(const IoContext&) = delete;
+
+  // The calling thread's context, or nullptr.
+  static IoContext* current();
+  // Makes this the calling thread's context (nullptr-safe: clear_current()).
+  void make_current();
+  static void clear_current();
+
+  // Readable (eventfd) when completions are waiting; poll it for EPOLLIN.
+  int event_fd() const { return event_fd_.get(); }
+  // A submission slot whose user_data will be set to `req`; submits pending ones first
+  // if the ring is full. Never returns nullptr.
+  // On completion done(req, res < 0 ? res : 0) runs from reap(); a kRead/kWrite whose
+  // result is a byte count below req.length completes with -EIO (use queue_rw() to have
+  // short transfers finished instead).
+  io_uring_sqe* get_sqe(IoRequest& req);
+  // Hands every prepared submission to the kernel. Cheap when there are none.
+  void flush();
+  // Runs the done() callback of every finished request; returns how many. Safe to call
+  // when nothing is ready (one non-blocking eventfd read). done() may submit new requests
+  // (they wait for the next flush()). Call flush() after reap() before sleeping.
+  unsigned reap();
+  // Requests submitted and not yet completed.
+  uint64_t in_flight() const { return in_flight_; }
+
+  // Queues req (kRead or kWrite, `length` bytes of req.iov at file offset req.offset) as
+  // a readv/writev on fd, with `rw_flags` (e.g. RWF_DSYNC) as the per-I/O flags. Unlike a
+  // bare get_sqe(), the context finishes short transfers itself: it resubmits the rest,
+  // and a read that reaches end of file fills the rest of the buffers with zeros. done()
+  // then runs once with 0 or -errno (-EIO for a write that makes no progress, -EINVAL
+  // when req.iov holds fewer than `length` bytes; that one completes inline).
+  // No heap allocation in steady state (operation records are pooled per context).
+  void queue_rw(IoRequest& req, int fd, int rw_flags = 0);
+
+ private:
+  struct State;
+  struct RwOp;
+  IoContext() = default;
+  io_uring_sqe* raw_sqe(uint64_t user_data);
+  void submit_pending();
+  size_t harvest();
+  unsigned dispatch(uint64_t user_data, int res);
+  bool finish_rw(RwOp& op, int res, int* result);
+  void prep_rw(RwOp& op);
+  std::unique_ptr<State> state_;
+  std::unique_ptr<io_uring> ring_;
+  UniqueFd event_fd_;
+  unsigned pending_ = 0;
+  uint64_t in_flight_ = 0;
+};
+
+}  // namespace zuma::storage

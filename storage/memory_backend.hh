@@ -1,0 +1,60 @@
+// The memory backend: a LU held in RAM, for tests and benchmarks (lost at exit).
+//
+// Memory is taken lazily in chunks of kChunkSize bytes, so a large LU costs nothing until
+// it is written; a chunk never written reads as zeros. kDiscard / kWriteZeroes free the
+// chunks they cover whole and zero the parts of the others. Every request completes
+// inline. Safe for concurrent requests from several threads: chunk allocation is a
+// compare-and-swap, and freeing a chunk excludes readers and writers of it (striped
+// reader/writer locks), so a discard racing a read never frees memory in use. What
+// overlapping concurrent writes leave behind is the initiator's business.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+
+#include "storage/backend.hh"
+
+namespace zuma::storage {
+
+class MemoryBackend final : public Backend {
+ public:
+  static constexpr uint64_t kChunkSize = 1 << 20;
+
+  // Throws std::bad_alloc when even the chunk table does not fit.
+  explicit MemoryBackend(uint64_t size);
+  ~MemoryBackend() override;
+  MemoryBackend(const MemoryBackend&) = delete;
+  MemoryBackend& operator=(const MemoryBackend&) = delete;
+
+  uint64_t size() const override { return size_; }
+  bool supports(IoOp op) const override;
+  void submit(IoRequest& req) override;
+  std::string describe() const override;
+
+  // Bytes of RAM currently held for data (a multiple of the chunk size, except for the
+  // last chunk).
+  uint64_t allocated_bytes() const { return allocated_.load(std::memory_order_relaxed); }
+
+ private:
+  static constexpr size_t kStripes = 64;
+  struct alignas(64) Stripe {
+    std::shared_mutex mu;
+  };
+
+  int execute(const IoRequest& req);
+  uint64_t chunk_len(uint64_t idx) const;
+  uint8_t* get_or_alloc(uint64_t idx);
+  std::shared_mutex& stripe(uint64_t idx) { return stripes_[idx % kStripes].mu; }
+
+  const uint64_t size_;
+  const uint64_t nchunks_;
+  std::unique_ptr<std::atomic<uint8_t*>[]> chunks_;
+  std::array<Stripe, kStripes> stripes_;
+  std::atomic<uint64_t> allocated_{0};
+};
+
+}  // namespace zuma::storage

@@ -1,0 +1,31 @@
+#include "storage/null_backend.hh"
+
+#include <cerrno>
+
+#include <fmt/format.h>
+
+#include "storage/iovec_util.hh"
+
+namespace zuma::storage {
+
+void NullBackend::submit(IoRequest& req) {
+  if (req.op != IoOp::kFlush &&
+      (req.offset + req.length < req.offset || req.offset + req.length > size_)) {
+    req.done(req, -EINVAL);
+    return;
+  }
+  if (req.op == IoOp::kRead) {
+    if (iov_total(req.iov, req.iovcnt) < req.length) {
+      req.done(req, -EINVAL);
+      return;
+    }
+    iov_zero(req.iov, req.iovcnt, 0, req.length);
+  }
+  req.done(req, 0);
+}
+
+std::string NullBackend::describe() const {
+  return fmt::format("null:{}", size_);
+}
+
+}  // namespace zuma::storage

@@ -1,0 +1,1221 @@
+#include "target/connection.hh"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace zuma::target {
+namespace {
+
+constexpr uint8_t kZeros[4] = {0, 0, 0, 0};
+// Largest write a command may carry; bigger ones fail in the device server (its block
+// limits advertise less) without the transport buffering them.
+constexpr uint32_t kMaxCommandBuffer = 64u << 20;
+
+std::string addr_str(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    port = ntohs(a->sin_port);
+    return fmt::format("{}:{}", buf, port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    port = ntohs(a->sin6_port);
+    return fmt::format("[{}]:{}", buf, port);
+  }
+  return buf;
+}
+
+bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
+
+std::string host_port(const std::string& host, uint16_t port) {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+bool acl_allows(const TargetDef& t, const std::string& initiator) {
+  if (t.acl.empty()) return true;
+  return std::find(t.acl.begin(), t.acl.end(), initiator) != t.acl.end();
+}
+
+}  // namespace
+
+Connection::Connection(Reactor& reactor, ServerContext& server, storage::UniqueFd fd, uint64_t id,
+                       uint16_t tpgt, const sockaddr_storage& local, const sockaddr_storage& peer)
+    : reactor_(reactor),
+      server_(server),
+      fd_(std::move(fd)),
+      id_(id),
+      tpgt_(tpgt),
+      local_(local),
+      peer_(peer),
+      peer_str_(addr_str(peer)),
+      created_(std::chrono::steady_clock::now()),
+      last_rx_(created_),
+      stage_(new uint8_t[kStageSize]),
+      neg_(server.limits(), false) {}
+
+Connection::~Connection() = default;
+
+void Connection::start() {
+  reactor_.add(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
+  spdlog::debug("connection {} from {}", id_, peer_str_);
+}
+
+// ---------------------------------------------------------------------------------------
+// Receive
+
+void Connection::on_event(uint32_t events) {
+  if (closed_) return;
+  if (events & EPOLLOUT) flush_tx();
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
+    if (reading_) {
+      receive();
+    } else if (events & (EPOLLHUP | EPOLLERR)) {
+      close("connection reset");
+    }
+  }
+}
+
+void Connection::run_deferred() {
+  if (closed_) return;
+  if (reading_ && stage_end_ > stage_beg_) receive();
+  if (!closed_) flush_tx();
+}
+
+Connection::Fill Connection::fill(uint8_t* dst, size_t len, size_t& done) {
+  while (done < len) {
+    if (stage_end_ > stage_beg_) {
+      const size_t n = std::min(stage_end_ - stage_beg_, len - done);
+      if (dst) std::memcpy(dst + done, stage_.get() + stage_beg_, n);
+      stage_beg_ += n;
+      done += n;
+      if (stage_beg_ == stage_end_) stage_beg_ = stage_end_ = 0;
+      continue;
+    }
+    const size_t want = len - done;
+    const bool direct = dst && want >= 16384;  // big data segments go straight to the command
+    ssize_t r = direct ? ::recv(fd_.get(), dst + done, want, 0)
+                       : ::recv(fd_.get(), stage_.get(), kStageSize, 0);
+    if (r > 0) {
+      if (direct) {
+        done += size_t(r);
+      } else {
+        stage_beg_ = 0;
+        stage_end_ = size_t(r);
+      }
+      continue;
+    }
+    if (r == 0) return Fill::kClosed;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Fill::kWait;
+    return Fill::kClosed;
+  }
+  return Fill::kDone;
+}
+
+void Connection::receive() {
+  for (int pdus = 0; pdus < kPdusPerWakeup;) {
+    if (closed_ || !reading_) return;
+    Fill f = Fill::kDone;
+    switch (rx_) {
+      case Rx::kBhs:
+        f = fill(bhs_.data(), kBhsLen, rx_done_);
+        if (f != Fill::kDone) break;
+        rx_done_ = 0;
+        last_rx_ = std::chrono::steady_clock::now();
+        if (Bhs(bhs_.data()).total_ahs_len()) {
+          ahs_.resize(size_t(Bhs(bhs_.data()).total_ahs_len()) * 4);
+          rx_ = Rx::kAhs;
+        } else if (!begin_data()) {
+          return;
+        }
+        continue;
+      case Rx::kAhs:
+        f = fill(ahs_.data(), ahs_.size(), rx_done_);
+        if (f != Fill::kDone) break;
+        rx_done_ = 0;
+        if (!begin_data()) return;
+        continue;
+      case Rx::kData:
+        f = fill(rx_dst_, rx_len_, rx_done_);
+        if (f != Fill::kDone) break;
+        rx_done_ = 0;
+        rx_ = Rx::kPad;
+        continue;
+      case Rx::kPad: {
+        uint8_t pad[4];
+        f = fill(pad, pad_len(rx_len_), rx_done_);
+        if (f != Fill::kDone) break;
+        rx_done_ = 0;
+        rx_ = Rx::kBhs;
+        ++pdus;
+        end_pdu();
+        continue;
+      }
+    }
+    if (f == Fill::kClosed) close(phase_ == Phase::kLogin ? "closed during login" : "closed by peer");
+    return;  // kWait: epoll tells us when more arrives
+  }
+  // PDU budget used up: continue at the end of this loop iteration (STYLE.md 6).
+  if (!closed_) reactor_.defer(this);
+}
+
+bool Connection::begin_data() {
+  Bhs h(bhs_.data());
+  const uint32_t dsl = h.data_segment_len();
+  const uint32_t max = phase_ == Phase::kLogin ? std::max<uint32_t>(kLoginMaxDsl, neg_.conn.max_recv_data_segment_length)
+                                               : neg_.conn.max_recv_data_segment_length;
+  if (dsl > max) {
+    // RFC 7143 13.12: a PDU longer than our MaxRecvDataSegmentLength is a protocol error.
+    spdlog::warn("{}: data segment of {} bytes exceeds {}; closing", peer_str_, dsl, max);
+    reject(RejectReason::kProtocolError, bhs_.data());
+    close_after_tx_ = true;
+    reading_ = false;
+    flush_tx();
+    return false;
+  }
+  rx_len_ = dsl;
+  rx_dst_ = nullptr;
+  rx_cmd_ = nullptr;
+  switch (h.opcode()) {
+    case Op::kScsiCommand:
+      if (phase_ == Phase::kFullFeature && !discovery_) {
+        handle_scsi_command_header();
+        break;
+      }
+      [[fallthrough]];
+    default:
+      rx_small_.resize(dsl);
+      rx_dst_ = rx_small_.data();
+      break;
+    case Op::kDataOut:
+      if (phase_ == Phase::kFullFeature) {
+        handle_data_out_header();
+      }
+      break;  // otherwise discarded; end_pdu rejects it
+  }
+  if (closed_ || !reading_) return false;
+  rx_ = Rx::kData;
+  return true;
+}
+
+void Connection::end_pdu() {
+  Bhs h(bhs_.data());
+  const Op op = h.opcode();
+  if (phase_ == Phase::kLogin) {
+    if (op == Op::kLoginRequest) return handle_login();
+    // RFC 7143 6.3: only Login Requests before full feature phase.
+    spdlog::warn("{}: opcode {:#x} before login completed; closing", peer_str_, uint8_t(op));
+    reject(RejectReason::kProtocolError, bhs_.data());
+    close_after_tx_ = true;
+    reading_ = false;
+    return;
+  }
+  switch (op) {
+    case Op::kScsiCommand:
+      if (discovery_) {  // RFC 7143 4.3: discovery sessions carry only Text and Logout
+        reject(RejectReason::kProtocolError, bhs_.data());
+        return;
+      }
+      return handle_scsi_command();
+    case Op::kDataOut:
+      return handle_data_out();
+    case Op::kNopOut:
+      return handle_nop_out();
+    case Op::kTextRequest:
+      return handle_text();
+    case Op::kLogoutRequest:
+      return handle_logout();
+    case Op::kTaskMgmtRequest:
+      if (discovery_) return reject(RejectReason::kProtocolError, bhs_.data());
+      return handle_task_mgmt();
+    case Op::kLoginRequest:
+      // RFC 7143 6.3: a Login Request in full feature phase is a protocol error.
+      return reject(RejectReason::kProtocolError, bhs_.data());
+    case Op::kSnackRequest:  // ErrorRecoveryLevel 0: no SNACK (RFC 7143 7.1.4)
+      return reject(RejectReason::kCommandNotSupported, bhs_.data());
+    default:
+      return reject(RejectReason::kCommandNotSupported, bhs_.data());
+  }
+}
+
+void Connection::reject(RejectReason reason, const uint8_t* bhs) {
+  TxItem& it = queue_pdu(Op::kReject);
+  Bhs r(it.bhs.data());
+  r.set_flags(0x80);
+  it.bhs[2] = uint8_t(reason);
+  r.set_itt(kReservedTag);
+  queue_status_fields(it);
+  it.owned.assign(bhs, bhs + kBhsLen);  // RFC 7143 11.17: the rejected PDU's header
+  it.data = it.owned.data();
+  it.len = kBhsLen;
+  r.set_data_segment_len(kBhsLen);
+}
+
+// ---------------------------------------------------------------------------------------
+// Transmit
+
+Connection::TxItem& Connection::queue_pdu(Op op) {
+  TxItem& it = tx_.emplace_back();
+  it.bhs[0] = uint8_t(op);
+  if (!closed_) reactor_.defer(this);
+  return it;
+}
+
+uint32_t Connection::max_cmd_sn() const {
+  // The window shrinks by the commands in flight: queue depth as flow control
+  // (RFC 7143 4.2.2.1). Monotonic: accepting a command moves ExpCmdSN and the used count
+  // together; completing one frees a slot.
+  return exp_cmd_sn_ - 1 + (queue_depth_ - std::min(window_used_, queue_depth_));
+}
+
+void Connection::queue_status_fields(TxItem& it) {
+  Bhs b(it.bhs.data());
+  b.set_word(24, stat_sn_++);
+  b.set_word(28, exp_cmd_sn_);
+  b.set_word(32, max_cmd_sn());
+}
+
+void Connection::want_write(bool on) {
+  if (on == epollout_ || closed_) return;
+  epollout_ = on;
+  reactor_.modify(fd_.get(), (reading_ ? uint32_t(EPOLLIN | EPOLLRDHUP) : 0u) | (on ? uint32_t(EPOLLOUT) : 0u), this);
+}
+
+void Connection::flush_tx() {
+  while (!tx_.empty() && !closed_) {
+    constexpr int kMaxIov = 128;
+    iovec iov[kMaxIov];
+    int n = 0;
+    size_t skip = tx_offset_;
+    for (auto& it : tx_) {
+      if (n + 3 > kMaxIov) break;
+      const uint32_t pad = pad_len(it.len);
+      const std::pair<const uint8_t*, size_t> parts[3] = {
+          {it.bhs.data(), kBhsLen}, {it.data, it.len}, {kZeros, pad}};
+      for (auto [p, len] : parts) {
+        if (len == 0) continue;
+        if (skip >= len) {
+          skip -= len;
+          continue;
+        }
+        iov[n++] = {const_cast<uint8_t*>(p) + skip, len - skip};
+        skip = 0;
+      }
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = size_t(n);
+    ssize_t r = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return want_write(true);
+      return close("send failed");
+    }
+    size_t sent = size_t(r) + tx_offset_;
+    while (!tx_.empty()) {
+      TxItem& it = tx_.front();
+      const size_t total = kBhsLen + it.len + pad_len(it.len);
+      if (sent < total) break;
+      sent -= total;
+      Command* c = it.done_cmd;
+      tx_.pop_front();
+      if (c && --c->pending_tx == 0 && c->state == Command::State::kResponding) release(c);
+    }
+    tx_offset_ = sent;
+  }
+  want_write(false);
+  if (close_after_tx_ && tx_.empty()) close(logout_pending_ ? "logged out" : "closing");
+}
+
+// ---------------------------------------------------------------------------------------
+// Login (RFC 7143 6.3, 11.12, 11.13)
+
+void Connection::login_fail(LoginStatus st) {
+  TxItem& it = queue_pdu(Op::kLoginResponse);
+  Bhs r(it.bhs.data());
+  std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
+  r.set_itt(login_itt_);
+  queue_status_fields(it);
+  it.bhs[36] = uint8_t(uint16_t(st) >> 8);
+  it.bhs[37] = uint8_t(uint16_t(st));
+  spdlog::warn("login from {} ({}) to '{}' failed: status {:#06x}", peer_str_,
+               initiator_name_.empty() ? "?" : initiator_name_, target_name_, uint16_t(st));
+  close_after_tx_ = true;
+  reading_ = false;
+}
+
+// Security-stage and session keys (RFC 7143 12, 13.4-13.6). Returns false when the login
+// must fail (login_fail was called).
+bool Connection::login_security_key(const KeyValue& kv, std::vector<uint8_t>& out) {
+  const std::string& k = kv.key;
+  if (k == "InitiatorName") {
+    if (kv.value.empty()) return login_fail(LoginStatus::kInitiatorError), false;
+    initiator_name_ = kv.value;
+    got_initiator_name_ = true;
+  } else if (k == "InitiatorAlias") {
+    initiator_alias_ = kv.value;
+  } else if (k == "SessionType") {
+    if (kv.value == "Discovery") {
+      discovery_ = true;
+    } else if (kv.value == "Normal") {
+      discovery_ = false;
+    } else {
+      return login_fail(LoginStatus::kSessionTypeNotSupported), false;
+    }
+    neg_.set_discovery(discovery_);
+  } else if (k == "TargetName") {
+    target_name_ = kv.value;
+  } else if (k == "AuthMethod") {
+    // Zuma offers no authentication yet: accept only if the initiator lists None.
+    bool none = false;
+    size_t i = 0;
+    const std::string& v = kv.value;
+    while (i <= v.size()) {
+      size_t c = v.find(',', i);
+      if (c == std::string::npos) c = v.size();
+      if (v.compare(i, c - i, "None") == 0) none = true;
+      i = c + 1;
+    }
+    if (!none) return login_fail(LoginStatus::kAuthenticationFailure), false;
+    append_key(out, "AuthMethod", "None");
+  } else if (k.starts_with("CHAP_")) {
+    return login_fail(LoginStatus::kAuthenticationFailure), false;
+  } else if (k == "TargetAlias" || k == "TargetAddress" || k == "TargetPortalGroupTag") {
+    // Declared by the target only (RFC 7143 13.7-13.9).
+    return login_fail(LoginStatus::kInitiatorError), false;
+  } else {
+    append_key(out, k, "NotUnderstood");
+  }
+  return true;
+}
+
+void Connection::handle_login() {
+  Bhs h(bhs_.data());
+  const uint8_t flags = h.flags();
+  const bool transit = flags & 0x80, cont = flags & 0x40;
+  const uint8_t csg = (flags >> 2) & 3, nsg = flags & 3;
+  const bool first = !login_started_;
+  if (first) {
+    login_started_ = true;
+    std::memcpy(isid_.data(), bhs_.data() + 8, 6);
+    tsih_ = load_be16(bhs_.data() + 14);
+    cid_ = load_be16(bhs_.data() + 20);
+    exp_cmd_sn_ = h.cmd_sn();
+    stat_sn_ = h.exp_stat_sn();
+    login_csg_ = csg;
+  } else if (std::memcmp(isid_.data(), bhs_.data() + 8, 6) != 0 ||
+             load_be16(bhs_.data() + 14) != tsih_) {
+    return login_fail(LoginStatus::kInitiatorError);  // RFC 7143 11.12.5: ISID/TSIH constant
+  }
+  login_itt_ = h.itt();
+  // RFC 7143 11.12.4: version 0x00 is the only one.
+  if (bhs_[3] > 0x00) return login_fail(LoginStatus::kUnsupportedVersion);
+  if (csg == 2 || csg == 3 || (transit && (nsg == 2 || nsg <= csg)) || csg < login_csg_)
+    return login_fail(LoginStatus::kInitiatorError);
+  if (tsih_ != 0) {
+    // Adding a connection to an existing session (MC/S) is not offered yet.
+    return login_fail(LoginStatus::kSessionDoesNotExist);
+  }
+  login_csg_ = csg;
+
+  login_text_.insert(login_text_.end(), rx_small_.begin(), rx_small_.end());
+  if (login_text_.size() > 64 * 1024) return login_fail(LoginStatus::kOutOfResources);
+  if (cont) {
+    // RFC 7143 11.12.2: more text follows; answer with an empty response.
+    TxItem& it = queue_pdu(Op::kLoginResponse);
+    it.bhs[1] = uint8_t(csg << 2 | nsg);
+    std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
+    Bhs(it.bhs.data()).set_itt(login_itt_);
+    queue_status_fields(it);
+    return;
+  }
+  auto keys = parse_text(login_text_);
+  login_text_.clear();
+  if (!keys) {
+    spdlog::warn("{}: bad login text: {}", peer_str_, keys.error());
+    return login_fail(LoginStatus::kInitiatorError);
+  }
+
+  std::vector<uint8_t> out;
+  for (const KeyValue& kv : *keys) {
+    if (csg == 1 && (kv.key == "AuthMethod" || kv.key.starts_with("CHAP_")))
+      return login_fail(LoginStatus::kInitiatorError);  // security keys after security stage
+    if (neg_.offer(kv, out) == Negotiator::Outcome::kAnswered) continue;
+    if (!login_security_key(kv, out)) return;
+  }
+
+  if (first) {
+    if (!got_initiator_name_) return login_fail(LoginStatus::kMissingParameter);  // 13.5.2
+    if (!discovery_) {
+      if (target_name_.empty()) return login_fail(LoginStatus::kMissingParameter);
+      target_ = server_.find_target(target_name_);
+      if (!target_) return login_fail(LoginStatus::kNotFound);
+      if (!acl_allows(*target_, initiator_name_))
+        return login_fail(LoginStatus::kAuthorizationFailure);
+      // RFC 7143 13.9: returned in the first response of a normal session.
+      append_key(out, "TargetPortalGroupTag", std::to_string(tpgt_));
+      if (!target_->alias.empty()) append_key(out, "TargetAlias", target_->alias);
+    }
+  }
+  if (transit && nsg == 3) neg_.finish(out);
+
+  if (out.size() > neg_.conn.max_send_data_segment_length && out.size() > kLoginMaxDsl)
+    return login_fail(LoginStatus::kTargetError);  // never happens with Zuma's few keys
+  TxItem& it = queue_pdu(Op::kLoginResponse);
+  it.bhs[1] = uint8_t((transit ? 0x80 : 0) | csg << 2 | (transit ? nsg : 0));
+  std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
+  Bhs r(it.bhs.data());
+  r.set_itt(login_itt_);
+  it.owned = std::move(out);
+  it.data = it.owned.data();
+  it.len = uint32_t(it.owned.size());
+  r.set_data_segment_len(it.len);
+  if (transit && nsg == 3) {
+    tsih_ = server_.allocate_tsih();
+    store_be16(it.bhs.data() + 14, tsih_);
+    login_complete();
+  }
+  queue_status_fields(it);
+}
+
+void Connection::login_complete() {
+  phase_ = Phase::kFullFeature;
+  queue_depth_ = server_.limits().queue_depth;
+  if (discovery_) {
+    spdlog::info("discovery session from {} ({})", peer_str_, initiator_name_);
+    return;
+  }
+  const std::string isid_hex = fmt::format("{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}", isid_[0],
+                                           isid_[1], isid_[2], isid_[3], isid_[4], isid_[5]);
+  nexus_.id = server_.allocate_nexus_id();
+  nexus_.initiator_name = initiator_name_;
+  nexus_.initiator_port = fmt::format("{},i,0x{}", initiator_name_, isid_hex);
+  nexus_.target_name = target_->iqn;
+  nexus_.target_port = fmt::format("{},t,0x{:04x}", target_->iqn, tpgt_);
+  nexus_.relative_port_id = tpgt_;
+  nexus_.target_port_group = tpgt_;
+  session_key_ = initiator_name_ + "|" + isid_hex + "|" + target_->iqn;
+  server_.session_started(session_key_, reactor_.index(), id_);
+  session_registered_ = true;
+  spdlog::info("session {} {} -> {} from {} (tsih {}, MaxBurst {}, FirstBurst {}, R2T {}, Imm {})",
+               id_, initiator_name_, target_->iqn, peer_str_, tsih_,
+               neg_.session.max_burst_length, neg_.session.first_burst_length,
+               neg_.session.initial_r2t ? "yes" : "no", neg_.session.immediate_data ? "yes" : "no");
+}
+
+// ---------------------------------------------------------------------------------------
+// SCSI commands (RFC 7143 11.3, 11.4, 11.7, 11.8)
+
+Command* Connection::new_command() {
+  Command* c;
+  if (pool_.empty()) {
+    c = new Command;
+  } else {
+    c = pool_.back().release();
+    pool_.pop_back();
+  }
+  c->conn = this;
+  ++live_commands_;
+  return c;
+}
+
+void Connection::release(Command* c) {
+  // Keep the command and its buffer for reuse (no allocation per I/O in steady state),
+  // but do not hoard big buffers.
+  storage::Buffer buf = std::move(c->task.data);
+  if (buf.capacity() > (1u << 20)) buf = storage::Buffer();
+  *c = Command{};
+  c->task.data = std::move(buf);
+  --live_commands_;
+  if (pool_.size() < 2 * queue_depth_) {
+    pool_.emplace_back(c);
+  } else {
+    delete c;
+  }
+  notify_finished();
+}
+
+void Connection::notify_finished() {
+  if (closed_ && executing_ == 0 && live_commands_ == 0 && !finish_notified_ && on_finished) {
+    finish_notified_ = true;
+    on_finished(*this);
+  }
+}
+
+void Connection::handle_scsi_command_header() {
+  Bhs h(bhs_.data());
+  const uint32_t itt = h.itt();
+  const uint32_t dsl = h.data_segment_len();
+  if (itt == kReservedTag || by_itt_.count(itt)) {
+    // RFC 7143 11.2.1.8: ITTs are unique among the session's outstanding tasks.
+    spdlog::warn("{}: SCSI command reuses ITT {:#x}", peer_str_, itt);
+    rx_dst_ = nullptr;  // data discarded; end_pdu rejects
+    rx_cmd_ = nullptr;
+    return;
+  }
+  if (live_commands_ >= 2 * queue_depth_ + 16) {
+    rx_dst_ = nullptr;  // immediate commands beyond any sane bound
+    return;
+  }
+  Command* c = new_command();
+  const uint8_t flags = h.flags();
+  c->itt = itt;
+  c->cmd_sn = h.cmd_sn();
+  c->lun_field = h.lun_field();
+  c->edtl = h.edtl();
+  c->immediate = h.immediate();
+  c->is_write = flags & 0x20;
+  c->is_read = flags & 0x40;
+  scsi::Task& t = c->task;
+  t.lun = decode_lun(c->lun_field);
+  std::memcpy(t.cdb.data(), h.cdb(), 16);
+  t.cdb_len = 16;
+  // RFC 7143 11.3.6 / 11.2.1.2: an Extended CDB AHS (type 1) carries bytes 16.. of the CDB.
+  for (size_t off = 0; off + 4 <= ahs_.size() && Bhs(bhs_.data()).total_ahs_len();) {
+    const uint16_t ahs_len = load_be16(&ahs_[off]);
+    const uint8_t type = ahs_[off + 2];
+    if (off + 3 + ahs_len > ahs_.size()) break;
+    if (type == 1 && ahs_len > 1 && size_t(16 + ahs_len - 1) <= t.cdb.size()) {
+      std::memcpy(t.cdb.data() + 16, &ahs_[off + 4], ahs_len - 1);
+      t.cdb_len = uint16_t(16 + ahs_len - 1);
+    }
+    off += (3 + ahs_len + 3) & ~size_t(3);
+  }
+  static constexpr scsi::TaskAttr kAttr[8] = {
+      scsi::TaskAttr::kSimple,      scsi::TaskAttr::kSimple, scsi::TaskAttr::kOrdered,
+      scsi::TaskAttr::kHeadOfQueue, scsi::TaskAttr::kAca,    scsi::TaskAttr::kSimple,
+      scsi::TaskAttr::kSimple,      scsi::TaskAttr::kSimple};
+  t.attr = kAttr[flags & 7];
+  t.dir = c->is_write ? (c->is_read ? scsi::DataDir::kBidi : scsi::DataDir::kOut)
+                      : (c->is_read ? scsi::DataDir::kIn : scsi::DataDir::kNone);
+  t.expected_len = c->edtl;
+  t.nexus = &nexus_;
+  t.on_complete = &Connection::on_task_complete;
+  t.owner = c;
+  by_itt_.emplace(itt, c);
+  rx_cmd_ = c;
+
+  if (!c->is_write) {
+    if (dsl) rx_dst_ = nullptr;  // data with a non-write command: discarded, rejected below
+    return;
+  }
+  const auto& sp = neg_.session;
+  if (c->edtl > kMaxCommandBuffer) {
+    c->edtl = 0;  // executed with no data: the device server refuses the length
+    rx_dst_ = nullptr;
+    return;
+  }
+  c->task.data.resize(c->edtl);
+  if (dsl > 0 && (!sp.immediate_data || dsl > std::min(c->edtl, sp.first_burst_length))) {
+    // RFC 7143 4.2.5.2: immediate data only if negotiated, within FirstBurstLength.
+    rx_dst_ = nullptr;
+    return;
+  }
+  rx_dst_ = c->task.data.data();
+  c->unsolicited_end = sp.initial_r2t ? dsl : std::min(c->edtl, sp.first_burst_length);
+  c->next_r2t_offset = c->unsolicited_end;
+}
+
+void Connection::handle_scsi_command() {
+  Bhs h(bhs_.data());
+  Command* c = rx_cmd_;
+  if (!c) {
+    // Duplicate ITT or resource bound: RFC 7143 11.17.1.
+    reject(by_itt_.count(h.itt()) ? RejectReason::kTaskInProgress
+                                  : RejectReason::kImmediateCommandReject,
+           bhs_.data());
+    return;
+  }
+  const uint32_t dsl = h.data_segment_len();
+  if (dsl && rx_dst_ == nullptr && c->edtl != 0) {
+    // Data the command may not carry: protocol error, ERL 0 drops the connection.
+    spdlog::warn("{}: SCSI command ITT {:#x} with {} bytes of data it may not carry", peer_str_,
+                 c->itt, dsl);
+    by_itt_.erase(c->itt);
+    release(c);
+    reject(RejectReason::kProtocolError, bhs_.data());
+    close_after_tx_ = true;
+    reading_ = false;
+    return;
+  }
+  if (rx_dst_) {
+    c->received = dsl;
+    c->unsolicited_got = dsl;
+  }
+  if (c->immediate) {
+    c->sequenced = true;
+    return command_ready(c);
+  }
+  const uint32_t sn = c->cmd_sn;
+  if (sn_lt(sn, exp_cmd_sn_) || sn_lt(max_cmd_sn(), sn)) {
+    // RFC 7143 4.2.2.1: non-immediate commands outside the window are silently ignored.
+    spdlog::debug("{}: CmdSN {} outside [{}, {}], ignored", peer_str_, sn, exp_cmd_sn_, max_cmd_sn());
+    by_itt_.erase(c->itt);
+    release(c);
+    return;
+  }
+  if (sn != exp_cmd_sn_) {
+    c->state = Command::State::kQueued;
+    out_of_order_[sn] = c;
+    return;
+  }
+  ++exp_cmd_sn_;
+  ++window_used_;
+  c->sequenced = true;
+  command_ready(c);
+  while (!out_of_order_.empty() && out_of_order_.begin()->first == exp_cmd_sn_) {
+    Command* next = out_of_order_.begin()->second;
+    out_of_order_.erase(out_of_order_.begin());
+    ++exp_cmd_sn_;
+    ++window_used_;
+    next->sequenced = true;
+    if (next->aborted) {
+      --window_used_;
+      by_itt_.erase(next->itt);
+      release(next);
+      continue;
+    }
+    command_ready(next);
+  }
+}
+
+void Connection::command_ready(Command* c) {
+  c->state = Command::State::kCollecting;
+  if (!c->is_write || c->received >= c->edtl) return execute(c);
+  start_r2ts(c);
+}
+
+void Connection::start_r2ts(Command* c) {
+  const auto& sp = neg_.session;
+  while (c->next_r2t_offset < c->edtl && c->r2ts.size() < sp.max_outstanding_r2t) {
+    const uint32_t len = std::min(sp.max_burst_length, c->edtl - c->next_r2t_offset);
+    uint32_t ttt = next_ttt_++;
+    if (ttt == kReservedTag) ttt = next_ttt_++;
+    c->r2ts.push_back({ttt, c->next_r2t_offset, len, 0, 0});
+    TxItem& it = queue_pdu(Op::kR2t);
+    Bhs r(it.bhs.data());
+    r.set_flags(0x80);
+    r.set_lun_field(c->lun_field);
+    r.set_itt(c->itt);
+    r.set_word(20, ttt);
+    r.set_word(24, stat_sn_);  // R2T carries StatSN without advancing it (RFC 7143 11.8.3)
+    r.set_word(28, exp_cmd_sn_);
+    r.set_word(32, max_cmd_sn());
+    r.set_word(36, c->r2t_sn++);
+    r.set_word(40, c->next_r2t_offset);
+    r.set_word(44, len);
+    c->next_r2t_offset += len;
+  }
+}
+
+void Connection::handle_data_out_header() {
+  Bhs h(bhs_.data());
+  const uint32_t dsl = h.data_segment_len(), off = h.buffer_offset(), ttt = h.ttt();
+  auto found = by_itt_.find(h.itt());
+  if (found == by_itt_.end()) return;  // discarded; handle_data_out decides
+  Command* c = found->second;
+  if (!c->is_write || c->edtl == 0 ||
+      (c->state != Command::State::kCollecting && c->state != Command::State::kQueued))
+    return;
+  bool ok = false;
+  if (ttt == kReservedTag) {
+    // Unsolicited data: in order, inside the first burst (RFC 7143 4.2.5.2, 13.14), DataSN
+    // counting from 0 (11.7.5).
+    ok = off == c->unsolicited_got && uint64_t(off) + dsl <= c->unsolicited_end &&
+         h.data_sn() == c->unsol_data_sn;
+  } else {
+    for (auto& r : c->r2ts)
+      if (r.ttt == ttt)
+        ok = off == r.offset + r.got && uint64_t(off) + dsl <= r.offset + r.length &&
+             h.data_sn() == r.next_data_sn;
+  }
+  if (!ok) return;
+  rx_dst_ = c->task.data.data() + off;
+  rx_cmd_ = c;
+}
+
+void Connection::handle_data_out() {
+  Bhs h(bhs_.data());
+  Command* c = rx_cmd_;
+  const uint32_t dsl = h.data_segment_len();
+  if (!c) {
+    auto found = by_itt_.find(h.itt());
+    if (found == by_itt_.end() && h.itt() != kReservedTag) {
+      // The task may have been aborted: RFC 7143 4.2.5.2 lets the target discard its data.
+      spdlog::debug("{}: Data-Out for unknown ITT {:#x} discarded", peer_str_, h.itt());
+      return;
+    }
+    // Offsets or lengths outside what was asked for: protocol error; ERL 0 ends the
+    // connection (RFC 7143 7.1.4).
+    spdlog::warn("{}: bad Data-Out (ITT {:#x} TTT {:#x} offset {} len {}); closing", peer_str_,
+                 h.itt(), h.ttt(), h.buffer_offset(), dsl);
+    reject(RejectReason::kProtocolError, bhs_.data());
+    close_after_tx_ = true;
+    reading_ = false;
+    return;
+  }
+  c->received += dsl;
+  if (h.ttt() == kReservedTag) {
+    c->unsolicited_got += dsl;
+    ++c->unsol_data_sn;
+  } else {
+    for (size_t i = 0; i < c->r2ts.size(); ++i) {
+      auto& r = c->r2ts[i];
+      if (r.ttt != h.ttt()) continue;
+      r.got += dsl;
+      ++r.next_data_sn;
+      if (r.got == r.length) {
+        c->r2ts.erase(c->r2ts.begin() + ptrdiff_t(i));
+        if (c->sequenced) start_r2ts(c);
+      }
+      break;
+    }
+  }
+  if (c->sequenced && c->state == Command::State::kCollecting && c->received >= c->edtl)
+    execute(c);
+}
+
+void Connection::execute(Command* c) {
+  c->state = Command::State::kExecuting;
+  ++executing_;
+  if (!c->is_write) c->task.data.resize(0);
+  scsi::execute(*target_->luns, c->task);
+}
+
+void Connection::on_task_complete(scsi::Task& t) {
+  Command* c = static_cast<Command*>(t.owner);
+  c->conn->complete(c);
+}
+
+void Connection::complete(Command* c) {
+  --executing_;
+  if (!c->immediate && c->sequenced) --window_used_;
+  if (c->aborted || closed_) {
+    by_itt_.erase(c->itt);
+    release(c);
+    maybe_finish_tmf();
+    check_drained();
+    return;
+  }
+  c->state = Command::State::kResponding;
+  by_itt_.erase(c->itt);
+  queue_scsi_response(c);
+  if (c->pending_tx == 0) release(c);
+  maybe_finish_tmf();
+  check_drained();
+}
+
+void Connection::queue_scsi_response(Command* c) {
+  scsi::Task& t = c->task;
+  // Residuals (RFC 7143 11.4.5): what the command would transfer against the EDTL.
+  uint8_t resid_flags = 0;
+  uint32_t residual = 0;
+  const uint32_t edtl = t.expected_len;
+  if (t.transfer_len > edtl) {
+    resid_flags = 0x04;  // O
+    residual = t.transfer_len - edtl;
+  } else if (t.transfer_len < edtl) {
+    resid_flags = 0x02;  // U
+    residual = edtl - t.transfer_len;
+  }
+  const uint32_t to_send = c->is_read ? std::min<uint32_t>(t.data_in_len, edtl) : 0;
+  const bool collapse = to_send > 0 && t.status == scsi::status::kGood && t.sense_len == 0;
+  const uint32_t mdsl = neg_.conn.max_send_data_segment_length;
+  const uint32_t mbl = neg_.session.max_burst_length;
+  uint32_t off = 0, burst_left = mbl;
+  while (off < to_send) {
+    const uint32_t n = std::min({mdsl, to_send - off, burst_left});
+    const bool last = off + n == to_send;
+    burst_left -= n;
+    TxItem& it = queue_pdu(Op::kDataIn);
+    Bhs d(it.bhs.data());
+    uint8_t flags = (last || burst_left == 0) ? 0x80 : 0;  // F ends each sequence (11.7.1)
+    d.set_lun_field(c->lun_field);
+    d.set_itt(c->itt);
+    d.set_word(20, kReservedTag);
+    if (last && collapse) {
+      flags |= 0x01 | resid_flags;  // S: status in the last Data-In (phase collapse, 11.7.3)
+      it.bhs[3] = t.status;
+      d.set_word(24, stat_sn_++);
+      d.set_word(44, residual);
+    } else {
+      d.set_word(24, stat_sn_);
+    }
+    d.set_flags(flags);
+    d.set_word(28, exp_cmd_sn_);
+    d.set_word(32, max_cmd_sn());
+    d.set_word(36, c->data_sn++);
+    d.set_word(40, off);
+    d.set_data_segment_len(n);
+    it.data = t.data.data() + off;
+    it.len = n;
+    it.done_cmd = c;
+    ++c->pending_tx;
+    off += n;
+    if (burst_left == 0) burst_left = mbl;
+  }
+  if (collapse) return;
+
+  TxItem& it = queue_pdu(Op::kScsiResponse);
+  Bhs r(it.bhs.data());
+  r.set_flags(0x80 | resid_flags);
+  it.bhs[2] = 0x00;  // command completed at target
+  it.bhs[3] = t.status;
+  r.set_itt(c->itt);
+  queue_status_fields(it);
+  r.set_word(36, c->is_read ? c->data_sn : c->r2t_sn);  // ExpDataSN
+  r.set_word(44, residual);
+  if (t.sense_len) {
+    // RFC 7143 11.4.7: SenseLength, then the sense data.
+    it.owned.resize(2 + t.sense_len);
+    store_be16(it.owned.data(), t.sense_len);
+    std::memcpy(it.owned.data() + 2, t.sense.data(), t.sense_len);
+    it.data = it.owned.data();
+    it.len = uint32_t(it.owned.size());
+    r.set_data_segment_len(it.len);
+  }
+  it.done_cmd = c;
+  ++c->pending_tx;
+}
+
+// ---------------------------------------------------------------------------------------
+// NOP, Text, Logout, Task management
+
+void Connection::handle_nop_out() {
+  Bhs h(bhs_.data());
+  const uint32_t itt = h.itt();
+  if (itt == kReservedTag) {
+    // Answer to our NOP-In ping (RFC 7143 11.18): TTT echoes ours; no reply.
+    if (h.ttt() == ping_ttt_) ping_ttt_ = kReservedTag;
+    return;
+  }
+  if (!h.immediate()) {
+    if (h.cmd_sn() != exp_cmd_sn_) return;  // outside the window: ignored (4.2.2.1)
+    ++exp_cmd_sn_;
+  }
+  TxItem& it = queue_pdu(Op::kNopIn);
+  Bhs r(it.bhs.data());
+  r.set_flags(0x80);
+  r.set_lun_field(h.lun_field());
+  r.set_itt(itt);
+  r.set_word(20, kReservedTag);
+  queue_status_fields(it);
+  if (!rx_small_.empty()) {  // ping data is echoed (RFC 7143 11.19.2)
+    it.owned = rx_small_;
+    it.data = it.owned.data();
+    it.len = uint32_t(it.owned.size());
+    r.set_data_segment_len(it.len);
+  }
+}
+
+void Connection::send_text_like(Op op, uint8_t flags, uint32_t itt, uint32_t ttt,
+                                std::vector<uint8_t> data) {
+  TxItem& it = queue_pdu(op);
+  Bhs r(it.bhs.data());
+  r.set_flags(flags);
+  r.set_itt(itt);
+  r.set_word(20, ttt);
+  queue_status_fields(it);
+  it.owned = std::move(data);
+  it.data = it.owned.data();
+  it.len = uint32_t(it.owned.size());
+  r.set_data_segment_len(it.len);
+}
+
+void Connection::handle_text() {
+  Bhs h(bhs_.data());
+  const uint32_t itt = h.itt(), ttt = h.ttt();
+  if (!h.immediate() && h.cmd_sn() == exp_cmd_sn_) ++exp_cmd_sn_;
+  if (ttt != kReservedTag) {
+    // Continuation of a long response (RFC 7143 11.10.4).
+    if (ttt != text_ttt_) return reject(RejectReason::kInvalidPduField, bhs_.data());
+  } else {
+    if (h.flags() & 0x40) {  // C: the request continues; ask for the rest
+      login_text_.insert(login_text_.end(), rx_small_.begin(), rx_small_.end());
+      if (login_text_.size() > 64 * 1024) return close("text request too long");
+      return send_text_like(Op::kTextResponse, 0x00, itt, kReservedTag, {});
+    }
+    login_text_.insert(login_text_.end(), rx_small_.begin(), rx_small_.end());
+    auto keys = parse_text(login_text_);
+    login_text_.clear();
+    if (!keys) return reject(RejectReason::kProtocolError, bhs_.data());
+    std::vector<uint8_t> out;
+    for (const KeyValue& kv : *keys) {
+      if (kv.key == "SendTargets") {
+        // RFC 7143 11.10.3 / appendix C: "All" in discovery sessions; a name; or empty
+        // for the session's own target in a normal session.
+        for (const auto& t : server_.targets()) {
+          const bool want = (kv.value == "All" && discovery_) || kv.value == t->iqn ||
+                            (kv.value.empty() && !discovery_ && target_ && t->iqn == target_->iqn);
+          if (!want || !acl_allows(*t, initiator_name_)) continue;
+          append_key(out, "TargetName", t->iqn);
+          for (const PortalDef& p : server_.portals()) {
+            std::string host = p.host;
+            uint16_t port = p.port;
+            if (is_wildcard(host)) {
+              std::string local = addr_str(local_);  // the address this connection reached
+              append_key(out, "TargetAddress", fmt::format("{},{}", local, p.tpgt));
+              continue;
+            }
+            append_key(out, "TargetAddress", fmt::format("{},{}", host_port(host, port), p.tpgt));
+          }
+        }
+      } else if (kv.key == "MaxRecvDataSegmentLength") {
+        neg_.offer(kv, out);
+      } else {
+        append_key(out, kv.key, "NotUnderstood");
+      }
+    }
+    text_pending_ = std::move(out);
+    text_sent_ = 0;
+  }
+  const size_t chunk = std::min<size_t>(text_pending_.size() - text_sent_,
+                                        neg_.conn.max_send_data_segment_length);
+  std::vector<uint8_t> part(text_pending_.begin() + ptrdiff_t(text_sent_),
+                            text_pending_.begin() + ptrdiff_t(text_sent_ + chunk));
+  text_sent_ += chunk;
+  if (text_sent_ < text_pending_.size()) {
+    text_ttt_ = next_ttt_++;
+    send_text_like(Op::kTextResponse, 0x40, itt, text_ttt_, std::move(part));  // C
+  } else {
+    text_ttt_ = kReservedTag;
+    text_pending_.clear();
+    send_text_like(Op::kTextResponse, 0x80, itt, kReservedTag, std::move(part));  // F
+  }
+}
+
+void Connection::handle_logout() {
+  Bhs h(bhs_.data());
+  if (!h.immediate() && h.cmd_sn() == exp_cmd_sn_) ++exp_cmd_sn_;
+  logout_bhs_ = bhs_;
+  logout_pending_ = true;
+  // Stop reading: commands still waiting for Data-Out cannot finish and are dropped;
+  // commands executing finish and get their responses before the Logout Response.
+  reading_ = false;
+  reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
+  abort_commands([](Command& c) { return c.state != Command::State::kExecuting; });
+  check_drained();
+}
+
+void Connection::check_drained() {
+  if (closed_ || executing_ != 0) return;
+  if (logout_pending_ && !close_after_tx_) {
+    Bhs h(logout_bhs_.data());
+    const uint8_t reason = h.flags() & 0x7f;
+    // RFC 7143 11.15.1: 0 closed, 1 CID not found, 2 recovery not supported.
+    uint8_t response = 0;
+    if (reason == 1 && load_be16(logout_bhs_.data() + 20) != cid_) response = 1;
+    if (reason == 2) response = 2;
+    TxItem& it = queue_pdu(Op::kLogoutResponse);
+    Bhs r(it.bhs.data());
+    r.set_flags(0x80);
+    it.bhs[2] = response;
+    r.set_itt(h.itt());
+    queue_status_fields(it);
+    store_be16(it.bhs.data() + 40, uint16_t(neg_.session.default_time2wait));
+    store_be16(it.bhs.data() + 42, uint16_t(neg_.session.default_time2retain));
+    close_after_tx_ = true;
+    spdlog::info("session {} {}: logout (reason {})", id_, initiator_name_, reason);
+  } else if (draining_) {
+    close_after_tx_ = true;
+    reactor_.defer(this);
+  }
+}
+
+void Connection::abort_commands(const std::function<bool(Command&)>& match) {
+  std::vector<Command*> victims;
+  for (auto& [itt, c] : by_itt_)
+    if (!c->aborted && c->state != Command::State::kResponding && match(*c)) victims.push_back(c);
+  for (Command* c : victims) {
+    c->aborted = true;
+    switch (c->state) {
+      case Command::State::kQueued:
+        break;  // released when its CmdSN comes up, so ExpCmdSN still advances
+      case Command::State::kCollecting:
+        if (!c->immediate && c->sequenced) --window_used_;
+        by_itt_.erase(c->itt);
+        release(c);
+        break;
+      case Command::State::kExecuting:
+        break;  // released when the device server completes it; no response is sent
+      case Command::State::kResponding:
+        break;
+    }
+  }
+}
+
+void Connection::maybe_finish_tmf() {
+  if (pending_tmf_.empty()) return;
+  for (auto& [itt, c] : by_itt_)
+    if (c->aborted && c->state == Command::State::kExecuting) return;
+  auto done = std::move(pending_tmf_);
+  pending_tmf_.clear();
+  for (auto& p : done) {
+    if (p.after) p.after();
+    TxItem& it = queue_pdu(Op::kTaskMgmtResponse);
+    Bhs r(it.bhs.data());
+    r.set_flags(0x80);
+    it.bhs[2] = uint8_t(p.response);
+    r.set_itt(Bhs(p.bhs.data()).itt());
+    queue_status_fields(it);
+  }
+}
+
+void Connection::handle_task_mgmt() {
+  Bhs h(bhs_.data());
+  if (!h.immediate() && h.cmd_sn() == exp_cmd_sn_) ++exp_cmd_sn_;
+  const auto fn = TmfFunction(h.flags() & 0x7f);
+  const uint32_t rtt = h.word(20);
+  const uint32_t ref_cmd_sn = h.word(32);
+  const uint64_t lun = decode_lun(h.lun_field());
+  PendingTmf p{bhs_, TmfResponse::kFunctionComplete, nullptr};
+  const auto& luns = target_->luns->luns;
+  auto lu_of = [&](uint64_t n) -> std::shared_ptr<scsi::LogicalUnit> {
+    auto f = luns.find(n);
+    return f == luns.end() ? nullptr : f->second;
+  };
+  switch (fn) {
+    case TmfFunction::kAbortTask: {
+      auto f = by_itt_.find(rtt);
+      if (f == by_itt_.end() || f->second->state == Command::State::kResponding) {
+        // RFC 7143 11.5.1: a task not found whose RefCmdSN is inside the window already
+        // completed: "function complete"; otherwise "task does not exist".
+        const bool in_window = sn_lt(ref_cmd_sn, exp_cmd_sn_) &&
+                               sn_le(exp_cmd_sn_ - queue_depth_ * 4, ref_cmd_sn);
+        p.response = in_window ? TmfResponse::kFunctionComplete : TmfResponse::kTaskDoesNotExist;
+      } else {
+        abort_commands([&](Command& c) { return c.itt == rtt; });
+      }
+      break;
+    }
+    case TmfFunction::kAbortTaskSet:
+    case TmfFunction::kClearTaskSet:
+      if (!lu_of(lun)) {
+        p.response = TmfResponse::kLunDoesNotExist;
+        break;
+      }
+      abort_commands([&](Command& c) { return c.task.lun == lun; });
+      break;
+    case TmfFunction::kLogicalUnitReset: {
+      auto lu = lu_of(lun);
+      if (!lu) {
+        p.response = TmfResponse::kLunDoesNotExist;
+        break;
+      }
+      abort_commands([&](Command& c) { return c.task.lun == lun; });
+      p.after = [this, lu] { scsi::reset_logical_unit(*lu, nexus_); };
+      break;
+    }
+    case TmfFunction::kTargetWarmReset:
+    case TmfFunction::kTargetColdReset: {
+      abort_commands([](Command&) { return true; });
+      const bool cold = fn == TmfFunction::kTargetColdReset;
+      p.after = [this, cold, table = target_->luns] {
+        for (auto& [n, lu] : table->luns) scsi::reset_logical_unit(*lu, nexus_);
+        // RFC 7143 11.5.1: a cold reset also closes the connections after the response.
+        if (cold) {
+          close_after_tx_ = true;
+          reading_ = false;
+        }
+      };
+      break;
+    }
+    case TmfFunction::kClearAca:
+      p.response = TmfResponse::kNotSupported;  // NACA is refused at the CDB, no ACA exists
+      break;
+    case TmfFunction::kTaskReassign:
+      p.response = TmfResponse::kReassignmentNotSupported;  // ErrorRecoveryLevel 0
+      break;
+    default:
+      p.response = TmfResponse::kRejected;
+      break;
+  }
+  pending_tmf_.push_back(std::move(p));
+  maybe_finish_tmf();
+}
+
+// ---------------------------------------------------------------------------------------
+// Life cycle
+
+void Connection::drain() {
+  if (closed_) return;
+  draining_ = true;
+  if (reading_) {
+    reading_ = false;
+    reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
+  }
+  abort_commands([](Command& c) { return c.state != Command::State::kExecuting; });
+  check_drained();
+}
+
+void Connection::close(const char* why) {
+  if (closed_) return;
+  closed_ = true;
+  reading_ = false;
+  if (phase_ == Phase::kFullFeature && !discovery_)
+    spdlog::info("session {} {} closed: {}", id_, initiator_name_, why);
+  else
+    spdlog::debug("connection {} from {} closed: {}", id_, peer_str_, why);
+  reactor_.remove(fd_.get());
+  fd_.reset();
+  tx_.clear();
+  tx_offset_ = 0;
+  for (auto& [sn, c] : out_of_order_) c->aborted = true;
+  std::vector<Command*> idle;
+  for (auto& [itt, c] : by_itt_)
+    if (c->state != Command::State::kExecuting) idle.push_back(c);
+  for (Command* c : idle) {
+    by_itt_.erase(c->itt);
+    release(c);
+  }
+  out_of_order_.clear();
+  if (session_registered_) {
+    server_.session_ended(session_key_, id_);
+    session_registered_ = false;
+    if (target_)
+      for (auto& [n, lu] : target_->luns->luns) scsi::nexus_lost(*lu, nexus_);
+  }
+  notify_finished();
+}
+
+void Connection::tick(std::chrono::steady_clock::time_point now) {
+  if (closed_) return;
+  const auto& lim = server_.limits();
+  if (phase_ == Phase::kLogin) {
+    if (now - created_ > std::chrono::seconds(lim.login_timeout)) close("login timeout");
+    return;
+  }
+  if (lim.nop_in_interval == 0 || draining_ || logout_pending_) return;
+  if (ping_ttt_ != kReservedTag) {
+    if (now - ping_sent_ > std::chrono::seconds(lim.nop_in_timeout)) close("NOP-In timeout");
+    return;
+  }
+  if (now - last_rx_ >= std::chrono::seconds(lim.nop_in_interval)) {
+    // RFC 7143 11.19: a ping the initiator must answer with a NOP-Out echoing the TTT.
+    ping_ttt_ = next_ttt_++;
+    ping_sent_ = now;
+    TxItem& it = queue_pdu(Op::kNopIn);
+    Bhs r(it.bhs.data());
+    r.set_flags(0x80);
+    r.set_itt(kReservedTag);
+    r.set_word(20, ping_ttt_);
+    r.set_word(24, stat_sn_);  // not advanced (11.19.2)
+    r.set_word(28, exp_cmd_sn_);
+    r.set_word(32, max_cmd_sn());
+  }
+}
+
+}  // namespace zuma::target

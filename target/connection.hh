@@ -1,0 +1,233 @@
+// One iSCSI connection and, while MaxConnections is 1, its session (RFC 7143).
+//
+// Receive is a resumable state machine (BHS -> AHS -> data -> padding) with bounded work
+// per wakeup (STYLE.md 6): at most kPdusPerWakeup PDUs, then the rest is deferred to the
+// end of the loop iteration so one busy connection cannot starve the others. Data-Out and
+// immediate data land in the command's own buffer; Data-In is sent straight out of it;
+// every PDU queued during one loop iteration goes out in one writev (STYLE.md 5).
+//
+// Threading: everything here runs on the owning reactor's thread.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "scsi/device_server.hh"
+#include "scsi/task.hh"
+#include "storage/unique_fd.hh"
+#include "target/negotiation.hh"
+#include "target/pdu.hh"
+#include "target/reactor.hh"
+#include "target/server.hh"
+
+namespace zuma::target {
+
+class Connection;
+
+// One SCSI command in flight. The scsi::Task is embedded (STYLE.md 3).
+struct Command {
+  scsi::Task task;
+  Connection* conn = nullptr;
+  uint32_t itt = 0;
+  uint32_t cmd_sn = 0;
+  uint64_t lun_field = 0;
+  uint32_t edtl = 0;
+  bool immediate = false;
+  bool is_write = false;
+  bool is_read = false;
+  enum class State : uint8_t { kCollecting, kQueued, kExecuting, kResponding } state{};
+  bool sequenced = false;  // CmdSN accepted (in order)
+  bool aborted = false;
+  // Data-Out collection (RFC 7143 4.2.5.2 / 11.7)
+  uint32_t received = 0;          // bytes of data-out received in all
+  uint32_t unsolicited_end = 0;   // end of the unsolicited range (immediate + first burst)
+  uint32_t unsolicited_got = 0;   // bytes received in that range
+  uint32_t next_r2t_offset = 0;   // first byte not yet asked for by an R2T
+  uint32_t r2t_sn = 0;
+  uint32_t data_sn = 0;           // Data-In PDUs sent / R2Ts sent (ExpDataSN)
+  struct R2t {
+    uint32_t ttt, offset, length, got;
+    uint32_t next_data_sn;  // DataSN restarts at 0 for each R2T's sequence (11.7.5)
+  };
+  uint32_t unsol_data_sn = 0;
+  std::vector<R2t> r2ts;          // outstanding R2Ts
+  uint32_t pending_tx = 0;        // queued PDUs still referring to task.data
+};
+
+class Connection final : public EventHandler, public Deferred {
+ public:
+  Connection(Reactor& reactor, ServerContext& server, storage::UniqueFd fd, uint64_t id,
+             uint16_t tpgt, const sockaddr_storage& local, const sockaddr_storage& peer);
+  ~Connection() override;
+
+  void start();
+  uint64_t id() const { return id_; }
+  bool finished() const { return closed_ && executing_ == 0; }
+  // Close from outside (shutdown, session reinstatement): stop reading, let executing
+  // commands finish, flush, close.
+  void drain();
+  void close(const char* why);
+  void tick(std::chrono::steady_clock::time_point now);
+  // Set by the owner: called once when the connection is closed and idle (may delete it).
+  std::function<void(Connection&)> on_finished;
+
+  // EventHandler / Deferred
+  void on_event(uint32_t events) override;
+  void run_deferred() override;
+
+ private:
+  static constexpr int kPdusPerWakeup = 16;
+  static constexpr size_t kStageSize = 64 * 1024;
+  static constexpr size_t kLoginMaxDsl = 8192;  // RFC 7143 13.12 default before declaring
+
+  enum class Phase { kLogin, kFullFeature, kLoggingOut };
+  enum class Rx { kBhs, kAhs, kData, kPad };
+  enum class Fill { kDone, kWait, kClosed };
+
+  // --- receive ---
+  void receive();
+  Fill fill(uint8_t* dst, size_t len, size_t& done);
+  bool begin_data();  // header complete: choose where the data segment goes
+  void end_pdu();     // whole PDU received
+  // --- PDU handlers ---
+  void handle_login();
+  void handle_scsi_command_header();
+  void handle_scsi_command();
+  void handle_data_out_header();
+  void handle_data_out();
+  void handle_nop_out();
+  void handle_text();
+  void handle_logout();
+  void handle_task_mgmt();
+  void reject(RejectReason reason, const uint8_t* bhs);
+  // --- login ---
+  void login_fail(LoginStatus st);
+  bool login_security_key(const KeyValue& kv, std::vector<uint8_t>& out);
+  void login_complete();
+  // --- commands ---
+  Command* new_command();
+  void release(Command* c);
+  bool sequence(uint32_t cmd_sn, bool immediate);  // CmdSN window; false = drop
+  void command_ready(Command* c);
+  void start_r2ts(Command* c);
+  void execute(Command* c);
+  static void on_task_complete(scsi::Task& t);
+  void complete(Command* c);
+  void abort_commands(const std::function<bool(Command&)>& match);
+  void maybe_finish_tmf();
+  uint32_t max_cmd_sn() const;
+  // --- transmit ---
+  struct TxItem {
+    std::array<uint8_t, kBhsLen> bhs{};
+    const uint8_t* data = nullptr;
+    uint32_t len = 0;
+    std::vector<uint8_t> owned;  // backs `data` when the item owns its data segment
+    Command* done_cmd = nullptr;  // pending_tx of this command drops when sent
+  };
+  TxItem& queue_pdu(Op op);
+  void queue_status_fields(TxItem& it);  // StatSN, ExpCmdSN, MaxCmdSN at 24/28/32
+  void send_text_like(Op op, uint8_t flags, uint32_t itt, uint32_t ttt, std::vector<uint8_t> data);
+  void queue_scsi_response(Command* c);
+  void flush_tx();
+  void want_write(bool on);
+  void check_drained();
+  void notify_finished();
+
+  Reactor& reactor_;
+  ServerContext& server_;
+  storage::UniqueFd fd_;
+  uint64_t id_;
+  uint16_t tpgt_;
+  sockaddr_storage local_{}, peer_{};
+  std::string peer_str_;
+  Phase phase_ = Phase::kLogin;
+  bool closed_ = false;
+  bool draining_ = false;
+  bool reading_ = true;
+  bool epollout_ = false;
+  std::chrono::steady_clock::time_point created_;
+  std::chrono::steady_clock::time_point last_rx_;
+
+  // receive state
+  Rx rx_ = Rx::kBhs;
+  std::array<uint8_t, kBhsLen> bhs_{};
+  std::vector<uint8_t> ahs_;
+  size_t rx_done_ = 0;
+  uint8_t* rx_dst_ = nullptr;  // nullptr = discard
+  uint32_t rx_len_ = 0;
+  std::vector<uint8_t> rx_small_;
+  Command* rx_cmd_ = nullptr;   // command the current data segment belongs to
+  std::unique_ptr<uint8_t[]> stage_;
+  size_t stage_beg_ = 0, stage_end_ = 0;
+
+  // login / session
+  Negotiator neg_;
+  std::vector<uint8_t> login_text_;  // reassembled request text (C bit)
+  bool login_started_ = false;
+  bool got_initiator_name_ = false;
+  bool discovery_ = false;
+  bool security_done_ = false;
+  uint8_t login_csg_ = 0;
+  uint32_t login_itt_ = 0;
+  std::array<uint8_t, 6> isid_{};
+  uint16_t tsih_ = 0;
+  uint16_t cid_ = 0;
+  std::string initiator_name_, initiator_alias_, target_name_;
+  std::shared_ptr<const TargetDef> target_;
+  scsi::Nexus nexus_;
+  std::string session_key_;
+  bool session_registered_ = false;
+
+  // sequence numbers (RFC 7143 4.2.2)
+  uint32_t stat_sn_ = 0;
+  uint32_t exp_cmd_sn_ = 0;
+  uint32_t queue_depth_ = 128;
+  uint32_t window_used_ = 0;  // non-immediate commands received and not yet completed
+  uint32_t max_cmd_sn_sent_ = 0;
+  std::map<uint32_t, Command*, bool (*)(uint32_t, uint32_t)> out_of_order_{&sn_lt};
+
+  // commands
+  std::unordered_map<uint32_t, Command*> by_itt_;
+  std::vector<std::unique_ptr<Command>> pool_;
+  uint32_t live_commands_ = 0;
+  uint32_t executing_ = 0;
+  uint32_t next_ttt_ = 1;
+
+  // text continuation (RFC 7143 11.10/11.11)
+  std::vector<uint8_t> text_pending_;
+  size_t text_sent_ = 0;
+  uint32_t text_ttt_ = kReservedTag;
+
+  // task management waiting for aborted commands to finish executing
+  struct PendingTmf {
+    std::array<uint8_t, kBhsLen> bhs;
+    TmfResponse response;
+    std::function<void()> after;
+  };
+  std::vector<PendingTmf> pending_tmf_;
+  bool logout_pending_ = false;
+  std::array<uint8_t, kBhsLen> logout_bhs_{};
+
+  // NOP-In pings
+  uint32_t ping_ttt_ = kReservedTag;
+  std::chrono::steady_clock::time_point ping_sent_;
+
+  // transmit
+  std::deque<TxItem> tx_;
+  size_t tx_offset_ = 0;  // bytes of tx_.front() already sent
+  bool close_after_tx_ = false;
+  bool finish_notified_ = false;
+};
+
+}  // namespace zuma::target

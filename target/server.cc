@@ -1,0 +1,256 @@
+#include "target/server.hh"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "target/connection.hh"
+
+namespace zuma::target {
+
+// A listening socket; accepts on reactor 0 and hands each connection to a reactor.
+class Server::Listener final : public EventHandler {
+ public:
+  Listener(Server& s, PortalDef p, storage::UniqueFd fd) : server(s), portal(std::move(p)), fd(std::move(fd)) {}
+  void on_event(uint32_t) override { server.accept_on(*this); }
+  Server& server;
+  PortalDef portal;
+  storage::UniqueFd fd;
+  uint16_t bound_port = 0;
+};
+
+// The connections one reactor owns; touched only on that reactor's thread.
+class Server::ReactorState {
+ public:
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns;
+  std::atomic<size_t> count{0};
+};
+
+namespace {
+
+std::atomic<uint64_t> g_next_conn_id{0};
+
+storage::UniqueFd listen_on(const PortalDef& p, uint16_t& bound) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (p.host.find(':') != std::string::npos) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(p.port);
+    if (inet_pton(AF_INET6, p.host.c_str(), &a->sin6_addr) != 1)
+      throw std::runtime_error(fmt::format("portal {}: not an IPv6 address", p.host));
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(p.port);
+    if (inet_pton(AF_INET, p.host.c_str(), &a->sin_addr) != 1)
+      throw std::runtime_error(fmt::format("portal {}: not an IPv4 address", p.host));
+    len = sizeof *a;
+  }
+  storage::UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) throw std::runtime_error(fmt::format("socket: {}", strerror(errno)));
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
+    throw std::runtime_error(fmt::format("portal {}:{}: bind: {}", p.host, p.port, strerror(errno)));
+  if (::listen(fd.get(), 128) != 0)
+    throw std::runtime_error(fmt::format("portal {}:{}: listen: {}", p.host, p.port, strerror(errno)));
+  sockaddr_storage got{};
+  socklen_t glen = sizeof got;
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&got), &glen);
+  bound = ntohs(got.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+  return fd;
+}
+
+}  // namespace
+
+Server::Server(ServerConfig cfg) : cfg_(std::move(cfg)) {
+  for (auto& t : cfg_.targets) targets_.push_back(std::make_shared<const TargetDef>(t));
+  unsigned n = cfg_.reactors ? cfg_.reactors : std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < n; ++i) {
+    reactors_.push_back(std::make_unique<Reactor>(i));
+    states_.push_back(std::make_unique<ReactorState>());
+  }
+  // Random start so TSIHs differ across restarts (RFC 7143 11.12.6 forbids only 0).
+  next_tsih_ = uint16_t(std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
+Server::~Server() {
+  stop(std::chrono::milliseconds(0));
+  // Reactors (and their io_urings) go first: no completion can reach a connection after.
+  reactors_.clear();
+  states_.clear();
+}
+
+void Server::start() {
+  for (const PortalDef& p : cfg_.portals) {
+    uint16_t bound = 0;
+    auto fd = listen_on(p, bound);
+    auto l = std::make_unique<Listener>(*this, p, std::move(fd));
+    l->bound_port = bound;
+    listeners_.push_back(std::move(l));
+    bound_portals_.push_back(p);
+    bound_portals_.back().port = bound;
+  }
+  for (size_t i = 0; i < reactors_.size(); ++i) {
+    Reactor& r = *reactors_[i];
+    ReactorState& st = *states_[i];
+    r.add_ticker([&st](std::chrono::steady_clock::time_point now) {
+      std::vector<Connection*> all;
+      for (auto& [id, c] : st.conns) all.push_back(c.get());
+      for (Connection* c : all) c->tick(now);
+    });
+    r.start();
+  }
+  for (auto& l : listeners_) {
+    Listener* lp = l.get();
+    reactors_[0]->post([this, lp] { reactors_[0]->add(lp->fd.get(), EPOLLIN, lp); });
+  }
+}
+
+void Server::accept_on(Listener& l) {
+  for (int i = 0; i < 64; ++i) {
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    int fd = ::accept4(l.fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+      spdlog::warn("accept on {}:{}: {}", l.portal.host, l.bound_port, strerror(errno));
+      return;  // EMFILE and friends: try again on the next readiness
+    }
+    storage::UniqueFd conn_fd(fd);
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    sockaddr_storage local{};
+    socklen_t llen = sizeof local;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
+    const unsigned idx = next_reactor_++ % unsigned(reactors_.size());
+    Reactor* r = reactors_[idx].get();
+    ReactorState* st = states_[idx].get();
+    const uint64_t id = ++g_next_conn_id;
+    const uint16_t tpgt = l.portal.tpgt;
+    auto shared_fd = std::make_shared<storage::UniqueFd>(std::move(conn_fd));
+    r->post([this, r, st, id, tpgt, local, peer, shared_fd] {
+      auto c = std::make_unique<Connection>(*r, *this, std::move(*shared_fd), id, tpgt, local, peer);
+      c->on_finished = [r, st](Connection& done) {
+        const uint64_t cid = done.id();
+        r->post([st, cid] {
+          st->conns.erase(cid);
+          st->count = st->conns.size();
+        });
+      };
+      Connection* cp = c.get();
+      st->conns.emplace(id, std::move(c));
+      st->count = st->conns.size();
+      cp->start();
+    });
+  }
+}
+
+void Server::stop(std::chrono::milliseconds grace) {
+  if (reactors_.empty() || listeners_.empty()) {
+    for (auto& r : reactors_) r->stop_and_join();
+    return;
+  }
+  // 1. No new connections.
+  std::atomic<bool> unlistened{false};
+  reactors_[0]->post([this, &unlistened] {
+    for (auto& l : listeners_) reactors_[0]->remove(l->fd.get());
+    unlistened = true;
+  });
+  while (!unlistened) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  listeners_.clear();
+  // 2. Every connection drains: executing commands finish, responses go out, then close.
+  for (size_t i = 0; i < reactors_.size(); ++i) {
+    ReactorState* st = states_[i].get();
+    reactors_[i]->post([st] {
+      for (auto& [id, c] : st->conns) c->drain();
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  auto all_idle = [&] {
+    for (auto& st : states_)
+      if (st->count.load() != 0) return false;
+    return true;
+  };
+  while (!all_idle() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (!all_idle()) spdlog::warn("shutdown: grace period over, closing remaining connections");
+  // 3. Close whatever is left, then end the reactor threads.
+  for (size_t i = 0; i < reactors_.size(); ++i) {
+    ReactorState* st = states_[i].get();
+    reactors_[i]->post([st] {
+      for (auto& [id, c] : st->conns) c->close("shutdown");
+    });
+  }
+  for (auto& r : reactors_) r->stop_and_join();
+}
+
+std::shared_ptr<const TargetDef> Server::find_target(const std::string& iqn) const {
+  // RFC 7143 3.2.6.1: iSCSI names compare case-insensitively only in their
+  // already-normalised (lowercase) form; config validation keeps them lowercase.
+  for (auto& t : targets_)
+    if (t->iqn == iqn) return t;
+  return nullptr;
+}
+
+std::vector<std::shared_ptr<const TargetDef>> Server::targets() const { return targets_; }
+
+std::vector<PortalDef> Server::portals() const { return bound_portals_; }
+
+std::vector<uint16_t> Server::bound_ports() const {
+  std::vector<uint16_t> out;
+  for (auto& p : bound_portals_) out.push_back(p.port);
+  return out;
+}
+
+uint16_t Server::allocate_tsih() {
+  uint16_t t;
+  do {
+    t = ++next_tsih_;
+  } while (t == 0);
+  return t;
+}
+
+void Server::session_started(const std::string& key, unsigned reactor, uint64_t conn_id) {
+  std::pair<unsigned, uint64_t> old{0, 0};
+  {
+    std::lock_guard lock(sessions_mu_);
+    auto [it, inserted] = sessions_.try_emplace(key, reactor, conn_id);
+    if (!inserted) {
+      old = it->second;
+      it->second = {reactor, conn_id};
+    }
+  }
+  if (old.second == 0) return;
+  // RFC 7143 6.3.5: a new session with the same ISID (TSIH 0) reinstates the old one,
+  // which is closed; its tasks end as on I_T nexus loss.
+  ReactorState* st = states_[old.first].get();
+  const uint64_t old_id = old.second;
+  reactors_[old.first]->post([st, old_id] {
+    auto it = st->conns.find(old_id);
+    if (it != st->conns.end()) it->second->close("session reinstated");
+  });
+}
+
+void Server::session_ended(const std::string& key, uint64_t conn_id) {
+  std::lock_guard lock(sessions_mu_);
+  auto it = sessions_.find(key);
+  if (it != sessions_.end() && it->second.second == conn_id) sessions_.erase(it);
+}
+
+}  // namespace zuma::target

@@ -1,0 +1,733 @@
+// config/config.cc: YAML -> Config, validation messages (exact text, line:column, key),
+// parse_size.
+#include "config/config.hh"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <string>
+
+using namespace zuma::config;
+
+namespace {
+
+// The message parse() throws for `yaml` (file name "t.yaml"), or "OK".
+std::string error_of(const std::string& yaml) {
+  try {
+    parse(yaml, "t.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "OK";
+}
+
+// A config whose only LUN is `lun`, a flow mapping; the LUN starts at line 5, column 9.
+std::string with_lun(const std::string& lun) {
+  return "portals: [\"127.0.0.1:3260\"]\n"
+         "targets:\n"
+         "  - iqn: iqn.2026-11.org.zuma:t\n"
+         "    luns:\n"
+         "      - " +
+         lun + "\n";
+}
+
+// A config whose only target is `target` (written from line 3, column 5 on).
+std::string with_target(const std::string& target) {
+  return "portals: [\"127.0.0.1:3260\"]\n"
+         "targets:\n"
+         "  - " +
+         target + "\n";
+}
+
+// A valid config with `iscsi:` set to the flow mapping `iscsi` on line 1 (column 8 on).
+std::string with_iscsi(const std::string& iscsi) {
+  return "iscsi: " + iscsi + "\n" + with_lun("{id: 0, name: a, size: 1MiB, backend: memory}");
+}
+
+// A valid config with `portals:` set to `portals` on line 1 (column 10 on).
+std::string with_portals(const std::string& portals) {
+  return "portals: " + portals +
+         "\n"
+         "targets:\n"
+         "  - {iqn: iqn.2026-11.org.zuma:t, luns: [{id: 0, name: a, size: 1MiB, backend: "
+         "memory}]}\n";
+}
+
+}  // namespace
+
+TEST_CASE("parse_size") {
+  CHECK(parse_size("0") == 0u);
+  CHECK(parse_size("512") == 512u);
+  CHECK(parse_size("512B") == 512u);
+  CHECK(parse_size("4KiB") == 4096u);
+  CHECK(parse_size("4K") == 4096u);
+  CHECK(parse_size("3MiB") == 3u << 20);
+  CHECK(parse_size("3M") == 3u << 20);
+  CHECK(parse_size("1GiB") == 1u << 30);
+  CHECK(parse_size("1G") == 1u << 30);
+  CHECK(parse_size("2TiB") == uint64_t{2} << 40);
+  CHECK(parse_size("2T") == uint64_t{2} << 40);
+  CHECK(parse_size("0GiB") == 0u);
+  CHECK(parse_size("007") == 7u);
+  CHECK(parse_size("18446744073709551615") == std::numeric_limits<uint64_t>::max());
+  CHECK(parse_size("16777215TiB") == uint64_t{16777215} << 40);
+
+  // Overflow.
+  CHECK_FALSE(parse_size("18446744073709551616"));
+  CHECK_FALSE(parse_size("99999999999999999999999"));
+  CHECK_FALSE(parse_size("16777216TiB"));  // exactly 2^64
+  CHECK_FALSE(parse_size("17179869184G"));
+  // Not an integer, or not one of the listed suffixes (which are case-sensitive).
+  CHECK_FALSE(parse_size("1.5GiB"));
+  CHECK_FALSE(parse_size("1gib"));
+  CHECK_FALSE(parse_size("1GIB"));
+  CHECK_FALSE(parse_size("1k"));
+  CHECK_FALSE(parse_size("1Gi"));
+  CHECK_FALSE(parse_size("1GB"));
+  CHECK_FALSE(parse_size("1GiBB"));
+  CHECK_FALSE(parse_size("1 GiB"));
+  CHECK_FALSE(parse_size(" 1"));
+  CHECK_FALSE(parse_size(""));
+  CHECK_FALSE(parse_size("GiB"));
+  CHECK_FALSE(parse_size("-1"));
+  CHECK_FALSE(parse_size("+1"));
+  CHECK_FALSE(parse_size("0x10"));
+  CHECK_FALSE(parse_size("1e9"));
+}
+
+TEST_CASE("a full config round-trips into the structs") {
+  const Config c = parse(R"(node:
+  name: site-a
+  data_dir: /srv/zuma
+  control_socket: /run/zumad.sock
+  reactors: 4
+  log_level: debug
+portals:
+  - "127.0.0.1:3260"
+  - "[::1]:3261"
+  - { address: "0.0.0.0:3262", tpgt: 7 }
+  - "127.0.0.2"
+iscsi:
+  max_recv_data_segment_length: 65536
+  max_burst_length: 16777215
+  first_burst_length: 512
+  immediate_data: false
+  initial_r2t: true
+  max_outstanding_r2t: 16
+  default_time2wait: 0
+  default_time2retain: 3600
+  max_connections: 4
+  queue_depth: 4096
+  nop_in_interval: 5
+  nop_in_timeout: 10
+  login_timeout: 30
+targets:
+  - iqn: iqn.2026-11.org.zuma:db
+    alias: Database disks
+    acl: [ iqn.1994-05.com.redhat:host1, eui.02004567A425678D ]
+    luns:
+      - id: 0
+        name: data
+        size: 20GiB
+        block_size: 4096
+        thin: true
+        write_cache: false
+        subunits:
+          - { backend: file, path: /srv/zuma/data-a.img, size: 8GiB }
+          - { backend: file, path: /srv/zuma/data-b.img }
+          - { backend: memory, size: 4GiB }
+      - { id: 16383, name: logs, size: 4GiB, backend: file, path: ./var/logs.img }
+  - iqn: naa.52004567BA64678D
+    luns:
+      - { id: 3, name: scratch, size: 1T, backend: null }
+)",
+                         "full.yaml");
+  CHECK(c.path == "full.yaml");
+  CHECK(c.node.name == "site-a");
+  CHECK(c.node.data_dir == "/srv/zuma");
+  CHECK(c.node.control_socket == "/run/zumad.sock");
+  CHECK(c.node.reactors == 4);
+  CHECK(c.node.log_level == "debug");
+
+  REQUIRE(c.portals.size() == 4);
+  CHECK(c.portals[0].host == "127.0.0.1");
+  CHECK(c.portals[0].port == 3260);
+  CHECK(c.portals[0].tpgt == 1);
+  CHECK(c.portals[0].loc.str() == "full.yaml:8:5");
+  CHECK(c.portals[1].host == "::1");
+  CHECK(c.portals[1].port == 3261);
+  CHECK(c.portals[2].host == "0.0.0.0");
+  CHECK(c.portals[2].port == 3262);
+  CHECK(c.portals[2].tpgt == 7);
+  CHECK(c.portals[3].host == "127.0.0.2");
+  CHECK(c.portals[3].port == 3260);
+
+  CHECK(c.iscsi.max_recv_data_segment_length == 65536);
+  CHECK(c.iscsi.max_burst_length == 16777215);
+  CHECK(c.iscsi.first_burst_length == 512);
+  CHECK(c.iscsi.immediate_data == false);
+  CHECK(c.iscsi.initial_r2t == true);
+  CHECK(c.iscsi.max_outstanding_r2t == 16);
+  CHECK(c.iscsi.default_time2wait == 0);
+  CHECK(c.iscsi.default_time2retain == 3600);
+  CHECK(c.iscsi.max_connections == 4);
+  CHECK(c.iscsi.queue_depth == 4096);
+  CHECK(c.iscsi.nop_in_interval == 5);
+  CHECK(c.iscsi.nop_in_timeout == 10);
+  CHECK(c.iscsi.login_timeout == 30);
+
+  REQUIRE(c.targets.size() == 2);
+  const Target& t = c.targets[0];
+  CHECK(t.iqn == "iqn.2026-11.org.zuma:db");
+  CHECK(t.alias == "Database disks");
+  CHECK(t.acl == std::vector<std::string>{"iqn.1994-05.com.redhat:host1", "eui.02004567A425678D"});
+  CHECK(t.loc.str() == "full.yaml:27:5");
+  REQUIRE(t.luns.size() == 2);
+  const Lun& data = t.luns[0];
+  CHECK(data.id == 0);
+  CHECK(data.name == "data");
+  CHECK(data.size == uint64_t{20} << 30);
+  CHECK(data.block_size == 4096);
+  CHECK(data.thin == true);
+  CHECK(data.write_cache == false);
+  CHECK(data.loc.str() == "full.yaml:31:9");
+  REQUIRE(data.subunits.size() == 3);
+  CHECK(data.subunits[0].backend == "file");
+  CHECK(data.subunits[0].path == "/srv/zuma/data-a.img");
+  CHECK(data.subunits[0].size == uint64_t{8} << 30);
+  CHECK(data.subunits[0].loc.str() == "full.yaml:38:13");
+  CHECK(data.subunits[1].path == "/srv/zuma/data-b.img");
+  CHECK(data.subunits[1].size == uint64_t{8} << 30);  // the rest: 20 - 8 - 4
+  CHECK(data.subunits[2].backend == "memory");
+  CHECK(data.subunits[2].path.empty());
+  CHECK(data.subunits[2].size == uint64_t{4} << 30);
+
+  const Lun& logs = t.luns[1];
+  CHECK(logs.id == 16383);
+  CHECK(logs.block_size == 512);
+  CHECK(logs.thin == false);
+  CHECK(logs.write_cache == true);
+  REQUIRE(logs.subunits.size() == 1);  // backend/path shorthand
+  CHECK(logs.subunits[0].backend == "file");
+  CHECK(logs.subunits[0].path == "./var/logs.img");
+  CHECK(logs.subunits[0].size == uint64_t{4} << 30);
+
+  CHECK(c.targets[1].iqn == "naa.52004567BA64678D");
+  CHECK(c.targets[1].acl.empty());
+  REQUIRE(c.targets[1].luns[0].subunits.size() == 1);
+  CHECK(c.targets[1].luns[0].subunits[0].backend == "null");  // `null` unquoted is YAML null
+}
+
+TEST_CASE("defaults apply to everything left out") {
+  const Config c = parse(with_lun("{id: 0, name: a, size: 1MiB, backend: memory}"), "t.yaml");
+  CHECK(c.node.name == "zuma");
+  CHECK(c.node.data_dir == "./var");
+  CHECK(c.node.control_socket == "./var/zumad.sock");
+  CHECK(c.node.reactors == 0);
+  CHECK(c.node.log_level == "info");
+  const Iscsi d;
+  CHECK(c.iscsi.max_recv_data_segment_length == d.max_recv_data_segment_length);
+  CHECK(c.iscsi.max_burst_length == d.max_burst_length);
+  CHECK(c.iscsi.first_burst_length == d.first_burst_length);
+  CHECK(c.iscsi.queue_depth == d.queue_depth);
+  CHECK(c.portals[0].tpgt == 1);
+
+  // The control socket follows data_dir; empty node/iscsi sections are allowed.
+  CHECK(parse("node: {data_dir: /srv/z/}\niscsi:\n" +
+                  with_lun("{id: 0, name: a, size: 1MiB, backend: memory}"),
+              "t.yaml")
+            .node.control_socket == "/srv/z/zumad.sock");
+  CHECK(parse("node:\n" + with_lun("{id: 0, name: a, size: 1MiB, backend: memory}"), "t.yaml")
+            .node.control_socket == "./var/zumad.sock");
+  // "warning" is spdlog's other spelling of "warn".
+  CHECK(parse("node: {log_level: warning}\n" +
+                  with_lun("{id: 0, name: a, size: 1MiB, backend: memory}"),
+              "t.yaml")
+            .node.log_level == "warn");
+}
+
+TEST_CASE("the bundled default.yaml parses to what it documents") {
+  const Config c = load(ZUMA_SOURCE_DIR "/config/default.yaml");
+  CHECK(c.node.name == "zuma");
+  CHECK(c.node.data_dir == "./var");
+  CHECK(c.node.control_socket == "./var/zumad.sock");
+  REQUIRE(c.portals.size() == 1);
+  CHECK(c.portals[0].host == "127.0.0.1");
+  CHECK(c.portals[0].port == 3260);
+  REQUIRE(c.targets.size() == 1);
+  CHECK(c.targets[0].iqn == "iqn.2026-11.org.zuma:default");
+  CHECK(c.targets[0].acl.empty());
+  REQUIRE(c.targets[0].luns.size() == 2);
+  for (uint64_t i = 0; i < 2; ++i) {
+    const Lun& lun = c.targets[0].luns[i];
+    CHECK(lun.id == i);
+    CHECK(lun.name == "disk" + std::to_string(i));
+    CHECK(lun.size == uint64_t{1} << 30);
+    CHECK(lun.block_size == 512);
+    CHECK(lun.thin);
+    REQUIRE(lun.subunits.size() == 1);
+    CHECK(lun.subunits[0].backend == "file");
+    CHECK(lun.subunits[0].path == "./var/disk" + std::to_string(i) + ".img");
+    CHECK(lun.subunits[0].size == uint64_t{1} << 30);
+  }
+}
+
+TEST_CASE("the full example in docs/CONFIG.md parses") {
+  std::ifstream in(ZUMA_SOURCE_DIR "/docs/CONFIG.md");
+  REQUIRE(in);
+  const std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t section = doc.find("## Full example");
+  REQUIRE(section != std::string::npos);
+  const size_t begin = doc.find("```yaml\n", section);
+  REQUIRE(begin != std::string::npos);
+  const size_t end = doc.find("```", begin + 8);
+  REQUIRE(end != std::string::npos);
+  const Config c = parse(doc.substr(begin + 8, end - begin - 8), "CONFIG.md");
+  CHECK(c.portals.size() == 2);
+  CHECK(c.targets.size() == 2);
+  CHECK(c.targets[0].luns[0].subunits[1].size == uint64_t{12} << 30);
+}
+
+TEST_CASE("the null backend may be written unquoted, as YAML null") {
+  // YAML loads `null` and `~` as null, not as text; they still mean the null backend, even
+  // after a UTF-8 byte order mark. An empty value does not.
+  const std::string yaml =
+      "\xef\xbb\xbfportals: [\"127.0.0.1:3260\"]\n"
+      "targets:\n"
+      "  - iqn: iqn.2026-11.org.zuma:t\n"
+      "    luns:\n"
+      "      - {id: 0, name: a, size: 1MiB, backend: null}\n"
+      "      - {id: 1, name: b, size: 1MiB, backend: ~}\n"
+      "      - {id: 2, name: c, size: 1MiB, backend: \"null\"}\n";
+  const Config c = parse(yaml, "t.yaml");
+  for (const Lun& lun : c.targets[0].luns) CHECK(lun.subunits[0].backend == "null");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: }")) ==
+        "t.yaml:5:38: targets[0].luns[0].backend: expected file, memory or null");
+}
+
+TEST_CASE("error: file cannot be read") {
+  CHECK_THROWS_WITH_AS(load("/nonexistent/zuma.yaml"),
+                       "/nonexistent/zuma.yaml: cannot open: No such file or directory",
+                       ConfigError);
+  CHECK_THROWS_WITH_AS(load("/"), "/: cannot read: Is a directory", ConfigError);
+}
+
+TEST_CASE("error: load() reports the path it was given") {
+  char path[] = "/tmp/zuma-config-test-XXXXXX";
+  const int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  const std::string text = "portals: [\"127.0.0.1:3260\"]\ntargets: []\n";
+  REQUIRE(write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+  close(fd);
+  try {
+    load(path);
+    FAIL("no error");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()) ==
+          std::string(path) + ":2:10: targets: at least one target is needed");
+    CHECK(e.where.file == path);
+    CHECK(e.where.line == 2);
+    CHECK(e.where.column == 10);
+    CHECK(e.key == "targets");
+  }
+  unlink(path);
+}
+
+TEST_CASE("error: YAML syntax") {
+  CHECK(error_of("portals: [ \"127.0.0.1:3260\"\ntargets: []\n") ==
+        "t.yaml:2:1: invalid YAML: end of sequence flow not found");
+  CHECK(error_of("node:\n  name: a\n\tdata_dir: b\n").starts_with("t.yaml:3:"));
+  CHECK(error_of("a: b: c\n") == "t.yaml:1:5: invalid YAML: illegal map value");
+  CHECK(error_of("node: " + std::string(5000, '[') + "\n")
+            .ends_with(": invalid YAML: nested too deeply"));
+}
+
+TEST_CASE("error: document shape") {
+  CHECK(error_of("") == "t.yaml:1:1: the file is empty: it needs at least portals and targets");
+  CHECK(error_of("# only a comment\n") ==
+        "t.yaml:1:1: the file is empty: it needs at least portals and targets");
+  CHECK(error_of("hello\n") ==
+        "t.yaml:1:1: expected a mapping with keys node, portals, iscsi, targets");
+  CHECK(error_of("node: {}\n---\nnode: {}\n") == "t.yaml:3:1: expected one YAML document, found 2");
+  CHECK(error_of("node: {}\n") == "t.yaml:1:1: missing key 'portals'");
+  CHECK(error_of("portals: [\"127.0.0.1:3260\"]\n") == "t.yaml:1:1: missing key 'targets'");
+}
+
+TEST_CASE("error: unknown keys, with a suggestion when one is close") {
+  CHECK(error_of(with_lun("{id: 0, name: a, sise: 1MiB, backend: memory}")) ==
+        "t.yaml:5:26: targets[0].luns[0].sise: unknown key 'sise'; did you mean 'size'?");
+  CHECK(error_of(with_lun("{id: 0, nmae: a, size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:17: targets[0].luns[0].nmae: unknown key 'nmae'; did you mean 'name'?");
+  CHECK(error_of(with_iscsi("{MaxBurstLength: 65536}")) ==
+        "t.yaml:1:9: iscsi.MaxBurstLength: unknown key 'MaxBurstLength'; did you mean "
+        "'max_burst_length'?");
+  CHECK(error_of("nodes: {}\n") == "t.yaml:1:1: nodes: unknown key 'nodes'; did you mean 'node'?");
+  CHECK(error_of("colour: blue\n") == "t.yaml:1:1: colour: unknown key 'colour'");
+  CHECK(error_of(with_portals("[{address: \"127.0.0.1:3260\", tgpt: 2}]")) ==
+        "t.yaml:1:39: portals[0].tgpt: unknown key 'tgpt'; did you mean 'tpgt'?");
+}
+
+TEST_CASE("error: a key given twice") {
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, size: 2MiB, backend: memory}")) ==
+        "t.yaml:5:38: targets[0].luns[0].size: duplicate key 'size' (first at line 5, column 26)");
+}
+
+TEST_CASE("error: keys this version does not support") {
+  CHECK(error_of("groups: []\n") ==
+        "t.yaml:1:1: groups: replication groups are not supported by this version");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, chap: {user: u}, luns: []}")) ==
+        "t.yaml:3:35: targets[0].chap: CHAP authentication is not supported by this version");
+}
+
+TEST_CASE("error: missing keys") {
+  CHECK(error_of(with_target("{luns: []}")) == "t.yaml:3:5: targets[0]: missing key 'iqn'");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t}")) ==
+        "t.yaml:3:5: targets[0]: missing key 'luns'");
+  CHECK(error_of(with_lun("{name: a, size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:9: targets[0].luns[0]: missing key 'id'");
+  CHECK(error_of(with_lun("{id: 0, size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:9: targets[0].luns[0]: missing key 'name'");
+  CHECK(error_of(with_lun("{id: 0, name: a, backend: memory}")) ==
+        "t.yaml:5:9: targets[0].luns[0]: missing key 'size'");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB}")) ==
+        "t.yaml:5:9: targets[0].luns[0]: missing key 'subunits' (or backend and path for a single "
+        "sub-unit)");
+  CHECK(error_of(with_portals("[{tpgt: 2}]")) == "t.yaml:1:11: portals[0]: missing key 'address'");
+}
+
+TEST_CASE("error: wrong types") {
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1.5GiB, backend: memory}")) ==
+        "t.yaml:5:32: targets[0].luns[0].size: expected a size like 1GiB");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: [1], backend: memory}")) ==
+        "t.yaml:5:32: targets[0].luns[0].size: expected a size like 1GiB");
+  // An empty value is blamed on its key.
+  CHECK(error_of(with_lun("{id: 0, name: a, size: , backend: memory}")) ==
+        "t.yaml:5:26: targets[0].luns[0].size: expected a size like 1GiB");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, thin: yes, backend: memory}")) ==
+        "t.yaml:5:44: targets[0].luns[0].thin: expected true or false");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, write_cache: 1, backend: memory}")) ==
+        "t.yaml:5:51: targets[0].luns[0].write_cache: expected true or false");
+  CHECK(error_of(with_lun("{id: x, name: a, size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:14: targets[0].luns[0].id: expected an integer 0..16383");
+  CHECK(error_of(with_lun("{id: -1, name: a, size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:14: targets[0].luns[0].id: expected an integer 0..16383");
+  CHECK(error_of(with_lun("{id: 16384, name: a, size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:14: targets[0].luns[0].id: expected an integer 0..16383");
+  CHECK(error_of(with_lun("{id: 99999999999999999999999, name: a, size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:14: targets[0].luns[0].id: expected an integer 0..16383");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, alias: [x], luns: []}")) ==
+        "t.yaml:3:42: targets[0].alias: expected a string");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, luns: {id: 0}}")) ==
+        "t.yaml:3:41: targets[0].luns: expected a list of LUNs");
+  CHECK(error_of("portals: \"127.0.0.1:3260\"\n") ==
+        "t.yaml:1:10: portals: expected a list of portals like \"127.0.0.1:3260\"");
+  CHECK(error_of(with_lun("[id, 0]")) ==
+        "t.yaml:5:9: targets[0].luns[0]: expected a mapping with keys id, name, size, block_size, "
+        "thin, write_cache, subunits, backend, path");
+  CHECK(error_of("node: [a]\n") ==
+        "t.yaml:1:7: node: expected a mapping with keys name, data_dir, control_socket, reactors, "
+        "log_level");
+  CHECK(error_of("{[a]: 1}\n") == "t.yaml:1:2: expected a key name");
+}
+
+TEST_CASE("error: node") {
+  const std::string rest = with_lun("{id: 0, name: a, size: 1MiB, backend: memory}");
+  CHECK(error_of("node: {reactors: 257}\n" + rest) ==
+        "t.yaml:1:18: node.reactors: expected an integer 0..256");
+  CHECK(error_of("node: {log_level: verbose}\n" + rest) ==
+        "t.yaml:1:19: node.log_level: expected one of trace, debug, info, warn, error, critical, "
+        "off");
+  CHECK(
+      error_of("node: {name: \"my node\"}\n" + rest) ==
+      "t.yaml:1:14: node.name: 'my node' is not a valid name (use letters, digits, '_', '.', '-')");
+  CHECK(error_of("node: {data_dir: \"\"}\n" + rest) ==
+        "t.yaml:1:18: node.data_dir: expected a directory, got an empty string");
+  const std::string dir(100, 'd');
+  CHECK(error_of("node: {data_dir: " + dir + "}\n" + rest) ==
+        "t.yaml:1:18: node.data_dir: the default control socket '" + dir +
+            "/zumad.sock' would be longer than 107 bytes (a Unix socket path limit); set "
+            "node.control_socket");
+  CHECK(error_of("node: {data_dir: " + dir + ", control_socket: /run/z.sock}\n" + rest) == "OK");
+  CHECK(error_of("node: {control_socket: " + std::string(108, 's') + "}\n" + rest) ==
+        "t.yaml:1:24: node.control_socket: longer than 107 bytes, the limit of a Unix socket path");
+}
+
+TEST_CASE("error: portals") {
+  CHECK(error_of(with_portals("[]")) == "t.yaml:1:10: portals: at least one portal is needed");
+  CHECK(error_of(with_portals("[\"localhost:3260\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal 'localhost:3260': 'localhost' is not an IPv4 "
+        "address (host names are not accepted, give an address)");
+  CHECK(error_of(with_portals("[\"127.0.0.256:3260\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal '127.0.0.256:3260': '127.0.0.256' is not an IPv4 "
+        "address (host names are not accepted, give an address)");
+  CHECK(error_of(with_portals("[\"::1:3260\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal '::1:3260': write an IPv6 address in brackets, "
+        "e.g. [::1]:3260");
+  CHECK(error_of(with_portals("[\"[::g]:3260\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal '[::g]:3260': '::g' is not an IPv6 address");
+  CHECK(error_of(with_portals("[\"[::1:3260\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal '[::1:3260': missing ']' after the IPv6 address");
+  CHECK(error_of(with_portals("[\"127.0.0.1:0\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal '127.0.0.1:0': the port must be 1..65535");
+  CHECK(error_of(with_portals("[\"127.0.0.1:65536\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal '127.0.0.1:65536': the port must be 1..65535");
+  CHECK(error_of(with_portals("[\"127.0.0.1:\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal '127.0.0.1:': the port must be 1..65535");
+  CHECK(error_of(with_portals("[\"\"]")) ==
+        "t.yaml:1:11: portals[0]: invalid portal '': expected HOST:PORT, e.g. 127.0.0.1:3260 or "
+        "[::1]:3260");
+  CHECK(error_of(with_portals("[[a]]")) ==
+        "t.yaml:1:11: portals[0]: expected \"HOST:PORT\" or a mapping {address: \"HOST:PORT\", "
+        "tpgt: N}");
+  // Duplicates compare addresses, not spellings; 3260 is the default port.
+  CHECK(error_of(with_portals("[\"127.0.0.1:3260\", \"127.0.0.1\"]")) ==
+        "t.yaml:1:29: portals[1]: duplicate portal '127.0.0.1' (first at line 1, column 11)");
+  CHECK(error_of(with_portals("[\"[::1]:3260\", {address: \"[0:0::1]:3260\", tpgt: 2}]")) ==
+        "t.yaml:1:35: portals[1].address: duplicate portal '[0:0::1]:3260' (first at line 1, "
+        "column 11)");
+  CHECK(error_of(with_portals("[{address: \"127.0.0.1:3260\", tpgt: 0}]")) ==
+        "t.yaml:1:45: portals[0].tpgt: expected an integer 1..65535");
+}
+
+TEST_CASE("error: iSCSI names (RFC 7143 4.2.7)") {
+  const auto target = [](const std::string& iqn) {
+    return error_of(with_target("{iqn: \"" + iqn +
+                                "\", luns: [{id: 0, name: a, size: 1MiB, backend: memory}]}"));
+  };
+  const auto bad = [](const std::string& name, const std::string& why) {
+    return "t.yaml:3:11: targets[0].iqn: '" + name + "' is not a valid iSCSI name: " + why;
+  };
+  CHECK(target("iqn.2026-11.org.zuma") == "OK");
+  CHECK(target("iqn.2026-11.org.zuma:a.b:c-d") == "OK");
+  CHECK(target("eui.02004567a425678d") == "OK");
+  CHECK(target("naa.52004567BA64678D52004567BA64678D") == "OK");
+  CHECK(target("iqn.2026-11.org.Zuma:t") ==
+        bad("iqn.2026-11.org.Zuma:t", "iqn names must be lowercase"));
+  CHECK(target("IQN.2026-11.org.zuma:t") ==
+        bad("IQN.2026-11.org.zuma:t", "iqn names must be lowercase"));
+  CHECK(target("iqn.2026-11.org.zuma:a_b") ==
+        bad("iqn.2026-11.org.zuma:a_b", "character '_' is not allowed (only a-z 0-9 - . :)"));
+  CHECK(target("iqn.2026-11.org.zuma:d\xc3\xa9") ==
+        bad("iqn.2026-11.org.zuma:d\xc3\xa9", "non-ASCII characters are not accepted"));
+  CHECK(target("iqn.26-11.org.zuma:t") ==
+        bad("iqn.26-11.org.zuma:t",
+            "expected iqn.YYYY-MM.reversed.domain[:name] (no YYYY-MM date after iqn.)"));
+  CHECK(target("iqn.2026-13.org.zuma:t") ==
+        bad("iqn.2026-13.org.zuma:t",
+            "expected iqn.YYYY-MM.reversed.domain[:name] (month 13 is not 01..12)"));
+  CHECK(target("iqn.2026-11.:t") ==
+        bad("iqn.2026-11.:t", "expected iqn.YYYY-MM.reversed.domain[:name] (empty domain label)"));
+  CHECK(target("iqn.2026-11.org..zuma") ==
+        bad("iqn.2026-11.org..zuma",
+            "expected iqn.YYYY-MM.reversed.domain[:name] (empty domain label)"));
+  CHECK(target("iqn.2026-11.org.zuma:") == bad("iqn.2026-11.org.zuma:", "nothing after ':'"));
+  CHECK(target("eui.0200") == bad("eui.0200", "eui. must be followed by 16 hex digits"));
+  CHECK(target("eui.02004567a425678g") ==
+        bad("eui.02004567a425678g", "eui. must be followed by 16 hex digits"));
+  CHECK(target("naa.52004567BA64678D52") ==
+        bad("naa.52004567BA64678D52", "naa. must be followed by 16 or 32 hex digits"));
+  CHECK(target("EUI.02004567a425678d") ==
+        bad("EUI.02004567a425678d", "the type must be written in lowercase (eui.)"));
+  CHECK(target("zuma:t") == bad("zuma:t", "it must start with iqn., eui. or naa."));
+  CHECK(target("") == bad("", "it is empty"));
+  const std::string longest = "iqn.2026-11.org.zuma:" + std::string(223 - 21, 'x');
+  CHECK(target(longest) == "OK");
+  CHECK(target(longest + "x") == bad(longest + "x", "it is 224 bytes long, the limit is 223"));
+}
+
+TEST_CASE("error: targets") {
+  CHECK(error_of("portals: [\"127.0.0.1:3260\"]\ntargets: []\n") ==
+        "t.yaml:2:10: targets: at least one target is needed");
+  CHECK(
+      error_of(
+          "portals: [\"127.0.0.1:3260\"]\n"
+          "targets:\n"
+          "  - {iqn: eui.02004567a425678d, luns: [{id: 0, name: a, size: 1MiB, backend: memory}]}\n"
+          "  - {iqn: eui.02004567A425678D, luns: [{id: 0, name: b, size: 1MiB, backend: "
+          "memory}]}\n") ==
+      "t.yaml:4:11: targets[1].iqn: duplicate target 'eui.02004567A425678D' (first at line 3, "
+      "column 11)");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, luns: []}")) ==
+        "t.yaml:3:41: targets[0].luns: a target needs at least one LUN");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, alias: " + std::string(256, 'a') +
+                             ", luns: []}")) ==
+        "t.yaml:3:42: targets[0].alias: longer than 255 bytes");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, alias: \"a\\tb\", luns: []}")) ==
+        "t.yaml:3:42: targets[0].alias: control characters are not allowed");
+}
+
+TEST_CASE("error: acl") {
+  CHECK(
+      error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, acl: [iqn.1994-05.com.redhat:h1, host2], "
+                           "luns: []}")) ==
+      "t.yaml:3:68: targets[0].acl[1]: 'host2' is not a valid iSCSI name: it must start with "
+      "iqn., eui. or naa.");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, acl: [iqn.1994-05.com.redhat:h1, "
+                             "iqn.1994-05.com.redhat:h1], luns: []}")) ==
+        "t.yaml:3:68: targets[0].acl[1]: duplicate initiator 'iqn.1994-05.com.redhat:h1' (first at "
+        "line 3, column 41)");
+  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, acl: , luns: []}")) ==
+        "t.yaml:3:35: targets[0].acl: expected a list of initiator names (leave acl out to allow "
+        "any initiator)");
+}
+
+TEST_CASE("error: LUN ids, names and block sizes") {
+  CHECK(error_of("portals: [\"127.0.0.1:3260\"]\n"
+                 "targets:\n"
+                 "  - iqn: iqn.2026-11.org.zuma:t\n"
+                 "    luns:\n"
+                 "      - {id: 3, name: a, size: 1MiB, backend: memory}\n"
+                 "      - {id: 3, name: b, size: 1MiB, backend: memory}\n") ==
+        "t.yaml:6:14: targets[0].luns[1].id: duplicate LUN id 3 in this target (first at line 5, "
+        "column 14)");
+  // The same id in another target is fine; the same LU name anywhere is not.
+  CHECK(error_of("portals: [\"127.0.0.1:3260\"]\n"
+                 "targets:\n"
+                 "  - {iqn: iqn.2026-11.org.zuma:a, luns: [{id: 0, name: d, size: 1MiB, backend: "
+                 "memory}]}\n"
+                 "  - {iqn: iqn.2026-11.org.zuma:b, luns: [{id: 0, name: d, size: 1MiB, backend: "
+                 "memory}]}\n") ==
+        "t.yaml:4:56: targets[1].luns[0].name: duplicate LU name 'd' (first at line 3, column 56)");
+  CHECK(
+      error_of(with_lun("{id: 0, name: \"a/b\", size: 1MiB, backend: memory}")) ==
+      "t.yaml:5:23: targets[0].luns[0].name: 'a/b' is not a valid name (use letters, digits, '_', "
+      "'.', '-')");
+  CHECK(error_of(with_lun("{id: 0, name: .., size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:23: targets[0].luns[0].name: '..' is not a valid name (use letters, digits, '_', "
+        "'.', '-')");
+  CHECK(error_of(with_lun("{id: 0, name: \"\", size: 1MiB, backend: memory}")) ==
+        "t.yaml:5:23: targets[0].luns[0].name: expected a name, got an empty string");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, block_size: 1024, backend: memory}")) ==
+        "t.yaml:5:50: targets[0].luns[0].block_size: expected 512 or 4096");
+}
+
+TEST_CASE("error: LU sizes") {
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 0, backend: memory}")) ==
+        "t.yaml:5:32: targets[0].luns[0].size: expected a size greater than 0");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1000, backend: memory}")) ==
+        "t.yaml:5:32: targets[0].luns[0].size: 1000 bytes is not a multiple of block_size 512");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 2K, block_size: 4096, backend: memory}")) ==
+        "t.yaml:5:32: targets[0].luns[0].size: 2048 bytes (2KiB) is not a multiple of block_size "
+        "4096");
+}
+
+TEST_CASE("error: backends and the backend/path shorthand") {
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: disk}")) ==
+        "t.yaml:5:47: targets[0].luns[0].backend: expected file, memory or null");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: file}")) ==
+        "t.yaml:5:9: targets[0].luns[0]: missing key 'path' (the file backend needs one)");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: memory, path: x.img}")) ==
+        "t.yaml:5:61: targets[0].luns[0].path: the memory backend takes no path");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: file, path: \"\"}")) ==
+        "t.yaml:5:59: targets[0].luns[0].path: expected a path, got an empty string");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, path: x.img}")) ==
+        "t.yaml:5:44: targets[0].luns[0].path: path needs a backend (backend: file)");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: memory, subunits: []}")) ==
+        "t.yaml:5:47: targets[0].luns[0].backend: give either subunits or backend/path, not both");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, subunits: []}")) ==
+        "t.yaml:5:48: targets[0].luns[0].subunits: a LUN needs at least one sub-unit");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, subunits: [{path: x.img}]}")) ==
+        "t.yaml:5:49: targets[0].luns[0].subunits[0]: missing key 'backend'");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, subunits: [{backend: null, path: x}]}")) ==
+        "t.yaml:5:71: targets[0].luns[0].subunits[0].path: the null backend takes no path");
+}
+
+TEST_CASE("error: a file used twice") {
+  CHECK(error_of("portals: [\"127.0.0.1:3260\"]\n"
+                 "targets:\n"
+                 "  - iqn: iqn.2026-11.org.zuma:t\n"
+                 "    luns:\n"
+                 "      - {id: 0, name: a, size: 1MiB, backend: file, path: ./var/a.img}\n"
+                 "      - {id: 1, name: b, size: 1MiB, subunits: [{backend: file, path: "
+                 "var//a.img}]}\n") ==
+        "t.yaml:6:71: targets[0].luns[1].subunits[0].path: file 'var//a.img' is already used by LU "
+        "'a' (at line 5, column 59)");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 2MiB, subunits: [{backend: file, path: /x.img}, "
+                          "{backend: file, path: /x.img}]}")) ==
+        "t.yaml:5:102: targets[0].luns[0].subunits[1].path: file '/x.img' is already used by LU "
+        "'a' (at line 5, column 71)");
+}
+
+TEST_CASE("error: sub-unit sizes") {
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 3MiB, subunits: [{backend: memory, size: 1MiB}, "
+                          "{backend: memory, size: 1MiB}]}")) ==
+        "t.yaml:5:48: targets[0].luns[0].subunits: sub-unit sizes add up to 2097152 bytes (2MiB) "
+        "but the LU size is 3145728 bytes (3MiB)");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, subunits: [{backend: memory, size: 1MiB}, "
+                          "{backend: memory}]}")) ==
+        "t.yaml:5:80: targets[0].luns[0].subunits[1]: no room left for this sub-unit: the others "
+        "already take 1048576 bytes (1MiB) of the LU's 1048576 bytes (1MiB)");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, subunits: [{backend: memory}, "
+                          "{backend: memory}]}")) ==
+        "t.yaml:5:68: targets[0].luns[0].subunits[1]: only one sub-unit may leave out size "
+        "(targets[0].luns[0].subunits[0] already does)");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, subunits: [{backend: memory, size: 1000}, "
+                          "{backend: memory}]}")) ==
+        "t.yaml:5:73: targets[0].luns[0].subunits[0].size: 1000 bytes is not a multiple of "
+        "block_size 512");
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, subunits: [{backend: memory, size: 0}, "
+                          "{backend: memory}]}")) ==
+        "t.yaml:5:73: targets[0].luns[0].subunits[0].size: expected a size greater than 0 (leave "
+        "size out to use the rest)");
+  CHECK(error_of(with_lun(
+            "{id: 0, name: a, size: 1MiB, subunits: [{backend: memory, size: 16777215TiB}, "
+            "{backend: memory, size: 16777215TiB}]}")) ==
+        "t.yaml:5:48: targets[0].luns[0].subunits: sub-unit sizes add up to more than 2^64 bytes "
+        "but the LU size is 1048576 bytes (1MiB)");
+}
+
+TEST_CASE("error: iSCSI ranges (RFC 7143 13)") {
+  struct Case {
+    const char* key;
+    const char* bad;
+    const char* range;
+  };
+  const Case cases[] = {
+      {"max_recv_data_segment_length", "511", "512..16777215"},
+      {"max_recv_data_segment_length", "16777216", "512..16777215"},
+      {"max_burst_length", "511", "512..16777215"},
+      {"first_burst_length", "16777216", "512..16777215"},
+      {"max_outstanding_r2t", "0", "1..65535"},
+      {"default_time2wait", "3601", "0..3600"},
+      {"default_time2retain", "3601", "0..3600"},
+      {"max_connections", "0", "1..65535"},
+      {"max_connections", "65536", "1..65535"},
+      {"queue_depth", "0", "1..4096"},
+      {"queue_depth", "4097", "1..4096"},
+      {"nop_in_interval", "3601", "0..3600"},
+      {"nop_in_timeout", "0", "1..3600"},
+      {"login_timeout", "0", "1..3600"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.key);
+    CAPTURE(c.bad);
+    const std::string key = c.key;
+    CHECK(error_of(with_iscsi("{" + key + ": " + c.bad + "}")) ==
+          "t.yaml:1:" + std::to_string(11 + key.size()) + ": iscsi." + key +
+              ": expected an integer " + c.range);
+  }
+  CHECK(error_of(with_iscsi("{immediate_data: no}")) ==
+        "t.yaml:1:25: iscsi.immediate_data: expected true or false");
+  CHECK(error_of(with_iscsi("{max_burst_length: 65536, first_burst_length: 131072}")) ==
+        "t.yaml:1:54: iscsi.first_burst_length: first_burst_length 131072 is larger than "
+        "max_burst_length 65536");
+  // With first_burst_length left at its default, the lowered max_burst_length is to blame.
+  CHECK(error_of(with_iscsi("{max_burst_length: 65536}")) ==
+        "t.yaml:1:27: iscsi.max_burst_length: first_burst_length 262144 is larger than "
+        "max_burst_length 65536");
+}
+
+TEST_CASE("ConfigError is one line whatever the input holds") {
+  const std::string message = error_of("\"a\\nb\": 1\n");
+  CHECK(message == "t.yaml:1:1: a\\nb: unknown key 'a\\nb'");
+  CHECK(message.find('\n') == std::string::npos);
+
+  const ConfigError e(Location{"f.yaml", 3, 7}, "node.name", "bad");
+  CHECK(std::string(e.what()) == "f.yaml:3:7: node.name: bad");
+  CHECK(e.where.str() == "f.yaml:3:7");
+  CHECK(e.key == "node.name");
+}

@@ -1,0 +1,313 @@
+#include "storage/file_backend.hh"
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "tests/unit/storage/test_util.hh"
+
+using namespace zuma::storage;
+using namespace zuma::storage::test;
+
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+// Runs one request to completion: inline without a context, through the ring with one.
+// Checks done() ran exactly once and returns its result.
+int run(Backend& b, IoRequest req, IoContext* ctx) {
+  Done d;
+  req.done = &record_done;
+  req.user = &d;
+  b.submit(req);
+  if (ctx != nullptr) {
+    REQUIRE(drive(*ctx, [&] { return d.calls > 0; }));
+    CHECK(ctx->in_flight() == 0);
+  }
+  CHECK(d.calls == 1);
+  return d.result;
+}
+
+IoRequest rw(IoOp op, uint64_t off, const iovec* iov, int cnt, uint64_t len, bool fua = false) {
+  IoRequest r;
+  r.op = op;
+  r.offset = off;
+  r.length = len;
+  r.iov = iov;
+  r.iovcnt = cnt;
+  r.fua = fua;
+  return r;
+}
+
+IoRequest range(IoOp op, uint64_t off, uint64_t len) {
+  IoRequest r;
+  r.op = op;
+  r.offset = off;
+  r.length = len;
+  return r;
+}
+
+int write_bytes(Backend& b, uint64_t off, std::vector<uint8_t>& data, IoContext* ctx,
+                bool fua = false) {
+  iovec iov{data.data(), data.size()};
+  return run(b, rw(IoOp::kWrite, off, &iov, 1, data.size(), fua), ctx);
+}
+
+std::vector<uint8_t> read_bytes(Backend& b, uint64_t off, size_t n, IoContext* ctx) {
+  std::vector<uint8_t> v(n, 0xA5);
+  iovec iov{v.data(), v.size()};
+  CHECK(run(b, rw(IoOp::kRead, off, &iov, 1, n), ctx) == 0);
+  return v;
+}
+
+bool all_zero(const std::vector<uint8_t>& v) {
+  return std::all_of(v.begin(), v.end(), [](uint8_t x) { return x == 0; });
+}
+
+// Each test runs both ways: synchronously, and through a current IoContext.
+struct Mode {
+  explicit Mode(bool async) {
+    if (async) cur.emplace(32);
+  }
+  IoContext* ctx() { return cur ? cur->get() : nullptr; }
+  std::optional<CurrentContext> cur;
+};
+
+}  // namespace
+
+TEST_CASE("FileBackend: a missing file is created sparse, 0600, with its parent directories") {
+  TempDir dir;
+  const std::string path = dir / "a/b/lu.img";
+  auto b = FileBackend::open(path, 64 * kMiB);
+  REQUIRE_MESSAGE(b.has_value(), b.error());
+  CHECK((*b)->size() == 64 * kMiB);
+  CHECK((*b)->describe() == "file:" + path);
+  CHECK_FALSE((*b)->is_block_device());
+  const struct stat st = stat_of(path);
+  CHECK(S_ISREG(st.st_mode));
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_size == static_cast<off_t>(64 * kMiB));
+  CHECK(st.st_blocks * 512 < static_cast<blkcnt_t>(kMiB));  // sparse
+  // /tmp is ext4 here; tmpfs would give PUNCH_HOLE only, still both true.
+  CHECK((*b)->supports(IoOp::kRead));
+  CHECK((*b)->supports(IoOp::kWrite));
+  CHECK((*b)->supports(IoOp::kFlush));
+  CHECK((*b)->supports(IoOp::kDiscard));
+  CHECK((*b)->supports(IoOp::kWriteZeroes));
+}
+
+TEST_CASE("FileBackend: an existing file smaller than the LU is refused and left alone") {
+  TempDir dir;
+  const std::string path = dir / "small.img";
+  write_file(path, 0, pattern(4096, 1));
+  auto b = FileBackend::open(path, 8192);
+  REQUIRE_FALSE(b.has_value());
+  CHECK(b.error() == path + " is 4096 bytes, the LU needs 8192 (zuma never resizes existing data)");
+  CHECK(stat_of(path).st_size == 4096);
+  CHECK(read_file(path, 0, 4096) == pattern(4096, 1));
+}
+
+TEST_CASE("FileBackend: an existing bigger file is used as is; size 0 means the whole file") {
+  TempDir dir;
+  const std::string path = dir / "big.img";
+  write_file(path, 0, pattern(3 * 4096, 2));
+  {
+    auto b = FileBackend::open(path, 4096);
+    REQUIRE(b.has_value());
+    CHECK((*b)->size() == 4096);
+    CHECK(read_bytes(**b, 0, 4096, nullptr) == pattern(4096, 2));
+    // Past the LU's end: refused, nothing written.
+    auto data = pattern(512, 3);
+    CHECK(write_bytes(**b, 4096 - 256, data, nullptr) == -EINVAL);
+  }
+  auto whole = FileBackend::open(path, 0);
+  REQUIRE(whole.has_value());
+  CHECK((*whole)->size() == 3 * 4096);
+  CHECK(stat_of(path).st_size == 3 * 4096);
+  CHECK(read_file(path, 0, 3 * 4096) == pattern(3 * 4096, 2));
+}
+
+TEST_CASE("FileBackend: open errors name the path and the errno text") {
+  TempDir dir;
+  SUBCASE("missing file and no size") {
+    auto b = FileBackend::open(dir / "nope.img", 0);
+    REQUIRE_FALSE(b.has_value());
+    CHECK(b.error() ==
+          dir / "nope.img" + ": No such file or directory (give the LU a size to create it)");
+    CHECK(::access((dir / "nope.img").c_str(), F_OK) != 0);
+  }
+  SUBCASE("a directory") {
+    auto b = FileBackend::open(dir.path(), 4096);
+    REQUIRE_FALSE(b.has_value());
+    CHECK(b.error() == dir.path() + ": not a regular file or block device");
+  }
+  SUBCASE("parent is a file") {
+    write_file(dir / "plain", 0, pattern(10, 1));
+    auto b = FileBackend::open(dir / "plain/lu.img", 4096);
+    REQUIRE_FALSE(b.has_value());
+    CHECK(b.error().starts_with(dir / "plain/lu.img: cannot"));
+    CHECK(b.error().find("Not a directory") != std::string::npos);
+  }
+  SUBCASE("no permission") {
+    if (::geteuid() == 0) return;  // root ignores modes
+    write_file(dir / "ro.img", 0, pattern(4096, 1));
+    ::chmod((dir / "ro.img").c_str(), 0400);
+    auto b = FileBackend::open(dir / "ro.img", 4096);
+    REQUIRE_FALSE(b.has_value());
+    CHECK(b.error() == dir / "ro.img" + ": cannot open: Permission denied");
+  }
+  SUBCASE("empty path") {
+    auto b = FileBackend::open("", 4096);
+    REQUIRE_FALSE(b.has_value());
+    CHECK(b.error() == "file backend: no path given");
+  }
+}
+
+TEST_CASE("FileBackend: writes and reads land at the right bytes") {
+  for (bool async : {false, true}) {
+    CAPTURE(async);
+    Mode m(async);
+    TempDir dir;
+    const std::string path = dir / "lu.img";
+    auto b = FileBackend::open(path, 4 * kMiB);
+    REQUIRE(b.has_value());
+    Backend& be = **b;
+
+    // Scattered write: three iovecs of odd sizes at an unaligned offset.
+    auto data = pattern(10000, 7);
+    iovec iov[3] = {{data.data(), 1}, {data.data() + 1, 4999}, {data.data() + 5000, 5000}};
+    CHECK(run(be, rw(IoOp::kWrite, 123457, iov, 3, 10000), m.ctx()) == 0);
+    CHECK(read_file(path, 123457, 10000) == data);
+    CHECK(read_file(path, 123456, 1) == std::vector<uint8_t>{0});
+    CHECK(read_file(path, 133457, 1) == std::vector<uint8_t>{0});
+
+    // Gathered read back through the backend into differently split buffers.
+    std::vector<uint8_t> a(7000, 0xEE), c(3000, 0xEE);
+    iovec riov[2] = {{a.data(), a.size()}, {c.data(), c.size()}};
+    CHECK(run(be, rw(IoOp::kRead, 123457, riov, 2, 10000), m.ctx()) == 0);
+    CHECK(std::equal(a.begin(), a.end(), data.begin()));
+    CHECK(std::equal(c.begin(), c.end(), data.begin() + 7000));
+
+    // A hole reads as zeros; the last byte of the LU is addressable.
+    CHECK(all_zero(read_bytes(be, 2 * kMiB, 4096, m.ctx())));
+    auto tail = pattern(4096, 8);
+    CHECK(write_bytes(be, 4 * kMiB - 4096, tail, m.ctx()) == 0);
+    CHECK(read_bytes(be, 4 * kMiB - 4096, 4096, m.ctx()) == tail);
+
+    // FUA write and flush succeed and the bytes are there.
+    auto fua = pattern(8192, 9);
+    CHECK(write_bytes(be, kMiB, fua, m.ctx(), true) == 0);
+    CHECK(read_file(path, kMiB, 8192) == fua);
+    CHECK(run(be, range(IoOp::kFlush, 0, 0), m.ctx()) == 0);
+
+    // Out of range, overflow and zero length.
+    CHECK(write_bytes(be, 4 * kMiB - 100, fua, m.ctx()) == -EINVAL);
+    CHECK(run(be, rw(IoOp::kRead, UINT64_MAX - 10, riov, 2, 100), m.ctx()) == -EINVAL);
+    CHECK(run(be, rw(IoOp::kRead, 0, riov, 2, 0), m.ctx()) == 0);
+    // iovecs too short for `length`.
+    CHECK(run(be, rw(IoOp::kRead, 0, riov, 1, 10000), m.ctx()) == -EINVAL);
+    CHECK(stat_of(path).st_size == static_cast<off_t>(4 * kMiB));
+  }
+}
+
+TEST_CASE("FileBackend: discard reads back zeros and frees the blocks") {
+  for (bool async : {false, true}) {
+    CAPTURE(async);
+    Mode m(async);
+    TempDir dir;
+    const std::string path = dir / "lu.img";
+    auto b = FileBackend::open(path, 8 * kMiB);
+    REQUIRE(b.has_value());
+    Backend& be = **b;
+
+    auto data = pattern(2 * kMiB, 10);
+    CHECK(write_bytes(be, kMiB, data, m.ctx()) == 0);
+    CHECK(run(be, range(IoOp::kFlush, 0, 0), m.ctx()) == 0);
+    const blkcnt_t before = stat_of(path).st_blocks;
+    CHECK(before * 512 >= static_cast<blkcnt_t>(2 * kMiB));
+
+    // Discard the middle MiB (block aligned).
+    CHECK(run(be, range(IoOp::kDiscard, kMiB + kMiB / 2, kMiB), m.ctx()) == 0);
+    const blkcnt_t after = stat_of(path).st_blocks;
+    CHECK(after * 512 <= before * 512 - static_cast<blkcnt_t>(kMiB) + 8192);
+    CHECK(all_zero(read_bytes(be, kMiB + kMiB / 2, kMiB, m.ctx())));
+    // Neighbours untouched.
+    auto left = read_bytes(be, kMiB, kMiB / 2, m.ctx());
+    CHECK(std::equal(left.begin(), left.end(), data.begin()));
+    auto right = read_bytes(be, 2 * kMiB + kMiB / 2, kMiB / 2, m.ctx());
+    CHECK(std::equal(right.begin(), right.end(), data.begin() + kMiB + kMiB / 2));
+    CHECK(stat_of(path).st_size == static_cast<off_t>(8 * kMiB));  // KEEP_SIZE
+  }
+}
+
+TEST_CASE("FileBackend: write zeroes makes an unaligned range read as zeros") {
+  for (bool async : {false, true}) {
+    CAPTURE(async);
+    Mode m(async);
+    TempDir dir;
+    const std::string path = dir / "lu.img";
+    auto b = FileBackend::open(path, kMiB);
+    REQUIRE(b.has_value());
+    Backend& be = **b;
+    auto data = pattern(65536, 11);
+    CHECK(write_bytes(be, 0, data, m.ctx()) == 0);
+    CHECK(run(be, range(IoOp::kWriteZeroes, 1000, 30000), m.ctx()) == 0);
+    auto back = read_file(path, 0, 65536);
+    std::vector<uint8_t> want = data;
+    std::fill(want.begin() + 1000, want.begin() + 31000, 0);
+    CHECK(back == want);
+    CHECK(stat_of(path).st_size == static_cast<off_t>(kMiB));
+  }
+}
+
+TEST_CASE("FileBackend: a file that shrank under the LU reads zeros past its end") {
+  for (bool async : {false, true}) {
+    CAPTURE(async);
+    Mode m(async);
+    TempDir dir;
+    const std::string path = dir / "lu.img";
+    auto b = FileBackend::open(path, 65536);
+    REQUIRE(b.has_value());
+    auto data = pattern(65536, 12);
+    CHECK(write_bytes(**b, 0, data, m.ctx()) == 0);
+    REQUIRE(::truncate(path.c_str(), 10000) == 0);
+    auto back = read_bytes(**b, 8192, 8192, m.ctx());
+    CHECK(std::equal(back.begin(), back.begin() + 1808, data.begin() + 8192));
+    CHECK(std::all_of(back.begin() + 1808, back.end(), [](uint8_t x) { return x == 0; }));
+  }
+}
+
+TEST_CASE("FileBackend: with an IoContext the request completes from reap(), not inline") {
+  TempDir dir;
+  auto b = FileBackend::open(dir / "lu.img", kMiB);
+  REQUIRE(b.has_value());
+  CurrentContext ctx(8);
+  auto data = pattern(4096, 13);
+  iovec iov{data.data(), data.size()};
+  Done d;
+  IoRequest w = make_req(IoOp::kWrite, 4096, 4096, &iov, 1, &d);
+  w.fua = true;
+  (*b)->submit(w);
+  CHECK(d.calls == 0);
+  CHECK(ctx->in_flight() == 1);
+  ctx->flush();
+  pollfd p{ctx->event_fd(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 5000) == 1);
+  // The completion may need more than one wakeup in theory; drive() covers that.
+  REQUIRE(drive(*ctx, [&] { return d.calls > 0; }));
+  CHECK(d.calls == 1);
+  CHECK(d.result == 0);
+  CHECK(read_file(dir / "lu.img", 4096, 4096) == data);
+
+  Done f;
+  IoRequest fl = make_req(IoOp::kFlush, 0, 0, nullptr, 0, &f);
+  (*b)->submit(fl);
+  CHECK(f.calls == 0);
+  REQUIRE(drive(*ctx, [&] { return f.calls > 0; }));
+  CHECK(f.result == 0);
+}

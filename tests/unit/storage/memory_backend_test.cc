@@ -1,0 +1,154 @@
+#include "storage/memory_backend.hh"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "tests/unit/storage/test_util.hh"
+
+using namespace zuma::storage;
+using namespace zuma::storage::test;
+
+namespace {
+
+constexpr uint64_t kMiB = MemoryBackend::kChunkSize;
+
+int run(Backend& b, IoOp op, uint64_t off, uint64_t len, const iovec* iov = nullptr, int cnt = 0) {
+  Done d;
+  IoRequest r = make_req(op, off, len, iov, cnt, &d);
+  b.submit(r);
+  CHECK(d.calls == 1);  // always inline
+  return d.result;
+}
+
+int write_bytes(Backend& b, uint64_t off, std::vector<uint8_t>& data) {
+  iovec iov{data.data(), data.size()};
+  return run(b, IoOp::kWrite, off, data.size(), &iov, 1);
+}
+
+std::vector<uint8_t> read_bytes(Backend& b, uint64_t off, size_t n) {
+  std::vector<uint8_t> v(n, 0xA5);
+  iovec iov{v.data(), v.size()};
+  CHECK(run(b, IoOp::kRead, off, n, &iov, 1) == 0);
+  return v;
+}
+
+bool all_zero(const std::vector<uint8_t>& v) {
+  return std::all_of(v.begin(), v.end(), [](uint8_t x) { return x == 0; });
+}
+
+}  // namespace
+
+TEST_CASE("MemoryBackend: a large LU costs nothing until written; unwritten bytes read zero") {
+  MemoryBackend m(1ull << 30);
+  CHECK(m.size() == 1ull << 30);
+  CHECK(m.describe() == "memory:1073741824");
+  CHECK(m.allocated_bytes() == 0);
+  CHECK(all_zero(read_bytes(m, 12345, 100000)));
+  CHECK(m.allocated_bytes() == 0);  // reading does not allocate
+
+  auto data = pattern(4096, 1);
+  CHECK(write_bytes(m, 5 * kMiB + 100, data) == 0);
+  CHECK(m.allocated_bytes() == kMiB);
+  CHECK(read_bytes(m, 5 * kMiB + 100, 4096) == data);
+  // The rest of that chunk reads as zeros.
+  CHECK(all_zero(read_bytes(m, 5 * kMiB, 100)));
+  CHECK(all_zero(read_bytes(m, 5 * kMiB + 4196, kMiB - 4196)));
+
+  // A write across a chunk boundary, through scattered iovecs.
+  auto span = pattern(10000, 2);
+  iovec iov[3] = {{span.data(), 3}, {span.data() + 3, 6000}, {span.data() + 6003, 3997}};
+  CHECK(run(m, IoOp::kWrite, 8 * kMiB - 5000, 10000, iov, 3) == 0);
+  CHECK(m.allocated_bytes() == 3 * kMiB);
+  CHECK(read_bytes(m, 8 * kMiB - 5000, 10000) == span);
+  CHECK(run(m, IoOp::kFlush, 0, 0) == 0);
+}
+
+TEST_CASE("MemoryBackend: discard and write zeroes free whole chunks and zero partial ones") {
+  MemoryBackend m(4 * kMiB);
+  for (IoOp op : {IoOp::kDiscard, IoOp::kWriteZeroes}) {
+    CAPTURE(static_cast<int>(op));
+    auto data = pattern(4 * kMiB, 3);
+    CHECK(write_bytes(m, 0, data) == 0);
+    CHECK(m.allocated_bytes() == 4 * kMiB);
+    // From the middle of chunk 0 to the middle of chunk 2: chunk 1 freed.
+    CHECK(run(m, op, kMiB / 2, 2 * kMiB) == 0);
+    CHECK(m.allocated_bytes() == 3 * kMiB);
+    auto back = read_bytes(m, 0, 4 * kMiB);
+    std::vector<uint8_t> want = data;
+    std::fill(want.begin() + kMiB / 2, want.begin() + kMiB / 2 + 2 * kMiB, 0);
+    CHECK(back == want);
+    // Discarding what was never written is fine.
+    CHECK(run(m, op, 0, 4 * kMiB) == 0);
+    CHECK(m.allocated_bytes() == 0);
+    CHECK(all_zero(read_bytes(m, 0, 4 * kMiB)));
+  }
+  CHECK(m.supports(IoOp::kDiscard));
+  CHECK(m.supports(IoOp::kWriteZeroes));
+}
+
+TEST_CASE("MemoryBackend: a size that is not a multiple of the chunk size") {
+  MemoryBackend m(kMiB + 1000);
+  auto data = pattern(1500, 4);
+  CHECK(write_bytes(m, kMiB - 500, data) == 0);
+  CHECK(m.allocated_bytes() == kMiB + 1000);  // the last chunk is only as big as needed
+  CHECK(read_bytes(m, kMiB - 500, 1500) == data);
+  CHECK(run(m, IoOp::kDiscard, kMiB, 1000) == 0);  // the whole last chunk
+  CHECK(m.allocated_bytes() == kMiB);
+  CHECK(all_zero(read_bytes(m, kMiB, 1000)));
+}
+
+TEST_CASE("MemoryBackend: requests past the end or with short iovecs fail with -EINVAL") {
+  MemoryBackend m(kMiB);
+  auto data = pattern(4096, 5);
+  CHECK(write_bytes(m, kMiB - 4095, data) == -EINVAL);
+  iovec iov{data.data(), 100};
+  CHECK(run(m, IoOp::kRead, 0, 4096, &iov, 1) == -EINVAL);
+  CHECK(run(m, IoOp::kDiscard, UINT64_MAX, 2) == -EINVAL);
+  CHECK(m.allocated_bytes() == 0);
+}
+
+TEST_CASE("MemoryBackend: concurrent writers from two threads to interleaved ranges") {
+  // Both threads write 4 KiB blocks alternately into the same chunks, so they race to
+  // allocate every chunk; a third thread discards and reads a separate range meanwhile.
+  constexpr uint64_t kBlock = 4096;
+  constexpr uint64_t kBlocks = 2048;  // 8 MiB
+  MemoryBackend m(16 * kMiB);
+  auto writer = [&](int parity) {
+    for (uint64_t b = parity; b < kBlocks; b += 2) {
+      auto data = pattern(kBlock, static_cast<uint32_t>(b));
+      iovec iov{data.data(), data.size()};
+      Done d;
+      IoRequest r = make_req(IoOp::kWrite, b * kBlock, kBlock, &iov, 1, &d);
+      m.submit(r);
+      REQUIRE(d.result == 0);
+    }
+  };
+  auto churn = [&] {
+    std::vector<uint8_t> buf(kBlock);
+    for (int i = 0; i < 2000; ++i) {
+      const uint64_t off = 8 * kMiB + (i % 8) * kMiB;
+      Done d;
+      iovec iov{buf.data(), buf.size()};
+      IoRequest w = make_req(IoOp::kWrite, off, kBlock, &iov, 1, &d);
+      m.submit(w);
+      IoRequest z = make_req(IoOp::kDiscard, off, kMiB, nullptr, 0, &d);
+      m.submit(z);
+      IoRequest r = make_req(IoOp::kRead, off, kBlock, &iov, 1, &d);
+      m.submit(r);
+      REQUIRE(d.result == 0);
+    }
+  };
+  std::thread t0(writer, 0), t1(writer, 1), t2(churn);
+  t0.join();
+  t1.join();
+  t2.join();
+  for (uint64_t b = 0; b < kBlocks; ++b) {
+    if (read_bytes(m, b * kBlock, kBlock) != pattern(kBlock, static_cast<uint32_t>(b))) {
+      FAIL("block " << b << " has the wrong bytes");
+    }
+  }
+  CHECK(m.allocated_bytes() == 8 * kMiB);
+}
