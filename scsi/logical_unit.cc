@@ -45,18 +45,20 @@ std::optional<std::array<uint8_t, 16>> parse_uuid(std::string_view t) {
 
 std::array<uint8_t, 16> naa6_from_uuid(const std::array<uint8_t, 16>& u) {
   // The UUID's 128 bits minus the version nibble (bits 48..51) and the two variant bits
-  // (64, 65): 122 bits, of which we keep the first 100.
-  uint8_t bits[16] = {};
-  BitWriter w{bits};
+  // (64, 65): 122 bits. The designator has room for 100: the last 22 are folded (XOR)
+  // into the first 22, so every variable bit of the UUID counts.
+  uint8_t v[122];
+  size_t n = 0;
   for (size_t i = 0; i < 128; ++i) {
     if ((i >= 48 && i < 52) || i == 64 || i == 65) continue;
-    w.put((u[i / 8] >> (7 - i % 8)) & 1, 1);
+    v[n++] = (u[i / 8] >> (7 - i % 8)) & 1;
   }
+  for (size_t i = 0; i < 22; ++i) v[i] ^= v[100 + i];
   std::array<uint8_t, 16> d{};
   BitWriter out{d.data()};
   out.put(0x6, 4);              // NAA: IEEE Registered Extended
   out.put(kIeeeCompanyId, 24);  // IEEE COMPANY_ID
-  for (size_t i = 0; i < 100; ++i) out.put((bits[i / 8] >> (7 - i % 8)) & 1, 1);
+  for (size_t i = 0; i < 100; ++i) out.put(v[i], 1);  // VENDOR SPECIFIC IDENTIFIER (+ EXTENSION)
   return d;
 }
 

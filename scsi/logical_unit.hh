@@ -38,10 +38,10 @@ inline constexpr uint32_t kIeeeCompanyId = 0x5A554D;
 std::optional<std::array<uint8_t, 16>> parse_uuid(std::string_view text);
 
 // The NAA IEEE Registered Extended designator (NAA 6, SPC-5 7.7.6.6.5) of a LU: the
-// company id above, then the first 100 of the UUID's 122 variable bits (version nibble
-// and variant bits removed) as VENDOR SPECIFIC IDENTIFIER (36 bits) and VENDOR SPECIFIC
-// IDENTIFIER EXTENSION (64 bits). Deterministic: the same UUID always gives the same
-// designator, on every node that exports the LU.
+// company id above, then the UUID's 122 variable bits (version nibble and variant bits
+// removed, the last 22 XORed into the first 22) as VENDOR SPECIFIC IDENTIFIER (36 bits)
+// and VENDOR SPECIFIC IDENTIFIER EXTENSION (64 bits). Deterministic: the same UUID always
+// gives the same designator, on every node that exports the LU.
 std::array<uint8_t, 16> naa6_from_uuid(const std::array<uint8_t, 16>& uuid);
 
 class LogicalUnit {

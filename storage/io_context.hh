@@ -58,7 +58,8 @@ class IoContext {
   // bare get_sqe(), the context finishes short transfers itself: it resubmits the rest,
   // and a read that reaches end of file fills the rest of the buffers with zeros. done()
   // then runs once with 0 or -errno (-EIO for a write that makes no progress, -EINVAL
-  // when req.iov holds fewer than `length` bytes; that one completes inline).
+  // when req.iov holds fewer than `length` bytes: that one, and length 0 with 0, complete
+  // inline).
   // No heap allocation in steady state (operation records are pooled per context).
   void queue_rw(IoRequest& req, int fd, int rw_flags = 0);
 

@@ -153,6 +153,7 @@ parse_log() {
       flush()
       line = substr($0, 9); i = index(line, " ...")
       name = suite "." (i ? substr(line, 1, i - 1) : line)
+      if (name in seen) { name = ""; next }  # repeated output: keep the first
       rest = i ? substr(line, i + 1) : ""
       result = ""; skipped = 0; smsg = ""; fmsg = ""; amsg = ""
       analyze(rest)
@@ -189,7 +190,8 @@ for run in "${run_list[@]}"; do
   zuma_log "iscsi-test-cu -d $url $mp_url  (log: $log)"
   start=$SECONDS
   rc=0
-  timeout -k 10 "$RUN_TIMEOUT" iscsi-test-cu -d "$url" "$mp_url" >"$log" 2>&1 </dev/null || rc=$?
+  # Unbuffered: some tests fork, and a child would otherwise repeat buffered output.
+  timeout -k 10 "$RUN_TIMEOUT" stdbuf -o0 -e0 iscsi-test-cu -d "$url" "$mp_url" >"$log" 2>&1 </dev/null || rc=$?
   secs=$((SECONDS - start))
   if ((rc == 124 || rc == 137)); then
     zuma_log "iscsi-test-cu ($run) timed out after ${RUN_TIMEOUT}s"; overall=1

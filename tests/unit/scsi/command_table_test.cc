@@ -23,7 +23,7 @@ TEST_CASE("the table is ordered and every entry is consistent") {
   for (const CommandInfo& c : cmds) {
     CAPTURE(c.name);
     CHECK(c.usage[0] == c.opcode);
-    CHECK(c.handler != nullptr);
+    CHECK(static_cast<bool>(c.handler));
     CHECK(c.usage[c.cdb_len - 1] == 0x00);  // CONTROL: NACA, LINK, vendor bits unused
     // CDB length follows the group code (SPC-5 4.2.5.1).
     const int group = c.opcode >> 5;

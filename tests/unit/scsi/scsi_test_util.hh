@@ -5,9 +5,11 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -33,14 +35,19 @@ class FakeBackend final : public storage::Backend {
     bool fua;
   };
 
-  explicit FakeBackend(uint64_t size) : data(size, 0) {}
+  // Holds `size` bytes, or claims `size` but stores only the first `stored` (for huge LUs
+  // whose far blocks the test never touches).
+  explicit FakeBackend(uint64_t size, uint64_t stored = ~uint64_t{0})
+      : data(std::min(size, stored), 0), size_(size) {}
 
-  uint64_t size() const override { return data.size(); }
+  uint64_t size() const override { return size_; }
   bool supports(storage::IoOp op) const override {
     return op == storage::IoOp::kRead || op == storage::IoOp::kWrite ||
            op == storage::IoOp::kFlush;
   }
+  // Thread-safe (for the concurrency tests); done() runs outside the lock.
   void submit(storage::IoRequest& req) override {
+    std::unique_lock lock(mu);
     calls.push_back({req.op, req.offset, req.length, req.fua});
     int res = 0;
     if (fail_with != 0 && (!fail_op || *fail_op == req.op)) {
@@ -62,23 +69,30 @@ class FakeBackend final : public storage::Backend {
     if (defer) {
       deferred.emplace_back(&req, res);
     } else {
+      lock.unlock();
       req.done(req, res);
     }
   }
   std::string describe() const override { return "fake"; }
 
   void complete_deferred() {
+    std::unique_lock lock(mu);
     auto d = std::move(deferred);
     deferred.clear();
+    lock.unlock();
     for (auto& [req, res] : d) req->done(*req, res);
   }
 
+  std::mutex mu;
   std::vector<uint8_t> data;
   std::vector<Call> calls;
   int fail_with = 0;
   std::optional<storage::IoOp> fail_op;
   bool defer = false;
   std::vector<std::pair<storage::IoRequest*, int>> deferred;
+
+ private:
+  uint64_t size_;
 };
 
 inline constexpr const char* kUuid = "12345678-9abc-4def-8123-456789abcdef";
@@ -135,8 +149,9 @@ struct Fixture {
               .relative_port_id = 1,
               .target_port_group = 1};
 
-  explicit Fixture(LuParams p = default_params(), uint64_t lun = 0) {
-    auto b = std::make_unique<FakeBackend>(p.num_blocks * p.block_size);
+  explicit Fixture(LuParams p = default_params(), uint64_t lun = 0,
+                   uint64_t stored = 64ull << 20) {
+    auto b = std::make_unique<FakeBackend>(p.num_blocks * p.block_size, stored);
     backend = b.get();
     lu = make_logical_unit(std::move(p), std::move(b));
     table.luns[lun] = lu;
@@ -213,6 +228,12 @@ inline std::unique_ptr<TestTask> run_cdb(Fixture& f, const Bytes& cdb, DataDir d
   }
   execute(f.table, t->task);
   return t;
+}
+
+// Bytes [from, to) of b.
+inline Bytes slice(const Bytes& b, size_t from, size_t to) {
+  REQUIRE(to <= b.size());
+  return Bytes(b.begin() + from, b.begin() + to);
 }
 
 inline Bytes pattern(size_t n, uint8_t seed) {

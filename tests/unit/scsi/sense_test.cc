@@ -67,7 +67,7 @@ TEST_CASE("fixed format: LBA out of range, no extras") {
 
 TEST_CASE("fixed format: field pointer into the CDB with a bit pointer") {
   // SKSV=1, C/D=1, BPV=1, bit 5; field byte 0x0102.
-  const Bytes want = {0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0x00, 0, 0xED, 0x01, 0x02};
+  const Bytes want = {0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0x00, 0, 0xCD, 0x01, 0x02};
   CHECK(build(CmdResult::invalid_cdb(0x102, 5), false) == want);
 }
 

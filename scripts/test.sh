@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The CI run (.ci/run calls it). Run as root on Debian 12:
+#   sudo bash scripts/test.sh
+# 1. installs the dependencies, 2. builds build/ (RelWithDebInfo) and runs every ctest test
+# (unit, integration, conformance), 3. builds build-asan/ with
+# -DZUMA_SANITIZE=address,undefined and runs the unit and integration labels there.
+# Exits non-zero if any step or test failed. Environment:
+#   ZUMA_TEST_JOBS=N      ctest parallelism (default 2)
+#   ZUMA_SKIP_ASAN=1      skip step 3
+#   ZUMA_ASAN_LABELS=RE   labels for step 3 (default 'unit|integration')
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+JOBS=${ZUMA_TEST_JOBS:-2}
+ASAN_LABELS=${ZUMA_ASAN_LABELS:-unit|integration}
+failed=()
+summary=()
+t0=$SECONDS
+
+note() { printf '\n=== %s (%ds) ===\n' "$*" $((SECONDS - t0)); }
+
+# run_ctest NAME BUILD_DIR [ctest args...]: runs ctest, keeps its summary lines.
+run_ctest() {
+  local name=$1 dir=$2; shift 2
+  local log=$dir/ctest-output.log rc=0
+  (cd "$dir" && ctest --output-on-failure -j"$JOBS" "$@") 2>&1 | tee "$log" || true
+  rc=${PIPESTATUS[0]}
+  # ctest's own verdict lines, and the failed-test list if any.
+  summary+=("--- $name ---")
+  while IFS= read -r l; do summary+=("$l"); done < <(
+    grep -E '^[0-9]+% tests passed|^Total Test time|^The following tests FAILED|^[[:space:]]+[0-9]+ - ' "$log" |
+    grep -v -E '^[[:space:]]+[0-9]+/[0-9]+ Test')
+  grep -q -E '^100% tests passed' "$log" || rc=1
+  return $rc
+}
+
+note "install dependencies"
+if ! bash scripts/install-deps.sh; then
+  echo "install-deps failed" >&2
+  exit 1
+fi
+
+note "build (build/, RelWithDebInfo)"
+if bash scripts/build.sh build; then
+  note "ctest build/ (all labels)"
+  run_ctest "build/ (RelWithDebInfo): all tests" build || failed+=("ctest build/")
+else
+  failed+=("build build/")
+fi
+
+if [[ ${ZUMA_SKIP_ASAN:-0} == 0 ]]; then
+  note "build (build-asan/, address+undefined sanitizers)"
+  if bash scripts/build.sh build-asan -DZUMA_SANITIZE=address,undefined; then
+    note "ctest build-asan/ (labels: $ASAN_LABELS)"
+    # Sanitizer reports fail the process (-fno-sanitize-recover=all, exit code != 0).
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:strict_string_checks=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    run_ctest "build-asan/ (address,undefined): labels $ASAN_LABELS" build-asan -L "$ASAN_LABELS" \
+      || failed+=("ctest build-asan/")
+  else
+    failed+=("build build-asan/")
+  fi
+fi
+
+note "summary"
+printf '%s\n' "${summary[@]}"
+echo "total time: $((SECONDS - t0)) s"
+if ((${#failed[@]})); then
+  printf 'FAILED: %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "ALL PASSED"

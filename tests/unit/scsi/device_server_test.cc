@@ -1,0 +1,240 @@
+// execute() order of checks, unit attentions after a reset, nexus loss, flush, and
+// several threads on one LU.
+#include "scsi/device_server.hh"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "scsi/cdb.hh"
+#include "scsi_test_util.hh"
+
+namespace zuma::scsi {
+namespace {
+
+using test::Bytes;
+using test::cdb10;
+using test::Fixture;
+using test::run_cdb;
+
+const std::initializer_list<uint8_t> kTur = {op::kTestUnitReady, 0, 0, 0, 0, 0};
+
+TEST_CASE("unsupported operation code") {
+  Fixture f;
+  for (uint8_t opc : {uint8_t{0x01}, uint8_t{0x5E}, uint8_t{0x7F}, uint8_t{0xFF}}) {
+    CAPTURE(int(opc));
+    auto t = f.run({opc, 0, 0, 0, 0, 0}, DataDir::kNone, 0);
+    CHECK_SENSE(t, 0x5, 0x20, 0x00);
+    CHECK(t->task.sense[15] == 0);  // no field pointer
+    CHECK(t->task.transfer_len == 0);
+  }
+}
+
+TEST_CASE("outputs are reset by execute") {
+  Fixture f;
+  auto t = std::make_unique<test::TestTask>();
+  t->task.cdb[0] = op::kTestUnitReady;
+  t->task.cdb_len = 6;
+  t->task.status = 0x55;
+  t->task.sense_len = 9;
+  t->task.data_in_len = 7;
+  t->task.transfer_len = 7;
+  t->task.nexus = &f.nexus;
+  execute(f.table, t->task);
+  CHECK(t->good());
+  CHECK(t->task.sense_len == 0);
+  CHECK(t->task.data_in_len == 0);
+  CHECK(t->task.transfer_len == 0);
+}
+
+TEST_CASE("a task without a nexus still works") {
+  Fixture f;
+  auto t = std::make_unique<test::TestTask>();
+  t->task.cdb[0] = op::kInquiry;
+  t->task.cdb[4] = 96;
+  t->task.cdb_len = 6;
+  t->task.dir = DataDir::kIn;
+  t->task.expected_len = 96;
+  execute(f.table, t->task);
+  CHECK(t->good());
+  t = std::make_unique<test::TestTask>();
+  t->task.cdb = {op::kInquiry, 1, 0x83, 0, 255, 0};
+  t->task.cdb_len = 6;
+  t->task.dir = DataDir::kIn;
+  t->task.expected_len = 255;
+  execute(f.table, t->task);
+  REQUIRE(t->good());
+  CHECK(t->task.data_in_len == 4 + 20 + 44);  // only the LU designators
+}
+
+TEST_CASE("invalid field beats a pending unit attention; INQUIRY keeps it") {
+  Fixture f;
+  REQUIRE(f.run(kTur, DataDir::kNone, 0)->good());
+  reset_logical_unit(*f.lu, f.other);
+  auto t = f.run({op::kTestUnitReady, 0, 0, 0, 0, 4}, DataDir::kNone, 0);  // NACA
+  CHECK_INVALID_CDB(t, 5, 2);
+  CHECK(f.run({op::kInquiry, 0, 0, 0, 36, 0})->good());
+  CHECK(f.run({op::kReportLuns, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0})->good());
+  t = f.run(kTur, DataDir::kNone, 0);
+  CHECK_SENSE(t, 0x6, 0x29, 0x03);
+  CHECK(f.run(kTur, DataDir::kNone, 0)->good());
+}
+
+TEST_CASE("logical unit reset: every known nexus gets one BUS DEVICE RESET") {
+  Fixture f;
+  Nexus third = f.other;
+  third.id = 3;
+  REQUIRE(f.run(kTur, DataDir::kNone, 0)->good());
+  REQUIRE(f.run(kTur, DataDir::kNone, 0, {}, 0, &f.other)->good());
+
+  reset_logical_unit(*f.lu, f.nexus);
+
+  // The nexus that asked for the reset (SAM-5 6.3.3).
+  auto t = run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 512);
+  CHECK_SENSE(t, 0x6, 0x29, 0x03);
+  CHECK(t->sense() == Bytes{0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x03, 0, 0, 0, 0});
+  CHECK(t->task.data_in_len == 0);
+  CHECK(run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 512)->good());
+
+  // The other one: REQUEST SENSE reports and clears it, with GOOD status.
+  t = f.run({op::kRequestSense, 0, 0, 0, 252, 0}, DataDir::kIn, 252, {}, 0, &f.other);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x03, 0, 0, 0, 0});
+  CHECK(f.run(kTur, DataDir::kNone, 0, {}, 0, &f.other)->good());
+
+  // A nexus the LU had not seen: nothing.
+  CHECK(f.run(kTur, DataDir::kNone, 0, {}, 0, &third)->good());
+}
+
+TEST_CASE("reset with descriptor sense") {
+  Fixture f;
+  f.lu->set_mode_params({true, true}, 0);
+  REQUIRE(f.run(kTur, DataDir::kNone, 0)->good());
+  reset_logical_unit(*f.lu, f.other);
+  auto t = f.run(kTur, DataDir::kNone, 0);
+  CHECK(t->sense() == Bytes{0x72, 0x06, 0x29, 0x03, 0, 0, 0, 0});
+}
+
+TEST_CASE("nexus loss drops its unit attentions") {
+  Fixture f;
+  REQUIRE(f.run(kTur, DataDir::kNone, 0, {}, 0, &f.other)->good());
+  reset_logical_unit(*f.lu, f.nexus);
+  nexus_lost(*f.lu, f.other);
+  CHECK(f.lu->unit_attentions().known_count() == 1);
+  CHECK(f.run(kTur, DataDir::kNone, 0, {}, 0, &f.other)->good());
+}
+
+TEST_CASE("one LU under two LUNs and two tables shares its state") {
+  Fixture f;
+  LunTable t2;
+  t2.luns[7] = f.lu;
+  REQUIRE(f.run(kTur, DataDir::kNone, 0)->good());
+  reset_logical_unit(*f.lu, f.other);
+  auto task = std::make_unique<test::TestTask>();
+  task->task.cdb = {op::kTestUnitReady};
+  task->task.cdb_len = 6;
+  task->task.lun = 7;
+  task->task.nexus = &f.nexus;
+  execute(t2, task->task);
+  CHECK_SENSE(task, 0x6, 0x29, 0x03);
+  CHECK(f.run(kTur, DataDir::kNone, 0)->good());
+}
+
+TEST_CASE("flush_logical_unit") {
+  Fixture f;
+  CHECK(flush_logical_unit(*f.lu) == 0);
+  CHECK(f.backend->calls.back().op == storage::IoOp::kFlush);
+  f.backend->fail_with = -EIO;
+  CHECK(flush_logical_unit(*f.lu) == -EIO);
+  f.backend->fail_with = 0;
+
+  // Completed by another thread.
+  f.backend->defer = true;
+  std::thread completer([&] {
+    while (true) {
+      {
+        std::lock_guard lock(f.backend->mu);
+        if (!f.backend->deferred.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    f.backend->complete_deferred();
+  });
+  CHECK(flush_logical_unit(*f.lu) == 0);
+  completer.join();
+}
+
+TEST_CASE("several threads on one LU, with resets and mode changes") {
+  Fixture f(test::default_params(4096));
+  constexpr int kThreads = 4;
+  constexpr int kIters = 300;
+  std::atomic<int> uas{0}, failures{0}, resets{0};
+  std::atomic<bool> stop{false};
+  std::vector<Nexus> nexuses(kThreads, f.nexus);
+  for (int i = 0; i < kThreads; ++i) nexuses[i].id = 100 + i;
+  std::thread resetter([&] {
+    bool d = false;
+    while (!stop.load()) {
+      reset_logical_unit(*f.lu, f.nexus);
+      {
+        std::lock_guard lock(f.lu->mode_mutex());
+        f.lu->set_mode_params({true, d = !d}, f.nexus.id);
+      }
+      resets.fetch_add(1);
+      std::this_thread::yield();
+    }
+  });
+  std::vector<std::thread> workers;
+  for (int i = 0; i < kThreads; ++i) {
+    workers.emplace_back([&, i] {
+      const uint32_t lba = i * 64;
+      for (int it = 0; it < kIters; ++it) {
+        const Bytes data = test::pattern(8 * 512, static_cast<uint8_t>(i * 31 + it));
+        while (true) {
+          auto w = run_cdb(f, cdb10(op::kWrite10, 0, lba, 8), DataDir::kOut, 4096, data, 0,
+                           &nexuses[i]);
+          if (w->task.status == status::kCheckCondition && w->key() == 0x6) {
+            uas.fetch_add(1);
+            continue;
+          }
+          if (!w->good()) failures.fetch_add(1);
+          break;
+        }
+        while (true) {
+          auto r = run_cdb(f, cdb10(op::kRead10, 0, lba, 8), DataDir::kIn, 4096, {}, 0,
+                           &nexuses[i]);
+          if (r->task.status == status::kCheckCondition && r->key() == 0x6) {
+            uas.fetch_add(1);
+            continue;
+          }
+          if (!r->good() || r->data_in() != data) failures.fetch_add(1);
+          break;
+        }
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  stop.store(true);
+  resetter.join();
+  CHECK(failures.load() == 0);
+  CHECK(resets.load() > 0);
+
+  // Afterwards every worker's nexus is known: one more reset reaches each exactly once.
+  f.lu->set_mode_params({true, false}, f.nexus.id);
+  for (const Nexus& n : nexuses) {
+    while (!f.run(kTur, DataDir::kNone, 0, {}, 0, &n)->good()) {
+    }
+  }
+  reset_logical_unit(*f.lu, f.nexus);
+  for (const Nexus& n : nexuses) {
+    auto t = f.run(kTur, DataDir::kNone, 0, {}, 0, &n);
+    CHECK_SENSE(t, 0x6, 0x29, 0x03);
+    CHECK(f.run(kTur, DataDir::kNone, 0, {}, 0, &n)->good());
+  }
+}
+
+}  // namespace
+}  // namespace zuma::scsi

@@ -1,0 +1,441 @@
+// READ/WRITE/VERIFY/SYNCHRONIZE CACHE/READ CAPACITY/START STOP UNIT through execute() on
+// a LU over the fake backend.
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "scsi/cdb.hh"
+#include "scsi_test_util.hh"
+
+namespace zuma::scsi {
+namespace {
+
+using storage::IoOp;
+using test::Bytes;
+using test::cdb10;
+using test::cdb12;
+using test::cdb16;
+using test::Fixture;
+using test::pattern;
+using test::run_cdb;
+
+Bytes medium(const Fixture& f, uint64_t lba, uint32_t blocks) {
+  const size_t bs = f.lu->block_size();
+  return Bytes(f.backend->data.begin() + lba * bs, f.backend->data.begin() + (lba + blocks) * bs);
+}
+
+TEST_CASE("WRITE then READ round trip, every CDB size") {
+  Fixture f;
+  struct Case {
+    uint8_t wr, rd;
+    int size;
+  };
+  const Case cases[] = {{op::kWrite10, op::kRead10, 10},
+                        {op::kWrite12, op::kRead12, 12},
+                        {op::kWrite16, op::kRead16, 16}};
+  uint8_t seed = 1;
+  for (const Case& c : cases) {
+    CAPTURE(c.size);
+    const uint64_t lba = 100 + seed * 10;
+    const Bytes data = pattern(3 * 512, seed++);
+    auto make = [&](uint8_t opc, uint8_t flags) {
+      return c.size == 10 ? cdb10(opc, flags, lba, 3)
+                          : (c.size == 12 ? cdb12(opc, flags, lba, 3) : cdb16(opc, flags, lba, 3));
+    };
+    auto w = run_cdb(f, make(c.wr, 0), DataDir::kOut, 1536, data);
+    REQUIRE(w->good());
+    CHECK(w->task.transfer_len == 1536);
+    CHECK(w->task.data_in_len == 0);
+    CHECK(medium(f, lba, 3) == data);
+    REQUIRE(f.backend->calls.size() >= 1);
+    CHECK(f.backend->calls.back().op == IoOp::kWrite);
+    CHECK(f.backend->calls.back().offset == lba * 512);
+    CHECK(f.backend->calls.back().length == 1536);
+    CHECK_FALSE(f.backend->calls.back().fua);
+
+    auto r = run_cdb(f, make(c.rd, 0), DataDir::kIn, 1536);
+    REQUIRE(r->good());
+    CHECK(r->task.transfer_len == 1536);
+    CHECK(r->data_in() == data);
+  }
+}
+
+TEST_CASE("READ(6)/WRITE(6): 21-bit LBA, transfer length 0 means 256 blocks") {
+  Fixture f;
+  const Bytes data = pattern(256 * 512, 9);
+  auto w = f.run({op::kWrite6, 0x00, 0x01, 0x00, 0, 0}, DataDir::kOut, 256 * 512, data);
+  REQUIRE(w->good());
+  CHECK(w->task.transfer_len == 256 * 512);
+  CHECK(medium(f, 256, 256) == data);
+  auto r = f.run({op::kRead6, 0x00, 0x01, 0x00, 0, 0}, DataDir::kIn, 256 * 512);
+  REQUIRE(r->good());
+  CHECK(r->data_in() == data);
+  r = f.run({op::kRead6, 0x00, 0x07, 0xFF, 1, 0}, DataDir::kIn, 512);  // last block
+  CHECK(r->good());
+  r = f.run({op::kRead6, 0x00, 0x08, 0x00, 1, 0}, DataDir::kIn, 512);  // one past
+  CHECK_SENSE(r, 0x5, 0x21, 0x00);
+  r = f.run({op::kRead6, 0x1F, 0xFF, 0xFF, 1, 0}, DataDir::kIn, 512);
+  CHECK_SENSE(r, 0x5, 0x21, 0x00);
+  r = f.run({op::kRead6, 0x20, 0, 0, 1, 0}, DataDir::kIn, 512);  // byte 1 bit 5 reserved
+  CHECK_INVALID_CDB(r, 1, 5);
+}
+
+TEST_CASE("FUA reaches the backend; DPO accepted; WCE=0 writes through") {
+  Fixture f;
+  const Bytes data = pattern(512, 3);
+  auto w = run_cdb(f, cdb10(op::kWrite10, 0x08, 1, 1), DataDir::kOut, 512, data);
+  REQUIRE(w->good());
+  CHECK(f.backend->calls.back().fua);
+  w = run_cdb(f, cdb16(op::kWrite16, 0x10, 1, 1), DataDir::kOut, 512, data);  // DPO only
+  REQUIRE(w->good());
+  CHECK_FALSE(f.backend->calls.back().fua);
+  w = run_cdb(f, cdb12(op::kWrite12, 0x18, 1, 1), DataDir::kOut, 512, data);
+  REQUIRE(w->good());
+  CHECK(f.backend->calls.back().fua);
+  auto r = run_cdb(f, cdb10(op::kRead10, 0x18, 1, 1), DataDir::kIn, 512);
+  CHECK(r->good());
+  CHECK(r->data_in() == data);
+
+  LuParams p = test::default_params();
+  p.write_cache = false;
+  Fixture wt(p);
+  w = run_cdb(wt, cdb10(op::kWrite10, 0, 1, 1), DataDir::kOut, 512, data);
+  REQUIRE(w->good());
+  CHECK(wt.backend->calls.back().fua);
+}
+
+TEST_CASE("LBA range checks, overflow-safe") {
+  Fixture f;  // 2048 blocks
+  auto r = run_cdb(f, cdb10(op::kRead10, 0, 2047, 1), DataDir::kIn, 512);
+  CHECK(r->good());
+  r = run_cdb(f, cdb10(op::kRead10, 0, 2047, 2), DataDir::kIn, 1024);
+  CHECK_SENSE(r, 0x5, 0x21, 0x00);
+  r = run_cdb(f, cdb10(op::kRead10, 0, 2048, 1), DataDir::kIn, 512);
+  CHECK_SENSE(r, 0x5, 0x21, 0x00);
+  // 0xFFFFFFFFFFFFFFFF + 1 block wraps to 0: still out of range.
+  r = run_cdb(f, cdb16(op::kRead16, 0, ~uint64_t{0}, 1), DataDir::kIn, 512);
+  CHECK_SENSE(r, 0x5, 0x21, 0x00);
+  CHECK(r->task.sense[15] == 0);  // no field pointer for LBA OUT OF RANGE
+  auto w = run_cdb(f, cdb16(op::kWrite16, 0, ~uint64_t{0}, 1), DataDir::kOut, 512, pattern(512, 1));
+  CHECK_SENSE(w, 0x5, 0x21, 0x00);
+  r = run_cdb(f, cdb16(op::kRead16, 0, 0x8000000000000000ull, 256), DataDir::kIn, 256 * 512);
+  CHECK_SENSE(r, 0x5, 0x21, 0x00);
+  // Zero blocks: fine at the end of the medium, out of range past it.
+  r = run_cdb(f, cdb10(op::kRead10, 0, 2048, 0), DataDir::kIn, 0);
+  CHECK(r->good());
+  r = run_cdb(f, cdb10(op::kRead10, 0, 2049, 0), DataDir::kIn, 0);
+  CHECK_SENSE(r, 0x5, 0x21, 0x00);
+  r = run_cdb(f, cdb16(op::kRead16, 0, ~uint64_t{0}, 0), DataDir::kIn, 0);
+  CHECK_SENSE(r, 0x5, 0x21, 0x00);
+  w = run_cdb(f, cdb10(op::kWrite10, 0, 0xFFFFFFFF, 0), DataDir::kOut, 0);
+  CHECK_SENSE(w, 0x5, 0x21, 0x00);
+  CHECK(f.backend->calls.size() == 1);  // only the good one-block read
+}
+
+TEST_CASE("zero-block READ and WRITE do no I/O") {
+  Fixture f;
+  auto r = run_cdb(f, cdb10(op::kRead10, 0, 0, 0), DataDir::kIn, 0);
+  CHECK(r->good());
+  CHECK(r->task.transfer_len == 0);
+  auto w = run_cdb(f, cdb16(op::kWrite16, 0, 5, 0), DataDir::kOut, 0);
+  CHECK(w->good());
+  CHECK(f.backend->calls.empty());
+}
+
+TEST_CASE("transfer length above the block limits maximum") {
+  Fixture f(test::default_params(40000));  // 40000 blocks > 16384
+  auto r = run_cdb(f, cdb16(op::kRead16, 0, 0, 16384), DataDir::kIn, 16384 * 512);
+  CHECK(r->good());
+  r = run_cdb(f, cdb16(op::kRead16, 0, 0, 16385), DataDir::kIn, 16385 * 512);
+  CHECK_INVALID_CDB(r, 10, 7);
+  r = run_cdb(f, cdb12(op::kRead12, 0, 0, 16385), DataDir::kIn, 16385 * 512);
+  CHECK_INVALID_CDB(r, 6, 7);
+  auto w = run_cdb(f, cdb10(op::kWrite10, 0, 0, 16385), DataDir::kOut, 0);
+  CHECK_INVALID_CDB(w, 7, 7);
+  auto v = run_cdb(f, cdb10(op::kVerify10, 0, 0, 16385), DataDir::kNone, 0);
+  CHECK_INVALID_CDB(v, 7, 7);
+}
+
+TEST_CASE("RDPROTECT/WRPROTECT/VRPROTECT: no protection information") {
+  Fixture f;
+  for (uint8_t prot = 1; prot < 8; ++prot) {
+    CAPTURE(int(prot));
+    auto r = run_cdb(f, cdb10(op::kRead10, static_cast<uint8_t>(prot << 5), 0, 1), DataDir::kIn, 512);
+    CHECK_INVALID_CDB(r, 1, 7);
+    auto w = run_cdb(f, cdb16(op::kWrite16, static_cast<uint8_t>(prot << 5), 0, 1), DataDir::kOut,
+                     512, pattern(512, 0));
+    CHECK_INVALID_CDB(w, 1, 7);
+    auto v = run_cdb(f, cdb12(op::kVerify12, static_cast<uint8_t>(prot << 5 | 0x02), 0, 1),
+                     DataDir::kOut, 512, pattern(512, 0));
+    CHECK_INVALID_CDB(v, 1, 7);
+  }
+  CHECK(f.backend->calls.empty());
+}
+
+TEST_CASE("READ residuals: transfer_len is the CDB's, Data-In what fits") {
+  Fixture f;
+  const Bytes data = pattern(1024, 5);
+  std::memcpy(f.backend->data.data(), data.data(), data.size());
+
+  // Expected length 0: nothing read, overflow of one block.
+  auto r = run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 0);
+  REQUIRE(r->good());
+  CHECK(r->task.transfer_len == 512);
+  CHECK(r->task.data_in_len == 0);
+  CHECK(f.backend->calls.empty());
+
+  // Expected 10000 for one block: underflow, 512 bytes of data.
+  r = run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 10000);
+  REQUIRE(r->good());
+  CHECK(r->task.transfer_len == 512);
+  CHECK(r->data_in() == test::slice(data, 0, 512));
+
+  // Expected 200 for one block: 200 bytes sent, a whole block read.
+  r = run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 200);
+  REQUIRE(r->good());
+  CHECK(r->task.transfer_len == 512);
+  CHECK(r->data_in() == test::slice(data, 0, 200));
+  CHECK(f.backend->calls.back().length == 512);
+
+  // Two blocks, room for one: one block read and sent.
+  r = run_cdb(f, cdb10(op::kRead10, 0, 0, 2), DataDir::kIn, 512);
+  REQUIRE(r->good());
+  CHECK(r->task.transfer_len == 1024);
+  CHECK(r->data_in() == test::slice(data, 0, 512));
+  CHECK(f.backend->calls.back().length == 512);
+
+  // A READ sent with the W bit only: GOOD, no Data-In.
+  r = run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kOut, 512, pattern(512, 0xA6));
+  REQUIRE(r->good());
+  CHECK(r->task.data_in_len == 0);
+  CHECK(r->task.transfer_len == 512);
+}
+
+TEST_CASE("WRITE residuals: short Data-Out writes nothing") {
+  Fixture f;
+  std::memset(f.backend->data.data(), 'a', 2048);
+  struct Case {
+    uint16_t blocks;
+    uint32_t edtl;
+    bool good;
+  };
+  const Case cases[] = {{1, 0, false}, {1, 1024, true}, {2, 512, false}, {1, 10000, true},
+                        {1, 200, false}};
+  for (const Case& c : cases) {
+    CAPTURE(c.edtl);
+    const Bytes sent(c.edtl, 'b');
+    auto w = run_cdb(f, cdb10(op::kWrite10, 0, 0, c.blocks), DataDir::kOut, c.edtl, sent);
+    CHECK(w->task.transfer_len == c.blocks * 512u);
+    if (c.good) {
+      CHECK(w->good());
+      CHECK(medium(f, 0, 1) == Bytes(512, 'b'));
+      CHECK(medium(f, 1, 1) == Bytes(512, 'a'));  // nothing beyond the CDB's length
+    } else {
+      CHECK_SENSE(w, 0x5, 0x0E, 0x03);  // INVALID FIELD IN COMMAND INFORMATION UNIT
+      CHECK(medium(f, 0, 2) == Bytes(1024, 'a'));
+    }
+    std::memset(f.backend->data.data(), 'a', 2048);
+  }
+}
+
+TEST_CASE("VERIFY: medium check, byte compare, miscompare offset") {
+  Fixture f;
+  const Bytes data = pattern(4 * 512, 11);
+  std::memcpy(f.backend->data.data() + 8 * 512, data.data(), data.size());
+
+  // BYTCHK=0: reads the medium, sends nothing.
+  auto v = run_cdb(f, cdb10(op::kVerify10, 0x10, 8, 4), DataDir::kNone, 0);
+  REQUIRE(v->good());
+  CHECK(v->task.transfer_len == 0);
+  CHECK(v->task.data_in_len == 0);
+  CHECK(f.backend->calls.back().op == IoOp::kRead);
+  CHECK(f.backend->calls.back().length == 2048);
+
+  // BYTCHK=1, equal.
+  v = run_cdb(f, cdb16(op::kVerify16, 0x02, 8, 4), DataDir::kOut, 2048, data);
+  REQUIRE(v->good());
+  CHECK(v->task.transfer_len == 2048);
+
+  // BYTCHK=1, one byte differs at 1234.
+  Bytes bad = data;
+  bad[1234] ^= 'X';
+  v = run_cdb(f, cdb12(op::kVerify12, 0x02, 8, 4), DataDir::kOut, 2048, bad);
+  CHECK_SENSE(v, 0xE, 0x1D, 0x00);
+  CHECK(v->sense() == Bytes{0xF0, 0, 0x0E, 0, 0, 0x04, 0xD2, 10, 0, 0, 0, 0, 0x1D, 0, 0, 0, 0, 0});
+  CHECK(v->task.data_in_len == 0);
+
+  // Fewer bytes than the verification length: nothing compared.
+  v = run_cdb(f, cdb10(op::kVerify10, 0x02, 8, 4), DataDir::kOut, 1024, test::slice(data, 0, 1024));
+  CHECK_SENSE(v, 0x5, 0x0E, 0x03);
+
+  // BYTCHK 10b is reserved, 11b not implemented.
+  v = run_cdb(f, cdb10(op::kVerify10, 0x04, 8, 1), DataDir::kOut, 512, test::slice(data, 0, 512));
+  CHECK_INVALID_CDB(v, 1, 2);
+  v = run_cdb(f, cdb10(op::kVerify10, 0x06, 8, 1), DataDir::kOut, 512, test::slice(data, 0, 512));
+  CHECK_INVALID_CDB(v, 1, 2);
+
+  // Zero blocks and range.
+  v = run_cdb(f, cdb10(op::kVerify10, 0x02, 0, 0), DataDir::kNone, 0);
+  CHECK(v->good());
+  v = run_cdb(f, cdb10(op::kVerify10, 0x02, 2049, 0), DataDir::kNone, 0);
+  CHECK_SENSE(v, 0x5, 0x21, 0x00);
+  v = run_cdb(f, cdb16(op::kVerify16, 0x02, ~uint64_t{0}, 1), DataDir::kOut, 512, pattern(512, 0));
+  CHECK_SENSE(v, 0x5, 0x21, 0x00);
+}
+
+TEST_CASE("SYNCHRONIZE CACHE flushes; range checked") {
+  Fixture f;
+  auto s = run_cdb(f, cdb10(op::kSynchronizeCache10, 0x02, 0, 0), DataDir::kNone, 0);
+  REQUIRE(s->good());
+  CHECK(f.backend->calls.back().op == IoOp::kFlush);
+  s = run_cdb(f, cdb16(op::kSynchronizeCache16, 0, 2000, 48), DataDir::kNone, 0);
+  CHECK(s->good());
+  s = run_cdb(f, cdb16(op::kSynchronizeCache16, 0, 2000, 49), DataDir::kNone, 0);
+  CHECK_SENSE(s, 0x5, 0x21, 0x00);
+  s = run_cdb(f, cdb10(op::kSynchronizeCache10, 0, 2049, 0), DataDir::kNone, 0);
+  CHECK_SENSE(s, 0x5, 0x21, 0x00);
+  s = run_cdb(f, cdb10(op::kSynchronizeCache10, 0x01, 0, 0), DataDir::kNone, 0);  // obsolete RELADR
+  CHECK_INVALID_CDB(s, 1, 0);
+  CHECK(f.backend->calls.size() == 2);
+}
+
+TEST_CASE("READ CAPACITY(10)") {
+  Fixture f;
+  auto t = f.run({op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, DataDir::kIn, 8);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0, 0x07, 0xFF, 0, 0, 0x02, 0x00});
+  t = f.run({op::kReadCapacity10, 0, 0, 0, 0, 5, 0, 0, 0, 0});  // LBA with PMI=0
+  CHECK_INVALID_CDB(t, 2, 7);
+  t = f.run({op::kReadCapacity10, 0, 0, 0, 0, 5, 0, 0, 1, 0});  // PMI=1
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0, 0x07, 0xFF, 0, 0, 0x02, 0x00});
+  t = f.run({op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, DataDir::kIn, 4);
+  REQUIRE(t->good());
+  CHECK(t->task.transfer_len == 8);
+  CHECK(t->task.data_in_len == 4);
+
+  // 2^32 + 1 blocks: RETURNED LOGICAL BLOCK ADDRESS saturates at FFFFFFFFh.
+  Fixture big(test::default_params((1ull << 32) + 1, 512), 0, 1 << 20);
+  t = big.run({op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, DataDir::kIn, 8);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x02, 0x00});
+  // 2^32 blocks: last LBA FFFFFFFFh is itself the saturated value.
+  Fixture edge(test::default_params(1ull << 32, 512), 0, 1 << 20);
+  t = edge.run({op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, DataDir::kIn, 8);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x02, 0x00});
+}
+
+TEST_CASE("READ CAPACITY(16)") {
+  Fixture big(test::default_params((1ull << 32) + 1, 4096), 0, 1 << 20);
+  auto t = big.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0x10, 0x00, 0, 0, 0, 0,
+                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+  // Allocation lengths below 32 truncate (0..15 included).
+  for (uint8_t alloc = 0; alloc < 16; ++alloc) {
+    t = big.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, alloc, 0, 0});
+    REQUIRE(t->good());
+    CHECK(t->task.transfer_len == alloc);
+  }
+  // LBA without PMI.
+  t = big.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 32, 0, 0});
+  CHECK_INVALID_CDB(t, 2, 7);
+  t = big.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 32, 1, 0});
+  CHECK(t->good());
+  t = big.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 2, 0});
+  CHECK_INVALID_CDB(t, 14, 1);
+
+  LuParams p = test::default_params();
+  p.thin = true;
+  Fixture thin(p);
+  t = thin.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0, 0, 0, 0, 0, 0x07, 0xFF, 0, 0, 0x02, 0x00, 0, 0, 0xC0, 0,
+                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+}
+
+TEST_CASE("START STOP UNIT") {
+  Fixture f;
+  for (uint8_t b4 : {0x00, 0x01, 0x04, 0x05}) {
+    CAPTURE(int(b4));
+    CHECK(f.run({op::kStartStopUnit, 0, 0, 0, b4, 0}, DataDir::kNone, 0)->good());
+    CHECK(f.run({op::kStartStopUnit, 1, 0, 0, b4, 0}, DataDir::kNone, 0)->good());  // IMMED
+  }
+  // The medium stays ready after a stop.
+  CHECK(f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0)->good());
+  auto t = f.run({op::kStartStopUnit, 0, 0, 0, 0x02, 0}, DataDir::kNone, 0);  // LOEJ
+  CHECK_INVALID_CDB(t, 4, 1);
+  t = f.run({op::kStartStopUnit, 0, 0, 0, 0x11, 0}, DataDir::kNone, 0);  // power condition
+  CHECK_INVALID_CDB(t, 4, 7);
+  t = f.run({op::kStartStopUnit, 0, 0, 1, 0x01, 0}, DataDir::kNone, 0);  // modifier
+  CHECK_INVALID_CDB(t, 3, 3);
+  t = f.run({op::kStartStopUnit, 0, 0, 0, 0x08, 0}, DataDir::kNone, 0);  // reserved
+  CHECK_INVALID_CDB(t, 4, 3);
+}
+
+TEST_CASE("backend errors become sense data") {
+  Fixture f;
+  f.backend->fail_with = -EIO;
+  auto r = run_cdb(f, cdb10(op::kRead10, 0, 0x123, 2), DataDir::kIn, 1024);
+  CHECK_SENSE(r, 0x3, 0x11, 0x00);
+  CHECK(r->sense() == Bytes{0xF0, 0, 0x03, 0, 0, 0x01, 0x23, 10, 0, 0, 0, 0, 0x11, 0, 0, 0, 0, 0});
+  CHECK(r->task.data_in_len == 0);
+  auto w = run_cdb(f, cdb10(op::kWrite10, 0, 0x45, 1), DataDir::kOut, 512, pattern(512, 0));
+  CHECK_SENSE(w, 0x3, 0x0C, 0x00);
+  CHECK(w->task.sense[0] == 0xF0);
+  CHECK(w->task.sense[6] == 0x45);
+  auto v = run_cdb(f, cdb10(op::kVerify10, 0, 7, 1), DataDir::kNone, 0);
+  CHECK_SENSE(v, 0x3, 0x11, 0x00);
+  auto s = run_cdb(f, cdb10(op::kSynchronizeCache10, 0, 0, 0), DataDir::kNone, 0);
+  CHECK_SENSE(s, 0x3, 0x0C, 0x00);
+  CHECK(s->task.sense[0] == 0x70);  // no INFORMATION for a flush
+
+  f.backend->fail_with = -ENOSPC;
+  w = run_cdb(f, cdb10(op::kWrite10, 0, 0, 1), DataDir::kOut, 512, pattern(512, 0));
+  CHECK_SENSE(w, 0x7, 0x27, 0x07);
+  f.backend->fail_with = -EINVAL;
+  r = run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 512);
+  CHECK_SENSE(r, 0x4, 0x44, 0x00);
+  f.backend->fail_with = -ENOMEM;
+  r = run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 512);
+  CHECK(r->completions == 1);
+  CHECK(r->task.status == status::kBusy);
+  CHECK(r->task.sense_len == 0);
+
+  // Big LBA in descriptor format keeps all 64 bits of INFORMATION.
+  Fixture big(test::default_params(1ull << 40, 512), 0, 1 << 20);
+  big.lu->set_mode_params({true, true}, 0);
+  big.backend->fail_with = -EIO;
+  r = run_cdb(big, cdb16(op::kRead16, 0, 0x123456789Aull, 1), DataDir::kIn, 512);
+  CHECK(r->sense() == Bytes{0x72, 0x03, 0x11, 0x00, 0, 0, 0, 12, 0x00, 0x0A, 0x80, 0, 0, 0, 0,
+                            0x12, 0x34, 0x56, 0x78, 0x9A});
+}
+
+TEST_CASE("completions that come later") {
+  Fixture f;
+  f.backend->defer = true;
+  const Bytes data = pattern(1024, 21);
+  auto w = run_cdb(f, cdb10(op::kWrite10, 0x08, 4, 2), DataDir::kOut, 1024, data);
+  auto r = run_cdb(f, cdb16(op::kRead16, 0, 4, 2), DataDir::kIn, 1024);
+  auto v = run_cdb(f, cdb10(op::kVerify10, 0x02, 4, 2), DataDir::kOut, 1024, data);
+  CHECK(w->completions == 0);
+  CHECK(r->completions == 0);
+  CHECK(v->completions == 0);
+  REQUIRE(f.backend->deferred.size() == 3);
+  f.backend->complete_deferred();
+  CHECK(w->good());
+  CHECK(r->good());
+  CHECK(r->data_in() == data);  // the fake copied at submit, after the write
+  CHECK(v->good());
+
+  f.backend->fail_with = -EIO;
+  r = run_cdb(f, cdb10(op::kRead10, 0, 4, 1), DataDir::kIn, 512);
+  CHECK(r->completions == 0);
+  f.backend->complete_deferred();
+  CHECK_SENSE(r, 0x3, 0x11, 0x00);
+}
+
+}  // namespace
+}  // namespace zuma::scsi
