@@ -584,7 +584,8 @@ class Parser {
         item,
         {"max_recv_data_segment_length", "max_burst_length", "first_burst_length", "immediate_data",
          "initial_r2t", "max_outstanding_r2t", "default_time2wait", "default_time2retain",
-         "max_connections", "queue_depth", "nop_in_interval", "nop_in_timeout", "login_timeout"},
+         "max_connections", "queue_depth", "nop_in_interval", "nop_in_timeout", "login_timeout",
+         "header_digest", "data_digest"},
         {}, true);
     for (const Range& r : kRanges) {
       if (const Item* v = f.get(r.key))
@@ -592,6 +593,26 @@ class Parser {
     }
     if (const Item* v = f.get("immediate_data")) iscsi.immediate_data = boolean(*v);  // 13.11
     if (const Item* v = f.get("initial_r2t")) iscsi.initial_r2t = boolean(*v);        // 13.10
+    // RFC 7143 13.1: HeaderDigest/DataDigest values zumad accepts, from CRC32C and None.
+    auto digests = [&](const char* key, bool& crc32c, bool& none) {
+      const Item* v = f.get(key);
+      if (!v) return;
+      crc32c = none = false;
+      const std::vector<Item> values = list(*v, "digests (CRC32C, None)");
+      if (values.empty()) fail(*v, "at least one of CRC32C and None is needed");
+      for (const Item& d : values) {
+        const std::string name = lowercase(text(d, "expected CRC32C or None"));
+        if (name == "crc32c") {
+          crc32c = true;
+        } else if (name == "none") {
+          none = true;
+        } else {
+          fail(d, fmt::format("unknown digest '{}': expected CRC32C or None", d.node.Scalar()));
+        }
+      }
+    };
+    digests("header_digest", iscsi.header_digest_crc32c, iscsi.header_digest_none);
+    digests("data_digest", iscsi.data_digest_crc32c, iscsi.data_digest_none);
     // RFC 7143 13.14: FirstBurstLength MUST NOT exceed MaxBurstLength.
     if (iscsi.first_burst_length > iscsi.max_burst_length) {
       const Item* blame = f.get("first_burst_length");

@@ -15,34 +15,54 @@ constexpr SenseCode kCheck(uint8_t key, uint8_t asc, uint8_t ascq) {
 
 using namespace sense_key;
 
-// Indexed by Reason. ASC/ASCQ values from SPC-5 table D.1.
-constexpr std::array<SenseCode, static_cast<size_t>(Reason::kCount)> kTable = {{
-    /* kGood */ {status::kGood, kNoSense, 0x00, 0x00},
-    /* kPending */ {status::kGood, kNoSense, 0x00, 0x00},
-    /* kNoSense */ {status::kGood, kNoSense, 0x00, 0x00},
-    /* kBusy */ {status::kBusy, kNoSense, 0x00, 0x00},
-    /* kInvalidOpcode */ kCheck(kIllegalRequest, 0x20, 0x00),
-    /* kInvalidFieldInCdb */ kCheck(kIllegalRequest, 0x24, 0x00),
-    /* kInvalidFieldInParameterList */ kCheck(kIllegalRequest, 0x26, 0x00),
-    /* kParameterListLengthError */ kCheck(kIllegalRequest, 0x1A, 0x00),
-    /* kLbaOutOfRange */ kCheck(kIllegalRequest, 0x21, 0x00),
-    /* kLuNotSupported */ kCheck(kIllegalRequest, 0x25, 0x00),
-    /* kInvalidFieldInCommandIu */ kCheck(kIllegalRequest, 0x0E, 0x03),
-    /* kSavingParametersNotSupported */ kCheck(kIllegalRequest, 0x39, 0x00),
-    /* kMediumNotPresent */ kCheck(kNotReady, 0x3A, 0x00),
-    /* kUnrecoveredReadError */ kCheck(kMediumError, 0x11, 0x00),
-    /* kWriteError */ kCheck(kMediumError, 0x0C, 0x00),
-    /* kInternalTargetFailure */ kCheck(kHardwareError, 0x44, 0x00),
-    /* kWriteProtected */ kCheck(kDataProtect, 0x27, 0x00),
-    /* kSpaceAllocationFailed */ kCheck(kDataProtect, 0x27, 0x07),
-    /* kMiscompareDuringVerify */ kCheck(kMiscompare, 0x1D, 0x00),
-    /* kUaPowerOnOccurred */ kCheck(kUnitAttention, 0x29, 0x01),
-    /* kUaBusDeviceResetOccurred */ kCheck(kUnitAttention, 0x29, 0x03),
-    /* kUaModeParametersChanged */ kCheck(kUnitAttention, 0x2A, 0x01),
-    /* kUaCapacityDataChanged */ kCheck(kUnitAttention, 0x2A, 0x09),
-    /* kUaInquiryDataChanged */ kCheck(kUnitAttention, 0x3F, 0x03),
-    /* kUaReportedLunsDataChanged */ kCheck(kUnitAttention, 0x3F, 0x0E),
-}};
+// Indexed by Reason (checked below). ASC/ASCQ values from SPC-5 table D.1.
+struct Entry {
+  Reason reason;
+  SenseCode code;
+};
+constexpr Entry kTable[] = {
+    {Reason::kGood, {status::kGood, kNoSense, 0x00, 0x00}},
+    {Reason::kPending, {status::kGood, kNoSense, 0x00, 0x00}},
+    {Reason::kNoSense, {status::kGood, kNoSense, 0x00, 0x00}},
+    {Reason::kBusy, {status::kBusy, kNoSense, 0x00, 0x00}},
+    {Reason::kInvalidOpcode, kCheck(kIllegalRequest, 0x20, 0x00)},
+    {Reason::kInvalidFieldInCdb, kCheck(kIllegalRequest, 0x24, 0x00)},
+    {Reason::kInvalidFieldInParameterList, kCheck(kIllegalRequest, 0x26, 0x00)},
+    {Reason::kParameterListLengthError, kCheck(kIllegalRequest, 0x1A, 0x00)},
+    {Reason::kLbaOutOfRange, kCheck(kIllegalRequest, 0x21, 0x00)},
+    {Reason::kLuNotSupported, kCheck(kIllegalRequest, 0x25, 0x00)},
+    {Reason::kInvalidFieldInCommandIu, kCheck(kIllegalRequest, 0x0E, 0x03)},
+    {Reason::kSavingParametersNotSupported, kCheck(kIllegalRequest, 0x39, 0x00)},
+    {Reason::kMediumNotPresent, kCheck(kNotReady, 0x3A, 0x00)},
+    {Reason::kUnrecoveredReadError, kCheck(kMediumError, 0x11, 0x00)},
+    {Reason::kWriteError, kCheck(kMediumError, 0x0C, 0x00)},
+    {Reason::kInternalTargetFailure, kCheck(kHardwareError, 0x44, 0x00)},
+    {Reason::kWriteProtected, kCheck(kDataProtect, 0x27, 0x00)},
+    {Reason::kSpaceAllocationFailed, kCheck(kDataProtect, 0x27, 0x07)},
+    {Reason::kMiscompareDuringVerify, kCheck(kMiscompare, 0x1D, 0x00)},
+    {Reason::kProtocolServiceCrcError, kCheck(kAbortedCommand, 0x47, 0x05)},
+    {Reason::kDataPhaseError, kCheck(kAbortedCommand, 0x4B, 0x00)},
+    {Reason::kSnackRejected, kCheck(kAbortedCommand, 0x11, 0x13)},
+    {Reason::kUnexpectedUnsolicitedData, kCheck(kAbortedCommand, 0x0C, 0x0C)},
+    {Reason::kIncorrectAmountOfData, kCheck(kAbortedCommand, 0x0C, 0x0D)},
+    {Reason::kUaPowerOnOccurred, kCheck(kUnitAttention, 0x29, 0x01)},
+    {Reason::kUaBusDeviceResetOccurred, kCheck(kUnitAttention, 0x29, 0x03)},
+    {Reason::kUaModeParametersChanged, kCheck(kUnitAttention, 0x2A, 0x01)},
+    {Reason::kUaCapacityDataChanged, kCheck(kUnitAttention, 0x2A, 0x09)},
+    {Reason::kUaInquiryDataChanged, kCheck(kUnitAttention, 0x3F, 0x03)},
+    {Reason::kUaReportedLunsDataChanged, kCheck(kUnitAttention, 0x3F, 0x0E)},
+    {Reason::kDataPhaseError, kCheck(kAbortedCommand, 0x4B, 0x00)},
+    {Reason::kProtocolServiceCrcError, kCheck(kAbortedCommand, 0x47, 0x05)},
+};
+static_assert(std::size(kTable) == static_cast<size_t>(Reason::kCount));
+
+constexpr bool table_in_order() {
+  for (size_t i = 0; i < std::size(kTable); ++i) {
+    if (kTable[i].reason != static_cast<Reason>(i)) return false;
+  }
+  return true;
+}
+static_assert(table_in_order());
 
 // Sense-key specific bytes for a field pointer (SPC-5 4.4.2.4.2).
 void put_sks(const CmdResult& r, uint8_t* p) {
@@ -54,9 +74,13 @@ void put_sks(const CmdResult& r, uint8_t* p) {
 
 }  // namespace
 
-SenseCode sense_code(Reason r) { return kTable[static_cast<size_t>(r)]; }
+SenseCode sense_code(Reason r) {
+  return kTable[static_cast<size_t>(r)];
+}
 
-bool is_unit_attention(Reason r) { return sense_code(r).key == sense_key::kUnitAttention; }
+bool is_unit_attention(Reason r) {
+  return sense_code(r).key == sense_key::kUnitAttention;
+}
 
 uint8_t build_sense(const CmdResult& r, bool descriptor, std::span<uint8_t> out) {
   const SenseCode c = sense_code(r.reason);

@@ -44,12 +44,21 @@ enum class Reason : uint8_t {
   kWriteProtected,                // DATA PROTECT / 27 / 00
   kSpaceAllocationFailed,         // DATA PROTECT / 27 / 07
   kMiscompareDuringVerify,        // MISCOMPARE / 1D / 00
-  kUaPowerOnOccurred,             // UNIT ATTENTION / 29 / 01
-  kUaBusDeviceResetOccurred,      // UNIT ATTENTION / 29 / 03 (logical unit reset)
-  kUaModeParametersChanged,       // UNIT ATTENTION / 2A / 01
-  kUaCapacityDataChanged,         // UNIT ATTENTION / 2A / 09
-  kUaInquiryDataChanged,          // UNIT ATTENTION / 3F / 03
-  kUaReportedLunsDataChanged,     // UNIT ATTENTION / 3F / 0E
+  // Transport-detected (RFC 7143 11.4.7.2, SAM-5 5.x), for the transport's own failures:
+  kProtocolServiceCrcError,    // ABORTED COMMAND / 47 / 05 (data digest error)
+  kDataPhaseError,             // ABORTED COMMAND / 4B / 00
+  kSnackRejected,              // ABORTED COMMAND / 11 / 13
+  kUnexpectedUnsolicitedData,  // ABORTED COMMAND / 0C / 0C
+  kIncorrectAmountOfData,      // ABORTED COMMAND / 0C / 0D
+  kUaPowerOnOccurred,          // UNIT ATTENTION / 29 / 01
+  kUaBusDeviceResetOccurred,   // UNIT ATTENTION / 29 / 03 (logical unit reset)
+  kUaModeParametersChanged,    // UNIT ATTENTION / 2A / 01
+  kUaCapacityDataChanged,      // UNIT ATTENTION / 2A / 09
+  kUaInquiryDataChanged,       // UNIT ATTENTION / 3F / 03
+  kUaReportedLunsDataChanged,  // UNIT ATTENTION / 3F / 0E
+  // Transport failures of a command (reported by target/ through build_sense):
+  kDataPhaseError,           // ABORTED COMMAND / 4B / 00 (bad Data-Out sequence)
+  kProtocolServiceCrcError,  // ABORTED COMMAND / 47 / 05 (data digest error)
   kCount,
 };
 

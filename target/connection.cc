@@ -1,5 +1,7 @@
 #include "target/connection.hh"
 
+#include "target/digest.hh"
+
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <sys/uio.h>
@@ -135,10 +137,12 @@ void Connection::receive() {
         if (f != Fill::kDone) break;
         rx_done_ = 0;
         last_rx_ = std::chrono::steady_clock::now();
-        if (Bhs(bhs_.data()).total_ahs_len()) {
-          ahs_.resize(size_t(Bhs(bhs_.data()).total_ahs_len()) * 4);
+        ahs_.resize(size_t(Bhs(bhs_.data()).total_ahs_len()) * 4);
+        if (!ahs_.empty()) {
           rx_ = Rx::kAhs;
-        } else if (!begin_data()) {
+        } else if (hd_on_) {
+          rx_ = Rx::kHeaderDigest;
+        } else if (!header_complete()) {
           return;
         }
         continue;
@@ -146,24 +150,59 @@ void Connection::receive() {
         f = fill(ahs_.data(), ahs_.size(), rx_done_);
         if (f != Fill::kDone) break;
         rx_done_ = 0;
-        if (!begin_data()) return;
+        if (hd_on_) {
+          rx_ = Rx::kHeaderDigest;
+        } else if (!header_complete()) {
+          return;
+        }
         continue;
+      case Rx::kHeaderDigest: {
+        f = fill(rx_digest_, 4, rx_done_);
+        if (f != Fill::kDone) break;
+        rx_done_ = 0;
+        uint32_t crc = crc32c_update(kCrc32cInit, bhs_.data(), kBhsLen);
+        crc = crc32c_final(crc32c_update(crc, ahs_.data(), ahs_.size()));
+        if (crc != load_digest(rx_digest_)) {
+          // RFC 7143 7.8: the header (and so its length) cannot be trusted; without
+          // markers the next PDU cannot be found: at ERL 0 the connection ends.
+          spdlog::warn("{}: header digest error (opcode {:#x}); closing", peer_str_, bhs_[0] & 0x3f);
+          close("header digest error");
+          return;
+        }
+        if (!header_complete()) return;
+        continue;
+      }
       case Rx::kData:
         f = fill(rx_dst_, rx_len_, rx_done_);
         if (f != Fill::kDone) break;
         rx_done_ = 0;
         rx_ = Rx::kPad;
         continue;
-      case Rx::kPad: {
-        uint8_t pad[4];
-        f = fill(pad, pad_len(rx_len_), rx_done_);
+      case Rx::kPad:
+        f = fill(pad_, pad_len(rx_len_), rx_done_);
         if (f != Fill::kDone) break;
         rx_done_ = 0;
+        if (dd_on_ && rx_len_ > 0) {
+          rx_ = Rx::kDataDigest;
+          continue;
+        }
         rx_ = Rx::kBhs;
         ++pdus;
         end_pdu();
         continue;
-      }
+      case Rx::kDataDigest:
+        f = fill(rx_digest_, 4, rx_done_);
+        if (f != Fill::kDone) break;
+        rx_done_ = 0;
+        if (rx_dst_) {  // discarded data is not checked: the PDU is dropped anyway
+          uint32_t crc = crc32c_update(kCrc32cInit, rx_dst_, rx_len_);
+          crc = crc32c_final(crc32c_update(crc, pad_, pad_len(rx_len_)));
+          rx_digest_bad_ = crc != load_digest(rx_digest_);
+        }
+        rx_ = Rx::kBhs;
+        ++pdus;
+        end_pdu();
+        continue;
     }
     if (f == Fill::kClosed) close(phase_ == Phase::kLogin ? "closed during login" : "closed by peer");
     return;  // kWait: epoll tells us when more arrives
@@ -171,6 +210,8 @@ void Connection::receive() {
   // PDU budget used up: continue at the end of this loop iteration (STYLE.md 6).
   if (!closed_) reactor_.defer(this);
 }
+
+bool Connection::header_complete() { return begin_data(); }
 
 bool Connection::begin_data() {
   Bhs h(bhs_.data());
@@ -214,6 +255,18 @@ bool Connection::begin_data() {
 void Connection::end_pdu() {
   Bhs h(bhs_.data());
   const Op op = h.opcode();
+  if (rx_digest_bad_) {
+    rx_digest_bad_ = false;
+    spdlog::warn("{}: data digest error (opcode {:#x}, ITT {:#x})", peer_str_, uint8_t(op), h.itt());
+    // RFC 7143 7.8: at ERL 0 a command whose data arrived damaged ends with CHECK
+    // CONDITION (PROTOCOL SERVICE CRC ERROR); any other PDU is rejected and discarded.
+    if (op == Op::kScsiCommand && rx_cmd_) {
+      rx_cmd_->failed = scsi::Reason::kProtocolServiceCrcError;
+      return handle_scsi_command();
+    }
+    if (op == Op::kDataOut && rx_cmd_) return fail_command(rx_cmd_, scsi::Reason::kProtocolServiceCrcError);
+    return reject(RejectReason::kDataDigestError, bhs_.data());
+  }
   if (phase_ == Phase::kLogin) {
     if (op == Op::kLoginRequest) return handle_login();
     // RFC 7143 6.3: only Login Requests before full feature phase.
@@ -267,9 +320,15 @@ void Connection::reject(RejectReason reason, const uint8_t* bhs) {
 // ---------------------------------------------------------------------------------------
 // Transmit
 
+size_t Connection::wire_len(const TxItem& it) {
+  return kBhsLen + (it.hd ? 4 : 0) + it.len + pad_len(it.len) + (it.dd && it.len ? 4 : 0);
+}
+
 Connection::TxItem& Connection::queue_pdu(Op op) {
   TxItem& it = tx_.emplace_back();
   it.bhs[0] = uint8_t(op);
+  it.hd = hd_on_;
+  it.dd = dd_on_;
   if (!closed_) reactor_.defer(this);
   return it;
 }
@@ -301,10 +360,22 @@ void Connection::flush_tx() {
     int n = 0;
     size_t skip = tx_offset_;
     for (auto& it : tx_) {
-      if (n + 3 > kMaxIov) break;
+      if (n + 5 > kMaxIov) break;
       const uint32_t pad = pad_len(it.len);
-      const std::pair<const uint8_t*, size_t> parts[3] = {
-          {it.bhs.data(), kBhsLen}, {it.data, it.len}, {kZeros, pad}};
+      if (!it.digested) {
+        it.digested = true;
+        if (it.hd) store_digest(it.header_digest, crc32c_final(crc32c_update(kCrc32cInit, it.bhs.data(), kBhsLen)));
+        if (it.dd && it.len) {
+          uint32_t crc = crc32c_update(kCrc32cInit, it.data, it.len);
+          store_digest(it.data_digest, crc32c_final(crc32c_update(crc, kZeros, pad)));
+        }
+      }
+      const std::pair<const uint8_t*, size_t> parts[5] = {
+          {it.bhs.data(), kBhsLen},
+          {it.header_digest, it.hd ? 4u : 0u},
+          {it.data, it.len},
+          {kZeros, pad},
+          {it.data_digest, it.dd && it.len ? 4u : 0u}};
       for (auto [p, len] : parts) {
         if (len == 0) continue;
         if (skip >= len) {
@@ -327,7 +398,7 @@ void Connection::flush_tx() {
     size_t sent = size_t(r) + tx_offset_;
     while (!tx_.empty()) {
       TxItem& it = tx_.front();
-      const size_t total = kBhsLen + it.len + pad_len(it.len);
+      const size_t total = wire_len(it);
       if (sent < total) break;
       sent -= total;
       Command* c = it.done_cmd;
@@ -493,6 +564,10 @@ void Connection::handle_login() {
 
 void Connection::login_complete() {
   phase_ = Phase::kFullFeature;
+  // RFC 7143 13.1: digests start with the first PDU after the final Login Response (which
+  // is already queued without them).
+  hd_on_ = neg_.conn.header_digest;
+  dd_on_ = neg_.conn.data_digest;
   queue_depth_ = server_.limits().queue_depth;
   if (discovery_) {
     spdlog::info("discovery session from {} ({})", peer_str_, initiator_name_);
@@ -692,8 +767,29 @@ void Connection::handle_scsi_command() {
   }
 }
 
+void Connection::fail_command(Command* c, scsi::Reason why) {
+  if (c->failed != scsi::Reason::kGood) return;
+  c->failed = why;
+  c->r2ts.clear();
+  if (c->state == Command::State::kCollecting && c->sequenced) respond_failed(c);
+  // kQueued: answered when its CmdSN comes up (command_ready).
+}
+
+void Connection::respond_failed(Command* c) {
+  scsi::Task& t = c->task;
+  t.status = scsi::status::kCheckCondition;
+  t.sense_len = scsi::build_sense(scsi::CmdResult(c->failed), false, t.sense);
+  t.transfer_len = t.expected_len;  // no residual: nothing was transferred as asked
+  t.data_in_len = 0;
+  if (!c->immediate) --window_used_;
+  c->state = Command::State::kResponding;
+  by_itt_.erase(c->itt);
+  queue_scsi_response(c);
+}
+
 void Connection::command_ready(Command* c) {
   c->state = Command::State::kCollecting;
+  if (c->failed != scsi::Reason::kGood) return respond_failed(c);
   if (!c->is_write || c->received >= c->edtl) return execute(c);
   start_r2ts(c);
 }
@@ -727,7 +823,7 @@ void Connection::handle_data_out_header() {
   auto found = by_itt_.find(h.itt());
   if (found == by_itt_.end()) return;  // discarded; handle_data_out decides
   Command* c = found->second;
-  if (!c->is_write || c->edtl == 0 ||
+  if (!c->is_write || c->edtl == 0 || c->failed != scsi::Reason::kGood ||
       (c->state != Command::State::kCollecting && c->state != Command::State::kQueued))
     return;
   bool ok = false;
@@ -758,14 +854,20 @@ void Connection::handle_data_out() {
       spdlog::debug("{}: Data-Out for unknown ITT {:#x} discarded", peer_str_, h.itt());
       return;
     }
-    // Offsets or lengths outside what was asked for: protocol error; ERL 0 ends the
-    // connection (RFC 7143 7.1.4).
-    spdlog::warn("{}: bad Data-Out (ITT {:#x} TTT {:#x} offset {} len {}); closing", peer_str_,
-                 h.itt(), h.ttt(), h.buffer_offset(), dsl);
-    reject(RejectReason::kProtocolError, bhs_.data());
-    close_after_tx_ = true;
-    reading_ = false;
-    return;
+    Command* bad = found->second;
+    if (bad->failed != scsi::Reason::kGood) return;  // the rest of a failed command's data
+    if (bad->state != Command::State::kCollecting && bad->state != Command::State::kQueued) {
+      spdlog::warn("{}: Data-Out for ITT {:#x}, which has all its data; discarded", peer_str_,
+                   h.itt());
+      return;
+    }
+    // A DataSN, offset or TTT outside the sequence we asked for (RFC 7143 11.7): at ERL 0
+    // there is no recovery within the command, which ends with CHECK CONDITION; the
+    // session goes on.
+    spdlog::warn("{}: bad Data-Out (ITT {:#x} TTT {:#x} DataSN {} offset {} len {}); failing the "
+                 "command",
+                 peer_str_, h.itt(), h.ttt(), h.data_sn(), h.buffer_offset(), dsl);
+    return fail_command(bad, scsi::Reason::kDataPhaseError);
   }
   c->received += dsl;
   if (h.ttt() == kReservedTag) {
@@ -1091,10 +1193,12 @@ void Connection::handle_task_mgmt() {
     case TmfFunction::kAbortTask: {
       auto f = by_itt_.find(rtt);
       if (f == by_itt_.end() || f->second->state == Command::State::kResponding) {
-        // RFC 7143 11.5.1: a task not found whose RefCmdSN is inside the window already
-        // completed: "function complete"; otherwise "task does not exist".
-        const bool in_window = sn_lt(ref_cmd_sn, exp_cmd_sn_) &&
-                               sn_le(exp_cmd_sn_ - queue_depth_ * 4, ref_cmd_sn);
+        // RFC 7143 11.5.1 b/c: not found, but RefCmdSN is inside the current window
+        // [ExpCmdSN, MaxCmdSN] and before the TMF's own CmdSN: the command has not arrived
+        // yet, and counts as received (and aborted): "function complete". A completed
+        // command's CmdSN lies below ExpCmdSN: "task does not exist".
+        const bool in_window = sn_le(exp_cmd_sn_, ref_cmd_sn) && sn_le(ref_cmd_sn, max_cmd_sn()) &&
+                               sn_lt(ref_cmd_sn, h.cmd_sn());
         p.response = in_window ? TmfResponse::kFunctionComplete : TmfResponse::kTaskDoesNotExist;
       } else {
         abort_commands([&](Command& c) { return c.itt == rtt; });

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "scsi/device_server.hh"
+#include "scsi/sense.hh"
 #include "scsi/task.hh"
 #include "storage/unique_fd.hh"
 #include "target/negotiation.hh"
@@ -49,6 +50,9 @@ struct Command {
   enum class State : uint8_t { kCollecting, kQueued, kExecuting, kResponding } state{};
   bool sequenced = false;  // CmdSN accepted (in order)
   bool aborted = false;
+  // A transport failure (bad Data-Out sequence, data digest error): the command ends with
+  // CHECK CONDITION and this reason instead of executing.
+  scsi::Reason failed = scsi::Reason::kGood;
   // Data-Out collection (RFC 7143 4.2.5.2 / 11.7)
   uint32_t received = 0;          // bytes of data-out received in all
   uint32_t unsolicited_end = 0;   // end of the unsolicited range (immediate + first burst)
@@ -92,7 +96,7 @@ class Connection final : public EventHandler, public Deferred {
   static constexpr size_t kLoginMaxDsl = 8192;  // RFC 7143 13.12 default before declaring
 
   enum class Phase { kLogin, kFullFeature, kLoggingOut };
-  enum class Rx { kBhs, kAhs, kData, kPad };
+  enum class Rx { kBhs, kAhs, kHeaderDigest, kData, kPad, kDataDigest };
   enum class Fill { kDone, kWait, kClosed };
 
   // --- receive ---
@@ -121,6 +125,9 @@ class Connection final : public EventHandler, public Deferred {
   bool sequence(uint32_t cmd_sn, bool immediate);  // CmdSN window; false = drop
   void command_ready(Command* c);
   void start_r2ts(Command* c);
+  void fail_command(Command* c, scsi::Reason why);
+  void respond_failed(Command* c);
+  bool header_complete();  // after BHS/AHS (and digest): false when the connection stops
   void execute(Command* c);
   static void on_task_complete(scsi::Task& t);
   void complete(Command* c);
@@ -130,6 +137,10 @@ class Connection final : public EventHandler, public Deferred {
   // --- transmit ---
   struct TxItem {
     std::array<uint8_t, kBhsLen> bhs{};
+    uint8_t header_digest[4] = {};
+    uint8_t data_digest[4] = {};
+    bool hd = false, dd = false;  // digests negotiated when the item was queued
+    bool digested = false;
     const uint8_t* data = nullptr;
     uint32_t len = 0;
     std::vector<uint8_t> owned;  // backs `data` when the item owns its data segment
@@ -140,6 +151,7 @@ class Connection final : public EventHandler, public Deferred {
   void send_text_like(Op op, uint8_t flags, uint32_t itt, uint32_t ttt, std::vector<uint8_t> data);
   void queue_scsi_response(Command* c);
   void flush_tx();
+  static size_t wire_len(const TxItem& it);
   void want_write(bool on);
   void check_drained();
   void notify_finished();
@@ -168,6 +180,10 @@ class Connection final : public EventHandler, public Deferred {
   uint32_t rx_len_ = 0;
   std::vector<uint8_t> rx_small_;
   Command* rx_cmd_ = nullptr;   // command the current data segment belongs to
+  uint8_t pad_[4] = {};
+  uint8_t rx_digest_[4] = {};
+  bool rx_digest_bad_ = false;
+  bool hd_on_ = false, dd_on_ = false;  // digests in force (after login)
   std::unique_ptr<uint8_t[]> stage_;
   size_t stage_beg_ = 0, stage_end_ = 0;
 

@@ -15,14 +15,16 @@ std::optional<bool> parse_bool(std::string_view v) {
 }
 const char* yes_no(bool b) { return b ? "Yes" : "No"; }
 
-// Selects from a digest list (RFC 7143 13.1): the first of the initiator's values we
-// support. Zuma computes no digests yet, so only None is accepted.
-std::optional<bool> choose_digest(std::string_view list) {
+// Selects from a digest list (RFC 7143 13.1, 6.2.1): the first of the initiator's values
+// the target accepts. true = CRC32C, false = None, nullopt = nothing acceptable.
+std::optional<bool> choose_digest(std::string_view list, bool crc32c, bool none) {
   size_t i = 0;
   while (i <= list.size()) {
     size_t comma = list.find(',', i);
     if (comma == std::string_view::npos) comma = list.size();
-    if (list.substr(i, comma - i) == "None") return false;
+    const std::string_view v = list.substr(i, comma - i);
+    if (v == "None" && none) return false;
+    if (v == "CRC32C" && crc32c) return true;
     i = comma + 1;
   }
   return std::nullopt;
@@ -49,12 +51,14 @@ Negotiator::Outcome Negotiator::offer(const KeyValue& kv, std::vector<uint8_t>& 
   };
 
   if (k == "HeaderDigest" || k == "DataDigest") {
-    auto chosen = choose_digest(v);
+    const bool header = k == "HeaderDigest";
+    auto chosen = header ? choose_digest(v, limits_.header_digest_crc32c, limits_.header_digest_none)
+                         : choose_digest(v, limits_.data_digest_crc32c, limits_.data_digest_none);
     if (!chosen) {
       reply("Reject");
     } else {
-      (k == "HeaderDigest" ? conn.header_digest : conn.data_digest) = *chosen;
-      reply("None");
+      (header ? conn.header_digest : conn.data_digest) = *chosen;
+      reply(*chosen ? "CRC32C" : "None");
     }
     return Outcome::kAnswered;
   }

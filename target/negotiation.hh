@@ -29,6 +29,10 @@ struct IscsiLimits {
   uint32_t nop_in_interval = 0;
   uint32_t nop_in_timeout = 30;
   uint32_t login_timeout = 15;
+  bool header_digest_crc32c = true;  // digests accepted (RFC 7143 13.1)
+  bool header_digest_none = true;
+  bool data_digest_crc32c = true;
+  bool data_digest_none = true;
 };
 
 // Session-wide results; initial values are the RFC 7143 13 defaults, in force for any key

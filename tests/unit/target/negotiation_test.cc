@@ -108,13 +108,28 @@ TEST_CASE("declarative MaxRecvDataSegmentLength is answered with ours, once") {
   CHECK(out.empty());
 }
 
-TEST_CASE("digests: a list, first supported value") {
+TEST_CASE("digests: the initiator's first value the target accepts") {
   IscsiLimits lim;
   Negotiator n(lim, false);
-  CHECK(answer(n, "HeaderDigest", "CRC32C,None") == "None");
-  CHECK(answer(n, "DataDigest", "None") == "None");
-  CHECK(answer(n, "HeaderDigest", "CRC32C") == "Reject");
+  CHECK(answer(n, "HeaderDigest", "CRC32C,None") == "CRC32C");
+  CHECK(n.conn.header_digest);
+  CHECK(answer(n, "HeaderDigest", "None,CRC32C") == "None");
   CHECK_FALSE(n.conn.header_digest);
+  CHECK(answer(n, "DataDigest", "None") == "None");
+  CHECK(answer(n, "DataDigest", "CRC32C") == "CRC32C");
+  CHECK(n.conn.data_digest);
+  CHECK(answer(n, "DataDigest", "MD5,Foo") == "Reject");
+}
+
+TEST_CASE("digests: the administrator can require or forbid CRC32C") {
+  IscsiLimits lim;
+  lim.header_digest_none = false;  // require header digests
+  lim.data_digest_crc32c = false;  // never data digests
+  Negotiator n(lim, false);
+  CHECK(answer(n, "HeaderDigest", "None,CRC32C") == "CRC32C");
+  CHECK(answer(n, "HeaderDigest", "None") == "Reject");
+  CHECK(answer(n, "DataDigest", "CRC32C,None") == "None");
+  CHECK(answer(n, "DataDigest", "CRC32C") == "Reject");
 }
 
 TEST_CASE("bad values are rejected") {
