@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 
@@ -20,6 +22,19 @@
 namespace {
 
 using namespace zuma;
+
+std::optional<target::ChapPolicy> chap_policy(const std::optional<config::Chap>& c) {
+  if (!c) return std::nullopt;
+  target::ChapPolicy p;
+  p.initiator = {c->user, c->secret};
+  if (!c->mutual_user.empty()) p.target = target::ChapSecret{c->mutual_user, c->mutual_secret};
+  // Strongest first, whatever order the administrator wrote.
+  for (const char* name : {"SHA3-256", "SHA-256", "SHA-1", "MD5"})
+    if (c->algorithms.empty() ||
+        std::find(c->algorithms.begin(), c->algorithms.end(), name) != c->algorithms.end())
+      p.allowed.push_back(*target::chap_algorithm_from_name(name));
+  return p;
+}
 
 struct BuiltLu {
   std::string name;
@@ -49,12 +64,14 @@ target::ServerConfig build(const config::Config& cfg, std::vector<BuiltLu>& lus)
   sc.limits.data_digest_none = is.data_digest_none;
   sc.reactors = cfg.node.reactors;
   sc.node_name = cfg.node.name;
+  sc.discovery_chap = chap_policy(cfg.discovery.chap);
   for (const auto& p : cfg.portals) sc.portals.push_back({p.host, p.port, p.tpgt});
   for (const auto& t : cfg.targets) {
     target::TargetDef td;
     td.iqn = t.iqn;
     td.alias = t.alias;
     td.acl = t.acl;
+    td.chap = chap_policy(t.chap);
     auto table = std::make_shared<scsi::LunTable>();
     for (const auto& l : t.luns) {
       std::vector<std::unique_ptr<storage::Backend>> parts;

@@ -3,6 +3,13 @@
 // docs/CONFIG.md documents every key and check below; keep the two in step.
 #include "config/config.hh"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -344,7 +351,7 @@ class Parser {
       fail(YAML::Mark(), "", "the file is empty: it needs at least portals and targets");
     }
     const Item root{docs[0], docs[0].Mark(), ""};
-    const Fields top = fields(root, {"node", "portals", "iscsi", "targets"},
+    const Fields top = fields(root, {"node", "portals", "iscsi", "discovery", "targets"},
                               {{"groups", "replication groups are not supported by this version"}});
     if (const Item* node = top.get("node")) parse_node(*node, config.node);
     if (config.node.control_socket.empty()) {
@@ -360,6 +367,10 @@ class Parser {
     }
     config.portals = parse_portals(require(top, "portals"));
     if (const Item* iscsi = top.get("iscsi")) parse_iscsi(*iscsi, config.iscsi);
+    if (const Item* d = top.get("discovery")) {
+      const Fields df = fields(*d, {"chap"}, {}, true);
+      if (const Item* c = df.get("chap")) config.discovery.chap = parse_chap(*c);
+    }
     config.targets = parse_targets(require(top, "targets"));
     return config;
   }
@@ -628,8 +639,7 @@ class Parser {
     std::vector<Target> targets;
     std::map<std::string, YAML::Mark> seen;
     for (const Item& entry : items) {
-      const Fields f = fields(entry, {"iqn", "alias", "acl", "luns"},
-                              {{"chap", "CHAP authentication is not supported by this version"}});
+      const Fields f = fields(entry, {"iqn", "alias", "chap", "acl", "luns"});
       Target target;
       target.loc = location(entry.mark);
       const Item& iqn = require(f, "iqn");
@@ -650,6 +660,7 @@ class Parser {
           fail(*v, "control characters are not allowed");
         }
       }
+      if (const Item* v = f.get("chap")) target.chap = parse_chap(*v);
       if (const Item* v = f.get("acl")) {
         std::map<std::string, YAML::Mark> acl_seen;
         for (const Item& name :
@@ -674,6 +685,82 @@ class Parser {
       targets.push_back(std::move(target));
     }
     return targets;
+  }
+
+  // A secret given inline or by `*_file` (exactly one of them); RFC 7143 12.1.3 wants at
+  // least 96 bits, and CHAP values are text of at most 255 bytes (6.1).
+  std::string chap_secret(const Fields& f, const std::string& key, bool required) const {
+    const Item* inline_secret = f.get(key);
+    const Item* file = f.get(key + "_file");
+    if (inline_secret && file) fail(*file, fmt::format("give either {} or {}_file, not both", key, key));
+    if (!inline_secret && !file) {
+      if (required) fail(f.self.mark, f.self.path, fmt::format("missing key '{}' (or '{}_file')", key, key));
+      return {};
+    }
+    std::string secret;
+    const Item& where = inline_secret ? *inline_secret : *file;
+    if (inline_secret) {
+      secret = text(*inline_secret);
+    } else {
+      const std::string path = text(*file);
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0)
+        fail(*file, fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+      if (!S_ISREG(st.st_mode)) fail(*file, fmt::format("'{}' is not a regular file", path));
+      if (st.st_mode & S_IROTH)
+        fail(*file, fmt::format("'{}' is world-readable; chmod o-r it (a CHAP secret)", path));
+      std::ifstream in(path, std::ios::binary);
+      if (!in) fail(*file, fmt::format("cannot read '{}'", path));
+      secret.assign(std::istreambuf_iterator<char>(in), {});
+      while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    }
+    if (secret.size() < 12)
+      fail(where, fmt::format("a CHAP secret needs at least 12 bytes (RFC 7143 12.1.3), this one has {}",
+                              secret.size()));
+    if (secret.size() > kMaxTextValueBytes)
+      fail(where, fmt::format("a CHAP secret may have at most {} bytes", kMaxTextValueBytes));
+    return secret;
+  }
+
+  Chap parse_chap(const Item& item) const {
+    const Fields f = fields(item, {"user", "secret", "secret_file", "mutual_user", "mutual_secret",
+                                   "mutual_secret_file", "algorithms"});
+    Chap chap;
+    chap.loc = location(item.mark);
+    chap.user = text(require(f, "user"));
+    if (chap.user.empty() || chap.user.size() > kMaxTextValueBytes)
+      fail(require(f, "user"), "expected a name of 1 to 255 bytes");
+    chap.secret = chap_secret(f, "secret", true);
+    if (const Item* v = f.get("mutual_user")) {
+      chap.mutual_user = text(*v);
+      if (chap.mutual_user.empty() || chap.mutual_user.size() > kMaxTextValueBytes)
+        fail(*v, "expected a name of 1 to 255 bytes");
+      chap.mutual_secret = chap_secret(f, "mutual_secret", true);
+      // The same secret in both directions would let a reflection attack succeed.
+      if (chap.mutual_secret == chap.secret) {
+        const Item* m = f.get("mutual_secret");
+        if (!m) m = f.get("mutual_secret_file");
+        fail(*m, "mutual_secret must differ from secret");
+      }
+    } else if (f.get("mutual_secret") || f.get("mutual_secret_file")) {
+      const Item* m = f.get("mutual_secret");
+      if (!m) m = f.get("mutual_secret_file");
+      fail(*m, "mutual_secret needs mutual_user");
+    }
+    if (const Item* v = f.get("algorithms")) {
+      const std::vector<Item> algs = list(*v, "CHAP algorithms (MD5, SHA-1, SHA-256, SHA3-256)");
+      if (algs.empty()) fail(*v, "at least one algorithm is needed");
+      for (const Item& a : algs) {
+        std::string name = text(a);
+        std::string upper = name;
+        for (char& c : upper) c = char(std::toupper(static_cast<unsigned char>(c)));
+        if (upper != "MD5" && upper != "SHA-1" && upper != "SHA-256" && upper != "SHA3-256")
+          fail(a, fmt::format("unknown CHAP algorithm '{}': expected MD5, SHA-1, SHA-256 or SHA3-256",
+                              name));
+        chap.algorithms.push_back(upper);
+      }
+    }
+    return chap;
   }
 
   Lun parse_lun(const Item& item, std::map<uint64_t, YAML::Mark>& ids) {

@@ -81,9 +81,25 @@ struct Lun {
   Location loc;
 };
 
+// CHAP credentials (RFC 7143 12.1.3). Secrets come from the YAML or from a file that is
+// not world-readable; each 12 to 255 bytes.
+struct Chap {
+  std::string user;             // the name the initiator must send (CHAP_N)
+  std::string secret;           // the initiator's secret
+  std::string mutual_user;      // mutual CHAP: the name the target sends back; empty = one-way
+  std::string mutual_secret;    // the target's secret, different from `secret`
+  std::vector<std::string> algorithms;  // of MD5, SHA-1, SHA-256, SHA3-256; empty = all
+  Location loc;
+};
+
+struct Discovery {
+  std::optional<Chap> chap;  // CHAP required for discovery sessions
+};
+
 struct Target {
   std::string iqn;
   std::string alias;
+  std::optional<Chap> chap;      // CHAP required for this target's sessions
   std::vector<std::string> acl;  // initiator IQNs allowed; empty = any
   std::vector<Lun> luns;
   Location loc;
@@ -94,6 +110,7 @@ struct Config {
   Node node;
   std::vector<Portal> portals;
   Iscsi iscsi;
+  Discovery discovery;
   std::vector<Target> targets;
 };
 

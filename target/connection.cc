@@ -428,9 +428,9 @@ void Connection::login_fail(LoginStatus st) {
   reading_ = false;
 }
 
-// Security-stage and session keys (RFC 7143 12, 13.4-13.6). Returns false when the login
-// must fail (login_fail was called).
-bool Connection::login_security_key(const KeyValue& kv, std::vector<uint8_t>& out) {
+// Identity keys (RFC 7143 13.4-13.6, 13.21), read before anything else in a login PDU so
+// the target (and so its CHAP policy) is known. Returns false when the login failed.
+bool Connection::login_identity_key(const KeyValue& kv) {
   const std::string& k = kv.key;
   if (k == "InitiatorName") {
     if (kv.value.empty()) return login_fail(LoginStatus::kInitiatorError), false;
@@ -449,34 +449,118 @@ bool Connection::login_security_key(const KeyValue& kv, std::vector<uint8_t>& ou
     neg_.set_discovery(discovery_);
   } else if (k == "TargetName") {
     target_name_ = kv.value;
-  } else if (k == "AuthMethod") {
-    // Zuma offers no authentication yet: accept only if the initiator lists None.
-    bool none = false;
+  }
+  return true;
+}
+
+// Authentication keys and whatever else is not operational. Returns false when the login
+// failed (login_fail was called).
+bool Connection::login_auth_key(const KeyValue& kv, std::vector<uint8_t>& out) {
+  const std::string& k = kv.key;
+  if (k == "InitiatorName" || k == "InitiatorAlias" || k == "SessionType" || k == "TargetName")
+    return true;  // handled by login_identity_key
+  if (k == "AuthMethod") {
+    // RFC 7143 12.1: the target picks from the initiator's list; CHAP when a policy
+    // requires it, None otherwise.
+    bool none = false, chap = false;
     size_t i = 0;
     const std::string& v = kv.value;
     while (i <= v.size()) {
       size_t c = v.find(',', i);
       if (c == std::string::npos) c = v.size();
       if (v.compare(i, c - i, "None") == 0) none = true;
+      if (v.compare(i, c - i, "CHAP") == 0) chap = true;
       i = c + 1;
     }
-    if (!none) return login_fail(LoginStatus::kAuthenticationFailure), false;
-    append_key(out, "AuthMethod", "None");
-  } else if (k.starts_with("CHAP_")) {
-    return login_fail(LoginStatus::kAuthenticationFailure), false;
-  } else if (k == "TargetAlias" || k == "TargetAddress" || k == "TargetPortalGroupTag") {
+    if (chap_policy_) {
+      if (!chap) return login_fail(LoginStatus::kAuthenticationFailure), false;
+      append_key(out, "AuthMethod", "CHAP");
+      chap_ = Chap::kWaitAlgorithm;
+    } else {
+      if (!none) return login_fail(LoginStatus::kAuthenticationFailure), false;
+      append_key(out, "AuthMethod", "None");
+      auth_done_ = true;
+    }
+    return true;
+  }
+  if (k == "CHAP_A") {
+    if (chap_ != Chap::kWaitAlgorithm) return login_fail(LoginStatus::kInitiatorError), false;
+    auto alg = chap_choose(kv.value, chap_policy_->allowed);
+    if (!alg) {
+      spdlog::warn("login from {} ({}): no acceptable CHAP algorithm in '{}'", peer_str_,
+                   initiator_name_, kv.value);
+      return login_fail(LoginStatus::kAuthenticationFailure), false;
+    }
+    chap_alg_ = *alg;
+    // A fresh random identifier and a 32-byte random challenge for every exchange: never
+    // reused, so a recorded response is worthless (RFC 7143 12.1.3, RFC 1994 2.3).
+    auto id = random_bytes(1);
+    chap_challenge_ = random_bytes(32);
+    if (id.empty() || chap_challenge_.empty()) return login_fail(LoginStatus::kTargetError), false;
+    chap_id_ = id[0];
+    append_key(out, "CHAP_A", std::to_string(int(chap_alg_)));
+    append_key(out, "CHAP_I", std::to_string(chap_id_));
+    append_key(out, "CHAP_C", encode_hex(chap_challenge_));
+    chap_ = Chap::kWaitResponse;
+    return true;
+  }
+  if (k == "CHAP_N" || k == "CHAP_R" || k == "CHAP_I" || k == "CHAP_C") {
+    if (chap_ != Chap::kWaitResponse) return login_fail(LoginStatus::kInitiatorError), false;
+    (k == "CHAP_N" ? chap_n_ : k == "CHAP_R" ? chap_r_ : k == "CHAP_I" ? chap_i_ : chap_c_) = kv.value;
+    return true;
+  }
+  if (k.starts_with("CHAP_")) return login_fail(LoginStatus::kInitiatorError), false;
+  if (k == "TargetAlias" || k == "TargetAddress" || k == "TargetPortalGroupTag") {
     // Declared by the target only (RFC 7143 13.7-13.9).
     return login_fail(LoginStatus::kInitiatorError), false;
-  } else {
-    append_key(out, k, "NotUnderstood");
   }
+  append_key(out, k, "NotUnderstood");
+  return true;
+}
+
+// Checks the initiator's CHAP response and, for mutual CHAP, answers its challenge.
+bool Connection::chap_finish(std::vector<uint8_t>& out) {
+  auto fail_auth = [&](const char* why) {
+    spdlog::warn("CHAP authentication of {} ({}) to '{}' failed: {}", initiator_name_, peer_str_,
+                 discovery_ ? "discovery" : target_name_, why);
+    login_fail(LoginStatus::kAuthenticationFailure);
+    return false;
+  };
+  if (chap_n_.empty() || chap_r_.empty()) return fail_auth("CHAP_N or CHAP_R missing");
+  const std::vector<uint8_t> sent = std::move(chap_challenge_);
+  chap_challenge_.clear();  // one use only
+  auto response = decode_binary(chap_r_);
+  const auto expected = chap_response(chap_alg_, chap_id_, chap_policy_->initiator.secret, sent);
+  // Name and response are both checked, in constant time, before deciding.
+  const bool name_ok = constant_time_equal(
+      std::span(reinterpret_cast<const uint8_t*>(chap_n_.data()), chap_n_.size()),
+      std::span(reinterpret_cast<const uint8_t*>(chap_policy_->initiator.user.data()),
+                chap_policy_->initiator.user.size()));
+  const bool response_ok = response && !expected.empty() && constant_time_equal(*response, expected);
+  if (!name_ok || !response_ok) return fail_auth(name_ok ? "wrong response" : "unknown user");
+  if (!chap_i_.empty() || !chap_c_.empty()) {
+    // Mutual CHAP: the initiator authenticates the target.
+    if (!chap_policy_->target) return fail_auth("mutual CHAP asked for, none configured");
+    auto id = parse_number(chap_i_, 255);
+    auto challenge = decode_binary(chap_c_);
+    if (!id || !challenge || challenge->empty() || challenge->size() > 1024)
+      return fail_auth("malformed CHAP_I or CHAP_C");
+    // Reflection attack: our own challenge sent back to make us compute the answer.
+    if (*challenge == sent) return fail_auth("the initiator reflected the target's challenge");
+    append_key(out, "CHAP_N", chap_policy_->target->user);
+    append_key(out, "CHAP_R", encode_hex(chap_response(chap_alg_, uint8_t(*id),
+                                                       chap_policy_->target->secret, *challenge)));
+  }
+  chap_ = Chap::kDone;
+  auth_done_ = true;
   return true;
 }
 
 void Connection::handle_login() {
   Bhs h(bhs_.data());
   const uint8_t flags = h.flags();
-  const bool transit = flags & 0x80, cont = flags & 0x40;
+  bool transit = flags & 0x80;
+  const bool cont = flags & 0x40;
   const uint8_t csg = (flags >> 2) & 3, nsg = flags & 3;
   const bool first = !login_started_;
   if (first) {
@@ -521,25 +605,47 @@ void Connection::handle_login() {
   }
 
   std::vector<uint8_t> out;
-  for (const KeyValue& kv : *keys) {
-    if (csg == 1 && (kv.key == "AuthMethod" || kv.key.starts_with("CHAP_")))
-      return login_fail(LoginStatus::kInitiatorError);  // security keys after security stage
-    if (neg_.offer(kv, out) == Negotiator::Outcome::kAnswered) continue;
-    if (!login_security_key(kv, out)) return;
-  }
-
+  for (const KeyValue& kv : *keys)
+    if (!login_identity_key(kv)) return;
   if (first) {
     if (!got_initiator_name_) return login_fail(LoginStatus::kMissingParameter);  // 13.5.2
-    if (!discovery_) {
+    if (discovery_) {
+      chap_policy_ = server_.discovery_chap();
+    } else {
       if (target_name_.empty()) return login_fail(LoginStatus::kMissingParameter);
       target_ = server_.find_target(target_name_);
       if (!target_) return login_fail(LoginStatus::kNotFound);
-      if (!acl_allows(*target_, initiator_name_))
+      if (!acl_allows(*target_, initiator_name_)) {
+        spdlog::warn("login from {} ({}) to '{}' refused by the ACL", peer_str_, initiator_name_,
+                     target_name_);
         return login_fail(LoginStatus::kAuthorizationFailure);
+      }
+      chap_policy_ = target_->chap ? &*target_->chap : nullptr;
       // RFC 7143 13.9: returned in the first response of a normal session.
       append_key(out, "TargetPortalGroupTag", std::to_string(tpgt_));
       if (!target_->alias.empty()) append_key(out, "TargetAlias", target_->alias);
     }
+    if (!chap_policy_) auth_done_ = true;
+    // RFC 7143 6.3: skipping the security stage is only for targets that need no
+    // authentication.
+    if (csg != 0 && !auth_done_) return login_fail(LoginStatus::kAuthenticationFailure);
+  }
+  chap_n_.clear();
+  chap_r_.clear();
+  chap_i_.clear();
+  chap_c_.clear();
+  for (const KeyValue& kv : *keys) {
+    if (csg == 1 && (kv.key == "AuthMethod" || kv.key.starts_with("CHAP_")))
+      return login_fail(LoginStatus::kInitiatorError);  // security keys after security stage
+    if (neg_.offer(kv, out) == Negotiator::Outcome::kAnswered) continue;
+    if (!login_auth_key(kv, out)) return;
+  }
+  if (chap_ == Chap::kWaitResponse && !chap_r_.empty() && !chap_finish(out)) return;
+  if (csg == 0 && transit && !auth_done_) {
+    // The initiator wants to leave the security stage before authenticating: with a
+    // policy that is a failure (RFC 7143 12.1.3: the target must authenticate it).
+    if (chap_ == Chap::kOff || chap_ == Chap::kDone) return login_fail(LoginStatus::kAuthenticationFailure);
+    transit = false;  // mid-exchange: answer without transiting (RFC 7143 6.3)
   }
   if (transit && nsg == 3) neg_.finish(out);
 

@@ -117,7 +117,9 @@ class Connection final : public EventHandler, public Deferred {
   void reject(RejectReason reason, const uint8_t* bhs);
   // --- login ---
   void login_fail(LoginStatus st);
-  bool login_security_key(const KeyValue& kv, std::vector<uint8_t>& out);
+  bool login_identity_key(const KeyValue& kv);
+  bool login_auth_key(const KeyValue& kv, std::vector<uint8_t>& out);
+  bool chap_finish(std::vector<uint8_t>& out);
   void login_complete();
   // --- commands ---
   Command* new_command();
@@ -201,6 +203,14 @@ class Connection final : public EventHandler, public Deferred {
   uint16_t cid_ = 0;
   std::string initiator_name_, initiator_alias_, target_name_;
   std::shared_ptr<const TargetDef> target_;
+  // CHAP (RFC 7143 12.1.3)
+  enum class Chap { kOff, kWaitAlgorithm, kWaitResponse, kDone } chap_ = Chap::kOff;
+  const ChapPolicy* chap_policy_ = nullptr;  // nullptr: no authentication required
+  ChapAlgorithm chap_alg_ = ChapAlgorithm::kMd5;
+  uint8_t chap_id_ = 0;
+  std::vector<uint8_t> chap_challenge_;
+  std::string chap_n_, chap_r_, chap_i_, chap_c_;  // the initiator's CHAP keys of this PDU
+  bool auth_done_ = false;
   scsi::Nexus nexus_;
   std::string session_key_;
   bool session_registered_ = false;

@@ -10,10 +10,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "scsi/device_server.hh"
+#include "target/chap.hh"
 #include "target/negotiation.hh"
 #include "target/reactor.hh"
 
@@ -23,6 +25,7 @@ struct TargetDef {
   std::string iqn;
   std::string alias;
   std::vector<std::string> acl;  // empty = any initiator
+  std::optional<ChapPolicy> chap;  // CHAP required when set
   std::shared_ptr<const scsi::LunTable> luns;
 };
 
@@ -38,6 +41,7 @@ struct ServerConfig {
   std::vector<TargetDef> targets;
   unsigned reactors = 0;  // 0 = one per CPU
   std::string node_name = "zuma";
+  std::optional<ChapPolicy> discovery_chap;  // CHAP required for discovery sessions
 };
 
 class Connection;
@@ -50,6 +54,7 @@ class ServerContext {
   virtual std::shared_ptr<const TargetDef> find_target(const std::string& iqn) const = 0;
   virtual std::vector<std::shared_ptr<const TargetDef>> targets() const = 0;
   virtual std::vector<PortalDef> portals() const = 0;
+  virtual const ChapPolicy* discovery_chap() const = 0;
   virtual uint16_t allocate_tsih() = 0;
   virtual uint64_t allocate_nexus_id() = 0;
   // A normal session reached full feature phase. Closes an older session with the same
@@ -75,6 +80,9 @@ class Server final : public ServerContext {
   std::shared_ptr<const TargetDef> find_target(const std::string& iqn) const override;
   std::vector<std::shared_ptr<const TargetDef>> targets() const override;
   std::vector<PortalDef> portals() const override;
+  const ChapPolicy* discovery_chap() const override {
+    return cfg_.discovery_chap ? &*cfg_.discovery_chap : nullptr;
+  }
   uint16_t allocate_tsih() override;
   uint64_t allocate_nexus_id() override { return ++next_nexus_id_; }
   void session_started(const std::string& key, unsigned reactor, uint64_t conn_id) override;
