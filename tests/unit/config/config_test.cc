@@ -3,6 +3,7 @@
 #include "config/config.hh"
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -351,7 +352,7 @@ TEST_CASE("error: document shape") {
   CHECK(error_of("# only a comment\n") ==
         "t.yaml:1:1: the file is empty: it needs at least portals and targets");
   CHECK(error_of("hello\n") ==
-        "t.yaml:1:1: expected a mapping with keys node, portals, iscsi, targets");
+        "t.yaml:1:1: expected a mapping with keys node, portals, iscsi, discovery, targets");
   CHECK(error_of("node: {}\n---\nnode: {}\n") == "t.yaml:3:1: expected one YAML document, found 2");
   CHECK(error_of("node: {}\n") == "t.yaml:1:1: missing key 'portals'");
   CHECK(error_of("portals: [\"127.0.0.1:3260\"]\n") == "t.yaml:1:1: missing key 'targets'");
@@ -379,8 +380,87 @@ TEST_CASE("error: a key given twice") {
 TEST_CASE("error: keys this version does not support") {
   CHECK(error_of("groups: []\n") ==
         "t.yaml:1:1: groups: replication groups are not supported by this version");
-  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, chap: {user: u}, luns: []}")) ==
-        "t.yaml:3:35: targets[0].chap: CHAP authentication is not supported by this version");
+}
+
+// A target with `chap` set to the flow mapping `chap`.
+static std::string with_chap(const std::string& chap) {
+  return with_target("{iqn: iqn.2026-11.org.zuma:t, chap: " + chap +
+                     ", luns: [{id: 0, name: a, size: 1MiB, backend: memory}]}");
+}
+
+TEST_CASE("chap: one-way, mutual, algorithms") {
+  Config c = parse(with_chap("{user: alice, secret: alice-secret-1234}"), "t.yaml");
+  REQUIRE(c.targets[0].chap);
+  CHECK(c.targets[0].chap->user == "alice");
+  CHECK(c.targets[0].chap->secret == "alice-secret-1234");
+  CHECK(c.targets[0].chap->mutual_user.empty());
+  CHECK(c.targets[0].chap->algorithms.empty());
+  c = parse(with_chap("{user: a, secret: 123456789012, mutual_user: t, mutual_secret: "
+                      "abcdefghijkl, algorithms: [sha-256, MD5]}"),
+            "t.yaml");
+  CHECK(c.targets[0].chap->mutual_user == "t");
+  CHECK(c.targets[0].chap->mutual_secret == "abcdefghijkl");
+  CHECK(c.targets[0].chap->algorithms == std::vector<std::string>{"SHA-256", "MD5"});
+  c = parse("discovery: {chap: {user: d, secret: discovery-secret}}\n" +
+                with_lun("{id: 0, name: a, size: 1MiB, backend: memory}"),
+            "t.yaml");
+  REQUIRE(c.discovery.chap);
+  CHECK(c.discovery.chap->user == "d");
+}
+
+TEST_CASE("chap: errors") {
+  CHECK(error_of(with_chap("{user: u}")) ==
+        "t.yaml:3:41: targets[0].chap: missing key 'secret' (or 'secret_file')");
+  CHECK(error_of(with_chap("{user: u, secret: short}")) ==
+        "t.yaml:3:59: targets[0].chap.secret: a CHAP secret needs at least 12 bytes (RFC 7143 "
+        "12.1.3), this one has 5");
+  CHECK(error_of(with_chap("{user: u, secret: 123456789012, mutual_user: t, mutual_secret: "
+                           "123456789012}")) ==
+        "t.yaml:3:104: targets[0].chap.mutual_secret: mutual_secret must differ from secret");
+  CHECK(error_of(with_chap("{user: u, secret: 123456789012, mutual_secret: abcdefghijkl}")) ==
+        "t.yaml:3:88: targets[0].chap.mutual_secret: mutual_secret needs mutual_user");
+  CHECK(error_of(with_chap("{user: u, secret: 123456789012, algorithms: [SHA-512]}")) ==
+        "t.yaml:3:86: targets[0].chap.algorithms[0]: unknown CHAP algorithm 'SHA-512': expected "
+        "MD5, SHA-1, SHA-256 or SHA3-256");
+  CHECK(error_of(with_chap("{user: u, secret: 123456789012, secret_file: /x}")) ==
+        "t.yaml:3:86: targets[0].chap.secret_file: give either secret or secret_file, not both");
+}
+
+TEST_CASE("chap: secret files must exist and not be world-readable") {
+  char dir[] = "/tmp/zuma-config-test-XXXXXX";
+  REQUIRE(mkdtemp(dir));
+  const std::string path = std::string(dir) + "/secret";
+  {
+    std::ofstream f(path);
+    f << "file-secret-123456\n";
+  }
+  REQUIRE(chmod(path.c_str(), 0600) == 0);
+  Config c = parse(with_chap("{user: u, secret_file: " + path + "}"), "t.yaml");
+  CHECK(c.targets[0].chap->secret == "file-secret-123456");  // trailing newline dropped
+  REQUIRE(chmod(path.c_str(), 0644) == 0);
+  CHECK(error_of(with_chap("{user: u, secret_file: " + path + "}")) ==
+        "t.yaml:3:64: targets[0].chap.secret_file: '" + path +
+            "' is world-readable; chmod o-r it (a CHAP secret)");
+  CHECK(error_of(with_chap("{user: u, secret_file: " + std::string(dir) + "/nope}")) ==
+        "t.yaml:3:64: targets[0].chap.secret_file: cannot read '" + std::string(dir) +
+            "/nope': No such file or directory");
+  unlink(path.c_str());
+  rmdir(dir);
+}
+
+TEST_CASE("iscsi digests") {
+  Config c = parse(with_iscsi("{header_digest: [CRC32C], data_digest: [none]}"), "t.yaml");
+  CHECK(c.iscsi.header_digest_crc32c);
+  CHECK_FALSE(c.iscsi.header_digest_none);
+  CHECK_FALSE(c.iscsi.data_digest_crc32c);
+  CHECK(c.iscsi.data_digest_none);
+  c = parse(with_iscsi("{}"), "t.yaml");
+  CHECK(c.iscsi.header_digest_crc32c);
+  CHECK(c.iscsi.header_digest_none);
+  CHECK(error_of(with_iscsi("{header_digest: [MD5]}")) ==
+        "t.yaml:1:25: iscsi.header_digest[0]: unknown digest 'MD5': expected CRC32C or None");
+  CHECK(error_of(with_iscsi("{data_digest: []}")) ==
+        "t.yaml:1:22: iscsi.data_digest: at least one of CRC32C and None is needed");
 }
 
 TEST_CASE("error: missing keys") {
