@@ -1237,7 +1237,7 @@ void Connection::check_drained() {
     store_be16(it.bhs.data() + 42, uint16_t(neg_.session.default_time2retain));
     close_after_tx_ = true;
     spdlog::info("session {} {}: logout (reason {})", id_, initiator_name_, reason);
-  } else if (draining_) {
+  } else if (draining_ && !reading_) {
     close_after_tx_ = true;
     reactor_.defer(this);
   }
@@ -1361,8 +1361,27 @@ void Connection::handle_task_mgmt() {
 // Life cycle
 
 void Connection::drain() {
-  if (closed_) return;
+  if (closed_ || draining_) return;
   draining_ = true;
+  if (phase_ == Phase::kFullFeature && !discovery_ && !logout_pending_) {
+    // RFC 7143 11.9.1, AsyncEvent 1: the target asks for a logout within Parameter3
+    // seconds; meanwhile commands keep flowing, so the initiator ends cleanly.
+    constexpr uint16_t kLogoutWithin = 3;
+    TxItem& it = queue_pdu(Op::kAsyncMessage);
+    Bhs r(it.bhs.data());
+    r.set_flags(0x80);
+    r.set_itt(kReservedTag);
+    queue_status_fields(it);
+    it.bhs[36] = 1;  // AsyncEvent: logout requested
+    store_be16(it.bhs.data() + 42, kLogoutWithin);
+    drain_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(kLogoutWithin);
+    spdlog::info("session {} {}: asking for logout (shutdown)", id_, initiator_name_);
+    return;
+  }
+  stop_reading_and_finish();
+}
+
+void Connection::stop_reading_and_finish() {
   if (reading_) {
     reading_ = false;
     reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
@@ -1403,6 +1422,10 @@ void Connection::close(const char* why) {
 
 void Connection::tick(std::chrono::steady_clock::time_point now) {
   if (closed_) return;
+  if (draining_ && reading_ && !logout_pending_ && now >= drain_deadline_) {
+    spdlog::info("session {} {}: no logout within the time asked; closing", id_, initiator_name_);
+    return stop_reading_and_finish();
+  }
   const auto& lim = server_.limits();
   if (phase_ == Phase::kLogin) {
     if (now - created_ > std::chrono::seconds(lim.login_timeout)) close("login timeout");

@@ -156,6 +156,7 @@ class Connection final : public EventHandler, public Deferred {
   static size_t wire_len(const TxItem& it);
   void want_write(bool on);
   void check_drained();
+  void stop_reading_and_finish();
   void notify_finished();
 
   Reactor& reactor_;
@@ -244,6 +245,8 @@ class Connection final : public EventHandler, public Deferred {
   std::vector<PendingTmf> pending_tmf_;
   bool logout_pending_ = false;
   std::array<uint8_t, kBhsLen> logout_bhs_{};
+
+  std::chrono::steady_clock::time_point drain_deadline_;
 
   // NOP-In pings
   uint32_t ping_ttt_ = kReservedTag;

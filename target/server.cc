@@ -138,27 +138,45 @@ void Server::accept_on(Listener& l) {
     sockaddr_storage local{};
     socklen_t llen = sizeof local;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
-    const unsigned idx = next_reactor_++ % unsigned(reactors_.size());
-    Reactor* r = reactors_[idx].get();
-    ReactorState* st = states_[idx].get();
-    const uint64_t id = ++g_next_conn_id;
-    const uint16_t tpgt = l.portal.tpgt;
-    auto shared_fd = std::make_shared<storage::UniqueFd>(std::move(conn_fd));
-    r->post([this, r, st, id, tpgt, local, peer, shared_fd] {
-      auto c = std::make_unique<Connection>(*r, *this, std::move(*shared_fd), id, tpgt, local, peer);
-      c->on_finished = [r, st](Connection& done) {
-        const uint64_t cid = done.id();
-        r->post([st, cid] {
-          st->conns.erase(cid);
-          st->count = st->conns.size();
-        });
-      };
-      Connection* cp = c.get();
-      st->conns.emplace(id, std::move(c));
-      st->count = st->conns.size();
-      cp->start();
-    });
+    hand_to_reactor(std::move(conn_fd), l.portal.tpgt, local, peer);
   }
+}
+
+void Server::adopt_connection(storage::UniqueFd fd, uint16_t tpgt) {
+  sockaddr_storage local{}, peer{};
+  socklen_t len = sizeof local;
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &len);
+  len = sizeof peer;
+  ::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &len);
+  hand_to_reactor(std::move(fd), tpgt, local, peer);
+}
+
+size_t Server::connection_count() const {
+  size_t n = 0;
+  for (auto& st : states_) n += st->count.load();
+  return n;
+}
+
+void Server::hand_to_reactor(storage::UniqueFd fd, uint16_t tpgt, const sockaddr_storage& local,
+                             const sockaddr_storage& peer) {
+  const unsigned idx = next_reactor_++ % unsigned(reactors_.size());
+  Reactor* r = reactors_[idx].get();
+  ReactorState* st = states_[idx].get();
+  const uint64_t id = ++g_next_conn_id;
+  st->count++;  // counted from now on, so connection_count() never misses one in flight
+  auto shared_fd = std::make_shared<storage::UniqueFd>(std::move(fd));
+  r->post([this, r, st, id, tpgt, local, peer, shared_fd] {
+    auto c = std::make_unique<Connection>(*r, *this, std::move(*shared_fd), id, tpgt, local, peer);
+    c->on_finished = [r, st](Connection& done) {
+      const uint64_t cid = done.id();
+      r->post([st, cid] {
+        if (st->conns.erase(cid)) st->count--;
+      });
+    };
+    Connection* cp = c.get();
+    st->conns.emplace(id, std::move(c));
+    cp->start();
+  });
 }
 
 void Server::stop(std::chrono::milliseconds grace) {

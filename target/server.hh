@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <sys/socket.h>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -88,6 +89,12 @@ class Server final : public ServerContext {
   void session_started(const std::string& key, unsigned reactor, uint64_t conn_id) override;
   void session_ended(const std::string& key, uint64_t conn_id) override;
 
+  // Hands an already connected socket to a reactor as if it had been accepted on a portal
+  // with this tag (tests and fuzzing drive connections through socketpairs this way).
+  void adopt_connection(storage::UniqueFd fd, uint16_t tpgt = 1);
+  // Connections currently open, over all reactors.
+  size_t connection_count() const;
+
   // Ports actually bound, in portal order (useful when a portal asked for port 0).
   std::vector<uint16_t> bound_ports() const;
 
@@ -95,6 +102,8 @@ class Server final : public ServerContext {
   class Listener;
   class ReactorState;
   void accept_on(Listener& l);
+  void hand_to_reactor(storage::UniqueFd fd, uint16_t tpgt, const sockaddr_storage& local,
+                       const sockaddr_storage& peer);
 
   ServerConfig cfg_;
   std::vector<std::shared_ptr<const TargetDef>> targets_;
