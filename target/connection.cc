@@ -325,7 +325,12 @@ size_t Connection::wire_len(const TxItem& it) {
 }
 
 Connection::TxItem& Connection::queue_pdu(Op op) {
-  TxItem& it = tx_.emplace_back();
+  TxItem& it = tx_.push_back([](TxItem& t) {
+    std::vector<uint8_t> keep = std::move(t.owned);  // keep its capacity for reuse
+    keep.clear();
+    t = TxItem{};
+    t.owned = std::move(keep);
+  });
   it.bhs[0] = uint8_t(op);
   it.hd = hd_on_;
   it.dd = dd_on_;
@@ -359,7 +364,8 @@ void Connection::flush_tx() {
     iovec iov[kMaxIov];
     int n = 0;
     size_t skip = tx_offset_;
-    for (auto& it : tx_) {
+    for (size_t k = 0; k < tx_.size(); ++k) {
+      TxItem& it = tx_[k];
       if (n + 5 > kMaxIov) break;
       const uint32_t pad = pad_len(it.len);
       if (!it.digested) {
@@ -675,6 +681,7 @@ void Connection::login_complete() {
   hd_on_ = neg_.conn.header_digest;
   dd_on_ = neg_.conn.data_digest;
   queue_depth_ = server_.limits().queue_depth;
+  by_itt_.reserve(2 * queue_depth_ + 16);  // the bound on live commands (handle_scsi_command_header)
   if (discovery_) {
     spdlog::info("discovery session from {} ({})", peer_str_, initiator_name_);
     return;
@@ -740,7 +747,7 @@ void Connection::handle_scsi_command_header() {
   Bhs h(bhs_.data());
   const uint32_t itt = h.itt();
   const uint32_t dsl = h.data_segment_len();
-  if (itt == kReservedTag || by_itt_.count(itt)) {
+  if (itt == kReservedTag || by_itt_.contains(itt)) {
     // RFC 7143 11.2.1.8: ITTs are unique among the session's outstanding tasks.
     spdlog::warn("{}: SCSI command reuses ITT {:#x}", peer_str_, itt);
     rx_dst_ = nullptr;  // data discarded; end_pdu rejects
@@ -786,7 +793,7 @@ void Connection::handle_scsi_command_header() {
   t.nexus = &nexus_;
   t.on_complete = &Connection::on_task_complete;
   t.owner = c;
-  by_itt_.emplace(itt, c);
+  by_itt_.insert(itt, c);
   rx_cmd_ = c;
 
   if (!c->is_write) {
@@ -815,7 +822,7 @@ void Connection::handle_scsi_command() {
   Command* c = rx_cmd_;
   if (!c) {
     // Duplicate ITT or resource bound: RFC 7143 11.17.1.
-    reject(by_itt_.count(h.itt()) ? RejectReason::kTaskInProgress
+    reject(by_itt_.contains(h.itt()) ? RejectReason::kTaskInProgress
                                   : RejectReason::kImmediateCommandReject,
            bhs_.data());
     return;
@@ -926,9 +933,8 @@ void Connection::start_r2ts(Command* c) {
 void Connection::handle_data_out_header() {
   Bhs h(bhs_.data());
   const uint32_t dsl = h.data_segment_len(), off = h.buffer_offset(), ttt = h.ttt();
-  auto found = by_itt_.find(h.itt());
-  if (found == by_itt_.end()) return;  // discarded; handle_data_out decides
-  Command* c = found->second;
+  Command* c = by_itt_.find(h.itt());
+  if (!c) return;  // discarded; handle_data_out decides
   if (!c->is_write || c->edtl == 0 || c->failed != scsi::Reason::kGood ||
       (c->state != Command::State::kCollecting && c->state != Command::State::kQueued))
     return;
@@ -954,13 +960,12 @@ void Connection::handle_data_out() {
   Command* c = rx_cmd_;
   const uint32_t dsl = h.data_segment_len();
   if (!c) {
-    auto found = by_itt_.find(h.itt());
-    if (found == by_itt_.end() && h.itt() != kReservedTag) {
+    Command* bad = by_itt_.find(h.itt());
+    if (!bad) {
       // The task may have been aborted: RFC 7143 4.2.5.2 lets the target discard its data.
       spdlog::debug("{}: Data-Out for unknown ITT {:#x} discarded", peer_str_, h.itt());
       return;
     }
-    Command* bad = found->second;
     if (bad->failed != scsi::Reason::kGood) return;  // the rest of a failed command's data
     if (bad->state != Command::State::kCollecting && bad->state != Command::State::kQueued) {
       spdlog::warn("{}: Data-Out for ITT {:#x}, which has all its data; discarded", peer_str_,
@@ -1245,8 +1250,9 @@ void Connection::check_drained() {
 
 void Connection::abort_commands(const std::function<bool(Command&)>& match) {
   std::vector<Command*> victims;
-  for (auto& [itt, c] : by_itt_)
+  by_itt_.for_each([&](Command* c) {
     if (!c->aborted && c->state != Command::State::kResponding && match(*c)) victims.push_back(c);
+  });
   for (Command* c : victims) {
     c->aborted = true;
     switch (c->state) {
@@ -1267,8 +1273,11 @@ void Connection::abort_commands(const std::function<bool(Command&)>& match) {
 
 void Connection::maybe_finish_tmf() {
   if (pending_tmf_.empty()) return;
-  for (auto& [itt, c] : by_itt_)
-    if (c->aborted && c->state == Command::State::kExecuting) return;
+  bool waiting = false;
+  by_itt_.for_each([&](Command* c) {
+    if (c->aborted && c->state == Command::State::kExecuting) waiting = true;
+  });
+  if (waiting) return;
   auto done = std::move(pending_tmf_);
   pending_tmf_.clear();
   for (auto& p : done) {
@@ -1297,8 +1306,8 @@ void Connection::handle_task_mgmt() {
   };
   switch (fn) {
     case TmfFunction::kAbortTask: {
-      auto f = by_itt_.find(rtt);
-      if (f == by_itt_.end() || f->second->state == Command::State::kResponding) {
+      Command* f = by_itt_.find(rtt);
+      if (!f || f->state == Command::State::kResponding) {
         // RFC 7143 11.5.1 b/c: not found, but RefCmdSN is inside the current window
         // [ExpCmdSN, MaxCmdSN] and before the TMF's own CmdSN: the command has not arrived
         // yet, and counts as received (and aborted): "function complete". A completed
@@ -1404,8 +1413,9 @@ void Connection::close(const char* why) {
   tx_offset_ = 0;
   for (auto& [sn, c] : out_of_order_) c->aborted = true;
   std::vector<Command*> idle;
-  for (auto& [itt, c] : by_itt_)
+  by_itt_.for_each([&](Command* c) {
     if (c->state != Command::State::kExecuting) idle.push_back(c);
+  });
   for (Command* c : idle) {
     by_itt_.erase(c->itt);
     release(c);

@@ -27,9 +27,11 @@
 #include "scsi/sense.hh"
 #include "scsi/task.hh"
 #include "storage/unique_fd.hh"
+#include "target/itt_table.hh"
 #include "target/negotiation.hh"
 #include "target/pdu.hh"
 #include "target/reactor.hh"
+#include "target/ring.hh"
 #include "target/server.hh"
 
 namespace zuma::target {
@@ -225,7 +227,7 @@ class Connection final : public EventHandler, public Deferred {
   std::map<uint32_t, Command*, bool (*)(uint32_t, uint32_t)> out_of_order_{&sn_lt};
 
   // commands
-  std::unordered_map<uint32_t, Command*> by_itt_;
+  IttTable<Command> by_itt_;
   std::vector<std::unique_ptr<Command>> pool_;
   uint32_t live_commands_ = 0;
   uint32_t executing_ = 0;
@@ -253,7 +255,7 @@ class Connection final : public EventHandler, public Deferred {
   std::chrono::steady_clock::time_point ping_sent_;
 
   // transmit
-  std::deque<TxItem> tx_;
+  Ring<TxItem> tx_;
   size_t tx_offset_ = 0;  // bytes of tx_.front() already sent
   bool close_after_tx_ = false;
   bool finish_notified_ = false;
