@@ -1,5 +1,5 @@
 // Operation codes and big-endian field access for CDBs and parameter data.
-// SCSI fields are big-endian (SPC-5 3.5.2), whatever the host byte order.
+// SCSI fields are big-endian (SPC-5 (byte order)), whatever the host byte order.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +37,7 @@ inline constexpr uint8_t kVerify12 = 0xAF;
 
 // Service actions (in CDB byte 1, bits 4:0).
 namespace sa {
-inline constexpr uint16_t kReadCapacity16 = 0x10;               // SERVICE ACTION IN (16)
+inline constexpr uint16_t kReadCapacity16 = 0x10;                 // SERVICE ACTION IN (16)
 inline constexpr uint16_t kReportSupportedOperationCodes = 0x0C;  // MAINTENANCE IN
 }  // namespace sa
 

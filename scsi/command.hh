@@ -3,10 +3,10 @@
 // One entry per supported operation code, or per service action for the opcodes that
 // have them (SERVICE ACTION IN (16), MAINTENANCE IN). Each entry gives the handler, the
 // CDB length, the data direction, flags, and the CDB usage data of REPORT SUPPORTED
-// OPERATION CODES (SPC-5 6.35.3), which doubles as the mask of the bits we accept: a
-// bit set outside it ends the command with INVALID FIELD IN CDB and a field pointer
-// before the handler runs. The CONTROL byte's mask is 00h: NACA=1 is rejected because
-// we do not implement ACA (SAM-5 5.9.1), LINK and the vendor bits are not used.
+// OPERATION CODES (SPC-5 REPORT SUPPORTED OPERATION CODES, CDB USAGE DATA), which doubles as the
+// mask of the bits we accept: a bit set outside it ends the command with INVALID FIELD IN CDB and a
+// field pointer before the handler runs. The CONTROL byte's mask is 00h: NACA=1 is rejected because
+// we do not implement ACA (SAM-5 (ACA)), LINK and the vendor bits are not used.
 #pragma once
 
 #include <array>
@@ -41,9 +41,10 @@ struct Cmd {
 using Handler = CmdResult (*)(Cmd& cmd);
 
 namespace cmd_flag {
-// Served even when the LUN does not exist (SAM-5 5.11: INQUIRY, REQUEST SENSE, REPORT LUNS).
+// Served even when the LUN does not exist (SAM-5 (incorrect logical unit selection): INQUIRY,
+// REQUEST SENSE, REPORT LUNS).
 inline constexpr uint16_t kAnyLun = 1 << 0;
-// Neither reports nor clears a pending unit attention (SAM-5 5.14).
+// Neither reports nor clears a pending unit attention (SAM-5 (unit attention condition)).
 inline constexpr uint16_t kNoUnitAttention = 1 << 1;
 // Reads or writes the medium.
 inline constexpr uint16_t kMediumAccess = 1 << 2;
@@ -75,8 +76,8 @@ const CommandInfo* find_command(uint8_t opcode, uint16_t sa);
 const CommandInfo* lookup_command(const Task& task, CmdResult* error);
 
 // Checks the CDB against the entry: the transport's CDB must be long enough, and no bit
-// outside the usage mask may be set (SPC-5 4.4.2.4.2 field pointer to the first such
-// byte, bit pointer to its most significant offending bit).
+// outside the usage mask may be set (SPC-5 field pointer sense key specific data field pointer to
+// the first such byte, bit pointer to its most significant offending bit).
 CmdResult check_cdb(const CommandInfo& info, const Task& task);
 
 // --- helpers for handlers ---
@@ -84,7 +85,7 @@ CmdResult check_cdb(const CommandInfo& info, const Task& task);
 // Makes task.data `len` zeroed bytes and returns it, for parameter data.
 uint8_t* data_in_buffer(Task& task, size_t len);
 // Records a Data-In response of `avail` bytes truncated to the ALLOCATION LENGTH `alloc`
-// (SPC-5 4.2.5.6): transfer_len = min(avail, alloc), data_in_len = min(transfer_len,
+// (SPC-5 (allocation length)): transfer_len = min(avail, alloc), data_in_len = min(transfer_len,
 // expected_len), and no Data-In when the task carries no Data-In direction.
 void set_data_in(Task& task, size_t avail, size_t alloc);
 // Completes the task with `r`: status, sense data (descriptor format when

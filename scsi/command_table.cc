@@ -18,11 +18,12 @@ constexpr uint16_t kSpcAny = kAnyLun | kNoUnitAttention;
 constexpr uint8_t kRwFlags = 0xFA;
 // VERIFY byte 1: VRPROTECT (7:5), DPO, BYTCHK (2:1).
 constexpr uint8_t kVerifyFlags = 0xF6;
-// GROUP NUMBER (SBC-4 4.22); accepted, no groups are defined.
+// GROUP NUMBER (SBC-4 (protection information)); accepted, no groups are defined.
 constexpr uint8_t kGroup = 0x3F;
 constexpr uint8_t kFF = 0xFF;
 
 // Sorted by opcode, then service action (checked below).
+// clang-format off
 constexpr CommandInfo kCommands[] = {
     {"TEST UNIT READY", op::kTestUnitReady, false, kNoSa, 6, DataDir::kNone, 0,
      handle_test_unit_ready, {op::kTestUnitReady, 0, 0, 0, 0, 0}},
@@ -33,7 +34,7 @@ constexpr CommandInfo kCommands[] = {
     {"WRITE(6)", op::kWrite6, false, kNoSa, 6, DataDir::kOut, kMediumAccess, handle_write,
      {op::kWrite6, 0x1F, kFF, kFF, kFF, 0}},
     {"INQUIRY", op::kInquiry, false, kNoSa, 6, DataDir::kIn, kSpcAny, handle_inquiry,
-     // CMDDT (byte 1 bit 1) is obsolete: setting it is an invalid field (SPC-5 6.7.1).
+     // CMDDT (byte 1 bit 1) is obsolete: setting it is an invalid field (SPC-5 INQUIRY).
      {op::kInquiry, 0x01, kFF, kFF, kFF, 0}},
     {"MODE SELECT(6)", op::kModeSelect6, false, kNoSa, 6, DataDir::kOut, 0, handle_mode_select,
      {op::kModeSelect6, 0x11, 0, 0, kFF, 0}},
@@ -88,6 +89,7 @@ constexpr CommandInfo kCommands[] = {
     {"VERIFY(12)", op::kVerify12, false, kNoSa, 12, DataDir::kOut, kMediumAccess, handle_verify,
      {op::kVerify12, kVerifyFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
 };
+// clang-format on
 
 constexpr size_t kNumCommands = std::size(kCommands);
 static_assert(kNumCommands < 256);
@@ -124,11 +126,15 @@ constexpr std::array<Slot, 256> build_index() {
 }
 constexpr std::array<Slot, 256> kIndex = build_index();
 
-int top_bit(uint8_t v) { return 7 - std::countl_zero(v); }
+int top_bit(uint8_t v) {
+  return 7 - std::countl_zero(v);
+}
 
 }  // namespace
 
-std::span<const CommandInfo> all_commands() { return kCommands; }
+std::span<const CommandInfo> all_commands() {
+  return kCommands;
+}
 
 bool has_service_actions(uint8_t opcode) {
   const Slot& s = kIndex[opcode];
@@ -150,8 +156,8 @@ const CommandInfo* lookup_command(const Task& task, CmdResult* error) {
     return nullptr;
   }
   const CommandInfo* c = find_command(opcode, task.cdb[1] & 0x1F);
-  // SPC-5 4.2.5.1: an unsupported service action is an invalid field (the SERVICE
-  // ACTION field: byte 1, bits 4:0).
+  // SPC-5 (operation code, service action): an unsupported service action is an invalid field (the
+  // SERVICE ACTION field: byte 1, bits 4:0).
   if (!c) *error = CmdResult::invalid_cdb(1, 4);
   return c;
 }

@@ -1,12 +1,14 @@
-// execute(): the front of the device server. Order of checks for every command:
-//   1. operation code (and service action) known?  INVALID COMMAND OPERATION CODE
-//      (for a LUN that does not exist: LOGICAL UNIT NOT SUPPORTED instead)
-//   2. LUN exists, or the command is one SAM-5 5.11 serves on any LUN?
-//                                                   LOGICAL UNIT NOT SUPPORTED
-//   3. CDB long enough, no bit set outside the usage mask?  INVALID FIELD IN CDB
-//   4. unit attention pending for this I_T nexus (unless INQUIRY, REPORT LUNS, REQUEST
-//      SENSE; SAM-5 5.14)?                          UNIT ATTENTION, reported and cleared
-//   5. the handler.
+// execute(): the front of the device server. Checks, in order, for every command:
+//   1. Operation code (and service action) known? Else INVALID COMMAND OPERATION CODE,
+//      or LOGICAL UNIT NOT SUPPORTED for a LUN that does not exist.
+//   2. LUN exists, or the command is one served on any LUN (INQUIRY, REQUEST SENSE,
+//      REPORT LUNS; SAM-5, incorrect logical unit selection)? Else LOGICAL UNIT NOT
+//      SUPPORTED.
+//   3. CDB long enough, no bit set outside the usage mask? Else INVALID FIELD IN CDB.
+//   4. Unit attention pending for this I_T nexus? Reported (and cleared) instead of
+//      running the command, except for INQUIRY, REPORT LUNS, REQUEST SENSE (SAM-5, unit
+//      attention condition).
+//   5. The handler.
 #include <poll.h>
 
 #include <condition_variable>
@@ -113,15 +115,17 @@ int flush_logical_unit(LogicalUnit& lu) {
 }
 
 void reset_logical_unit(LogicalUnit& lu, const Nexus& from) {
-  // SAM-5 6.3.3: a logical unit reset establishes BUS DEVICE RESET FUNCTION OCCURRED for
-  // every I_T nexus, the one that asked for it included (FreeBSD CTL and LIO do the same,
-  // and libiscsi's MultipathIO.Reset expects it on every path). We hold no other state a
-  // reset clears yet (no reservations, no ACA; mode parameters persist).
+  // SAM-5 (logical unit reset): a logical unit reset establishes BUS DEVICE RESET FUNCTION OCCURRED
+  // for every I_T nexus, the one that asked for it included (FreeBSD CTL and LIO do the same, and
+  // libiscsi's MultipathIO.Reset expects it on every path). We hold no other state a reset clears
+  // yet (no reservations, no ACA; mode parameters persist).
   UnitAttentions& uas = lu.unit_attentions();
   uas.touch(from.id);
   uas.establish_all(Reason::kUaBusDeviceResetOccurred);
 }
 
-void nexus_lost(LogicalUnit& lu, const Nexus& nexus) { lu.unit_attentions().forget(nexus.id); }
+void nexus_lost(LogicalUnit& lu, const Nexus& nexus) {
+  lu.unit_attentions().forget(nexus.id);
+}
 
 }  // namespace zuma::scsi

@@ -57,7 +57,7 @@ namespace zuma::scsi {
 
 // LOGICAL UNIT RESET (SAM-5 7.11.5): the transport has already drained or aborted the
 // LU's tasks; this clears LU state a reset clears and establishes the reset unit attention
-// (29h/03h) for every I_T nexus the LU knows, `from` included (SAM-5 6.3.3).
+// (29h/03h) for every I_T nexus the LU knows, `from` included (SAM-5, logical unit reset).
 void reset_logical_unit(LogicalUnit& lu, const Nexus& from);
 
 // The I_T nexus is gone (session closed): drop per-nexus state it holds in the LU.

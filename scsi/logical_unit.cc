@@ -56,8 +56,8 @@ std::array<uint8_t, 16> naa6_from_uuid(const std::array<uint8_t, 16>& u) {
   for (size_t i = 0; i < 22; ++i) v[i] ^= v[100 + i];
   std::array<uint8_t, 16> d{};
   BitWriter out{d.data()};
-  out.put(0x6, 4);              // NAA: IEEE Registered Extended
-  out.put(kIeeeCompanyId, 24);  // IEEE COMPANY_ID
+  out.put(0x6, 4);                                    // NAA: IEEE Registered Extended
+  out.put(kIeeeCompanyId, 24);                        // IEEE COMPANY_ID
   for (size_t i = 0; i < 100; ++i) out.put(v[i], 1);  // VENDOR SPECIFIC IDENTIFIER (+ EXTENSION)
   return d;
 }
@@ -78,8 +78,8 @@ LogicalUnit::LogicalUnit(LuParams params, std::unique_ptr<storage::Backend> back
   }
   const auto uuid = parse_uuid(params_.uuid);
   if (!uuid) {
-    throw std::invalid_argument("logical unit " + params_.name + ": invalid uuid '" +
-                                params_.uuid + "'");
+    throw std::invalid_argument("logical unit " + params_.name + ": invalid uuid '" + params_.uuid +
+                                "'");
   }
   naa_ = naa6_from_uuid(*uuid);
   static constexpr char kHex[] = "0123456789ABCDEF";

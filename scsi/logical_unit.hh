@@ -24,23 +24,25 @@
 
 namespace zuma::scsi {
 
-// Block limits we advertise (VPD page B0h, SBC-4 6.6.4) and enforce in READ/WRITE/VERIFY.
+// Block limits we advertise (VPD page B0h, SBC-4 Block Limits VPD page) and enforce in
+// READ/WRITE/VERIFY.
 inline constexpr uint32_t kMaxTransferBytes = 8u << 20;      // MAXIMUM TRANSFER LENGTH
 inline constexpr uint32_t kOptimalTransferBytes = 1u << 20;  // OPTIMAL TRANSFER LENGTH
 inline constexpr uint32_t kOptimalGranularityBytes = 4096;   // OPTIMAL TRANSFER LENGTH GRANULARITY
 
 // The IEEE company identifier in our NAA-6 designators: 5A554Dh ("ZUM"), a value in CID
-// format (ZYXM bits of the first octet = 1010b, SPC-5 7.7.6.6.5) that is NOT registered
-// with the IEEE. Replace it with a registered OUI/CID before Zuma ships to customers.
+// format (ZYXM bits of the first octet = 1010b, SPC-5 NAA IEEE Registered Extended designator) that
+// is NOT registered with the IEEE. Replace it with a registered OUI/CID before Zuma ships to
+// customers.
 inline constexpr uint32_t kIeeeCompanyId = 0x5A554D;
 
 // Parses RFC 4122 text ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", hex in either case).
 std::optional<std::array<uint8_t, 16>> parse_uuid(std::string_view text);
 
-// The NAA IEEE Registered Extended designator (NAA 6, SPC-5 7.7.6.6.5) of a LU: the
-// company id above, then the UUID's 122 variable bits (version nibble and variant bits
-// removed, the last 22 XORed into the first 22) as VENDOR SPECIFIC IDENTIFIER (36 bits)
-// and VENDOR SPECIFIC IDENTIFIER EXTENSION (64 bits). Deterministic: the same UUID always
+// The NAA IEEE Registered Extended designator (NAA 6, SPC-5 NAA IEEE Registered Extended
+// designator) of a LU: the company id above, then the UUID's 122 variable bits (version nibble and
+// variant bits removed, the last 22 XORed into the first 22) as VENDOR SPECIFIC IDENTIFIER (36
+// bits) and VENDOR SPECIFIC IDENTIFIER EXTENSION (64 bits). Deterministic: the same UUID always
 // gives the same designator, on every node that exports the LU.
 std::array<uint8_t, 16> naa6_from_uuid(const std::array<uint8_t, 16>& uuid);
 
@@ -71,7 +73,7 @@ class LogicalUnit {
   // Serialises MODE SELECT: check and apply under this lock.
   std::mutex& mode_mutex() { return mode_mu_; }
   // Applies new values (caller holds mode_mutex()). When they differ from the current
-  // ones, every other known I_T nexus gets MODE PARAMETERS CHANGED (SPC-5 7.5.1).
+  // ones, every other known I_T nexus gets MODE PARAMETERS CHANGED (SPC-5 (mode parameters)).
   void set_mode_params(const ModeParams& v, uint64_t from_nexus);
 
   UnitAttentions& unit_attentions() { return uas_; }

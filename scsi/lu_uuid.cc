@@ -59,7 +59,8 @@ std::expected<std::string, std::string> read_uuid(const std::string& path) {
     text.pop_back();
   }
   const auto u = parse_uuid(text);
-  if (!u) return std::unexpected(path + ": not a UUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
+  if (!u)
+    return std::unexpected(path + ": not a UUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
   return format_uuid(u->data());
 }
 
@@ -77,7 +78,7 @@ int write_all(int fd, const std::string& s) {
 }  // namespace
 
 std::expected<std::string, std::string> load_or_create_lu_uuid(const std::string& data_dir,
-                                                                const std::string& name) {
+                                                               const std::string& name) {
   if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
       name.find('\0') != std::string::npos) {
     return std::unexpected("invalid logical unit name '" + name + "' for a file name");

@@ -12,21 +12,21 @@ namespace {
 constexpr uint8_t kPages[] = {mode_page::kCaching, mode_page::kControl,
                               mode_page::kInformationalExceptions};
 
-// Device-specific parameter of the mode parameter header (SBC-4 6.5.1): WP=0, DPOFUA=1
-// (we accept DPO and FUA in READ/WRITE/VERIFY).
+// Device-specific parameter of the mode parameter header (SBC-4 (mode parameter header,
+// device-specific parameter)): WP=0, DPOFUA=1 (we accept DPO and FUA in READ/WRITE/VERIFY).
 constexpr uint8_t kDeviceSpecific = 0x10;
 
 void encode_values(uint8_t code, const ModeParams& v, uint8_t* p) {
   switch (code) {
-    case mode_page::kCaching:  // SBC-4 7.5.5
+    case mode_page::kCaching:      // SBC-4 Caching mode page
       p[2] = v.wce ? 0x04 : 0x00;  // WCE; RCD=0 (read cache enabled)
       break;
-    case mode_page::kControl:  // SPC-5 7.5.8
+    case mode_page::kControl:  // SPC-5 Control mode page
       p[2] = v.d_sense ? 0x04 : 0x00;
-      p[3] = 0x10;  // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering; QERR 0
+      p[3] = 0x10;              // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering; QERR 0
       put_be16(p + 8, 0xFFFF);  // BUSY TIMEOUT PERIOD: unlimited
       break;
-    case mode_page::kInformationalExceptions:  // SPC-5 7.5.13
+    case mode_page::kInformationalExceptions:  // SPC-5 Informational Exceptions Control mode page
       p[2] = 0x08;  // DEXCPT: we report no informational exceptions; MRIE 0
       break;
   }
@@ -43,7 +43,9 @@ void encode_changeable(uint8_t code, uint8_t* p) {
   }
 }
 
-int top_bit(uint8_t v) { return 7 - std::countl_zero(v); }
+int top_bit(uint8_t v) {
+  return 7 - std::countl_zero(v);
+}
 
 }  // namespace
 
@@ -80,13 +82,14 @@ void encode_mode_page(uint8_t code, PageControl pc, const ModeParams& current,
 CmdResult build_mode_sense(const ModeSenseArgs& a, const ModeParams& current,
                            const ModeParams& defaults, const BlockGeometry& geo, uint8_t* out,
                            size_t* len) {
-  // SPC-5 7.5.2: saved values are not implemented.
+  // SPC-5 (page control, saved values): saved values are not implemented.
   if (a.pc == PageControl::kSaved) return Reason::kSavingParametersNotSupported;
   const size_t hdr = a.ten ? 8 : 4;
   size_t n = hdr;
   std::memset(out, 0, kMaxModeSenseLen);
 
-  // Block descriptor (SBC-4 6.5.2): short unless MODE SENSE (10) with LLBAA.
+  // Block descriptor (SBC-4 (mode parameter block descriptors)): short unless MODE SENSE (10) with
+  // LLBAA.
   if (!a.dbd) {
     uint8_t* bd = out + n;
     if (a.ten && a.llbaa) {
@@ -108,7 +111,7 @@ CmdResult build_mode_sense(const ModeSenseArgs& a, const ModeParams& current,
   const size_t bd_len = n - hdr;
 
   // Subpage 00h selects the page itself, FFh the page and all its subpages (we have no
-  // subpages, so both give the same pages). SPC-5 7.5.5 table 457.
+  // subpages, so both give the same pages). SPC-5 (MODE SENSE page and subpage codes).
   if (a.subpage != 0x00 && a.subpage != 0xFF) return CmdResult::invalid_cdb(3, 7);
   if (a.page == mode_page::kAllPages) {
     for (uint8_t code : kPages) {
@@ -139,14 +142,15 @@ CmdResult build_mode_sense(const ModeSenseArgs& a, const ModeParams& current,
 CmdResult parse_mode_select(std::span<const uint8_t> list, bool ten, const BlockGeometry& geo,
                             const ModeParams& current, ModeParams* next) {
   *next = current;
-  if (list.empty()) return CmdResult::good();  // SPC-5 6.11: nothing to change
+  if (list.empty()) return CmdResult::good();  // SPC-5 MODE SELECT: nothing to change
   const size_t hdr = ten ? 8 : 4;
   if (list.size() < hdr) return Reason::kParameterListLengthError;
   const uint8_t* p = list.data();
 
-  // Mode parameter header (SPC-5 7.5.5). MODE DATA LENGTH is reserved in MODE SELECT and
-  // ignored; SBC-4 6.5.1 makes WP and DPOFUA of the device-specific parameter meaningless
-  // here, so that byte is ignored too (Linux sends back what MODE SENSE returned).
+  // Mode parameter header (SPC-5 (mode parameter header)). MODE DATA LENGTH is reserved in MODE
+  // SELECT and ignored; SBC-4 (mode parameter header, device-specific parameter) makes WP and
+  // DPOFUA of the device-specific parameter meaningless here, so that byte is ignored too (Linux
+  // sends back what MODE SENSE returned).
   size_t medium = ten ? 2 : 1;
   if (p[medium] != 0) return CmdResult::invalid_param(static_cast<uint16_t>(medium));
   bool longlba = false;

@@ -1,6 +1,6 @@
-// Mode parameters of a direct-access LU (SPC-5 7.5, SBC-4 6.5): the pages we implement,
-// MODE SENSE data building and MODE SELECT parameter list checking. Pure functions; the
-// logical unit keeps the current values and serialises changes.
+// Mode parameters of a direct-access LU (SPC-5 (mode parameters), SBC-4 (mode parameters)): the
+// pages we implement, MODE SENSE data building and MODE SELECT parameter list checking. Pure
+// functions; the logical unit keeps the current values and serialises changes.
 //
 // Pages: 08h Caching, 0Ah Control, 1Ch Informational Exceptions Control, none with
 // subpages. Changeable: WCE (Caching) and D_SENSE (Control). No saved values.
@@ -54,7 +54,7 @@ struct ModeSenseArgs {
 // Largest MODE SENSE data we build: 8-byte header, a 16-byte block descriptor, all pages.
 inline constexpr size_t kMaxModeSenseLen = 8 + 16 + 20 + 12 + 12;
 
-// Builds MODE SENSE parameter data (SPC-5 7.5.5/7.5.6) into `out` (kMaxModeSenseLen
+// Builds MODE SENSE parameter data (SPC-5 (mode parameter list)) into `out` (kMaxModeSenseLen
 // bytes) and sets *len. Errors name the CDB field (page code, subpage code, PC).
 CmdResult build_mode_sense(const ModeSenseArgs& args, const ModeParams& current,
                            const ModeParams& defaults, const BlockGeometry& geo, uint8_t* out,

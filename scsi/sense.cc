@@ -15,7 +15,7 @@ constexpr SenseCode kCheck(uint8_t key, uint8_t asc, uint8_t ascq) {
 
 using namespace sense_key;
 
-// Indexed by Reason (checked below). ASC/ASCQ values from SPC-5 table D.1.
+// Indexed by Reason (checked below). ASC/ASCQ values from SPC-5 Annex D.
 struct Entry {
   Reason reason;
   SenseCode code;
@@ -51,8 +51,6 @@ constexpr Entry kTable[] = {
     {Reason::kUaCapacityDataChanged, kCheck(kUnitAttention, 0x2A, 0x09)},
     {Reason::kUaInquiryDataChanged, kCheck(kUnitAttention, 0x3F, 0x03)},
     {Reason::kUaReportedLunsDataChanged, kCheck(kUnitAttention, 0x3F, 0x0E)},
-    {Reason::kDataPhaseError, kCheck(kAbortedCommand, 0x4B, 0x00)},
-    {Reason::kProtocolServiceCrcError, kCheck(kAbortedCommand, 0x47, 0x05)},
 };
 static_assert(std::size(kTable) == static_cast<size_t>(Reason::kCount));
 
@@ -64,7 +62,7 @@ constexpr bool table_in_order() {
 }
 static_assert(table_in_order());
 
-// Sense-key specific bytes for a field pointer (SPC-5 4.4.2.4.2).
+// Sense-key specific bytes for a field pointer (SPC-5 field pointer sense key specific data).
 void put_sks(const CmdResult& r, uint8_t* p) {
   p[0] = 0x80;  // SKSV
   if (r.field_in_cdb) p[0] |= 0x40;
@@ -75,7 +73,7 @@ void put_sks(const CmdResult& r, uint8_t* p) {
 }  // namespace
 
 SenseCode sense_code(Reason r) {
-  return kTable[static_cast<size_t>(r)];
+  return kTable[static_cast<size_t>(r)].code;
 }
 
 bool is_unit_attention(Reason r) {
@@ -105,7 +103,7 @@ uint8_t build_sense(const CmdResult& r, bool descriptor, std::span<uint8_t> out)
   s[3] = c.ascq;
   uint8_t len = 8;
   if (r.has_info) {
-    // Information sense data descriptor (SPC-5 4.4.2.2).
+    // Information sense data descriptor (SPC-5 Information sense data descriptor).
     uint8_t* d = s + len;
     d[0] = 0x00;
     d[1] = 0x0A;
@@ -114,7 +112,7 @@ uint8_t build_sense(const CmdResult& r, bool descriptor, std::span<uint8_t> out)
     len += 12;
   }
   if (r.has_field) {
-    // Sense key specific sense data descriptor (SPC-5 4.4.2.4).
+    // Sense key specific sense data descriptor (SPC-5 Sense key specific sense data descriptor).
     uint8_t* d = s + len;
     d[0] = 0x02;
     d[1] = 0x06;

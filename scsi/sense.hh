@@ -10,7 +10,7 @@
 
 namespace zuma::scsi {
 
-// Sense keys (SPC-5 4.4.8, table 49).
+// Sense keys (SPC-5 sense key descriptions).
 namespace sense_key {
 inline constexpr uint8_t kNoSense = 0x0;
 inline constexpr uint8_t kNotReady = 0x2;
@@ -44,9 +44,10 @@ enum class Reason : uint8_t {
   kWriteProtected,                // DATA PROTECT / 27 / 00
   kSpaceAllocationFailed,         // DATA PROTECT / 27 / 07
   kMiscompareDuringVerify,        // MISCOMPARE / 1D / 00
-  // Transport-detected (RFC 7143 11.4.7.2, SAM-5 5.x), for the transport's own failures:
+  // Transport failures of a command (RFC 7143 "SCSI Response": ASC/ASCQ for iSCSI errors; target/
+  // reports them through build_sense):
   kProtocolServiceCrcError,    // ABORTED COMMAND / 47 / 05 (data digest error)
-  kDataPhaseError,             // ABORTED COMMAND / 4B / 00
+  kDataPhaseError,             // ABORTED COMMAND / 4B / 00 (bad Data-Out sequence)
   kSnackRejected,              // ABORTED COMMAND / 11 / 13
   kUnexpectedUnsolicitedData,  // ABORTED COMMAND / 0C / 0C
   kIncorrectAmountOfData,      // ABORTED COMMAND / 0C / 0D
@@ -56,9 +57,6 @@ enum class Reason : uint8_t {
   kUaCapacityDataChanged,      // UNIT ATTENTION / 2A / 09
   kUaInquiryDataChanged,       // UNIT ATTENTION / 3F / 03
   kUaReportedLunsDataChanged,  // UNIT ATTENTION / 3F / 0E
-  // Transport failures of a command (reported by target/ through build_sense):
-  kDataPhaseError,           // ABORTED COMMAND / 4B / 00 (bad Data-Out sequence)
-  kProtocolServiceCrcError,  // ABORTED COMMAND / 47 / 05 (data digest error)
   kCount,
 };
 
@@ -78,13 +76,14 @@ bool is_unit_attention(Reason r);
 // A handler's outcome.
 struct CmdResult {
   Reason reason = Reason::kGood;
-  // Sense-key specific field pointer (SPC-5 4.4.2.4.2): byte `field` of the CDB (C/D=1)
-  // or of the parameter list (C/D=0); `bit` >= 0 sets BPV and the bit pointer.
+  // Sense-key specific field pointer (SPC-5 field pointer sense key specific data): byte `field` of
+  // the CDB (C/D=1) or of the parameter list (C/D=0); `bit` >= 0 sets BPV and the bit pointer.
   bool has_field = false;
   bool field_in_cdb = true;
   int8_t bit = -1;
   uint16_t field = 0;
-  // INFORMATION field (SPC-5 4.4.2.2): LBA of a medium error, miscompare offset, ...
+  // INFORMATION field (SPC-5 Information sense data descriptor): LBA of a medium error, miscompare
+  // offset, ...
   bool has_info = false;
   uint64_t info = 0;
 
@@ -125,9 +124,9 @@ inline constexpr uint8_t kFixedSenseLen = 18;
 inline constexpr uint8_t kMaxSenseLen = 8 + 12 + 8;  // descriptor: header + info + SKS
 
 // Writes the sense data of `r` into `out` (at least kMaxSenseLen bytes): fixed format
-// (response code 70h, SPC-5 4.4.3) or, when `descriptor`, descriptor format (72h, SPC-5
-// 4.4.2). Returns the number of bytes written. The INFORMATION field of fixed format holds
-// 4 bytes; a larger value is reported with VALID=0 (SPC-5 4.4.3).
+// (response code 70h, SPC-5 fixed format sense data) or, when `descriptor`, descriptor format (72h,
+// SPC-5 descriptor format sense data). Returns the number of bytes written. The INFORMATION field of fixed format holds 4
+// bytes; a larger value is reported with VALID=0 (SPC-5 fixed format sense data).
 uint8_t build_sense(const CmdResult& r, bool descriptor, std::span<uint8_t> out);
 
 }  // namespace zuma::scsi

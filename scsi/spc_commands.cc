@@ -12,11 +12,12 @@ namespace zuma::scsi {
 namespace {
 
 // Peripheral qualifier / device type byte: 000b direct access block device, or 011b /
-// 1Fh when no LU is attached at this LUN (SPC-5 6.7.2, SAM-5 5.11).
+// 1Fh when no LU is attached at this LUN (SPC-5 standard INQUIRY data, SAM-5 (incorrect logical
+// unit selection)).
 constexpr uint8_t kPeripheralDisk = 0x00;
 constexpr uint8_t kPeripheralNoLu = 0x7F;
 
-// Version descriptors (SPC-5 6.7.2 table 148): SAM-5, SPC-4, SBC-3 (no version claimed).
+// Version descriptors (SPC-5 standard INQUIRY data): SAM-5, SPC-4, SBC-3 (no version claimed).
 // SBC-3 rather than SBC-4: conformance tools key SBC-3 features (block limits page
 // length 3Ch, READ CAPACITY (16)) on it, and SBC-4 is a superset of what they test.
 constexpr uint16_t kVersionDescriptors[] = {0x00A0, 0x0460, 0x04C0};
@@ -35,7 +36,7 @@ constexpr uint8_t kLogicalBlockProvisioning = 0xB2;
 constexpr size_t kInquiryBufLen = 2048;
 
 // Copies `s` into a fixed-width ASCII field, space padded; characters outside 20h..7Eh
-// become spaces (SPC-5 4.3.1).
+// become spaces (SPC-5 (ASCII data fields)).
 void put_ascii(uint8_t* p, size_t width, std::string_view s) {
   std::memset(p, ' ', width);
   for (size_t i = 0; i < width && i < s.size(); ++i) {
@@ -65,7 +66,7 @@ size_t standard_inquiry(const LogicalUnit* lu, uint8_t* p) {
   return kLen;
 }
 
-// Appends a designation descriptor (SPC-5 7.7.6.1) and returns its size.
+// Appends a designation descriptor (SPC-5 Device Identification VPD page); returns its size.
 size_t put_designator(uint8_t* p, uint8_t code_set, uint8_t association, uint8_t type,
                       const uint8_t* id, size_t id_len) {
   p[0] = code_set;  // PROTOCOL IDENTIFIER 0 (PIV=0: not transport specific)
@@ -76,8 +77,8 @@ size_t put_designator(uint8_t* p, uint8_t code_set, uint8_t association, uint8_t
   return 4 + id_len;
 }
 
-// SCSI name string designator (SPC-5 7.7.6.11): UTF-8, null terminated, padded with
-// nulls to a multiple of 4, at most 256 bytes.
+// SCSI name string designator (SPC-5): UTF-8, null terminated, padded with nulls to a
+// multiple of 4, at most 256 bytes.
 size_t put_name_designator(uint8_t* p, uint8_t association, std::string_view name) {
   uint8_t buf[256] = {};
   const size_t n = std::min<size_t>(name.size(), 255);
@@ -100,7 +101,7 @@ size_t device_identification(const LogicalUnit& lu, const Nexus* nexus, uint8_t*
   put_ascii(t10 + 8, 32, lu.serial());
   n += put_designator(p + n, 0x2, kAssocLu, 0x1, t10, sizeof(t10));
   if (nexus) {
-    // Relative target port (type 4) and target port group (type 5), SPC-5 7.7.6.7/8.
+    // Relative target port (type 4) and target port group (type 5) designators (SPC-5).
     uint8_t id[4] = {};
     put_be16(id + 2, nexus->relative_port_id);
     n += put_designator(p + n, 0x1, kAssocTargetPort, 0x4, id, 4);
@@ -118,7 +119,8 @@ size_t device_identification(const LogicalUnit& lu, const Nexus* nexus, uint8_t*
 }
 
 size_t block_limits(const LogicalUnit& lu, uint8_t* p) {
-  // SBC-4 6.6.4. No UNMAP, WRITE SAME, COMPARE AND WRITE, PRE-FETCH yet: their fields 0.
+  // SBC-4 Block Limits VPD page. No UNMAP, WRITE SAME, COMPARE AND WRITE, PRE-FETCH yet: their
+  // fields 0.
   const uint32_t bs = lu.block_size();
   put_be16(p + 2, 0x3C);
   put_be16(p + 6, static_cast<uint16_t>(std::max<uint32_t>(1, kOptimalGranularityBytes / bs)));
@@ -128,23 +130,23 @@ size_t block_limits(const LogicalUnit& lu, uint8_t* p) {
 }
 
 size_t block_device_characteristics(uint8_t* p) {
-  // SBC-4 6.6.2: MEDIUM ROTATION RATE 0001h, non-rotating medium.
+  // SBC-4 Block Device Characteristics VPD page: MEDIUM ROTATION RATE 0001h, non-rotating medium.
   put_be16(p + 2, 0x3C);
   put_be16(p + 4, 0x0001);
   return 64;
 }
 
 size_t logical_block_provisioning(uint8_t* p) {
-  // SBC-4 6.6.6. Thin LUs only. We advertise no deallocation command yet (LBPU, LBPWS,
-  // LBPWS10 = 0); blocks never written read as zeros: LBPRZ = 001b. PROVISIONING TYPE
-  // 010b: thin.
+  // SBC-4 Logical Block Provisioning VPD page. Thin LUs only. We advertise no deallocation command
+  // yet (LBPU, LBPWS, LBPWS10 = 0); blocks never written read as zeros: LBPRZ = 001b. PROVISIONING
+  // TYPE 010b: thin.
   put_be16(p + 2, 0x0004);
   p[5] = 0x01 << 2;
   p[6] = 0x02;
   return 8;
 }
 
-// Supported VPD pages, ascending (SPC-5 7.7.13).
+// Supported VPD pages, ascending (SPC-5 Supported VPD Pages page).
 size_t supported_pages(const LogicalUnit& lu, uint8_t* p) {
   size_t n = 4;
   for (uint8_t page : {vpd::kSupportedPages, vpd::kUnitSerialNumber, vpd::kDeviceIdentification,
@@ -172,7 +174,7 @@ CmdResult vpd_page(const LogicalUnit* lu, const Nexus* nexus, uint8_t page, uint
     case vpd::kSupportedPages:
       *len = supported_pages(*lu, p);
       break;
-    case vpd::kUnitSerialNumber: {  // SPC-5 7.7.18
+    case vpd::kUnitSerialNumber: {  // SPC-5 Unit Serial Number VPD page
       const std::string& s = lu->serial();
       p[3] = static_cast<uint8_t>(s.size());
       std::memcpy(p + 4, s.data(), s.size());
@@ -201,18 +203,19 @@ CmdResult vpd_page(const LogicalUnit* lu, const Nexus* nexus, uint8_t page, uint
 }  // namespace
 
 CmdResult handle_test_unit_ready(Cmd&) {
-  // SBC-4 5.30: the medium is always ready (no removable medium, no spin-up).
+  // SBC-4 TEST UNIT READY: the medium is always ready (no removable medium, no spin-up).
   return CmdResult::good();
 }
 
 CmdResult handle_request_sense(Cmd& c) {
-  // SPC-5 6.39. iSCSI returns sense with the status (autosense), so the only sense data
+  // SPC-5 REQUEST SENSE. iSCSI returns sense with the status (autosense), so the only sense data
   // held for REQUEST SENSE is a pending unit attention, which this reports and clears.
   const bool desc = c.cdb()[1] & 0x01;
   const uint8_t alloc = c.cdb()[4];
   CmdResult s = Reason::kNoSense;
   if (!c.lu) {
-    s = Reason::kLuNotSupported;  // SAM-5 5.11: reported as parameter data, status GOOD
+    // SAM-5 (incorrect logical unit selection): reported as parameter data, status GOOD.
+    s = Reason::kLuNotSupported;
   } else if (auto ua = c.lu->unit_attentions().take(c.nexus_id())) {
     s = *ua;
   }
@@ -223,7 +226,7 @@ CmdResult handle_request_sense(Cmd& c) {
 }
 
 CmdResult handle_inquiry(Cmd& c) {
-  // SPC-5 6.7.
+  // SPC-5 INQUIRY.
   const uint8_t* cdb = c.cdb();
   const bool evpd = cdb[1] & 0x01;
   const uint8_t page = cdb[2];
@@ -242,7 +245,7 @@ CmdResult handle_inquiry(Cmd& c) {
 }
 
 CmdResult handle_mode_sense(Cmd& c) {
-  // SPC-5 6.13 / 6.14.
+  // SPC-5 MODE SENSE (6/10).
   const uint8_t* cdb = c.cdb();
   ModeSenseArgs a;
   a.ten = cdb[0] == op::kModeSense10;
@@ -263,7 +266,7 @@ CmdResult handle_mode_sense(Cmd& c) {
 }
 
 CmdResult handle_mode_select(Cmd& c) {
-  // SPC-5 6.11 / 6.12.
+  // SPC-5 MODE SELECT (6/10).
   const uint8_t* cdb = c.cdb();
   const bool ten = cdb[0] == op::kModeSelect10;
   const uint32_t len = ten ? get_be16(cdb + 7) : cdb[4];
@@ -281,7 +284,7 @@ CmdResult handle_mode_select(Cmd& c) {
 }
 
 CmdResult handle_report_luns(Cmd& c) {
-  // SPC-5 6.33.
+  // SPC-5 REPORT LUNS.
   const uint8_t* cdb = c.cdb();
   const uint8_t select = cdb[2];
   const uint32_t alloc = get_be32(cdb + 6);
@@ -309,7 +312,8 @@ CmdResult handle_report_luns(Cmd& c) {
   if (report) {
     for (const auto& [lun, lu] : c.table.luns) {
       if (!lu || lun > 0x3FFF) continue;  // not addressable in the flat space
-      // SAM-5 4.7.7.2: peripheral device addressing (00b) below 256, else flat (01b).
+      // SAM-5 (LUN addressing methods): peripheral device addressing (00b) below 256, else flat
+      // (01b).
       if (lun < 256) {
         p[n + 1] = static_cast<uint8_t>(lun);
       } else {
@@ -326,7 +330,8 @@ CmdResult handle_report_luns(Cmd& c) {
 
 namespace {
 
-// Command timeouts descriptor (SPC-5 6.35.4): nominal time not specified, 60 s recommended.
+// Command timeouts descriptor (SPC-5 REPORT SUPPORTED OPERATION CODES): nominal time not specified,
+// 60 s recommended.
 constexpr size_t kTimeoutsLen = 12;
 void put_timeouts(uint8_t* p) {
   put_be16(p, 0x0A);
@@ -336,7 +341,7 @@ void put_timeouts(uint8_t* p) {
 }  // namespace
 
 CmdResult handle_report_supported_opcodes(Cmd& c) {
-  // SPC-5 6.35, generated from the command table.
+  // SPC-5 REPORT SUPPORTED OPERATION CODES, generated from the command table.
   const uint8_t* cdb = c.cdb();
   const bool rctd = cdb[2] & 0x80;
   const uint8_t options = cdb[2] & 0x07;

@@ -25,7 +25,7 @@ TEST_CASE("the table is ordered and every entry is consistent") {
     CHECK(c.usage[0] == c.opcode);
     CHECK(static_cast<bool>(c.handler));
     CHECK(c.usage[c.cdb_len - 1] == 0x00);  // CONTROL: NACA, LINK, vendor bits unused
-    // CDB length follows the group code (SPC-5 4.2.5.1).
+    // CDB length follows the group code (SPC-5 (operation code, service action)).
     const int group = c.opcode >> 5;
     const int want = group == 0 ? 6 : (group <= 2 ? 10 : (group == 4 ? 16 : 12));
     CHECK(c.cdb_len == want);
@@ -77,7 +77,7 @@ TEST_CASE("check_cdb: reserved bits give the byte and the top offending bit") {
   CHECK(r.field == 6);
   CHECK(r.bit == 7);
 
-  // NACA in the CONTROL byte: no ACA support (SAM-5 5.9.1).
+  // NACA in the CONTROL byte: no ACA support (SAM-5 (ACA)).
   r = check_cdb(read10, task_with({op::kRead10, 0, 0, 0, 0, 0, 0, 0, 1, 0x04}));
   CHECK(r.field == 9);
   CHECK(r.bit == 2);

@@ -92,7 +92,7 @@ TEST_CASE("logical unit reset: every known nexus gets one BUS DEVICE RESET") {
 
   reset_logical_unit(*f.lu, f.nexus);
 
-  // The nexus that asked for the reset (SAM-5 6.3.3).
+  // The nexus that asked for the reset (SAM-5 (logical unit reset)).
   auto t = run_cdb(f, cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 512);
   CHECK_SENSE(t, 0x6, 0x29, 0x03);
   CHECK(t->sense() == Bytes{0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x03, 0, 0, 0, 0});
@@ -194,8 +194,8 @@ TEST_CASE("several threads on one LU, with resets and mode changes") {
       for (int it = 0; it < kIters; ++it) {
         const Bytes data = test::pattern(8 * 512, static_cast<uint8_t>(i * 31 + it));
         while (true) {
-          auto w = run_cdb(f, cdb10(op::kWrite10, 0, lba, 8), DataDir::kOut, 4096, data, 0,
-                           &nexuses[i]);
+          auto w =
+              run_cdb(f, cdb10(op::kWrite10, 0, lba, 8), DataDir::kOut, 4096, data, 0, &nexuses[i]);
           if (w->task.status == status::kCheckCondition && w->key() == 0x6) {
             uas.fetch_add(1);
             continue;
@@ -204,8 +204,8 @@ TEST_CASE("several threads on one LU, with resets and mode changes") {
           break;
         }
         while (true) {
-          auto r = run_cdb(f, cdb10(op::kRead10, 0, lba, 8), DataDir::kIn, 4096, {}, 0,
-                           &nexuses[i]);
+          auto r =
+              run_cdb(f, cdb10(op::kRead10, 0, lba, 8), DataDir::kIn, 4096, {}, 0, &nexuses[i]);
           if (r->task.status == status::kCheckCondition && r->key() == 0x6) {
             uas.fetch_add(1);
             continue;

@@ -45,7 +45,7 @@ TEST_CASE("creates a random version 4 UUID once, then reads it back") {
   REQUIRE(a.has_value());
   CHECK(a->size() == 36);
   CHECK(parse_uuid(*a).has_value());
-  CHECK((*a)[14] == '4');  // version
+  CHECK((*a)[14] == '4');                                          // version
   CHECK(std::string("89ab").find((*a)[19]) != std::string::npos);  // variant 10b
   CHECK(slurp(data_dir + "/lu/data.uuid") == *a + "\n");
 

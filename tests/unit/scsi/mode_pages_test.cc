@@ -21,7 +21,8 @@ Bytes caching(bool wce) {
   return p;
 }
 Bytes control(bool d_sense) {
-  return {0x0A, 0x0A, static_cast<uint8_t>(d_sense ? 0x04 : 0x00), 0x10, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0};
+  return {0x0A, 0x0A, static_cast<uint8_t>(d_sense ? 0x04 : 0x00), 0x10, 0, 0, 0, 0, 0xFF, 0xFF,
+          0,    0};
 }
 const Bytes kIec = {0x1C, 0x0A, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
@@ -44,8 +45,11 @@ Bytes sense(const ModeSenseArgs& a, const ModeParams& cur = kCur, CmdResult* err
 TEST_CASE("MODE SENSE(6) all pages, current values, short block descriptor") {
   ModeSenseArgs a;
   a.page = 0x3F;
-  const Bytes want = cat({{55, 0, 0x10, 8}, {0, 0, 0x08, 0x00, 0, 0, 0x02, 0x00}, caching(true),
-                          control(false), kIec});
+  const Bytes want = cat({{55, 0, 0x10, 8},
+                          {0, 0, 0x08, 0x00, 0, 0, 0x02, 0x00},
+                          caching(true),
+                          control(false),
+                          kIec});
   CHECK(sense(a) == want);
   a.subpage = 0xFF;  // all pages and subpages: the same, we have no subpages
   CHECK(sense(a) == want);
@@ -75,8 +79,8 @@ TEST_CASE("MODE SENSE(10) short descriptor caps the block count") {
   ModeSenseArgs a;
   a.ten = true;
   a.page = 0x1C;
-  const Bytes want = cat({{0, 26, 0, 0x10, 0, 0, 0, 8}, {0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x10, 0x00},
-                          kIec});
+  const Bytes want =
+      cat({{0, 26, 0, 0x10, 0, 0, 0, 8}, {0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x10, 0x00}, kIec});
   CHECK(sense(a, kCur, nullptr, {0x100000000ull, 4096}) == want);
 }
 
@@ -130,8 +134,11 @@ TEST_CASE("MODE SELECT accepts the current values and applies changeable bits") 
   CHECK(next == kCur);
 
   // What MODE SENSE returned, sent back (mode data length and device-specific ignored).
-  const Bytes back = cat({{55, 0, 0x10, 8}, {0, 0, 0x08, 0x00, 0, 0, 0x02, 0x00}, caching(true),
-                          control(false), kIec});
+  const Bytes back = cat({{55, 0, 0x10, 8},
+                          {0, 0, 0x08, 0x00, 0, 0, 0x02, 0x00},
+                          caching(true),
+                          control(false),
+                          kIec});
   CHECK(select(back, false, &next).ok());
   CHECK(next == kCur);
 
@@ -141,7 +148,8 @@ TEST_CASE("MODE SELECT accepts the current values and applies changeable bits") 
   // MODE SELECT(10), block count 0 = unchanged, PS bit ignored.
   Bytes c = control(true);
   c[0] |= 0x80;
-  CHECK(select(cat({{0, 0, 0, 0, 0, 0, 0, 8}, {0, 0, 0, 0, 0, 0, 0x02, 0x00}, c}), true, &next).ok());
+  CHECK(
+      select(cat({{0, 0, 0, 0, 0, 0, 0, 8}, {0, 0, 0, 0, 0, 0, 0x02, 0x00}, c}), true, &next).ok());
   CHECK(next == ModeParams{true, true});
 }
 

@@ -161,7 +161,8 @@ TEST_CASE("RDPROTECT/WRPROTECT/VRPROTECT: no protection information") {
   Fixture f;
   for (uint8_t prot = 1; prot < 8; ++prot) {
     CAPTURE(int(prot));
-    auto r = run_cdb(f, cdb10(op::kRead10, static_cast<uint8_t>(prot << 5), 0, 1), DataDir::kIn, 512);
+    auto r =
+        run_cdb(f, cdb10(op::kRead10, static_cast<uint8_t>(prot << 5), 0, 1), DataDir::kIn, 512);
     CHECK_INVALID_CDB(r, 1, 7);
     auto w = run_cdb(f, cdb16(op::kWrite16, static_cast<uint8_t>(prot << 5), 0, 1), DataDir::kOut,
                      512, pattern(512, 0));
@@ -212,30 +213,38 @@ TEST_CASE("READ residuals: transfer_len is the CDB's, Data-In what fits") {
   CHECK(r->task.transfer_len == 512);
 }
 
-TEST_CASE("WRITE residuals: short Data-Out writes nothing") {
+TEST_CASE("WRITE residuals: only the whole blocks that arrived are written") {
   Fixture f;
-  std::memset(f.backend->data.data(), 'a', 2048);
   struct Case {
     uint16_t blocks;
     uint32_t edtl;
     bool good;
+    uint32_t written;  // blocks
   };
-  const Case cases[] = {{1, 0, false}, {1, 1024, true}, {2, 512, false}, {1, 10000, true},
-                        {1, 200, false}};
+  const Case cases[] = {
+      {1, 0, true, 0},      // nothing arrived: GOOD, nothing written (overflow 512)
+      {1, 1024, true, 1},   // more than needed: one block written (underflow 512)
+      {2, 512, true, 1},    // one of two blocks arrived: it is written (overflow 512)
+      {1, 10000, true, 1},  // underflow 9488
+      {1, 200, false, 0},   // a partial block: INVALID FIELD IN COMMAND IU, nothing written
+      {3, 1000, false, 0},  // one whole block and a partial one: nothing written
+  };
   for (const Case& c : cases) {
+    CAPTURE(c.blocks);
     CAPTURE(c.edtl);
+    std::memset(f.backend->data.data(), 'a', 4096);
+    f.backend->calls.clear();
     const Bytes sent(c.edtl, 'b');
     auto w = run_cdb(f, cdb10(op::kWrite10, 0, 0, c.blocks), DataDir::kOut, c.edtl, sent);
     CHECK(w->task.transfer_len == c.blocks * 512u);
     if (c.good) {
       CHECK(w->good());
-      CHECK(medium(f, 0, 1) == Bytes(512, 'b'));
-      CHECK(medium(f, 1, 1) == Bytes(512, 'a'));  // nothing beyond the CDB's length
     } else {
-      CHECK_SENSE(w, 0x5, 0x0E, 0x03);  // INVALID FIELD IN COMMAND INFORMATION UNIT
-      CHECK(medium(f, 0, 2) == Bytes(1024, 'a'));
+      CHECK_SENSE(w, 0x5, 0x0E, 0x03);
     }
-    std::memset(f.backend->data.data(), 'a', 2048);
+    CHECK(medium(f, 0, c.written) == Bytes(c.written * 512, 'b'));
+    CHECK(medium(f, c.written, 8 - c.written) == Bytes((8 - c.written) * 512, 'a'));
+    CHECK(f.backend->calls.size() == (c.written ? 1u : 0u));
   }
 }
 
@@ -332,7 +341,7 @@ TEST_CASE("READ CAPACITY(16)") {
   auto t = big.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0});
   REQUIRE(t->good());
   CHECK(t->data_in() == Bytes{0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0x10, 0x00, 0, 0, 0, 0,
-                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+                              0, 0, 0, 0,    0, 0, 0, 0, 0, 0, 0,    0,    0, 0, 0, 0});
   // Allocation lengths below 32 truncate (0..15 included).
   for (uint8_t alloc = 0; alloc < 16; ++alloc) {
     t = big.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, alloc, 0, 0});
@@ -353,7 +362,7 @@ TEST_CASE("READ CAPACITY(16)") {
   t = thin.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0});
   REQUIRE(t->good());
   CHECK(t->data_in() == Bytes{0, 0, 0, 0, 0, 0, 0x07, 0xFF, 0, 0, 0x02, 0x00, 0, 0, 0xC0, 0,
-                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+                              0, 0, 0, 0, 0, 0, 0,    0,    0, 0, 0,    0,    0, 0, 0,    0});
 }
 
 TEST_CASE("START STOP UNIT") {
@@ -409,8 +418,8 @@ TEST_CASE("backend errors become sense data") {
   big.lu->set_mode_params({true, true}, 0);
   big.backend->fail_with = -EIO;
   r = run_cdb(big, cdb16(op::kRead16, 0, 0x123456789Aull, 1), DataDir::kIn, 512);
-  CHECK(r->sense() == Bytes{0x72, 0x03, 0x11, 0x00, 0, 0, 0, 12, 0x00, 0x0A, 0x80, 0, 0, 0, 0,
-                            0x12, 0x34, 0x56, 0x78, 0x9A});
+  CHECK(r->sense() == Bytes{0x72, 0x03, 0x11, 0x00, 0, 0,    0,    12,   0x00, 0x0A,
+                            0x80, 0,    0,    0,    0, 0x12, 0x34, 0x56, 0x78, 0x9A});
 }
 
 TEST_CASE("completions that come later") {

@@ -42,8 +42,7 @@ class FakeBackend final : public storage::Backend {
 
   uint64_t size() const override { return size_; }
   bool supports(storage::IoOp op) const override {
-    return op == storage::IoOp::kRead || op == storage::IoOp::kWrite ||
-           op == storage::IoOp::kFlush;
+    return op == storage::IoOp::kRead || op == storage::IoOp::kWrite || op == storage::IoOp::kFlush;
   }
   // Thread-safe (for the concurrency tests); done() runs outside the lock.
   void submit(storage::IoRequest& req) override {
@@ -122,7 +121,9 @@ struct TestTask {
 
   bool good() const { return completions == 1 && task.status == status::kGood; }
   // Fixed-format sense fields.
-  uint8_t key() const { return task.sense[0] == 0x72 ? task.sense[1] & 0x0F : task.sense[2] & 0x0F; }
+  uint8_t key() const {
+    return task.sense[0] == 0x72 ? task.sense[1] & 0x0F : task.sense[2] & 0x0F;
+  }
   uint8_t asc() const { return task.sense[0] == 0x72 ? task.sense[2] : task.sense[12]; }
   uint8_t ascq() const { return task.sense[0] == 0x72 ? task.sense[3] : task.sense[13]; }
   Bytes sense() const { return Bytes(task.sense.begin(), task.sense.begin() + task.sense_len); }
@@ -149,8 +150,7 @@ struct Fixture {
               .relative_port_id = 1,
               .target_port_group = 1};
 
-  explicit Fixture(LuParams p = default_params(), uint64_t lun = 0,
-                   uint64_t stored = 64ull << 20) {
+  explicit Fixture(LuParams p = default_params(), uint64_t lun = 0, uint64_t stored = 64ull << 20) {
     auto b = std::make_unique<FakeBackend>(p.num_blocks * p.block_size, stored);
     backend = b.get();
     lu = make_logical_unit(std::move(p), std::move(b));
@@ -253,11 +253,11 @@ inline Bytes pattern(size_t n, uint8_t seed) {
   } while (0)
 
 // Expects INVALID FIELD IN CDB with the fixed-format field pointer at (byte, bit).
-#define CHECK_INVALID_CDB(t, byte, bit)                                       \
-  do {                                                                        \
-    CHECK_SENSE(t, 0x5, 0x24, 0x00);                                          \
-    CHECK(int((t)->task.sense[15]) == (0xC8 | (bit)));                        \
-    CHECK(int((t)->task.sense[16] << 8 | (t)->task.sense[17]) == (byte));     \
+#define CHECK_INVALID_CDB(t, byte, bit)                                   \
+  do {                                                                    \
+    CHECK_SENSE(t, 0x5, 0x24, 0x00);                                      \
+    CHECK(int((t)->task.sense[15]) == (0xC8 | (bit)));                    \
+    CHECK(int((t)->task.sense[16] << 8 | (t)->task.sense[17]) == (byte)); \
   } while (0)
 
 }  // namespace zuma::scsi::test

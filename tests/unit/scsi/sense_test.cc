@@ -42,6 +42,11 @@ TEST_CASE("the reason table maps to status, key, ASC, ASCQ") {
       {Reason::kWriteProtected, status::kCheckCondition, 0x7, 0x27, 0x00},
       {Reason::kSpaceAllocationFailed, status::kCheckCondition, 0x7, 0x27, 0x07},
       {Reason::kMiscompareDuringVerify, status::kCheckCondition, 0xE, 0x1D, 0x00},
+      {Reason::kProtocolServiceCrcError, status::kCheckCondition, 0xB, 0x47, 0x05},
+      {Reason::kDataPhaseError, status::kCheckCondition, 0xB, 0x4B, 0x00},
+      {Reason::kSnackRejected, status::kCheckCondition, 0xB, 0x11, 0x13},
+      {Reason::kUnexpectedUnsolicitedData, status::kCheckCondition, 0xB, 0x0C, 0x0C},
+      {Reason::kIncorrectAmountOfData, status::kCheckCondition, 0xB, 0x0C, 0x0D},
       {Reason::kUaPowerOnOccurred, status::kCheckCondition, 0x6, 0x29, 0x01},
       {Reason::kUaBusDeviceResetOccurred, status::kCheckCondition, 0x6, 0x29, 0x03},
       {Reason::kUaModeParametersChanged, status::kCheckCondition, 0x6, 0x2A, 0x01},
@@ -77,9 +82,11 @@ TEST_CASE("fixed format: field pointer without bit pointer, into the parameter l
 }
 
 TEST_CASE("fixed format: INFORMATION with VALID, and VALID=0 when it does not fit") {
-  const Bytes want = {0xF0, 0, 0x03, 0x12, 0x34, 0x56, 0x78, 10, 0, 0, 0, 0, 0x11, 0x00, 0, 0, 0, 0};
+  const Bytes want = {0xF0, 0, 0x03, 0x12, 0x34, 0x56, 0x78, 10, 0,
+                      0,    0, 0,    0x11, 0x00, 0,    0,    0,  0};
   CHECK(build(CmdResult::with_info(Reason::kUnrecoveredReadError, 0x12345678), false) == want);
-  const Bytes big = build(CmdResult::with_info(Reason::kUnrecoveredReadError, 0x100000000ull), false);
+  const Bytes big =
+      build(CmdResult::with_info(Reason::kUnrecoveredReadError, 0x100000000ull), false);
   CHECK(big[0] == 0x70);
   CHECK(big[3] == 0);
   CHECK(big[6] == 0);
@@ -103,8 +110,8 @@ TEST_CASE("descriptor format: information and sense-key specific descriptors") {
 }
 
 TEST_CASE("descriptor format: miscompare offset") {
-  const Bytes want = {0x72, 0x0E, 0x1D, 0x00, 0, 0, 0, 12,
-                      0x00, 0x0A, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x23};
+  const Bytes want = {0x72, 0x0E, 0x1D, 0x00, 0, 0, 0, 12, 0x00, 0x0A,
+                      0x80, 0,    0,    0,    0, 0, 0, 0,  0x01, 0x23};
   CHECK(build(CmdResult::with_info(Reason::kMiscompareDuringVerify, 0x123), true) == want);
 }
 

@@ -14,7 +14,9 @@ namespace {
 using test::Bytes;
 using test::Fixture;
 
-void append(Bytes& b, std::string_view s) { b.insert(b.end(), s.begin(), s.end()); }
+void append(Bytes& b, std::string_view s) {
+  b.insert(b.end(), s.begin(), s.end());
+}
 
 Bytes standard_inquiry(uint8_t peripheral = 0x00) {
   Bytes b = {peripheral, 0x00, 0x06, 0x12, 91, 0x00, 0x00, 0x02};
@@ -146,7 +148,7 @@ TEST_CASE("VPD: block limits advertise what READ/WRITE enforce") {
   Bytes want(64, 0);
   want[1] = 0xB0;
   want[3] = 0x3C;
-  want[7] = 0x08;  // optimal granularity: 8 blocks = 4 KiB
+  want[7] = 0x08;   // optimal granularity: 8 blocks = 4 KiB
   want[10] = 0x40;  // maximum transfer length 0x4000 blocks = 8 MiB
   want[14] = 0x08;  // optimal transfer length 0x800 blocks = 1 MiB
   CHECK(t->data_in() == want);
@@ -185,8 +187,7 @@ TEST_CASE("a LUN with no LU: INQUIRY, REQUEST SENSE and REPORT LUNS work, others
 
   t = f.run({op::kRequestSense, 0, 0, 0, 252, 0}, DataDir::kIn, 252, {}, 9);
   REQUIRE(t->good());
-  CHECK(t->data_in() ==
-        Bytes{0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x25, 0x00, 0, 0, 0, 0});
+  CHECK(t->data_in() == Bytes{0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x25, 0x00, 0, 0, 0, 0});
 
   t = f.run({op::kReportLuns, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0}, DataDir::kIn, 4096, {}, 9);
   REQUIRE(t->good());
@@ -229,12 +230,12 @@ TEST_CASE("REPORT LUNS: peripheral and flat addressing, select report, allocatio
   f.table.luns[5] = f.lu;
   f.table.luns[300] = f.lu;
   f.table.luns[16383] = f.lu;
-  f.table.luns[16384] = f.lu;  // not addressable: left out
-  const Bytes all = {0, 0, 0, 32, 0, 0, 0, 0,                      //
-                     0x00, 0x00, 0, 0, 0, 0, 0, 0,                 // LUN 0
-                     0x00, 0x05, 0, 0, 0, 0, 0, 0,                 // LUN 5
-                     0x41, 0x2C, 0, 0, 0, 0, 0, 0,                 // LUN 300, flat
-                     0x7F, 0xFF, 0, 0, 0, 0, 0, 0};                // LUN 16383, flat
+  f.table.luns[16384] = f.lu;                         // not addressable: left out
+  const Bytes all = {0,    0,    0, 32, 0, 0, 0, 0,   //
+                     0x00, 0x00, 0, 0,  0, 0, 0, 0,   // LUN 0
+                     0x00, 0x05, 0, 0,  0, 0, 0, 0,   // LUN 5
+                     0x41, 0x2C, 0, 0,  0, 0, 0, 0,   // LUN 300, flat
+                     0x7F, 0xFF, 0, 0,  0, 0, 0, 0};  // LUN 16383, flat
   for (uint8_t select : {0x00, 0x02, 0x11}) {
     CAPTURE(int(select));
     auto t = f.run({op::kReportLuns, 0, select, 0, 0, 0, 0, 0, 0x10, 0, 0, 0});
@@ -273,8 +274,8 @@ TEST_CASE("MODE SENSE(6)/(10) through execute") {
 
   t = f.run({op::kModeSense10, 0x08, 0x0A, 0, 0, 0, 0, 0, 255, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() == Bytes{0, 18, 0, 0x10, 0, 0, 0, 0, 0x0A, 0x0A, 0, 0x10, 0, 0, 0, 0,
-                              0xFF, 0xFF, 0, 0});
+  CHECK(t->data_in() ==
+        Bytes{0, 18, 0, 0x10, 0, 0, 0, 0, 0x0A, 0x0A, 0, 0x10, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0});
 
   t = f.run({op::kModeSense6, 0, 0xFF, 0, 255, 0});  // saved values
   CHECK_SENSE(t, 0x5, 0x39, 0x00);
@@ -290,8 +291,9 @@ TEST_CASE("MODE SELECT changes D_SENSE and WCE, others get MODE PARAMETERS CHANG
   REQUIRE(f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0)->good());
   REQUIRE(f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &f.other)->good());
 
-  const Bytes list = {0, 0, 0, 0, 0x0A, 0x0A, 0x04, 0x10, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0,
-                      0x08, 0x12, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  const Bytes list = {0,    0,    0, 0, 0x0A, 0x0A, 0x04, 0x10, 0, 0, 0, 0,
+                      0xFF, 0xFF, 0, 0, 0x08, 0x12, 0x00, 0,    0, 0, 0, 0,
+                      0,    0,    0, 0, 0,    0,    0,    0,    0, 0, 0, 0};
   auto t = f.run({op::kModeSelect6, 0x10, 0, 0, static_cast<uint8_t>(list.size()), 0},
                  DataDir::kOut, static_cast<uint32_t>(list.size()), list);
   REQUIRE(t->good());
@@ -302,7 +304,8 @@ TEST_CASE("MODE SELECT changes D_SENSE and WCE, others get MODE PARAMETERS CHANG
   // Errors now come in descriptor format.
   t = f.run({op::kInquiry, 0, 0x80, 0, 255, 0});
   CHECK(t->task.status == status::kCheckCondition);
-  CHECK(t->sense() == Bytes{0x72, 0x05, 0x24, 0x00, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0xCF, 0x00, 0x02, 0});
+  CHECK(t->sense() ==
+        Bytes{0x72, 0x05, 0x24, 0x00, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0xCF, 0x00, 0x02, 0});
 
   // The other nexus: MODE PARAMETERS CHANGED once, in descriptor format.
   t = f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &f.other);
@@ -344,7 +347,8 @@ TEST_CASE("MODE SELECT errors") {
 
 TEST_CASE("REPORT SUPPORTED OPERATION CODES: all commands") {
   Fixture f;
-  auto t = f.run({op::kMaintenanceIn, 0x0C, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0}, DataDir::kIn, 65535);
+  auto t =
+      f.run({op::kMaintenanceIn, 0x0C, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0}, DataDir::kIn, 65535);
   REQUIRE(t->good());
   const auto cmds = all_commands();
   const Bytes d = t->data_in();
@@ -385,8 +389,8 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES: one command") {
   CHECK_INVALID_CDB(t, 2, 2);
   t = f.run({op::kMaintenanceIn, 0x0C, 0x02, op::kServiceActionIn16, 0, 0x10, 0, 0, 0x01, 0, 0, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() == Bytes{0, 0x03, 0, 16, 0x9E, 0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-                              0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00});
+  CHECK(t->data_in() == Bytes{0,    0x03, 0,    16,   0x9E, 0x10, 0xFF, 0xFF, 0xFF, 0xFF,
+                              0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00});
   t = f.run({op::kMaintenanceIn, 0x0C, 0x02, op::kRead10, 0, 0, 0, 0, 0x01, 0, 0, 0});
   CHECK_INVALID_CDB(t, 2, 2);
   // Not supported: SUPPORT 001b.
@@ -399,8 +403,8 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES: one command") {
   // Option 3 and RCTD.
   t = f.run({op::kMaintenanceIn, 0x0C, 0x83, op::kTestUnitReady, 0, 0, 0, 0, 0x01, 0, 0, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() == Bytes{0, 0x83, 0, 6, 0x00, 0, 0, 0, 0, 0x00, 0, 0x0A, 0, 0, 0, 0, 0,
-                              0, 0, 0, 0, 60});
+  CHECK(t->data_in() ==
+        Bytes{0, 0x83, 0, 6, 0x00, 0, 0, 0, 0, 0x00, 0, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 60});
   // Reserved reporting options.
   t = f.run({op::kMaintenanceIn, 0x0C, 0x04, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
   CHECK_INVALID_CDB(t, 2, 2);

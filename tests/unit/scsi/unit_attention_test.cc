@@ -115,3 +115,43 @@ TEST_CASE("concurrent touch/take with establish_all") {
 
 }  // namespace
 }  // namespace zuma::scsi
+
+namespace zuma::scsi {
+namespace {
+
+TEST_CASE("a condition pending elsewhere does not hide or leak between nexuses") {
+  UnitAttentions ua;
+  ua.touch(1);
+  ua.touch(2);
+  ua.establish(1, Reason::kUaCapacityDataChanged);
+  CHECK(ua.pending(1));
+  CHECK_FALSE(ua.pending(2));
+  CHECK_FALSE(ua.take(2).has_value());
+  CHECK(ua.take(1) == Reason::kUaCapacityDataChanged);
+  CHECK_FALSE(ua.pending(1));
+  // An uncached id (~0) goes through the map.
+  ua.establish(~uint64_t{0}, Reason::kUaInquiryDataChanged);
+  CHECK(ua.pending(~uint64_t{0}));
+  CHECK_FALSE(ua.take(1).has_value());
+  CHECK(ua.take(~uint64_t{0}) == Reason::kUaInquiryDataChanged);
+}
+
+TEST_CASE("pending flags survive the cache rebuild") {
+  UnitAttentions ua;
+  // Churn enough to force rebuilds while conditions are queued.
+  for (uint64_t id = 0; id < 150; ++id) ua.touch(id);
+  ua.establish_all(Reason::kUaModeParametersChanged);
+  for (uint64_t round = 0; round < 5; ++round) {
+    for (uint64_t id = 1000 + round * 100; id < 1040 + round * 100; ++id) ua.touch(id);
+    for (uint64_t id = 1000 + round * 100; id < 1040 + round * 100; ++id) ua.forget(id);
+  }
+  for (uint64_t id = 0; id < 150; ++id) {
+    CAPTURE(id);
+    CHECK(ua.pending(id));
+    CHECK(ua.take(id) == Reason::kUaModeParametersChanged);
+    CHECK_FALSE(ua.pending(id));
+  }
+}
+
+}  // namespace
+}  // namespace zuma::scsi
