@@ -3,16 +3,17 @@
 #   sudo bash scripts/test.sh
 # 1. installs the dependencies, 2. builds build/ (RelWithDebInfo) and runs every ctest test
 # (unit, integration, conformance), 3. builds build-asan/ with
-# -DZUMA_SANITIZE=address,undefined and runs the unit and integration labels there.
+# -DZUMA_SANITIZE=address,undefined and runs the tests again there (the conformance run
+# takes under a minute even with sanitizers; drop it with ZUMA_ASAN_LABELS if it grows).
 # Exits non-zero if any step or test failed. Environment:
 #   ZUMA_TEST_JOBS=N      ctest parallelism (default 2)
 #   ZUMA_SKIP_ASAN=1      skip step 3
-#   ZUMA_ASAN_LABELS=RE   labels for step 3 (default 'unit|integration')
+#   ZUMA_ASAN_LABELS=RE   labels for step 3 (default 'unit|integration|conformance')
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 JOBS=${ZUMA_TEST_JOBS:-2}
-ASAN_LABELS=${ZUMA_ASAN_LABELS:-unit|integration}
+ASAN_LABELS=${ZUMA_ASAN_LABELS:-unit|integration|conformance}
 failed=()
 summary=()
 t0=$SECONDS

@@ -282,6 +282,16 @@ unsigned IoContext::reap() {
   // Drain the counter first: a CQE posted after this read re-arms it, so none is missed.
   uint64_t counter;
   [[maybe_unused]] ssize_t r = ::read(event_fd_.get(), &counter, sizeof counter);
+  return poll();
+}
+
+void IoContext::set_eventfd_enabled(bool on) {
+  if (on == eventfd_enabled_) return;
+  eventfd_enabled_ = on;
+  io_uring_cq_eventfd_toggle(ring_.get(), on);
+}
+
+unsigned IoContext::poll() {
   State& st = *state_;
   unsigned count = 0;
   unsigned handled = 0;

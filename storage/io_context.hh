@@ -50,6 +50,15 @@ class IoContext {
   // when nothing is ready (one non-blocking eventfd read). done() may submit new requests
   // (they wait for the next flush()). Call flush() after reap() before sleeping.
   unsigned reap();
+  // Runs the done() callbacks of requests that have finished, like reap(), but without
+  // reading the eventfd: for a reactor that registers event_fd() edge-triggered and looks
+  // for completions itself right after flush() (page-cache hits complete during the
+  // submission, and are answered in the same loop iteration).
+  unsigned poll();
+  // Whether the ring signals event_fd() on new completions (a store to memory shared with
+  // the kernel, no system call). A reactor turns it off while it polls and on before it
+  // sleeps with requests in flight.
+  void set_eventfd_enabled(bool on);
   // Requests submitted and not yet completed.
   uint64_t in_flight() const { return in_flight_; }
 
@@ -77,6 +86,7 @@ class IoContext {
   std::unique_ptr<io_uring> ring_;
   UniqueFd event_fd_;
   unsigned pending_ = 0;
+  bool eventfd_enabled_ = true;
   uint64_t in_flight_ = 0;
 };
 

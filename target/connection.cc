@@ -82,6 +82,7 @@ void Connection::on_event(uint32_t events) {
   if (closed_) return;
   if (events & EPOLLOUT) flush_tx();
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
+    rx_drained_ = false;
     if (reading_) {
       receive();
     } else if (events & (EPOLLHUP | EPOLLERR)) {
@@ -106,8 +107,12 @@ Connection::Fill Connection::fill(uint8_t* dst, size_t len, size_t& done) {
       if (stage_beg_ == stage_end_) stage_beg_ = stage_end_ = 0;
       continue;
     }
+    // A short read emptied the socket: skip the recv that would only say EAGAIN, epoll
+    // reports more data (level-triggered) and on_event clears the flag.
+    if (rx_drained_) return Fill::kWait;
     const size_t want = len - done;
     const bool direct = dst && want >= 16384;  // big data segments go straight to the command
+    const size_t asked = direct ? want : kStageSize;
     ssize_t r = direct ? ::recv(fd_.get(), dst + done, want, 0)
                        : ::recv(fd_.get(), stage_.get(), kStageSize, 0);
     if (r > 0) {
@@ -117,6 +122,7 @@ Connection::Fill Connection::fill(uint8_t* dst, size_t len, size_t& done) {
         stage_beg_ = 0;
         stage_end_ = size_t(r);
       }
+      rx_drained_ = size_t(r) < asked;
       continue;
     }
     if (r == 0) return Fill::kClosed;
@@ -137,6 +143,7 @@ void Connection::receive() {
         if (f != Fill::kDone) break;
         rx_done_ = 0;
         last_rx_ = std::chrono::steady_clock::now();
+        if (!check_header()) return;
         ahs_.resize(size_t(Bhs(bhs_.data()).total_ahs_len()) * 4);
         if (!ahs_.empty()) {
           rx_ = Rx::kAhs;
@@ -212,6 +219,34 @@ void Connection::receive() {
 }
 
 bool Connection::header_complete() { return begin_data(); }
+
+// Checks what the BHS alone can tell, before reading anything it announces (an AHS of up
+// to 1020 bytes, a data segment): a PDU that cannot be valid ends the connection at once
+// instead of making the target wait for bytes a hostile peer never sends.
+bool Connection::check_header() {
+  Bhs h(bhs_.data());
+  const Op op = h.opcode();
+  const uint32_t dsl = h.data_segment_len();
+  const uint32_t max = phase_ == Phase::kLogin
+                           ? std::max<uint32_t>(kLoginMaxDsl, neg_.conn.max_recv_data_segment_length)
+                           : neg_.conn.max_recv_data_segment_length;
+  const char* why = nullptr;
+  if (phase_ == Phase::kLogin && op != Op::kLoginRequest) {
+    why = "only Login Requests before full feature phase (RFC 7143 6.3)";
+  } else if (h.total_ahs_len() != 0 && op != Op::kScsiCommand) {
+    why = "an AHS on a PDU other than a SCSI Command (RFC 7143 11.2.1.5)";
+  } else if (dsl > max) {
+    why = "a data segment longer than MaxRecvDataSegmentLength (RFC 7143 13.12)";
+  }
+  if (!why) return true;
+  spdlog::warn("{}: opcode {:#x}, AHS {} words, data {} bytes: {}; closing", peer_str_,
+               uint8_t(op), h.total_ahs_len(), dsl, why);
+  reject(RejectReason::kProtocolError, bhs_.data());
+  close_after_tx_ = true;
+  reading_ = false;
+  flush_tx();
+  return false;
+}
 
 bool Connection::begin_data() {
   Bhs h(bhs_.data());

@@ -131,7 +131,8 @@ class Connection final : public EventHandler, public Deferred {
   void start_r2ts(Command* c);
   void fail_command(Command* c, scsi::Reason why);
   void respond_failed(Command* c);
-  bool header_complete();  // after BHS/AHS (and digest): false when the connection stops
+  bool header_complete();
+  bool check_header();  // after BHS/AHS (and digest): false when the connection stops
   void execute(Command* c);
   static void on_task_complete(scsi::Task& t);
   void complete(Command* c);
@@ -172,6 +173,7 @@ class Connection final : public EventHandler, public Deferred {
   bool closed_ = false;
   bool draining_ = false;
   bool reading_ = true;
+  bool rx_drained_ = false;  // the last recv came back short: the socket is empty
   bool epollout_ = false;
   std::chrono::steady_clock::time_point created_;
   std::chrono::steady_clock::time_point last_rx_;

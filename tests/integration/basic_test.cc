@@ -91,8 +91,8 @@ TEST_CASE("TEST UNIT READY, INQUIRY, REPORT LUNS, READ CAPACITY 16") {
       CHECK(std::strlen(std_inq->vendor_identification) > 0);
       CHECK(std::strlen(std_inq->product_identification) > 0);
       MESSAGE("LUN " << lu.lun << " INQUIRY: '" << std_inq->vendor_identification << "' '"
-                     << std_inq->product_identification << "' '"
-                     << std_inq->product_revision_level << "' version " << std_inq->version);
+                     << std_inq->product_identification << "' '" << std_inq->product_revision_level
+                     << "' version " << std_inq->version);
 
       Task sn = s.inquiry(lu.lun, true, SCSI_INQUIRY_PAGECODE_UNIT_SERIAL_NUMBER);
       CHECK_MESSAGE(is_good(sn.get()), "VPD 0x80: " << describe(s.ctx(), sn.get()));

@@ -225,8 +225,8 @@ Zumad::Zumad(std::string config_template, int nports) {
   }
   std::string text = replace_all(std::move(config_template), "@DIR@", dir_.path());
   for (size_t i = 0; i < ports_.size(); ++i)
-    text = replace_all(std::move(text), "@PORT" + std::to_string(i) + "@",
-                       std::to_string(ports_[i]));
+    text =
+        replace_all(std::move(text), "@PORT" + std::to_string(i) + "@", std::to_string(ports_[i]));
   config_text_ = text;
   config_path_ = dir_.file("zumad.yaml");
   log_path_ = dir_.file("zumad.log");
@@ -283,8 +283,7 @@ void Zumad::start() {
       pid_ = -1;
       exit_code_ = *code;
       throw std::runtime_error("zumad exited with status " + std::to_string(*code) +
-                               " before its portals accepted connections; its log:\n" +
-                               log_tail());
+                               " before its portals accepted connections; its log:\n" + log_tail());
     }
     bool all = true;
     for (size_t i = 0; i < ports_.size(); ++i) {
@@ -294,8 +293,10 @@ void Zumad::start() {
     if (all) return;
     if (Clock::now() >= deadline) {
       stop(std::chrono::seconds(2));
-      throw std::runtime_error("zumad did not accept connections on every portal within 10 s; "
-                               "its log:\n" + log_tail());
+      throw std::runtime_error(
+          "zumad did not accept connections on every portal within 10 s; "
+          "its log:\n" +
+          log_tail());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -315,7 +316,9 @@ std::optional<int> Zumad::wait_exit(std::chrono::milliseconds timeout) {
   return code;
 }
 
-bool Zumad::running() { return pid_ > 0 && !wait_exit(std::chrono::milliseconds(0)); }
+bool Zumad::running() {
+  return pid_ > 0 && !wait_exit(std::chrono::milliseconds(0));
+}
 
 int Zumad::stop(std::chrono::seconds grace) {
   if (pid_ <= 0) return exit_code_;
@@ -333,13 +336,17 @@ int Zumad::stop(std::chrono::seconds grace) {
   return *code;
 }
 
-std::string Zumad::portal(size_t i) const { return "127.0.0.1:" + std::to_string(port(i)); }
+std::string Zumad::portal(size_t i) const {
+  return "127.0.0.1:" + std::to_string(port(i));
+}
 
 std::string Zumad::url(std::string_view iqn, int lun, size_t portal_index) const {
   return "iscsi://" + portal(portal_index) + "/" + std::string(iqn) + "/" + std::to_string(lun);
 }
 
-std::string Zumad::log() const { return read_file(log_path_); }
+std::string Zumad::log() const {
+  return read_file(log_path_);
+}
 
 std::string Zumad::log_tail(size_t max_bytes) const {
   std::string l = log();
@@ -370,7 +377,9 @@ void TaskDeleter::operator()(scsi_task* t) const {
   if (t) scsi_free_scsi_task(t);
 }
 
-bool is_good(const scsi_task* task) { return task && task->status == SCSI_STATUS_GOOD; }
+bool is_good(const scsi_task* task) {
+  return task && task->status == SCSI_STATUS_GOOD;
+}
 
 bool is_sense(const scsi_task* task, int key, int ascq) {
   return task && task->status == SCSI_STATUS_CHECK_CONDITION &&
@@ -387,8 +396,8 @@ std::string describe(iscsi_context* ctx, const scsi_task* task) {
       return "GOOD";
     case SCSI_STATUS_CHECK_CONDITION: {
       const char* k = scsi_sense_key_str(task->sense.key);
-      std::snprintf(buf, sizeof buf, "CHECK CONDITION %s(0x%x) ASC/ASCQ 0x%04x",
-                    k ? k : "?", static_cast<unsigned>(task->sense.key),
+      std::snprintf(buf, sizeof buf, "CHECK CONDITION %s(0x%x) ASC/ASCQ 0x%04x", k ? k : "?",
+                    static_cast<unsigned>(task->sense.key),
                     static_cast<unsigned>(task->sense.ascq));
       return buf;
     }
@@ -404,8 +413,8 @@ Session::Session(const std::string& portal, std::string_view iqn, int lun,
   static std::atomic<unsigned> counter{0};
   std::string initiator = opts.initiator;
   if (initiator.empty())
-    initiator = "iqn.2026-11.org.zuma:it-" + std::to_string(::getpid()) + "-" +
-                std::to_string(counter++);
+    initiator =
+        "iqn.2026-11.org.zuma:it-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   ctx_ = iscsi_create_context(initiator.c_str());
   if (!ctx_) throw std::runtime_error("iscsi_create_context failed");
   std::string target(iqn);
@@ -414,8 +423,8 @@ Session::Session(const std::string& portal, std::string_view iqn, int lun,
   iscsi_set_noautoreconnect(ctx_, 1);
   iscsi_set_timeout(ctx_, opts.timeout_s);
   if (opts.immediate_data)
-    iscsi_set_immediate_data(ctx_, *opts.immediate_data ? ISCSI_IMMEDIATE_DATA_YES
-                                                        : ISCSI_IMMEDIATE_DATA_NO);
+    iscsi_set_immediate_data(
+        ctx_, *opts.immediate_data ? ISCSI_IMMEDIATE_DATA_YES : ISCSI_IMMEDIATE_DATA_NO);
   if (opts.initial_r2t)
     iscsi_set_initial_r2t(ctx_, *opts.initial_r2t ? ISCSI_INITIAL_R2T_YES : ISCSI_INITIAL_R2T_NO);
   if (iscsi_full_connect_sync(ctx_, portal.c_str(), lun) != 0) {
@@ -435,26 +444,31 @@ Session::~Session() {
   iscsi_destroy_context(ctx_);
 }
 
-std::string Session::error() const { return iscsi_get_error(ctx_); }
+std::string Session::error() const {
+  return iscsi_get_error(ctx_);
+}
 
-Task Session::tur(int lun) { return Task(iscsi_testunitready_sync(ctx_, lun)); }
+Task Session::tur(int lun) {
+  return Task(iscsi_testunitready_sync(ctx_, lun));
+}
 
 Task Session::inquiry(int lun, bool evpd, int page, int alloc) {
   return Task(iscsi_inquiry_sync(ctx_, lun, evpd ? 1 : 0, page, alloc));
 }
 
-Task Session::read_capacity16(int lun) { return Task(iscsi_readcapacity16_sync(ctx_, lun)); }
-
-Task Session::read16(int lun, uint64_t lba, uint32_t bytes, uint32_t block_size) {
-  return Task(iscsi_read16_sync(ctx_, lun, lba, bytes, static_cast<int>(block_size), 0, 0, 0, 0,
-                                0));
+Task Session::read_capacity16(int lun) {
+  return Task(iscsi_readcapacity16_sync(ctx_, lun));
 }
 
-Task Session::write16(int lun, uint64_t lba, std::span<const uint8_t> data,
-                      uint32_t block_size) {
+Task Session::read16(int lun, uint64_t lba, uint32_t bytes, uint32_t block_size) {
+  return Task(
+      iscsi_read16_sync(ctx_, lun, lba, bytes, static_cast<int>(block_size), 0, 0, 0, 0, 0));
+}
+
+Task Session::write16(int lun, uint64_t lba, std::span<const uint8_t> data, uint32_t block_size) {
   return Task(iscsi_write16_sync(ctx_, lun, lba, const_cast<uint8_t*>(data.data()),
-                                 static_cast<uint32_t>(data.size()),
-                                 static_cast<int>(block_size), 0, 0, 0, 0, 0));
+                                 static_cast<uint32_t>(data.size()), static_cast<int>(block_size),
+                                 0, 0, 0, 0, 0));
 }
 
 Task Session::sync_cache(int lun) {
@@ -514,8 +528,7 @@ void fill_block(uint8_t* b, uint32_t block_size, uint64_t lba, uint64_t seed) {
 }
 }  // namespace
 
-void fill_pattern(std::span<uint8_t> buf, uint32_t block_size, uint64_t first_lba,
-                  uint64_t seed) {
+void fill_pattern(std::span<uint8_t> buf, uint32_t block_size, uint64_t first_lba, uint64_t seed) {
   for (size_t i = 0; i * block_size < buf.size(); ++i)
     fill_block(buf.data() + i * block_size, block_size, first_lba + i, seed);
 }
@@ -527,8 +540,8 @@ std::vector<uint8_t> make_pattern(uint64_t nblocks, uint32_t block_size, uint64_
   return v;
 }
 
-std::string check_pattern(std::span<const uint8_t> buf, uint32_t block_size,
-                          uint64_t first_lba, uint64_t seed) {
+std::string check_pattern(std::span<const uint8_t> buf, uint32_t block_size, uint64_t first_lba,
+                          uint64_t seed) {
   if (buf.size() % block_size != 0)
     return "buffer of " + std::to_string(buf.size()) + " bytes is not whole blocks";
   std::vector<uint8_t> want(block_size);
@@ -542,8 +555,8 @@ std::string check_pattern(std::span<const uint8_t> buf, uint32_t block_size,
       size_t off = 0;
       while (got[off] == want[off]) ++off;
       std::ostringstream m;
-      m << "block " << i << " (LBA " << first_lba + i << ", seed " << seed
-        << ") differs at byte " << off << "; it carries LBA " << glba << " seed " << gseed;
+      m << "block " << i << " (LBA " << first_lba + i << ", seed " << seed << ") differs at byte "
+        << off << "; it carries LBA " << glba << " seed " << gseed;
       return m.str();
     }
   }
@@ -566,7 +579,9 @@ void put_be24(uint8_t* p, uint32_t v) {
 uint32_t get_be32(const uint8_t* p) {
   return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
 }
-uint32_t get_be24(const uint8_t* p) { return uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | p[2]; }
+uint32_t get_be24(const uint8_t* p) {
+  return uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | p[2];
+}
 
 std::vector<uint8_t> login_request(uint8_t csg, uint8_t nsg, bool transit, uint32_t itt,
                                    uint32_t cmdsn, uint32_t exp_statsn, uint16_t tsih,
@@ -600,7 +615,8 @@ std::string RecvResult::what() const {
       return "nothing within the timeout";
     case RecvStatus::kPdu: {
       char buf[128];
-      std::snprintf(buf, sizeof buf, "PDU opcode 0x%02x byte1 0x%02x byte2 0x%02x byte36 0x%02x "
+      std::snprintf(buf, sizeof buf,
+                    "PDU opcode 0x%02x byte1 0x%02x byte2 0x%02x byte36 0x%02x "
                     "byte37 0x%02x, %zu data bytes",
                     pdu.opcode(), pdu.bhs[1], pdu.bhs[2], pdu.bhs[36], pdu.bhs[37],
                     pdu.data.size());
@@ -627,7 +643,9 @@ RawConnection::RawConnection(uint16_t port) {
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-RawConnection::~RawConnection() { close(); }
+RawConnection::~RawConnection() {
+  close();
+}
 
 void RawConnection::close() {
   if (fd_ >= 0) ::close(fd_);
@@ -694,8 +712,8 @@ bool RawConnection::wait_closed(std::chrono::milliseconds timeout) {
 
 std::string RawConnection::login(std::string_view iqn, std::string_view initiator) {
   using namespace std::string_literals;
-  std::string keys1 = "InitiatorName="s + std::string(initiator) + '\0' + "TargetName=" +
-                      std::string(iqn) + '\0' + "SessionType=Normal"s + '\0' +
+  std::string keys1 = "InitiatorName="s + std::string(initiator) + '\0' +
+                      "TargetName=" + std::string(iqn) + '\0' + "SessionType=Normal"s + '\0' +
                       "AuthMethod=None"s + '\0';
   std::string keys2 = "HeaderDigest=None"s + '\0' + "DataDigest=None"s + '\0' +
                       "MaxRecvDataSegmentLength=262144"s + '\0' + "InitialR2T=Yes"s + '\0' +

@@ -176,13 +176,12 @@ std::vector<std::pair<std::string, std::string>> discover(const std::string& por
 // Fills `buf` (whole blocks) with the pattern of blocks first_lba.. for `seed`: each block
 // begins with its LBA and the seed (little endian, 8 bytes each) followed by bytes that
 // depend on both.
-void fill_pattern(std::span<uint8_t> buf, uint32_t block_size, uint64_t first_lba,
-                  uint64_t seed);
+void fill_pattern(std::span<uint8_t> buf, uint32_t block_size, uint64_t first_lba, uint64_t seed);
 std::vector<uint8_t> make_pattern(uint64_t nblocks, uint32_t block_size, uint64_t first_lba,
                                   uint64_t seed);
 // Empty if `buf` holds exactly that pattern, else a description of the first bad block.
-std::string check_pattern(std::span<const uint8_t> buf, uint32_t block_size,
-                          uint64_t first_lba, uint64_t seed);
+std::string check_pattern(std::span<const uint8_t> buf, uint32_t block_size, uint64_t first_lba,
+                          uint64_t seed);
 
 // ---- raw iSCSI over TCP (for malformed input) -----------------------------------------
 

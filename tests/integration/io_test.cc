@@ -53,8 +53,8 @@ std::string write_read(Session& s, int lun, uint64_t lba, uint64_t nblocks, uint
   if (r->datain.size != static_cast<int>(nblocks * bs))
     return "READ16 returned " + std::to_string(r->datain.size) + " bytes, expected " +
            std::to_string(nblocks * bs);
-  std::string bad = check_pattern({r->datain.data, static_cast<size_t>(r->datain.size)}, bs,
-                                  lba, seed);
+  std::string bad =
+      check_pattern({r->datain.data, static_cast<size_t>(r->datain.size)}, bs, lba, seed);
   if (!bad.empty()) return "READ16 lun " + std::to_string(lun) + ": " + bad;
   return {};
 }
@@ -123,12 +123,11 @@ TEST_CASE("LBA out of range gives CHECK CONDITION ILLEGAL REQUEST / LBA OUT OF R
     uint32_t blocks;
   };
   const Case cases[] = {
-      {0, 512, kLun0Blocks, 1},          // first LBA past the end
-      {0, 512, kLun0Blocks - 1, 2},      // starts inside, ends outside
-      {0, 512, ~uint64_t{0}, 1},         // largest LBA
-      {0, 512, ~uint64_t{0} - 1, 4},     // lba + count wraps around 2^64
-      {1, 4096, kLun1Blocks, 1},
-      {1, 4096, kLun1Blocks - 3, 8},
+      {0, 512, kLun0Blocks, 1},       // first LBA past the end
+      {0, 512, kLun0Blocks - 1, 2},   // starts inside, ends outside
+      {0, 512, ~uint64_t{0}, 1},      // largest LBA
+      {0, 512, ~uint64_t{0} - 1, 4},  // lba + count wraps around 2^64
+      {1, 4096, kLun1Blocks, 1},     {1, 4096, kLun1Blocks - 3, 8},
   };
   for (const Case& c : cases) {
     CAPTURE(c.lun);
@@ -154,16 +153,20 @@ TEST_CASE("large and odd-sized transfers under every ImmediateData/InitialR2T co
   const Variant variants[] = {
       {"{ max_burst_length: 262144, first_burst_length: 65536, max_recv_data_segment_length: "
        "65536, immediate_data: true, initial_r2t: false }",
-       {}, {}},
+       {},
+       {}},
       {"{ max_burst_length: 262144, first_burst_length: 65536, max_recv_data_segment_length: "
        "65536, immediate_data: false, initial_r2t: true }",
-       {}, {}},
+       {},
+       {}},
       {"{ max_burst_length: 262144, first_burst_length: 65536, max_recv_data_segment_length: "
        "65536, immediate_data: true, initial_r2t: true }",
-       {}, {}},
+       {},
+       {}},
       {"{ max_burst_length: 262144, first_burst_length: 65536, max_recv_data_segment_length: "
        "65536, immediate_data: false, initial_r2t: false }",
-       {}, {}},
+       {},
+       {}},
       // The initiator asks for the strict variant against zumad's defaults.
       {"{ max_burst_length: 262144, first_burst_length: 65536 }", false, true},
       // zumad's defaults as they are (no iscsi: section).
@@ -251,8 +254,8 @@ struct AsyncRun {
   int inflight = 0;
   uint64_t done = 0;
   std::vector<bool> busy;
-  std::vector<uint64_t> slot_seed;   // seed last written to a slot (0 = never)
-  std::vector<uint64_t> slot_len;    // blocks last written
+  std::vector<uint64_t> slot_seed;  // seed last written to a slot (0 = never)
+  std::vector<uint64_t> slot_len;   // blocks last written
 };
 
 struct CbData {
@@ -290,12 +293,11 @@ bool submit(AsyncRun& run, AsyncOp op) {
   scsi_task* t;
   if (o.write) {
     o.data = make_pattern(o.nblocks, 512, o.lba, o.seed);
-    t = iscsi_write16_task(run.ctx, 0, o.lba, o.data.data(),
-                           static_cast<uint32_t>(o.data.size()), 512, 0, 0, 0, 0, 0, async_cb,
-                           cb);
+    t = iscsi_write16_task(run.ctx, 0, o.lba, o.data.data(), static_cast<uint32_t>(o.data.size()),
+                           512, 0, 0, 0, 0, 0, async_cb, cb);
   } else {
-    t = iscsi_read16_task(run.ctx, 0, o.lba, static_cast<uint32_t>(o.nblocks * 512), 512, 0, 0,
-                          0, 0, 0, async_cb, cb);
+    t = iscsi_read16_task(run.ctx, 0, o.lba, static_cast<uint32_t>(o.nblocks * 512), 512, 0, 0, 0,
+                          0, 0, async_cb, cb);
   }
   if (!t) {
     run.error = std::string("cannot queue task: ") + iscsi_get_error(run.ctx);
@@ -318,8 +320,9 @@ void service(AsyncRun& run, std::chrono::steady_clock::time_point deadline, bool
       return;
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      if (run.error.empty()) run.error = "async I/O timed out with " +
-                                         std::to_string(run.inflight) + " commands in flight";
+      if (run.error.empty())
+        run.error =
+            "async I/O timed out with " + std::to_string(run.inflight) + " commands in flight";
       return;
     }
     if (!drain) return;
@@ -336,7 +339,12 @@ TEST_CASE("async API at queue depth 32") {
   constexpr uint64_t kSlotBlocks = 64;
   // Declared before the session: tasks still queued when the session is destroyed complete
   // (cancelled) into it.
-  AsyncRun run{nullptr, {}, 0, 0, std::vector<bool>(kSlots), std::vector<uint64_t>(kSlots),
+  AsyncRun run{nullptr,
+               {},
+               0,
+               0,
+               std::vector<bool>(kSlots),
+               std::vector<uint64_t>(kSlots),
                std::vector<uint64_t>(kSlots)};
   Session s(z.portal(), kTestIqn);
   run.ctx = s.ctx();

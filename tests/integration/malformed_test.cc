@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,11 +58,12 @@ struct Checker {
     REQUIRE_MESSAGE(z.running(), "zumad died after: " << attack);
     auto data = make_pattern(64, 512, 256, ++seed);
     Task w = old_session.write16(0, 256, data, 512);
-    CHECK_MESSAGE(is_good(w.get()), "old session WRITE16 after " << attack << ": "
-                                                                 << describe(old_session.ctx(), w.get()));
+    CHECK_MESSAGE(is_good(w.get()), "old session WRITE16 after "
+                                        << attack << ": " << describe(old_session.ctx(), w.get()));
     Task r = old_session.read16(0, 256, 64 * 512, 512);
-    REQUIRE_MESSAGE(is_good(r.get()), "old session READ16 after " << attack << ": "
-                                                                  << describe(old_session.ctx(), r.get()));
+    REQUIRE_MESSAGE(is_good(r.get()), "old session READ16 after "
+                                          << attack << ": "
+                                          << describe(old_session.ctx(), r.get()));
     CHECK(check_pattern({r->datain.data, static_cast<size_t>(r->datain.size)}, 512, 256, seed) ==
           "");
     RawConnection c(z.port());
@@ -85,8 +88,9 @@ std::vector<uint8_t> scsi_read10_pdu(uint32_t itt, uint32_t cmdsn, uint32_t exp_
 
 }  // namespace
 
-TEST_CASE("malformed PDUs are rejected or the connection is closed; zumad and other sessions "
-          "carry on") {
+TEST_CASE(
+    "malformed PDUs are rejected or the connection is closed; zumad and other sessions "
+    "carry on") {
   Zumad z(make_config(kLuns, kIscsi));
   z.start();
   Session old_session(z.portal(), kTestIqn);
@@ -124,7 +128,8 @@ TEST_CASE("malformed PDUs are rejected or the connection is closed; zumad and ot
     // Also truncated in the middle of the data segment.
     {
       RawConnection c(z.port());
-      std::string keys = std::string("InitiatorName=iqn.x") + '\0' + "TargetName=" + kTestIqn + '\0';
+      std::string keys =
+          std::string("InitiatorName=iqn.x") + '\0' + "TargetName=" + kTestIqn + '\0';
       auto pdu = login_request(0, 1, true, 1, 1, 0, 0, keys);
       c.send({pdu.data(), kBhsLen + 10});
     }
@@ -181,7 +186,9 @@ TEST_CASE("malformed PDUs are rejected or the connection is closed; zumad and ot
       auto r = c.recv(5s);
       CHECK_MESSAGE(judge(r, Phase::kFullFeature) == "", r.what());
       if (r.status == RecvStatus::kPdu && r.pdu.opcode() == 0x3f) {
-        MESSAGE("Reject reason 0x" << std::hex << int{r.pdu.bhs[2]});
+        char reason[8];
+        std::snprintf(reason, sizeof reason, "0x%02x", r.pdu.bhs[2]);
+        MESSAGE("Reject reason " << std::string(reason));
         // RFC 7143 11.17.1: the rejected BHS comes back as the data segment.
         CHECK(r.pdu.data.size() >= kBhsLen);
         // After a Reject the connection must either keep working or be closed, not hang.

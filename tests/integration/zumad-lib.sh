@@ -16,6 +16,7 @@ zuma_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 zuma_cleanup() {
   local rc=$?
+  set +e
   if [[ -n "$ZUMA_PID" ]] && kill -0 "$ZUMA_PID" 2>/dev/null; then
     kill -TERM "$ZUMA_PID" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$ZUMA_PID" 2>/dev/null || break; sleep 0.1; done
@@ -40,6 +41,7 @@ zuma_cleanup() {
 zuma_init() {
   : "${ZUMAD:?ZUMAD must name the zumad binary}"
   [[ -x "$ZUMAD" ]] || { echo "zumad not found at $ZUMAD" >&2; exit 2; }
+  ZUMAD=$(readlink -f "$ZUMAD")  # zumad runs in $ZUMA_DIR
   ZUMA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zuma-it-XXXXXX")
   mkdir -p "$ZUMA_DIR/var"
   trap zuma_cleanup EXIT
@@ -75,7 +77,8 @@ zuma_start() {
   for p in "$@"; do
     until zuma_port_open "$p"; do
       if ! kill -0 "$ZUMA_PID" 2>/dev/null; then
-        wait "$ZUMA_PID"; local rc=$?
+        local rc=0
+        wait "$ZUMA_PID" || rc=$?
         ZUMA_PID=""
         zuma_log "zumad exited with status $rc before accepting connections"
         return 1
