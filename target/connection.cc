@@ -149,7 +149,7 @@ void Connection::receive() {
           rx_ = Rx::kAhs;
         } else if (hd_on_) {
           rx_ = Rx::kHeaderDigest;
-        } else if (!header_complete()) {
+        } else if (!begin_data()) {
           return;
         }
         continue;
@@ -159,7 +159,7 @@ void Connection::receive() {
         rx_done_ = 0;
         if (hd_on_) {
           rx_ = Rx::kHeaderDigest;
-        } else if (!header_complete()) {
+        } else if (!begin_data()) {
           return;
         }
         continue;
@@ -176,7 +176,7 @@ void Connection::receive() {
           close("header digest error");
           return;
         }
-        if (!header_complete()) return;
+        if (!begin_data()) return;
         continue;
       }
       case Rx::kData:
@@ -218,8 +218,6 @@ void Connection::receive() {
   if (!closed_) reactor_.defer(this);
 }
 
-bool Connection::header_complete() { return begin_data(); }
-
 // Checks what the BHS alone can tell, before reading anything it announces (an AHS of up
 // to 1020 bytes, a data segment): a PDU that cannot be valid ends the connection at once
 // instead of making the target wait for bytes a hostile peer never sends.
@@ -250,18 +248,7 @@ bool Connection::check_header() {
 
 bool Connection::begin_data() {
   Bhs h(bhs_.data());
-  const uint32_t dsl = h.data_segment_len();
-  const uint32_t max = phase_ == Phase::kLogin ? std::max<uint32_t>(kLoginMaxDsl, neg_.conn.max_recv_data_segment_length)
-                                               : neg_.conn.max_recv_data_segment_length;
-  if (dsl > max) {
-    // RFC 7143 13.12: a PDU longer than our MaxRecvDataSegmentLength is a protocol error.
-    spdlog::warn("{}: data segment of {} bytes exceeds {}; closing", peer_str_, dsl, max);
-    reject(RejectReason::kProtocolError, bhs_.data());
-    close_after_tx_ = true;
-    reading_ = false;
-    flush_tx();
-    return false;
-  }
+  const uint32_t dsl = h.data_segment_len();  // within limits: check_header() saw to it
   rx_len_ = dsl;
   rx_dst_ = nullptr;
   rx_cmd_ = nullptr;
@@ -302,15 +289,7 @@ void Connection::end_pdu() {
     if (op == Op::kDataOut && rx_cmd_) return fail_command(rx_cmd_, scsi::Reason::kProtocolServiceCrcError);
     return reject(RejectReason::kDataDigestError, bhs_.data());
   }
-  if (phase_ == Phase::kLogin) {
-    if (op == Op::kLoginRequest) return handle_login();
-    // RFC 7143 6.3: only Login Requests before full feature phase.
-    spdlog::warn("{}: opcode {:#x} before login completed; closing", peer_str_, uint8_t(op));
-    reject(RejectReason::kProtocolError, bhs_.data());
-    close_after_tx_ = true;
-    reading_ = false;
-    return;
-  }
+  if (phase_ == Phase::kLogin) return handle_login();  // the only opcode check_header() lets in
   switch (op) {
     case Op::kScsiCommand:
       if (discovery_) {  // RFC 7143 4.3: discovery sessions carry only Text and Logout

@@ -104,7 +104,8 @@ class Connection final : public EventHandler, public Deferred {
   // --- receive ---
   void receive();
   Fill fill(uint8_t* dst, size_t len, size_t& done);
-  bool begin_data();  // header complete: choose where the data segment goes
+  bool begin_data();  // header (and digest) complete: choose where the data goes; false
+                      // when the connection stops
   void end_pdu();     // whole PDU received
   // --- PDU handlers ---
   void handle_login();
@@ -131,7 +132,6 @@ class Connection final : public EventHandler, public Deferred {
   void start_r2ts(Command* c);
   void fail_command(Command* c, scsi::Reason why);
   void respond_failed(Command* c);
-  bool header_complete();
   bool check_header();  // after BHS/AHS (and digest): false when the connection stops
   void execute(Command* c);
   static void on_task_complete(scsi::Task& t);
