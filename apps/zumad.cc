@@ -70,9 +70,15 @@ target::ServerConfig build(const config::Config& cfg, std::vector<BuiltLu>& lus)
     target::TargetDef td;
     td.iqn = t.iqn;
     td.alias = t.alias;
-    td.acl = t.acl;
     td.chap = chap_policy(t.chap);
     auto table = std::make_shared<scsi::LunTable>();
+    // One target port group per portal group tag (REPORT TARGET PORT GROUPS); its one
+    // target port's relative port id is the tag (target/ sets Nexus::relative_port_id so).
+    for (const auto& p : cfg.portals) {
+      if (std::none_of(table->port_groups.begin(), table->port_groups.end(),
+                       [&](const auto& g) { return g.id == p.tpgt; }))
+        table->port_groups.push_back({p.tpgt, {p.tpgt}});
+    }
     for (const auto& l : t.luns) {
       std::vector<std::unique_ptr<storage::Backend>> parts;
       uint64_t given = 0;
@@ -93,9 +99,26 @@ target::ServerConfig build(const config::Config& cfg, std::vector<BuiltLu>& lus)
       lp.num_blocks = l.size / l.block_size;
       lp.thin = l.thin;
       lp.write_cache = l.write_cache;
+      lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
+      lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
       auto lu = scsi::make_logical_unit(std::move(lp), std::move(backend));
       lus.push_back({l.name, lu});
       table->luns.emplace(l.id, lu);
+    }
+    // ACL rules; a rule with a LUN map gets its own table over the same LU objects.
+    for (const auto& e : t.acl) {
+      target::AclRule rule;
+      rule.initiator = e.initiator;
+      for (const auto& n : e.networks) rule.networks.push_back(*target::Network::parse(n));
+      if (!e.luns.empty()) {
+        auto mapped = std::make_shared<scsi::LunTable>();
+        mapped->port_groups = table->port_groups;
+        for (const auto& [lun, name] : e.luns)
+          for (const auto& l : t.luns)
+            if (l.name == name) mapped->luns.emplace(lun, table->luns.at(l.id));
+        rule.luns = std::move(mapped);
+      }
+      td.acl.push_back(std::move(rule));
     }
     td.luns = std::move(table);
     sc.targets.push_back(std::move(td));

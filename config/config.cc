@@ -67,6 +67,23 @@ std::string compose(const Location& where, const std::string& key, const std::st
 ConfigError::ConfigError(const Location& where, const std::string& key, const std::string& message)
     : std::runtime_error(compose(where, key, message)), where(where), key(key) {}
 
+std::optional<std::pair<std::string, unsigned>> parse_network(const std::string& text) {
+  const size_t slash = text.find('/');
+  const std::string addr = text.substr(0, slash);
+  const bool v6 = addr.find(':') != std::string::npos;
+  unsigned char bytes[16];
+  if (inet_pton(v6 ? AF_INET6 : AF_INET, addr.c_str(), bytes) != 1) return std::nullopt;
+  const unsigned max = v6 ? 128 : 32;
+  unsigned prefix = max;
+  if (slash != std::string::npos) {
+    const std::string p = text.substr(slash + 1);
+    if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), ::isdigit)) return std::nullopt;
+    prefix = unsigned(std::stoul(p));
+    if (prefix > max) return std::nullopt;
+  }
+  return std::make_pair(addr, prefix);
+}
+
 std::optional<uint64_t> parse_size(const std::string& text) {
   size_t i = 0;
   uint64_t value = 0;
@@ -661,19 +678,7 @@ class Parser {
         }
       }
       if (const Item* v = f.get("chap")) target.chap = parse_chap(*v);
-      if (const Item* v = f.get("acl")) {
-        std::map<std::string, YAML::Mark> acl_seen;
-        for (const Item& name :
-             list(*v, "initiator names (leave acl out to allow any initiator)")) {
-          std::string initiator = iscsi_name(name);
-          if (auto [first, inserted] = acl_seen.emplace(lowercase(initiator), name.mark);
-              !inserted) {
-            fail(name, fmt::format("duplicate initiator '{}' (first at {})", initiator,
-                                   at(first->second)));
-          }
-          target.acl.push_back(std::move(initiator));
-        }
-      }
+      const Item* acl = f.get("acl");
       const Item& luns = require(f, "luns");
       const std::vector<Item> lun_items = list(luns, "LUNs");
       if (lun_items.empty()) fail(luns, "a target needs at least one LUN");
@@ -682,6 +687,7 @@ class Parser {
         Lun lun = parse_lun(lun_item, ids);
         target.luns.push_back(std::move(lun));
       }
+      if (acl) target.acl = parse_acl(*acl, target);
       targets.push_back(std::move(target));
     }
     return targets;
@@ -761,6 +767,60 @@ class Parser {
       }
     }
     return chap;
+  }
+
+  // `acl:` entries: an initiator name, or {initiator, networks, luns} (docs/CONFIG.md).
+  std::vector<AclEntry> parse_acl(const Item& item, const Target& target) const {
+    std::vector<AclEntry> out;
+    std::map<std::string, YAML::Mark> seen;
+    for (const Item& entry : list(item, "initiator names (leave acl out to allow any initiator)")) {
+      AclEntry e;
+      e.loc = location(entry.mark);
+      const Item* name_item = &entry;
+      Fields f{entry, {}};
+      if (entry.node.IsMap()) {
+        f = fields(entry, {"initiator", "networks", "luns"});
+        name_item = &require(f, "initiator");
+      }
+      e.initiator = iscsi_name(*name_item);
+      if (auto [first, inserted] = seen.emplace(lowercase(e.initiator), name_item->mark); !inserted) {
+        fail(*name_item, fmt::format("duplicate initiator '{}' (first at {})", e.initiator,
+                                     at(first->second)));
+      }
+      if (const Item* nets = f.get("networks")) {
+        const std::vector<Item> items = list(*nets, "networks like 192.0.2.0/24 or ::1/128");
+        if (items.empty()) fail(*nets, "at least one network (leave networks out to allow any address)");
+        for (const Item& n : items) {
+          const std::string text = this->text(n);
+          if (!parse_network(text))
+            fail(n, fmt::format("'{}' is not a network: expected ADDRESS/PREFIX, e.g. "
+                                "192.0.2.0/24 or fd00::/8", text));
+          e.networks.push_back(text);
+        }
+      }
+      if (const Item* luns = f.get("luns")) {
+        // LUN number -> name of one of this target's LUs (SAM-5: a LUN is per I_T nexus).
+        if (!luns->node.IsMap()) fail(*luns, "expected a mapping LUN: LU name, e.g. {0: data, 1: logs}");
+        std::map<uint64_t, YAML::Mark> ids;
+        for (auto it = luns->node.begin(); it != luns->node.end(); ++it) {
+          const YAML::Node key = it->first, value = it->second;
+          const Item key_item{key, key.Mark(), luns->path};
+          const uint64_t lun = integer(key_item, 0, kMaxLunId);
+          const std::string path = fmt::format("{}.{}", luns->path, lun);
+          if (auto [first, inserted] = ids.emplace(lun, key.Mark()); !inserted)
+            fail(key.Mark(), path, fmt::format("duplicate LUN {} (first at {})", lun, at(first->second)));
+          const Item value_item{value, value.IsNull() ? key.Mark() : value.Mark(), path};
+          const std::string lu = text(value_item, "expected the name of one of this target's LUs");
+          const bool known = std::any_of(target.luns.begin(), target.luns.end(),
+                                         [&](const Lun& l) { return l.name == lu; });
+          if (!known) fail(value_item, fmt::format("'{}' is not an LU of target {}", lu, target.iqn));
+          e.luns.emplace_back(lun, lu);
+        }
+        if (e.luns.empty()) fail(*luns, "at least one LUN (leave luns out to see all of them)");
+      }
+      out.push_back(std::move(e));
+    }
+    return out;
   }
 
   Lun parse_lun(const Item& item, std::map<uint64_t, YAML::Mark>& ids) {

@@ -96,11 +96,20 @@ struct Discovery {
   std::optional<Chap> chap;  // CHAP required for discovery sessions
 };
 
+// One entry of a target's ACL (issue: ACLs with LUN mapping).
+struct AclEntry {
+  std::string initiator;              // the initiator's iSCSI name
+  std::vector<std::string> networks;  // "ADDR/PREFIX" (IPv4 or IPv6); empty = any address
+  // LUN number -> LU name (an LU of this target); empty = the target's own numbering.
+  std::vector<std::pair<uint64_t, std::string>> luns;
+  Location loc;
+};
+
 struct Target {
   std::string iqn;
   std::string alias;
   std::optional<Chap> chap;      // CHAP required for this target's sessions
-  std::vector<std::string> acl;  // initiator IQNs allowed; empty = any
+  std::vector<AclEntry> acl;     // initiators allowed; empty = any
   std::vector<Lun> luns;
   Location loc;
 };
@@ -122,5 +131,9 @@ Config parse(const std::string& text, const std::string& path);
 // "1GiB" -> 1073741824. Accepts a plain integer (bytes) or an integer with one of
 // B, KiB, MiB, GiB, TiB, K, M, G, T (binary). Returns nullopt on anything else.
 std::optional<uint64_t> parse_size(const std::string& text);
+
+// "10.0.0.0/8", "::1/128", or a bare address (/32, /128) -> (address text, prefix length);
+// nullopt when malformed or the prefix is too long for the family.
+std::optional<std::pair<std::string, unsigned>> parse_network(const std::string& text);
 
 }  // namespace zuma::config

@@ -41,6 +41,50 @@ inline constexpr uint16_t kReadCapacity16 = 0x10;                 // SERVICE ACT
 inline constexpr uint16_t kReportSupportedOperationCodes = 0x0C;  // MAINTENANCE IN
 }  // namespace sa
 
+// SBC commands of the thin provisioning / COMPARE AND WRITE / atomic write set, and LOG
+// SENSE (block_limits.hh, sbc_op.hh). A block of their own, so the SPC and SBC halves of
+// the command set stay apart.
+namespace op {
+inline constexpr uint8_t kWriteAndVerify10 = 0x2E;
+inline constexpr uint8_t kPreFetch10 = 0x34;
+inline constexpr uint8_t kReadDefectData10 = 0x37;
+inline constexpr uint8_t kWriteSame10 = 0x41;
+inline constexpr uint8_t kUnmap = 0x42;
+inline constexpr uint8_t kLogSense = 0x4D;
+inline constexpr uint8_t kCompareAndWrite = 0x89;
+inline constexpr uint8_t kOrWrite16 = 0x8B;
+inline constexpr uint8_t kWriteAndVerify16 = 0x8E;
+inline constexpr uint8_t kPreFetch16 = 0x90;
+inline constexpr uint8_t kWriteSame16 = 0x93;
+inline constexpr uint8_t kWriteAtomic16 = 0x9C;
+inline constexpr uint8_t kWriteAndVerify12 = 0xAE;
+inline constexpr uint8_t kReadDefectData12 = 0xB7;
+}  // namespace op
+namespace sa {
+inline constexpr uint16_t kGetLbaStatus = 0x12;  // SERVICE ACTION IN (16)
+}  // namespace sa
+
+// SPC reservations, ALUA, task management, third-party copy (spc_commands.cc,
+// persistent_reservation.hh, extended_copy.cc).
+namespace op {
+inline constexpr uint8_t kReserve6 = 0x16;
+inline constexpr uint8_t kRelease6 = 0x17;
+inline constexpr uint8_t kReserve10 = 0x56;
+inline constexpr uint8_t kRelease10 = 0x57;
+inline constexpr uint8_t kPersistentReserveOut = 0x5F;
+inline constexpr uint8_t kExtendedCopy = 0x83;       // THIRD-PARTY COPY OUT
+inline constexpr uint8_t kReceiveCopyResults = 0x84;  // THIRD-PARTY COPY IN
+}  // namespace op
+namespace sa {
+inline constexpr uint16_t kReportTargetPortGroups = 0x0A;     // MAINTENANCE IN
+inline constexpr uint16_t kReportSupportedTmfs = 0x0D;        // MAINTENANCE IN
+inline constexpr uint16_t kExtendedCopyLid1 = 0x00;           // THIRD-PARTY COPY OUT
+inline constexpr uint16_t kCopyStatusLid1 = 0x00;             // THIRD-PARTY COPY IN
+inline constexpr uint16_t kReceiveDataLid1 = 0x01;            // THIRD-PARTY COPY IN
+inline constexpr uint16_t kOperatingParameters = 0x03;        // THIRD-PARTY COPY IN
+inline constexpr uint16_t kFailedSegmentDetailsLid1 = 0x04;   // THIRD-PARTY COPY IN
+}  // namespace sa
+
 inline constexpr uint16_t get_be16(const uint8_t* p) {
   return static_cast<uint16_t>(p[0] << 8 | p[1]);
 }

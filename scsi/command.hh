@@ -48,6 +48,20 @@ inline constexpr uint16_t kAnyLun = 1 << 0;
 inline constexpr uint16_t kNoUnitAttention = 1 << 1;
 // Reads or writes the medium.
 inline constexpr uint16_t kMediumAccess = 1 << 2;
+// Reservations (persistent_reservation.hh). A command with neither kPrAllowed nor kPrRead is
+// a "write" for the SPC-5/SBC-4 tables of commands allowed in the presence of persistent
+// reservations: it conflicts with a WRITE EXCLUSIVE or EXCLUSIVE ACCESS reservation held by
+// another I_T nexus, and with a registrants-only/all-registrants one when the sender is not
+// registered.
+// Allowed through every persistent reservation (INQUIRY, REPORT LUNS, TEST UNIT READY, READ
+// CAPACITY, LOG SENSE, PERSISTENT RESERVE IN/OUT (which check for themselves), ...).
+inline constexpr uint16_t kPrAllowed = 1 << 3;
+// A "read": conflicts only with the EXCLUSIVE ACCESS types (READ, VERIFY, PRE-FETCH, GET LBA
+// STATUS, READ DEFECT DATA, ...).
+inline constexpr uint16_t kPrRead = 1 << 4;
+// Allowed while another I_T nexus holds a RESERVE (6)/(10) reservation (SPC-2: INQUIRY,
+// REQUEST SENSE, REPORT LUNS, RELEASE); every other command conflicts.
+inline constexpr uint16_t kSpc2Allowed = 1 << 5;
 }  // namespace cmd_flag
 
 struct CommandInfo {

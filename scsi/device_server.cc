@@ -5,10 +5,15 @@
 //      REPORT LUNS; SAM-5, incorrect logical unit selection)? Else LOGICAL UNIT NOT
 //      SUPPORTED.
 //   3. CDB long enough, no bit set outside the usage mask? Else INVALID FIELD IN CDB.
-//   4. Unit attention pending for this I_T nexus? Reported (and cleared) instead of
+//   4. The task enters its nexus's task set on the LU (task_set.hh) and waits there while
+//      its task attribute says so. When it starts:
+//   5. Aborted while it waited? It ends without running.
+//   6. Unit attention pending for this I_T nexus? Reported (and cleared) instead of
 //      running the command, except for INQUIRY, REPORT LUNS, REQUEST SENSE (SAM-5, unit
 //      attention condition).
-//   5. The handler.
+//   7. A reservation held by another I_T nexus that the command conflicts with? RESERVATION
+//      CONFLICT (persistent_reservation.hh).
+//   8. The handler.
 #include <poll.h>
 
 #include <condition_variable>
@@ -27,11 +32,56 @@ std::shared_ptr<LogicalUnit> make_logical_unit(LuParams params,
   return std::make_shared<LogicalUnit>(std::move(params), std::move(backend));
 }
 
+namespace {
+
+// Steps 5 to 8 of the list above.
+void run(LogicalUnit* lu, const LunTable& table, const CommandInfo& info, Task& task) {
+  const bool d_sense = lu && lu->descriptor_sense();
+  if (task.task_set.abort) {
+    finish(task, Reason::kTaskAborted, d_sense);
+    return;
+  }
+  if (lu) {
+    const uint64_t nexus = task.nexus ? task.nexus->id : 0;
+    if (!(info.flags & cmd_flag::kNoUnitAttention)) {
+      if (auto ua = lu->unit_attentions().take(nexus)) {
+        finish(task, *ua, d_sense);
+        return;
+      }
+    }
+    if (task.nexus && lu->reservations().any() &&
+        lu->reservations().conflicts(*task.nexus, info.flags, task.cdb.data())) {
+      finish(task, Reason::kReservationConflict, d_sense);
+      return;
+    }
+  }
+
+  Cmd cmd{task, lu, table, info};
+  CmdResult r;
+  try {
+    r = info.handler(cmd);
+  } catch (const std::bad_alloc&) {
+    // A buffer could not be had; nothing was started. Transient: BUSY.
+    r = Reason::kBusy;
+  }
+  if (r.reason == Reason::kPending) return;  // the task may already be gone
+  finish(task, r, lu && lu->descriptor_sense());
+}
+
+}  // namespace
+
+void start_task(Task& task) {
+  run(task.task_set.lu, *task.task_set.table, *task.task_set.info, task);
+}
+
 void execute(const LunTable& table, Task& task) {
   task.status = status::kGood;
   task.data_in_len = 0;
   task.transfer_len = 0;
   task.sense_len = 0;
+  task.aborted = false;
+  task.report_abort = false;
+  task.task_set = Task::TaskSetLink{};
 
   LogicalUnit* lu = nullptr;
   if (auto it = table.luns.find(task.lun); it != table.luns.end()) lu = it->second.get();
@@ -51,28 +101,17 @@ void execute(const LunTable& table, Task& task) {
     finish(task, r, d_sense);
     return;
   }
-  if (lu) {
-    UnitAttentions& uas = lu->unit_attentions();
-    const uint64_t nexus = task.nexus ? task.nexus->id : 0;
-    uas.touch(nexus);
-    if (!(info->flags & cmd_flag::kNoUnitAttention)) {
-      if (auto ua = uas.take(nexus)) {
-        finish(task, *ua, d_sense);
-        return;
-      }
-    }
+  if (!lu || !task.nexus) {
+    // No LU (INQUIRY, REQUEST SENSE, REPORT LUNS on a LUN without one): no task set.
+    if (lu) lu->unit_attentions().touch(0);
+    run(lu, table, *info, task);
+    return;
   }
-
-  Cmd cmd{task, lu, table, *info};
-  CmdResult r;
-  try {
-    r = info->handler(cmd);
-  } catch (const std::bad_alloc&) {
-    // A buffer could not be had; nothing was started. Transient: BUSY.
-    r = Reason::kBusy;
-  }
-  if (r.reason == Reason::kPending) return;  // the task may already be gone
-  finish(task, r, lu && lu->descriptor_sense());
+  NexusTasks& set = lu->task_set_of(*task.nexus);
+  task.task_set.lu = lu;
+  task.task_set.table = &table;
+  task.task_set.info = info;
+  if (set.enter(task)) run(lu, table, *info, task);
 }
 
 int flush_logical_unit(LogicalUnit& lu) {
@@ -115,10 +154,14 @@ int flush_logical_unit(LogicalUnit& lu) {
 }
 
 void reset_logical_unit(LogicalUnit& lu, const Nexus& from) {
-  // SAM-5 (logical unit reset): a logical unit reset establishes BUS DEVICE RESET FUNCTION OCCURRED
-  // for every I_T nexus, the one that asked for it included (FreeBSD CTL and LIO do the same, and
-  // libiscsi's MultipathIO.Reset expects it on every path). We hold no other state a reset clears
-  // yet (no reservations, no ACA; mode parameters persist).
+  // SAM-5 (logical unit reset): every task of every I_T nexus is aborted (those of `from` the
+  // transport has already drained); a RESERVE (6)/(10) reservation is released (SPC-2),
+  // persistent reservations are not (SPC-5); BUS DEVICE RESET FUNCTION OCCURRED is
+  // established for every I_T nexus, the one that asked for it included (FreeBSD CTL and LIO
+  // do the same, and libiscsi's MultipathIO.Reset expects it on every path). Mode parameters
+  // persist.
+  abort_task_set(lu, nullptr, from);
+  lu.reservations().reset();
   UnitAttentions& uas = lu.unit_attentions();
   uas.touch(from.id);
   uas.establish_all(Reason::kUaBusDeviceResetOccurred);
@@ -126,6 +169,30 @@ void reset_logical_unit(LogicalUnit& lu, const Nexus& from) {
 
 void nexus_lost(LogicalUnit& lu, const Nexus& nexus) {
   lu.unit_attentions().forget(nexus.id);
+  lu.nexuses().detach(nexus.id);
+  lu.reservations().nexus_lost(nexus.id);
+}
+
+void abort_task_set(LogicalUnit& lu, const Nexus* only, const Nexus& from,
+                    std::function<void()> done) {
+  auto waiter = std::make_shared<AbortWaiter>(std::move(done));
+  if (only) {
+    if (auto set = lu.nexuses().find(only->id)) set->abort_all(from.id, waiter);
+  } else {
+    for (const auto& set : lu.nexuses().all()) set->abort_all(from.id, waiter);
+  }
+  waiter->release();
+}
+
+bool abort_task(Task& task) {
+  NexusTasks* set = task.task_set.set;
+  return set && set->abort_one(task, set->nexus_id());
+}
+
+void reported_luns_changed(const LunTable& table) {
+  for (const auto& [lun, lu] : table.luns) {
+    if (lu) lu->unit_attentions().establish_all(Reason::kUaReportedLunsDataChanged);
+  }
 }
 
 }  // namespace zuma::scsi

@@ -3,9 +3,11 @@
 
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "scsi/task.hh"
 #include "storage/backend.hh"
@@ -24,6 +26,15 @@ struct LuParams {
   std::string vendor = "ZUMA";  // INQUIRY T10 vendor identification (8 chars max)
   std::string product = "ZUMA DISK";  // 16 chars max
   std::string revision = "0001";      // 4 chars
+  // Directory for the LU's state files: "<state_dir>/<name>.pr" (persistent reservations
+  // while APTPL is set) and "<state_dir>/<name>.mode" (saved mode pages). Empty: nothing
+  // is saved, and APTPL and MODE SELECT with SP=1 are refused. zumad passes
+  // "<data_dir>/lu", where the UUID files live.
+  std::string state_dir;
+  // Every I_T nexus's first command to the LU reports POWER ON OCCURRED (29h/01h, SAM-5
+  // unit attention condition; initiators expect it after login: libiscsi and Linux clear it
+  // with TEST UNIT READY). zumad sets it; off by default for embedders and unit tests.
+  bool power_on_unit_attention = false;
 };
 
 // Creates a LU on `backend` (which must hold num_blocks * block_size bytes). One LU object
@@ -35,6 +46,15 @@ std::shared_ptr<LogicalUnit> make_logical_unit(LuParams params,
 // (a live change builds a new table and swaps the shared_ptr).
 struct LunTable {
   std::map<uint64_t, std::shared_ptr<LogicalUnit>> luns;
+  // The target's port groups (SPC-5 REPORT TARGET PORT GROUPS, implicit ALUA): one per
+  // portal group tag, with the one target port of that tag (iSCSI: a target port is the
+  // target name plus a TPGT; its relative port id is the TPGT). Empty: the nexus's own port
+  // only. Also the ports REGISTER AND MOVE may name.
+  struct PortGroup {
+    uint16_t id = 1;
+    std::vector<uint16_t> relative_port_ids;
+  };
+  std::vector<PortGroup> port_groups;
 };
 
 // Executes a task against the table: REPORT LUNS and commands to LUNs that do not exist
@@ -60,7 +80,26 @@ namespace zuma::scsi {
 // (29h/03h) for every I_T nexus the LU knows, `from` included (SAM-5, logical unit reset).
 void reset_logical_unit(LogicalUnit& lu, const Nexus& from);
 
-// The I_T nexus is gone (session closed): drop per-nexus state it holds in the LU.
+// The I_T nexus is gone (session closed): drop per-nexus state it holds in the LU (unit
+// attentions, its task set, a RESERVE (6)/(10) reservation it held). Persistent
+// reservation registrations stay: they belong to the I_T nexus name, not to the session.
 void nexus_lost(LogicalUnit& lu, const Nexus& nexus);
+
+// Task management (SAM-5) on the device server's task sets (task_set.hh). Every task of the
+// LU sent by `only` (ABORT TASK SET, CLEAR TASK SET: with TST=001b both concern the
+// sender's own task set), or by every I_T nexus (`only` == nullptr: LOGICAL UNIT RESET), is
+// aborted: it completes with task.aborted set (task.hh). `done` (optional) runs once all of
+// them have completed, on the thread completing the last one, or at once (inline) when
+// there were none. `from`: the nexus asking (TAS decides what the others' tasks report).
+void abort_task_set(LogicalUnit& lu, const Nexus* only, const Nexus& from,
+                    std::function<void()> done = nullptr);
+// ABORT TASK: aborts `task` if it is still in the device server (true), so that it
+// completes without running when it has not started yet. Call on the task's own thread.
+bool abort_task(Task& task);
+
+// The LUN inventory changed (a live reconfiguration added or removed LUs of a target):
+// every I_T nexus that uses one of the table's LUs gets REPORTED LUNS DATA HAS CHANGED
+// (SPC-5, 3Fh/0Eh).
+void reported_luns_changed(const LunTable& table);
 
 }  // namespace zuma::scsi

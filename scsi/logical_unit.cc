@@ -1,6 +1,10 @@
 #include "scsi/logical_unit.hh"
 
+#include <atomic>
+#include <cstring>
 #include <stdexcept>
+
+#include "scsi/state_file.hh"
 
 namespace zuma::scsi {
 namespace {
@@ -22,6 +26,12 @@ struct BitWriter {
     }
   }
 };
+
+std::atomic<uint64_t> g_next_instance{1};
+
+std::string state_path(const LuParams& p, const char* ext) {
+  return p.state_dir.empty() ? std::string() : p.state_dir + "/" + p.name + ext;
+}
 
 }  // namespace
 
@@ -63,7 +73,10 @@ std::array<uint8_t, 16> naa6_from_uuid(const std::array<uint8_t, 16>& u) {
 }
 
 LogicalUnit::LogicalUnit(LuParams params, std::unique_ptr<storage::Backend> backend)
-    : params_(std::move(params)), backend_(std::move(backend)) {
+    : params_(std::move(params)),
+      backend_(std::move(backend)),
+      instance_(g_next_instance.fetch_add(1)),
+      reservations_(state_path(params_, ".pr"), uas_, nexuses_) {
   const uint32_t bs = params_.block_size;
   if (bs < 512 || bs > 4096 || (bs & (bs - 1)) != 0) {
     throw std::invalid_argument("logical unit " + params_.name + ": block size " +
@@ -87,15 +100,54 @@ LogicalUnit::LogicalUnit(LuParams params, std::unique_ptr<storage::Backend> back
     serial_ += kHex[b >> 4];
     serial_ += kHex[b & 0xF];
   }
-  defaults_ = ModeParams{params_.write_cache, false};
-  wce_.store(defaults_.wce);
-  d_sense_.store(defaults_.d_sense);
+  defaults_ = ModeParams{params_.write_cache, false, false};
+  saved_ = defaults_;
+  mode_path_ = state_path(params_, ".mode");
+  if (!mode_path_.empty()) {
+    // SPC-5 (saved values): after power on the current values are the saved ones.
+    if (auto text = read_state_file(mode_path_)) {
+      auto v = parse_saved_mode_params(*text);
+      if (!v) throw std::invalid_argument(mode_path_ + ": not a saved mode pages file");
+      saved_ = *v;
+    }
+  }
+  wce_.store(saved_.wce);
+  d_sense_.store(saved_.d_sense);
+  tas_.store(saved_.tas);
+}
+
+int LogicalUnit::save_mode_params(const ModeParams& v) {
+  if (mode_path_.empty()) return EINVAL;
+  if (v == saved_) return 0;
+  const int e = write_state_file(mode_path_, format_saved_mode_params(v));
+  if (e == 0) saved_ = v;
+  return e;
+}
+
+NexusTasks& LogicalUnit::task_set_of(const Nexus& n) {
+  for (auto& [inst, set] : n.task_sets) {
+    if (inst == instance_ && !set->detached()) return *set;
+  }
+  bool created = false;
+  std::shared_ptr<NexusTasks> set = nexuses_.attach(n, &created);
+  uas_.touch(n.id);
+  if (created && params_.power_on_unit_attention) uas_.establish(n.id, Reason::kUaPowerOnOccurred);
+  bool replaced = false;
+  for (auto& [inst, s] : n.task_sets) {
+    if (inst == instance_) {
+      s = set;
+      replaced = true;
+    }
+  }
+  if (!replaced) n.task_sets.emplace_back(instance_, set);
+  return *set;
 }
 
 void LogicalUnit::set_mode_params(const ModeParams& v, uint64_t from_nexus) {
   if (v == mode_params()) return;
   wce_.store(v.wce, std::memory_order_relaxed);
   d_sense_.store(v.d_sense, std::memory_order_relaxed);
+  tas_.store(v.tas, std::memory_order_relaxed);
   uas_.establish_all(Reason::kUaModeParametersChanged, from_nexus);
 }
 

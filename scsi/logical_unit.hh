@@ -19,6 +19,9 @@
 
 #include "scsi/device_server.hh"
 #include "scsi/mode_pages.hh"
+#include "scsi/persistent_reservation.hh"
+#include "scsi/task_set.hh"
+#include "scsi/range_lock.hh"  // SBC: COMPARE AND WRITE / atomic writes
 #include "scsi/unit_attention.hh"
 #include "storage/backend.hh"
 
@@ -68,8 +71,16 @@ class LogicalUnit {
   // Current mode parameters; lock-free.
   bool descriptor_sense() const { return d_sense_.load(std::memory_order_relaxed); }
   bool write_cache() const { return wce_.load(std::memory_order_relaxed); }
-  ModeParams mode_params() const { return {write_cache(), descriptor_sense()}; }
+  ModeParams mode_params() const {
+    return {write_cache(), descriptor_sense(), tas_.load(std::memory_order_relaxed)};
+  }
   ModeParams default_mode_params() const { return defaults_; }
+  // Saved mode parameters (caller holds mode_mutex()); nullptr when the LU has no state
+  // directory to keep them in.
+  const ModeParams* saved_mode_params() const { return mode_path_.empty() ? nullptr : &saved_; }
+  // Saves `v` (caller holds mode_mutex()): written to "<state_dir>/<name>.mode" atomically.
+  // Returns 0 or an errno value.
+  int save_mode_params(const ModeParams& v);
   // Serialises MODE SELECT: check and apply under this lock.
   std::mutex& mode_mutex() { return mode_mu_; }
   // Applies new values (caller holds mode_mutex()). When they differ from the current
@@ -77,6 +88,19 @@ class LogicalUnit {
   void set_mode_params(const ModeParams& v, uint64_t from_nexus);
 
   UnitAttentions& unit_attentions() { return uas_; }
+
+  // Reservations, task sets (persistent_reservation.hh, task_set.hh).
+  Reservations& reservations() { return reservations_; }
+  NexusRegistry& nexuses() { return nexuses_; }
+  // The task set of `n` on this LU. The nexus's first command creates it, registers the
+  // nexus for unit attentions and establishes POWER ON OCCURRED for it (when
+  // LuParams::power_on_unit_attention). Called on the thread executing the nexus's tasks.
+  NexusTasks& task_set_of(const Nexus& n);
+  // Unique per LU object for the life of the process (keys Nexus::task_sets).
+  uint64_t instance() const { return instance_; }
+
+  // SBC: the LBA range lock that write-type commands take (range_lock.hh).
+  RangeLock& range_lock() { return range_lock_; }
 
  private:
   LuParams params_;
@@ -86,8 +110,15 @@ class LogicalUnit {
   ModeParams defaults_;
   std::atomic<bool> wce_;
   std::atomic<bool> d_sense_;
+  std::atomic<bool> tas_;
   std::mutex mode_mu_;
+  std::string mode_path_;  // saved mode pages; "" = none
+  ModeParams saved_;
   UnitAttentions uas_;
+  const uint64_t instance_;
+  NexusRegistry nexuses_;
+  Reservations reservations_;
+  RangeLock range_lock_;  // SBC
 };
 
 }  // namespace zuma::scsi

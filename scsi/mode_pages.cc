@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <sstream>
 
 #include "scsi/cdb.hh"
 
@@ -22,8 +23,10 @@ void encode_values(uint8_t code, const ModeParams& v, uint8_t* p) {
       p[2] = v.wce ? 0x04 : 0x00;  // WCE; RCD=0 (read cache enabled)
       break;
     case mode_page::kControl:  // SPC-5 Control mode page
-      p[2] = v.d_sense ? 0x04 : 0x00;
+      // TST 001b: one task set per I_T nexus (task_set.hh).
+      p[2] = static_cast<uint8_t>(0x20 | (v.d_sense ? 0x04 : 0x00));
       p[3] = 0x10;              // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering; QERR 0
+      p[5] = v.tas ? 0x40 : 0x00;
       put_be16(p + 8, 0xFFFF);  // BUSY TIMEOUT PERIOD: unlimited
       break;
     case mode_page::kInformationalExceptions:  // SPC-5 Informational Exceptions Control mode page
@@ -39,6 +42,7 @@ void encode_changeable(uint8_t code, uint8_t* p) {
       break;
     case mode_page::kControl:
       p[2] = 0x04;  // D_SENSE
+      p[5] = 0x40;  // TAS
       break;
   }
 }
@@ -61,10 +65,10 @@ size_t mode_page_size(uint8_t code) {
 }
 
 void encode_mode_page(uint8_t code, PageControl pc, const ModeParams& current,
-                      const ModeParams& defaults, uint8_t* out) {
+                      const ModeParams& defaults, uint8_t* out, const ModeParams* saved) {
   const size_t n = mode_page_size(code);
   std::memset(out, 0, n);
-  out[0] = code;  // PS=0: not savable; SPF=0
+  out[0] = static_cast<uint8_t>(code | (saved ? 0x80 : 0x00));  // PS; SPF=0
   out[1] = static_cast<uint8_t>(n - 2);
   switch (pc) {
     case PageControl::kChangeable:
@@ -72,6 +76,9 @@ void encode_mode_page(uint8_t code, PageControl pc, const ModeParams& current,
       break;
     case PageControl::kDefault:
       encode_values(code, defaults, out);
+      break;
+    case PageControl::kSaved:
+      encode_values(code, saved ? *saved : current, out);
       break;
     default:
       encode_values(code, current, out);
@@ -81,9 +88,9 @@ void encode_mode_page(uint8_t code, PageControl pc, const ModeParams& current,
 
 CmdResult build_mode_sense(const ModeSenseArgs& a, const ModeParams& current,
                            const ModeParams& defaults, const BlockGeometry& geo, uint8_t* out,
-                           size_t* len) {
-  // SPC-5 (page control, saved values): saved values are not implemented.
-  if (a.pc == PageControl::kSaved) return Reason::kSavingParametersNotSupported;
+                           size_t* len, const ModeParams* saved) {
+  // SPC-5 (page control, saved values): without saved values, PC=11b is refused.
+  if (a.pc == PageControl::kSaved && !saved) return Reason::kSavingParametersNotSupported;
   const size_t hdr = a.ten ? 8 : 4;
   size_t n = hdr;
   std::memset(out, 0, kMaxModeSenseLen);
@@ -115,11 +122,11 @@ CmdResult build_mode_sense(const ModeSenseArgs& a, const ModeParams& current,
   if (a.subpage != 0x00 && a.subpage != 0xFF) return CmdResult::invalid_cdb(3, 7);
   if (a.page == mode_page::kAllPages) {
     for (uint8_t code : kPages) {
-      encode_mode_page(code, a.pc, current, defaults, out + n);
+      encode_mode_page(code, a.pc, current, defaults, out + n, saved);
       n += mode_page_size(code);
     }
   } else if (mode_page_size(a.page) != 0) {
-    encode_mode_page(a.page, a.pc, current, defaults, out + n);
+    encode_mode_page(a.page, a.pc, current, defaults, out + n, saved);
     n += mode_page_size(a.page);
   } else {
     return CmdResult::invalid_cdb(2, 5);
@@ -207,11 +214,49 @@ CmdResult parse_mode_select(std::span<const uint8_t> list, bool ten, const Block
       if (bad) return CmdResult::invalid_param(static_cast<uint16_t>(off + i), top_bit(bad));
     }
     if (code == mode_page::kCaching) v.wce = p[off + 2] & 0x04;
-    if (code == mode_page::kControl) v.d_sense = p[off + 2] & 0x04;
+    if (code == mode_page::kControl) {
+      v.d_sense = p[off + 2] & 0x04;
+      v.tas = p[off + 5] & 0x40;
+    }
     off += size;
   }
   *next = v;
   return CmdResult::good();
+}
+
+std::string format_saved_mode_params(const ModeParams& v) {
+  std::ostringstream o;
+  o << "zuma-mode-pages 1\nwce " << int(v.wce) << "\nd_sense " << int(v.d_sense) << "\ntas "
+    << int(v.tas) << "\n";
+  return o.str();
+}
+
+std::optional<ModeParams> parse_saved_mode_params(std::string_view text) {
+  std::istringstream in{std::string(text)};
+  std::string magic;
+  int version = 0;
+  if (!(in >> magic >> version) || magic != "zuma-mode-pages" || version != 1) return std::nullopt;
+  ModeParams v;
+  bool seen[3] = {};
+  std::string name;
+  int value = 0;
+  while (in >> name >> value) {
+    if (value != 0 && value != 1) return std::nullopt;
+    if (name == "wce") {
+      v.wce = value;
+      seen[0] = true;
+    } else if (name == "d_sense") {
+      v.d_sense = value;
+      seen[1] = true;
+    } else if (name == "tas") {
+      v.tas = value;
+      seen[2] = true;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (!in.eof() || !seen[0] || !seen[1] || !seen[2]) return std::nullopt;
+  return v;
 }
 
 }  // namespace zuma::scsi

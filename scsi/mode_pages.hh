@@ -3,12 +3,16 @@
 // functions; the logical unit keeps the current values and serialises changes.
 //
 // Pages: 08h Caching, 0Ah Control, 1Ch Informational Exceptions Control, none with
-// subpages. Changeable: WCE (Caching) and D_SENSE (Control). No saved values.
+// subpages. Changeable: WCE (Caching), D_SENSE and TAS (Control). Saved values exist when
+// the LU has somewhere to keep them (PS=1, PC=11b, MODE SELECT SP=1).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 
 #include "scsi/sense.hh"
 
@@ -25,6 +29,7 @@ inline constexpr uint8_t kAllPages = 0x3F;
 struct ModeParams {
   bool wce = true;       // Caching: write cache enabled
   bool d_sense = false;  // Control: descriptor format sense data
+  bool tas = false;      // Control: TASK ABORTED status for tasks aborted by another I_T nexus
   bool operator==(const ModeParams&) const = default;
 };
 
@@ -38,9 +43,11 @@ struct BlockGeometry {
 // Size of page `code` including its 2-byte header; 0 when we do not implement it.
 size_t mode_page_size(uint8_t code);
 
-// Writes page `code` (mode_page_size(code) bytes) with the values `pc` selects.
+// Writes page `code` (mode_page_size(code) bytes) with the values `pc` selects. `saved`:
+// the saved values, nullptr when pages cannot be saved (PS=0; PC=11b gives the current ones).
 void encode_mode_page(uint8_t code, PageControl pc, const ModeParams& current,
-                      const ModeParams& defaults, uint8_t* out);
+                      const ModeParams& defaults, uint8_t* out,
+                      const ModeParams* saved = nullptr);
 
 struct ModeSenseArgs {
   bool ten = false;    // MODE SENSE (10)
@@ -55,10 +62,11 @@ struct ModeSenseArgs {
 inline constexpr size_t kMaxModeSenseLen = 8 + 16 + 20 + 12 + 12;
 
 // Builds MODE SENSE parameter data (SPC-5 (mode parameter list)) into `out` (kMaxModeSenseLen
-// bytes) and sets *len. Errors name the CDB field (page code, subpage code, PC).
+// bytes) and sets *len. Errors name the CDB field (page code, subpage code, PC); PC=11b
+// without `saved` is SAVING PARAMETERS NOT SUPPORTED.
 CmdResult build_mode_sense(const ModeSenseArgs& args, const ModeParams& current,
                            const ModeParams& defaults, const BlockGeometry& geo, uint8_t* out,
-                           size_t* len);
+                           size_t* len, const ModeParams* saved = nullptr);
 
 // Checks a MODE SELECT parameter list against the current values and returns the values
 // it asks for in *next. Fields that are not changeable must be sent unchanged; the block
@@ -67,5 +75,10 @@ CmdResult build_mode_sense(const ModeSenseArgs& args, const ModeParams& current,
 // LIST with the byte (and bit) of the first bad field.
 CmdResult parse_mode_select(std::span<const uint8_t> list, bool ten, const BlockGeometry& geo,
                             const ModeParams& current, ModeParams* next);
+
+// The saved-values file of a LU ("<state dir>/<name>.mode"): text, "zuma-mode-pages 1" then
+// "wce N", "d_sense N", "tas N". parse returns std::nullopt for anything else.
+std::string format_saved_mode_params(const ModeParams& v);
+std::optional<ModeParams> parse_saved_mode_params(std::string_view text);
 
 }  // namespace zuma::scsi

@@ -51,6 +51,21 @@ constexpr Entry kTable[] = {
     {Reason::kUaCapacityDataChanged, kCheck(kUnitAttention, 0x2A, 0x09)},
     {Reason::kUaInquiryDataChanged, kCheck(kUnitAttention, 0x3F, 0x03)},
     {Reason::kUaReportedLunsDataChanged, kCheck(kUnitAttention, 0x3F, 0x0E)},
+    {Reason::kReservationConflict, {status::kReservationConflict, kNoSense, 0x00, 0x00}},
+    {Reason::kTaskAborted, {status::kTaskAborted, kNoSense, 0x00, 0x00}},
+    {Reason::kInvalidReleaseOfPr, kCheck(kIllegalRequest, 0x26, 0x04)},
+    {Reason::kInsufficientRegistrationResources, kCheck(kIllegalRequest, 0x55, 0x04)},
+    {Reason::kUaReservationsPreempted, kCheck(kUnitAttention, 0x2A, 0x03)},
+    {Reason::kUaReservationsReleased, kCheck(kUnitAttention, 0x2A, 0x04)},
+    {Reason::kUaRegistrationsPreempted, kCheck(kUnitAttention, 0x2A, 0x05)},
+    {Reason::kTooManyTargetDescriptors, kCheck(kIllegalRequest, 0x26, 0x06)},
+    {Reason::kUnsupportedTargetDescriptorType, kCheck(kIllegalRequest, 0x26, 0x07)},
+    {Reason::kTooManySegmentDescriptors, kCheck(kIllegalRequest, 0x26, 0x08)},
+    {Reason::kUnsupportedSegmentDescriptorType, kCheck(kIllegalRequest, 0x26, 0x09)},
+    {Reason::kOperationInProgress, kCheck(kIllegalRequest, 0x00, 0x16)},
+    {Reason::kCopyTargetNotReachable, kCheck(kCopyAborted, 0x0D, 0x02)},
+    {Reason::kCopyAbortedReadError, kCheck(kCopyAborted, 0x11, 0x00)},
+    {Reason::kCopyAbortedWriteError, kCheck(kCopyAborted, 0x0C, 0x00)},
 };
 static_assert(std::size(kTable) == static_cast<size_t>(Reason::kCount));
 

@@ -1,10 +1,17 @@
 // SPC-5 commands: TEST UNIT READY, REQUEST SENSE, INQUIRY and its VPD pages, MODE
-// SENSE/SELECT, REPORT LUNS, REPORT SUPPORTED OPERATION CODES.
+// SENSE/SELECT, REPORT LUNS, REPORT SUPPORTED OPERATION CODES, RESERVE/RELEASE (6)/(10),
+// PERSISTENT RESERVE IN/OUT (persistent_reservation.hh), REPORT TARGET PORT GROUPS (implicit
+// ALUA), REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS.
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string_view>
+#include <vector>
 
+#include "scsi/block_limits.hh"
 #include "scsi/cdb.hh"
+#include "scsi/extended_copy.hh"
 #include "scsi/handlers.hh"
 #include "scsi/logical_unit.hh"
 
@@ -26,6 +33,8 @@ namespace vpd {
 constexpr uint8_t kSupportedPages = 0x00;
 constexpr uint8_t kUnitSerialNumber = 0x80;
 constexpr uint8_t kDeviceIdentification = 0x83;
+constexpr uint8_t kExtendedInquiry = 0x86;
+constexpr uint8_t kThirdPartyCopy = 0x8F;
 constexpr uint8_t kBlockLimits = 0xB0;
 constexpr uint8_t kBlockDeviceCharacteristics = 0xB1;
 constexpr uint8_t kLogicalBlockProvisioning = 0xB2;
@@ -52,7 +61,9 @@ size_t standard_inquiry(const LogicalUnit* lu, uint8_t* p) {
   p[1] = 0x00;  // RMB=0: not removable
   p[2] = 0x06;  // VERSION: SPC-4
   p[3] = 0x12;  // HISUP=1, RESPONSE DATA FORMAT=2
-  p[5] = 0x00;  // SCCS, ACC, TPGS=00b (no ALUA yet), 3PC, PROTECT all 0
+  // TPGS 01b: implicit asymmetric access (every port group active/optimized, REPORT TARGET
+  // PORT GROUPS); 3PC: EXTENDED COPY; SCCS, ACC, PROTECT 0.
+  p[5] = lu ? 0x10 | 0x08 : 0x00;
   p[6] = 0x00;
   p[7] = 0x02;  // CMDQUE
   put_ascii(p + 8, 8, lp.vendor);
@@ -119,14 +130,7 @@ size_t device_identification(const LogicalUnit& lu, const Nexus* nexus, uint8_t*
 }
 
 size_t block_limits(const LogicalUnit& lu, uint8_t* p) {
-  // SBC-4 Block Limits VPD page. No UNMAP, WRITE SAME, COMPARE AND WRITE, PRE-FETCH yet: their
-  // fields 0.
-  const uint32_t bs = lu.block_size();
-  put_be16(p + 2, 0x3C);
-  put_be16(p + 6, static_cast<uint16_t>(std::max<uint32_t>(1, kOptimalGranularityBytes / bs)));
-  put_be32(p + 8, lu.max_transfer_blocks());
-  put_be32(p + 12, kOptimalTransferBytes / bs);
-  return 64;
+  return build_block_limits_vpd(lu, p);  // SBC: block_limits.cc
 }
 
 size_t block_device_characteristics(uint8_t* p) {
@@ -136,21 +140,29 @@ size_t block_device_characteristics(uint8_t* p) {
   return 64;
 }
 
-size_t logical_block_provisioning(uint8_t* p) {
-  // SBC-4 Logical Block Provisioning VPD page. Thin LUs only. We advertise no deallocation command
-  // yet (LBPU, LBPWS, LBPWS10 = 0); blocks never written read as zeros: LBPRZ = 001b. PROVISIONING
-  // TYPE 010b: thin.
-  put_be16(p + 2, 0x0004);
-  p[5] = 0x01 << 2;
-  p[6] = 0x02;
-  return 8;
+size_t logical_block_provisioning(const LogicalUnit& lu, uint8_t* p) {
+  return build_lbp_vpd(lu, p);  // SBC: block_limits.cc (thin LUs only)
+}
+
+size_t extended_inquiry(uint8_t* p) {
+  // SPC-5 Extended INQUIRY Data VPD page. No protection information (SPT, GRD_CHK, APP_CHK,
+  // REF_CHK 0); HEADSUP, ORDSUP, SIMPSUP: every task attribute but ACA (task_set.hh); V_SUP: a
+  // volatile write cache (WCE); LUICLR: a unit attention is cleared for the I_T nexus it is
+  // reported to only; MAXIMUM SUPPORTED SENSE DATA LENGTH: what build_sense() writes at most.
+  put_be16(p + 2, 0x3C);
+  p[5] = 0x04 | 0x02 | 0x01;
+  p[6] = 0x01;
+  p[7] = 0x01;
+  p[13] = kMaxSenseLen;
+  return 64;
 }
 
 // Supported VPD pages, ascending (SPC-5 Supported VPD Pages page).
 size_t supported_pages(const LogicalUnit& lu, uint8_t* p) {
   size_t n = 4;
   for (uint8_t page : {vpd::kSupportedPages, vpd::kUnitSerialNumber, vpd::kDeviceIdentification,
-                       vpd::kBlockLimits, vpd::kBlockDeviceCharacteristics}) {
+                       vpd::kExtendedInquiry, vpd::kThirdPartyCopy, vpd::kBlockLimits,
+                       vpd::kBlockDeviceCharacteristics}) {
     p[n++] = page;
   }
   if (lu.params().thin) p[n++] = vpd::kLogicalBlockProvisioning;
@@ -184,6 +196,12 @@ CmdResult vpd_page(const LogicalUnit* lu, const Nexus* nexus, uint8_t page, uint
     case vpd::kDeviceIdentification:
       *len = device_identification(*lu, nexus, p);
       break;
+    case vpd::kExtendedInquiry:
+      *len = extended_inquiry(p);
+      break;
+    case vpd::kThirdPartyCopy:
+      *len = build_third_party_copy_vpd(p);
+      break;
     case vpd::kBlockLimits:
       *len = block_limits(*lu, p);
       break;
@@ -192,7 +210,7 @@ CmdResult vpd_page(const LogicalUnit* lu, const Nexus* nexus, uint8_t page, uint
       break;
     case vpd::kLogicalBlockProvisioning:
       if (!lu->params().thin) return CmdResult::invalid_cdb(2, 7);
-      *len = logical_block_provisioning(p);
+      *len = logical_block_provisioning(*lu, p);
       break;
     default:
       return CmdResult::invalid_cdb(2, 7);
@@ -244,6 +262,120 @@ CmdResult handle_inquiry(Cmd& c) {
   return CmdResult::good();
 }
 
+CmdResult handle_reserve(Cmd& c) {
+  // SPC-2 RESERVE (6)/(10), with SPC-5's compatible reservation handling (CRH=1).
+  static const Nexus kNone;
+  return c.lu->reservations().reserve(c.task.nexus ? *c.task.nexus : kNone);
+}
+
+CmdResult handle_release(Cmd& c) {
+  // SPC-2 RELEASE (6)/(10).
+  static const Nexus kNone;
+  return c.lu->reservations().release(c.task.nexus ? *c.task.nexus : kNone);
+}
+
+CmdResult handle_persistent_reserve_in(Cmd& c) {
+  // SPC-5 PERSISTENT RESERVE IN.
+  static const Nexus kNone;
+  const uint8_t sa = c.cdb()[1] & 0x1F;
+  const uint16_t alloc = get_be16(c.cdb() + 7);
+  std::vector<uint8_t> out;
+  const CmdResult r = c.lu->reservations().persistent_reserve_in(
+      c.task.nexus ? *c.task.nexus : kNone, sa, &out);
+  if (!r.ok()) return r;
+  std::memcpy(data_in_buffer(c.task, out.size()), out.data(), out.size());
+  set_data_in(c.task, out.size(), alloc);
+  return CmdResult::good();
+}
+
+CmdResult handle_persistent_reserve_out(Cmd& c) {
+  // SPC-5 PERSISTENT RESERVE OUT.
+  static const Nexus kNone;
+  const Nexus& n = c.task.nexus ? *c.task.nexus : kNone;
+  const uint32_t len = get_be32(c.cdb() + 5);
+  c.task.transfer_len = len;
+  if (c.task.data.size() < len) return Reason::kInvalidFieldInCommandIu;
+  std::vector<uint16_t> ports;
+  for (const auto& g : c.table.port_groups)
+    ports.insert(ports.end(), g.relative_port_ids.begin(), g.relative_port_ids.end());
+  if (ports.empty()) ports.push_back(n.relative_port_id);
+  std::vector<uint64_t> abort;
+  LogicalUnit* lu = c.lu;
+  const CmdResult r = lu->reservations().persistent_reserve_out(
+      n, c.cdb(), std::span<const uint8_t>(c.task.data.data(), len), ports, &abort);
+  if (!r.ok() || abort.empty()) return r;
+  // PREEMPT AND ABORT: the tasks of the preempted I_T nexuses are aborted (SPC-5 PREEMPT AND
+  // ABORT, as by ABORT TASK SET), and the command completes once they have all ended.
+  Task* task = &c.task;
+  const Nexus* np = task->nexus;
+  auto waiter = std::make_shared<AbortWaiter>([task, lu, np] {
+    auto complete = [task, lu] { finish(*task, CmdResult::good(), lu->descriptor_sense()); };
+    if (np && np->post) {
+      np->post(complete);
+    } else {
+      complete();
+    }
+  });
+  for (uint64_t id : abort) {
+    if (auto set = lu->nexuses().find(id)) set->abort_all(n.id, waiter);
+  }
+  waiter->release();
+  return CmdResult::pending();
+}
+
+CmdResult handle_report_target_port_groups(Cmd& c) {
+  // SPC-5 REPORT TARGET PORT GROUPS (implicit ALUA, TPGS=01b). Every target port group is
+  // active/optimized: all portals reach the same LU with the same cost, and there is no
+  // state to change (SET TARGET PORT GROUPS is not supported).
+  const uint8_t* cdb = c.cdb();
+  const uint8_t format = cdb[1] >> 5;
+  const uint32_t alloc = get_be32(cdb + 6);
+  if (format > 1) return CmdResult::invalid_cdb(1, 7);
+  std::vector<LunTable::PortGroup> groups = c.table.port_groups;
+  if (groups.empty() && c.task.nexus) {
+    groups.push_back({c.task.nexus->target_port_group, {c.task.nexus->relative_port_id}});
+  }
+  size_t size = format == 1 ? 8 : 4;
+  for (const auto& g : groups) size += 8 + 4 * g.relative_port_ids.size();
+  uint8_t* p = data_in_buffer(c.task, size);
+  size_t n = 4;
+  if (format == 1) {
+    p[4] = 0x10;  // FORMAT TYPE 001b; IMPLICIT TRANSITION TIME 0
+    n = 8;
+  }
+  for (const auto& g : groups) {
+    p[n] = 0x80 | 0x00;  // PREF; ASYMMETRIC ACCESS STATE 0h: active/optimized
+    p[n + 1] = 0x01;     // AO_SUP
+    put_be16(p + n + 2, g.id);
+    p[n + 7] = static_cast<uint8_t>(g.relative_port_ids.size());
+    n += 8;
+    for (uint16_t rel : g.relative_port_ids) {
+      put_be16(p + n + 2, rel);
+      n += 4;
+    }
+  }
+  put_be32(p, static_cast<uint32_t>(n - 4));
+  set_data_in(c.task, n, alloc);
+  return CmdResult::good();
+}
+
+CmdResult handle_report_supported_tmfs(Cmd& c) {
+  // SPC-5 REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS: what iSCSI carries and the transport
+  // implements (RFC 7143 11.5.1): ABORT TASK, ABORT TASK SET, CLEAR TASK SET, LOGICAL UNIT
+  // RESET, TARGET RESET (warm/cold); not CLEAR ACA, QUERY TASK, QUERY TASK SET, QUERY
+  // ASYNCHRONOUS EVENT, I_T NEXUS RESET.
+  const uint8_t* cdb = c.cdb();
+  const bool repd = cdb[2] & 0x80;
+  const uint32_t alloc = get_be32(cdb + 6);
+  if (alloc < 4) return CmdResult::invalid_cdb(6, 7);
+  const size_t n = repd ? 16 : 4;
+  uint8_t* p = data_in_buffer(c.task, n);
+  p[0] = 0x80 | 0x40 | 0x10 | 0x08 | 0x02;  // ATS, ATSS, CTSS, LURS, TRS
+  if (repd) p[3] = 0x0C;                     // ADDITIONAL DATA LENGTH
+  set_data_in(c.task, n, alloc);
+  return CmdResult::good();
+}
+
 CmdResult handle_mode_sense(Cmd& c) {
   // SPC-5 MODE SENSE (6/10).
   const uint8_t* cdb = c.cdb();
@@ -257,8 +389,17 @@ CmdResult handle_mode_sense(Cmd& c) {
   const size_t alloc = a.ten ? get_be16(cdb + 7) : cdb[4];
   uint8_t buf[kMaxModeSenseLen];
   size_t n = 0;
+  ModeParams saved;
+  bool savable = false;
+  {
+    std::lock_guard lock(c.lu->mode_mutex());
+    if (const ModeParams* s = c.lu->saved_mode_params()) {
+      saved = *s;
+      savable = true;
+    }
+  }
   const CmdResult r = build_mode_sense(a, c.lu->mode_params(), c.lu->default_mode_params(),
-                                       c.lu->geometry(), buf, &n);
+                                       c.lu->geometry(), buf, &n, savable ? &saved : nullptr);
   if (!r.ok()) return r;
   std::memcpy(data_in_buffer(c.task, n), buf, n);
   set_data_in(c.task, n, alloc);
@@ -271,14 +412,18 @@ CmdResult handle_mode_select(Cmd& c) {
   const bool ten = cdb[0] == op::kModeSelect10;
   const uint32_t len = ten ? get_be16(cdb + 7) : cdb[4];
   c.task.transfer_len = len;
-  if (cdb[1] & 0x01) return CmdResult::invalid_cdb(1, 0);  // SP: we cannot save pages
+  const bool sp = cdb[1] & 0x01;
+  std::lock_guard lock(c.lu->mode_mutex());
+  // SP: save the pages too; only when the LU has somewhere to keep them.
+  if (sp && !c.lu->saved_mode_params()) return CmdResult::invalid_cdb(1, 0);
   if (len != 0 && !(cdb[1] & 0x10)) return CmdResult::invalid_cdb(1, 4);  // PF=0: vendor format
   if (c.task.data.size() < len) return Reason::kInvalidFieldInCommandIu;
-  std::lock_guard lock(c.lu->mode_mutex());
   ModeParams next;
   const CmdResult r = parse_mode_select(std::span<const uint8_t>(c.task.data.data(), len), ten,
                                         c.lu->geometry(), c.lu->mode_params(), &next);
   if (!r.ok()) return r;
+  // Saved first: when that fails, nothing has changed.
+  if (sp && c.lu->save_mode_params(next) != 0) return Reason::kInternalTargetFailure;
   c.lu->set_mode_params(next, c.nexus_id());
   return CmdResult::good();
 }

@@ -9,7 +9,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "storage/buffer.hh"
 
@@ -32,6 +36,11 @@ inline constexpr uint8_t kTaskAborted = 0x40;
 
 // The I_T nexus a task arrives on (SAM-5 4.7). Owned by the transport's session; lives
 // longer than every task that points to it.
+class NexusTasks;
+class LogicalUnit;
+struct LunTable;
+struct CommandInfo;
+
 struct Nexus {
   uint64_t id = 0;               // unique per I_T nexus for the life of the process
   std::string initiator_port;    // SCSI initiator port name, "iqn...,i,0x<ISID>"
@@ -40,6 +49,18 @@ struct Nexus {
   std::string target_name;       // "iqn..."
   uint16_t relative_port_id = 1;  // SPC-5 7.7.6.8, >= 1
   uint16_t target_port_group = 1;
+
+  // Runs `fn` on the thread that executes this nexus's tasks, after the caller returns
+  // (never inline). Set by the transport; the device server calls it from any thread to
+  // complete a task that waited for work on other nexuses (PREEMPT AND ABORT waiting for
+  // the aborted tasks). Empty: the device server calls `fn` on whatever thread it is on.
+  std::function<void(std::function<void()>)> post{};
+
+  // --- private to the device server ---
+  // This nexus's task set on each LU it has used (keyed by LU instance), reached without a
+  // lock: execute() is never called for two tasks of one nexus at the same time (the
+  // transport runs a session on one thread). The transport never touches it.
+  mutable std::vector<std::pair<uint64_t, std::shared_ptr<NexusTasks>>> task_sets{};
 };
 
 struct Task {
@@ -66,6 +87,15 @@ struct Task {
   uint32_t transfer_len = 0;
   std::array<uint8_t, 252> sense{};  // sense data when status is CHECK CONDITION
   uint8_t sense_len = 0;
+  // True when a task management function or a PREEMPT AND ABORT aborted the task (SAM-5
+  // task management functions, SPC-5 PREEMPT AND ABORT). status is then TASK ABORTED, with no
+  // sense and no Data-In. The transport sends that status only when report_abort is set (the
+  // control mode page's TAS bit is set and another I_T nexus caused the abort: SPC-5 Control
+  // mode page); otherwise it sends nothing at all for the task. Either way the command is over
+  // for CmdSN accounting (a transport that ignores these fields sends TASK ABORTED: truthful,
+  // though not what TAS=0 asks for).
+  bool aborted = false;
+  bool report_abort = false;
 
   // --- completion ---
   void (*on_complete)(Task& task) = nullptr;
@@ -76,7 +106,23 @@ struct Task {
   // request and iovec of a READ/WRITE so the data path allocates nothing). The transport
   // never reads or writes it; its content is meaningless before execute() and after
   // on_complete.
-  alignas(16) std::array<std::byte, 192> device_scratch;
+  // SBC: 256 bytes hold a multi-step command's state (sbc_op.hh: backend request, range
+  // lock holder, a second buffer).
+  alignas(16) std::array<std::byte, 256> device_scratch;
+  // The task's place in its nexus's task set (task_set.hh), from execute() to on_complete.
+  struct TaskSetLink {
+    NexusTasks* set = nullptr;  // nullptr: not in a task set
+    Task* prev = nullptr;       // in-flight list, oldest first
+    Task* next = nullptr;
+    Task* ready_next = nullptr;  // list of tasks allowed to start
+    uint64_t seq = 0;
+    LogicalUnit* lu = nullptr;  // what a task that waited needs to start
+    const LunTable* table = nullptr;
+    const CommandInfo* info = nullptr;
+    bool started = false;
+    bool abort = false;           // aborted; completes without running or without a response
+    bool abort_by_other = false;  // by another I_T nexus (TAS applies)
+  } task_set;
 };
 
 }  // namespace zuma::scsi

@@ -28,6 +28,21 @@ enum class IoOp : uint8_t {
   kWriteZeroes,  // make the range read as zeros (may deallocate)
 };
 
+// Provisioning state of a run of bytes (Backend::extent_status; SBC-4 logical block
+// provisioning: GET LBA STATUS).
+struct ExtentStatus {
+  uint64_t length = 0;     // bytes from the queried offset that share `allocated`
+  bool allocated = true;   // false: holds no storage and reads as zeros
+};
+
+// Storage a backend holds and could still obtain (Backend::space_usage; SBC-4 Logical Block
+// Provisioning log page).
+struct SpaceUsage {
+  uint64_t allocated_bytes = 0;  // storage held for this backend's data
+  uint64_t available_bytes = 0;  // storage it could still allocate (shared with others)
+  bool available_shared = false;  // available_bytes is a pool other backends draw from too
+};
+
 struct IoRequest;
 using IoDone = void (*)(IoRequest& req, int result);  // result: 0 or -errno
 
@@ -53,6 +68,22 @@ class Backend {
   virtual void submit(IoRequest& req) = 0;
   // A short human-readable description for logs, e.g. "file:/var/a.img".
   virtual std::string describe() const = 0;
+
+  // Provisioning of the bytes at `offset` (< size()): fills *out with the length (1..max_len)
+  // of the run starting there whose bytes are all allocated or all deallocated. Returns 0 or
+  // -errno. Synchronous and cheap (metadata only: lseek SEEK_DATA/SEEK_HOLE, a chunk table),
+  // though a file system may read metadata from disk. Default: everything allocated.
+  virtual int extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* out) const {
+    (void)offset;
+    *out = ExtentStatus{max_len, true};
+    return 0;
+  }
+  // Space held and obtainable. Returns 0 or -errno. Synchronous. Default: the whole size
+  // allocated, nothing more available.
+  virtual int space_usage(SpaceUsage* out) const {
+    *out = SpaceUsage{size(), 0, false};
+    return 0;
+  }
 };
 
 }  // namespace zuma::storage

@@ -95,6 +95,37 @@ class ConcatBackend final : public Backend {
                        [op](const auto& p) { return p->supports(op); });
   }
 
+  int extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* out) const override {
+    if (offset >= size()) {
+      *out = ExtentStatus{0, true};
+      return 0;
+    }
+    const size_t p = part_at(offset);
+    const uint64_t within = offset - starts_[p];
+    return parts_[p]->extent_status(within, std::min(max_len, starts_[p + 1] - offset), out);
+  }
+
+  // Allocated: the sum. Available: the sum of the parts' own pools plus the largest shared
+  // pool (parts on one file system share it; counting it once per part would overstate).
+  int space_usage(SpaceUsage* out) const override {
+    SpaceUsage total{0, 0, false};
+    uint64_t shared = 0;
+    for (const auto& part : parts_) {
+      SpaceUsage u;
+      if (const int r = part->space_usage(&u); r < 0) return r;
+      total.allocated_bytes += u.allocated_bytes;
+      if (u.available_shared) {
+        shared = std::max(shared, u.available_bytes);
+        total.available_shared = true;
+      } else {
+        total.available_bytes += u.available_bytes;
+      }
+    }
+    total.available_bytes += shared;
+    *out = total;
+    return 0;
+  }
+
   std::string describe() const override {
     std::string s = "concat(";
     for (size_t i = 0; i < parts_.size(); ++i) {

@@ -1,11 +1,15 @@
 #include "storage/file_backend.hh"
 
+#include <linux/magic.h>
+#include <sys/vfs.h>
+
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -81,7 +85,12 @@ bool block_device_writes_zeroes(dev_t rdev) {
 }  // namespace
 
 FileBackend::FileBackend(UniqueFd fd, std::string path, uint64_t size, bool block_device)
-    : fd_(std::move(fd)), path_(std::move(path)), size_(size), block_device_(block_device) {}
+    : fd_(std::move(fd)), path_(std::move(path)), size_(size), block_device_(block_device) {  // tmpfs (/dev/shm, /run): reads and writes are memory copies that never wait for a
+  // device, and tmpfs does not take RWF_NOWAIT writes, so io_uring would hand every write
+  // to a worker thread. Doing them inline on the reactor is cheaper.
+  struct statfs fs {};
+  memory_file_ = !block_device && ::fstatfs(fd_.get(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+}
 
 std::expected<std::unique_ptr<FileBackend>, std::string> FileBackend::open(const std::string& path,
                                                                            uint64_t size) {
@@ -224,6 +233,28 @@ void FileBackend::submit(IoRequest& req) {
     req.done(req, run_sync(req));
     return;
   }
+  // Page-cache (and tmpfs) hits first, inline: preadv2/pwritev2 with RWF_NOWAIT never
+  // block, and a hit costs one system call with no trip through the ring or its worker
+  // threads (tmpfs writes would otherwise be punted to io-wq). Anything short of a
+  // complete transfer goes to the ring whole: reading or writing the same bytes again is
+  // harmless. FUA writes always go to the ring (RWF_DSYNC waits for the device).
+  if (memory_file_ && try_inline_) {
+    req.done(req, run_sync(req));
+    return;
+  }
+  if (try_inline_ && (req.op == IoOp::kRead || (req.op == IoOp::kWrite && !req.fua && nowait_writes_)) &&
+      iov_total(req.iov, req.iovcnt) == req.length) {
+    const ssize_t r =
+        req.op == IoOp::kRead
+            ? ::preadv2(fd_.get(), req.iov, req.iovcnt, static_cast<off_t>(req.offset), RWF_NOWAIT)
+            : ::pwritev2(fd_.get(), req.iov, req.iovcnt, static_cast<off_t>(req.offset), RWF_NOWAIT);
+    if (r >= 0 && static_cast<uint64_t>(r) == req.length) {
+      req.done(req, 0);
+      return;
+    }
+    // A file system without non-blocking buffered writes says so every time: stop asking.
+    if (r < 0 && errno == EOPNOTSUPP && req.op == IoOp::kWrite) nowait_writes_ = false;
+  }
   switch (req.op) {
     case IoOp::kRead:
       ctx->queue_rw(req, fd_.get(), 0);
@@ -241,6 +272,42 @@ void FileBackend::submit(IoRequest& req) {
       return;
   }
   req.done(req, -EINVAL);
+}
+
+int FileBackend::extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* out) const {
+  const uint64_t len = std::min(max_len, size_ > offset ? size_ - offset : 0);
+  *out = ExtentStatus{len, true};
+  if (block_device_ || len == 0) return 0;
+  const off_t off = static_cast<off_t>(offset);
+  const off_t data = ::lseek(fd_.get(), off, SEEK_DATA);
+  if (data < 0) {
+    // ENXIO: no data at or after offset (the rest of the file is a hole). EINVAL: the file
+    // system cannot tell; everything counts as allocated then.
+    if (errno == ENXIO) out->allocated = false;
+    return errno == ENXIO || errno == EINVAL || errno == EOPNOTSUPP ? 0 : -errno;
+  }
+  if (data > off) {
+    out->allocated = false;
+    out->length = std::min(len, static_cast<uint64_t>(data - off));
+    return 0;
+  }
+  const off_t hole = ::lseek(fd_.get(), off, SEEK_HOLE);
+  if (hole < 0) return errno == ENXIO || errno == EINVAL ? 0 : -errno;
+  if (hole > off) out->length = std::min(len, static_cast<uint64_t>(hole - off));
+  return 0;
+}
+
+int FileBackend::space_usage(SpaceUsage* out) const {
+  *out = SpaceUsage{size_, 0, false};
+  if (block_device_) return 0;
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) return -errno;
+  out->allocated_bytes = std::min<uint64_t>(static_cast<uint64_t>(st.st_blocks) * 512, size_);
+  struct statvfs vfs {};
+  if (::fstatvfs(fd_.get(), &vfs) != 0) return -errno;
+  out->available_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  out->available_shared = true;
+  return 0;
 }
 
 int FileBackend::run_sync(const IoRequest& req) const {

@@ -41,12 +41,26 @@ class FileBackend final : public Backend {
   uint64_t size() const override { return size_; }
   bool supports(IoOp op) const override;
   void submit(IoRequest& req) override;
+  // Whether reads and non-FUA writes first try RWF_NOWAIT inline (default on); tests that
+  // exercise the ring itself turn it off.
+  void set_try_inline(bool on) { try_inline_ = on; }
   std::string describe() const override { return "file:" + path_; }
+  // Regular file: lseek(SEEK_DATA / SEEK_HOLE), so holes (never written, or punched by
+  // kDiscard) are deallocated. File systems that track unwritten extents (ext4, xfs) may
+  // report a kWriteZeroes range as a hole too: it reads as zeros either way. A block
+  // device reports everything allocated.
+  int extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* out) const override;
+  // Regular file: allocated = st_blocks * 512, available = the file system's free space for
+  // unprivileged users (shared). Block device: its size, nothing more.
+  int space_usage(SpaceUsage* out) const override;
 
   int fd() const { return fd_.get(); }
   bool is_block_device() const { return block_device_; }
 
  private:
+  bool try_inline_ = true;
+  bool memory_file_ = false;    // on tmpfs: all I/O inline (see the constructor)
+  bool nowait_writes_ = true;   // RWF_NOWAIT writes supported, until the kernel says no
   FileBackend(UniqueFd fd, std::string path, uint64_t size, bool block_device);
   // The fallocate(2) mode for kDiscard / kWriteZeroes, or -1 when unsupported.
   int fallocate_mode(IoOp op) const;

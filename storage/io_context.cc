@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <sys/eventfd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +60,9 @@ struct IoContext::State {
   // done() runs keeps the CQ consistent whatever the callbacks do (submit, reap again).
   std::vector<Completion> ready;
   size_t ready_head = 0;
+  // post(): a lock-free LIFO stack of PostedWork pushed by any thread, taken whole by the
+  // owner (run_posted) and run in posting order.
+  std::atomic<PostedWork*> posted{nullptr};
 
   RwOp* get_op() {
     if (free == nullptr) {
@@ -103,6 +107,8 @@ std::expected<std::unique_ptr<IoContext>, int> IoContext::create(unsigned entrie
 }
 
 IoContext::~IoContext() {
+  // Work posted to this context runs exactly once, here at the latest.
+  while (state_ && state_->posted.load(std::memory_order_acquire) != nullptr) run_posted();
   if (ring_) {
     // Every request completes exactly once (backend.hh): wait for what is in flight.
     while (in_flight_ > 0) {
@@ -274,6 +280,39 @@ void IoContext::submit_pending() {
   pending_ = 0;
 }
 
+void IoContext::post(PostedWork& w) {
+  PostedWork* head = state_->posted.load(std::memory_order_relaxed);
+  do {
+    w.next = head;
+  } while (!state_->posted.compare_exchange_weak(head, &w, std::memory_order_release,
+                                                 std::memory_order_relaxed));
+  // Only a push onto an empty stack signals. A node pushed onto a non-empty stack lies above
+  // the node whose push found it empty; that node is still there, so the owner has not yet
+  // taken the stack in answer to that push's signal, and will take this node with it.
+  if (head == nullptr) signal_eventfd(event_fd_.get());
+}
+
+unsigned IoContext::run_posted() {
+  PostedWork* list = state_->posted.exchange(nullptr, std::memory_order_acquire);
+  // The stack holds the newest first: reverse it to run in posting order.
+  PostedWork* fifo = nullptr;
+  while (list != nullptr) {
+    PostedWork* next = list->next;
+    list->next = fifo;
+    fifo = list;
+    list = next;
+  }
+  unsigned n = 0;
+  while (fifo != nullptr) {
+    PostedWork* w = fifo;
+    fifo = w->next;  // before run(), which may free or repost the node
+    w->next = nullptr;
+    w->run(w->arg);
+    ++n;
+  }
+  return n;
+}
+
 void IoContext::flush() {
   if (pending_ > 0) submit_pending();
 }
@@ -295,6 +334,8 @@ unsigned IoContext::poll() {
   State& st = *state_;
   unsigned count = 0;
   unsigned handled = 0;
+  // Work other threads posted (see post()).
+  if (st.posted.load(std::memory_order_acquire) != nullptr) count += run_posted();
   harvest();
   for (;;) {
     // Index-based: done() may append (a nested harvest) or even reap() again.

@@ -20,6 +20,14 @@ namespace zuma::storage {
 
 struct IoRequest;
 
+// Work handed to an IoContext's thread (IoContext::post). Intrusive: whoever posts it owns
+// the node and keeps it alive until run(arg) has been called; the context only links it.
+struct PostedWork {
+  PostedWork* next = nullptr;  // owned by the context while posted
+  void (*run)(void* arg) = nullptr;
+  void* arg = nullptr;
+};
+
 class IoContext {
  public:
   // Creates a ring with `entries` submission slots. Error: -errno.
@@ -62,6 +70,14 @@ class IoContext {
   // Requests submitted and not yet completed.
   uint64_t in_flight() const { return in_flight_; }
 
+  // Thread-safe, callable from any thread (this one included): w.run(w.arg) runs later on
+  // this context's thread, from reap() or poll() (a write to event_fd() wakes the owner's
+  // loop, whether or not the ring's own signalling is enabled), in the order posted. Never
+  // inline. Used to resume work on the thread that owns it, e.g. a SCSI task
+  // waiting for a range lock that another reactor released (scsi/range_lock.hh). No
+  // allocation: the node is the caller's. The destructor runs whatever is still posted.
+  void post(PostedWork& w);
+
   // Queues req (kRead or kWrite, `length` bytes of req.iov at file offset req.offset) as
   // a readv/writev on fd, with `rw_flags` (e.g. RWF_DSYNC) as the per-I/O flags. Unlike a
   // bare get_sqe(), the context finishes short transfers itself: it resubmits the rest,
@@ -81,6 +97,7 @@ class IoContext {
   size_t harvest();
   unsigned dispatch(uint64_t user_data, int res);
   bool finish_rw(RwOp& op, int res, int* result);
+  unsigned run_posted();
   void prep_rw(RwOp& op);
   std::unique_ptr<State> state_;
   std::unique_ptr<io_uring> ring_;

@@ -51,6 +51,27 @@ uint8_t* MemoryBackend::get_or_alloc(uint64_t idx) {
   return p;
 }
 
+int MemoryBackend::extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* out) const {
+  const uint64_t len = std::min(max_len, size_ > offset ? size_ - offset : 0);
+  *out = ExtentStatus{len, true};
+  if (len == 0) return 0;
+  uint64_t idx = offset / kChunkSize;
+  const bool allocated = chunks_[idx].load(std::memory_order_acquire) != nullptr;
+  uint64_t run = std::min(len, (idx + 1) * kChunkSize - offset);
+  for (++idx; run < len && idx < nchunks_; ++idx) {
+    if ((chunks_[idx].load(std::memory_order_acquire) != nullptr) != allocated) break;
+    run = std::min(len, run + kChunkSize);
+  }
+  *out = ExtentStatus{run, allocated};
+  return 0;
+}
+
+int MemoryBackend::space_usage(SpaceUsage* out) const {
+  const uint64_t used = allocated_bytes();
+  *out = SpaceUsage{used, size_ - std::min(used, size_), false};
+  return 0;
+}
+
 void MemoryBackend::submit(IoRequest& req) {
   req.done(req, execute(req));
 }

@@ -34,6 +34,10 @@ class MemoryBackend final : public Backend {
   bool supports(IoOp op) const override;
   void submit(IoRequest& req) override;
   std::string describe() const override;
+  // Chunks never written (or freed whole by kDiscard / kWriteZeroes) are deallocated.
+  int extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* out) const override;
+  // allocated_bytes(); the rest of the size is available (not shared).
+  int space_usage(SpaceUsage* out) const override;
 
   // Bytes of RAM currently held for data (a multiple of the chunk size, except for the
   // last chunk).

@@ -46,11 +46,6 @@ std::string host_port(const std::string& host, uint16_t port) {
   return fmt::format("{}:{}", host, port);
 }
 
-bool acl_allows(const TargetDef& t, const std::string& initiator) {
-  if (t.acl.empty()) return true;
-  return std::find(t.acl.begin(), t.acl.end(), initiator) != t.acl.end();
-}
-
 }  // namespace
 
 Connection::Connection(Reactor& reactor, ServerContext& server, storage::UniqueFd fd, uint64_t id,
@@ -635,11 +630,14 @@ void Connection::handle_login() {
       if (target_name_.empty()) return login_fail(LoginStatus::kMissingParameter);
       target_ = server_.find_target(target_name_);
       if (!target_) return login_fail(LoginStatus::kNotFound);
-      if (!acl_allows(*target_, initiator_name_)) {
+      const AclRule* rule = target_->admit(initiator_name_, peer_);
+      if (!rule) {
         spdlog::warn("login from {} ({}) to '{}' refused by the ACL", peer_str_, initiator_name_,
                      target_name_);
         return login_fail(LoginStatus::kAuthorizationFailure);
       }
+      // The LUs this I_T nexus sees, under its own numbering when the ACL maps them.
+      luns_ = rule->luns ? rule->luns : target_->luns;
       chap_policy_ = target_->chap ? &*target_->chap : nullptr;
       // RFC 7143 13.9: returned in the first response of a normal session.
       append_key(out, "TargetPortalGroupTag", std::to_string(tpgt_));
@@ -1019,7 +1017,7 @@ void Connection::execute(Command* c) {
   c->state = Command::State::kExecuting;
   ++executing_;
   if (!c->is_write) c->task.data.resize(0);
-  scsi::execute(*target_->luns, c->task);
+  scsi::execute(*luns_, c->task);
 }
 
 void Connection::on_task_complete(scsi::Task& t) {
@@ -1187,7 +1185,7 @@ void Connection::handle_text() {
         for (const auto& t : server_.targets()) {
           const bool want = (kv.value == "All" && discovery_) || kv.value == t->iqn ||
                             (kv.value.empty() && !discovery_ && target_ && t->iqn == target_->iqn);
-          if (!want || !acl_allows(*t, initiator_name_)) continue;
+          if (!want || !t->admit(initiator_name_, peer_)) continue;
           append_key(out, "TargetName", t->iqn);
           for (const PortalDef& p : server_.portals()) {
             std::string host = p.host;
@@ -1313,7 +1311,7 @@ void Connection::handle_task_mgmt() {
   const uint32_t ref_cmd_sn = h.word(32);
   const uint64_t lun = decode_lun(h.lun_field());
   PendingTmf p{bhs_, TmfResponse::kFunctionComplete, nullptr};
-  const auto& luns = target_->luns->luns;
+  const auto& luns = luns_->luns;
   auto lu_of = [&](uint64_t n) -> std::shared_ptr<scsi::LogicalUnit> {
     auto f = luns.find(n);
     return f == luns.end() ? nullptr : f->second;
@@ -1356,7 +1354,7 @@ void Connection::handle_task_mgmt() {
     case TmfFunction::kTargetColdReset: {
       abort_commands([](Command&) { return true; });
       const bool cold = fn == TmfFunction::kTargetColdReset;
-      p.after = [this, cold, table = target_->luns] {
+      p.after = [this, cold, table = luns_] {
         for (auto& [n, lu] : table->luns) scsi::reset_logical_unit(*lu, nexus_);
         // RFC 7143 11.5.1: a cold reset also closes the connections after the response.
         if (cold) {
@@ -1438,8 +1436,8 @@ void Connection::close(const char* why) {
   if (session_registered_) {
     server_.session_ended(session_key_, id_);
     session_registered_ = false;
-    if (target_)
-      for (auto& [n, lu] : target_->luns->luns) scsi::nexus_lost(*lu, nexus_);
+    if (luns_)
+      for (auto& [n, lu] : luns_->luns) scsi::nexus_lost(*lu, nexus_);
   }
   notify_finished();
 }

@@ -208,6 +208,7 @@ class Connection final : public EventHandler, public Deferred {
   uint16_t cid_ = 0;
   std::string initiator_name_, initiator_alias_, target_name_;
   std::shared_ptr<const TargetDef> target_;
+  std::shared_ptr<const scsi::LunTable> luns_;  // what this nexus sees (ACL LUN mapping)
   // CHAP (RFC 7143 12.1.3)
   enum class Chap { kOff, kWaitAlgorithm, kWaitResponse, kDone } chap_ = Chap::kOff;
   const ChapPolicy* chap_policy_ = nullptr;  // nullptr: no authentication required

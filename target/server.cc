@@ -218,6 +218,53 @@ void Server::stop(std::chrono::milliseconds grace) {
   for (auto& r : reactors_) r->stop_and_join();
 }
 
+std::optional<Network> Network::parse(const std::string& text) {
+  Network n;
+  const size_t slash = text.find('/');
+  const std::string addr = text.substr(0, slash);
+  n.family = addr.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+  if (inet_pton(n.family, addr.c_str(), n.addr) != 1) return std::nullopt;
+  const unsigned max = n.family == AF_INET6 ? 128 : 32;
+  n.prefix = max;
+  if (slash != std::string::npos) {
+    char* end = nullptr;
+    const unsigned long p = std::strtoul(text.c_str() + slash + 1, &end, 10);
+    if (*end != '\0' || end == text.c_str() + slash + 1 || p > max) return std::nullopt;
+    n.prefix = unsigned(p);
+  }
+  return n;
+}
+
+bool Network::contains(const sockaddr_storage& peer) const {
+  const uint8_t* a = nullptr;
+  if (peer.ss_family != family) return false;
+  if (family == AF_INET)
+    a = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in&>(peer).sin_addr);
+  else
+    a = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr);
+  const unsigned full = prefix / 8, bits = prefix % 8;
+  if (std::memcmp(a, addr, full) != 0) return false;
+  if (bits == 0) return true;
+  const uint8_t mask = uint8_t(0xff << (8 - bits));
+  return (a[full] & mask) == (addr[full] & mask);
+}
+
+namespace {
+const AclRule kOpen{};  // what an ACL-less target admits everyone with
+}  // namespace
+
+const AclRule* TargetDef::admit(const std::string& initiator, const sockaddr_storage& peer) const {
+  if (acl.empty()) return &kOpen;
+  for (const AclRule& r : acl) {
+    if (r.initiator != initiator) continue;
+    if (r.networks.empty()) return &r;
+    for (const Network& n : r.networks)
+      if (n.contains(peer)) return &r;
+    return nullptr;
+  }
+  return nullptr;
+}
+
 std::shared_ptr<const TargetDef> Server::find_target(const std::string& iqn) const {
   // RFC 7143 3.2.6.1: iSCSI names compare case-insensitively only in their
   // already-normalised (lowercase) form; config validation keeps them lowercase.

@@ -22,12 +22,33 @@
 
 namespace zuma::target {
 
+// An address range an ACL entry admits ("192.0.2.0/24", "fd00::/8").
+struct Network {
+  int family = 0;  // AF_INET or AF_INET6
+  uint8_t addr[16] = {};
+  unsigned prefix = 0;
+  // Parses "ADDR/PREFIX" or a bare address; nullopt when malformed.
+  static std::optional<Network> parse(const std::string& text);
+  bool contains(const sockaddr_storage& peer) const;
+};
+
+// One initiator a target admits, from where, and which LUs it sees under which numbers.
+struct AclRule {
+  std::string initiator;
+  std::vector<Network> networks;  // empty = any source address
+  std::shared_ptr<const scsi::LunTable> luns;  // null = the target's own LUN table
+};
+
 struct TargetDef {
   std::string iqn;
   std::string alias;
-  std::vector<std::string> acl;  // empty = any initiator
+  std::vector<AclRule> acl;  // empty = any initiator
   std::optional<ChapPolicy> chap;  // CHAP required when set
   std::shared_ptr<const scsi::LunTable> luns;
+
+  // The rule admitting `initiator` from `peer`: nullptr when refused. With no ACL every
+  // initiator is admitted by `kOpen` (the target's own LUN table).
+  const AclRule* admit(const std::string& initiator, const sockaddr_storage& peer) const;
 };
 
 struct PortalDef {

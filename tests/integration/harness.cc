@@ -433,6 +433,23 @@ Session::Session(const std::string& portal, std::string_view iqn, int lun,
     ctx_ = nullptr;
     throw std::runtime_error(err);
   }
+  if (opts.clear_unit_attentions) {
+    // As initiators do after login (SAM-5 5.14: a new I_T nexus starts with a power-on
+    // unit attention on every LU): TEST UNIT READY each reported LUN until no UA is left.
+    scsi_task* rl = iscsi_reportluns_sync(ctx_, 0, 16384);
+    Task report(rl);
+    auto* list = rl && rl->status == SCSI_STATUS_GOOD
+                     ? static_cast<scsi_reportluns_list*>(scsi_datain_unmarshall(rl))
+                     : nullptr;
+    for (uint32_t i = 0; list && i < list->num; ++i) {
+      for (int tries = 0; tries < 8; ++tries) {
+        Task t(iscsi_testunitready_sync(ctx_, int(list->luns[i])));
+        if (!t || t->status != SCSI_STATUS_CHECK_CONDITION ||
+            t->sense.key != SCSI_SENSE_UNIT_ATTENTION)
+          break;
+      }
+    }
+  }
 }
 
 Session::~Session() {

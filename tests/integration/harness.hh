@@ -139,6 +139,9 @@ struct SessionOptions {
   std::optional<bool> immediate_data;  // what libiscsi offers; nullopt = its default
   std::optional<bool> initial_r2t;
   int timeout_s = 30;  // per-command timeout of the sync calls
+  // After login, TEST UNIT READY every reported LUN until its unit attentions (power on,
+  // reset) are consumed, as initiators do. Off for tests that look at those attentions.
+  bool clear_unit_attentions = true;
 };
 
 // A logged-in normal session (libiscsi sync API; auto-reconnect disabled so a dropped

@@ -185,7 +185,11 @@ targets:
   const Target& t = c.targets[0];
   CHECK(t.iqn == "iqn.2026-11.org.zuma:db");
   CHECK(t.alias == "Database disks");
-  CHECK(t.acl == std::vector<std::string>{"iqn.1994-05.com.redhat:host1", "eui.02004567A425678D"});
+  REQUIRE(t.acl.size() == 2);
+  CHECK(t.acl[0].initiator == "iqn.1994-05.com.redhat:host1");
+  CHECK(t.acl[1].initiator == "eui.02004567A425678D");
+  CHECK(t.acl[0].networks.empty());
+  CHECK(t.acl[0].luns.empty());
   CHECK(t.loc.str() == "full.yaml:27:5");
   REQUIRE(t.luns.size() == 2);
   const Lun& data = t.luns[0];
@@ -640,19 +644,53 @@ TEST_CASE("error: targets") {
         "t.yaml:3:42: targets[0].alias: control characters are not allowed");
 }
 
+// A target with one LU `a` (LUN 0) and `acl` as given (a flow sequence).
+static std::string with_acl(const std::string& acl) {
+  return with_target("{iqn: iqn.2026-11.org.zuma:t, luns: [{id: 0, name: a, size: 1MiB, "
+                     "backend: memory}], acl: " + acl + "}");
+}
+
+TEST_CASE("acl: names, networks and LUN mapping") {
+  Config c = parse(with_acl("[iqn.1994-05.com.redhat:h1, {initiator: iqn.1994-05.com.redhat:h2, "
+                            "networks: [127.0.0.0/8, \"::1\"], luns: {5: a}}]"),
+                   "t.yaml");
+  const auto& acl = c.targets[0].acl;
+  REQUIRE(acl.size() == 2);
+  CHECK(acl[0].initiator == "iqn.1994-05.com.redhat:h1");
+  CHECK(acl[1].initiator == "iqn.1994-05.com.redhat:h2");
+  CHECK(acl[1].networks == std::vector<std::string>{"127.0.0.0/8", "::1"});
+  REQUIRE(acl[1].luns.size() == 1);
+  CHECK(acl[1].luns[0].first == 5);
+  CHECK(acl[1].luns[0].second == "a");
+  CHECK(parse_network("10.0.0.0/8") == std::make_pair(std::string("10.0.0.0"), 8u));
+  CHECK(parse_network("fd00::/8") == std::make_pair(std::string("fd00::"), 8u));
+  CHECK(parse_network("192.0.2.1") == std::make_pair(std::string("192.0.2.1"), 32u));
+  CHECK_FALSE(parse_network("10.0.0.0/33"));
+  CHECK_FALSE(parse_network("10.0.0/8"));
+  CHECK_FALSE(parse_network("::1/129"));
+  CHECK_FALSE(parse_network("10.0.0.0/"));
+}
+
 TEST_CASE("error: acl") {
-  CHECK(
-      error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, acl: [iqn.1994-05.com.redhat:h1, host2], "
-                           "luns: []}")) ==
-      "t.yaml:3:68: targets[0].acl[1]: 'host2' is not a valid iSCSI name: it must start with "
-      "iqn., eui. or naa.");
-  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, acl: [iqn.1994-05.com.redhat:h1, "
-                             "iqn.1994-05.com.redhat:h1], luns: []}")) ==
-        "t.yaml:3:68: targets[0].acl[1]: duplicate initiator 'iqn.1994-05.com.redhat:h1' (first at "
-        "line 3, column 41)");
-  CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t, acl: , luns: []}")) ==
-        "t.yaml:3:35: targets[0].acl: expected a list of initiator names (leave acl out to allow "
+  CHECK(error_of(with_acl("[iqn.1994-05.com.redhat:h1, host2]")) ==
+        "t.yaml:3:123: targets[0].acl[1]: 'host2' is not a valid iSCSI name: it must start with "
+        "iqn., eui. or naa.");
+  CHECK(error_of(with_acl("[iqn.1994-05.com.redhat:h1, iqn.1994-05.com.redhat:h1]")) ==
+        "t.yaml:3:123: targets[0].acl[1]: duplicate initiator 'iqn.1994-05.com.redhat:h1' (first "
+        "at line 3, column 96)");
+  CHECK(error_of(with_acl("")) ==
+        "t.yaml:3:90: targets[0].acl: expected a list of initiator names (leave acl out to allow "
         "any initiator)");
+  CHECK(error_of(with_acl("[{initiator: iqn.1994-05.com.redhat:h1, networks: [10.0.0.0/33]}]")) ==
+        "t.yaml:3:146: targets[0].acl[0].networks[0]: '10.0.0.0/33' is not a network: expected "
+        "ADDRESS/PREFIX, e.g. 192.0.2.0/24 or fd00::/8");
+  CHECK(error_of(with_acl("[{initiator: iqn.1994-05.com.redhat:h1, luns: {0: nope}}]")) ==
+        "t.yaml:3:145: targets[0].acl[0].luns.0: 'nope' is not an LU of target "
+        "iqn.2026-11.org.zuma:t");
+  CHECK(error_of(with_acl("[{initiator: iqn.1994-05.com.redhat:h1, luns: {0: a, 0: a}}]")) ==
+        "t.yaml:3:148: targets[0].acl[0].luns.0: duplicate LUN 0 (first at line 3, column 142)");
+  CHECK(error_of(with_acl("[{networks: [10.0.0.0/8]}]")) ==
+        "t.yaml:3:96: targets[0].acl[0]: missing key 'initiator'");
 }
 
 TEST_CASE("error: LUN ids, names and block sizes") {

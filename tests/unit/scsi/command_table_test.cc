@@ -45,7 +45,7 @@ TEST_CASE("lookup: unknown opcode, unknown service action") {
   CHECK(err.reason == Reason::kInvalidOpcode);
   CHECK_FALSE(err.has_field);
 
-  t = task_with({op::kPersistentReserveIn});
+  t = task_with({0x5C});  // READ BUFFER CAPACITY (SPC-5): not ours
   CHECK(lookup_command(t, &err) == nullptr);
   CHECK(err.reason == Reason::kInvalidOpcode);
 

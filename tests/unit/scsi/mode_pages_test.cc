@@ -20,9 +20,10 @@ Bytes caching(bool wce) {
   p[2] = wce ? 0x04 : 0x00;
   return p;
 }
-Bytes control(bool d_sense) {
-  return {0x0A, 0x0A, static_cast<uint8_t>(d_sense ? 0x04 : 0x00), 0x10, 0, 0, 0, 0, 0xFF, 0xFF,
-          0,    0};
+// TST 001b (one task set per I_T nexus), QUEUE ALGORITHM MODIFIER 1, BUSY TIMEOUT FFFFh.
+Bytes control(bool d_sense, bool tas = false) {
+  return {0x0A, 0x0A, static_cast<uint8_t>(0x20 | (d_sense ? 0x04 : 0x00)), 0x10, 0,
+          static_cast<uint8_t>(tas ? 0x40 : 0x00), 0, 0, 0xFF, 0xFF, 0, 0};
 }
 const Bytes kIec = {0x1C, 0x0A, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
@@ -93,7 +94,7 @@ TEST_CASE("changeable and default values") {
   ch_caching[0] = 0x08;
   ch_caching[1] = 0x12;
   ch_caching[2] = 0x04;
-  const Bytes ch_control = {0x0A, 0x0A, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  const Bytes ch_control = {0x0A, 0x0A, 0x04, 0, 0, 0x40, 0, 0, 0, 0, 0, 0};  // D_SENSE, TAS
   const Bytes ch_iec = {0x1C, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   CHECK(sense(a) == cat({{47, 0, 0x10, 0}, ch_caching, ch_control, ch_iec}));
 
@@ -191,6 +192,50 @@ TEST_CASE("MODE SELECT rejects unchangeable fields with the parameter byte and b
   CHECK(r.field == 4);
   r = select({0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0x10, 0x00}, false, &next);
   CHECK(r.field == 9);
+}
+
+TEST_CASE("MODE SELECT changes TAS") {
+  ModeParams next;
+  CHECK(select(cat({{0, 0, 0, 0}, control(false, true)}), false, &next).ok());
+  CHECK(next == ModeParams{true, false, true});
+  // TST is not changeable: 000b (one task set for all I_T nexuses) is refused.
+  Bytes c = control(false);
+  c[2] = 0x00;
+  const CmdResult r = select(cat({{0, 0, 0, 0}, c}), false, &next);
+  CHECK(r.reason == Reason::kInvalidFieldInParameterList);
+  CHECK(r.field == 4 + 2);
+  CHECK(r.bit == 5);
+}
+
+TEST_CASE("saved values: PS set, PC=11b reports them") {
+  const ModeParams saved{false, true, true};
+  uint8_t buf[kMaxModeSenseLen];
+  size_t n = 0;
+  ModeSenseArgs a;
+  a.page = 0x0A;
+  a.dbd = true;
+  a.pc = PageControl::kSaved;
+  REQUIRE(build_mode_sense(a, kCur, kDef, kGeo, buf, &n, &saved).ok());
+  Bytes want = cat({{15, 0, 0x10, 0}, control(true, true)});
+  want[4] |= 0x80;  // PS
+  CHECK(Bytes(buf, buf + n) == want);
+  a.pc = PageControl::kCurrent;
+  REQUIRE(build_mode_sense(a, kCur, kDef, kGeo, buf, &n, &saved).ok());
+  want = cat({{15, 0, 0x10, 0}, control(false)});
+  want[4] |= 0x80;
+  CHECK(Bytes(buf, buf + n) == want);
+}
+
+TEST_CASE("saved values file format") {
+  const ModeParams v{false, true, true};
+  const std::string text = format_saved_mode_params(v);
+  CHECK(text == "zuma-mode-pages 1\nwce 0\nd_sense 1\ntas 1\n");
+  CHECK(parse_saved_mode_params(text) == v);
+  CHECK_FALSE(parse_saved_mode_params("zuma-mode-pages 2\nwce 0\nd_sense 1\ntas 1\n"));
+  CHECK_FALSE(parse_saved_mode_params("zuma-mode-pages 1\nwce 0\nd_sense 1\n"));
+  CHECK_FALSE(parse_saved_mode_params("zuma-mode-pages 1\nwce 2\nd_sense 1\ntas 1\n"));
+  CHECK_FALSE(parse_saved_mode_params("zuma-mode-pages 1\nwce 0\nd_sense 1\ntas 1\nqerr 1\n"));
+  CHECK_FALSE(parse_saved_mode_params(""));
 }
 
 TEST_CASE("MODE SELECT truncated lists") {

@@ -278,10 +278,8 @@ TEST_CASE("VERIFY: medium check, byte compare, miscompare offset") {
   v = run_cdb(f, cdb10(op::kVerify10, 0x02, 8, 4), DataDir::kOut, 1024, test::slice(data, 0, 1024));
   CHECK_SENSE(v, 0x5, 0x0E, 0x03);
 
-  // BYTCHK 10b is reserved, 11b not implemented.
+  // BYTCHK 10b is reserved.
   v = run_cdb(f, cdb10(op::kVerify10, 0x04, 8, 1), DataDir::kOut, 512, test::slice(data, 0, 512));
-  CHECK_INVALID_CDB(v, 1, 2);
-  v = run_cdb(f, cdb10(op::kVerify10, 0x06, 8, 1), DataDir::kOut, 512, test::slice(data, 0, 512));
   CHECK_INVALID_CDB(v, 1, 2);
 
   // Zero blocks and range.
@@ -444,6 +442,302 @@ TEST_CASE("completions that come later") {
   CHECK(r->completions == 0);
   f.backend->complete_deferred();
   CHECK_SENSE(r, 0x3, 0x11, 0x00);
+}
+
+}  // namespace
+}  // namespace zuma::scsi
+
+// --- SBC: VERIFY BYTCHK 11b, WRITE AND VERIFY, WRITE ATOMIC, PRE-FETCH, READ DEFECT DATA,
+// and the range lock that writes take ---
+
+namespace zuma::scsi {
+namespace {
+
+using storage::IoOp;
+using test::Bytes;
+using test::cdb10;
+using test::cdb12;
+using test::cdb16;
+using test::Fixture;
+using test::pattern;
+using test::run_cdb;
+
+Bytes medium_of(const Fixture& f, uint64_t lba, uint32_t blocks) {
+  const size_t bs = f.lu->block_size();
+  return Bytes(f.backend->data.begin() + lba * bs, f.backend->data.begin() + (lba + blocks) * bs);
+}
+
+void put_medium(Fixture& f, uint64_t lba, const Bytes& b) {
+  std::memcpy(f.backend->data.data() + lba * f.lu->block_size(), b.data(), b.size());
+}
+
+TEST_CASE("VERIFY BYTCHK 11b: the one block of Data-Out against every block") {
+  Fixture f;
+  const Bytes block = pattern(512, 40);
+  for (uint64_t lba = 8; lba < 12; ++lba) put_medium(f, lba, block);
+  for (auto make : {+[] { return cdb10(op::kVerify10, 0x06, 8, 4); },
+                    +[] { return cdb12(op::kVerify12, 0x06, 8, 4); },
+                    +[] { return cdb16(op::kVerify16, 0x06, 8, 4); }}) {
+    auto v = run_cdb(f, make(), DataDir::kOut, 512, block);
+    REQUIRE(v->good());
+    CHECK(v->task.transfer_len == 512);  // one block of Data-Out
+    CHECK(f.backend->calls.back().op == IoOp::kRead);
+    CHECK(f.backend->calls.back().offset == 8 * 512);
+    CHECK(f.backend->calls.back().length == 4 * 512);
+  }
+  // The third block differs at its byte 7: INFORMATION = 2 * 512 + 7 (offset in the range).
+  Bytes bad = block;
+  bad[7] ^= 1;
+  put_medium(f, 10, bad);
+  auto v = run_cdb(f, cdb16(op::kVerify16, 0x06, 8, 4), DataDir::kOut, 512, block);
+  CHECK(v->sense() == Bytes{0xF0, 0, 0x0E, 0, 0, 0x04, 0x07, 10, 0, 0, 0, 0, 0x1D, 0, 0, 0, 0, 0});
+  // Less than one block of Data-Out; zero blocks (nothing transferred).
+  v = run_cdb(f, cdb10(op::kVerify10, 0x06, 8, 4), DataDir::kOut, 100, Bytes(100, 1));
+  CHECK_SENSE(v, 0x5, 0x0E, 0x03);
+  v = run_cdb(f, cdb10(op::kVerify10, 0x06, 8, 0), DataDir::kNone, 0);
+  CHECK(v->good());
+  CHECK(v->task.transfer_len == 0);
+  // Range and the medium error path.
+  v = run_cdb(f, cdb10(op::kVerify10, 0x06, 2047, 2), DataDir::kOut, 512, block);
+  CHECK_SENSE(v, 0x5, 0x21, 0x00);
+  f.backend->fail_with = -EIO;
+  v = run_cdb(f, cdb10(op::kVerify10, 0x06, 9, 1), DataDir::kOut, 512, block);
+  CHECK(v->sense() == Bytes{0xF0, 0, 0x03, 0, 0, 0, 9, 10, 0, 0, 0, 0, 0x11, 0, 0, 0, 0, 0});
+}
+
+TEST_CASE("WRITE AND VERIFY: durable write, read back, compare with BYTCHK 01b") {
+  Fixture f;
+  struct Form {
+    Bytes cdb;
+  };
+  const Bytes data = pattern(1024, 41);
+  const Form forms[] = {{cdb10(op::kWriteAndVerify10, 0x02, 5, 2)},
+                        {cdb12(op::kWriteAndVerify12, 0x02, 5, 2)},
+                        {cdb16(op::kWriteAndVerify16, 0x12, 5, 2)},  // DPO accepted
+                        {cdb10(op::kWriteAndVerify10, 0x00, 5, 2)}};  // BYTCHK 00b
+  for (const Form& form : forms) {
+    f.backend->calls.clear();
+    std::memset(f.backend->data.data(), 0, 8192);
+    auto w = run_cdb(f, form.cdb, DataDir::kOut, 1024, data);
+    REQUIRE(w->good());
+    CHECK(w->task.transfer_len == 1024);
+    CHECK(medium_of(f, 5, 2) == data);
+    REQUIRE(f.backend->calls.size() == 2);
+    CHECK(f.backend->calls[0].op == IoOp::kWrite);
+    CHECK(f.backend->calls[0].fua);  // durable before it is verified
+    CHECK(f.backend->calls[0].offset == 5 * 512);
+    CHECK(f.backend->calls[1].op == IoOp::kRead);
+    CHECK(f.backend->calls[1].offset == 5 * 512);
+    CHECK(f.backend->calls[1].length == 1024);
+  }
+  CHECK(f.lu->range_lock().held() == 0);
+
+  // BYTCHK 1xb reserved; WRPROTECT; byte 1 bit 3 (no FUA in this CDB) is reserved.
+  auto w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x04, 5, 1), DataDir::kOut, 512, data);
+  CHECK_INVALID_CDB(w, 1, 2);
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x06, 5, 1), DataDir::kOut, 512, data);
+  CHECK_INVALID_CDB(w, 1, 2);
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x22, 5, 1), DataDir::kOut, 512, data);
+  CHECK_INVALID_CDB(w, 1, 7);
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x0A, 5, 1), DataDir::kOut, 512, data);
+  CHECK_INVALID_CDB(w, 1, 3);
+  w = run_cdb(f, cdb16(op::kWriteAndVerify16, 0x02, 2047, 2), DataDir::kOut, 1024, data);
+  CHECK_SENSE(w, 0x5, 0x21, 0x00);
+
+  // Residuals as for WRITE: the whole blocks that arrived; a partial block is refused.
+  f.backend->calls.clear();
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x02, 20, 2), DataDir::kOut, 512,
+              test::slice(data, 0, 512));
+  REQUIRE(w->good());
+  CHECK(w->task.transfer_len == 1024);
+  CHECK(f.backend->calls.size() == 2);
+  CHECK(f.backend->calls[0].length == 512);
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x02, 20, 1), DataDir::kOut, 200, Bytes(200, 1));
+  CHECK_SENSE(w, 0x5, 0x0E, 0x03);
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x02, 20, 0), DataDir::kNone, 0);
+  CHECK(w->good());
+
+  // The medium does not hold what was written (changed between the write and the read):
+  // MISCOMPARE with the offset of the first differing byte.
+  f.backend->defer = true;
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x02, 30, 2), DataDir::kOut, 1024, data);
+  REQUIRE(f.backend->deferred.size() == 1);  // the write
+  f.backend->data[30 * 512 + 600] ^= 0xFF;
+  f.backend->complete_deferred();
+  REQUIRE(f.backend->deferred.size() == 1);  // the read back
+  f.backend->complete_deferred();
+  CHECK(w->sense() == Bytes{0xF0, 0, 0x0E, 0, 0, 0x02, 0x58, 10, 0, 0, 0, 0, 0x1D, 0, 0, 0, 0, 0});
+  f.backend->defer = false;
+
+  // Backend failures: the write (WRITE ERROR), the read back (UNRECOVERED READ ERROR).
+  f.backend->fail_with = -EIO;
+  f.backend->fail_op = IoOp::kWrite;
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x02, 0x42, 1), DataDir::kOut, 512, data);
+  CHECK(w->sense() == Bytes{0xF0, 0, 0x03, 0, 0, 0, 0x42, 10, 0, 0, 0, 0, 0x0C, 0, 0, 0, 0, 0});
+  f.backend->fail_op = IoOp::kRead;
+  w = run_cdb(f, cdb10(op::kWriteAndVerify10, 0x02, 0x42, 1), DataDir::kOut, 512, data);
+  CHECK(w->sense() == Bytes{0xF0, 0, 0x03, 0, 0, 0, 0x42, 10, 0, 0, 0, 0, 0x11, 0, 0, 0, 0, 0});
+  CHECK(f.lu->range_lock().held() == 0);
+}
+
+TEST_CASE("WRITE ATOMIC (16): limits from the Block Limits page") {
+  Fixture f;  // 512-byte blocks: atomic unit 8 blocks, at most 2048
+  auto wa = [](uint64_t lba, uint16_t blocks, uint8_t flags = 0, uint16_t boundary = 0) {
+    Bytes c = cdb16(op::kWriteAtomic16, flags, lba, 0);
+    c[10] = static_cast<uint8_t>(boundary >> 8);
+    c[11] = static_cast<uint8_t>(boundary);
+    c[12] = static_cast<uint8_t>(blocks >> 8);
+    c[13] = static_cast<uint8_t>(blocks);
+    return c;
+  };
+  const Bytes data = pattern(8 * 512, 42);
+  auto t = run_cdb(f, wa(16, 8), DataDir::kOut, 4096, data);
+  REQUIRE(t->good());
+  CHECK(t->task.transfer_len == 4096);
+  CHECK(medium_of(f, 16, 8) == data);
+  CHECK(f.backend->calls.back().op == IoOp::kWrite);
+  CHECK(f.backend->calls.back().offset == 16 * 512);
+  CHECK_FALSE(f.backend->calls.back().fua);
+  t = run_cdb(f, wa(16, 8, 0x18), DataDir::kOut, 4096, data);  // DPO, FUA
+  REQUIRE(t->good());
+  CHECK(f.backend->calls.back().fua);
+  const size_t calls = f.backend->calls.size();
+
+  t = run_cdb(f, wa(12, 8), DataDir::kOut, 4096, data);  // misaligned
+  CHECK_INVALID_CDB(t, 2, 7);
+  t = run_cdb(f, wa(16, 4), DataDir::kOut, 2048, test::slice(data, 0, 2048));  // granularity
+  CHECK_INVALID_CDB(t, 12, 7);
+  t = run_cdb(f, wa(0, 2056), DataDir::kOut, 0);  // above MAXIMUM ATOMIC TRANSFER LENGTH
+  CHECK_INVALID_CDB(t, 12, 7);
+  t = run_cdb(f, wa(16, 8, 0, 1), DataDir::kOut, 4096, data);  // ATOMIC BOUNDARY
+  CHECK_INVALID_CDB(t, 10, 7);
+  t = run_cdb(f, wa(16, 8, 0x20), DataDir::kOut, 4096, data);  // WRPROTECT
+  CHECK_INVALID_CDB(t, 1, 7);
+  t = run_cdb(f, wa(16, 8, 0x04), DataDir::kOut, 4096, data);  // reserved
+  CHECK_INVALID_CDB(t, 1, 2);
+  t = run_cdb(f, wa(2040, 16), DataDir::kOut, 8192, Bytes(8192, 0));
+  CHECK_SENSE(t, 0x5, 0x21, 0x00);
+  t = run_cdb(f, wa(0xFFFFFFFFFFFFFFF8ull, 8), DataDir::kOut, 4096, data);
+  CHECK_SENSE(t, 0x5, 0x21, 0x00);
+  t = run_cdb(f, wa(2056, 0), DataDir::kNone, 0);
+  CHECK_SENSE(t, 0x5, 0x21, 0x00);
+  t = run_cdb(f, wa(0, 0), DataDir::kNone, 0);
+  CHECK(t->good());
+  // All or nothing: with less Data-Out than the transfer length nothing is written.
+  t = run_cdb(f, wa(16, 16), DataDir::kOut, 4096, data);
+  CHECK_SENSE(t, 0x5, 0x0E, 0x03);
+  CHECK(f.backend->calls.size() == calls);
+
+  // 4 KiB blocks: one block is a whole unit; no alignment or granularity.
+  Fixture f4k(test::default_params(256, 4096));
+  t = run_cdb(f4k, wa(1, 1), DataDir::kOut, 4096, data);
+  CHECK(t->good());
+  t = run_cdb(f4k, wa(0, 257), DataDir::kOut, 0);
+  CHECK_INVALID_CDB(t, 12, 7);
+}
+
+TEST_CASE("WRITE ATOMIC and WRITE AND VERIFY exclude overlapping writes until they complete") {
+  Fixture f;
+  f.backend->defer = true;
+  const Bytes a = pattern(4096, 1), b = pattern(512, 2);
+  auto atomic = run_cdb(f, [] {
+    Bytes c = cdb16(op::kWriteAtomic16, 0, 8, 0);
+    c[13] = 8;
+    return c;
+  }(), DataDir::kOut, 4096, a);
+  REQUIRE(f.backend->deferred.size() == 1);
+  // An overlapping WRITE waits: nothing reaches the backend.
+  auto w = run_cdb(f, cdb10(op::kWrite10, 0, 12, 1), DataDir::kOut, 512, b);
+  CHECK(f.backend->deferred.size() == 1);
+  CHECK(f.lu->range_lock().waiting() == 1);
+  // A write elsewhere, and a read of the same blocks, do not wait.
+  auto other = run_cdb(f, cdb10(op::kWrite10, 0, 100, 1), DataDir::kOut, 512, b);
+  auto r = run_cdb(f, cdb10(op::kRead10, 0, 8, 1), DataDir::kIn, 512);
+  CHECK(f.backend->deferred.size() == 3);
+  f.backend->complete_deferred();  // the atomic write completes: the waiting WRITE starts
+  CHECK(atomic->good());
+  CHECK(other->good());
+  CHECK(r->good());
+  CHECK(w->completions == 0);
+  REQUIRE(f.backend->deferred.size() == 1);
+  f.backend->complete_deferred();
+  CHECK(w->good());
+  Bytes want = a;
+  std::memcpy(want.data() + 4 * 512, b.data(), 512);
+  CHECK(medium_of(f, 8, 8) == want);  // the WRITE came after
+  CHECK(f.lu->range_lock().held() == 0);
+}
+
+TEST_CASE("PRE-FETCH (10/16): range checked, nothing transferred, GOOD") {
+  Fixture f;  // 2048 blocks
+  auto p = run_cdb(f, cdb10(op::kPreFetch10, 0, 0, 1), DataDir::kNone, 0);
+  CHECK(p->good());
+  CHECK(p->task.status == status::kGood);  // not CONDITION MET: no cache to promise it
+  p = run_cdb(f, cdb10(op::kPreFetch10, 0x02, 2047, 1), DataDir::kNone, 0);  // IMMED
+  CHECK(p->good());
+  Bytes grouped = cdb10(op::kPreFetch10, 0, 0, 1);
+  grouped[6] = 3;
+  CHECK(run_cdb(f, grouped, DataDir::kNone, 0)->good());
+  p = run_cdb(f, cdb10(op::kPreFetch10, 0, 2048, 0), DataDir::kNone, 0);  // 0: to the end
+  CHECK(p->good());
+  p = run_cdb(f, cdb10(op::kPreFetch10, 0, 2049, 0), DataDir::kNone, 0);
+  CHECK_SENSE(p, 0x5, 0x21, 0x00);
+  p = run_cdb(f, cdb10(op::kPreFetch10, 0, 2047, 2), DataDir::kNone, 0);
+  CHECK_SENSE(p, 0x5, 0x21, 0x00);
+  p = run_cdb(f, cdb16(op::kPreFetch16, 0, ~uint64_t{0}, 1), DataDir::kNone, 0);
+  CHECK_SENSE(p, 0x5, 0x21, 0x00);
+  p = run_cdb(f, cdb16(op::kPreFetch16, 0x02, 100, 1000), DataDir::kNone, 0);
+  CHECK(p->good());
+  p = run_cdb(f, cdb10(op::kPreFetch10, 0x01, 0, 1), DataDir::kNone, 0);  // obsolete bit 0
+  CHECK_INVALID_CDB(p, 1, 0);
+  CHECK(f.backend->calls.empty());
+}
+
+TEST_CASE("READ DEFECT DATA (10/12): empty lists in the format asked for") {
+  Fixture f;
+  auto t = f.run({op::kReadDefectData10, 0, 0x18, 0, 0, 0, 0, 0, 32, 0}, DataDir::kIn, 32);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0x18, 0, 0});  // PLISTV, GLISTV, short block format
+  t = f.run({op::kReadDefectData10, 0, 0x05, 0, 0, 0, 0, 0, 32, 0}, DataDir::kIn, 32);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0x05, 0, 0});
+  t = f.run({op::kReadDefectData10, 0, 0x13, 0, 0, 0, 0, 0, 2, 0}, DataDir::kIn, 2);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0x13});
+  CHECK(t->task.transfer_len == 2);
+  t = f.run({op::kReadDefectData10, 0, 0x07, 0, 0, 0, 0, 0, 32, 0}, DataDir::kIn, 32);
+  CHECK_INVALID_CDB(t, 2, 2);  // format 111b reserved
+  t = f.run({op::kReadDefectData10, 0, 0x20, 0, 0, 0, 0, 0, 32, 0}, DataDir::kIn, 32);
+  CHECK_INVALID_CDB(t, 2, 5);
+
+  t = f.run({op::kReadDefectData12, 0x13, 0, 0, 0, 9, 0, 0, 0, 32, 0, 0}, DataDir::kIn, 32);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0x13, 0, 0, 0, 0, 0, 0});  // GENERATION CODE 0, length 0
+  t = f.run({op::kReadDefectData12, 0x0F, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0}, DataDir::kIn, 32);
+  CHECK_INVALID_CDB(t, 1, 2);
+  t = f.run({op::kReadDefectData12, 0x00, 0, 0, 0, 0, 0, 0, 0, 32, 1, 0}, DataDir::kIn, 32);
+  CHECK_INVALID_CDB(t, 10, 0);
+  CHECK(f.backend->calls.empty());
+}
+
+TEST_CASE("WRITE takes the range shared: writes do not wait for each other") {
+  Fixture f;
+  f.backend->defer = true;
+  const Bytes d = pattern(1024, 7);
+  auto a = run_cdb(f, cdb10(op::kWrite10, 0, 0, 2), DataDir::kOut, 1024, d);
+  auto b = run_cdb(f, cdb16(op::kWrite16, 0, 1, 2), DataDir::kOut, 1024, d);
+  CHECK(f.backend->deferred.size() == 2);
+  CHECK(f.lu->range_lock().held() == 2);
+  f.backend->complete_deferred();
+  CHECK(a->good());
+  CHECK(b->good());
+  CHECK(f.lu->range_lock().held() == 0);
+  // A failed write releases its range too.
+  f.backend->defer = false;
+  f.backend->fail_with = -EIO;
+  a = run_cdb(f, cdb10(op::kWrite10, 0, 0, 2), DataDir::kOut, 1024, d);
+  CHECK_SENSE(a, 0x3, 0x0C, 0x00);
+  CHECK(f.lu->range_lock().held() == 0);
 }
 
 }  // namespace

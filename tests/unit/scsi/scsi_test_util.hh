@@ -42,7 +42,24 @@ class FakeBackend final : public storage::Backend {
 
   uint64_t size() const override { return size_; }
   bool supports(storage::IoOp op) const override {
+    if (op == storage::IoOp::kDiscard) return discard;      // SBC (thin provisioning)
+    if (op == storage::IoOp::kWriteZeroes) return zeroes;  // SBC
     return op == storage::IoOp::kRead || op == storage::IoOp::kWrite || op == storage::IoOp::kFlush;
+  }
+  // SBC: provisioning as tracked by `holes` (512-byte units freed by kDiscard, taken again by
+  // kWrite), when track_holes is set; otherwise the Backend default (all allocated).
+  int extent_status(uint64_t offset, uint64_t max_len, storage::ExtentStatus* out) const override {
+    if (!track_holes) return Backend::extent_status(offset, max_len, out);
+    const uint64_t end = std::min(size_, offset + max_len);
+    const bool hole = is_hole(offset);
+    uint64_t at = offset;
+    while (at < end && is_hole(at) == hole) at = (at / 512 + 1) * 512;
+    *out = storage::ExtentStatus{std::min(at, end) - offset, !hole};
+    return extent_error;
+  }
+  int space_usage(storage::SpaceUsage* out) const override {
+    *out = usage;
+    return usage_error;
   }
   // Thread-safe (for the concurrency tests); done() runs outside the lock.
   void submit(storage::IoRequest& req) override {
@@ -51,8 +68,16 @@ class FakeBackend final : public storage::Backend {
     int res = 0;
     if (fail_with != 0 && (!fail_op || *fail_op == req.op)) {
       res = fail_with;
+    } else if (req.op == storage::IoOp::kDiscard || req.op == storage::IoOp::kWriteZeroes) {
+      REQUIRE(req.offset + req.length <= size_);
+      // Beyond the stored bytes there is nothing to zero.
+      if (req.offset < data.size()) {
+        std::memset(data.data() + req.offset, 0, std::min(req.length, data.size() - req.offset));
+      }
+      if (req.op == storage::IoOp::kDiscard) mark(req.offset, req.length, true);
     } else if (req.op == storage::IoOp::kRead || req.op == storage::IoOp::kWrite) {
       REQUIRE(req.offset + req.length <= data.size());
+      if (req.op == storage::IoOp::kWrite) mark(req.offset, req.length, false);
       uint64_t off = req.offset;
       for (int i = 0; i < req.iovcnt; ++i) {
         auto* base = static_cast<uint8_t*>(req.iov[i].iov_base);
@@ -89,8 +114,26 @@ class FakeBackend final : public storage::Backend {
   std::optional<storage::IoOp> fail_op;
   bool defer = false;
   std::vector<std::pair<storage::IoRequest*, int>> deferred;
+  // SBC (thin provisioning): which ops are supported, provisioning state, space usage.
+  bool discard = false;
+  bool zeroes = false;
+  bool track_holes = false;
+  std::vector<bool> holes;  // per 512-byte unit of `data`, when track_holes
+  int extent_error = 0;
+  storage::SpaceUsage usage{};
+  int usage_error = 0;
 
  private:
+  bool is_hole(uint64_t off) const { return off / 512 < holes.size() && holes[off / 512]; }
+  // Units wholly inside [off, off + len) become holes (hole) or allocated (!hole); a write
+  // allocates every unit it touches.
+  void mark(uint64_t off, uint64_t len, bool hole) {
+    if (!track_holes) return;
+    if (holes.size() < data.size() / 512) holes.resize(data.size() / 512, false);
+    const uint64_t first = hole ? (off + 511) / 512 : off / 512;
+    const uint64_t last = hole ? (off + len) / 512 : (off + len + 511) / 512;
+    for (uint64_t u = first; u < last && u < holes.size(); ++u) holes[u] = hole;
+  }
   uint64_t size_;
 };
 

@@ -2,6 +2,8 @@
 // SUPPORTED OPERATION CODES, run through execute() on a LU over a fake backend.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "scsi/cdb.hh"
@@ -12,6 +14,7 @@ namespace zuma::scsi {
 namespace {
 
 using test::Bytes;
+using test::slice;
 using test::Fixture;
 
 void append(Bytes& b, std::string_view s) {
@@ -19,7 +22,9 @@ void append(Bytes& b, std::string_view s) {
 }
 
 Bytes standard_inquiry(uint8_t peripheral = 0x00) {
-  Bytes b = {peripheral, 0x00, 0x06, 0x12, 91, 0x00, 0x00, 0x02};
+  // Byte 5 of a LU: TPGS 01b (implicit ALUA), 3PC (EXTENDED COPY).
+  const uint8_t b5 = peripheral == 0x00 ? 0x18 : 0x00;
+  Bytes b = {peripheral, 0x00, 0x06, 0x12, 91, b5, 0x00, 0x02};
   append(b, "ZUMA    ");
   append(b, "ZUMA DISK       ");
   append(b, "0001");
@@ -83,17 +88,20 @@ TEST_CASE("VPD: supported pages, thick and thin") {
   Fixture f;
   auto t = f.run({op::kInquiry, 1, 0x00, 0, 255, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() == Bytes{0x00, 0x00, 0x00, 0x05, 0x00, 0x80, 0x83, 0xB0, 0xB1});
+  CHECK(t->data_in() ==
+        Bytes{0x00, 0x00, 0x00, 0x07, 0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1});
 
   LuParams p = test::default_params();
   p.thin = true;
   Fixture thin(p);
   t = thin.run({op::kInquiry, 1, 0x00, 0, 255, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() == Bytes{0x00, 0x00, 0x00, 0x06, 0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2});
+  CHECK(t->data_in() ==
+        Bytes{0x00, 0x00, 0x00, 0x08, 0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1, 0xB2});
   t = thin.run({op::kInquiry, 1, 0xB2, 0, 255, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() == Bytes{0x00, 0xB2, 0x00, 0x04, 0x00, 0x04, 0x02, 0x00});
+  // SBC: LBPU, LBPWS, LBPWS10, LBPRZ 001b; thin (block_limits_test.cc has the details).
+  CHECK(t->data_in() == Bytes{0x00, 0xB2, 0x00, 0x04, 0x00, 0xE4, 0x02, 0x00});
 }
 
 TEST_CASE("VPD: unit serial number") {
@@ -151,6 +159,14 @@ TEST_CASE("VPD: block limits advertise what READ/WRITE enforce") {
   want[7] = 0x08;   // optimal granularity: 8 blocks = 4 KiB
   want[10] = 0x40;  // maximum transfer length 0x4000 blocks = 8 MiB
   want[14] = 0x08;  // optimal transfer length 0x800 blocks = 1 MiB
+  // SBC limits (block_limits_test.cc has the details): COMPARE AND WRITE 255 blocks, WRITE
+  // SAME 0xFFFF blocks, atomic 0x800 blocks aligned to and in units of 8.
+  want[5] = 0xFF;
+  want[42] = 0xFF;
+  want[43] = 0xFF;
+  want[46] = 0x08;
+  want[51] = 0x08;
+  want[55] = 0x08;
   CHECK(t->data_in() == want);
 
   Fixture f4k(test::default_params(256, 4096));
@@ -159,6 +175,9 @@ TEST_CASE("VPD: block limits advertise what READ/WRITE enforce") {
   want[7] = 0x01;
   want[10] = 0x08;  // 0x800 blocks of 4 KiB
   want[14] = 0x01;  // 0x100
+  want[46] = 0x01;  // atomic 0x100 blocks, no alignment or granularity
+  want[51] = 0x00;
+  want[55] = 0x00;
   CHECK(t->data_in() == want);
 }
 
@@ -275,7 +294,7 @@ TEST_CASE("MODE SENSE(6)/(10) through execute") {
   t = f.run({op::kModeSense10, 0x08, 0x0A, 0, 0, 0, 0, 0, 255, 0});
   REQUIRE(t->good());
   CHECK(t->data_in() ==
-        Bytes{0, 18, 0, 0x10, 0, 0, 0, 0, 0x0A, 0x0A, 0, 0x10, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0});
+        Bytes{0, 18, 0, 0x10, 0, 0, 0, 0, 0x0A, 0x0A, 0x20, 0x10, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0});
 
   t = f.run({op::kModeSense6, 0, 0xFF, 0, 255, 0});  // saved values
   CHECK_SENSE(t, 0x5, 0x39, 0x00);
@@ -291,7 +310,7 @@ TEST_CASE("MODE SELECT changes D_SENSE and WCE, others get MODE PARAMETERS CHANG
   REQUIRE(f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0)->good());
   REQUIRE(f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &f.other)->good());
 
-  const Bytes list = {0,    0,    0, 0, 0x0A, 0x0A, 0x04, 0x10, 0, 0, 0, 0,
+  const Bytes list = {0,    0,    0, 0, 0x0A, 0x0A, 0x24, 0x10, 0, 0, 0, 0,
                       0xFF, 0xFF, 0, 0, 0x08, 0x12, 0x00, 0,    0, 0, 0, 0,
                       0,    0,    0, 0, 0,    0,    0,    0,    0, 0, 0, 0};
   auto t = f.run({op::kModeSelect6, 0x10, 0, 0, static_cast<uint8_t>(list.size()), 0},
@@ -317,7 +336,7 @@ TEST_CASE("MODE SELECT changes D_SENSE and WCE, others get MODE PARAMETERS CHANG
 
 TEST_CASE("MODE SELECT errors") {
   Fixture f;
-  Bytes list = {0, 0, 0, 0, 0x0A, 0x0A, 0x00, 0x00, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0};
+  Bytes list = {0, 0, 0, 0, 0x0A, 0x0A, 0x20, 0x00, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0};
   auto sel6 = [&](uint8_t b1, const Bytes& l, uint32_t sent) {
     Bytes out(l.begin(), l.begin() + std::min<size_t>(sent, l.size()));
     auto cdb = Bytes{op::kModeSelect6, b1, 0, 0, static_cast<uint8_t>(l.size()), 0};
@@ -327,7 +346,7 @@ TEST_CASE("MODE SELECT errors") {
   CHECK_SENSE(t, 0x5, 0x26, 0x00);
   CHECK(t->task.sense[15] == 0x8C);  // SKSV, C/D=0, BPV, bit 4
   CHECK(t->task.sense[17] == 7);
-  t = sel6(0x11, list, 16);  // SP
+  t = sel6(0x11, list, 16);  // SP without a state directory: nowhere to save
   CHECK_INVALID_CDB(t, 1, 0);
   t = sel6(0x00, list, 16);  // PF=0
   CHECK_INVALID_CDB(t, 1, 4);
@@ -361,7 +380,7 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES: all commands") {
       saw_read10 = true;
       CHECK(test::slice(d, i, i + 8) == Bytes{0x28, 0, 0, 0, 0, 0x00, 0, 10});
     }
-    if (d[i] == op::kServiceActionIn16) {
+    if (d[i] == op::kServiceActionIn16 && d[i + 3] == 0x10) {  // (SA 12h: GET LBA STATUS)
       saw_rc16 = true;
       CHECK(test::slice(d, i, i + 8) == Bytes{0x9E, 0, 0, 0x10, 0, 0x01, 0, 16});
     }
@@ -409,8 +428,122 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES: one command") {
   t = f.run({op::kMaintenanceIn, 0x0C, 0x04, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
   CHECK_INVALID_CDB(t, 2, 2);
   // Unknown MAINTENANCE IN service action.
-  t = f.run({op::kMaintenanceIn, 0x0A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  t = f.run({op::kMaintenanceIn, 0x0B, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
   CHECK_INVALID_CDB(t, 1, 4);
+}
+
+TEST_CASE("REPORT TARGET PORT GROUPS") {
+  Fixture f;
+  // Two portal groups, tags 1 and 2 (zumad: one group per portal group tag).
+  f.table.port_groups = {{1, {1}}, {2, {2}}};
+  auto t = f.run({op::kMaintenanceIn, 0x0A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0, 0, 24,                        // RETURN DATA LENGTH
+                              0x80, 0x01, 0, 1, 0, 0, 0, 1,       // PREF, active/optimized, AO_SUP
+                              0, 0, 0, 1,                         // relative port 1
+                              0x80, 0x01, 0, 2, 0, 0, 0, 1,       // group 2
+                              0, 0, 0, 2});
+  // Extended header (PARAMETER DATA FORMAT 001b).
+  t = f.run({op::kMaintenanceIn, 0x2A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  REQUIRE(t->good());
+  CHECK(slice(t->data_in(), 0, 8) == Bytes{0, 0, 0, 28, 0x10, 0, 0, 0});
+  CHECK(t->data_in().size() == 32);
+  // Allocation length: truncated, RETURN DATA LENGTH unchanged.
+  t = f.run({op::kMaintenanceIn, 0x0A, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0});
+  CHECK(t->data_in() == Bytes{0, 0, 0, 24, 0x80, 0x01});
+  CHECK(t->task.transfer_len == 6);
+  // Reserved formats.
+  t = f.run({op::kMaintenanceIn, 0x4A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  CHECK_INVALID_CDB(t, 1, 7);
+  // No port groups given: the nexus's own.
+  f.table.port_groups.clear();
+  t = f.run({op::kMaintenanceIn, 0x0A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  CHECK(t->data_in() == Bytes{0, 0, 0, 12, 0x80, 0x01, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1});
+}
+
+TEST_CASE("REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS") {
+  Fixture f;
+  auto t = f.run({op::kMaintenanceIn, 0x0D, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0xDA, 0x00, 0x00, 0x00});  // ATS ATSS CTSS LURS TRS
+  t = f.run({op::kMaintenanceIn, 0x0D, 0x80, 0, 0, 0, 0, 0, 0, 16, 0, 0});  // REPD
+  REQUIRE(t->good());
+  Bytes want(16, 0);
+  want[0] = 0xDA;
+  want[3] = 0x0C;
+  CHECK(t->data_in() == want);
+  t = f.run({op::kMaintenanceIn, 0x0D, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0});
+  CHECK_INVALID_CDB(t, 6, 7);
+}
+
+TEST_CASE("VPD: Extended INQUIRY Data") {
+  Fixture f;
+  auto t = f.run({op::kInquiry, 1, 0x86, 0, 255, 0});
+  REQUIRE(t->good());
+  Bytes want(64, 0);
+  want[1] = 0x86;
+  want[3] = 0x3C;
+  want[5] = 0x07;  // HEADSUP, ORDSUP, SIMPSUP
+  want[6] = 0x01;  // V_SUP
+  want[7] = 0x01;  // LUICLR
+  want[13] = 28;   // MAXIMUM SUPPORTED SENSE DATA LENGTH
+  CHECK(t->data_in() == want);
+}
+
+struct StateDir {
+  std::string path;
+  StateDir() {
+    char tmpl[] = "/tmp/zuma-spc-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~StateDir() { std::filesystem::remove_all(path); }
+};
+
+TEST_CASE("MODE SELECT with SP saves the pages; a new start uses them") {
+  StateDir dir;
+  LuParams p = test::default_params();
+  p.state_dir = dir.path;
+  // Control page with D_SENSE and TAS, as MODE SENSE returns it (PS set: ignored).
+  const Bytes list = {0, 0, 0, 0, 0x8A, 0x0A, 0x24, 0x10, 0, 0x40, 0, 0, 0xFF, 0xFF, 0, 0};
+  {
+    Fixture f(p);
+    // Savable pages: PS=1, and PC=11b reports the saved (so far default) values.
+    auto t = f.run({op::kModeSense6, 0x08, 0xCA, 0, 255, 0});
+    REQUIRE(t->good());
+    CHECK(t->data_in() == Bytes{15, 0, 0x10, 0, 0x8A, 0x0A, 0x20, 0x10, 0, 0, 0, 0, 0xFF, 0xFF,
+                                0, 0});
+    t = test::run_cdb(f, {op::kModeSelect6, 0x11, 0, 0, 16, 0}, DataDir::kOut, 16, list);
+    REQUIRE(t->good());
+    CHECK(f.lu->mode_params() == ModeParams{true, true, true});
+    CHECK(std::filesystem::exists(dir.path + "/lu0.mode"));
+    // Without SP: current values change, saved ones do not.
+    Bytes plain = list;
+    plain[6] = 0x20;
+    plain[9] = 0x00;
+    t = test::run_cdb(f, {op::kModeSelect6, 0x10, 0, 0, 16, 0}, DataDir::kOut, 16, plain);
+    REQUIRE(t->good());
+    t = f.run({op::kModeSense6, 0x08, 0xCA, 0, 255, 0});
+    REQUIRE(t->good());
+    CHECK(t->data_in()[6] == 0x24);
+    CHECK(t->data_in()[9] == 0x40);
+  }
+  Fixture again(p);
+  CHECK(again.lu->mode_params() == ModeParams{true, true, true});
+  CHECK(again.lu->descriptor_sense());
+}
+
+TEST_CASE("a corrupt saved mode pages file stops the LU from starting") {
+  StateDir dir;
+  LuParams p = test::default_params();
+  p.state_dir = dir.path;
+  {
+    std::FILE* fp = std::fopen((dir.path + "/lu0.mode").c_str(), "w");
+    std::fputs("zuma-mode-pages 1\nwce 7\n", fp);
+    std::fclose(fp);
+  }
+  CHECK_THROWS_AS(make_logical_unit(p, std::make_unique<test::FakeBackend>(2048 * 512)),
+                  std::invalid_argument);
 }
 
 }  // namespace

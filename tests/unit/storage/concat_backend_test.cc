@@ -266,3 +266,35 @@ TEST_CASE("make_concat: memory parts, many splits in a row reuse the pooled stat
     }
   }
 }
+
+// --- SBC: provisioning queries (extent_status, space_usage) ---
+
+TEST_CASE("make_concat: extent_status asks the part, clipped to it; space_usage adds up") {
+  Parts parts;
+  MemoryBackend* a = parts.add<MemoryBackend>(2 * MemoryBackend::kChunkSize);
+  parts.add<MemoryBackend>(2 * MemoryBackend::kChunkSize);
+  auto c = make_concat(std::move(parts.list));
+  const uint64_t mib = MemoryBackend::kChunkSize;
+  std::vector<uint8_t> one(4, 1);
+  iovec iov{one.data(), one.size()};
+  CHECK(run(*c, req_of(IoOp::kWrite, mib, 4, &iov, 1)) == 0);      // a, chunk 1
+  CHECK(run(*c, req_of(IoOp::kWrite, 3 * mib, 4, &iov, 1)) == 0);  // b, chunk 1
+  ExtentStatus st;
+  REQUIRE(c->extent_status(0, 4 * mib, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == mib);
+  REQUIRE(c->extent_status(mib, 4 * mib, &st) == 0);
+  CHECK(st.allocated);
+  CHECK(st.length == mib);  // a ends here
+  REQUIRE(c->extent_status(2 * mib, 4 * mib, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == mib);
+  REQUIRE(c->extent_status(3 * mib + 1, 4 * mib, &st) == 0);
+  CHECK(st.allocated);
+  CHECK(st.length == mib - 1);
+  SpaceUsage u;
+  REQUIRE(c->space_usage(&u) == 0);
+  CHECK(u.allocated_bytes == 2 * mib);
+  CHECK(u.available_bytes == 2 * mib);
+  CHECK(a->allocated_bytes() == mib);
+}

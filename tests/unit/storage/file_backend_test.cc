@@ -1,6 +1,8 @@
 #include "storage/file_backend.hh"
 
 #include <doctest/doctest.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -286,6 +288,7 @@ TEST_CASE("FileBackend: with an IoContext the request completes from reap(), not
   TempDir dir;
   auto b = FileBackend::open(dir / "lu.img", kMiB);
   REQUIRE(b.has_value());
+  (*b)->set_try_inline(false);  // the ring path, also where the temp dir is on tmpfs
   CurrentContext ctx(8);
   auto data = pattern(4096, 13);
   iovec iov{data.data(), data.size()};
@@ -310,4 +313,140 @@ TEST_CASE("FileBackend: with an IoContext the request completes from reap(), not
   CHECK(f.calls == 0);
   REQUIRE(drive(*ctx, [&] { return f.calls > 0; }));
   CHECK(f.result == 0);
+}
+
+TEST_CASE("FileBackend: page-cache hits complete inline; FUA writes and misses use the ring") {
+  TempDir dir;
+  struct statfs fs {};
+  REQUIRE(::statfs(dir.path().c_str(), &fs) == 0);
+  if (fs.f_type == TMPFS_MAGIC) {
+    MESSAGE("temp dir on tmpfs: every request completes inline there; see the tmpfs test");
+    return;
+  }
+  auto b = FileBackend::open(dir / "lu.img", kMiB);
+  REQUIRE(b.has_value());
+  CurrentContext ctx(8);
+  auto data = pattern(8192, 21);
+  iovec iov{data.data(), data.size()};
+  // A buffered write to a freshly created file is absorbed by the page cache: done()
+  // runs inside submit(), nothing reaches the ring.
+  Done w;
+  IoRequest wr = make_req(IoOp::kWrite, 8192, 8192, &iov, 1, &w);
+  (*b)->submit(wr);
+  if (w.calls == 1) {  // file systems without nowait buffered writes fall back to the ring
+    CHECK(w.result == 0);
+    CHECK(ctx->in_flight() == 0);
+  } else {
+    REQUIRE(drive(*ctx, [&] { return w.calls > 0; }));
+  }
+  // Reading it back hits the page cache: inline, exact bytes.
+  std::vector<uint8_t> back(8192, 0);
+  iovec riov{back.data(), back.size()};
+  Done r;
+  IoRequest rd = make_req(IoOp::kRead, 8192, 8192, &riov, 1, &r);
+  (*b)->submit(rd);
+  CHECK(r.calls == 1);
+  CHECK(r.result == 0);
+  CHECK(ctx->in_flight() == 0);
+  CHECK(back == data);
+  // FUA never takes the inline path (RWF_DSYNC would block the reactor).
+  Done f;
+  IoRequest fw = make_req(IoOp::kWrite, 0, 8192, &iov, 1, &f);
+  fw.fua = true;
+  (*b)->submit(fw);
+  CHECK(f.calls == 0);
+  CHECK(ctx->in_flight() == 1);
+  REQUIRE(drive(*ctx, [&] { return f.calls > 0; }));
+  CHECK(f.result == 0);
+  CHECK(read_file(dir / "lu.img", 0, 8192) == data);
+}
+
+TEST_CASE("FileBackend: on tmpfs every request completes inline, FUA and flush included") {
+  struct statfs fs {};
+  if (::statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+    MESSAGE("no tmpfs at /dev/shm: nothing to test");
+    return;
+  }
+  const std::string path = "/dev/shm/zuma-unit-" + std::to_string(::getpid()) + ".img";
+  auto b = FileBackend::open(path, kMiB);
+  REQUIRE(b.has_value());
+  CurrentContext ctx(8);
+  auto data = pattern(4096, 5);
+  iovec iov{data.data(), data.size()};
+  Done w;
+  IoRequest wr = make_req(IoOp::kWrite, 4096, 4096, &iov, 1, &w);
+  wr.fua = true;
+  (*b)->submit(wr);
+  CHECK(w.calls == 1);
+  CHECK(w.result == 0);
+  Done f;
+  IoRequest fl = make_req(IoOp::kFlush, 0, 0, nullptr, 0, &f);
+  (*b)->submit(fl);
+  CHECK(f.calls == 1);
+  CHECK(f.result == 0);
+  CHECK(ctx->in_flight() == 0);
+  std::vector<uint8_t> back(4096);
+  iovec riov{back.data(), back.size()};
+  Done r;
+  IoRequest rd = make_req(IoOp::kRead, 4096, 4096, &riov, 1, &r);
+  (*b)->submit(rd);
+  CHECK(r.calls == 1);
+  CHECK(back == data);
+  b->reset();
+  ::unlink(path.c_str());
+}
+
+// --- SBC: provisioning queries (extent_status, space_usage) ---
+
+TEST_CASE("FileBackend: extent_status follows the file's holes") {
+  TempDir dir;
+  const std::string path = dir / "lu.img";
+  auto b = FileBackend::open(path, 8 * kMiB);  // created sparse: one big hole
+  REQUIRE(b.has_value());
+  Backend& be = **b;
+  ExtentStatus st;
+  REQUIRE(be.extent_status(0, 8 * kMiB, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == 8 * kMiB);
+  // Data in [1 MiB, 3 MiB), then a punched hole in its middle MiB.
+  auto data = pattern(2 * kMiB, 3);
+  CHECK(write_bytes(be, kMiB, data, nullptr) == 0);
+  CHECK(run(be, range(IoOp::kDiscard, kMiB + kMiB / 2, kMiB), nullptr) == 0);
+  REQUIRE(be.extent_status(0, 8 * kMiB, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == kMiB);
+  REQUIRE(be.extent_status(kMiB, 8 * kMiB - kMiB, &st) == 0);
+  CHECK(st.allocated);
+  CHECK(st.length == kMiB / 2);
+  REQUIRE(be.extent_status(kMiB + kMiB / 2, 100, &st) == 0);  // clipped to max_len
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == 100);
+  REQUIRE(be.extent_status(kMiB + kMiB / 2, 8 * kMiB, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == kMiB);
+  REQUIRE(be.extent_status(2 * kMiB + kMiB / 2, 8 * kMiB, &st) == 0);
+  CHECK(st.allocated);
+  CHECK(st.length == kMiB / 2);
+  // The hole after the data runs to the end of the LU, not past it.
+  REQUIRE(be.extent_status(3 * kMiB, 100 * kMiB, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == 5 * kMiB);
+}
+
+TEST_CASE("FileBackend: space_usage counts the file's blocks and the free space") {
+  TempDir dir;
+  const std::string path = dir / "lu.img";
+  auto b = FileBackend::open(path, 8 * kMiB);
+  REQUIRE(b.has_value());
+  Backend& be = **b;
+  SpaceUsage u;
+  REQUIRE(be.space_usage(&u) == 0);
+  CHECK(u.allocated_bytes == 0);
+  CHECK(u.available_shared);
+  CHECK(u.available_bytes > 0);
+  auto data = pattern(kMiB, 4);
+  CHECK(write_bytes(be, 0, data, nullptr) == 0);
+  REQUIRE(be.space_usage(&u) == 0);
+  CHECK(u.allocated_bytes >= kMiB);
+  CHECK(u.allocated_bytes <= kMiB + 64 * 1024);
 }

@@ -152,3 +152,36 @@ TEST_CASE("MemoryBackend: concurrent writers from two threads to interleaved ran
   }
   CHECK(m.allocated_bytes() == 8 * kMiB);
 }
+
+// --- SBC: provisioning queries (extent_status, space_usage) ---
+
+TEST_CASE("MemoryBackend: extent_status reports chunks, space_usage what they hold") {
+  MemoryBackend m(4 * kMiB + 1000);  // a short last chunk
+  ExtentStatus st;
+  REQUIRE(m.extent_status(0, 1ull << 40, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == 4 * kMiB + 1000);
+  std::vector<uint8_t> one(10, 7);
+  CHECK(write_bytes(m, kMiB + 5, one) == 0);      // chunk 1
+  CHECK(write_bytes(m, 2 * kMiB + 9, one) == 0);  // chunk 2
+  REQUIRE(m.extent_status(100, 1ull << 40, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == kMiB - 100);
+  REQUIRE(m.extent_status(kMiB + 7, 1ull << 40, &st) == 0);
+  CHECK(st.allocated);
+  CHECK(st.length == 2 * kMiB - 7);  // chunks 1 and 2
+  REQUIRE(m.extent_status(kMiB, 10, &st) == 0);
+  CHECK(st.allocated);
+  CHECK(st.length == 10);
+  REQUIRE(m.extent_status(3 * kMiB, 1ull << 40, &st) == 0);
+  CHECK_FALSE(st.allocated);
+  CHECK(st.length == kMiB + 1000);
+  SpaceUsage u;
+  REQUIRE(m.space_usage(&u) == 0);
+  CHECK(u.allocated_bytes == 2 * kMiB);
+  CHECK(u.available_bytes == 2 * kMiB + 1000);
+  CHECK_FALSE(u.available_shared);
+  CHECK(run(m, IoOp::kDiscard, kMiB, kMiB) == 0);
+  REQUIRE(m.extent_status(0, 1ull << 40, &st) == 0);
+  CHECK(st.length == 2 * kMiB);  // chunks 0 and 1 now both free
+}

@@ -1,0 +1,241 @@
+// Persistent reservations, unit attentions and ALUA against a real zumad: APTPL state that
+// survives a restart (and state without APTPL that does not), registrations per I_T nexus
+// across two portal groups, REPORT TARGET PORT GROUPS, POWER ON OCCURRED after login.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "tests/integration/harness.hh"
+
+extern "C" {
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
+}
+
+using namespace zuma::test;
+
+namespace {
+
+// Two portals in two portal groups (TPGT 1 and 2), one LU.
+const char* kConfig =
+    "node: { name: it, data_dir: @DIR@/var, reactors: 2, log_level: info }\n"
+    "portals: [ \"127.0.0.1:@PORT0@\", { address: \"127.0.0.1:@PORT1@\", tpgt: 2 } ]\n"
+    "targets:\n"
+    "  - iqn: iqn.2026-11.org.zuma:test\n"
+    "    luns:\n"
+    "      - { id: 0, name: data, size: 16MiB, block_size: 512, subunits: [ {backend: file, "
+    "path: @DIR@/data.img} ] }\n";
+
+constexpr uint64_t kKeyA = 0xA1A2A3A4A5A6A7A8ull;
+constexpr uint64_t kKeyB = 0xB1B2B3B4B5B6B7B8ull;
+
+// A session with a chosen initiator name and ISID (an I_T nexus is named by both, with the
+// target port), logged in to LUN 0; unit attentions optionally consumed.
+struct Nexus {
+  iscsi_context* ctx = nullptr;
+
+  Nexus(const std::string& portal, const std::string& initiator, uint32_t isid,
+        bool clear_uas = true) {
+    ctx = iscsi_create_context(initiator.c_str());
+    REQUIRE(ctx);
+    iscsi_set_isid_random(ctx, isid, 0);
+    iscsi_set_targetname(ctx, kTestIqn);
+    iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
+    iscsi_set_noautoreconnect(ctx, 1);
+    iscsi_set_timeout(ctx, 30);
+    // iscsi_connect + login without a LUN: libiscsi then sends no TEST UNIT READY.
+    REQUIRE_MESSAGE(iscsi_full_connect_sync(ctx, portal.c_str(), -1) == 0, iscsi_get_error(ctx));
+    if (clear_uas) {
+      for (int i = 0; i < 10; ++i) {
+        Task t(iscsi_testunitready_sync(ctx, 0));
+        if (is_good(t.get())) break;
+      }
+    }
+  }
+  ~Nexus() {
+    if (!ctx) return;
+    if (iscsi_is_logged_in(ctx)) iscsi_logout_sync(ctx);
+    iscsi_destroy_context(ctx);
+  }
+  Nexus(const Nexus&) = delete;
+  Nexus& operator=(const Nexus&) = delete;
+
+  Task prout(int sa, int type, uint64_t key, uint64_t sark, bool aptpl = false,
+             bool all_tg_pt = false) {
+    scsi_persistent_reserve_out_basic p{};
+    p.reservation_key = key;
+    p.service_action_reservation_key = sark;
+    p.aptpl = aptpl;
+    p.all_tg_pt = all_tg_pt;
+    return Task(iscsi_persistent_reserve_out_sync(ctx, 0, sa, 0, type, &p));
+  }
+  std::vector<uint64_t> keys() {
+    Task t(iscsi_persistent_reserve_in_sync(ctx, 0, SCSI_PERSISTENT_RESERVE_READ_KEYS, 4096));
+    REQUIRE_MESSAGE(is_good(t.get()), describe(ctx, t.get()));
+    auto* rk = static_cast<scsi_persistent_reserve_in_read_keys*>(scsi_datain_unmarshall(t.get()));
+    REQUIRE(rk);
+    return std::vector<uint64_t>(rk->keys, rk->keys + rk->num_keys);
+  }
+  // (reserved, key, type)
+  std::tuple<bool, uint64_t, int> reservation() {
+    Task t(
+        iscsi_persistent_reserve_in_sync(ctx, 0, SCSI_PERSISTENT_RESERVE_READ_RESERVATION, 4096));
+    REQUIRE_MESSAGE(is_good(t.get()), describe(ctx, t.get()));
+    auto* rr =
+        static_cast<scsi_persistent_reserve_in_read_reservation*>(scsi_datain_unmarshall(t.get()));
+    REQUIRE(rr);
+    return {rr->reserved != 0, rr->reservation_key, rr->pr_type};
+  }
+  Task write1() {
+    std::vector<uint8_t> b(512, 0x5A);
+    return Task(iscsi_write16_sync(ctx, 0, 8, b.data(), 512, 512, 0, 0, 0, 0, 0));
+  }
+  Task tur() { return Task(iscsi_testunitready_sync(ctx, 0)); }
+};
+
+bool conflict(const Task& t) {
+  return t && t->status == SCSI_STATUS_RESERVATION_CONFLICT;
+}
+
+const std::string kInitA = "iqn.2026-11.org.zuma:it-host-a";
+const std::string kInitB = "iqn.2026-11.org.zuma:it-host-b";
+
+}  // namespace
+
+TEST_CASE("APTPL: registrations and the reservation survive a restart") {
+  Zumad z(kConfig, 2);
+  z.start();
+  {
+    Nexus a(z.portal(0), kInitA, 0x1234);
+    Nexus b(z.portal(0), kInitB, 0x5678);
+    REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA,
+                            true)
+                        .get()));
+    REQUIRE(is_good(
+        b.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyB, true)
+            .get()));
+    REQUIRE(is_good(
+        a.prout(SCSI_PERSISTENT_RESERVE_RESERVE, SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE,
+                kKeyA, 0)
+            .get()));
+    CHECK(std::filesystem::exists(z.file("var/lu/data.pr")));
+  }
+  CHECK(z.stop() == 0);
+  z.start();
+  {
+    // The same I_T nexuses (initiator name, ISID, portal group) as before the restart.
+    Nexus a(z.portal(0), kInitA, 0x1234);
+    Nexus b(z.portal(0), kInitB, 0x5678);
+    auto keys = a.keys();
+    CHECK(keys == std::vector<uint64_t>{kKeyA, kKeyB});
+    auto [reserved, key, type] = a.reservation();
+    CHECK(reserved);
+    CHECK(key == kKeyA);
+    CHECK(type == SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE);
+    // Enforced: the holder writes, the other registrant may not.
+    CHECK(is_good(a.write1().get()));
+    CHECK(conflict(b.write1()));
+    // REGISTER with APTPL=0: from now on nothing persists.
+    REQUIRE(is_good(
+        b.prout(SCSI_PERSISTENT_RESERVE_REGISTER, 0, kKeyB, kKeyB, false).get()));
+    CHECK_FALSE(std::filesystem::exists(z.file("var/lu/data.pr")));
+  }
+  CHECK(z.stop() == 0);
+  z.start();
+  Nexus a(z.portal(0), kInitA, 0x1234);
+  CHECK(a.keys().empty());
+  CHECK_FALSE(std::get<0>(a.reservation()));
+  CHECK(is_good(a.write1().get()));
+}
+
+TEST_CASE("without APTPL nothing survives a restart") {
+  Zumad z(kConfig, 2);
+  z.start();
+  {
+    Nexus a(z.portal(0), kInitA, 0x1234);
+    REQUIRE(is_good(
+        a.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA).get()));
+    REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_RESERVE,
+                            SCSI_PERSISTENT_RESERVE_TYPE_EXCLUSIVE_ACCESS, kKeyA, 0)
+                        .get()));
+    CHECK_FALSE(std::filesystem::exists(z.file("var/lu/data.pr")));
+  }
+  CHECK(z.stop() == 0);
+  z.start();
+  Nexus a(z.portal(0), kInitA, 0x1234);
+  CHECK(a.keys().empty());
+  CHECK_FALSE(std::get<0>(a.reservation()));
+}
+
+TEST_CASE("registrations belong to the I_T nexus: portal group, ISID, ALL_TG_PT") {
+  Zumad z(kConfig, 2);
+  z.start();
+  Nexus a1(z.portal(0), kInitA, 0x1111);  // portal group 1
+  Nexus a2(z.portal(1), kInitA, 0x1111);  // same initiator port, portal group 2
+  Nexus b(z.portal(0), kInitB, 0x2222);
+  REQUIRE(is_good(
+      a1.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA).get()));
+  REQUIRE(is_good(a1.prout(SCSI_PERSISTENT_RESERVE_RESERVE,
+                           SCSI_PERSISTENT_RESERVE_TYPE_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, kKeyA, 0)
+                      .get()));
+  // The other portal group is another I_T nexus: not registered, so no access.
+  CHECK(conflict(a2.write1()));
+  CHECK(conflict(b.write1()));
+  // A registration with ALL_TG_PT covers every target port.
+  REQUIRE(is_good(a1.prout(SCSI_PERSISTENT_RESERVE_CLEAR, 0, kKeyA, 0).get()));
+  CHECK(is_good(a2.tur().get()));  // a2 was not registered: no RESERVATIONS PREEMPTED for it
+  REQUIRE(is_good(a1.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA,
+                           false, true)
+                      .get()));
+  REQUIRE(is_good(a1.prout(SCSI_PERSISTENT_RESERVE_RESERVE,
+                           SCSI_PERSISTENT_RESERVE_TYPE_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, kKeyA, 0)
+                      .get()));
+  CHECK(is_good(a2.write1().get()));
+  CHECK(conflict(b.write1()));
+  // PREEMPT from the other portal group's nexus (registered through ALL_TG_PT) by b:
+  // b registers and preempts; a1 and a2 learn REGISTRATIONS PREEMPTED.
+  REQUIRE(is_good(
+      b.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyB).get()));
+  REQUIRE(is_good(b.prout(SCSI_PERSISTENT_RESERVE_PREEMPT,
+                          SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE, kKeyB, kKeyA)
+                      .get()));
+  for (Nexus* n : {&a1, &a2}) {
+    Task t = n->tur();
+    CHECK(is_sense(t.get(), SCSI_SENSE_UNIT_ATTENTION, 0x2A05));
+  }
+  CHECK(conflict(a2.write1()));
+  CHECK(is_good(b.write1().get()));
+}
+
+TEST_CASE("REPORT TARGET PORT GROUPS lists both portal groups, INQUIRY says implicit ALUA") {
+  Zumad z(kConfig, 2);
+  z.start();
+  for (size_t portal = 0; portal < 2; ++portal) {
+    CAPTURE(portal);
+    Nexus n(z.portal(portal), kInitA, 0x3333 + static_cast<uint32_t>(portal));
+    unsigned char cdb[12] = {0xA3, 0x0A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0};
+    scsi_task* raw = scsi_create_task(12, cdb, SCSI_XFER_READ, 256);
+    REQUIRE(raw);
+    Task t(iscsi_scsi_command_sync(n.ctx, 0, raw, nullptr));
+    REQUIRE_MESSAGE(is_good(t.get()), describe(n.ctx, t.get()));
+    const std::vector<uint8_t> d(t->datain.data, t->datain.data + t->datain.size);
+    const std::vector<uint8_t> want = {0, 0, 0, 24, 0x80, 0x01, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1,
+                                       0x80, 0x01, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2};
+    CHECK(d == want);
+    Task inq(iscsi_inquiry_sync(n.ctx, 0, 0, 0, 96));
+    REQUIRE(is_good(inq.get()));
+    CHECK((inq->datain.data[5] & 0x30) == 0x10);  // TPGS 01b
+  }
+}
+
+TEST_CASE("a new session's first command reports POWER ON OCCURRED") {
+  Zumad z(kConfig, 2);
+  z.start();
+  Nexus n(z.portal(0), kInitA, 0x4444, false);
+  Task t = n.tur();
+  CHECK(is_sense(t.get(), SCSI_SENSE_UNIT_ATTENTION, 0x2901));
+  CHECK(is_good(n.tur().get()));
+}
