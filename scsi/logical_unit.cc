@@ -100,7 +100,9 @@ LogicalUnit::LogicalUnit(LuParams params, std::unique_ptr<storage::Backend> back
     serial_ += kHex[b >> 4];
     serial_ += kHex[b & 0xF];
   }
-  defaults_ = ModeParams{params_.write_cache, false, false};
+  // TAS=1 by default (as LIO): tasks another I_T nexus aborts end with TASK ABORTED rather
+  // than silently, so their initiators need not wait for a timeout.
+  defaults_ = ModeParams{params_.write_cache, false, true};
   saved_ = defaults_;
   mode_path_ = state_path(params_, ".mode");
   if (!mode_path_.empty()) {

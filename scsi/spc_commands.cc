@@ -305,16 +305,20 @@ CmdResult handle_persistent_reserve_out(Cmd& c) {
       n, c.cdb(), std::span<const uint8_t>(c.task.data.data(), len), ports, &abort);
   if (!r.ok() || abort.empty()) return r;
   // PREEMPT AND ABORT: the tasks of the preempted I_T nexuses are aborted (SPC-5 PREEMPT AND
-  // ABORT, as by ABORT TASK SET), and the command completes once they have all ended.
+  // ABORT, as by ABORT TASK SET), and the command completes once they have all ended. The
+  // last of them may end on another thread: completing there needs Nexus::post; without it
+  // the command completes at once (the aborted tasks still end without effect on their
+  // initiators, but may reach the medium after this GOOD).
   Task* task = &c.task;
   const Nexus* np = task->nexus;
-  auto waiter = std::make_shared<AbortWaiter>([task, lu, np] {
-    auto complete = [task, lu] { finish(*task, CmdResult::good(), lu->descriptor_sense()); };
-    if (np && np->post) {
-      np->post(complete);
-    } else {
-      complete();
+  if (!np || !np->post) {
+    for (uint64_t id : abort) {
+      if (auto set = lu->nexuses().find(id)) set->abort_all(n.id, nullptr);
     }
+    return CmdResult::good();
+  }
+  auto waiter = std::make_shared<AbortWaiter>([task, lu, np] {
+    np->post([task, lu] { finish(*task, CmdResult::good(), lu->descriptor_sense()); });
   });
   for (uint64_t id : abort) {
     if (auto set = lu->nexuses().find(id)) set->abort_all(n.id, waiter);

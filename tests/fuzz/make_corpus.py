@@ -198,6 +198,17 @@ def reproducers():
           bhs(0x00, 0x80, 0, 0, 22, 0xFFFFFFFF, 2, immediate=True))
 
 
+    # Mode 0: the first login PDU has C=1 (text continues), so the checks zumad makes only
+    # for "the first PDU" (target lookup, ACL, CHAP policy) never run; the second PDU goes
+    # from the operational stage to full feature phase and login_complete() dereferences
+    # the null target_ (SIGSEGV). With SessionType=Discovery the same skips discovery CHAP.
+    first = bytearray(login(0, 0, keys((b"InitiatorName", INITIATOR), (b"TargetName", TARGET + b"-chap"),
+                                       (b"SessionType", b"Normal")), transit=False))
+    first[1] |= 0x40
+    write(os.path.join(d, "null-target-after-continued-login"), b"\x00" + bytes(first) +
+          login(1, 3, keys((b"HeaderDigest", b"None"), (b"MaxRecvDataSegmentLength", b"8192"))))
+
+
 if __name__ == "__main__":
     text_keys()
     pdu_stream()

@@ -342,3 +342,80 @@ TEST_CASE("CHAP secret_file: a world-readable file fails --check-config; a 0600 
   REQUIRE_MESSAGE(s.ok(), s.error());
   CHECK(s.write_read_verify(0, 8, 512, 41) == "");
 }
+
+namespace {
+
+// A login split over two PDUs (RFC 7143 11.12.2): the first with C=1 (more text follows),
+// the second T=1 from the operational stage to full feature phase, the text of both
+// parsed together. No AuthMethod key (an operational-stage PDU may not carry one). The
+// checks zumad makes only on "the first PDU" (target, ACL, CHAP policy) must still
+// happen. Returns what the second PDU got back.
+Received split_login(SecConnection& c, const std::string& first_text, bool first_transit) {
+  using namespace std::string_literals;
+  std::vector<uint8_t> p1 = login_request(0, first_transit ? 1 : 0, first_transit, 1, 1, 0, 0,
+                                          first_text);
+  p1[1] |= 0x40;  // C: continue
+  if (!c.send_raw(p1)) return {};
+  Received r1 = c.recv(5000ms);
+  if (r1.status != RecvStatus::kPdu || r1.pdu.bhs[36] != 0) return r1;
+  const std::string ops = "HeaderDigest=None"s + '\0' + "DataDigest=None"s + '\0' +
+                          "MaxRecvDataSegmentLength=262144"s + '\0';
+  std::vector<uint8_t> p2 = login_request(1, 3, true, 1, 1, get_be32(&r1.pdu.bhs[24]) + 1, 0, ops);
+  if (!c.send_raw(p2)) return {};
+  return c.recv(5000ms);
+}
+
+}  // namespace
+
+TEST_CASE("a first login PDU with the C bit does not skip discovery CHAP") {
+  using namespace std::string_literals;
+  Zumad z(sec_config({{kIqn, {}}}, "",
+                     "{ chap: { user: discover, secret: \"discovery-secret-2026\" } }"));
+  z.start();
+  SecConnection c(z.port());
+  const std::string text = "InitiatorName=iqn.2026-11.org.zuma:sec-cbit"s + '\0' +
+                           "SessionType=Discovery"s + '\0';
+  Received r = split_login(c, text, false);
+  MESSAGE("second login PDU got: " << r.what());
+  REQUIRE_MESSAGE(z.running(), "zumad died; log:\n" << z.log_tail(3000));
+  const bool refused = r.status != RecvStatus::kPdu ||
+                       (r.pdu.opcode() == 0x23 && r.pdu.bhs[36] != 0);
+  CHECK_MESSAGE(refused, "a discovery session reached full feature phase without CHAP: " << r.what());
+  if (!refused) {
+    // What a stranger can then learn.
+    std::vector<uint8_t> b(48, 0);
+    b[0] = 0x40 | 0x04;
+    b[1] = 0x80;
+    put_be32(&b[16], 9);
+    put_be32(&b[20], 0xffffffff);
+    const std::string st = "SendTargets=All"s + '\0';
+    c.send_pdu(b, {reinterpret_cast<const uint8_t*>(st.data()), st.size()});
+    Received t = c.recv(5000ms);
+    MESSAGE("SendTargets=All answered without CHAP: "
+            << (t.status == RecvStatus::kPdu ? keys_str(parse_keys(t.pdu.data)) : t.what()));
+  }
+}
+
+TEST_CASE("a first login PDU with the C bit does not skip target CHAP, nor crash zumad") {
+  using namespace std::string_literals;
+  Zumad z(sec_config({{kIqn, {chap_yaml(kHost)}}}));
+  z.start();
+  SecConnection c(z.port());
+  const std::string text = "InitiatorName=iqn.2026-11.org.zuma:sec-cbit"s + '\0' + "TargetName="s +
+                           kIqn + '\0' + "SessionType=Normal"s + '\0';
+  Received r = split_login(c, text, false);
+  MESSAGE("second login PDU got: " << r.what());
+  const bool alive = !eventually([&] { return !z.running(); }, 1000ms);  // gives a crash 1 s
+  CHECK_MESSAGE(alive, "zumad died (exit status " << z.wait_exit(0ms).value_or(999)
+                                                  << ", -11 = SIGSEGV) after a login whose first "
+                                                     "PDU had the C bit; its log:\n"
+                                                  << z.log_tail(2000));
+  if (!alive) return;
+  const bool refused = r.status != RecvStatus::kPdu ||
+                       (r.pdu.opcode() == 0x23 && r.pdu.bhs[36] != 0);
+  CHECK_MESSAGE(refused, "a session reached full feature phase without CHAP: " << r.what());
+  // A correct login still works afterwards.
+  LibiscsiSession s(z.portal(), {.initiator = "iqn.2026-11.org.zuma:sec-after", .target = kIqn,
+                                 .chap = kHost});
+  CHECK_MESSAGE(s.ok(), s.error());
+}

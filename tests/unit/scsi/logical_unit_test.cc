@@ -68,7 +68,7 @@ TEST_CASE("changing mode parameters tells the other nexuses") {
   p.write_cache = false;
   LogicalUnit lu(p, std::make_unique<FakeBackend>(2048 * 512));
   CHECK_FALSE(lu.write_cache());
-  CHECK(lu.default_mode_params() == ModeParams{false, false});
+  CHECK(lu.default_mode_params() == ModeParams{false, false, true});  // TAS=1
   lu.unit_attentions().touch(1);
   lu.unit_attentions().touch(2);
 

@@ -401,6 +401,12 @@ TEST_CASE("PREEMPT") {
 TEST_CASE("PREEMPT AND ABORT aborts the preempted nexus's tasks and waits for them") {
   Fixture f;
   Pr pr{f};
+  {
+    std::lock_guard lock(f.lu->mode_mutex());
+    f.lu->set_mode_params({true, false, false}, 99);  // TAS=0
+  }
+  std::vector<std::function<void()>> posted;
+  f.other.post = [&](std::function<void()> fn) { posted.push_back(std::move(fn)); };
   pr.reg(f.nexus, kKeyA);
   pr.reg(f.other, kKeyB);
   pr.reserve(f.nexus, kKeyA, pr_type::kWriteExclusive);
@@ -415,17 +421,30 @@ TEST_CASE("PREEMPT AND ABORT aborts the preempted nexus's tasks and waits for th
   CHECK(w->task.aborted);
   CHECK(w->task.status == status::kTaskAborted);
   CHECK_FALSE(w->task.report_abort);  // TAS=0: no response at all
+  CHECK(pa->completions == 0);        // completes on its own thread, through Nexus::post
+  REQUIRE(posted.size() == 1);
+  posted[0]();
   CHECK(pa->good());
   CHECK_SENSE_OF(pr.tur(f.nexus), 0x6, 0x2A, 0x05);
+}
+
+TEST_CASE("PREEMPT AND ABORT without Nexus::post completes at once") {
+  Fixture f;
+  Pr pr{f};
+  pr.reg(f.nexus, kKeyA);
+  pr.reg(f.other, kKeyB);
+  f.backend->defer = true;
+  auto w = run_cdb(f, cdb10(op::kRead10, 0, 8, 1), DataDir::kIn, 512);
+  auto pa = pr.out(f.other, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess,
+                   params(kKeyB, kKeyA));
+  CHECK(pa->good());
+  f.backend->complete_deferred();
+  CHECK(w->task.aborted);
 }
 
 TEST_CASE("PREEMPT AND ABORT with TAS=1 ends the other nexus's tasks with TASK ABORTED") {
   Fixture f;
   Pr pr{f};
-  {
-    std::lock_guard lock(f.lu->mode_mutex());
-    f.lu->set_mode_params({true, false, true}, 99);
-  }
   pr.reg(f.nexus, kKeyA);
   pr.reg(f.other, kKeyB);
   f.backend->defer = true;
@@ -436,27 +455,9 @@ TEST_CASE("PREEMPT AND ABORT with TAS=1 ends the other nexus's tasks with TASK A
   CHECK(w->completions == 1);
   CHECK(w->task.aborted);
   CHECK(w->task.status == status::kTaskAborted);
-  CHECK(w->task.report_abort);
+  CHECK(w->task.report_abort);  // TAS=1, the default
   CHECK(w->task.data_in_len == 0);
   CHECK(w->task.sense_len == 0);
-  CHECK(pa->good());
-}
-
-TEST_CASE("PREEMPT AND ABORT completes through Nexus::post") {
-  Fixture f;
-  Pr pr{f};
-  std::vector<std::function<void()>> posted;
-  f.other.post = [&](std::function<void()> fn) { posted.push_back(std::move(fn)); };
-  pr.reg(f.nexus, kKeyA);
-  pr.reg(f.other, kKeyB);
-  f.backend->defer = true;
-  auto w = run_cdb(f, cdb10(op::kRead10, 0, 8, 1), DataDir::kIn, 512);
-  auto pa = pr.out(f.other, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess,
-                   params(kKeyB, kKeyA));
-  f.backend->complete_deferred();
-  CHECK(pa->completions == 0);
-  REQUIRE(posted.size() == 1);
-  posted[0]();
   CHECK(pa->good());
 }
 

@@ -294,7 +294,7 @@ TEST_CASE("MODE SENSE(6)/(10) through execute") {
   t = f.run({op::kModeSense10, 0x08, 0x0A, 0, 0, 0, 0, 0, 255, 0});
   REQUIRE(t->good());
   CHECK(t->data_in() ==
-        Bytes{0, 18, 0, 0x10, 0, 0, 0, 0, 0x0A, 0x0A, 0x20, 0x10, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0});
+        Bytes{0, 18, 0, 0x10, 0, 0, 0, 0, 0x0A, 0x0A, 0x20, 0x10, 0, 0x40, 0, 0, 0xFF, 0xFF, 0, 0});
 
   t = f.run({op::kModeSense6, 0, 0xFF, 0, 255, 0});  // saved values
   CHECK_SENSE(t, 0x5, 0x39, 0x00);
@@ -310,7 +310,7 @@ TEST_CASE("MODE SELECT changes D_SENSE and WCE, others get MODE PARAMETERS CHANG
   REQUIRE(f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0)->good());
   REQUIRE(f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &f.other)->good());
 
-  const Bytes list = {0,    0,    0, 0, 0x0A, 0x0A, 0x24, 0x10, 0, 0, 0, 0,
+  const Bytes list = {0,    0,    0, 0, 0x0A, 0x0A, 0x24, 0x10, 0, 0x40, 0, 0,
                       0xFF, 0xFF, 0, 0, 0x08, 0x12, 0x00, 0,    0, 0, 0, 0,
                       0,    0,    0, 0, 0,    0,    0,    0,    0, 0, 0, 0};
   auto t = f.run({op::kModeSelect6, 0x10, 0, 0, static_cast<uint8_t>(list.size()), 0},
@@ -336,7 +336,7 @@ TEST_CASE("MODE SELECT changes D_SENSE and WCE, others get MODE PARAMETERS CHANG
 
 TEST_CASE("MODE SELECT errors") {
   Fixture f;
-  Bytes list = {0, 0, 0, 0, 0x0A, 0x0A, 0x20, 0x00, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0};
+  Bytes list = {0, 0, 0, 0, 0x0A, 0x0A, 0x20, 0x00, 0, 0x40, 0, 0, 0xFF, 0xFF, 0, 0};
   auto sel6 = [&](uint8_t b1, const Bytes& l, uint32_t sent) {
     Bytes out(l.begin(), l.begin() + std::min<size_t>(sent, l.size()));
     auto cdb = Bytes{op::kModeSelect6, b1, 0, 0, static_cast<uint8_t>(l.size()), 0};
@@ -511,8 +511,8 @@ TEST_CASE("MODE SELECT with SP saves the pages; a new start uses them") {
     // Savable pages: PS=1, and PC=11b reports the saved (so far default) values.
     auto t = f.run({op::kModeSense6, 0x08, 0xCA, 0, 255, 0});
     REQUIRE(t->good());
-    CHECK(t->data_in() == Bytes{15, 0, 0x10, 0, 0x8A, 0x0A, 0x20, 0x10, 0, 0, 0, 0, 0xFF, 0xFF,
-                                0, 0});
+    CHECK(t->data_in() == Bytes{15, 0, 0x10, 0, 0x8A, 0x0A, 0x20, 0x10, 0, 0x40, 0, 0, 0xFF,
+                                0xFF, 0, 0});
     t = test::run_cdb(f, {op::kModeSelect6, 0x11, 0, 0, 16, 0}, DataDir::kOut, 16, list);
     REQUIRE(t->good());
     CHECK(f.lu->mode_params() == ModeParams{true, true, true});
