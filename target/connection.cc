@@ -622,7 +622,10 @@ void Connection::handle_login() {
   std::vector<uint8_t> out;
   for (const KeyValue& kv : *keys)
     if (!login_identity_key(kv)) return;
-  if (first) {
+  // The first complete request text (after any C-bit continuation, so not necessarily the
+  // first PDU) names the initiator, the session type and the target.
+  if (!identity_checked_) {
+    identity_checked_ = true;
     if (!got_initiator_name_) return login_fail(LoginStatus::kMissingParameter);  // 13.5.2
     if (discovery_) {
       chap_policy_ = server_.discovery_chap();
@@ -1421,6 +1424,13 @@ void Connection::close(const char* why) {
     spdlog::debug("connection {} from {} closed: {}", id_, peer_str_, why);
   reactor_.remove(fd_.get());
   fd_.reset();
+  // Commands already answered are out of the ITT table; the queued PDUs that never left
+  // are what still holds them.
+  for (size_t k = 0; k < tx_.size(); ++k) {
+    Command* c = tx_[k].done_cmd;
+    tx_[k].done_cmd = nullptr;
+    if (c && --c->pending_tx == 0 && c->state == Command::State::kResponding) release(c);
+  }
   tx_.clear();
   tx_offset_ = 0;
   for (auto& [sn, c] : out_of_order_) c->aborted = true;

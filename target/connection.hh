@@ -198,6 +198,7 @@ class Connection final : public EventHandler, public Deferred {
   Negotiator neg_;
   std::vector<uint8_t> login_text_;  // reassembled request text (C bit)
   bool login_started_ = false;
+  bool identity_checked_ = false;  // initiator, session type and target looked at
   bool got_initiator_name_ = false;
   bool discovery_ = false;
   bool security_done_ = false;
