@@ -19,7 +19,7 @@ namespace {
 constexpr uint8_t kZeros[4] = {0, 0, 0, 0};
 // Largest write a command may carry; bigger ones fail in the device server (its block
 // limits advertise less) without the transport buffering them.
-constexpr uint32_t kMaxCommandBuffer = 64u << 20;
+constexpr uint32_t kMaxCommandBuffer = 8u << 20;  // the LUs' maximum transfer length (VPD B0h)
 
 std::string addr_str(const sockaddr_storage& ss) {
   char buf[INET6_ADDRSTRLEN] = "?";
@@ -668,7 +668,18 @@ void Connection::handle_login() {
     if (chap_ == Chap::kOff || chap_ == Chap::kDone) return login_fail(LoginStatus::kAuthenticationFailure);
     transit = false;  // mid-exchange: answer without transiting (RFC 7143 6.3)
   }
-  if (transit && nsg == 3) neg_.finish(out);
+  if (transit && nsg == 3) {
+    neg_.finish(out);
+    // A digest the administrator requires ([CRC32C] without None) that was not
+    // negotiated -- refused or never offered -- ends the login (RFC 7143 13.1).
+    const auto& lim = server_.limits();
+    if ((!lim.header_digest_none && !neg_.conn.header_digest) ||
+        (!lim.data_digest_none && !neg_.conn.data_digest)) {
+      spdlog::warn("login from {} ({}): digests required by the configuration not negotiated",
+                   peer_str_, initiator_name_);
+      return login_fail(LoginStatus::kInitiatorError);
+    }
+  }
 
   if (out.size() > neg_.conn.max_send_data_segment_length && out.size() > kLoginMaxDsl)
     return login_fail(LoginStatus::kTargetError);  // never happens with Zuma's few keys

@@ -40,6 +40,24 @@ namespace {
 
 std::atomic<uint64_t> g_next_conn_id{0};
 
+}  // namespace
+
+// Deletes a finished connection, but never while the reactor still has it on its deferred
+// list for this iteration (the erase runs from a post, possibly in the same epoll batch
+// that queued it): then it tries again on the next iteration.
+void Server::erase_when_idle(Reactor* r, ReactorState* st, uint64_t cid) {
+  auto it = st->conns.find(cid);
+  if (it == st->conns.end()) return;
+  if (it->second->deferred_queued) {
+    r->post([r, st, cid] { erase_when_idle(r, st, cid); });
+    return;
+  }
+  st->conns.erase(it);
+  st->count--;
+}
+
+namespace {
+
 storage::UniqueFd listen_on(const PortalDef& p, uint16_t& bound) {
   sockaddr_storage ss{};
   socklen_t len = 0;
@@ -169,9 +187,7 @@ void Server::hand_to_reactor(storage::UniqueFd fd, uint16_t tpgt, const sockaddr
     auto c = std::make_unique<Connection>(*r, *this, std::move(*shared_fd), id, tpgt, local, peer);
     c->on_finished = [r, st](Connection& done) {
       const uint64_t cid = done.id();
-      r->post([st, cid] {
-        if (st->conns.erase(cid)) st->count--;
-      });
+      r->post([r, st, cid] { erase_when_idle(r, st, cid); });
     };
     Connection* cp = c.get();
     st->conns.emplace(id, std::move(c));

@@ -123,6 +123,7 @@ class Server final : public ServerContext {
   class Listener;
   class ReactorState;
   void accept_on(Listener& l);
+  static void erase_when_idle(Reactor* r, ReactorState* st, uint64_t cid);
   void hand_to_reactor(storage::UniqueFd fd, uint16_t tpgt, const sockaddr_storage& local,
                        const sockaddr_storage& peer);
 
