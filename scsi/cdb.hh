@@ -72,17 +72,17 @@ inline constexpr uint8_t kRelease6 = 0x17;
 inline constexpr uint8_t kReserve10 = 0x56;
 inline constexpr uint8_t kRelease10 = 0x57;
 inline constexpr uint8_t kPersistentReserveOut = 0x5F;
-inline constexpr uint8_t kExtendedCopy = 0x83;       // THIRD-PARTY COPY OUT
+inline constexpr uint8_t kExtendedCopy = 0x83;        // THIRD-PARTY COPY OUT
 inline constexpr uint8_t kReceiveCopyResults = 0x84;  // THIRD-PARTY COPY IN
 }  // namespace op
 namespace sa {
-inline constexpr uint16_t kReportTargetPortGroups = 0x0A;     // MAINTENANCE IN
-inline constexpr uint16_t kReportSupportedTmfs = 0x0D;        // MAINTENANCE IN
-inline constexpr uint16_t kExtendedCopyLid1 = 0x00;           // THIRD-PARTY COPY OUT
-inline constexpr uint16_t kCopyStatusLid1 = 0x00;             // THIRD-PARTY COPY IN
-inline constexpr uint16_t kReceiveDataLid1 = 0x01;            // THIRD-PARTY COPY IN
-inline constexpr uint16_t kOperatingParameters = 0x03;        // THIRD-PARTY COPY IN
-inline constexpr uint16_t kFailedSegmentDetailsLid1 = 0x04;   // THIRD-PARTY COPY IN
+inline constexpr uint16_t kReportTargetPortGroups = 0x0A;    // MAINTENANCE IN
+inline constexpr uint16_t kReportSupportedTmfs = 0x0D;       // MAINTENANCE IN
+inline constexpr uint16_t kExtendedCopyLid1 = 0x00;          // THIRD-PARTY COPY OUT
+inline constexpr uint16_t kCopyStatusLid1 = 0x00;            // THIRD-PARTY COPY IN
+inline constexpr uint16_t kReceiveDataLid1 = 0x01;           // THIRD-PARTY COPY IN
+inline constexpr uint16_t kOperatingParameters = 0x03;       // THIRD-PARTY COPY IN
+inline constexpr uint16_t kFailedSegmentDetailsLid1 = 0x04;  // THIRD-PARTY COPY IN
 }  // namespace sa
 
 inline constexpr uint16_t get_be16(const uint8_t* p) {

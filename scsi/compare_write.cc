@@ -42,8 +42,8 @@ void caw_compare(Op& op, int result) {
 }
 
 void caw_read(Op& op, int) {
-  submit(op, IoKind::kRead, IoOp::kRead, op.lba, op.buf.data(),
-         op.blocks * op.lu->block_size(), false, caw_compare);
+  submit(op, IoKind::kRead, IoOp::kRead, op.lba, op.buf.data(), op.blocks * op.lu->block_size(),
+         false, caw_compare);
 }
 
 // --- ORWRITE ---
@@ -59,8 +59,8 @@ void or_write(Op& op, int result) {
 }
 
 void or_read(Op& op, int) {
-  submit(op, IoKind::kRead, IoOp::kRead, op.lba, op.buf.data(),
-         op.blocks * op.lu->block_size(), false, or_write);
+  submit(op, IoKind::kRead, IoOp::kRead, op.lba, op.buf.data(), op.blocks * op.lu->block_size(),
+         false, or_write);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 //   8. The handler.
 #include <poll.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <new>
@@ -37,7 +38,8 @@ namespace {
 // Steps 5 to 8 of the list above.
 void run(LogicalUnit* lu, const LunTable& table, const CommandInfo& info, Task& task) {
   const bool d_sense = lu && lu->descriptor_sense();
-  if (task.task_set.abort) {
+  // Written under the set's lock by an abort on another thread (task_set.cc).
+  if (std::atomic_ref<bool>(task.task_set.abort).load(std::memory_order_acquire)) {
     finish(task, Reason::kTaskAborted, d_sense);
     return;
   }
@@ -49,10 +51,21 @@ void run(LogicalUnit* lu, const LunTable& table, const CommandInfo& info, Task& 
         return;
       }
     }
-    if (task.nexus && lu->reservations().any() &&
-        lu->reservations().conflicts(*task.nexus, info.flags, task.cdb.data())) {
-      finish(task, Reason::kReservationConflict, d_sense);
-      return;
+    Reservations& res = lu->reservations();
+    if (task.nexus && res.any()) {
+      // The nexus's standing is cached in its task set until the reservations change.
+      uint8_t verdict;
+      if (NexusTasks* set = task.task_set.set) {
+        NexusTasks::PrVerdictCache& c = set->pr_cache();
+        if (c.version != res.version()) c.verdict = res.verdict(*task.nexus, &c.version);
+        verdict = c.verdict;
+      } else {
+        verdict = res.verdict(*task.nexus, nullptr);
+      }
+      if (Reservations::conflicts(verdict, info.flags, task.cdb.data())) {
+        finish(task, Reason::kReservationConflict, d_sense);
+        return;
+      }
     }
   }
 

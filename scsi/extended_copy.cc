@@ -37,16 +37,16 @@ struct Segment {
 // One EXTENDED COPY in progress. Owns itself: deleted when the command completes.
 struct CopyJob {
   Task* task = nullptr;
-  LogicalUnit* lu = nullptr;  // the LU the command was sent to
+  LogicalUnit* lu = nullptr;        // the LU the command was sent to
   std::shared_ptr<NexusTasks> set;  // holds the copy record; may be null (no nexus)
   uint8_t list_id = 0;
   bool tracked = false;
   std::vector<Segment> segs;
   size_t seg = 0;
-  uint64_t done = 0;        // bytes of segs[seg] copied
-  uint64_t total = 0;       // bytes copied in all
-  uint64_t chunk = 0;       // bytes of the I/O in flight
-  bool writing = false;     // the I/O in flight is the write of the chunk
+  uint64_t done = 0;     // bytes of segs[seg] copied
+  uint64_t total = 0;    // bytes copied in all
+  uint64_t chunk = 0;    // bytes of the I/O in flight
+  bool writing = false;  // the I/O in flight is the write of the chunk
   int result = 0;
   bool submitting = false;  // inside submit(): a completion now is inline
   bool completed_inline = false;
@@ -281,8 +281,8 @@ CmdResult handle_extended_copy(Cmd& c) {
   if (c.task.nexus) {
     for (const Segment& s : segs) {
       if (s.src != c.lu && s.src->reservations().any() &&
-          s.src->reservations().conflicts(*c.task.nexus, cmd_flag::kMediumAccess | cmd_flag::kPrRead,
-                                          c.cdb()))
+          s.src->reservations().conflicts(*c.task.nexus,
+                                          cmd_flag::kMediumAccess | cmd_flag::kPrRead, c.cdb()))
         return Reason::kReservationConflict;
       if (s.dst != c.lu && s.dst->reservations().any() &&
           s.dst->reservations().conflicts(*c.task.nexus, cmd_flag::kMediumAccess, c.cdb()))
@@ -332,7 +332,7 @@ CmdResult handle_receive_copy_results(Cmd& c) {
     put_be16(p + 34, kMaxConcurrentCopies);  // TOTAL CONCURRENT COPIES
     p[36] = static_cast<uint8_t>(kMaxConcurrentCopies);
     p[37] = static_cast<uint8_t>(std::countr_zero(bs));  // DATA SEGMENT GRANULARITY (log2)
-    p[43] = 2;                                            // IMPLEMENTED DESCRIPTOR LIST LENGTH
+    p[43] = 2;                                           // IMPLEMENTED DESCRIPTOR LIST LENGTH
     p[44] = kSegBlockToBlock;
     p[45] = kCscdIdentification;
     set_data_in(c.task, kLen, alloc);

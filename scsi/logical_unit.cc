@@ -134,14 +134,9 @@ NexusTasks& LogicalUnit::task_set_of(const Nexus& n) {
   std::shared_ptr<NexusTasks> set = nexuses_.attach(n, &created);
   uas_.touch(n.id);
   if (created && params_.power_on_unit_attention) uas_.establish(n.id, Reason::kUaPowerOnOccurred);
-  bool replaced = false;
-  for (auto& [inst, s] : n.task_sets) {
-    if (inst == instance_) {
-      s = set;
-      replaced = true;
-    }
-  }
-  if (!replaced) n.task_sets.emplace_back(instance_, set);
+  // A detached set of this LU stays in the list: tasks may still be in it, and the nexus
+  // (which outlives its tasks) is what keeps it alive.
+  n.task_sets.emplace_back(instance_, set);
   return *set;
 }
 

@@ -20,8 +20,8 @@
 #include "scsi/device_server.hh"
 #include "scsi/mode_pages.hh"
 #include "scsi/persistent_reservation.hh"
-#include "scsi/task_set.hh"
 #include "scsi/range_lock.hh"  // SBC: COMPARE AND WRITE / atomic writes
+#include "scsi/task_set.hh"
 #include "scsi/unit_attention.hh"
 #include "storage/backend.hh"
 

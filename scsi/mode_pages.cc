@@ -25,7 +25,7 @@ void encode_values(uint8_t code, const ModeParams& v, uint8_t* p) {
     case mode_page::kControl:  // SPC-5 Control mode page
       // TST 001b: one task set per I_T nexus (task_set.hh).
       p[2] = static_cast<uint8_t>(0x20 | (v.d_sense ? 0x04 : 0x00));
-      p[3] = 0x10;              // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering; QERR 0
+      p[3] = 0x10;  // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering; QERR 0
       p[5] = v.tas ? 0x40 : 0x00;
       put_be16(p + 8, 0xFFFF);  // BUSY TIMEOUT PERIOD: unlimited
       break;

@@ -46,8 +46,7 @@ size_t mode_page_size(uint8_t code);
 // Writes page `code` (mode_page_size(code) bytes) with the values `pc` selects. `saved`:
 // the saved values, nullptr when pages cannot be saved (PS=0; PC=11b gives the current ones).
 void encode_mode_page(uint8_t code, PageControl pc, const ModeParams& current,
-                      const ModeParams& defaults, uint8_t* out,
-                      const ModeParams* saved = nullptr);
+                      const ModeParams& defaults, uint8_t* out, const ModeParams* saved = nullptr);
 
 struct ModeSenseArgs {
   bool ten = false;    // MODE SENSE (10)

@@ -41,7 +41,8 @@ bool valid_type(uint8_t t) {
 }
 
 bool all_registrants(uint8_t t) {
-  return t == pr_type::kWriteExclusiveAllRegistrants || t == pr_type::kExclusiveAccessAllRegistrants;
+  return t == pr_type::kWriteExclusiveAllRegistrants ||
+         t == pr_type::kExclusiveAccessAllRegistrants;
 }
 
 bool registrants_only(uint8_t t) {
@@ -101,12 +102,14 @@ CmdResult parse_transport_id(const uint8_t* p, size_t avail, uint16_t base, Tran
   if (format == 1) {
     // "<name>,i,0x<ISID>", the ISID 12 hex digits.
     std::string lower = s;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
+      return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    });
     const size_t sep = lower.find(",i,0x");
     const bool hex = sep != std::string::npos && s.size() - (sep + 5) == 12 &&
-                     std::all_of(s.begin() + static_cast<long>(sep + 5), s.end(),
-                                 [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+                     std::all_of(s.begin() + static_cast<long>(sep + 5), s.end(), [](char c) {
+                       return std::isxdigit(static_cast<unsigned char>(c));
+                     });
     if (sep == 0 || !hex) return CmdResult::invalid_param(static_cast<uint16_t>(base + 4));
   } else if (s.find(',') != std::string::npos) {
     return CmdResult::invalid_param(static_cast<uint16_t>(base + 4));
@@ -148,7 +151,8 @@ bool Reservations::is_holder_locked(const Registration* r) const {
   return r && st_.reserved && (r->holder || all_registrants(st_.type));
 }
 
-void Reservations::update_any_locked() {
+void Reservations::changed_locked() {
+  version_.fetch_add(1, std::memory_order_acq_rel);
   any_.store(st_.reserved || spc2_holder_.has_value(), std::memory_order_release);
 }
 
@@ -166,28 +170,44 @@ void Reservations::ua_locked(const std::vector<Registration>& regs, Reason ua, u
   }
 }
 
-bool Reservations::conflicts(const Nexus& n, uint16_t flags, const uint8_t* cdb) const {
+uint8_t Reservations::verdict(const Nexus& n, uint64_t* version) const {
   std::lock_guard lock(mu_);
+  if (version) *version = version_.load(std::memory_order_relaxed);
+  uint8_t v = 0;
   // SPC-2 RESERVE: every command of another I_T nexus conflicts but INQUIRY, REQUEST SENSE,
   // REPORT LUNS and RELEASE (which then does nothing).
-  if (spc2_holder_ && *spc2_holder_ != n.id && !(flags & cmd_flag::kSpc2Allowed)) return true;
-  if (!st_.reserved || (flags & cmd_flag::kPrAllowed)) return false;
-  // SBC-4: START STOP UNIT with START=1 and POWER CONDITION 0h is allowed through every type.
-  if (cdb[0] == op::kStartStopUnit && (cdb[4] & 0xF1) == 0x01) return false;
+  if (spc2_holder_ && *spc2_holder_ != n.id) v |= kSpc2Blocked;
+  if (!st_.reserved) return v;
   const Registration* r = find_locked(n);
-  if (is_holder_locked(r)) return false;
-  const bool read = flags & cmd_flag::kPrRead;
+  if (is_holder_locked(r)) return v;
   switch (st_.type) {
     case pr_type::kWriteExclusive:
-      return !read;
+      v |= kWriteConflict;
+      break;
     case pr_type::kExclusiveAccess:
-      return true;
+      v |= kWriteConflict | kReadConflict;
+      break;
     case pr_type::kWriteExclusiveRegistrantsOnly:
     case pr_type::kWriteExclusiveAllRegistrants:
-      return !r && !read;
+      if (!r) v |= kWriteConflict;
+      break;
     default:  // EXCLUSIVE ACCESS - REGISTRANTS ONLY / ALL REGISTRANTS
-      return !r;
+      if (!r) v |= kWriteConflict | kReadConflict;
+      break;
   }
+  return v;
+}
+
+bool Reservations::conflicts(uint8_t v, uint16_t flags, const uint8_t* cdb) {
+  if ((v & kSpc2Blocked) && !(flags & cmd_flag::kSpc2Allowed)) return true;
+  if (flags & cmd_flag::kPrAllowed) return false;
+  // SBC-4: START STOP UNIT with START=1 and POWER CONDITION 0h is allowed through every type.
+  if (cdb[0] == op::kStartStopUnit && (cdb[4] & 0xF1) == 0x01) return false;
+  return (flags & cmd_flag::kPrRead) ? (v & kReadConflict) : (v & kWriteConflict);
+}
+
+bool Reservations::conflicts(const Nexus& n, uint16_t flags, const uint8_t* cdb) const {
+  return conflicts(verdict(n, nullptr), flags, cdb);
 }
 
 CmdResult Reservations::reserve(const Nexus& n) {
@@ -208,7 +228,7 @@ CmdResult Reservations::reserve(const Nexus& n) {
   // execute() check already refused it).
   if (spc2_holder_ && *spc2_holder_ != n.id) return conflict();
   spc2_holder_ = n.id;
-  update_any_locked();
+  changed_locked();
   return CmdResult::good();
 }
 
@@ -225,7 +245,7 @@ CmdResult Reservations::release(const Nexus& n) {
   // SPC-2 RELEASE: releases the nexus's own reservation; from any other nexus it does nothing.
   if (spc2_holder_ && *spc2_holder_ == n.id) {
     spc2_holder_.reset();
-    update_any_locked();
+    changed_locked();
   }
   return CmdResult::good();
 }
@@ -234,14 +254,14 @@ void Reservations::nexus_lost(uint64_t nexus_id) {
   std::lock_guard lock(mu_);
   if (spc2_holder_ && *spc2_holder_ == nexus_id) {
     spc2_holder_.reset();
-    update_any_locked();
+    changed_locked();
   }
 }
 
 void Reservations::reset() {
   std::lock_guard lock(mu_);
   spc2_holder_.reset();
-  update_any_locked();
+  changed_locked();
 }
 
 PrState Reservations::state() const {
@@ -336,7 +356,8 @@ CmdResult Reservations::persistent_reserve_out(const Nexus& n, const uint8_t* cd
     // The basic parameter list: 24 bytes, longer only with SPEC_I_PT (SPC-5 PERSISTENT
     // RESERVE OUT parameter list).
     if (p.size() < 24) return Reason::kParameterListLengthError;
-    if (p[20] & 0xF2) return CmdResult::invalid_param(20, 7 - std::countl_zero<uint8_t>(p[20] & 0xF2));
+    if (p[20] & 0xF2)
+      return CmdResult::invalid_param(20, 7 - std::countl_zero<uint8_t>(p[20] & 0xF2));
     const bool spec_i_pt = p[20] & 0x08;
     if (spec_i_pt && sa != prout_sa::kRegister) return CmdResult::invalid_param(20, 3);
     if (!spec_i_pt && p.size() != 24) return Reason::kParameterListLengthError;
@@ -392,7 +413,7 @@ CmdResult Reservations::persistent_reserve_out(const Nexus& n, const uint8_t* cd
   if (bump) ++next.generation;
   if (!persist(next)) return Reason::kInsufficientRegistrationResources;
   st_ = std::move(next);
-  update_any_locked();
+  changed_locked();
 
   // Unit attentions (SPC-5 5.14.11: preempting, clearing, releasing).
   ua_locked(cleared, Reason::kUaReservationsPreempted, n.id);
@@ -403,8 +424,7 @@ CmdResult Reservations::persistent_reserve_out(const Nexus& n, const uint8_t* cd
       if (set->nexus_id() == n.id) continue;
       const NexusIdentity& id = set->identity();
       for (const Registration& pr : preempted) {
-        if (pr.matches(id.initiator_port, id.initiator_name, id.target_name,
-                       id.relative_port_id)) {
+        if (pr.matches(id.initiator_port, id.initiator_name, id.target_name, id.relative_port_id)) {
           abort->push_back(set->nexus_id());
           break;
         }
@@ -455,8 +475,9 @@ CmdResult Reservations::do_register(const Nexus& n, uint8_t sa, std::span<const 
             parse_transport_id(p.data() + off, p.size() - off, static_cast<uint16_t>(off), &tid);
         if (!e.ok()) return e;
         off += tid.length;
-        Registration r{sark,           tid.initiator, tid.port_specific, n.target_name,
-                       n.relative_port_id, all_tg_pt,  false};
+        Registration r{sark,          tid.initiator,      tid.port_specific,
+                       n.target_name, n.relative_port_id, all_tg_pt,
+                       false};
         const auto same = [&](const Registration& o) { return o.same_nexus(r); };
         if (std::any_of(next.regs.begin(), next.regs.end(), same) ||
             std::any_of(add.begin(), add.end(), same))
@@ -476,9 +497,9 @@ CmdResult Reservations::do_register(const Nexus& n, uint8_t sa, std::span<const 
     mine->key = sark;
     return CmdResult::good();
   }
-  // Unregister (SPC-5 Releasing persistent reservations and removing registrations): the holder's reservation is
-  // released, unless it is an all-registrants one and other registrants remain; releasing a
-  // registrants-only one tells the other registrants (RESERVATIONS RELEASED).
+  // Unregister (SPC-5 Releasing persistent reservations and removing registrations): the holder's
+  // reservation is released, unless it is an all-registrants one and other registrants remain;
+  // releasing a registrants-only one tells the other registrants (RESERVATIONS RELEASED).
   const bool was_holder = next.reserved && mine->holder;
   next.regs.erase(mine);
   if (next.reserved) {
@@ -616,7 +637,8 @@ CmdResult Reservations::do_register_and_move(const Nexus& n, std::span<const uin
   if (!cur || cur->key != key) return conflict();
   if (!next.reserved || all_registrants(next.type) || !cur->holder) return conflict();
   if (sark == 0) return CmdResult::invalid_param(8);
-  if (p[17] & 0xFC) return CmdResult::invalid_param(17, 7 - std::countl_zero<uint8_t>(p[17] & 0xFC));
+  if (p[17] & 0xFC)
+    return CmdResult::invalid_param(17, 7 - std::countl_zero<uint8_t>(p[17] & 0xFC));
   const bool unreg = p[17] & 0x02;
   const bool aptpl = p[17] & 0x01;
   if (aptpl && path_.empty()) return Reason::kInsufficientRegistrationResources;
@@ -626,7 +648,8 @@ CmdResult Reservations::do_register_and_move(const Nexus& n, std::span<const uin
   TransportId tid;
   if (const CmdResult e = parse_transport_id(p.data() + 24, p.size() - 24, 24, &tid); !e.ok())
     return e;
-  if (std::find(ports.begin(), ports.end(), rel) == ports.end()) return CmdResult::invalid_param(18);
+  if (std::find(ports.begin(), ports.end(), rel) == ports.end())
+    return CmdResult::invalid_param(18);
   Registration dest{sark, tid.initiator, tid.port_specific, n.target_name, rel, false, false};
   // The destination may not be the sending I_T nexus itself.
   if (dest.matches(n)) return CmdResult::invalid_param(24);
@@ -666,8 +689,8 @@ bool Reservations::persist(const PrState& next) {
     char key[17];
     std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(r.key));
     o << "reg " << key << ' ' << r.relative_port_id << ' ' << int(r.all_tg_pt) << ' '
-      << int(r.holder) << ' ' << int(r.port_specific) << ' ' << r.target_name << ' '
-      << r.initiator << '\n';
+      << int(r.holder) << ' ' << int(r.port_specific) << ' ' << r.target_name << ' ' << r.initiator
+      << '\n';
   }
   return write_state_file(path_, o.str()) == 0;
 }
@@ -723,7 +746,7 @@ void Reservations::load() {
   if (no == 0) throw bad(1);
   s.aptpl = true;
   st_ = std::move(s);
-  update_any_locked();
+  changed_locked();
 }
 
 }  // namespace zuma::scsi

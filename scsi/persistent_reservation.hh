@@ -121,6 +121,16 @@ class Reservations {
   // table's (cmd_flag::kPrAllowed, kPrRead, kSpc2Allowed).
   bool conflicts(const Nexus& n, uint16_t flags, const uint8_t* cdb) const;
 
+  // The same in two steps, so a nexus can cache the first (the READ/WRITE path then takes no
+  // lock while reservations exist): what the current state means for `n`, as bits, with the
+  // state's version (bumped by every change); then the decision for one command.
+  static constexpr uint8_t kSpc2Blocked = 1;    // another nexus holds a RESERVE (6)/(10)
+  static constexpr uint8_t kReadConflict = 2;   // "reads" conflict
+  static constexpr uint8_t kWriteConflict = 4;  // "writes" conflict
+  uint8_t verdict(const Nexus& n, uint64_t* version) const;
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  static bool conflicts(uint8_t verdict, uint16_t flags, const uint8_t* cdb);
+
   // RESERVE (6)/(10), RELEASE (6)/(10) (SPC-2, with SPC-5 compatible reservation handling).
   CmdResult reserve(const Nexus& n);
   CmdResult release(const Nexus& n);
@@ -133,8 +143,8 @@ class Reservations {
   // *abort receives the nexuses whose tasks a PREEMPT AND ABORT aborts (known nexuses only,
   // the sender excluded). Unit attentions for other nexuses are established here.
   CmdResult persistent_reserve_out(const Nexus& n, const uint8_t* cdb,
-                                   std::span<const uint8_t> params,
-                                   std::span<const uint16_t> ports, std::vector<uint64_t>* abort);
+                                   std::span<const uint8_t> params, std::span<const uint16_t> ports,
+                                   std::vector<uint64_t>* abort);
 
   // The I_T nexus is gone: its RESERVE (6)/(10) reservation is released (SPC-2).
   void nexus_lost(uint64_t nexus_id);
@@ -149,7 +159,7 @@ class Reservations {
  private:
   const Registration* find_locked(const Nexus& n) const;
   bool is_holder_locked(const Registration* r) const;
-  void update_any_locked();
+  void changed_locked();  // after every change: version and any()
   // Unit attention `ua` for every known nexus that `regs` cover, but `except`.
   void ua_locked(const std::vector<Registration>& regs, Reason ua, uint64_t except);
   // Writes (or removes) the state file for `next`; false on failure.
@@ -174,6 +184,7 @@ class Reservations {
   PrState st_;
   std::optional<uint64_t> spc2_holder_;
   std::atomic<bool> any_{false};
+  std::atomic<uint64_t> version_{0};
 };
 
 }  // namespace zuma::scsi

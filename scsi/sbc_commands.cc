@@ -115,6 +115,9 @@ CmdResult handle_write_atomic(Cmd& c) {
   if (b.flags & 0xE0) return CmdResult::invalid_cdb(1, 7);
   // MAXIMUM ATOMIC BOUNDARY SIZE 0: atomic boundaries are not supported.
   if (get_be16(cdb + 10) != 0) return CmdResult::invalid_cdb(10, 7);
+  // The range first: libiscsi's WriteAtomic16.BeyondEol expects LBA OUT OF RANGE for
+  // ranges past the end that are also longer than the atomic maximum.
+  if (out_of_range(b.lba, b.blocks, lu.num_blocks())) return Reason::kLbaOutOfRange;
   if (b.blocks > max_atomic_blocks(bs)) return CmdResult::invalid_cdb(12, 7);
   // SBC-4 atomic writes: a starting LBA off the ATOMIC ALIGNMENT, or a TRANSFER LENGTH not
   // a multiple of the ATOMIC TRANSFER LENGTH GRANULARITY, is an invalid field.
@@ -122,7 +125,6 @@ CmdResult handle_write_atomic(Cmd& c) {
     if (b.lba % unit != 0) return CmdResult::invalid_cdb(2, 7);
     if (b.blocks % unit != 0) return CmdResult::invalid_cdb(12, 7);
   }
-  if (out_of_range(b.lba, b.blocks, lu.num_blocks())) return Reason::kLbaOutOfRange;
   c.task.transfer_len = b.blocks * bs;
   if (b.blocks == 0) return CmdResult::good();
   // All or nothing: with less data than the CDB asks for, nothing is written.

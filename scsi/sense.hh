@@ -59,21 +59,21 @@ enum class Reason : uint8_t {
   kUaInquiryDataChanged,       // UNIT ATTENTION / 3F / 03
   kUaReportedLunsDataChanged,  // UNIT ATTENTION / 3F / 0E
   // Reservations, task management, ALUA, EXTENDED COPY (SPC-5):
-  kReservationConflict,               // RESERVATION CONFLICT status, no sense
-  kTaskAborted,                       // TASK ABORTED status, no sense
-  kInvalidReleaseOfPr,                // ILLEGAL REQUEST / 26 / 04
+  kReservationConflict,                // RESERVATION CONFLICT status, no sense
+  kTaskAborted,                        // TASK ABORTED status, no sense
+  kInvalidReleaseOfPr,                 // ILLEGAL REQUEST / 26 / 04
   kInsufficientRegistrationResources,  // ILLEGAL REQUEST / 55 / 04
-  kUaReservationsPreempted,           // UNIT ATTENTION / 2A / 03
-  kUaReservationsReleased,            // UNIT ATTENTION / 2A / 04
-  kUaRegistrationsPreempted,          // UNIT ATTENTION / 2A / 05
-  kTooManyTargetDescriptors,          // ILLEGAL REQUEST / 26 / 06
-  kUnsupportedTargetDescriptorType,   // ILLEGAL REQUEST / 26 / 07
-  kTooManySegmentDescriptors,         // ILLEGAL REQUEST / 26 / 08
-  kUnsupportedSegmentDescriptorType,  // ILLEGAL REQUEST / 26 / 09
-  kOperationInProgress,               // ILLEGAL REQUEST / 00 / 16
-  kCopyTargetNotReachable,            // COPY ABORTED / 0D / 02
-  kCopyAbortedReadError,              // COPY ABORTED / 11 / 00 (source read failed)
-  kCopyAbortedWriteError,             // COPY ABORTED / 0C / 00 (destination write failed)
+  kUaReservationsPreempted,            // UNIT ATTENTION / 2A / 03
+  kUaReservationsReleased,             // UNIT ATTENTION / 2A / 04
+  kUaRegistrationsPreempted,           // UNIT ATTENTION / 2A / 05
+  kTooManyTargetDescriptors,           // ILLEGAL REQUEST / 26 / 06
+  kUnsupportedTargetDescriptorType,    // ILLEGAL REQUEST / 26 / 07
+  kTooManySegmentDescriptors,          // ILLEGAL REQUEST / 26 / 08
+  kUnsupportedSegmentDescriptorType,   // ILLEGAL REQUEST / 26 / 09
+  kOperationInProgress,                // ILLEGAL REQUEST / 00 / 16
+  kCopyTargetNotReachable,             // COPY ABORTED / 0D / 02
+  kCopyAbortedReadError,               // COPY ABORTED / 11 / 00 (source read failed)
+  kCopyAbortedWriteError,              // COPY ABORTED / 0C / 00 (destination write failed)
   kCount,
 };
 

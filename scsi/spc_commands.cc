@@ -280,8 +280,8 @@ CmdResult handle_persistent_reserve_in(Cmd& c) {
   const uint8_t sa = c.cdb()[1] & 0x1F;
   const uint16_t alloc = get_be16(c.cdb() + 7);
   std::vector<uint8_t> out;
-  const CmdResult r = c.lu->reservations().persistent_reserve_in(
-      c.task.nexus ? *c.task.nexus : kNone, sa, &out);
+  const CmdResult r =
+      c.lu->reservations().persistent_reserve_in(c.task.nexus ? *c.task.nexus : kNone, sa, &out);
   if (!r.ok()) return r;
   std::memcpy(data_in_buffer(c.task, out.size()), out.data(), out.size());
   set_data_in(c.task, out.size(), alloc);
@@ -375,7 +375,7 @@ CmdResult handle_report_supported_tmfs(Cmd& c) {
   const size_t n = repd ? 16 : 4;
   uint8_t* p = data_in_buffer(c.task, n);
   p[0] = 0x80 | 0x40 | 0x10 | 0x08 | 0x02;  // ATS, ATSS, CTSS, LURS, TRS
-  if (repd) p[3] = 0x0C;                     // ADDITIONAL DATA LENGTH
+  if (repd) p[3] = 0x0C;                    // ADDITIONAL DATA LENGTH
   set_data_in(c.task, n, alloc);
   return CmdResult::good();
 }

@@ -120,7 +120,9 @@ struct Task {
     const LunTable* table = nullptr;
     const CommandInfo* info = nullptr;
     bool started = false;
-    bool abort = false;           // aborted; completes without running or without a response
+    // Aborted; completes without running or without a response. Written under the set's
+    // lock, read without it through std::atomic_ref when the task starts.
+    bool abort = false;
     bool abort_by_other = false;  // by another I_T nexus (TAS applies)
   } task_set;
 };

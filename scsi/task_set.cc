@@ -1,6 +1,7 @@
 #include "scsi/task_set.hh"
 
 #include <algorithm>
+#include <atomic>
 
 #include "scsi/logical_unit.hh"
 
@@ -76,7 +77,7 @@ void NexusTasks::queue_startable() {
   }
 }
 
-void NexusTasks::leave(Task& task, bool* aborted, bool* by_other,
+bool NexusTasks::leave(Task& task, bool* aborted, bool* by_other,
                        std::vector<std::shared_ptr<AbortWaiter>>* fire) {
   std::lock_guard lock(mu_);
   Task::TaskSetLink& l = task.task_set;
@@ -99,6 +100,7 @@ void NexusTasks::leave(Task& task, bool* aborted, bool* by_other,
     ++i;
   }
   if (waiting_ > 0) queue_startable();
+  return ready_head_ != nullptr;
 }
 
 Task* NexusTasks::take_ready(bool* outermost) {
@@ -127,7 +129,7 @@ size_t NexusTasks::abort_all(uint64_t by, const std::shared_ptr<AbortWaiter>& wa
   for (Task* x = head_; x; x = x->task_set.next) {
     Task::TaskSetLink& xl = x->task_set;
     if (!xl.abort) xl.abort_by_other = by != id_;
-    xl.abort = true;
+    std::atomic_ref<bool>(xl.abort).store(true, std::memory_order_release);
   }
   if (waiter && count_ > 0) {
     waiters_.push_back({next_seq_, count_, waiter});
@@ -141,7 +143,7 @@ bool NexusTasks::abort_one(Task& task, uint64_t by) {
   for (Task* x = head_; x; x = x->task_set.next) {
     if (x != &task) continue;
     if (!x->task_set.abort) x->task_set.abort_by_other = by != id_;
-    x->task_set.abort = true;
+    std::atomic_ref<bool>(x->task_set.abort).store(true, std::memory_order_release);
     return true;
   }
   return false;
@@ -228,12 +230,14 @@ std::shared_ptr<NexusTasks> NexusRegistry::find(uint64_t nexus_id) const {
 void complete_in_task_set(Task& task) {
   NexusTasks* set = task.task_set.set;
   LogicalUnit* lu = task.task_set.lu;
-  // The set must outlive this function, and the transport may free the nexus (which owns
-  // it) once the last task's on_complete has run.
-  const std::shared_ptr<NexusTasks> keep = set->shared_from_this();
   bool aborted = false, by_other = false;
   std::vector<std::shared_ptr<AbortWaiter>> fire;
-  set->leave(task, &aborted, &by_other, &fire);
+  const bool ready = set->leave(task, &aborted, &by_other, &fire);
+  // Starting the tasks this lets start touches the set after on_complete, when the transport
+  // may free the nexus that owns it (once its last task is done): hold it meanwhile. The
+  // common case (nothing waiting) touches nothing after on_complete.
+  std::shared_ptr<NexusTasks> keep;
+  if (ready) keep = set->shared_from_this();
   if (aborted) {
     // SPC-5 Control mode page, TAS: TASK ABORTED status reported for tasks aborted by another
     // I_T nexus's action; otherwise the task ends without a response (task.hh).
@@ -246,6 +250,7 @@ void complete_in_task_set(Task& task) {
   task.task_set = Task::TaskSetLink{};
   task.on_complete(task);  // the task may be gone from here on
   for (auto& w : fire) w->release();
+  if (!ready) return;
   bool outermost = false;
   while (Task* next = set->take_ready(&outermost)) start_task(*next);
   if (outermost) set->end_drain();

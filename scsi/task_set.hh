@@ -84,10 +84,10 @@ class NexusTasks : public std::enable_shared_from_this<NexusTasks> {
   // started by the completion of an older task (take_ready()).
   bool enter(Task& task);
   // Removes a completing task. Sets *aborted / *by_other from its abort state, and counts
-  // it against the abort waiters that wait for it (`fire` receives those whose count
-  // reached zero: release them after on_complete). Tasks this completion lets start are
-  // queued for take_ready().
-  void leave(Task& task, bool* aborted, bool* by_other,
+  // it against the abort waiters that wait for it (`fire` receives one entry per waiter to
+  // release, after on_complete). Tasks this completion lets start are queued for
+  // take_ready(); returns true when some are queued.
+  bool leave(Task& task, bool* aborted, bool* by_other,
              std::vector<std::shared_ptr<AbortWaiter>>* fire);
   // Next task allowed to start, or nullptr. Only one caller drains at a time: returns
   // nullptr to a nested caller while another (further up the same thread's stack) drains.
@@ -119,9 +119,18 @@ class NexusTasks : public std::enable_shared_from_this<NexusTasks> {
   std::optional<CopyRecord> copy_record(uint8_t id) const;
 
   // Set when the LU has forgotten the nexus (nexus_lost); the nexus gets a new set if it
-  // sends another command.
+  // sends another command (and keeps the old one until it is destroyed: tasks may remain).
   bool detached() const { return detached_.load(std::memory_order_acquire); }
   void detach() { detached_.store(true, std::memory_order_release); }
+
+  // The reservation verdict for this nexus, cached for the version of the LU's reservation
+  // state it was computed for (Reservations::version()). Used only by the thread that starts
+  // the nexus's tasks, so no lock.
+  struct PrVerdictCache {
+    uint64_t version = ~uint64_t{0};
+    uint8_t verdict = 0;  // Reservations::Verdict bits
+  };
+  PrVerdictCache& pr_cache() { return pr_cache_; }
 
  private:
   void unlink(Task& t);
@@ -149,6 +158,7 @@ class NexusTasks : public std::enable_shared_from_this<NexusTasks> {
   std::vector<CopyRecord> copies_;  // oldest first, at most kMaxCopyRecords
   static constexpr size_t kMaxCopyRecords = 16;
   std::atomic<bool> detached_{false};
+  PrVerdictCache pr_cache_;
 };
 
 // The I_T nexuses a LU knows, with their task sets. Thread-safe.

@@ -35,7 +35,7 @@ enum Method : uint8_t {
   kWriteBuffer,  // writes Op::buf (a one-block pattern repeated) chunk after chunk
 };
 
-// Op::arg of an UNMAP: where its block descriptors are in task.data, and how many.
+// The UNMAP parameter list: an 8-byte header, then 16-byte block descriptors.
 constexpr uint64_t kUnmapHeaderLen = 8;
 constexpr uint64_t kDescriptorLen = 16;
 
@@ -149,8 +149,7 @@ void fill_next(Op& op) {
                     fill_step);
     default: {
       const uint64_t n = std::min<uint64_t>(left, op.buf.size() / bs);
-      return submit(op, IoKind::kWrite, IoOp::kWrite, lba, op.buf.data(), n * bs, false,
-                    fill_step);
+      return submit(op, IoKind::kWrite, IoOp::kWrite, lba, op.buf.data(), n * bs, false, fill_step);
     }
   }
 }
@@ -240,8 +239,8 @@ CmdResult handle_unmap(Cmd& c) {
     if (out_of_range(lba, num, cap)) return Reason::kLbaOutOfRange;
     total += num;
     if (total > max_blocks) {
-      return CmdResult::invalid_param(static_cast<uint16_t>(kUnmapHeaderLen + i * kDescriptorLen + 8),
-                                      7);
+      return CmdResult::invalid_param(
+          static_cast<uint16_t>(kUnmapHeaderLen + i * kDescriptorLen + 8), 7);
     }
     if (num == 0) continue;
     first = std::min(first, lba);
@@ -332,7 +331,8 @@ CmdResult handle_write_same(Cmd& c) {
     if (unmap || zeros) {
       chunk.zero();
     } else {
-      for (size_t off = 0; off < chunk.size(); off += bs) std::memcpy(chunk.data() + off, block, bs);
+      for (size_t off = 0; off < chunk.size(); off += bs)
+        std::memcpy(chunk.data() + off, block, bs);
     }
   }
   Op& op = start_op(c, b.lba, blocks);

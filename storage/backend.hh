@@ -31,15 +31,15 @@ enum class IoOp : uint8_t {
 // Provisioning state of a run of bytes (Backend::extent_status; SBC-4 logical block
 // provisioning: GET LBA STATUS).
 struct ExtentStatus {
-  uint64_t length = 0;     // bytes from the queried offset that share `allocated`
-  bool allocated = true;   // false: holds no storage and reads as zeros
+  uint64_t length = 0;    // bytes from the queried offset that share `allocated`
+  bool allocated = true;  // false: holds no storage and reads as zeros
 };
 
 // Storage a backend holds and could still obtain (Backend::space_usage; SBC-4 Logical Block
 // Provisioning log page).
 struct SpaceUsage {
-  uint64_t allocated_bytes = 0;  // storage held for this backend's data
-  uint64_t available_bytes = 0;  // storage it could still allocate (shared with others)
+  uint64_t allocated_bytes = 0;   // storage held for this backend's data
+  uint64_t available_bytes = 0;   // storage it could still allocate (shared with others)
   bool available_shared = false;  // available_bytes is a pool other backends draw from too
 };
 

@@ -145,7 +145,9 @@ void Reactor::loop() {
     // after arming so a completion that raced the toggle is not left waiting.
     if (io_->in_flight() > 0) {
       io_->set_eventfd_enabled(true);
-      io_->poll();
+      // Completions and posted work run here may submit more I/O (multi-step commands,
+      // range-lock grants): it goes to the kernel before the thread sleeps.
+      if (io_->poll() > 0) io_->flush();
     } else {
       io_->set_eventfd_enabled(false);
     }

@@ -160,12 +160,15 @@ void append_login(std::vector<uint8_t>& out, uint8_t csg, uint8_t nsg, const std
   out.resize(out.size() + ((4 - keys.size() % 4) % 4), 0);
 }
 
-std::string kv(const char* k, const std::string& v) { return std::string(k) + "=" + v + '\0'; }
+std::string kv(const char* k, const std::string& v) {
+  return std::string(k) + "=" + v + '\0';
+}
 
 std::vector<uint8_t> login_prefix(int mode) {
   std::vector<uint8_t> out;
   const bool discovery = mode == 2;
-  std::string s = kv("InitiatorName", kInitiator) + kv("SessionType", discovery ? "Discovery" : "Normal") +
+  std::string s = kv("InitiatorName", kInitiator) +
+                  kv("SessionType", discovery ? "Discovery" : "Normal") +
                   (discovery ? "" : kv("TargetName", kTarget)) + kv("AuthMethod", "None");
   append_login(out, 0, 1, s);
   const std::string digest = mode == 3 ? "CRC32C" : "None";
@@ -264,15 +267,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (!peer_closed && off < stream.size() && (p.revents & POLLOUT)) {
       ssize_t n = ::send(fd, stream.data() + off, stream.size() - off, MSG_NOSIGNAL);
-      if (n > 0) off += size_t(n);
-      else if (n < 0 && errno != EAGAIN && errno != EINTR) off = stream.size();  // peer gone
+      if (n > 0)
+        off += size_t(n);
+      else if (n < 0 && errno != EAGAIN && errno != EINTR)
+        off = stream.size();  // peer gone
     }
   }
   ::close(fd);
 
   // The server must release the connection (and everything it holds).
-  const auto release_deadline =
-      Clock::now() + (e.leak_check ? std::chrono::milliseconds(5000) : std::chrono::milliseconds(100));
+  const auto release_deadline = Clock::now() + (e.leak_check ? std::chrono::milliseconds(5000)
+                                                             : std::chrono::milliseconds(100));
   while (e.server->connection_count() > before && Clock::now() < release_deadline)
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   if (e.server->connection_count() > before) {

@@ -44,7 +44,8 @@ struct Env {
       p.block_size = i ? 4096 : 512;
       p.num_blocks = (1u << 20) / p.block_size;
       p.thin = i == 1;
-      lus[i] = scsi::make_logical_unit(std::move(p), std::make_unique<storage::MemoryBackend>(1u << 20));
+      lus[i] =
+          scsi::make_logical_unit(std::move(p), std::make_unique<storage::MemoryBackend>(1u << 20));
       table.luns.emplace(uint64_t(i), lus[i]);
       nexus[i].id = uint64_t(i + 1);
       nexus[i].initiator_name = "iqn.2026-11.org.zuma:fuzz-" + std::to_string(i);
@@ -64,10 +65,13 @@ struct Done {
   std::atomic<int> calls{0};
 };
 
-void on_complete(scsi::Task& t) { static_cast<Done*>(t.owner)->calls++; }
+void on_complete(scsi::Task& t) {
+  static_cast<Done*>(t.owner)->calls++;
+}
 
 [[noreturn]] void fail(const char* what, const scsi::Task& t) {
-  std::fprintf(stderr, "fuzz_scsi_dispatch: %s (opcode 0x%02x, LUN %llu, status 0x%02x, "
+  std::fprintf(stderr,
+               "fuzz_scsi_dispatch: %s (opcode 0x%02x, LUN %llu, status 0x%02x, "
                "data_in_len %u, expected %u, sense_len %u)\n",
                what, t.cdb[0], static_cast<unsigned long long>(t.lun), t.status, t.data_in_len,
                t.expected_len, t.sense_len);
@@ -117,7 +121,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (t.data_in_len > t.expected_len) fail("data_in_len > expected length", t);
     if (t.data_in_len > t.data.size()) fail("data_in_len > buffer size", t);
     if (t.sense_len > 252) fail("sense_len > 252", t);
-    if (t.status == scsi::status::kCheckCondition && t.sense_len == 0) fail("CHECK CONDITION without sense", t);
+    if (t.status == scsi::status::kCheckCondition && t.sense_len == 0)
+      fail("CHECK CONDITION without sense", t);
     if (t.status == scsi::status::kGood && t.sense_len != 0) fail("GOOD with sense data", t);
   }
   return 0;

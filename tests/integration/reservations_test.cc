@@ -111,16 +111,15 @@ TEST_CASE("APTPL: registrations and the reservation survive a restart") {
   {
     Nexus a(z.portal(0), kInitA, 0x1234);
     Nexus b(z.portal(0), kInitB, 0x5678);
-    REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA,
-                            true)
+    REQUIRE(
+        is_good(a.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA, true)
+                    .get()));
+    REQUIRE(
+        is_good(b.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyB, true)
+                    .get()));
+    REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_RESERVE,
+                            SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE, kKeyA, 0)
                         .get()));
-    REQUIRE(is_good(
-        b.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyB, true)
-            .get()));
-    REQUIRE(is_good(
-        a.prout(SCSI_PERSISTENT_RESERVE_RESERVE, SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE,
-                kKeyA, 0)
-            .get()));
     CHECK(std::filesystem::exists(z.file("var/lu/data.pr")));
   }
   CHECK(z.stop() == 0);
@@ -139,8 +138,7 @@ TEST_CASE("APTPL: registrations and the reservation survive a restart") {
     CHECK(is_good(a.write1().get()));
     CHECK(conflict(b.write1()));
     // REGISTER with APTPL=0: from now on nothing persists.
-    REQUIRE(is_good(
-        b.prout(SCSI_PERSISTENT_RESERVE_REGISTER, 0, kKeyB, kKeyB, false).get()));
+    REQUIRE(is_good(b.prout(SCSI_PERSISTENT_RESERVE_REGISTER, 0, kKeyB, kKeyB, false).get()));
     CHECK_FALSE(std::filesystem::exists(z.file("var/lu/data.pr")));
   }
   CHECK(z.stop() == 0);
@@ -187,9 +185,9 @@ TEST_CASE("registrations belong to the I_T nexus: portal group, ISID, ALL_TG_PT"
   // A registration with ALL_TG_PT covers every target port.
   REQUIRE(is_good(a1.prout(SCSI_PERSISTENT_RESERVE_CLEAR, 0, kKeyA, 0).get()));
   CHECK(is_good(a2.tur().get()));  // a2 was not registered: no RESERVATIONS PREEMPTED for it
-  REQUIRE(is_good(a1.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA,
-                           false, true)
-                      .get()));
+  REQUIRE(is_good(
+      a1.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA, false, true)
+          .get()));
   REQUIRE(is_good(a1.prout(SCSI_PERSISTENT_RESERVE_RESERVE,
                            SCSI_PERSISTENT_RESERVE_TYPE_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, kKeyA, 0)
                       .get()));
@@ -222,8 +220,8 @@ TEST_CASE("REPORT TARGET PORT GROUPS lists both portal groups, INQUIRY says impl
     Task t(iscsi_scsi_command_sync(n.ctx, 0, raw, nullptr));
     REQUIRE_MESSAGE(is_good(t.get()), describe(n.ctx, t.get()));
     const std::vector<uint8_t> d(t->datain.data, t->datain.data + t->datain.size);
-    const std::vector<uint8_t> want = {0, 0, 0, 24, 0x80, 0x01, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1,
-                                       0x80, 0x01, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2};
+    const std::vector<uint8_t> want = {0, 0, 0,    24,   0x80, 0x01, 0, 1, 0, 0, 0, 1, 0, 0,
+                                       0, 1, 0x80, 0x01, 0,    2,    0, 0, 0, 1, 0, 0, 0, 2};
     CHECK(d == want);
     Task inq(iscsi_inquiry_sync(n.ctx, 0, 0, 0, 96));
     REQUIRE(is_good(inq.get()));

@@ -45,7 +45,8 @@ std::vector<std::string> send_targets_in_session(SecConnection& c, const std::st
   put_be32(&b[28], c.exp_statsn());
   const std::string text = "SendTargets=" + value + std::string(1, '\0');
   std::vector<std::string> out;
-  if (!c.send_pdu(b, {reinterpret_cast<const uint8_t*>(text.data()), text.size()})) return {"<send failed>"};
+  if (!c.send_pdu(b, {reinterpret_cast<const uint8_t*>(text.data()), text.size()}))
+    return {"<send failed>"};
   for (;;) {
     Received r = c.recv();
     if (r.status != RecvStatus::kPdu) return {"<" + r.what() + ">"};
@@ -126,8 +127,9 @@ TEST_CASE("ACL: SendTargets in a discovery session lists only the targets an ini
   CHECK(sorted(o.targets) == sorted({kOpen, kOther}));
 }
 
-TEST_CASE("ACL: SendTargets=<name> in a normal session does not reveal a target the initiator "
-          "may not use") {
+TEST_CASE(
+    "ACL: SendTargets=<name> in a normal session does not reveal a target the initiator "
+    "may not use") {
   Zumad z(config());
   z.start();
   SecConnection c(z.port());

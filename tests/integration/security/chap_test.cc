@@ -47,7 +47,8 @@ void check_failure_logged(Zumad& z, const std::string& initiator, const std::str
         while ((pos = log.find(" warning ", pos)) != std::string::npos) {
           const size_t eol = log.find('\n', pos);
           const std::string line = log.substr(pos, eol - pos);
-          if (line.find(initiator) != std::string::npos && line.find(address) != std::string::npos &&
+          if (line.find(initiator) != std::string::npos &&
+              line.find(address) != std::string::npos &&
               line.find("CHAP authentication") != std::string::npos)
             return true;
           pos = eol;
@@ -56,13 +57,15 @@ void check_failure_logged(Zumad& z, const std::string& initiator, const std::str
       },
       3000ms);
   CHECK_MESSAGE(found, "no warning line naming " << initiator << " and " << address
-                                                 << " in the log:\n" << z.log_tail(4000));
+                                                 << " in the log:\n"
+                                                 << z.log_tail(4000));
 }
 
 }  // namespace
 
-TEST_CASE("CHAP one-way with libiscsi (MD5): right secret logs in, wrong secret, wrong user and "
-          "no credentials are refused") {
+TEST_CASE(
+    "CHAP one-way with libiscsi (MD5): right secret logs in, wrong secret, wrong user and "
+    "no credentials are refused") {
   Zumad z(sec_config({{kIqn, {chap_yaml(kHost)}}}));
   z.start();
   const std::string ini = "iqn.2026-11.org.zuma:sec-libiscsi";
@@ -73,14 +76,15 @@ TEST_CASE("CHAP one-way with libiscsi (MD5): right secret logs in, wrong secret,
     CHECK(s.write_read_verify(8, 16, 512, 11) == "");
   }
   {
-    LibiscsiSession s(z.portal(), {.initiator = ini, .target = kIqn,
-                                   .chap = Creds{kHost.user, "host1-secret-2027"}});
+    LibiscsiSession s(
+        z.portal(),
+        {.initiator = ini, .target = kIqn, .chap = Creds{kHost.user, "host1-secret-2027"}});
     CHECK_FALSE(s.ok());
     CHECK_MESSAGE(s.error().find("Authentication failure") != std::string::npos, s.error());
   }
   {
-    LibiscsiSession s(z.portal(), {.initiator = ini, .target = kIqn,
-                                   .chap = Creds{"host2", kHost.secret}});
+    LibiscsiSession s(z.portal(),
+                      {.initiator = ini, .target = kIqn, .chap = Creds{"host2", kHost.secret}});
     CHECK_FALSE(s.ok());
     CHECK_MESSAGE(s.error().find("Authentication failure") != std::string::npos, s.error());
   }
@@ -103,34 +107,42 @@ TEST_CASE("CHAP one-way with libiscsi (MD5): right secret logs in, wrong secret,
   CHECK(s.write_read_verify(100, 8, 512, 12) == "");
 }
 
-TEST_CASE("mutual CHAP with libiscsi: the target proves its secret; a wrong target secret or "
-          "name makes libiscsi refuse the login") {
+TEST_CASE(
+    "mutual CHAP with libiscsi: the target proves its secret; a wrong target secret or "
+    "name makes libiscsi refuse the login") {
   Zumad z(sec_config({{kIqn, {chap_yaml(kHost, kZuma)}}}));
   z.start();
   const std::string ini = "iqn.2026-11.org.zuma:sec-mutual";
   {
-    LibiscsiSession s(z.portal(), {.initiator = ini, .target = kIqn, .chap = kHost, .mutual = kZuma});
+    LibiscsiSession s(z.portal(),
+                      {.initiator = ini, .target = kIqn, .chap = kHost, .mutual = kZuma});
     REQUIRE_MESSAGE(s.ok(), s.error());
     CHECK(s.write_read_verify(0, 32, 512, 21) == "");
   }
   {
     // libiscsi expects another target secret: zumad's CHAP_R does not match.
-    LibiscsiSession s(z.portal(), {.initiator = ini, .target = kIqn, .chap = kHost,
+    LibiscsiSession s(z.portal(), {.initiator = ini,
+                                   .target = kIqn,
+                                   .chap = kHost,
                                    .mutual = Creds{kZuma.user, "not-the-target-secret"}});
     CHECK_FALSE(s.ok());
     CHECK_MESSAGE(s.error().find("Invalid CHAP_R response from the target") != std::string::npos,
                   s.error());
   }
   {
-    LibiscsiSession s(z.portal(), {.initiator = ini, .target = kIqn, .chap = kHost,
+    LibiscsiSession s(z.portal(), {.initiator = ini,
+                                   .target = kIqn,
+                                   .chap = kHost,
                                    .mutual = Creds{"other-target", kZuma.secret}});
     CHECK_FALSE(s.ok());
     CHECK_MESSAGE(s.error().find("Wrong CHAP targetname") != std::string::npos, s.error());
   }
   {
     // Wrong initiator secret with mutual CHAP: refused before the target answers.
-    LibiscsiSession s(z.portal(), {.initiator = ini, .target = kIqn,
-                                   .chap = Creds{kHost.user, "host1-secret-2027"}, .mutual = kZuma});
+    LibiscsiSession s(z.portal(), {.initiator = ini,
+                                   .target = kIqn,
+                                   .chap = Creds{kHost.user, "host1-secret-2027"},
+                                   .mutual = kZuma});
     CHECK_FALSE(s.ok());
     CHECK_MESSAGE(s.error().find("Authentication failure") != std::string::npos, s.error());
   }
@@ -139,8 +151,9 @@ TEST_CASE("mutual CHAP with libiscsi: the target proves its secret; a wrong targ
   REQUIRE_MESSAGE(s.ok(), s.error());
 }
 
-TEST_CASE("discovery CHAP with libiscsi: right secret lists targets, wrong or no secret is "
-          "refused with 0x0201; normal sessions are not affected") {
+TEST_CASE(
+    "discovery CHAP with libiscsi: right secret lists targets, wrong or no secret is "
+    "refused with 0x0201; normal sessions are not affected") {
   const Creds disc{"discover", "discovery-secret-2026"};
   Zumad z(sec_config({{kIqn, {}}}, "", "{ " + chap_yaml(disc) + " }"));
   z.start();
@@ -197,7 +210,8 @@ TEST_CASE("CHAP with the raw client: CHAP_A 5, 6, 7 and 8, right and wrong secre
     }
     {
       SecConnection c(z.port());
-      LoginOutcome r = c.login(raw_login(Creds{kHost.user, "host1-secret-2027"}, std::to_string(a)));
+      LoginOutcome r =
+          c.login(raw_login(Creds{kHost.user, "host1-secret-2027"}, std::to_string(a)));
       CHECK_FALSE(r.ok);
       CHECK(r.chap_a == a);
       CHECK_MESSAGE(r.status() == 0x0201, r.error);
@@ -215,8 +229,8 @@ TEST_CASE("CHAP algorithm choice: the strongest offered and allowed; none accept
       std::string offered;
       int picked;
     };
-    for (const Case& k : {Case{"5,7", 7}, Case{"7,5", 7}, Case{"5,6", 6}, Case{"8,5,6,7", 8},
-                          Case{"99,5", 5}}) {
+    for (const Case& k :
+         {Case{"5,7", 7}, Case{"7,5", 7}, Case{"5,6", 6}, Case{"8,5,6,7", 8}, Case{"99,5", 5}}) {
       CAPTURE(k.offered);
       SecConnection c(z.port());
       LoginOutcome r = c.login(raw_login(kHost, k.offered));
@@ -249,8 +263,8 @@ TEST_CASE("CHAP algorithm choice: the strongest offered and allowed; none accept
   SUBCASE("algorithms: [SHA-256, SHA3-256]: libiscsi (MD5 only) is refused") {
     Zumad z(sec_config({{kIqn, {chap_yaml(kHost, std::nullopt, "[SHA-256, SHA3-256]")}}}));
     z.start();
-    LibiscsiSession s(z.portal(), {.initiator = "iqn.2026-11.org.zuma:sec-md5", .target = kIqn,
-                                   .chap = kHost});
+    LibiscsiSession s(z.portal(),
+                      {.initiator = "iqn.2026-11.org.zuma:sec-md5", .target = kIqn, .chap = kHost});
     CHECK_FALSE(s.ok());
     CHECK_MESSAGE(s.error().find("Authentication failure") != std::string::npos, s.error());
     SecConnection c(z.port());
@@ -277,8 +291,9 @@ TEST_CASE("CHAP challenges are fresh: two logins never see the same CHAP_C") {
   }
 }
 
-TEST_CASE("mutual CHAP with the raw client: the target's answer is right for every algorithm; "
-          "a reflected challenge is refused") {
+TEST_CASE(
+    "mutual CHAP with the raw client: the target's answer is right for every algorithm; "
+    "a reflected challenge is refused") {
   Zumad z(sec_config({{kIqn, {chap_yaml(kHost, kZuma)}}}));
   z.start();
   for (int a : {kChapMd5, kChapSha1, kChapSha256, kChapSha3_256}) {
@@ -320,9 +335,9 @@ TEST_CASE("CHAP secret_file: a world-readable file fails --check-config; a 0600 
   const std::string secret_path = dir.file("host1.secret");
   write_file(secret_path, kHost.secret + "\n");  // one trailing newline is dropped
   ::chmod(secret_path.c_str(), 0644);
-  const std::string yaml = replace_all(
-      sec_config({{kIqn, {"chap: { user: host1, secret_file: " + secret_path + " }"}}}), "@PORT0@",
-      "3260");
+  const std::string yaml =
+      replace_all(sec_config({{kIqn, {"chap: { user: host1, secret_file: " + secret_path + " }"}}}),
+                  "@PORT0@", "3260");
   const std::string cfg = dir.file("zumad.yaml");
   write_file(cfg, replace_all(yaml, "@DIR@", dir.path()));
 
@@ -337,8 +352,8 @@ TEST_CASE("CHAP secret_file: a world-readable file fails --check-config; a 0600 
 
   Zumad z(sec_config({{kIqn, {"chap: { user: host1, secret_file: " + secret_path + " }"}}}));
   z.start();
-  LibiscsiSession s(z.portal(), {.initiator = "iqn.2026-11.org.zuma:sec-file", .target = kIqn,
-                                 .chap = kHost});
+  LibiscsiSession s(z.portal(),
+                    {.initiator = "iqn.2026-11.org.zuma:sec-file", .target = kIqn, .chap = kHost});
   REQUIRE_MESSAGE(s.ok(), s.error());
   CHECK(s.write_read_verify(0, 8, 512, 41) == "");
 }
@@ -352,8 +367,8 @@ namespace {
 // happen. Returns what the second PDU got back.
 Received split_login(SecConnection& c, const std::string& first_text, bool first_transit) {
   using namespace std::string_literals;
-  std::vector<uint8_t> p1 = login_request(0, first_transit ? 1 : 0, first_transit, 1, 1, 0, 0,
-                                          first_text);
+  std::vector<uint8_t> p1 =
+      login_request(0, first_transit ? 1 : 0, first_transit, 1, 1, 0, 0, first_text);
   p1[1] |= 0x40;  // C: continue
   if (!c.send_raw(p1)) return {};
   Received r1 = c.recv(5000ms);
@@ -373,14 +388,15 @@ TEST_CASE("a first login PDU with the C bit does not skip discovery CHAP") {
                      "{ chap: { user: discover, secret: \"discovery-secret-2026\" } }"));
   z.start();
   SecConnection c(z.port());
-  const std::string text = "InitiatorName=iqn.2026-11.org.zuma:sec-cbit"s + '\0' +
-                           "SessionType=Discovery"s + '\0';
+  const std::string text =
+      "InitiatorName=iqn.2026-11.org.zuma:sec-cbit"s + '\0' + "SessionType=Discovery"s + '\0';
   Received r = split_login(c, text, false);
   MESSAGE("second login PDU got: " << r.what());
   REQUIRE_MESSAGE(z.running(), "zumad died; log:\n" << z.log_tail(3000));
-  const bool refused = r.status != RecvStatus::kPdu ||
-                       (r.pdu.opcode() == 0x23 && r.pdu.bhs[36] != 0);
-  CHECK_MESSAGE(refused, "a discovery session reached full feature phase without CHAP: " << r.what());
+  const bool refused =
+      r.status != RecvStatus::kPdu || (r.pdu.opcode() == 0x23 && r.pdu.bhs[36] != 0);
+  CHECK_MESSAGE(refused,
+                "a discovery session reached full feature phase without CHAP: " << r.what());
   if (!refused) {
     // What a stranger can then learn.
     std::vector<uint8_t> b(48, 0);
@@ -411,11 +427,11 @@ TEST_CASE("a first login PDU with the C bit does not skip target CHAP, nor crash
                                                      "PDU had the C bit; its log:\n"
                                                   << z.log_tail(2000));
   if (!alive) return;
-  const bool refused = r.status != RecvStatus::kPdu ||
-                       (r.pdu.opcode() == 0x23 && r.pdu.bhs[36] != 0);
+  const bool refused =
+      r.status != RecvStatus::kPdu || (r.pdu.opcode() == 0x23 && r.pdu.bhs[36] != 0);
   CHECK_MESSAGE(refused, "a session reached full feature phase without CHAP: " << r.what());
   // A correct login still works afterwards.
-  LibiscsiSession s(z.portal(), {.initiator = "iqn.2026-11.org.zuma:sec-after", .target = kIqn,
-                                 .chap = kHost});
+  LibiscsiSession s(z.portal(),
+                    {.initiator = "iqn.2026-11.org.zuma:sec-after", .target = kIqn, .chap = kHost});
   CHECK_MESSAGE(s.ok(), s.error());
 }

@@ -51,7 +51,8 @@ TEST_CASE("the client's CRC32C is the iSCSI one (RFC 3720 B.4 vectors)") {
 TEST_CASE("header digests with libiscsi: required by the config, data written and read intact") {
   Zumad z(sec_config({{kIqn, {}}}, "{ header_digest: [CRC32C] }"));
   z.start();
-  LibiscsiSession s(z.portal(), {.initiator = "iqn.2026-11.org.zuma:hd-libiscsi", .target = kIqn,
+  LibiscsiSession s(z.portal(), {.initiator = "iqn.2026-11.org.zuma:hd-libiscsi",
+                                 .target = kIqn,
                                  .header_digest_crc32c = true});
   REQUIRE_MESSAGE(s.ok(), s.error());
   for (uint64_t i = 0; i < 8; ++i) {
@@ -90,8 +91,10 @@ TEST_CASE("header_digest: [CRC32C] / data_digest: [CRC32C]: no session without t
   // full feature phase.
   if (!o.header_digest.empty() && !o.data_digest.empty())
     CHECK_MESSAGE(key_value(r.keys, key) == "Reject", keys_str(r.keys));
-  CHECK_MESSAGE(!r.ok, "logged in without " << key << " although the config requires it; target "
-                "keys: " << keys_str(r.keys));
+  CHECK_MESSAGE(!r.ok, "logged in without " << key
+                                            << " although the config requires it; target "
+                                               "keys: "
+                                            << keys_str(r.keys));
   // Both digests offered: the login works.
   SecConnection good(z.port());
   o.header_digest = o.data_digest = "CRC32C";
@@ -103,13 +106,15 @@ TEST_CASE("header_digest: [CRC32C] / data_digest: [CRC32C]: no session without t
 
 TEST_CASE("data digests with the raw client") {
   // 16 KiB PDUs, so a 128 KiB WRITE takes several unsolicited and solicited Data-Outs.
-  Zumad z(sec_config({{kIqn, {}}}, "{ first_burst_length: 65536, max_recv_data_segment_length: 16384 }"));
+  Zumad z(sec_config({{kIqn, {}}},
+                     "{ first_burst_length: 65536, max_recv_data_segment_length: 16384 }"));
   z.start();
   SecConnection c(z.port());
   LoginOutcome r = c.login(digest_login("iqn.2026-11.org.zuma:dd-raw"));
   REQUIRE_MESSAGE(r.ok, r.error);
   REQUIRE(c.header_digest());
   REQUIRE(c.data_digest());
+  REQUIRE(c.clear_unit_attentions() == "");
 
   const auto a = make_pattern(8, 512, 64, 1);
   ScsiResult w = c.write10(64, a, 512, 4096);
@@ -167,7 +172,8 @@ TEST_CASE("a corrupted header digest closes that connection only") {
   Zumad z(sec_config({{kIqn, {}}}));
   z.start();
   LibiscsiSession other(z.portal(), {.initiator = "iqn.2026-11.org.zuma:hd-bystander",
-                                     .target = kIqn, .header_digest_crc32c = true});
+                                     .target = kIqn,
+                                     .header_digest_crc32c = true});
   REQUIRE_MESSAGE(other.ok(), other.error());
   SecConnection second(z.port());
   REQUIRE(second.login(digest_login("iqn.2026-11.org.zuma:hd-second")).ok);
@@ -194,7 +200,8 @@ TEST_CASE("a corrupted header digest closes that connection only") {
     CHECK(c.send_pdu(b, data, {.corrupt_header_digest = true}));
     CHECK(c.wait_closed(5000ms));
   }
-  CHECK(eventually([&] { return z.log().find("header digest error") != std::string::npos; }, 3000ms));
+  CHECK(
+      eventually([&] { return z.log().find("header digest error") != std::string::npos; }, 3000ms));
   CHECK(other.write_read_verify(0, 64, 512, 7) == "");
   Received p = second.nop({});
   CHECK_MESSAGE((p.status == RecvStatus::kPdu && p.pdu.opcode() == 0x20), p.what());

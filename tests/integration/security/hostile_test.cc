@@ -134,7 +134,8 @@ void attack_oversize(uint16_t port, std::atomic<bool>& stop, Counters& k) {
       // Logged in: a data segment beyond MaxRecvDataSegmentLength (RFC 7143 13.12).
       RawConnection l(port);
       ++k.connections;
-      if (l.login(kIqn, "iqn.2026-11.org.zuma:hostile-oversize-" + std::to_string(i)) != "") continue;
+      if (l.login(kIqn, "iqn.2026-11.org.zuma:hostile-oversize-" + std::to_string(i)) != "")
+        continue;
       ++k.logins;
       std::vector<uint8_t> cmd(kBhsLen, 0);
       cmd[0] = 0x01;
@@ -219,8 +220,9 @@ void require_alive(Zumad& z, const char* when) {
 
 }  // namespace
 
-TEST_CASE("hostile clients: a good session keeps working with correct data; zumad stays up and "
-          "bounded") {
+TEST_CASE(
+    "hostile clients: a good session keeps working with correct data; zumad stays up and "
+    "bounded") {
   Zumad z(sec_config({{kIqn, {}, "{ id: 0, name: h0, size: 64MiB, backend: memory }"}},
                      "{ login_timeout: 3 }"));
   z.start();
@@ -273,9 +275,12 @@ TEST_CASE("hostile clients: a good session keeps working with correct data; zuma
     Task w = good.write16(0, lba, data, 512);
     Task r = good.read16(0, lba, 64 * 512, 512);
     std::string e;
-    if (!is_good(w.get())) e = "WRITE16: " + describe(good.ctx(), w.get());
-    else if (!is_good(r.get())) e = "READ16: " + describe(good.ctx(), r.get());
-    else e = check_pattern({r->datain.data, size_t(r->datain.size)}, 512, lba, 1000 + i);
+    if (!is_good(w.get()))
+      e = "WRITE16: " + describe(good.ctx(), w.get());
+    else if (!is_good(r.get()))
+      e = "READ16: " + describe(good.ctx(), r.get());
+    else
+      e = check_pattern({r->datain.data, size_t(r->datain.size)}, 512, lba, 1000 + i);
     ++ops;
     if (!e.empty()) {
       ++bad;
@@ -292,8 +297,8 @@ TEST_CASE("hostile clients: a good session keeps working with correct data; zuma
     if (stalled[size_t(i)]->wait_closed(std::chrono::milliseconds(3000))) ++closed_stalled;
   rss.stop();
 
-  MESSAGE("hostile run: " << elapsed << " s, good session " << ops << " write+read pairs ("
-                          << bad << " bad), " << k.connections.load() << " hostile connections, "
+  MESSAGE("hostile run: " << elapsed << " s, good session " << ops << " write+read pairs (" << bad
+                          << " bad), " << k.connections.load() << " hostile connections, "
                           << k.logins.load() << " hostile logins, " << k.rejected_or_closed.load()
                           << " rejected/closed, " << k.hung.load() << " without answer, RSS "
                           << rss_start / 1024 << " MiB at start, peak " << rss.peak_kib() / 1024
@@ -304,7 +309,8 @@ TEST_CASE("hostile clients: a good session keeps working with correct data; zuma
   CHECK(k.connections.load() >= 20);
   CHECK(k.hung.load() == 0);
   CHECK(closed_stalled == 16);
-  CHECK_MESSAGE(rss.peak_kib() / 1024 < kRssBoundMiB, "peak RSS " << rss.peak_kib() / 1024 << " MiB");
+  CHECK_MESSAGE(rss.peak_kib() / 1024 < kRssBoundMiB,
+                "peak RSS " << rss.peak_kib() / 1024 << " MiB");
 
   // Everything hostile closes: descriptors come back to where they were.
   stalled.clear();
@@ -343,8 +349,8 @@ TEST_CASE("a client that stops reading and disconnects leaves nothing behind") {
   }());
   CHECK(eventually([&] { return open_fds(z.pid()) <= fds_start; }, 5000ms));
   // Leaked commands keep their 4 MiB buffers: ~32 MiB more per round.
-  CHECK_MESSAGE(rss_after.back() - rss_after[1] < 64, "RSS grew from " << rss_after[1] << " to "
-                                                                     << rss_after.back() << " MiB");
+  CHECK_MESSAGE(rss_after.back() - rss_after[1] < 64,
+                "RSS grew from " << rss_after[1] << " to " << rss_after.back() << " MiB");
   // A connection that never finishes also holds up shutdown for the whole grace period.
   const auto t0 = Clock::now();
   CHECK(z.stop(std::chrono::seconds(20)) == 0);
@@ -389,8 +395,8 @@ TEST_CASE("stalled WRITEs of a logged-in initiator cannot pin unbounded memory")
     put_be32(&cdb[6], uint32_t(lba));
     put_be32(&cdb[10], blocks);
     const uint32_t itt = c.next_itt();
-    REQUIRE(c.send_pdu(scsi_command_bhs(0x80 | 0x20 | 0x01, itt, edtl, c.take_cmdsn(), c.exp_statsn(),
-                                        cdb)));
+    REQUIRE(c.send_pdu(
+        scsi_command_bhs(0x80 | 0x20 | 0x01, itt, edtl, c.take_cmdsn(), c.exp_statsn(), cdb)));
     cmds.push_back({itt, false});
   }
   const std::vector<uint8_t> chunk(262144, 0x77);
@@ -418,8 +424,9 @@ TEST_CASE("stalled WRITEs of a logged-in initiator cannot pin unbounded memory")
                            std::span(chunk).first(n - 4096)));
         break;
       }
-      REQUIRE(c.send_pdu(data_out_bhs(r.pdu.itt(), ttt, c.exp_statsn(), sn++, at, at + n == off + len),
-                         std::span(chunk).first(n)));
+      REQUIRE(
+          c.send_pdu(data_out_bhs(r.pdu.itt(), ttt, c.exp_statsn(), sn++, at, at + n == off + len),
+                     std::span(chunk).first(n)));
       at += n;
     }
   }

@@ -40,7 +40,9 @@ std::array<uint32_t, 256> make_crc_table() {
   return t;
 }
 
-uint32_t pad4(uint32_t n) { return (4 - (n & 3)) & 3; }
+uint32_t pad4(uint32_t n) {
+  return (4 - (n & 3)) & 3;
+}
 
 int hexval(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -49,10 +51,11 @@ int hexval(char c) {
   return -1;
 }
 
-
 }  // namespace
 
-void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+void sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
 
 // ---- configs ---------------------------------------------------------------------------
 
@@ -92,9 +95,9 @@ std::array<uint8_t, 4> digest_bytes(uint32_t crc) {
 
 std::vector<uint8_t> chap_hash(int chap_a, uint8_t id, std::string_view secret,
                                std::span<const uint8_t> challenge) {
-  const EVP_MD* md = chap_a == kChapMd5      ? EVP_md5()
-                     : chap_a == kChapSha1   ? EVP_sha1()
-                     : chap_a == kChapSha256 ? EVP_sha256()
+  const EVP_MD* md = chap_a == kChapMd5        ? EVP_md5()
+                     : chap_a == kChapSha1     ? EVP_sha1()
+                     : chap_a == kChapSha256   ? EVP_sha256()
                      : chap_a == kChapSha3_256 ? EVP_sha3_256()
                                                : nullptr;
   if (!md) return {};
@@ -236,7 +239,8 @@ int ScsiResult::ascq() const {
 std::string ScsiResult::describe() const {
   if (!error.empty()) return "error: " + error;
   char buf[160];
-  std::snprintf(buf, sizeof buf, "response 0x%02x status 0x%02x sense key 0x%x ASC 0x%02x ASCQ 0x%02x "
+  std::snprintf(buf, sizeof buf,
+                "response 0x%02x status 0x%02x sense key 0x%x ASC 0x%02x ASCQ 0x%02x "
                 "(%zu sense bytes), %zu data bytes",
                 response, status, unsigned(sense_key()), unsigned(asc()), unsigned(ascq()),
                 sense.size(), data.size());
@@ -262,7 +266,9 @@ SecConnection::SecConnection(uint16_t port) {
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-SecConnection::~SecConnection() { close(); }
+SecConnection::~SecConnection() {
+  close();
+}
 
 void SecConnection::close() {
   if (fd_ >= 0) ::close(fd_);
@@ -343,13 +349,13 @@ Received SecConnection::recv(std::chrono::milliseconds timeout) {
   std::copy_n(rbuf_.begin(), 48, r.pdu.bhs.begin());
   r.pdu.ahs.assign(rbuf_.begin() + 48, rbuf_.begin() + long(hlen));
   if (hd_)
-    r.pdu.header_digest_ok =
-        std::equal(rbuf_.begin() + long(hlen), rbuf_.begin() + long(hlen) + 4,
-                   digest_bytes(crc32c({rbuf_.data(), hlen})).begin());
+    r.pdu.header_digest_ok = std::equal(rbuf_.begin() + long(hlen), rbuf_.begin() + long(hlen) + 4,
+                                        digest_bytes(crc32c({rbuf_.data(), hlen})).begin());
   r.pdu.data.assign(rbuf_.begin() + long(dstart), rbuf_.begin() + long(dstart + dsl));
   if (dd_ && dsl) {
     auto want = digest_bytes(crc32c({rbuf_.data() + dstart, dpadded}));
-    r.pdu.data_digest_ok = std::equal(want.begin(), want.end(), rbuf_.begin() + long(dstart + dpadded));
+    r.pdu.data_digest_ok =
+        std::equal(want.begin(), want.end(), rbuf_.begin() + long(dstart + dpadded));
   }
   rbuf_.erase(rbuf_.begin(), rbuf_.begin() + long(total));
   return r;
@@ -488,7 +494,8 @@ LoginOutcome SecConnection::login(const LoginOptions& o) {
     if (o.mutual) {
       const std::string n = key_value(s.keys, "CHAP_N");
       auto r = from_hex(key_value(s.keys, "CHAP_R"));
-      if (n != o.mutual->user) return out.error = "mutual CHAP: target sent CHAP_N='" + n + "'", out;
+      if (n != o.mutual->user)
+        return out.error = "mutual CHAP: target sent CHAP_N='" + n + "'", out;
       if (!r || *r != chap_hash(out.chap_a, my_id, o.mutual->secret, my_challenge))
         return out.error = "mutual CHAP: the target's CHAP_R is wrong", out;
     }
@@ -532,9 +539,12 @@ LoginOutcome SecConnection::login(const LoginOptions& o) {
   }
   hd_ = key_value(out.keys, "HeaderDigest") == "CRC32C";
   dd_ = key_value(out.keys, "DataDigest") == "CRC32C";
-  if (auto v = key_value(out.keys, "MaxRecvDataSegmentLength"); !v.empty()) peer_mrdsl_ = uint32_t(std::stoul(v));
-  if (auto v = key_value(out.keys, "FirstBurstLength"); !v.empty()) first_burst_ = uint32_t(std::stoul(v));
-  if (auto v = key_value(out.keys, "MaxBurstLength"); !v.empty()) max_burst_ = uint32_t(std::stoul(v));
+  if (auto v = key_value(out.keys, "MaxRecvDataSegmentLength"); !v.empty())
+    peer_mrdsl_ = uint32_t(std::stoul(v));
+  if (auto v = key_value(out.keys, "FirstBurstLength"); !v.empty())
+    first_burst_ = uint32_t(std::stoul(v));
+  if (auto v = key_value(out.keys, "MaxBurstLength"); !v.empty())
+    max_burst_ = uint32_t(std::stoul(v));
   if (auto v = key_value(out.keys, "ImmediateData"); !v.empty()) immediate_data_ = v == "Yes";
   if (auto v = key_value(out.keys, "InitialR2T"); !v.empty()) initial_r2t_ = v == "Yes";
   out.ok = true;
@@ -571,8 +581,8 @@ std::vector<uint8_t> scsi_cmd(bool write, uint32_t itt, uint32_t edtl, uint32_t 
                               uint32_t exp_statsn, uint8_t opcode, uint32_t lba, uint16_t blocks) {
   uint8_t cdb[10] = {opcode, 0, 0, 0, 0, 0, 0, uint8_t(blocks >> 8), uint8_t(blocks), 0};
   put_be32(&cdb[2], lba);
-  return scsi_command_bhs(uint8_t(0x80 | (write ? 0x20 : 0x40) | 0x01), itt, edtl, cmdsn, exp_statsn,
-                          cdb);
+  return scsi_command_bhs(uint8_t(0x80 | (write ? 0x20 : 0x40) | 0x01), itt, edtl, cmdsn,
+                          exp_statsn, cdb);
 }
 
 std::vector<uint8_t> data_out(uint32_t itt, uint32_t ttt, uint32_t exp_statsn, uint32_t data_sn,
@@ -591,15 +601,15 @@ void take_response(ScsiResult& res, const Pdu& p) {
 
 }  // namespace
 
-ScsiResult SecConnection::write10(uint32_t lba, std::span<const uint8_t> data,
-                                  uint32_t block_size, uint32_t immediate, int corrupt_pdu) {
+ScsiResult SecConnection::write10(uint32_t lba, std::span<const uint8_t> data, uint32_t block_size,
+                                  uint32_t immediate, int corrupt_pdu) {
   ScsiResult res;
   const uint32_t edtl = uint32_t(data.size());
   const uint32_t itt = next_itt();
   if (!immediate_data_) immediate = 0;
   immediate = std::min({immediate, edtl, first_burst_, peer_mrdsl_});
-  auto cmd = scsi_cmd(true, itt, edtl, cmdsn_++, exp_statsn_, 0x2a, lba,
-                      uint16_t(edtl / block_size));
+  auto cmd =
+      scsi_cmd(true, itt, edtl, cmdsn_++, exp_statsn_, 0x2a, lba, uint16_t(edtl / block_size));
   int pdu_index = 0;
   SendOptions so;
   so.corrupt_data_digest = immediate > 0 && corrupt_pdu == 0;
@@ -623,7 +633,8 @@ ScsiResult SecConnection::write10(uint32_t lba, std::span<const uint8_t> data,
     if (r.status != RecvStatus::kPdu) return res.error = "WRITE: " + r.what(), res;
     const Pdu& p = r.pdu;
     note_status(p);
-    if (!p.header_digest_ok || !p.data_digest_ok) return res.error = "bad digest on " + r.what(), res;
+    if (!p.header_digest_ok || !p.data_digest_ok)
+      return res.error = "bad digest on " + r.what(), res;
     switch (p.opcode()) {
       case 0x31: {  // R2T
         const uint32_t ttt = get_be32(&p.bhs[20]), off = get_be32(&p.bhs[40]),
@@ -677,7 +688,8 @@ ScsiResult SecConnection::read10(uint32_t lba, uint32_t blocks, uint32_t block_s
     if (r.status != RecvStatus::kPdu) return res.error = "READ: " + r.what(), res;
     const Pdu& p = r.pdu;
     note_status(p);
-    if (!p.header_digest_ok || !p.data_digest_ok) return res.error = "bad digest on " + r.what(), res;
+    if (!p.header_digest_ok || !p.data_digest_ok)
+      return res.error = "bad digest on " + r.what(), res;
     if (p.opcode() == 0x25 && p.itt() == itt) {
       const uint32_t off = get_be32(&p.bhs[40]);
       if (uint64_t(off) + p.data.size() > edtl) return res.error = "Data-In beyond the EDTL", res;
@@ -709,8 +721,8 @@ std::vector<uint8_t> scsi_command_bhs(uint8_t flags, uint32_t itt, uint32_t edtl
   return b;
 }
 
-std::vector<uint8_t> data_out_bhs(uint32_t itt, uint32_t ttt, uint32_t exp_statsn,
-                                  uint32_t data_sn, uint32_t offset, bool final) {
+std::vector<uint8_t> data_out_bhs(uint32_t itt, uint32_t ttt, uint32_t exp_statsn, uint32_t data_sn,
+                                  uint32_t offset, bool final) {
   std::vector<uint8_t> b(48, 0);
   b[0] = 0x05;
   b[1] = final ? 0x80 : 0x00;
@@ -720,6 +732,28 @@ std::vector<uint8_t> data_out_bhs(uint32_t itt, uint32_t ttt, uint32_t exp_stats
   put_be32(&b[36], data_sn);
   put_be32(&b[40], offset);
   return b;
+}
+
+std::string SecConnection::clear_unit_attentions() {
+  ScsiResult last;
+  for (int i = 0; i < 4; ++i) {
+    const uint8_t cdb[6] = {0x00, 0, 0, 0, 0, 0};
+    const uint32_t itt = next_itt();
+    last = ScsiResult{};
+    if (!send_pdu(scsi_command_bhs(0x80 | 0x01, itt, 0, cmdsn_++, exp_statsn_, cdb)))
+      return "send failed";
+    for (;;) {
+      Received r = recv(10s);
+      if (r.status != RecvStatus::kPdu) return "TEST UNIT READY: " + r.what();
+      note_status(r.pdu);
+      if (r.pdu.opcode() == 0x21 && r.pdu.itt() == itt) {
+        take_response(last, r.pdu);
+        break;
+      }
+    }
+    if (last.good()) return {};
+  }
+  return "TEST UNIT READY: " + last.describe();
 }
 
 // ---- libiscsi ---------------------------------------------------------------------------
@@ -735,10 +769,13 @@ LibiscsiSession::LibiscsiSession(const std::string& portal, const LibiscsiLogin&
   iscsi_set_noautoreconnect(ctx_, 1);
   iscsi_set_timeout(ctx_, l.timeout_s);
   if (l.isid) iscsi_set_isid_random(ctx_, l.isid->first, l.isid->second);
-  if (l.header_digest_crc32c) iscsi_set_header_digest(ctx_, ISCSI_HEADER_DIGEST_CRC32C);
-  else iscsi_set_header_digest(ctx_, ISCSI_HEADER_DIGEST_NONE);
+  if (l.header_digest_crc32c)
+    iscsi_set_header_digest(ctx_, ISCSI_HEADER_DIGEST_CRC32C);
+  else
+    iscsi_set_header_digest(ctx_, ISCSI_HEADER_DIGEST_NONE);
   if (l.chap) iscsi_set_initiator_username_pwd(ctx_, l.chap->user.c_str(), l.chap->secret.c_str());
-  if (l.mutual) iscsi_set_target_username_pwd(ctx_, l.mutual->user.c_str(), l.mutual->secret.c_str());
+  if (l.mutual)
+    iscsi_set_target_username_pwd(ctx_, l.mutual->user.c_str(), l.mutual->secret.c_str());
   if (iscsi_full_connect_sync(ctx_, portal.c_str(), lun) != 0) {
     error_ = iscsi_get_error(ctx_);
     return;
@@ -764,7 +801,8 @@ std::string LibiscsiSession::write_read_verify(uint64_t lba, uint32_t blocks, ui
   if (!is_good(w.get())) return "WRITE16: " + describe(ctx_, w.get());
   Task r(iscsi_read16_sync(ctx_, 0, lba, uint32_t(data.size()), int(block_size), 0, 0, 0, 0, 0));
   if (!is_good(r.get())) return "READ16: " + describe(ctx_, r.get());
-  if (size_t(r->datain.size) != data.size()) return "READ16 returned " + std::to_string(r->datain.size) + " bytes";
+  if (size_t(r->datain.size) != data.size())
+    return "READ16 returned " + std::to_string(r->datain.size) + " bytes";
   return check_pattern({r->datain.data, size_t(r->datain.size)}, block_size, lba, seed);
 }
 

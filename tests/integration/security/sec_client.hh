@@ -88,7 +88,7 @@ struct LoginOptions {
   std::string chap_algorithms = "5";  // CHAP_A offered, e.g. "5,7"
   // Mutual CHAP: challenge the target and expect it to prove these credentials.
   std::optional<Creds> mutual;
-  bool reflect_challenge = false;  // mutual: send the target's own challenge back as CHAP_C
+  bool reflect_challenge = false;      // mutual: send the target's own challenge back as CHAP_C
   std::string header_digest = "None";  // empty: the key is not sent
   std::string data_digest = "None";
   // false: the operational stage offers only MaxRecvDataSegmentLength and the digests,
@@ -107,8 +107,8 @@ struct LoginOutcome {
   // Status of the last Login Response (RFC 7143 11.13.5); 0/0 on success.
   uint8_t status_class = 0, status_detail = 0;
   uint16_t status() const { return uint16_t(status_class << 8 | status_detail); }
-  int chap_a = 0;   // the algorithm the target picked, 0 if none
-  Keys keys;        // every key the target sent, all stages
+  int chap_a = 0;  // the algorithm the target picked, 0 if none
+  Keys keys;       // every key the target sent, all stages
 };
 
 struct Pdu {
@@ -129,11 +129,11 @@ struct Received {
 
 // Result of one SCSI command sent by SecConnection.
 struct ScsiResult {
-  std::string error;              // transport problem; empty when a status came back
-  uint8_t response = 0;           // iSCSI response code (11.4.3)
-  uint8_t status = 0xff;          // SAM status
-  std::vector<uint8_t> sense;     // sense data (without SenseLength)
-  std::vector<uint8_t> data;      // Data-In collected
+  std::string error;           // transport problem; empty when a status came back
+  uint8_t response = 0;        // iSCSI response code (11.4.3)
+  uint8_t status = 0xff;       // SAM status
+  std::vector<uint8_t> sense;  // sense data (without SenseLength)
+  std::vector<uint8_t> data;   // Data-In collected
   bool good() const { return error.empty() && response == 0 && status == 0; }
   // key/ASC/ASCQ from fixed (0x70/0x71) or descriptor (0x72/0x73) sense; -1 if absent.
   int sense_key() const;
@@ -175,6 +175,9 @@ class SecConnection {
   ScsiResult write10(uint32_t lba, std::span<const uint8_t> data, uint32_t block_size,
                      uint32_t immediate, int corrupt_pdu = -1);
   ScsiResult read10(uint32_t lba, uint32_t blocks, uint32_t block_size);
+  // TEST UNIT READY until GOOD (at most 4 tries): clears the unit attentions a new I_T
+  // nexus sees first (power on, SAM-5 6.3). "" or what the last try got.
+  std::string clear_unit_attentions();
   // Immediate NOP-Out ping with `data`; returns the answer (NOP-In or Reject) or status.
   Received nop(std::span<const uint8_t> data, const SendOptions& so = {});
 
@@ -220,8 +223,8 @@ class SecConnection {
 std::vector<uint8_t> scsi_command_bhs(uint8_t flags, uint32_t itt, uint32_t edtl, uint32_t cmdsn,
                                       uint32_t exp_statsn, std::span<const uint8_t> cdb);
 // A Data-Out BHS (RFC 7143 11.7); the data segment length is set by send_pdu.
-std::vector<uint8_t> data_out_bhs(uint32_t itt, uint32_t ttt, uint32_t exp_statsn,
-                                  uint32_t data_sn, uint32_t offset, bool final);
+std::vector<uint8_t> data_out_bhs(uint32_t itt, uint32_t ttt, uint32_t exp_statsn, uint32_t data_sn,
+                                  uint32_t offset, bool final);
 
 // ---- libiscsi helpers -------------------------------------------------------------------
 
@@ -250,8 +253,7 @@ class LibiscsiSession {
   iscsi_context* ctx() const { return ctx_; }
   // WRITE16 then READ16 of `blocks` blocks at `lba`, pattern `seed`; "" when the data
   // came back intact.
-  std::string write_read_verify(uint64_t lba, uint32_t blocks, uint32_t block_size,
-                                uint64_t seed);
+  std::string write_read_verify(uint64_t lba, uint32_t blocks, uint32_t block_size, uint64_t seed);
   // Services the connection (answers NOP-Ins) for `d`; false if it broke.
   bool service_for(std::chrono::milliseconds d);
 

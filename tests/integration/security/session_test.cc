@@ -45,7 +45,8 @@ LoginOptions plain_login(const std::string& initiator) {
 TEST_CASE("NOP-In: an initiator that never answers is dropped; libiscsi, which answers, stays") {
   Zumad z(sec_config({{kIqn, {}}}, "{ nop_in_interval: 1, nop_in_timeout: 2 }"));
   z.start();
-  LibiscsiSession good(z.portal(), {.initiator = "iqn.2026-11.org.zuma:nop-libiscsi", .target = kIqn});
+  LibiscsiSession good(z.portal(),
+                       {.initiator = "iqn.2026-11.org.zuma:nop-libiscsi", .target = kIqn});
   REQUIRE_MESSAGE(good.ok(), good.error());
 
   SecConnection mute(z.port());
@@ -91,9 +92,9 @@ TEST_CASE("login_timeout: connections that do not finish logging in are closed")
   SecConnection stuck(z.port());  // security stage done, operational never sent
   {
     LoginOptions o = plain_login("iqn.2026-11.org.zuma:lt-stuck");
-    std::string keys = "InitiatorName=" + o.initiator + std::string(1, '\0') + "TargetName=" + kIqn +
-                       std::string(1, '\0') + "SessionType=Normal" + std::string(1, '\0') +
-                       "AuthMethod=None" + std::string(1, '\0');
+    std::string keys = "InitiatorName=" + o.initiator + std::string(1, '\0') +
+                       "TargetName=" + kIqn + std::string(1, '\0') + "SessionType=Normal" +
+                       std::string(1, '\0') + "AuthMethod=None" + std::string(1, '\0');
     REQUIRE(stuck.send_raw(login_request(0, 1, true, 1, 1, 0, 0, keys)));
   }
   SecConnection logged(z.port());  // a finished login is not affected
@@ -112,8 +113,9 @@ TEST_CASE("login_timeout: connections that do not finish logging in are closed")
   CHECK_MESSAGE((p.status == RecvStatus::kPdu && p.pdu.opcode() == 0x20), p.what());
 }
 
-TEST_CASE("session reinstatement with raw clients: same name + ISID closes the old connection; "
-          "another ISID does not") {
+TEST_CASE(
+    "session reinstatement with raw clients: same name + ISID closes the old connection; "
+    "another ISID does not") {
   Zumad z(sec_config({{kIqn, {}}}));
   z.start();
   const std::string ini = "iqn.2026-11.org.zuma:reinstate-raw";
@@ -136,7 +138,8 @@ TEST_CASE("session reinstatement with raw clients: same name + ISID closes the o
   CHECK_MESSAGE((p.status == RecvStatus::kPdu && p.pdu.opcode() == 0x20), p.what());
   Received q = other_isid.nop({});
   CHECK_MESSAGE((q.status == RecvStatus::kPdu && q.pdu.opcode() == 0x20), q.what());
-  CHECK(eventually([&] { return z.log().find("session reinstated") != std::string::npos; }, 3000ms));
+  CHECK(
+      eventually([&] { return z.log().find("session reinstated") != std::string::npos; }, 3000ms));
 }
 
 namespace {
@@ -163,7 +166,8 @@ void command_cb(iscsi_context*, int status, void* command_data, void* private_da
 TEST_CASE("session reinstatement with libiscsi and writes in flight on the old session") {
   // A file LU: its writes complete asynchronously (io_uring), so some are still executing
   // when the new login arrives.
-  Zumad z(sec_config({{kIqn, {}, "{ id: 0, name: r0, size: 64MiB, backend: file, path: @DIR@/r0.img }"}}));
+  Zumad z(sec_config(
+      {{kIqn, {}, "{ id: 0, name: r0, size: 64MiB, backend: file, path: @DIR@/r0.img }"}}));
   z.start();
   const std::string ini = "iqn.2026-11.org.zuma:reinstate-libiscsi";
   const std::pair<uint32_t, uint32_t> isid{0x5a5a5a, 0x0101};
@@ -172,7 +176,8 @@ TEST_CASE("session reinstatement with libiscsi and writes in flight on the old s
 
   AsyncCommands aw;  // outlives `old` (its callbacks may run when the context is destroyed)
   std::vector<std::vector<uint8_t>> bufs;
-  for (int i = 0; i < kWrites; ++i) bufs.push_back(make_pattern(kBlocks, kBs, uint64_t(i) * kBlocks, 1));
+  for (int i = 0; i < kWrites; ++i)
+    bufs.push_back(make_pattern(kBlocks, kBs, uint64_t(i) * kBlocks, 1));
   auto old = std::make_unique<LibiscsiSession>(
       z.portal(), LibiscsiLogin{.initiator = ini, .target = kIqn, .isid = isid});
   REQUIRE_MESSAGE(old->ok(), old->error());
@@ -185,8 +190,8 @@ TEST_CASE("session reinstatement with libiscsi and writes in flight on the old s
   // so answers are still queued in zumad when the connection is closed.
   constexpr int kReads = 32;  // 32 x 1 MiB, more than the socket buffers hold
   for (int i = 0; i < kReads; ++i) {
-    scsi_task* t = iscsi_read16_task(old->ctx(), 0, uint64_t(i) * 2048, 2048 * kBs, kBs, 0, 0, 0,
-                                     0, 0, command_cb, &aw);
+    scsi_task* t = iscsi_read16_task(old->ctx(), 0, uint64_t(i) * 2048, 2048 * kBs, kBs, 0, 0, 0, 0,
+                                     0, command_cb, &aw);
     REQUIRE(t != nullptr);
   }
   // Push the PDUs out (the CmdSN window allows them all), without reading answers.
@@ -211,7 +216,8 @@ TEST_CASE("session reinstatement with libiscsi and writes in flight on the old s
     if (iscsi_service(old->ctx(), n > 0 ? p.revents : 0) < 0) old_closed = true;
   }
   CHECK_MESSAGE(old_closed, "the old connection was not closed within 10 s");
-  CHECK(eventually([&] { return z.log().find("session reinstated") != std::string::npos; }, 3000ms));
+  CHECK(
+      eventually([&] { return z.log().find("session reinstated") != std::string::npos; }, 3000ms));
   MESSAGE("old session: " << aw.good.load() << " of " << kWrites + kReads << " commands answered");
 
   // The new session overwrites the whole range, reads it back, and again a little later
@@ -243,8 +249,8 @@ TEST_CASE("session reinstatement with libiscsi and writes in flight on the old s
   const int code = z.stop(std::chrono::seconds(20));
   CHECK(code == 0);
   CHECK_MESSAGE(seconds_since(t0) < 5.0, "zumad took " << seconds_since(t0)
-                                             << " s to stop after SIGTERM; its log:\n"
-                                             << z.log_tail(3000));
+                                                       << " s to stop after SIGTERM; its log:\n"
+                                                       << z.log_tail(3000));
 }
 
 TEST_CASE("configured limits hold when the initiator does not negotiate the keys") {
@@ -252,8 +258,9 @@ TEST_CASE("configured limits hold when the initiator does not negotiate the keys
   // MaxBurstLength=262144, FirstBurstLength=65536). When zumad's config is stricter, zumad
   // must offer its value itself (RFC 7143 6.2: either side may offer a key); otherwise the
   // session runs with more than the administrator allowed.
-  Zumad z(sec_config({{kIqn, {}}},
-                     "{ immediate_data: false, max_burst_length: 65536, first_burst_length: 16384 }"));
+  Zumad z(
+      sec_config({{kIqn, {}}},
+                 "{ immediate_data: false, max_burst_length: 65536, first_burst_length: 16384 }"));
   z.start();
   SecConnection c(z.port());
   LoginOptions o = plain_login("iqn.2026-11.org.zuma:defaults");
@@ -262,17 +269,19 @@ TEST_CASE("configured limits hold when the initiator does not negotiate the keys
   REQUIRE_MESSAGE(r.ok, r.error);
   CHECK_MESSAGE(key_value(r.keys, "ImmediateData") == "No",
                 "ImmediateData not proposed; the session allows immediate data against the "
-                "config; target keys: " << keys_str(r.keys));
+                "config; target keys: "
+                    << keys_str(r.keys));
   CHECK_MESSAGE(key_value(r.keys, "MaxBurstLength") == "65536", keys_str(r.keys));
   CHECK_MESSAGE(key_value(r.keys, "FirstBurstLength") == "16384", keys_str(r.keys));
 
   // What zumad does: the R2Ts of a 256 KiB WRITE ask for at most MaxBurstLength each.
   const uint8_t cdb[10] = {0x2a, 0, 0, 0, 0, 0, 0, 0x02, 0x00, 0};  // 512 blocks
   const uint32_t itt = c.next_itt();
-  REQUIRE(c.send_pdu(scsi_command_bhs(0x80 | 0x20 | 0x01, itt, 256 * 1024, c.take_cmdsn(),
-                                      c.exp_statsn(), cdb)));
+  REQUIRE(c.send_pdu(
+      scsi_command_bhs(0x80 | 0x20 | 0x01, itt, 256 * 1024, c.take_cmdsn(), c.exp_statsn(), cdb)));
   Received p = c.recv(5000ms);
   REQUIRE_MESSAGE((p.status == RecvStatus::kPdu && p.pdu.opcode() == 0x31), p.what());
   const uint32_t desired = get_be32(&p.pdu.bhs[44]);
-  CHECK_MESSAGE(desired <= 65536u, "R2T asks for " << desired << " bytes; max_burst_length is 65536");
+  CHECK_MESSAGE(desired <= 65536u,
+                "R2T asks for " << desired << " bytes; max_burst_length is 65536");
 }

@@ -25,19 +25,19 @@ TEST_CASE("Block Limits VPD: a thin LU of 512-byte blocks") {
   Bytes want(64, 0);
   want[1] = 0xB0;
   want[3] = 0x3C;
-  want[4] = 0x00;                    // WSNZ=0
-  want[5] = 0xFF;                    // MAXIMUM COMPARE AND WRITE LENGTH 255
-  want[7] = 0x08;                    // OPTIMAL TRANSFER LENGTH GRANULARITY
-  want[10] = 0x40;                   // MAXIMUM TRANSFER LENGTH 4000h
-  want[14] = 0x08;                   // OPTIMAL TRANSFER LENGTH 800h
-  want[21] = 0x10;                   // MAXIMUM UNMAP LBA COUNT 100000h (512 MiB)
-  want[26] = 0x01;                   // MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT 100h
-  want[31] = 0x08;                   // OPTIMAL UNMAP GRANULARITY 8 (4 KiB)
-  want[32] = 0x80;                   // UGAVALID, alignment 0
-  want[42] = want[43] = 0xFF;        // MAXIMUM WRITE SAME LENGTH FFFFh
-  want[46] = 0x08;                   // MAXIMUM ATOMIC TRANSFER LENGTH 800h (1 MiB)
-  want[51] = 0x08;                   // ATOMIC ALIGNMENT 8
-  want[55] = 0x08;                   // ATOMIC TRANSFER LENGTH GRANULARITY 8
+  want[4] = 0x00;              // WSNZ=0
+  want[5] = 0xFF;              // MAXIMUM COMPARE AND WRITE LENGTH 255
+  want[7] = 0x08;              // OPTIMAL TRANSFER LENGTH GRANULARITY
+  want[10] = 0x40;             // MAXIMUM TRANSFER LENGTH 4000h
+  want[14] = 0x08;             // OPTIMAL TRANSFER LENGTH 800h
+  want[21] = 0x10;             // MAXIMUM UNMAP LBA COUNT 100000h (512 MiB)
+  want[26] = 0x01;             // MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT 100h
+  want[31] = 0x08;             // OPTIMAL UNMAP GRANULARITY 8 (4 KiB)
+  want[32] = 0x80;             // UGAVALID, alignment 0
+  want[42] = want[43] = 0xFF;  // MAXIMUM WRITE SAME LENGTH FFFFh
+  want[46] = 0x08;             // MAXIMUM ATOMIC TRANSFER LENGTH 800h (1 MiB)
+  want[51] = 0x08;             // ATOMIC ALIGNMENT 8
+  want[55] = 0x08;             // ATOMIC TRANSFER LENGTH GRANULARITY 8
   CHECK(block_limits(f) == want);
 }
 
@@ -50,14 +50,14 @@ TEST_CASE("Block Limits VPD: thin with 4 KiB blocks; fully provisioned has no un
   want[3] = 0x3C;
   want[5] = 0xFF;
   want[7] = 0x01;
-  want[10] = 0x08;                   // 800h blocks = 8 MiB
-  want[14] = 0x01;                   // 100h
-  want[21] = 0x02;                   // MAXIMUM UNMAP LBA COUNT 20000h (512 MiB)
+  want[10] = 0x08;  // 800h blocks = 8 MiB
+  want[14] = 0x01;  // 100h
+  want[21] = 0x02;  // MAXIMUM UNMAP LBA COUNT 20000h (512 MiB)
   want[26] = 0x01;
-  want[31] = 0x01;                   // one block is the granule
+  want[31] = 0x01;  // one block is the granule
   want[32] = 0x80;
   want[42] = want[43] = 0xFF;
-  want[46] = 0x01;                   // 100h blocks = 1 MiB
+  want[46] = 0x01;  // 100h blocks = 1 MiB
   CHECK(block_limits(f) == want);
 
   Fixture full;

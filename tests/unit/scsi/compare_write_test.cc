@@ -68,7 +68,8 @@ TEST_CASE("COMPARE AND WRITE: equal data is replaced") {
   // 255 blocks, the most the CDB can say; at the last LBA.
   const Bytes big = pattern(255 * 512, 62);
   put_medium(f, 2048 - 255, big);
-  t = run_cdb(f, caw(2048 - 255, 255), DataDir::kOut, 2 * 255 * 512, join(big, Bytes(255 * 512, 9)));
+  t = run_cdb(f, caw(2048 - 255, 255), DataDir::kOut, 2 * 255 * 512,
+              join(big, Bytes(255 * 512, 9)));
   REQUIRE(t->good());
   CHECK(medium(f, 2048 - 255, 255) == Bytes(255 * 512, 9));
 
@@ -244,9 +245,9 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES shows DPO/FUA for the SBC write comm
     REQUIRE(t->good());
     return t->data_in();
   };
-  CHECK(one(op::kCompareAndWrite) == Bytes{0,    0x03, 0,    16,   0x89, 0xFA, 0xFF, 0xFF,
-                                           0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0,    0,
-                                           0,    0xFF, 0x3F, 0x00});
+  CHECK(one(op::kCompareAndWrite) == Bytes{0,    0x03, 0,    16,   0x89, 0xFA, 0xFF,
+                                           0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+                                           0,    0,    0,    0xFF, 0x3F, 0x00});
   CHECK(one(op::kOrWrite16)[5] == 0xFA);
   CHECK(one(op::kWriteAtomic16)[5] == 0xF8);
   CHECK(one(op::kWriteAndVerify10)[5] == 0xF6);  // DPO, no FUA

@@ -11,8 +11,8 @@ namespace zuma::scsi {
 namespace {
 
 using test::Bytes;
-using test::Fixture;
 using test::FakeBackend;
+using test::Fixture;
 using test::run_cdb;
 using test::slice;
 
@@ -177,9 +177,9 @@ TEST_CASE("EXTENDED COPY parameter list checks") {
     CHECK_SENSE_OF(xcopy(f, slice(good, 0, 12)), 0x5, 0x1A, 0x00);
   }
   SUBCASE("too many descriptors, too long a list") {
-    CHECK_SENSE_OF(xcopy(f, list(1, 0, {cscd(*f.lu), cscd(*f.lu), cscd(*f.lu)},
-                                 {seg(0, 0, 8, 0, 100)})),
-                   0x5, 0x26, 0x06);
+    CHECK_SENSE_OF(
+        xcopy(f, list(1, 0, {cscd(*f.lu), cscd(*f.lu), cscd(*f.lu)}, {seg(0, 0, 8, 0, 100)})), 0x5,
+        0x26, 0x06);
     std::vector<Bytes> segs(kMaxSegmentDescriptors + 1, seg(0, 0, 8, 0, 100));
     CHECK_SENSE_OF(xcopy(f, list(1, 0, {cscd(*f.lu)}, segs)), 0x5, 0x26, 0x08);
     std::vector<Bytes> many(40, seg(0, 0, 8, 0, 100));  // 32 + 40 * 28 > 1024
@@ -225,8 +225,8 @@ TEST_CASE("EXTENDED COPY parameter list checks") {
   SUBCASE("unreachable or out of range: COPY ABORTED") {
     CHECK_SENSE_OF(xcopy(f, list(1, 0, {cscd(*f.lu)}, {seg(0, 1, 8, 0, 100)})), 0xA, 0x0D, 0x02);
     CHECK_SENSE_OF(xcopy(f, list(1, 0, {cscd(*f.lu)}, {seg(0, 0, 8, 0, 2047)})), 0xA, 0x0D, 0x02);
-    CHECK_SENSE_OF(xcopy(f, list(1, 0, {cscd(*f.lu)}, {seg(0, 0, 8, ~uint64_t{0}, 0)})), 0xA,
-                   0x0D, 0x02);
+    CHECK_SENSE_OF(xcopy(f, list(1, 0, {cscd(*f.lu)}, {seg(0, 0, 8, ~uint64_t{0}, 0)})), 0xA, 0x0D,
+                   0x02);
   }
 }
 
@@ -266,16 +266,16 @@ TEST_CASE("RECEIVE COPY RESULTS: operating parameters, unknown list, unknown ser
   Bytes want(46, 0);
   want[3] = 42;
   want[4] = 0x01;
-  want[9] = 2;       // CSCD descriptors
-  want[11] = 8;      // segment descriptors
-  want[14] = 0x04;   // 1024-byte descriptor list
-  want[16] = 0x01;   // 65535 * 512 = 01FFFE00h
+  want[9] = 2;      // CSCD descriptors
+  want[11] = 8;     // segment descriptors
+  want[14] = 0x04;  // 1024-byte descriptor list
+  want[16] = 0x01;  // 65535 * 512 = 01FFFE00h
   want[17] = 0xFF;
   want[18] = 0xFE;
   want[19] = 0x00;
   want[35] = 16;
   want[36] = 16;
-  want[37] = 9;      // 512 = 2^9
+  want[37] = 9;  // 512 = 2^9
   want[43] = 2;
   want[44] = 0x02;
   want[45] = 0xE4;
@@ -293,10 +293,10 @@ TEST_CASE("Third-party Copy VPD page") {
   Fixture f;
   auto t = f.run({op::kInquiry, 1, 0x8F, 0, 255, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() == Bytes{0x00, 0x8F, 0x00, 0x0C,  // page length 12
-                              0x00, 0x01, 0x00, 0x08,  // Supported Commands, length 8
-                              0x07,                    // COMMANDS SUPPORTED LIST LENGTH
-                              0x83, 0x01, 0x00,        // EXTENDED COPY (LID1)
+  CHECK(t->data_in() == Bytes{0x00, 0x8F, 0x00, 0x0C,    // page length 12
+                              0x00, 0x01, 0x00, 0x08,    // Supported Commands, length 8
+                              0x07,                      // COMMANDS SUPPORTED LIST LENGTH
+                              0x83, 0x01, 0x00,          // EXTENDED COPY (LID1)
                               0x84, 0x02, 0x00, 0x03});  // RECEIVE COPY RESULTS 00h, 03h
 }
 

@@ -72,10 +72,10 @@ TEST_CASE("changing mode parameters tells the other nexuses") {
   lu.unit_attentions().touch(1);
   lu.unit_attentions().touch(2);
 
-  lu.set_mode_params({false, false}, 1);  // no change, no condition
+  lu.set_mode_params({false, false, true}, 1);  // no change, no condition
   CHECK_FALSE(lu.unit_attentions().pending(2));
 
-  lu.set_mode_params({true, true}, 1);
+  lu.set_mode_params({true, true, true}, 1);
   CHECK(lu.write_cache());
   CHECK(lu.descriptor_sense());
   CHECK_FALSE(lu.unit_attentions().pending(1));

@@ -22,8 +22,10 @@ Bytes caching(bool wce) {
 }
 // TST 001b (one task set per I_T nexus), QUEUE ALGORITHM MODIFIER 1, BUSY TIMEOUT FFFFh.
 Bytes control(bool d_sense, bool tas = false) {
-  return {0x0A, 0x0A, static_cast<uint8_t>(0x20 | (d_sense ? 0x04 : 0x00)), 0x10, 0,
-          static_cast<uint8_t>(tas ? 0x40 : 0x00), 0, 0, 0xFF, 0xFF, 0, 0};
+  return {0x0A, 0x0A, static_cast<uint8_t>(0x20 | (d_sense ? 0x04 : 0x00)),
+          0x10, 0,    static_cast<uint8_t>(tas ? 0x40 : 0x00),
+          0,    0,    0xFF,
+          0xFF, 0,    0};
 }
 const Bytes kIec = {0x1C, 0x0A, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 

@@ -74,7 +74,7 @@ struct Pr {
     return run_cdb(f, cdb, DataDir::kOut, len, p, 0, &n);
   }
   std::unique_ptr<test::TestTask> in(const Nexus& n, uint8_t sa, uint16_t alloc = 1024) {
-    Bytes cdb = {op::kPersistentReserveIn, sa, 0, 0, 0, 0, 0, static_cast<uint8_t>(alloc >> 8),
+    Bytes cdb = {op::kPersistentReserveIn,    sa, 0, 0, 0, 0, 0, static_cast<uint8_t>(alloc >> 8),
                  static_cast<uint8_t>(alloc), 0};
     return run_cdb(f, cdb, DataDir::kIn, alloc, {}, 0, &n);
   }
@@ -92,8 +92,7 @@ struct Pr {
     return t->task.status == status::kGood;
   }
   bool write_ok(const Nexus& n) {
-    auto t = run_cdb(f, cdb10(op::kWrite10, 0, 1, 1), DataDir::kOut, 512, Bytes(512, 0xAB), 0,
-                     &n);
+    auto t = run_cdb(f, cdb10(op::kWrite10, 0, 1, 1), DataDir::kOut, 512, Bytes(512, 0xAB), 0, &n);
     REQUIRE(t->completions == 1);
     if (t->task.status != status::kGood) {
       CHECK(t->task.status == status::kReservationConflict);
@@ -107,12 +106,12 @@ struct Pr {
 };
 
 // These macros evaluate their task expression once (it often runs a command).
-#define CHECK_CONFLICT(expr)                                  \
-  do {                                                        \
-    auto&& t_ = (expr);                                       \
-    CHECK(t_->completions == 1);                              \
-    CHECK(t_->task.status == status::kReservationConflict);   \
-    CHECK(t_->task.sense_len == 0);                           \
+#define CHECK_CONFLICT(expr)                                \
+  do {                                                      \
+    auto&& t_ = (expr);                                     \
+    CHECK(t_->completions == 1);                            \
+    CHECK(t_->task.status == status::kReservationConflict); \
+    CHECK(t_->task.sense_len == 0);                         \
   } while (0)
 #define CHECK_SENSE_OF(expr, k, a, q) \
   do {                                \
@@ -126,12 +125,12 @@ struct Pr {
   } while (0)
 
 // INVALID FIELD IN PARAMETER LIST with the field pointer at (byte, bit) (C/D=0).
-#define CHECK_INVALID_PARAM(expr, byte, bit)                                \
-  do {                                                                      \
-    auto&& t_ = (expr);                                                     \
-    CHECK_SENSE(t_, 0x5, 0x26, 0x00);                                       \
+#define CHECK_INVALID_PARAM(expr, byte, bit)                                    \
+  do {                                                                          \
+    auto&& t_ = (expr);                                                         \
+    CHECK_SENSE(t_, 0x5, 0x26, 0x00);                                           \
     CHECK(int(t_->task.sense[15]) == (0x80 | ((bit) >= 0 ? 0x08 | (bit) : 0))); \
-    CHECK(int(t_->task.sense[16] << 8 | t_->task.sense[17]) == (byte));     \
+    CHECK(int(t_->task.sense[16] << 8 | t_->task.sense[17]) == (byte));         \
   } while (0)
 
 TEST_CASE("REGISTER, READ KEYS and unregistering") {
@@ -224,8 +223,8 @@ TEST_CASE("RESERVE, READ RESERVATION, RELEASE") {
   CHECK(pr.out(f.nexus, prout_sa::kReserve, pr_type::kExclusiveAccess, params(kKeyA, 0))->good());
   CHECK_CONFLICT(pr.out(f.nexus, prout_sa::kReserve, pr_type::kWriteExclusive, params(kKeyA, 0)));
   // RELEASE with another type: INVALID RELEASE OF PERSISTENT RESERVATION.
-  CHECK_SENSE_OF(pr.out(f.nexus, prout_sa::kRelease, pr_type::kWriteExclusive, params(kKeyA, 0)), 0x5,
-              0x26, 0x04);
+  CHECK_SENSE_OF(pr.out(f.nexus, prout_sa::kRelease, pr_type::kWriteExclusive, params(kKeyA, 0)),
+                 0x5, 0x26, 0x04);
   // A registrant that is not the holder: RELEASE does nothing.
   pr.reg(f.other, kKeyB);
   CHECK(pr.out(f.other, prout_sa::kRelease, pr_type::kExclusiveAccess, params(kKeyB, 0))->good());
@@ -266,7 +265,8 @@ TEST_CASE("access per reservation type (SPC-5 / SBC-4 tables)") {
     // Allowed whatever the type: INQUIRY, TEST UNIT READY, READ CAPACITY, PERSISTENT RESERVE
     // IN, REPORT LUNS.
     CHECK(pr.tur(f.other)->good());
-    CHECK(run_cdb(f, cdb10(op::kReadCapacity10, 0, 0, 0), DataDir::kIn, 8, {}, 0, &f.other)->good());
+    CHECK(
+        run_cdb(f, cdb10(op::kReadCapacity10, 0, 0, 0), DataDir::kIn, 8, {}, 0, &f.other)->good());
     CHECK(pr.in(f.other, prin_sa::kReadKeys)->good());
     CHECK(run_cdb(f, {op::kInquiry, 0, 0, 0, 96, 0}, DataDir::kIn, 96, {}, 0, &f.other)->good());
     // MODE SENSE is a "write" for the table: conflicts for the unregistered nexus.
@@ -288,9 +288,9 @@ TEST_CASE("all registrants: every registrant holds, the last one out releases") 
   CHECK(pr.out(f.nexus, prout_sa::kRegister, 0, params(kKeyA, 0))->good());
   CHECK(pr.in(f.other, prin_sa::kReadReservation)->data_in().size() == 24);
   // The other registrant may release it.
-  CHECK(pr.out(f.other, prout_sa::kRelease, pr_type::kWriteExclusiveAllRegistrants,
-               params(kKeyB, 0))
-            ->good());
+  CHECK(
+      pr.out(f.other, prout_sa::kRelease, pr_type::kWriteExclusiveAllRegistrants, params(kKeyB, 0))
+          ->good());
   CHECK(pr.in(f.other, prin_sa::kReadReservation)->data_in().size() == 8);
 }
 
@@ -314,9 +314,9 @@ TEST_CASE("RELEASE of a registrants-only reservation tells the other registrants
   pr.reg(f.nexus, kKeyA);
   pr.reg(f.other, kKeyB);
   pr.reserve(f.nexus, kKeyA, pr_type::kWriteExclusiveRegistrantsOnly);
-  CHECK(pr.out(f.nexus, prout_sa::kRelease, pr_type::kWriteExclusiveRegistrantsOnly,
-               params(kKeyA, 0))
-            ->good());
+  CHECK(
+      pr.out(f.nexus, prout_sa::kRelease, pr_type::kWriteExclusiveRegistrantsOnly, params(kKeyA, 0))
+          ->good());
   CHECK_SENSE_OF(pr.tur(f.other), 0x6, 0x2A, 0x04);
   CHECK(pr.tur(f.nexus)->good());
 }
@@ -342,11 +342,10 @@ TEST_CASE("PREEMPT") {
   SUBCASE("no reservation: removes the registrations with SARK") {
     pr.reg(f.nexus, kKeyA);
     pr.reg(f.other, kKeyB);
-    CHECK_INVALID_PARAM(pr.out(f.other, prout_sa::kPreempt, pr_type::kExclusiveAccess,
-                               params(kKeyB, 0)),
-                        8, -1);
-    CHECK_CONFLICT(pr.out(f.other, prout_sa::kPreempt, pr_type::kExclusiveAccess,
-                          params(kKeyB, 0x77)));
+    CHECK_INVALID_PARAM(
+        pr.out(f.other, prout_sa::kPreempt, pr_type::kExclusiveAccess, params(kKeyB, 0)), 8, -1);
+    CHECK_CONFLICT(
+        pr.out(f.other, prout_sa::kPreempt, pr_type::kExclusiveAccess, params(kKeyB, 0x77)));
     CHECK(pr.out(f.other, prout_sa::kPreempt, pr_type::kExclusiveAccess, params(kKeyB, kKeyA))
               ->good());
     Bytes want = {0, 0, 0, 3, 0, 0, 0, 8};
@@ -389,8 +388,7 @@ TEST_CASE("PREEMPT") {
     pr.reg(f.nexus, kKeyA);
     pr.reg(f.other, kKeyB);
     pr.reserve(f.nexus, kKeyA, pr_type::kWriteExclusiveAllRegistrants);
-    CHECK(pr.out(f.other, prout_sa::kPreempt, pr_type::kExclusiveAccess, params(kKeyB, 0))
-              ->good());
+    CHECK(pr.out(f.other, prout_sa::kPreempt, pr_type::kExclusiveAccess, params(kKeyB, 0))->good());
     auto rr = pr.in(f.other, prin_sa::kReadReservation);
     CHECK(slice(rr->data_in(), 8, 16) == be64(kKeyB));
     CHECK(rr->data_in()[21] == pr_type::kExclusiveAccess);
@@ -413,8 +411,8 @@ TEST_CASE("PREEMPT AND ABORT aborts the preempted nexus's tasks and waits for th
   f.backend->defer = true;
   auto w = run_cdb(f, cdb10(op::kWrite10, 0, 8, 1), DataDir::kOut, 512, Bytes(512, 1));
   CHECK(w->completions == 0);
-  auto pa = pr.out(f.other, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess,
-                   params(kKeyB, kKeyA));
+  auto pa =
+      pr.out(f.other, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess, params(kKeyB, kKeyA));
   CHECK(pa->completions == 0);  // waits for the aborted write
   f.backend->complete_deferred();
   CHECK(w->completions == 1);
@@ -435,8 +433,8 @@ TEST_CASE("PREEMPT AND ABORT without Nexus::post completes at once") {
   pr.reg(f.other, kKeyB);
   f.backend->defer = true;
   auto w = run_cdb(f, cdb10(op::kRead10, 0, 8, 1), DataDir::kIn, 512);
-  auto pa = pr.out(f.other, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess,
-                   params(kKeyB, kKeyA));
+  auto pa =
+      pr.out(f.other, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess, params(kKeyB, kKeyA));
   CHECK(pa->good());
   f.backend->complete_deferred();
   CHECK(w->task.aborted);
@@ -449,8 +447,8 @@ TEST_CASE("PREEMPT AND ABORT with TAS=1 ends the other nexus's tasks with TASK A
   pr.reg(f.other, kKeyB);
   f.backend->defer = true;
   auto w = run_cdb(f, cdb10(op::kRead10, 0, 8, 1), DataDir::kIn, 512);
-  auto pa = pr.out(f.other, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess,
-                   params(kKeyB, kKeyA));
+  auto pa =
+      pr.out(f.other, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess, params(kKeyB, kKeyA));
   f.backend->complete_deferred();
   CHECK(w->completions == 1);
   CHECK(w->task.aborted);
@@ -482,30 +480,29 @@ TEST_CASE("REGISTER AND MOVE") {
   };
   const Bytes tid_b = transport_id(f.other.initiator_port, true);
   SUBCASE("SARK 0 is invalid") {
-    CHECK_INVALID_PARAM(pr.out(f.nexus, prout_sa::kRegisterAndMove, 0,
-                               move_params(kKeyA, 0, 0, 1, tid_b)),
-                        8, -1);
+    CHECK_INVALID_PARAM(
+        pr.out(f.nexus, prout_sa::kRegisterAndMove, 0, move_params(kKeyA, 0, 0, 1, tid_b)), 8, -1);
   }
   SUBCASE("an unknown relative port") {
-    CHECK_INVALID_PARAM(pr.out(f.nexus, prout_sa::kRegisterAndMove, 0,
-                               move_params(kKeyA, kKeyB, 0, 7, tid_b)),
-                        18, -1);
+    CHECK_INVALID_PARAM(
+        pr.out(f.nexus, prout_sa::kRegisterAndMove, 0, move_params(kKeyA, kKeyB, 0, 7, tid_b)), 18,
+        -1);
   }
   SUBCASE("to itself") {
-    CHECK_INVALID_PARAM(pr.out(f.nexus, prout_sa::kRegisterAndMove, 0,
-                               move_params(kKeyA, kKeyB, 0, 1,
-                                           transport_id(f.nexus.initiator_port, true))),
-                        24, -1);
+    CHECK_INVALID_PARAM(
+        pr.out(f.nexus, prout_sa::kRegisterAndMove, 0,
+               move_params(kKeyA, kKeyB, 0, 1, transport_id(f.nexus.initiator_port, true))),
+        24, -1);
   }
   SUBCASE("not the holder") {
     pr.reg(f.other, kKeyB);
-    CHECK_CONFLICT(pr.out(f.other, prout_sa::kRegisterAndMove, 0,
-                          move_params(kKeyB, 0x55, 0, 1,
-                                      transport_id(f.nexus.initiator_port, true))));
+    CHECK_CONFLICT(
+        pr.out(f.other, prout_sa::kRegisterAndMove, 0,
+               move_params(kKeyB, 0x55, 0, 1, transport_id(f.nexus.initiator_port, true))));
   }
   SUBCASE("moves the reservation, UNREG drops the sender") {
-    auto t = pr.out(f.nexus, prout_sa::kRegisterAndMove, 0,
-                    move_params(kKeyA, kKeyB, 0x02, 1, tid_b));
+    auto t =
+        pr.out(f.nexus, prout_sa::kRegisterAndMove, 0, move_params(kKeyA, kKeyB, 0x02, 1, tid_b));
     CHECK(t->good());
     auto rr = pr.in(f.other, prin_sa::kReadReservation);
     CHECK(slice(rr->data_in(), 8, 16) == be64(kKeyB));

@@ -47,9 +47,9 @@ TEST_CASE("RangeLock: shared ranges never wait for each other") {
 TEST_CASE("RangeLock: exclusive excludes overlapping ranges only") {
   RangeLock l;
   Req x, s1, s2, e2;
-  REQUIRE(x.acquire(l, 10, 10, Mode::kExclusive));  // [10, 20)
-  CHECK(s1.acquire(l, 0, 10, Mode::kShared));        // [0, 10): adjacent, no overlap
-  CHECK(s2.acquire(l, 20, 5, Mode::kShared));        // [20, 25)
+  REQUIRE(x.acquire(l, 10, 10, Mode::kExclusive));      // [10, 20)
+  CHECK(s1.acquire(l, 0, 10, Mode::kShared));           // [0, 10): adjacent, no overlap
+  CHECK(s2.acquire(l, 20, 5, Mode::kShared));           // [20, 25)
   CHECK_FALSE(e2.acquire(l, 19, 2, Mode::kExclusive));  // overlaps x at 19
   CHECK(l.waiting() == 1);
   l.release(s1.h);
@@ -78,7 +78,7 @@ TEST_CASE("RangeLock: a shared request queues behind an overlapping exclusive wa
   // stream of writes cannot starve COMPARE AND WRITE.
   CHECK_FALSE(s2.acquire(l, 6, 1, Mode::kShared));
   CHECK(s3.acquire(l, 100, 1, Mode::kShared));  // elsewhere: no wait
-  CHECK(s3.grants == 0);  // granted by acquire() itself: no callback
+  CHECK(s3.grants == 0);                        // granted by acquire() itself: no callback
   CHECK(l.waiting() == 2);
   l.release(s1.h);
   CHECK(order == std::vector<int>{1});  // e; s2 overlaps it

@@ -581,7 +581,7 @@ TEST_CASE("WRITE AND VERIFY: durable write, read back, compare with BYTCHK 01b")
 }
 
 TEST_CASE("WRITE ATOMIC (16): limits from the Block Limits page") {
-  Fixture f;  // 512-byte blocks: atomic unit 8 blocks, at most 2048
+  Fixture f(test::default_params(8192));  // 512-byte blocks: atomic unit 8 blocks, at most 2048
   auto wa = [](uint64_t lba, uint16_t blocks, uint8_t flags = 0, uint16_t boundary = 0) {
     Bytes c = cdb16(op::kWriteAtomic16, flags, lba, 0);
     c[10] = static_cast<uint8_t>(boundary >> 8);
@@ -615,11 +615,17 @@ TEST_CASE("WRITE ATOMIC (16): limits from the Block Limits page") {
   CHECK_INVALID_CDB(t, 1, 7);
   t = run_cdb(f, wa(16, 8, 0x04), DataDir::kOut, 4096, data);  // reserved
   CHECK_INVALID_CDB(t, 1, 2);
-  t = run_cdb(f, wa(2040, 16), DataDir::kOut, 8192, Bytes(8192, 0));
+  t = run_cdb(f, wa(8184, 16), DataDir::kOut, 8192, Bytes(8192, 0));
   CHECK_SENSE(t, 0x5, 0x21, 0x00);
   t = run_cdb(f, wa(0xFFFFFFFFFFFFFFF8ull, 8), DataDir::kOut, 4096, data);
   CHECK_SENSE(t, 0x5, 0x21, 0x00);
-  t = run_cdb(f, wa(2056, 0), DataDir::kNone, 0);
+  t = run_cdb(f, wa(8200, 0), DataDir::kNone, 0);
+  CHECK_SENSE(t, 0x5, 0x21, 0x00);
+  // Past the end and longer than the maximum: the range is checked first.
+  t = run_cdb(f, wa(8184, 4096), DataDir::kOut, 0);
+  CHECK_SENSE(t, 0x5, 0x21, 0x00);
+  // Misaligned and past the end.
+  t = run_cdb(f, wa(8191, 8), DataDir::kOut, 4096, data);
   CHECK_SENSE(t, 0x5, 0x21, 0x00);
   t = run_cdb(f, wa(0, 0), DataDir::kNone, 0);
   CHECK(t->good());
@@ -629,7 +635,7 @@ TEST_CASE("WRITE ATOMIC (16): limits from the Block Limits page") {
   CHECK(f.backend->calls.size() == calls);
 
   // 4 KiB blocks: one block is a whole unit; no alignment or granularity.
-  Fixture f4k(test::default_params(256, 4096));
+  Fixture f4k(test::default_params(1024, 4096));
   t = run_cdb(f4k, wa(1, 1), DataDir::kOut, 4096, data);
   CHECK(t->good());
   t = run_cdb(f4k, wa(0, 257), DataDir::kOut, 0);

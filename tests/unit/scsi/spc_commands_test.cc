@@ -14,8 +14,8 @@ namespace zuma::scsi {
 namespace {
 
 using test::Bytes;
-using test::slice;
 using test::Fixture;
+using test::slice;
 
 void append(Bytes& b, std::string_view s) {
   b.insert(b.end(), s.begin(), s.end());
@@ -88,8 +88,7 @@ TEST_CASE("VPD: supported pages, thick and thin") {
   Fixture f;
   auto t = f.run({op::kInquiry, 1, 0x00, 0, 255, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() ==
-        Bytes{0x00, 0x00, 0x00, 0x07, 0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1});
+  CHECK(t->data_in() == Bytes{0x00, 0x00, 0x00, 0x07, 0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1});
 
   LuParams p = test::default_params();
   p.thin = true;
@@ -311,8 +310,8 @@ TEST_CASE("MODE SELECT changes D_SENSE and WCE, others get MODE PARAMETERS CHANG
   REQUIRE(f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &f.other)->good());
 
   const Bytes list = {0,    0,    0, 0, 0x0A, 0x0A, 0x24, 0x10, 0, 0x40, 0, 0,
-                      0xFF, 0xFF, 0, 0, 0x08, 0x12, 0x00, 0,    0, 0, 0, 0,
-                      0,    0,    0, 0, 0,    0,    0,    0,    0, 0, 0, 0};
+                      0xFF, 0xFF, 0, 0, 0x08, 0x12, 0x00, 0,    0, 0,    0, 0,
+                      0,    0,    0, 0, 0,    0,    0,    0,    0, 0,    0, 0};
   auto t = f.run({op::kModeSelect6, 0x10, 0, 0, static_cast<uint8_t>(list.size()), 0},
                  DataDir::kOut, static_cast<uint32_t>(list.size()), list);
   REQUIRE(t->good());
@@ -438,11 +437,11 @@ TEST_CASE("REPORT TARGET PORT GROUPS") {
   f.table.port_groups = {{1, {1}}, {2, {2}}};
   auto t = f.run({op::kMaintenanceIn, 0x0A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
   REQUIRE(t->good());
-  CHECK(t->data_in() == Bytes{0, 0, 0, 24,                        // RETURN DATA LENGTH
-                              0x80, 0x01, 0, 1, 0, 0, 0, 1,       // PREF, active/optimized, AO_SUP
-                              0, 0, 0, 1,                         // relative port 1
-                              0x80, 0x01, 0, 2, 0, 0, 0, 1,       // group 2
-                              0, 0, 0, 2});
+  CHECK(t->data_in() == Bytes{0,    0,    0, 24,              // RETURN DATA LENGTH
+                              0x80, 0x01, 0, 1,  0, 0, 0, 1,  // PREF, active/optimized, AO_SUP
+                              0,    0,    0, 1,               // relative port 1
+                              0x80, 0x01, 0, 2,  0, 0, 0, 1,  // group 2
+                              0,    0,    0, 2});
   // Extended header (PARAMETER DATA FORMAT 001b).
   t = f.run({op::kMaintenanceIn, 0x2A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
   REQUIRE(t->good());
@@ -511,8 +510,8 @@ TEST_CASE("MODE SELECT with SP saves the pages; a new start uses them") {
     // Savable pages: PS=1, and PC=11b reports the saved (so far default) values.
     auto t = f.run({op::kModeSense6, 0x08, 0xCA, 0, 255, 0});
     REQUIRE(t->good());
-    CHECK(t->data_in() == Bytes{15, 0, 0x10, 0, 0x8A, 0x0A, 0x20, 0x10, 0, 0x40, 0, 0, 0xFF,
-                                0xFF, 0, 0});
+    CHECK(t->data_in() ==
+          Bytes{15, 0, 0x10, 0, 0x8A, 0x0A, 0x20, 0x10, 0, 0x40, 0, 0, 0xFF, 0xFF, 0, 0});
     t = test::run_cdb(f, {op::kModeSelect6, 0x11, 0, 0, 16, 0}, DataDir::kOut, 16, list);
     REQUIRE(t->good());
     CHECK(f.lu->mode_params() == ModeParams{true, true, true});

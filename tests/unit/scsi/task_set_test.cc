@@ -103,7 +103,8 @@ TEST_CASE("a long chain of waiting tasks starts without deep recursion") {
   f.backend->defer = true;
   auto first = run_attr(f, cdb10(op::kRead10, 0, 0, 1), TaskAttr::kSimple);
   std::vector<std::unique_ptr<test::TestTask>> v;
-  for (int i = 0; i < 2000; ++i) v.push_back(run_attr(f, kTur, TaskAttr::kOrdered, DataDir::kNone, 0));
+  for (int i = 0; i < 2000; ++i)
+    v.push_back(run_attr(f, kTur, TaskAttr::kOrdered, DataDir::kNone, 0));
   f.backend->complete_deferred();
   for (auto& t : v) CHECK(t->good());
 }
@@ -113,8 +114,8 @@ TEST_CASE("abort_task_set: running tasks end without a response, waiting ones wi
   f.backend->defer = true;
   auto w = run_attr(f, cdb10(op::kWrite10, 0, 0, 1), TaskAttr::kSimple, DataDir::kOut, 512,
                     Bytes(512, 3));
-  auto waiting = run_attr(f, cdb10(op::kWrite10, 0, 1, 1), TaskAttr::kOrdered, DataDir::kOut,
-                          512, Bytes(512, 4));
+  auto waiting = run_attr(f, cdb10(op::kWrite10, 0, 1, 1), TaskAttr::kOrdered, DataDir::kOut, 512,
+                          Bytes(512, 4));
   bool done = false;
   abort_task_set(*f.lu, &f.nexus, f.nexus, [&] { done = true; });
   CHECK_FALSE(done);

@@ -40,8 +40,9 @@ Bytes medium(const Fixture& f, uint64_t lba, uint64_t blocks) {
 }
 
 Bytes unmap_cdb(uint16_t plen, uint8_t byte1 = 0) {
-  return {op::kUnmap, byte1, 0, 0, 0, 0, 0, static_cast<uint8_t>(plen >> 8),
-          static_cast<uint8_t>(plen), 0};
+  return {
+      op::kUnmap, byte1, 0, 0, 0, 0, 0, static_cast<uint8_t>(plen >> 8), static_cast<uint8_t>(plen),
+      0};
 }
 
 // UNMAP parameter data: header, then one 16-byte descriptor per range.
@@ -317,8 +318,8 @@ TEST_CASE("WRITE SAME: zeros, NDOB, UNMAP") {
   f.backend->calls.clear();
   t = run_cdb(f, ws16(0x08, 4, 12), DataDir::kOut, 512, Bytes(512, 0xFF));
   REQUIRE(t->good());
-  CHECK(calls(f) == std::vector<Call>{{IoOp::kWrite, 4 * 512, 4 * 512},
-                                      {IoOp::kDiscard, 8 * 512, 8 * 512}});
+  CHECK(calls(f) ==
+        std::vector<Call>{{IoOp::kWrite, 4 * 512, 4 * 512}, {IoOp::kDiscard, 8 * 512, 8 * 512}});
   CHECK(medium(f, 4, 12) == Bytes(12 * 512, 0));
   f.backend->calls.clear();
   t = run_cdb(f, ws10(0x08, 200, 8), DataDir::kOut, 512, zero);
@@ -344,7 +345,7 @@ TEST_CASE("WRITE SAME: NUMBER OF BLOCKS 0 writes to the end (WSNZ=0); MAXIMUM WR
   t = run_cdb(f, ws10(0, 2049, 0), DataDir::kOut, 512, block);
   CHECK_SENSE(t, 0x5, 0x21, 0x00);
 
-  Fixture big(test::default_params(0x20000), 0, 1 << 20);  // 131072 blocks, 1 MiB stored
+  Fixture big(test::default_params(0x20000), 0, 1 << 20);      // 131072 blocks, 1 MiB stored
   t = run_cdb(big, ws10(0, 0, 0), DataDir::kOut, 512, block);  // 131072 > 65535
   CHECK_INVALID_CDB(t, 7, 7);
   t = run_cdb(big, ws16(0, 0, 0x10000), DataDir::kOut, 512, block);
@@ -389,8 +390,7 @@ TEST_CASE("WRITE SAME: errors, write-through, range lock") {
   const Bytes block = pattern(512, 53);
   f.backend->fail_with = -EIO;
   auto t = run_cdb(f, ws16(0, 0x1234, 3000), DataDir::kOut, 512, block);
-  CHECK(t->sense() ==
-        Bytes{0xF0, 0, 0x03, 0, 0, 0x12, 0x34, 10, 0, 0, 0, 0, 0x0C, 0, 0, 0, 0, 0});
+  CHECK(t->sense() == Bytes{0xF0, 0, 0x03, 0, 0, 0x12, 0x34, 10, 0, 0, 0, 0, 0x0C, 0, 0, 0, 0, 0});
   CHECK(f.backend->calls.size() == 1);  // stopped at the first failure
   CHECK(f.lu->range_lock().held() == 0);
   f.backend->fail_with = 0;
@@ -474,9 +474,9 @@ TEST_CASE("GET LBA STATUS: a thin LU reports what the backend deallocated") {
   REQUIRE(unmap(f, unmap_list({{16, 8}, {40, 16}}))->good());
   auto t = run_cdb(f, gls(0, 8 + 16 * 8), DataDir::kIn, 8 + 16 * 8);
   REQUIRE(t->good());
-  CHECK(t->data_in() == concat({header(5), descriptor(0, 16, 0), descriptor(16, 8, 1),
-                                descriptor(24, 16, 0), descriptor(40, 16, 1),
-                                descriptor(56, 2048 - 56, 0)}));
+  CHECK(t->data_in() ==
+        concat({header(5), descriptor(0, 16, 0), descriptor(16, 8, 1), descriptor(24, 16, 0),
+                descriptor(40, 16, 1), descriptor(56, 2048 - 56, 0)}));
   // Room for two descriptors: the first two runs.
   t = run_cdb(f, gls(0, 8 + 16 * 2), DataDir::kIn, 8 + 16 * 2);
   REQUIRE(t->good());
@@ -489,8 +489,8 @@ TEST_CASE("GET LBA STATUS: a thin LU reports what the backend deallocated") {
   REQUIRE(run_cdb(f, cdb10(op::kWrite10, 0, 44, 1), DataDir::kOut, 512, Bytes(512, 1))->good());
   t = run_cdb(f, gls(40, 8 + 16 * 3), DataDir::kIn, 8 + 16 * 3);
   REQUIRE(t->good());
-  CHECK(t->data_in() == concat({header(3), descriptor(40, 4, 1), descriptor(44, 1, 0),
-                                descriptor(45, 11, 1)}));
+  CHECK(t->data_in() ==
+        concat({header(3), descriptor(40, 4, 1), descriptor(44, 1, 0), descriptor(45, 11, 1)}));
   // The backend cannot tell: MEDIUM ERROR with the starting LBA.
   f.backend->extent_error = -EIO;
   t = run_cdb(f, gls(7, 24), DataDir::kIn, 24);
@@ -500,8 +500,8 @@ TEST_CASE("GET LBA STATUS: a thin LU reports what the backend deallocated") {
 TEST_CASE("GET LBA STATUS: a block only partly deallocated counts as mapped") {
   Thin f(thin_params(64, 4096));  // holes tracked per 512 bytes, blocks of 4096
   f.backend->holes.assign(f.backend->data.size() / 512, false);
-  f.backend->holes[1] = true;       // inside block 0
-  f.backend->holes[8 + 0] = true;   // the first half of block 1
+  f.backend->holes[1] = true;      // inside block 0
+  f.backend->holes[8 + 0] = true;  // the first half of block 1
   f.backend->holes[8 + 1] = true;
   for (size_t u = 16; u < 32; ++u) f.backend->holes[u] = true;  // blocks 2 and 3, whole
   auto t = run_cdb(f, gls(0, 8 + 16 * 4), DataDir::kIn, 8 + 16 * 4);
