@@ -721,7 +721,9 @@ void Connection::login_complete() {
   nexus_.target_port = fmt::format("{},t,0x{:04x}", target_->iqn, tpgt_);
   nexus_.relative_port_id = tpgt_;
   nexus_.target_port_group = tpgt_;
-  session_key_ = initiator_name_ + "|" + isid_hex + "|" + target_->iqn;
+  // RFC 7143 4.4.1: a session is named by ISID and the target portal group tag, so a login
+  // through another portal group is a second (multipath) session, not a reinstatement.
+  session_key_ = initiator_name_ + "|" + isid_hex + "|" + target_->iqn + "|" + std::to_string(tpgt_);
   server_.session_started(session_key_, reactor_.index(), id_);
   session_registered_ = true;
   spdlog::info("session {} {} -> {} from {} (tsih {}, MaxBurst {}, FirstBurst {}, R2T {}, Imm {})",
