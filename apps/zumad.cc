@@ -14,8 +14,15 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "admin/command_table.hh"
+#include "admin/control_server.hh"
+#include "admin/metrics_server.hh"
+#include "admin/service.hh"
 #include "config/config.hh"
 #include "scsi/device_server.hh"
+#include "snapshot/admin_handlers.hh"
+#include "snapshot/commands.hh"
+#include "snapshot/registry.hh"
 #include "storage/factory.hh"
 #include "target/server.hh"
 
@@ -36,10 +43,132 @@ std::optional<target::ChapPolicy> chap_policy(const std::optional<config::Chap>&
   return p;
 }
 
+// The snapshot stores of LUs with `snapshots:` (issue 7), by LU name.
+snapshot::Registry g_snapshots;
+
+// A LU with `snapshots:`: its backend becomes the live view of a snapshot store.
+std::unique_ptr<storage::Backend> with_snapshots(const config::Lun& l,
+                                                 std::unique_ptr<storage::Backend> home) {
+  const config::Snapshots& s = *l.snapshots;
+  auto data = storage::open_backend({"file", s.data, s.size});
+  if (!data) throw std::runtime_error(fmt::format("LU '{}': snapshot store: {}", l.name, data.error()));
+  auto meta = storage::open_backend({"file", s.meta, s.meta_size});
+  if (!meta) throw std::runtime_error(fmt::format("LU '{}': snapshot metadata: {}", l.name, meta.error()));
+  snapshot::StoreOptions o;
+  o.name = l.name;
+  o.chunk_size = s.chunk_size;
+  o.warn_fill = s.warn_fill / 100.0;
+  auto store = snapshot::SnapshotStore::open(std::move(home), std::move(*data), std::move(*meta), o);
+  if (!store) throw std::runtime_error(fmt::format("LU '{}': snapshot store: {}", l.name, store.error()));
+  std::vector<snapshot::Schedule> schedules;
+  for (const auto& sc : s.schedules) schedules.push_back({sc.name, sc.every, sc.keep});
+  g_snapshots.add(l.name, *store, std::move(schedules));
+  return (*store)->live_view();
+}
+
+// A LU with `source:`: a snapshot (read-only) or a clone of an earlier LU's store.
+std::unique_ptr<storage::Backend> snapshot_source(const config::Lun& l) {
+  const config::LunSource& src = *l.source;
+  auto store = g_snapshots.find(src.lu);
+  if (!store)
+    throw std::runtime_error(fmt::format("LU '{}': LU '{}' has no snapshot store (list it first)",
+                                         l.name, src.lu));
+  if (!src.snapshot.empty()) {
+    auto e = store->find(src.snapshot);
+    if (!e) throw std::runtime_error(fmt::format("LU '{}': no snapshot '{}' of '{}'", l.name, src.snapshot, src.lu));
+    auto v = store->snapshot_view(*e);
+    if (!v) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, v.error()));
+    return std::move(*v);
+  }
+  std::optional<uint64_t> id;
+  for (const auto& c : store->clones())
+    if (c.name == src.clone) id = c.id;
+  if (!id) {
+    if (src.from.empty())
+      throw std::runtime_error(fmt::format("LU '{}': no clone '{}' of '{}' (give from: to create it)",
+                                           l.name, src.clone, src.lu));
+    auto made = store->clone(src.from, src.clone);
+    if (!made) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, made.error()));
+    id = *made;
+  }
+  auto v = store->clone_view(*id);
+  if (!v) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, v.error()));
+  return std::move(*v);
+}
+
 struct BuiltLu {
   std::string name;
   std::shared_ptr<scsi::LogicalUnit> lu;
 };
+
+// A config sub-unit as storage opens it (docs/DISTRIBUTED.md: iscsi and mirror backends).
+storage::SubUnitSpec subunit_spec(const config::Config& cfg, const config::Lun& l,
+                                  const config::SubUnit& su, size_t index, uint64_t size) {
+  storage::SubUnitSpec spec;
+  const auto member = [&](const config::SubUnit& m) {
+    storage::SubUnitSpec::Member out;
+    out.backend = {m.backend, m.path, size};
+    out.iscsi.url = m.url;
+    out.iscsi.initiator =
+        m.initiator.empty() ? fmt::format("iqn.2026-11.org.zuma:{}", cfg.node.name) : m.initiator;
+    if (!m.chap.empty()) {
+      out.iscsi.user = m.chap.front().user;
+      out.iscsi.secret = m.chap.front().secret;
+      out.iscsi.mutual_user = m.chap.front().mutual_user;
+      out.iscsi.mutual_secret = m.chap.front().mutual_secret;
+    }
+    out.iscsi.size = size;
+    out.iscsi.block_size = l.block_size;
+    out.iscsi.timeout_s = m.timeout;
+    return out;
+  };
+  if (su.mirror.empty()) {
+    spec.members.push_back(member(su));
+  } else {
+    for (const auto& m : su.mirror) spec.members.push_back(member(m));
+    spec.mirror_state = fmt::format("{}/mirror/{}.{}", cfg.node.data_dir, l.name, index);
+  }
+  spec.size = size;
+  return spec;
+}
+
+// Opens one LU's sub-units and builds the LU (at startup, and for LUs added live through
+// zumactl). Throws std::runtime_error with a one-line message.
+std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const config::Lun& l) {
+  std::unique_ptr<storage::Backend> backend;
+  if (l.source) backend = snapshot_source(l);  // issue 7: no sub-units of its own
+  std::vector<std::unique_ptr<storage::Backend>> parts;
+  uint64_t given = 0;
+  for (const auto& su : l.subunits) given += su.size;
+  for (size_t i = 0; i < l.subunits.size(); ++i) {
+    const auto& su = l.subunits[i];
+    const uint64_t size = su.size ? su.size : l.size - given;  // validated by config
+    auto b = storage::open_subunit(subunit_spec(cfg, l, su, i, size));
+    if (!b) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, b.error()));
+    parts.push_back(std::move(*b));
+  }
+  if (l.source) {
+  } else if (l.layout == "striped") {
+    auto s = storage::make_striped(std::move(parts), l.stripe_unit, l.size);
+    if (!s) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, s.error()));
+    backend = std::move(*s);
+  } else {
+    backend = parts.size() == 1 ? std::move(parts[0]) : storage::make_concat(std::move(parts));
+  }
+  if (l.snapshots) backend = with_snapshots(l, std::move(backend));
+  auto uuid = scsi::load_or_create_lu_uuid(cfg.node.data_dir, l.name);
+  if (!uuid) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, uuid.error()));
+  scsi::LuParams lp;
+  lp.name = l.name;
+  lp.uuid = *uuid;
+  lp.block_size = l.block_size;
+  lp.num_blocks = l.size / l.block_size;
+  lp.thin = l.thin;
+  lp.write_cache = l.write_cache;
+  lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
+  lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
+  return scsi::make_logical_unit(std::move(lp), std::move(backend));
+}
 
 // Opens every LU's sub-units. Errors are startup errors: thrown, reported, exit 1.
 target::ServerConfig build(const config::Config& cfg, std::vector<BuiltLu>& lus) {
@@ -80,28 +209,7 @@ target::ServerConfig build(const config::Config& cfg, std::vector<BuiltLu>& lus)
         table->port_groups.push_back({p.tpgt, {p.tpgt}});
     }
     for (const auto& l : t.luns) {
-      std::vector<std::unique_ptr<storage::Backend>> parts;
-      uint64_t given = 0;
-      for (const auto& su : l.subunits) given += su.size;
-      for (const auto& su : l.subunits) {
-        const uint64_t size = su.size ? su.size : l.size - given;  // validated by config
-        auto b = storage::open_backend({su.backend, su.path, size});
-        if (!b) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, b.error()));
-        parts.push_back(std::move(*b));
-      }
-      auto backend = parts.size() == 1 ? std::move(parts[0]) : storage::make_concat(std::move(parts));
-      auto uuid = scsi::load_or_create_lu_uuid(cfg.node.data_dir, l.name);
-      if (!uuid) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, uuid.error()));
-      scsi::LuParams lp;
-      lp.name = l.name;
-      lp.uuid = *uuid;
-      lp.block_size = l.block_size;
-      lp.num_blocks = l.size / l.block_size;
-      lp.thin = l.thin;
-      lp.write_cache = l.write_cache;
-      lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
-      lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
-      auto lu = scsi::make_logical_unit(std::move(lp), std::move(backend));
+      auto lu = open_lu(cfg, l);
       lus.push_back({l.name, lu});
       table->luns.emplace(l.id, lu);
     }
@@ -182,9 +290,29 @@ int main(int argc, char** argv) {
 
   std::vector<BuiltLu> lus;
   std::unique_ptr<target::Server> server;
+  // The control socket (zumactl) and the metrics endpoint: admin/.
+  admin::CommandTable commands = admin::standard_table();
+  if (!commands.find("snapshot create")) snapshot::register_snapshot_commands(commands);
+  std::unique_ptr<admin::Service> service;
+  std::unique_ptr<admin::ControlServer> control;
+  std::unique_ptr<admin::MetricsServer> metrics;
   try {
     server = std::make_unique<target::Server>(build(cfg, lus));
     server->start();
+    std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> by_name;
+    for (auto& l : lus) by_name.emplace(l.name, l.lu);
+    service = std::make_unique<admin::Service>(cfg, *server, std::move(by_name), open_lu);
+    service->bind(commands);
+    snapshot::bind_snapshot_handlers(commands, g_snapshots);
+    g_snapshots.start();  // scheduled snapshots
+    control = std::make_unique<admin::ControlServer>(cfg.node.control_socket, commands);
+    control->start();
+    if (!cfg.node.metrics.empty()) {
+      auto hp = admin::split_host_port(cfg.node.metrics);  // validated by config
+      metrics = std::make_unique<admin::MetricsServer>(hp->first, hp->second,
+                                                       [s = service.get()] { return s->metrics_text(); });
+      metrics->start();
+    }
   } catch (const std::exception& e) {
     spdlog::critical("startup failed: {}", e.what());
     return 1;
@@ -193,8 +321,11 @@ int main(int argc, char** argv) {
   std::string portals;
   for (size_t i = 0; i < cfg.portals.size(); ++i)
     portals += fmt::format("{}{}:{}", i ? ", " : "", url_host(cfg.portals[i].host), ports[i]);
-  spdlog::info("zumad {} ready: {} LUs in {} targets on {}", cfg.node.name, lus.size(),
-               cfg.targets.size(), portals);
+  spdlog::info("zumad {} ready: {} LUs in {} targets on {}; control {}; metrics {}", cfg.node.name,
+               lus.size(), cfg.targets.size(), portals, cfg.node.control_socket,
+               metrics ? fmt::format("http://{}:{}/metrics", url_host(admin::split_host_port(cfg.node.metrics)->first),
+                                     metrics->port())
+                       : std::string("off"));
   for (const auto& t : cfg.targets)
     for (const auto& l : t.luns)
       spdlog::info("  iscsi://{}:{}/{}/{}  ({}, {} bytes, {}-byte blocks)",
@@ -204,13 +335,17 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  if (metrics) metrics->stop();
+  control->stop();  // no more live changes; then the LUs in use now are final
+  g_snapshots.stop();
+  const auto live_lus = service->lus();
   server->stop();
   server.reset();
   int rc = 0;
-  for (auto& l : lus) {
-    int r = scsi::flush_logical_unit(*l.lu);
+  for (auto& [name, lu] : live_lus) {
+    int r = scsi::flush_logical_unit(*lu);
     if (r != 0) {
-      spdlog::error("LU '{}': flush failed: {}", l.name, strerror(-r));
+      spdlog::error("LU '{}': flush failed: {}", name, strerror(-r));
       rc = 1;
     }
   }

@@ -389,6 +389,7 @@ class Parser {
       if (const Item* c = df.get("chap")) config.discovery.chap = parse_chap(*c);
     }
     config.targets = parse_targets(require(top, "targets"));
+    check_sources(config);
     return config;
   }
 
@@ -528,7 +529,8 @@ class Parser {
 
   void parse_node(const Item& item, Node& node) {
     const Fields f =
-        fields(item, {"name", "data_dir", "control_socket", "reactors", "log_level"}, {}, true);
+        fields(item, {"name", "data_dir", "control_socket", "reactors", "log_level", "metrics"}, {},
+               true);
     if (const Item* v = f.get("name")) node.name = plain_name(*v);
     if (const Item* v = f.get("data_dir")) {
       node.data_dir = text(*v);
@@ -555,6 +557,18 @@ class Parser {
         fail(*v, "expected one of trace, debug, info, warn, error, critical, off");
       }
       node.log_level = level;
+    }
+    if (const Item* v = f.get("metrics")) {
+      // Off when empty; a bare port listens on loopback only (docs/CONFIG.md).
+      std::string m = text(*v);
+      if (!m.empty() && is_digits(m)) m = "127.0.0.1:" + m;
+      if (!m.empty()) {
+        auto a = parse_address(m);
+        if (!a) fail(*v, fmt::format("invalid metrics address '{}': {}", m, a.error()));
+        if (m.find(':') == std::string::npos || m.back() == ']')
+          fail(*v, fmt::format("give the metrics port too, e.g. \"127.0.0.1:9460\""));
+      }
+      node.metrics = m;
     }
   }
 
@@ -718,7 +732,12 @@ class Parser {
       std::ifstream in(path, std::ios::binary);
       if (!in) fail(*file, fmt::format("cannot read '{}'", path));
       secret.assign(std::istreambuf_iterator<char>(in), {});
-      while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+      // Exactly one trailing newline (LF or CRLF), as an editor or `echo` leaves it; any
+      // other byte, a second newline included, is part of the secret (docs/CONFIG.md).
+      if (secret.ends_with("\r\n"))
+        secret.resize(secret.size() - 2);
+      else if (secret.ends_with('\n'))
+        secret.pop_back();
     }
     if (secret.size() < 12)
       fail(where, fmt::format("a CHAP secret needs at least 12 bytes (RFC 7143 12.1.3), this one has {}",
@@ -737,6 +756,8 @@ class Parser {
     if (chap.user.empty() || chap.user.size() > kMaxTextValueBytes)
       fail(require(f, "user"), "expected a name of 1 to 255 bytes");
     chap.secret = chap_secret(f, "secret", true);
+    if (const Item* v = f.get("secret_file")) chap.secret_file = text(*v);
+    if (const Item* v = f.get("mutual_secret_file")) chap.mutual_secret_file = text(*v);
     if (const Item* v = f.get("mutual_user")) {
       chap.mutual_user = text(*v);
       if (chap.mutual_user.empty() || chap.mutual_user.size() > kMaxTextValueBytes)
@@ -825,7 +846,8 @@ class Parser {
 
   Lun parse_lun(const Item& item, std::map<uint64_t, YAML::Mark>& ids) {
     const Fields f = fields(item, {"id", "name", "size", "block_size", "thin", "write_cache",
-                                   "subunits", "backend", "path"});
+                                   "subunits", "backend", "path", "layout", "stripe_unit",
+                                   "snapshots", "source"});
     Lun lun;
     lun.loc = location(item.mark);
     const Item& id = require(f, "id");
@@ -865,23 +887,165 @@ class Parser {
       if (items.empty()) fail(*subunits, "a LUN needs at least one sub-unit");
       std::vector<std::optional<Item>> sizes;  // as written; nullopt where left out
       for (const Item& sub : items) {
-        const Fields sf = fields(sub, {"backend", "path", "size"});
-        lun.subunits.push_back(
-            parse_subunit(sf, require(sf, "backend"), sf.get("path"), lun.name, sub.mark));
+        const Fields sf = fields(sub, {"backend", "path", "size", "url", "initiator", "chap",
+                                       "timeout", "mirror"});
+        if (const Item* m = sf.get("mirror")) {
+          lun.subunits.push_back(parse_mirror(sf, *m, lun.name, sub.mark));
+        } else {
+          lun.subunits.push_back(
+              parse_subunit(sf, require(sf, "backend"), sf.get("path"), lun.name, sub.mark));
+        }
         const Item* s = sf.get("size");
         sizes.push_back(s ? std::optional<Item>(*s) : std::nullopt);
       }
-      resolve_sizes(*subunits, items, sizes, lun);
+      if (parse_layout(f, lun)) {
+        resolve_striped(*subunits, items, sizes, lun);
+      } else {
+        resolve_sizes(*subunits, items, sizes, lun);
+      }
     } else if (backend) {
       // Shorthand: backend/path on the LUN itself is one sub-unit covering the whole LU.
       lun.subunits.push_back(parse_subunit(f, *backend, path, lun.name, backend->mark));
       lun.subunits.back().size = lun.size;
+      if (parse_layout(f, lun)) {
+        fail(*f.get("layout"), "a striped layout needs a list of subunits");
+      }
     } else if (path) {
       fail(*path, "path needs a backend (backend: file)");
-    } else {
+    } else if (!f.get("source")) {
       fail(item, "missing key 'subunits' (or backend and path for a single sub-unit)");
     }
+    if (const Item* v = f.get("source")) {
+      if (subunits || backend) fail(*v, "a LU with a source has no sub-units of its own");
+      if (f.get("snapshots")) fail(*v, "a snapshot or clone export cannot have snapshots itself");
+      lun.source = parse_source(*v, lun.name);
+    }
+    if (const Item* v = f.get("snapshots")) lun.snapshots = parse_snapshots(*v, lun);
     return lun;
+  }
+
+  // `snapshots:` of a LUN (issue 7, docs/CONFIG.md).
+  Snapshots parse_snapshots(const Item& item, const Lun& lun) {
+    const Fields f = fields(item, {"store", "chunk_size", "warn_fill", "schedules"});
+    Snapshots s;
+    s.loc = location(item.mark);
+    const Item& store = require(f, "store");
+    const Fields sf = fields(store, {"data", "meta", "size", "meta_size"});
+    auto file = [&](const Item& v) {
+      std::string p = text(v);
+      if (p.empty()) fail(v, "expected a path, got an empty string");
+      std::error_code ec;
+      std::filesystem::path full = std::filesystem::absolute(p, ec);
+      if (ec) full = p;
+      const auto [first, inserted] =
+          file_users_.emplace(full.lexically_normal().string(), SeenAt{lun.name, v.mark});
+      if (!inserted)
+        fail(v, fmt::format("file '{}' is already used by LU '{}' (at {})", p, first->second.owner,
+                            at(first->second.mark)));
+      return p;
+    };
+    s.data = file(require(sf, "data"));
+    s.meta = file(require(sf, "meta"));
+    if (const Item* v = f.get("chunk_size")) {
+      s.chunk_size = size(*v);
+      if (s.chunk_size < 4096 || s.chunk_size > (8u << 20) || (s.chunk_size & (s.chunk_size - 1)))
+        fail(*v, "expected a power of two from 4KiB to 8MiB");
+    }
+    if (lun.size % s.chunk_size != 0)
+      fail(f.get("chunk_size") ? *f.get("chunk_size") : item,
+           fmt::format("the LU size {} is not a multiple of the chunk size {}",
+                       describe_size(lun.size), describe_size(s.chunk_size)));
+    const Item& sz = require(sf, "size");
+    s.size = size(sz);
+    if (s.size < s.chunk_size)
+      fail(sz, fmt::format("expected at least one chunk ({})", describe_size(s.chunk_size)));
+    s.meta_size = std::max<uint64_t>(1u << 20, s.size / 128);
+    if (const Item* v = sf.get("meta_size")) {
+      s.meta_size = size(*v);
+      if (s.meta_size < (64u << 10)) fail(*v, "expected at least 64KiB");
+    }
+    if (const Item* v = f.get("warn_fill")) {
+      std::string t = v->node.IsScalar() ? v->node.Scalar() : "";
+      if (!t.empty() && t.back() == '%') t.pop_back();
+      const Item n{YAML::Node(t), v->mark, v->path};
+      s.warn_fill = static_cast<uint32_t>(integer(n, 1, 100));
+    }
+    if (const Item* v = f.get("schedules")) {
+      std::map<std::string, YAML::Mark> names;
+      for (const Item& e : list(*v, "schedules like {every: 15m, keep: 24}")) {
+        const Fields ef = fields(e, {"every", "keep", "name"});
+        SnapshotSchedule sch;
+        sch.loc = location(e.mark);
+        const Item& every = require(ef, "every");
+        sch.every = duration(every);
+        if (sch.every < 1) fail(every, "expected at least 1s");
+        sch.keep = static_cast<uint32_t>(integer(require(ef, "keep"), 1, 100000));
+        sch.name = ef.get("name") ? plain_name(*ef.get("name")) : fmt::format("auto-{}", sch.every);
+        if (auto [first, inserted] = names.emplace(sch.name, e.mark); !inserted)
+          fail(e, fmt::format("two schedules named '{}' (first at {}); give each a name",
+                              sch.name, at(first->second)));
+        s.schedules.push_back(std::move(sch));
+      }
+    }
+    return s;
+  }
+
+  // "90s", "15m", "1h", "1d" or plain seconds.
+  uint64_t duration(const Item& item) const {
+    const std::string t = item.node.IsScalar() ? item.node.Scalar() : "";
+    uint64_t mult = 1;
+    std::string digits = t;
+    if (!t.empty() && !std::isdigit(static_cast<unsigned char>(t.back()))) {
+      switch (t.back()) {
+        case 's': mult = 1; break;
+        case 'm': mult = 60; break;
+        case 'h': mult = 3600; break;
+        case 'd': mult = 86400; break;
+        default: fail(item, "expected a duration like 90s, 15m, 1h or 1d");
+      }
+      digits.pop_back();
+    }
+    if (digits.empty() || !is_digits(digits) || digits.size() > 9)
+      fail(item, "expected a duration like 90s, 15m, 1h or 1d");
+    return std::stoull(digits) * mult;
+  }
+
+  LunSource parse_source(const Item& item, const std::string& lu_name) {
+    const Fields f = fields(item, {"lu", "snapshot", "clone", "from"});
+    LunSource src;
+    src.loc = location(item.mark);
+    src.lu = plain_name(require(f, "lu"));
+    const Item* snap = f.get("snapshot");
+    const Item* clone = f.get("clone");
+    if (!!snap == !!clone) fail(item, "give either snapshot (read-only) or clone (writable)");
+    if (snap) src.snapshot = text(*snap);
+    if (clone) {
+      src.clone = plain_name(*clone);
+      if (const Item* v = f.get("from")) src.from = text(*v);
+    } else if (const Item* v = f.get("from")) {
+      fail(*v, "from goes with clone");
+    }
+    source_items_.emplace(lu_name, item);
+    return src;
+  }
+
+  // Every source names a LU with snapshots and the same size.
+  void check_sources(const Config& config) const {
+    std::map<std::string, const Lun*> by_name;
+    for (const auto& t : config.targets)
+      for (const auto& l : t.luns) by_name[l.name] = &l;
+    for (const auto& t : config.targets)
+      for (const auto& l : t.luns) {
+        if (!l.source) continue;
+        const Item* where = &source_items_.at(l.name);
+        auto it = by_name.find(l.source->lu);
+        if (it == by_name.end() || !it->second->snapshots)
+          fail(*where, fmt::format("'{}' is not a LU with snapshots", l.source->lu));
+        if (it->second->size != l.size || it->second->block_size != l.block_size)
+          fail(*where, fmt::format("the size and block size must be those of '{}' ({}, {})",
+                                   l.source->lu, describe_size(it->second->size),
+                                   it->second->block_size));
+      }
   }
 
   // `owner` is the mapping holding backend/path: the sub-unit's, or the LUN's (shorthand).
@@ -889,10 +1053,14 @@ class Parser {
                         const std::string& lu_name, const YAML::Mark& mark) {
     SubUnit su;
     su.loc = location(mark);
-    su.backend = written_null(backend) ? "null" : text(backend, "expected file, memory or null");
-    if (su.backend != "file" && su.backend != "memory" && su.backend != "null") {
-      fail(backend, "expected file, memory or null");
+    su.backend =
+        written_null(backend) ? "null" : text(backend, "expected file, memory, null or iscsi");
+    if (su.backend != "file" && su.backend != "memory" && su.backend != "null" &&
+        su.backend != "iscsi") {
+      fail(backend, su.backend == "mirror" ? "a mirror is written mirror: [member, member]"
+                                           : "expected file, memory, null or iscsi");
     }
+    parse_remote(owner, su);
     if (su.backend == "file") {
       if (!path) fail(owner.self, "missing key 'path' (the file backend needs one)");
       su.path = text(*path);
@@ -911,6 +1079,135 @@ class Parser {
       fail(*path, fmt::format("the {} backend takes no path", su.backend));
     }
     return su;
+  }
+
+  // backend iscsi: url (iscsi://HOST[:PORT]/IQN/LUN), initiator, chap, timeout; other
+  // backends take none of these (docs/DISTRIBUTED.md).
+  void parse_remote(const Fields& owner, SubUnit& su) const {
+    const bool remote = su.backend == "iscsi";
+    for (std::string_view key : {"url", "initiator", "chap", "timeout"}) {
+      if (const Item* v = owner.get(key); v && !remote)
+        fail(*v, fmt::format("the {} backend takes no {} (only backend iscsi does)", su.backend,
+                             key));
+    }
+    if (!remote) return;
+    if (const Item* p = owner.get("path")) fail(*p, "the iscsi backend takes url, not path");
+    const Item* url = owner.get("url");
+    if (!url) fail(owner.self, "missing key 'url' (iscsi://HOST[:PORT]/TARGET-IQN/LUN)");
+    su.url = text(*url);
+    if (auto problem = iscsi_url_problem(su.url))
+      fail(*url, fmt::format("'{}' is not an iSCSI URL: {}", su.url, *problem));
+    if (const Item* v = owner.get("initiator")) su.initiator = iscsi_name(*v);
+    if (const Item* v = owner.get("chap")) {
+      Chap c = parse_chap(*v);
+      if (!c.algorithms.empty())
+        fail(*v, "algorithms does not apply to a remote sub-unit (the remote target offers them)");
+      su.chap.push_back(std::move(c));
+    }
+    if (const Item* v = owner.get("timeout")) su.timeout = static_cast<uint32_t>(integer(*v, 1, 3600));
+  }
+
+  // iscsi://HOST[:PORT]/IQN/LUN, HOST an IPv4 address, [IPv6] or a host name. Credentials
+  // in the URL are refused: they belong under chap (secret_file keeps them out of the YAML).
+  std::optional<std::string> iscsi_url_problem(const std::string& url) const {
+    constexpr std::string_view kScheme = "iscsi://";
+    if (!url.starts_with(kScheme)) return "expected iscsi://HOST[:PORT]/TARGET-IQN/LUN";
+    const std::string rest = url.substr(kScheme.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string::npos || slash == 0) return "expected HOST[:PORT] after iscsi://";
+    const std::string hostport = rest.substr(0, slash);
+    if (hostport.find('@') != std::string::npos)
+      return "credentials do not go in the URL; give them under chap";
+    const size_t colon = hostport.rfind(':');
+    if (colon != std::string::npos && hostport.find(']', colon) == std::string::npos) {
+      const std::string port = hostport.substr(colon + 1);
+      if (!is_digits(port) || port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535)
+        return "the port must be 1..65535";
+    }
+    const std::string path = rest.substr(slash + 1);
+    const size_t second = path.rfind('/');
+    if (second == std::string::npos) return "expected /TARGET-IQN/LUN after the host";
+    const std::string iqn = path.substr(0, second), lun = path.substr(second + 1);
+    if (auto problem = iscsi_name_problem(iqn)) return "target name: " + *problem;
+    if (!is_digits(lun) || lun.size() > 5 || std::stoul(lun) > kMaxLunId)
+      return fmt::format("the LUN must be 0..{}", kMaxLunId);
+    return std::nullopt;
+  }
+
+  // mirror: [member, member]: two backends holding the same data (docs/DISTRIBUTED.md).
+  SubUnit parse_mirror(const Fields& owner, const Item& item, const std::string& lu_name,
+                       const YAML::Mark& mark) {
+    if (const Item* b = owner.get("backend")) {
+      if (text(*b) != "mirror") fail(*b, "give either backend or mirror, not both");
+    }
+    for (std::string_view key : {"path", "url", "initiator", "chap", "timeout"}) {
+      if (const Item* v = owner.get(key))
+        fail(*v, fmt::format("{} belongs to a mirror member, not to the mirror", key));
+    }
+    SubUnit su;
+    su.loc = location(mark);
+    su.backend = "mirror";
+    const std::vector<Item> members = list(item, "two mirror members");
+    if (members.size() != 2)
+      fail(item, fmt::format("a mirror has exactly two members, this one has {}", members.size()));
+    for (const Item& m : members) {
+      const Fields mf = fields(m, {"backend", "path", "url", "initiator", "chap", "timeout"});
+      SubUnit member = parse_subunit(mf, require(mf, "backend"), mf.get("path"), lu_name, m.mark);
+      if (member.backend == "null") fail(require(mf, "backend"), "a null backend cannot mirror data");
+      su.mirror.push_back(std::move(member));
+    }
+    return su;
+  }
+
+  // layout / stripe_unit; true when striped.
+  bool parse_layout(const Fields& f, Lun& lun) const {
+    const Item* layout = f.get("layout");
+    const Item* unit = f.get("stripe_unit");
+    if (layout) {
+      lun.layout = text(*layout);
+      if (lun.layout != "concat" && lun.layout != "striped") fail(*layout, "expected concat or striped");
+    }
+    if (lun.layout != "striped") {
+      if (unit) fail(*unit, "stripe_unit needs layout: striped");
+      return false;
+    }
+    lun.stripe_unit = 64 << 10;
+    if (unit) {
+      lun.stripe_unit = size(*unit);
+      const uint64_t su = lun.stripe_unit;
+      if (su == 0 || (su & (su - 1)) != 0)
+        fail(*unit, fmt::format("{} is not a power of two", describe_size(su)));
+      if (su % lun.block_size != 0)
+        fail(*unit, fmt::format("{} is not a multiple of block_size {}", describe_size(su),
+                                lun.block_size));
+      if (su > (uint64_t{1} << 30)) fail(*unit, "at most 1GiB");
+    }
+    return true;
+  }
+
+  // Striped: every sub-unit holds the same number of stripe units, together the LU size
+  // rounded up to a full stripe (sub-units x stripe_unit); a size left out gets that share.
+  void resolve_striped(const Item& subunits, const std::vector<Item>& items,
+                       const std::vector<std::optional<Item>>& sizes, Lun& lun) const {
+    const uint64_t n = items.size();
+    const uint64_t stripe = n * lun.stripe_unit;
+    const uint64_t stripes = lun.size / stripe + (lun.size % stripe != 0 ? 1 : 0);
+    const uint64_t each = stripes * lun.stripe_unit;
+    if (stripes > std::numeric_limits<uint64_t>::max() / stripe)
+      fail(subunits, "the LU is too large for this stripe");
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (sizes[i]) {
+        const uint64_t bytes = size(*sizes[i]);
+        if (bytes != each) {
+          fail(*sizes[i],
+               fmt::format("striped sub-units are all {} (the LU's {} rounded up to a full "
+                           "stripe of {} x {}, divided by {}), not {}",
+                           describe_size(each), describe_size(lun.size), n,
+                           describe_size(lun.stripe_unit), n, describe_size(bytes)));
+        }
+      }
+      lun.subunits[i].size = each;
+    }
   }
 
   // Sub-unit sizes: multiples of block_size, at most one left out (it gets the rest), and
@@ -959,6 +1256,7 @@ class Parser {
   YAML::Mark data_dir_mark_;
   std::map<std::string, YAML::Mark> lu_names_;
   std::map<std::string, SeenAt> file_users_;  // normalized absolute path -> first user
+  std::map<std::string, Item> source_items_;  // LU name -> its `source:`
 };
 
 }  // namespace

@@ -32,6 +32,8 @@ struct Node {
   std::string control_socket;      // default: <data_dir>/zumad.sock
   unsigned reactors = 0;           // reactor threads; 0 = one per CPU
   std::string log_level = "info";  // trace debug info warn error critical off
+  // Prometheus text endpoint "HOST:PORT" (a bare port means 127.0.0.1); empty = off.
+  std::string metrics;
 };
 
 struct Portal {
@@ -63,10 +65,47 @@ struct Iscsi {
   bool data_digest_none = true;
 };
 
+struct Chap;
+
 struct SubUnit {
-  std::string backend;  // "file", "memory", "null"
+  std::string backend;  // "file", "memory", "null", "iscsi"; "mirror" when `mirror` is set
   std::string path;     // file backend: path (relative paths are relative to the cwd)
   uint64_t size = 0;    // bytes; 0 = whatever of the LU's size the other sub-units leave
+  Location loc;
+  // backend iscsi (docs/DISTRIBUTED.md): iscsi://HOST[:PORT]/TARGET-IQN/LUN.
+  std::string url;
+  std::string initiator;           // our initiator name; empty: <node name>-derived default
+  std::vector<Chap> chap;          // zero or one: CHAP credentials to log in with
+  uint32_t timeout = 10;           // seconds a remote command may take before the session is reset
+  std::vector<SubUnit> mirror;     // backend "mirror": its two members (each file/memory/iscsi)
+};
+
+// Snapshots of one LU (issue 7): the store's data and metadata files, the chunk size and
+// the schedules.
+struct SnapshotSchedule {
+  uint64_t every = 0;  // seconds between snapshots
+  uint32_t keep = 0;   // scheduled snapshots kept (the oldest go first)
+  std::string name;    // name prefix; snapshots are "<name>-<UTC time>"
+  Location loc;
+};
+
+struct Snapshots {
+  std::string data;        // file (or block device) holding the chunks written since snapshots
+  std::string meta;        // metadata file (journal + checkpoints)
+  uint64_t size = 0;       // bytes of `data`
+  uint64_t meta_size = 0;  // bytes of `meta`; default: size / 128, at least 1MiB
+  uint64_t chunk_size = 64 * 1024;
+  uint32_t warn_fill = 90;  // percent of the space in use that logs a warning
+  std::vector<SnapshotSchedule> schedules;
+  Location loc;
+};
+
+// A LU that exports a snapshot (read-only) or a writable clone of another LU's snapshots.
+struct LunSource {
+  std::string lu;        // the LU with `snapshots`
+  std::string snapshot;  // a snapshot of it (name or id): read-only export
+  std::string clone;     // or a clone's name (created from `from` at start when missing)
+  std::string from;      // the snapshot a new clone branches from
   Location loc;
 };
 
@@ -77,8 +116,16 @@ struct Lun {
   uint32_t block_size = 512;
   bool thin = false;
   bool write_cache = true;
-  std::vector<SubUnit> subunits;  // concatenated in order; sizes add up to `size`
+  std::vector<SubUnit> subunits;  // in order; concat: sizes add up to `size`
   Location loc;
+  // "concat" (sub-units one after another) or "striped" (round robin in stripe_unit
+  // pieces; equal sub-unit sizes adding up to `size` rounded up to a full stripe).
+  std::string layout = "concat";
+  uint64_t stripe_unit = 0;  // bytes, striped only: a power of two, a multiple of block_size
+  // Snapshots of this LU (issue 7, docs/CONFIG.md "snapshots"); nullopt = none.
+  std::optional<Snapshots> snapshots;
+  // This LU exports a snapshot or a clone of another LU instead of sub-units.
+  std::optional<LunSource> source;
 };
 
 // CHAP credentials (RFC 7143 12.1.3). Secrets come from the YAML or from a file that is
@@ -89,6 +136,10 @@ struct Chap {
   std::string mutual_user;      // mutual CHAP: the name the target sends back; empty = one-way
   std::string mutual_secret;    // the target's secret, different from `secret`
   std::vector<std::string> algorithms;  // of MD5, SHA-1, SHA-256, SHA3-256; empty = all
+  // Where secret / mutual_secret were read from (secret_file keys); empty = given inline.
+  // `config save` writes these back instead of the secrets.
+  std::string secret_file;
+  std::string mutual_secret_file;
   Location loc;
 };
 
@@ -131,6 +182,36 @@ Config parse(const std::string& text, const std::string& path);
 // "1GiB" -> 1073741824. Accepts a plain integer (bytes) or an integer with one of
 // B, KiB, MiB, GiB, TiB, K, M, G, T (binary). Returns nullopt on anything else.
 std::optional<uint64_t> parse_size(const std::string& text);
+
+// --- Live reconfiguration (issue 6: zumactl config reload / config save) ---
+
+// What changed between two configurations, by name (LUs by name, targets by iqn,
+// portals by address).
+struct ConfigDiff {
+  std::vector<std::string> restart_needed;  // keys that cannot change live, e.g. "node.data_dir"
+  bool log_level_changed = false;
+  bool metrics_changed = false;
+  std::vector<Portal> portals_added, portals_removed;
+  std::vector<std::string> targets_added, targets_removed, targets_changed;
+  std::vector<std::string> luns_added, luns_removed;
+  // Same name, other definition (size, block size, sub-units, ...): replaced by a new LU.
+  std::vector<std::string> luns_changed;
+  bool empty() const;
+  std::string summary() const;  // one line, e.g. "1 LU added, 1 target changed"
+};
+ConfigDiff diff(const Config& from, const Config& to);
+
+// The configuration as YAML text that parse() reads back to an equal Config. Secrets read
+// from files are written as their *_file keys. `header` (comment lines) goes first.
+std::string to_yaml(const Config& config, const std::string& header = "");
+// The comment block at the top of a YAML text (lines starting with '#', and blank lines,
+// before the first other line).
+std::string leading_comments(const std::string& text);
+// "HOST:PORT" of a portal, IPv6 hosts in brackets.
+std::string portal_address(const Portal& p);
+// Equality of the parts a live change cares about (locations ignored).
+bool same_lun(const Lun& a, const Lun& b);
+bool same_target(const Target& a, const Target& b);
 
 // "10.0.0.0/8", "::1/128", or a bare address (/32, /128) -> (address text, prefix length);
 // nullopt when malformed or the prefix is too long for the family.

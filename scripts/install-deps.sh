@@ -12,6 +12,8 @@ PACKAGES=(
   libxxhash-dev libcpp-httplib-dev
   # peers for tests and benchmarks
   libiscsi-bin tgt qemu-utils qemu-block-extra
+  # libFuzzer targets (tests/fuzz/run.sh): clang with its sanitizer and fuzzer runtimes
+  clang-16 libclang-rt-16-dev
   # used by the test scripts (timeout, stdbuf; Essential, listed for minimal images)
   coreutils
 )

@@ -4,11 +4,16 @@
 # 1. installs the dependencies, 2. builds build/ (RelWithDebInfo) and runs every ctest test
 # (unit, integration, conformance), 3. builds build-asan/ with
 # -DZUMA_SANITIZE=address,undefined and runs the tests again there (the conformance run
-# takes under a minute even with sanitizers; drop it with ZUMA_ASAN_LABELS if it grows).
+# takes under a minute even with sanitizers; drop it with ZUMA_ASAN_LABELS if it grows),
+# 4. builds the libFuzzer targets (clang 16, ASan + UBSan, build-fuzz/), runs each for
+# ZUMA_FUZZ_RUNS inputs (tests/fuzz/run.sh: a crash, leak or invariant failure fails it)
+# and replays their seeds and reproducers (ctest -L fuzz).
 # Exits non-zero if any step or test failed. Environment:
 #   ZUMA_TEST_JOBS=N      ctest parallelism (default 2)
 #   ZUMA_SKIP_ASAN=1      skip step 3
 #   ZUMA_ASAN_LABELS=RE   labels for step 3 (default 'unit|integration|conformance')
+#   ZUMA_SKIP_FUZZ=1      skip step 4
+#   ZUMA_FUZZ_RUNS=N      inputs per fuzz target in step 4 (default 2000)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +65,23 @@ if [[ ${ZUMA_SKIP_ASAN:-0} == 0 ]]; then
       || failed+=("ctest build-asan/")
   else
     failed+=("build build-asan/")
+  fi
+fi
+
+if [[ ${ZUMA_SKIP_FUZZ:-0} == 0 ]]; then
+  note "fuzz smoke (build-fuzz/, ${ZUMA_FUZZ_RUNS:-2000} inputs per target)"
+  fuzz_log=$(mktemp)
+  ZUMA_FUZZ_RUNS=${ZUMA_FUZZ_RUNS:-2000} ZUMA_FUZZ_BUILD=build-fuzz bash tests/fuzz/run.sh 2>&1 |
+    tee "$fuzz_log"
+  fuzz_rc=${PIPESTATUS[0]}
+  summary+=("--- fuzz smoke (tests/fuzz/run.sh) ---")
+  while IFS= read -r l; do summary+=("$l"); done < <(grep -E '^fuzz_[a-z_]+: ' "$fuzz_log")
+  rm -f "$fuzz_log"
+  if ((fuzz_rc != 0)); then
+    failed+=("fuzz smoke")
+  else
+    note "ctest build-fuzz/ (label fuzz: seeds and reproducers)"
+    run_ctest "build-fuzz/: label fuzz" build-fuzz -L fuzz || failed+=("ctest build-fuzz/")
   fi
 fi
 

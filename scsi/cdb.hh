@@ -64,6 +64,15 @@ namespace sa {
 inline constexpr uint16_t kGetLbaStatus = 0x12;  // SERVICE ACTION IN (16)
 }  // namespace sa
 
+// Variable length CDBs (SPC-5 variable length CDB format): byte 1 is CONTROL, byte 7 the
+// ADDITIONAL CDB LENGTH (n - 7), bytes 8-9 the SERVICE ACTION.
+namespace op {
+inline constexpr uint8_t kVariableLength = 0x7F;
+}  // namespace op
+namespace sa {
+inline constexpr uint16_t kWriteSame32 = 0x000D;  // SBC-4 WRITE SAME (32)
+}  // namespace sa
+
 // SPC reservations, ALUA, task management, third-party copy (spc_commands.cc,
 // persistent_reservation.hh, extended_copy.cc).
 namespace op {

@@ -62,7 +62,20 @@ inline constexpr uint16_t kPrRead = 1 << 4;
 // Allowed while another I_T nexus holds a RESERVE (6)/(10) reservation (SPC-2: INQUIRY,
 // REQUEST SENSE, REPORT LUNS, RELEASE); every other command conflicts.
 inline constexpr uint16_t kSpc2Allowed = 1 << 5;
+// Only on a thin provisioned LU (SBC-4 logical block provisioning management: UNMAP); a
+// fully provisioned one answers INVALID COMMAND OPERATION CODE, as for an unknown opcode, and
+// REPORT SUPPORTED OPERATION CODES leaves it out.
+inline constexpr uint16_t kThinOnly = 1 << 6;
+// Left out of REPORT SUPPORTED OPERATION CODES' list of all commands (REPORTING OPTIONS 000b),
+// still reported as supported when asked for by operation code and service action. For CDBs
+// longer than 16 bytes: libiscsi (1.19 and its master branch) keeps at most 16 bytes of CDB
+// USAGE DATA and fails ReportSupportedOpcodes.OneCommand for every listed command whose usage
+// data is longer (docs/COMPLIANCE.md).
+inline constexpr uint16_t kNotListed = 1 << 7;
 }  // namespace cmd_flag
+
+// Longest CDB in the table: WRITE SAME (32), a variable length CDB.
+inline constexpr size_t kMaxCdbLen = 32;
 
 struct CommandInfo {
   const char* name;
@@ -75,8 +88,18 @@ struct CommandInfo {
   Handler handler;
   // CDB USAGE DATA: byte 0 is the opcode, the service action field holds the service
   // action, every other bit set to one is a bit the device server uses.
-  std::array<uint8_t, 16> usage;
+  std::array<uint8_t, kMaxCdbLen> usage;
+
+  // Variable length CDB: the service action is in bytes 8-9, CONTROL in byte 1.
+  constexpr bool variable_length() const { return opcode == 0x7F; }
 };
+
+// The CDB USAGE DATA the LU reports (REPORT SUPPORTED OPERATION CODES): the table's, less
+// the bits that LU cannot honour (WRITE SAME's UNMAP on a fully provisioned LU). `lu` may be
+// nullptr (no LU: the table's).
+std::array<uint8_t, kMaxCdbLen> usage_for(const CommandInfo& info, const LogicalUnit* lu);
+// True when the LU has the command (kThinOnly ones only on thin LUs).
+bool supported_on(const CommandInfo& info, const LogicalUnit* lu);
 
 // All entries, ordered by opcode then service action.
 std::span<const CommandInfo> all_commands();

@@ -5,6 +5,7 @@
 #include "scsi/cdb.hh"
 #include "scsi/command.hh"
 #include "scsi/handlers.hh"
+#include "scsi/logical_unit.hh"
 #include "scsi/task_set.hh"
 
 namespace zuma::scsi {
@@ -28,8 +29,10 @@ constexpr uint8_t kFF = 0xFF;
 constexpr uint8_t kWriteVerifyFlags = 0xF6;
 // WRITE ATOMIC (16) byte 1: WRPROTECT, DPO, FUA.
 constexpr uint8_t kAtomicFlags = 0xF8;
-// WRITE SAME byte 1: WRPROTECT, ANCHOR, UNMAP (checked by the handler); (16): and NDOB.
-constexpr uint8_t kWriteSameFlags = 0xF8;
+// WRITE SAME byte 1: WRPROTECT, UNMAP (checked by the handler); (16): and NDOB. Not ANCHOR:
+// ANC_SUP=0 (VPD B2h), so ANCHOR=1 is an invalid field whatever UNMAP says (SBC-4 WRITE SAME,
+// ANCHOR/UNMAP table).
+constexpr uint8_t kWriteSameFlags = 0xE8;
 constexpr uint8_t kSbcRead = kMediumAccess | kPrRead;  // a "read" for reservations
 
 // Sorted by opcode, then service action (checked below).
@@ -86,9 +89,10 @@ constexpr CommandInfo kCommands[] = {
     {"WRITE SAME(10)", op::kWriteSame10, false, kNoSa, 10, DataDir::kOut, kMediumAccess,
      handle_write_same,
      {op::kWriteSame10, kWriteSameFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
-    {"UNMAP", op::kUnmap, false, kNoSa, 10, DataDir::kOut, kMediumAccess, handle_unmap,
-     // byte 1: ANCHOR (refused by the handler: ANC_SUP=0)
-     {op::kUnmap, 0x01, 0, 0, 0, 0, kGroup, kFF, kFF, 0}},
+    {"UNMAP", op::kUnmap, false, kNoSa, 10, DataDir::kOut, kMediumAccess | kThinOnly,
+     handle_unmap,
+     // byte 1: not ANCHOR (ANC_SUP=0)
+     {op::kUnmap, 0, 0, 0, 0, 0, kGroup, kFF, kFF, 0}},
     {"LOG SENSE", op::kLogSense, false, kNoSa, 10, DataDir::kIn, kPrAllowed, handle_log_sense,
      // byte 1: SP and PPC not used (no saveable parameters); byte 2: PC, PAGE CODE
      {op::kLogSense, 0, kFF, kFF, 0, kFF, kFF, kFF, kFF, 0}},
@@ -141,6 +145,14 @@ constexpr CommandInfo kCommands[] = {
      {op::kPersistentReserveOut, 0x07, kFF, 0, 0, kFF, kFF, kFF, kFF, 0}},
     // EXTENDED COPY (LID1) and RECEIVE COPY RESULTS (SPC-5 third-party copy; extended_copy.hh):
     // bytes 10-13 PARAMETER LIST LENGTH / ALLOCATION LENGTH, byte 2 the LIST IDENTIFIER.
+    // WRITE SAME (32) (SBC-4): byte 1 CONTROL, 6 GROUP NUMBER, 7 ADDITIONAL CDB LENGTH (18h),
+    // 8-9 SERVICE ACTION, 10 WRPROTECT/UNMAP/NDOB (as (16)), 12-19 LBA, 20-27 the protection
+    // information tags (unused: WRPROTECT must be 0), 28-31 NUMBER OF LOGICAL BLOCKS.
+    {"WRITE SAME(32)", op::kVariableLength, true, sa::kWriteSame32, 32, DataDir::kOut,
+     kMediumAccess | kNotListed, handle_write_same,
+     {op::kVariableLength, 0, 0, 0, 0, 0, 0x1F, 0x18, 0x00, 0x0D, kWriteSameFlags | 0x01, 0, kFF,
+      kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
+      kFF}},
     {"EXTENDED COPY(LID1)", op::kExtendedCopy, true, sa::kExtendedCopyLid1, 16, DataDir::kOut, 0,
      handle_extended_copy,
      {op::kExtendedCopy, sa::kExtendedCopyLid1, 0, 0, 0, 0, 0, 0, 0, 0, kFF, kFF, kFF, kFF, 0,
@@ -241,8 +253,14 @@ constexpr bool sorted_and_consistent() {
   for (size_t i = 0; i < kNumCommands; ++i) {
     const CommandInfo& c = kCommands[i];
     if (c.usage[0] != c.opcode) return false;
-    if (c.has_sa && (c.usage[1] & 0x1F) != (c.sa & 0x1F)) return false;
-    if (c.cdb_len > 16 || c.usage[c.cdb_len - 1] != 0) return false;  // CONTROL mask 00h
+    if (c.variable_length()) {
+      // SPC-5 variable length CDB: CONTROL in byte 1, ADDITIONAL CDB LENGTH, 16-bit SA.
+      if (!c.has_sa || c.usage[1] != 0 || c.usage[7] != c.cdb_len - 8) return false;
+      if (get_be16(&c.usage[8]) != c.sa) return false;
+    } else {
+      if (c.has_sa && (c.usage[1] & 0x1F) != (c.sa & 0x1F)) return false;
+      if (c.cdb_len > 16 || c.usage[c.cdb_len - 1] != 0) return false;  // CONTROL mask 00h
+    }
     if (i == 0) continue;
     const CommandInfo& p = kCommands[i - 1];
     if (p.opcode > c.opcode) return false;
@@ -298,6 +316,13 @@ const CommandInfo* lookup_command(const Task& task, CmdResult* error) {
     *error = Reason::kInvalidOpcode;
     return nullptr;
   }
+  if (opcode == op::kVariableLength) {
+    // SPC-5 variable length CDB: the SERVICE ACTION is bytes 8-9.
+    const CommandInfo* c =
+        task.cdb_len >= 10 ? find_command(opcode, get_be16(&task.cdb[8])) : nullptr;
+    if (!c) *error = CmdResult::invalid_cdb(8, 7);
+    return c;
+  }
   const CommandInfo* c = find_command(opcode, task.cdb[1] & 0x1F);
   // SPC-5 (operation code, service action): an unsupported service action is an invalid field (the
   // SERVICE ACTION field: byte 1, bits 4:0).
@@ -310,13 +335,30 @@ CmdResult check_cdb(const CommandInfo& info, const Task& task) {
     // The transport delivered fewer CDB bytes than the operation code needs.
     return CmdResult::invalid_cdb(0, 7);
   }
+  if (info.variable_length() && task.cdb[7] != info.cdb_len - 8) {
+    return CmdResult::invalid_cdb(7, 7);  // ADDITIONAL CDB LENGTH
+  }
   for (size_t i = 1; i < info.cdb_len; ++i) {
     uint8_t mask = info.usage[i];
-    if (i == 1 && info.has_sa) mask |= 0x1F;  // the service action, matched by lookup
+    if (i == 1 && info.has_sa && !info.variable_length()) mask |= 0x1F;  // matched by lookup
     const uint8_t bad = task.cdb[i] & ~mask;
     if (bad) return CmdResult::invalid_cdb(static_cast<uint16_t>(i), top_bit(bad));
   }
   return CmdResult::good();
+}
+
+std::array<uint8_t, kMaxCdbLen> usage_for(const CommandInfo& info, const LogicalUnit* lu) {
+  std::array<uint8_t, kMaxCdbLen> u = info.usage;
+  if (lu && !lu->params().thin) {
+    // WRITE SAME's UNMAP bit: logical block provisioning management only (SBC-4 WRITE SAME).
+    if (info.opcode == op::kWriteSame10 || info.opcode == op::kWriteSame16) u[1] &= ~0x08;
+    if (info.variable_length() && info.sa == sa::kWriteSame32) u[10] &= ~0x08;
+  }
+  return u;
+}
+
+bool supported_on(const CommandInfo& info, const LogicalUnit* lu) {
+  return !(info.flags & kThinOnly) || (lu && lu->params().thin);
 }
 
 uint8_t* data_in_buffer(Task& task, size_t len) {

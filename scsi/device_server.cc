@@ -110,6 +110,10 @@ void execute(const LunTable& table, Task& task) {
     finish(task, Reason::kLuNotSupported, false);
     return;
   }
+  if (!supported_on(*info, lu)) {
+    finish(task, Reason::kInvalidOpcode, d_sense);  // UNMAP on a fully provisioned LU
+    return;
+  }
   if (CmdResult r = check_cdb(*info, task); !r.ok()) {
     finish(task, r, d_sense);
     return;
@@ -166,18 +170,21 @@ int flush_logical_unit(LogicalUnit& lu) {
   return w.result;
 }
 
-void reset_logical_unit(LogicalUnit& lu, const Nexus& from) {
-  // SAM-5 (logical unit reset): every task of every I_T nexus is aborted (those of `from` the
-  // transport has already drained); a RESERVE (6)/(10) reservation is released (SPC-2),
-  // persistent reservations are not (SPC-5); BUS DEVICE RESET FUNCTION OCCURRED is
-  // established for every I_T nexus, the one that asked for it included (FreeBSD CTL and LIO
-  // do the same, and libiscsi's MultipathIO.Reset expects it on every path). Mode parameters
-  // persist.
-  abort_task_set(lu, nullptr, from);
+void reset_logical_unit(LogicalUnit& lu, const Nexus& from, std::function<void()> done) {
+  // SAM-5 (logical unit reset): every task of every I_T nexus is aborted, `from`'s included
+  // (they end without a response: the TMF response answers for them); a RESERVE (6)/(10)
+  // reservation is released (SPC-2), persistent reservations are not (SPC-5); BUS DEVICE
+  // RESET FUNCTION OCCURRED is established for every I_T nexus, the one that asked for it
+  // included (FreeBSD CTL and LIO do the same, and libiscsi's MultipathIO.Reset expects it
+  // on every path). It goes first and replaces COMMANDS CLEARED BY ANOTHER INITIATOR (TAS=0).
+  // Mode parameters persist. `done` waits for the aborted tasks.
+  auto waiter = std::make_shared<AbortWaiter>(std::move(done));
+  for (const auto& set : lu.nexuses().all()) abort_tasks_of(lu, *set, from.id, waiter);
   lu.reservations().reset();
   UnitAttentions& uas = lu.unit_attentions();
   uas.touch(from.id);
   uas.establish_all(Reason::kUaBusDeviceResetOccurred);
+  waiter->release();
 }
 
 void nexus_lost(LogicalUnit& lu, const Nexus& nexus) {
@@ -190,9 +197,9 @@ void abort_task_set(LogicalUnit& lu, const Nexus* only, const Nexus& from,
                     std::function<void()> done) {
   auto waiter = std::make_shared<AbortWaiter>(std::move(done));
   if (only) {
-    if (auto set = lu.nexuses().find(only->id)) set->abort_all(from.id, waiter);
+    if (auto set = lu.nexuses().find(only->id)) abort_tasks_of(lu, *set, from.id, waiter);
   } else {
-    for (const auto& set : lu.nexuses().all()) set->abort_all(from.id, waiter);
+    for (const auto& set : lu.nexuses().all()) abort_tasks_of(lu, *set, from.id, waiter);
   }
   waiter->release();
 }

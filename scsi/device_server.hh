@@ -75,10 +75,14 @@ std::expected<std::string, std::string> load_or_create_lu_uuid(const std::string
 
 namespace zuma::scsi {
 
-// LOGICAL UNIT RESET (SAM-5 7.11.5): the transport has already drained or aborted the
-// LU's tasks; this clears LU state a reset clears and establishes the reset unit attention
-// (29h/03h) for every I_T nexus the LU knows, `from` included (SAM-5, logical unit reset).
-void reset_logical_unit(LogicalUnit& lu, const Nexus& from);
+// LOGICAL UNIT RESET (SAM-5 logical unit reset; also what TARGET WARM/COLD RESET do to each
+// LU): aborts every task of every I_T nexus on the LU (as abort_task_set with `only` ==
+// nullptr), clears the LU state a reset clears (RESERVE (6)/(10)) and establishes the reset
+// unit attention (29h/03h) for every I_T nexus the LU knows, `from` included. `done`
+// (optional) runs once every aborted task has completed: on the thread completing the last
+// one, or inline when there were none. The transport sends its TMF response from `done`
+// (RFC 7143 11.5.1: after the affected tasks have ended).
+void reset_logical_unit(LogicalUnit& lu, const Nexus& from, std::function<void()> done = nullptr);
 
 // The I_T nexus is gone (session closed): drop per-nexus state it holds in the LU (unit
 // attentions, its task set, a RESERVE (6)/(10) reservation it held). Persistent

@@ -55,6 +55,13 @@ BlockCdb decode_block_cdb(const uint8_t* cdb) {
       b.length_byte = 13;
       b.flags = cdb[1];
       break;
+    case op::kVariableLength:
+      // SBC-4 WRITE SAME (32): LBA in bytes 12-19, NUMBER OF LOGICAL BLOCKS in 28-31.
+      b.lba = get_be64(cdb + 12);
+      b.blocks = get_be32(cdb + 28);
+      b.length_byte = 28;
+      b.flags = cdb[10];
+      break;
     default:  // the other 16-byte CDBs
       b.lba = get_be64(cdb + 2);
       b.blocks = get_be32(cdb + 10);
@@ -86,6 +93,10 @@ CmdResult io_error(IoKind kind, int err, uint64_t lba) {
     case EBADF:
     case EOPNOTSUPP:
       return Reason::kInternalTargetFailure;
+    case ENOTCONN:  // storage::kUnreachable: a remote sub-unit is reconnecting
+      return Reason::kNotReadyBecomingReady;
+    case EROFS:  // a read-only view (an exported snapshot): SBC-4 4.11, DATA PROTECT 27h/00h
+      return Reason::kWriteProtected;
     default:
       break;
   }

@@ -66,6 +66,10 @@ constexpr Entry kTable[] = {
     {Reason::kCopyTargetNotReachable, kCheck(kCopyAborted, 0x0D, 0x02)},
     {Reason::kCopyAbortedReadError, kCheck(kCopyAborted, 0x11, 0x00)},
     {Reason::kCopyAbortedWriteError, kCheck(kCopyAborted, 0x0C, 0x00)},
+    {Reason::kUaCommandsClearedByAnotherInitiator, kCheck(kUnitAttention, 0x2F, 0x00)},
+    // SPC-5 D.2: LOGICAL UNIT IS IN PROCESS OF BECOMING READY. True while a sub-unit's
+    // session is re-established, and initiators retry it after a delay (Linux sd does).
+    {Reason::kNotReadyBecomingReady, kCheck(kNotReady, 0x04, 0x01)},
 };
 static_assert(std::size(kTable) == static_cast<size_t>(Reason::kCount));
 

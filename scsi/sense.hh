@@ -74,6 +74,9 @@ enum class Reason : uint8_t {
   kCopyTargetNotReachable,             // COPY ABORTED / 0D / 02
   kCopyAbortedReadError,               // COPY ABORTED / 11 / 00 (source read failed)
   kCopyAbortedWriteError,              // COPY ABORTED / 0C / 00 (destination write failed)
+  // Tasks another I_T nexus aborted while TAS=0 (SAM-5 aborting commands):
+  kUaCommandsClearedByAnotherInitiator,  // UNIT ATTENTION / 2F / 00
+  kNotReadyBecomingReady,  // NOT READY / 04 / 01 (a remote sub-unit is reconnecting)
   kCount,
 };
 

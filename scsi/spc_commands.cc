@@ -313,7 +313,7 @@ CmdResult handle_persistent_reserve_out(Cmd& c) {
   const Nexus* np = task->nexus;
   if (!np || !np->post) {
     for (uint64_t id : abort) {
-      if (auto set = lu->nexuses().find(id)) set->abort_all(n.id, nullptr);
+      if (auto set = lu->nexuses().find(id)) abort_tasks_of(*lu, *set, n.id, nullptr);
     }
     return CmdResult::good();
   }
@@ -321,7 +321,7 @@ CmdResult handle_persistent_reserve_out(Cmd& c) {
     np->post([task, lu] { finish(*task, CmdResult::good(), lu->descriptor_sense()); });
   });
   for (uint64_t id : abort) {
-    if (auto set = lu->nexuses().find(id)) set->abort_all(n.id, waiter);
+    if (auto set = lu->nexuses().find(id)) abort_tasks_of(*lu, *set, n.id, waiter);
   }
   waiter->release();
   return CmdResult::pending();
@@ -490,7 +490,10 @@ void put_timeouts(uint8_t* p) {
 }  // namespace
 
 CmdResult handle_report_supported_opcodes(Cmd& c) {
-  // SPC-5 REPORT SUPPORTED OPERATION CODES, generated from the command table.
+  // SPC-5 REPORT SUPPORTED OPERATION CODES, generated from the command table as this LU has
+  // it: no UNMAP on a fully provisioned LU, nor WRITE SAME's UNMAP bit (usage_for()). The
+  // list of all commands leaves out kNotListed entries (WRITE SAME (32): command.hh).
+  using cmd_flag::kNotListed;
   const uint8_t* cdb = c.cdb();
   const bool rctd = cdb[2] & 0x80;
   const uint8_t options = cdb[2] & 0x07;
@@ -504,6 +507,7 @@ CmdResult handle_report_supported_opcodes(Cmd& c) {
     uint8_t* p = data_in_buffer(c.task, 4 + each * cmds.size());
     size_t n = 4;
     for (const CommandInfo& ci : cmds) {
+      if (!supported_on(ci, c.lu) || (ci.flags & kNotListed)) continue;
       p[n] = ci.opcode;
       if (ci.has_sa) put_be16(p + n + 2, ci.sa);
       p[n + 5] = static_cast<uint8_t>((rctd ? 0x02 : 0x00) | (ci.has_sa ? 0x01 : 0x00));
@@ -534,14 +538,16 @@ CmdResult handle_report_supported_opcodes(Cmd& c) {
     default:
       return CmdResult::invalid_cdb(2, 2);
   }
-  uint8_t* p = data_in_buffer(c.task, 4 + 16 + kTimeoutsLen);
+  if (ci && !supported_on(*ci, c.lu)) ci = nullptr;
+  uint8_t* p = data_in_buffer(c.task, 4 + kMaxCdbLen + kTimeoutsLen);
   size_t n = 4;
   if (!ci) {
     p[1] = 0x01;  // SUPPORT 001b: not supported
   } else {
     p[1] = static_cast<uint8_t>((rctd ? 0x80 : 0x00) | 0x03);  // CTDP, SUPPORT 011b
     put_be16(p + 2, ci->cdb_len);
-    std::memcpy(p + 4, ci->usage.data(), ci->cdb_len);
+    const auto usage = usage_for(*ci, c.lu);
+    std::memcpy(p + 4, usage.data(), ci->cdb_len);
     n += ci->cdb_len;
     if (rctd) {
       put_timeouts(p + n);

@@ -227,6 +227,15 @@ std::shared_ptr<NexusTasks> NexusRegistry::find(uint64_t nexus_id) const {
   return it == sets_.end() ? nullptr : it->second;
 }
 
+size_t abort_tasks_of(LogicalUnit& lu, NexusTasks& set, uint64_t by,
+                      const std::shared_ptr<AbortWaiter>& waiter) {
+  const size_t n = set.abort_all(by, waiter);
+  if (n > 0 && by != set.nexus_id() && !lu.mode_params().tas) {
+    lu.unit_attentions().establish(set.nexus_id(), Reason::kUaCommandsClearedByAnotherInitiator);
+  }
+  return n;
+}
+
 void complete_in_task_set(Task& task) {
   NexusTasks* set = task.task_set.set;
   LogicalUnit* lu = task.task_set.lu;

@@ -178,6 +178,14 @@ class NexusRegistry {
   std::unordered_map<uint64_t, std::shared_ptr<NexusTasks>> sets_;
 };
 
+// Aborts every task of `set` on behalf of the I_T nexus `by` (NexusTasks::abort_all). When
+// another nexus causes the abort and the control mode page's TAS bit is 0, the aborted tasks
+// end without any response, so their nexus learns of it through COMMANDS CLEARED BY ANOTHER
+// INITIATOR (2Fh/00h; SAM-5 aborting commands, SPC-5 Control mode page TAS). Returns the
+// number of tasks.
+size_t abort_tasks_of(LogicalUnit& lu, NexusTasks& set, uint64_t by,
+                      const std::shared_ptr<AbortWaiter>& waiter);
+
 // Starts a task that had to wait (defined in device_server.cc): the checks made when a task
 // starts (unit attention, reservations), then its handler.
 void start_task(Task& task);

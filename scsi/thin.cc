@@ -207,11 +207,8 @@ CmdResult handle_unmap(Cmd& c) {
   // SBC-4 UNMAP.
   LogicalUnit& lu = *c.lu;
   const uint8_t* cdb = c.cdb();
-  // Thin provisioning LUs only: UNMAP is one of the commands SBC-4 requires of them, and
-  // not one a fully provisioned LU has (LBPU=0).
-  if (!lu.params().thin) return Reason::kInvalidOpcode;
-  // ANCHOR=1 with ANC_SUP=0 (we have no anchored state).
-  if (cdb[1] & 0x01) return CmdResult::invalid_cdb(1, 0);
+  // Thin provisioning LUs only (kThinOnly: a fully provisioned LU, LBPU=0, has no UNMAP);
+  // ANCHOR=1 is refused by the CDB mask (ANC_SUP=0: no anchored state).
   const uint32_t plen = get_be16(cdb + 7);
   c.task.transfer_len = plen;
   if (plen == 0) return CmdResult::good();  // no parameter data: nothing to do
@@ -291,21 +288,20 @@ CmdResult handle_unmap(Cmd& c) {
 }
 
 CmdResult handle_write_same(Cmd& c) {
-  // SBC-4 WRITE SAME (10/16).
+  // SBC-4 WRITE SAME (10/16/32). The flags are in byte 1, or byte 10 of WRITE SAME (32).
   LogicalUnit& lu = *c.lu;
   const uint8_t* cdb = c.cdb();
-  const bool ws16 = cdb[0] == op::kWriteSame16;
+  const bool ws10 = cdb[0] == op::kWriteSame10;
+  const uint16_t flags_byte = cdb[0] == op::kVariableLength ? 10 : 1;
   const BlockCdb b = decode_block_cdb(cdb);
   const uint32_t bs = lu.block_size();
-  if (b.flags & 0xE0) return CmdResult::invalid_cdb(1, 7);  // WRPROTECT: no protection info
-  const bool anchor = b.flags & 0x10;
+  // WRPROTECT: no protection information.
+  if (b.flags & 0xE0) return CmdResult::invalid_cdb(flags_byte, 7);
   const bool unmap = b.flags & 0x08;
-  const bool ndob = ws16 && (b.flags & 0x01);
-  // SBC-4 WRITE SAME, ANCHOR/UNMAP/ANC_SUP table: ANCHOR=1 with UNMAP=0 is an error, and so is
-  // ANCHOR=1 with UNMAP=1 when ANC_SUP=0 (ours). UNMAP=1 is for LUs with logical block
-  // provisioning management only.
-  if (anchor) return CmdResult::invalid_cdb(1, 4);
-  if (unmap && !lu.params().thin) return CmdResult::invalid_cdb(1, 3);
+  const bool ndob = !ws10 && (b.flags & 0x01);
+  // ANCHOR is refused by the CDB mask (ANC_SUP=0: SBC-4 WRITE SAME, ANCHOR/UNMAP table).
+  // UNMAP=1 is for LUs with logical block provisioning management only.
+  if (unmap && !lu.params().thin) return CmdResult::invalid_cdb(flags_byte, 3);
   const uint64_t cap = lu.num_blocks();
   if (out_of_range(b.lba, b.blocks, cap)) return Reason::kLbaOutOfRange;
   // WSNZ=0: NUMBER OF BLOCKS 0 writes through the last LBA.

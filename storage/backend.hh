@@ -14,6 +14,7 @@
 
 #include <sys/uio.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,6 +43,11 @@ struct SpaceUsage {
   uint64_t available_bytes = 0;   // storage it could still allocate (shared with others)
   bool available_shared = false;  // available_bytes is a pool other backends draw from too
 };
+
+// The result of a request whose backend cannot be reached now (a remote sub-unit while its
+// session is down or being re-established): the LU reports NOT READY (scsi/sbc_op.cc), and
+// the same request may succeed later.
+inline constexpr int kUnreachable = -ENOTCONN;
 
 struct IoRequest;
 using IoDone = void (*)(IoRequest& req, int result);  // result: 0 or -errno

@@ -10,71 +10,13 @@
 #include "storage/backend.hh"
 #include "storage/factory.hh"
 #include "storage/iovec_util.hh"
+#include "storage/split_op.hh"
 
 namespace zuma::storage {
 
 namespace {
 
-// The state of one request split over several parts (or moved to a part that does not
-// start at 0). Pooled per thread and reused, so a split costs no heap allocation once the
-// pool and the vectors inside have grown to the working set.
-struct SplitOp {
-  IoRequest* parent = nullptr;
-  // Sub-requests not yet completed, plus one held by submit() until it has handed out
-  // every sub-request: a part that completes inline cannot finish the parent early.
-  std::atomic<unsigned> remaining{0};
-  std::atomic<int> first_error{0};
-  struct Sub {
-    IoRequest req;
-    size_t part = 0;       // index into ConcatBackend::parts_
-    size_t iov_begin = 0;  // req.iov's first element in `iovs`
-  };
-  std::vector<Sub> subs;    // sized before the first is submitted, never resized after
-  std::vector<iovec> iovs;  // every sub-request's slice of the parent's iovecs
-  SplitOp* next_free = nullptr;
-};
-
-// Completions run on the submitting thread (backend.hh), so a thread-local free list
-// needs no lock; an op finished on another thread simply joins that thread's list.
-class SplitPool {
- public:
-  ~SplitPool() {
-    while (head_ != nullptr) delete std::exchange(head_, head_->next_free);
-  }
-  SplitOp* get() {
-    if (head_ == nullptr) return new SplitOp();
-    return std::exchange(head_, head_->next_free);
-  }
-  void put(SplitOp* op) {
-    op->parent = nullptr;
-    op->subs.clear();
-    op->iovs.clear();
-    op->next_free = head_;
-    head_ = op;
-  }
-
- private:
-  SplitOp* head_ = nullptr;
-};
-
-thread_local SplitPool t_pool;
-
-void complete_one(SplitOp* op) {
-  if (op->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  IoRequest* parent = op->parent;
-  const int result = op->first_error.load(std::memory_order_acquire);
-  t_pool.put(op);  // before done(), which may submit the next request
-  parent->done(*parent, result);
-}
-
-void sub_done(IoRequest& sub, int result) {
-  auto* op = static_cast<SplitOp*>(sub.user);
-  if (result < 0) {
-    int none = 0;
-    op->first_error.compare_exchange_strong(none, result, std::memory_order_acq_rel);
-  }
-  complete_one(op);
-}
+using detail::SplitOp;
 
 class ConcatBackend final : public Backend {
  public:
@@ -138,7 +80,7 @@ class ConcatBackend final : public Backend {
   void submit(IoRequest& req) override {
     if (req.op == IoOp::kFlush) {
       if (parts_.size() == 1) return parts_[0]->submit(req);
-      SplitOp* op = t_pool.get();
+      SplitOp* op = detail::t_split_pool.get();
       op->subs.resize(parts_.size());
       for (size_t p = 0; p < parts_.size(); ++p) {
         op->subs[p] = SplitOp::Sub{};
@@ -160,7 +102,7 @@ class ConcatBackend final : public Backend {
       return parts_[first]->submit(req);  // same offsets: hand the request on as it is
     }
 
-    SplitOp* op = t_pool.get();
+    SplitOp* op = detail::t_split_pool.get();
     if (first == last) {
       // Wholly inside one part: only the offset changes; the iovecs stay the parent's.
       op->subs.resize(1);
@@ -191,10 +133,7 @@ class ConcatBackend final : public Backend {
       }
     }
     op->subs.resize(n);
-    if (data) {
-      // Only now: op->iovs may have reallocated while the slices were appended.
-      for (SplitOp::Sub& sub : op->subs) sub.req.iov = op->iovs.data() + sub.iov_begin;
-    }
+    if (data) op->bind_iovs();  // only now: op->iovs may have reallocated meanwhile
     start(op, req);
   }
 
@@ -205,18 +144,7 @@ class ConcatBackend final : public Backend {
     return static_cast<size_t>(it - starts_.begin()) - 1;
   }
 
-  // Hands op's sub-requests to their parts; the parent completes when the last one does.
-  void start(SplitOp* op, IoRequest& parent) {
-    op->parent = &parent;
-    op->first_error.store(0, std::memory_order_relaxed);
-    op->remaining.store(static_cast<unsigned>(op->subs.size()) + 1, std::memory_order_relaxed);
-    for (SplitOp::Sub& sub : op->subs) {
-      sub.req.done = &sub_done;
-      sub.req.user = op;
-      parts_[sub.part]->submit(sub.req);
-    }
-    complete_one(op);  // drop submit()'s hold
-  }
+  void start(SplitOp* op, IoRequest& parent) { detail::split_start(op, parent, parts_); }
 
   std::vector<std::unique_ptr<Backend>> parts_;
   std::vector<uint64_t> starts_;  // starts_[i]: first byte of part i; back(): size()

@@ -88,6 +88,10 @@ void Connection::on_event(uint32_t events) {
 
 void Connection::run_deferred() {
   if (closed_) return;
+  if (budget_pump_due_) {
+    budget_pump_due_ = false;
+    pump_budget();
+  }
   if (reading_ && stage_end_ > stage_beg_) receive();
   if (!closed_) flush_tx();
 }
@@ -429,11 +433,17 @@ void Connection::flush_tx() {
 // ---------------------------------------------------------------------------------------
 // Login (RFC 7143 6.3, 11.12, 11.13)
 
-void Connection::login_fail(LoginStatus st) {
+void Connection::login_fail(LoginStatus st, std::vector<uint8_t> text) {
   TxItem& it = queue_pdu(Op::kLoginResponse);
   Bhs r(it.bhs.data());
   std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
   r.set_itt(login_itt_);
+  if (!text.empty() && text.size() <= kLoginMaxDsl) {
+    it.owned = std::move(text);
+    it.data = it.owned.data();
+    it.len = uint32_t(it.owned.size());
+    r.set_data_segment_len(it.len);
+  }
   queue_status_fields(it);
   it.bhs[36] = uint8_t(uint16_t(st) >> 8);
   it.bhs[37] = uint8_t(uint16_t(st));
@@ -658,7 +668,14 @@ void Connection::handle_login() {
   for (const KeyValue& kv : *keys) {
     if (csg == 1 && (kv.key == "AuthMethod" || kv.key.starts_with("CHAP_")))
       return login_fail(LoginStatus::kInitiatorError);  // security keys after security stage
-    if (neg_.offer(kv, out) == Negotiator::Outcome::kAnswered) continue;
+    const auto o = neg_.offer(kv, out);
+    if (o == Negotiator::Outcome::kAnswered) continue;
+    if (o == Negotiator::Outcome::kRenegotiated) {
+      // RFC 7143 6.2: renegotiating a key during login is an initiator error.
+      spdlog::warn("login from {} ({}): key {} offered again with another value", peer_str_,
+                   initiator_name_, kv.key);
+      return login_fail(LoginStatus::kInitiatorError);
+    }
     if (!login_auth_key(kv, out)) return;
   }
   if (chap_ == Chap::kWaitResponse && !chap_r_.empty() && !chap_finish(out)) return;
@@ -668,8 +685,17 @@ void Connection::handle_login() {
     if (chap_ == Chap::kOff || chap_ == Chap::kDone) return login_fail(LoginStatus::kAuthenticationFailure);
     transit = false;  // mid-exchange: answer without transiting (RFC 7143 6.3)
   }
-  if (transit && nsg == 3) {
-    neg_.finish(out);
+  if (transit && nsg == 3 && neg_.propose(out)) {
+    // The target offers its own values for keys whose RFC defaults it cannot accept; the
+    // initiator answers before the login may leave the stage (RFC 7143 6.2).
+    transit = false;
+  } else if (transit && nsg == 3) {
+    if (!neg_.finish(out)) {
+      spdlog::warn("login from {} ({}): session parameters outside the target's limits (an "
+                   "offer of the target's rejected)",
+                   peer_str_, initiator_name_);
+      return login_fail(LoginStatus::kInitiatorError, std::move(out));
+    }
     // A digest the administrator requires ([CRC32C] without None) that was not
     // negotiated -- refused or never offered -- ends the login (RFC 7143 13.1).
     const auto& lim = server_.limits();
@@ -677,7 +703,7 @@ void Connection::handle_login() {
         (!lim.data_digest_none && !neg_.conn.data_digest)) {
       spdlog::warn("login from {} ({}): digests required by the configuration not negotiated",
                    peer_str_, initiator_name_);
-      return login_fail(LoginStatus::kInitiatorError);
+      return login_fail(LoginStatus::kInitiatorError, std::move(out));
     }
   }
 
@@ -702,6 +728,7 @@ void Connection::handle_login() {
 
 void Connection::login_complete() {
   phase_ = Phase::kFullFeature;
+  neg_.end_login();
   // RFC 7143 13.1: digests start with the first PDU after the final Login Response (which
   // is already queued without them).
   hd_on_ = neg_.conn.header_digest;
@@ -721,6 +748,9 @@ void Connection::login_complete() {
   nexus_.target_port = fmt::format("{},t,0x{:04x}", target_->iqn, tpgt_);
   nexus_.relative_port_id = tpgt_;
   nexus_.target_port_group = tpgt_;
+  // The device server finishes work on this reactor (PREEMPT AND ABORT waiting for other
+  // nexuses' tasks; task.hh Nexus::post). Commands still executing keep the connection alive.
+  nexus_.post = [r = &reactor_](std::function<void()> fn) { r->post(std::move(fn)); };
   // RFC 7143 4.4.1: a session is named by ISID and the target portal group tag, so a login
   // through another portal group is a second (multipath) session, not a reinstatement.
   session_key_ = initiator_name_ + "|" + isid_hex + "|" + target_->iqn + "|" + std::to_string(tpgt_);
@@ -742,6 +772,7 @@ Command* Connection::new_command() {
   } else {
     c = pool_.back().release();
     pool_.pop_back();
+    pooled_bytes_ -= c->task.data.capacity();
   }
   c->conn = this;
   ++live_commands_;
@@ -749,14 +780,25 @@ Command* Connection::new_command() {
 }
 
 void Connection::release(Command* c) {
+  unqueue_budget(c);
+  if (c->charged) {
+    budget_used_ -= c->charged;
+    if (!budget_wait_.empty() && !closed_ && !budget_pump_due_) {
+      // Not from here: release() runs inside transmit and completion loops.
+      budget_pump_due_ = true;
+      reactor_.defer(this);
+    }
+  }
   // Keep the command and its buffer for reuse (no allocation per I/O in steady state),
-  // but do not hoard big buffers.
+  // but do not hoard big buffers: at most 1 MiB each and kPoolBytes in all.
   storage::Buffer buf = std::move(c->task.data);
-  if (buf.capacity() > (1u << 20)) buf = storage::Buffer();
+  if (buf.capacity() > (1u << 20) || pooled_bytes_ + buf.capacity() > kPoolBytes)
+    buf = storage::Buffer();
   *c = Command{};
   c->task.data = std::move(buf);
   --live_commands_;
   if (pool_.size() < 2 * queue_depth_) {
+    pooled_bytes_ += c->task.data.capacity();
     pool_.emplace_back(c);
   } else {
     delete c;
@@ -834,15 +876,18 @@ void Connection::handle_scsi_command_header() {
     rx_dst_ = nullptr;
     return;
   }
-  c->task.data.resize(c->edtl);
   if (dsl > 0 && (!sp.immediate_data || dsl > std::min(c->edtl, sp.first_burst_length))) {
     // RFC 7143 4.2.5.2: immediate data only if negotiated, within FirstBurstLength.
     rx_dst_ = nullptr;
     return;
   }
-  rx_dst_ = c->task.data.data();
   c->unsolicited_end = sp.initial_r2t ? dsl : std::min(c->edtl, sp.first_burst_length);
   c->next_r2t_offset = c->unsolicited_end;
+  // Only what the initiator may send unasked is buffered now (at most FirstBurstLength per
+  // command, and the CmdSN window bounds the commands); the rest when its R2Ts go out,
+  // within the write budget (grant()).
+  c->task.data.resize(c->unsolicited_end);
+  rx_dst_ = c->task.data.data();
 }
 
 void Connection::handle_scsi_command() {
@@ -923,6 +968,7 @@ void Connection::respond_failed(Command* c) {
   t.transfer_len = t.expected_len;  // no residual: nothing was transferred as asked
   t.data_in_len = 0;
   if (!c->immediate) --window_used_;
+  unqueue_budget(c);
   c->state = Command::State::kResponding;
   by_itt_.erase(c->itt);
   queue_scsi_response(c);
@@ -931,8 +977,71 @@ void Connection::respond_failed(Command* c) {
 void Connection::command_ready(Command* c) {
   c->state = Command::State::kCollecting;
   if (c->failed != scsi::Reason::kGood) return respond_failed(c);
-  if (!c->is_write || c->received >= c->edtl) return execute(c);
+  if ((c->is_write && c->received < c->edtl) || (!c->is_write && c->is_read && c->edtl > 0))
+    return data_phase(c);
+  execute(c);
+}
+
+namespace {
+// Bytes a command's buffer needs beyond what it holds already: a WRITE the part it asks
+// for by R2T, a READ its Data-In (capped: longer ones fail in the device server).
+uint64_t budget_need(const Command& c) {
+  if (c.is_write) return c.edtl - c.unsolicited_end;
+  return std::min(c.edtl, kMaxCommandBuffer);
+}
+}  // namespace
+
+void Connection::data_phase(Command* c) {
+  // Commands that need no more memory go at once; the others in arrival order, so a big
+  // WRITE is not starved by a stream of small ones (RFC 7143 lets the target choose when
+  // it sends R2Ts, 4.2.5.2 / 11.8).
+  if (budget_need(*c) == 0 || (budget_wait_.empty() && take_budget(c))) return grant(c);
+  c->budget_wait = true;
+  budget_wait_.push_back(c);
+}
+
+bool Connection::take_budget(Command* c) {
+  const uint64_t need = budget_need(*c);
+  // The first command always fits, however big, so one WRITE can never wait forever.
+  if (budget_used_ != 0 && budget_used_ + need > server_.limits().write_buffer_budget)
+    return false;
+  budget_used_ += need;
+  c->charged = uint32_t(need);
+  return true;
+}
+
+void Connection::grant(Command* c) {
+  if (!c->is_write) return execute(c);
+  storage::Buffer& b = c->task.data;
+  if (b.size() < c->edtl) {
+    if (b.capacity() >= c->edtl) {
+      b.resize(c->edtl);  // same allocation: the unsolicited bytes stay
+    } else {
+      storage::Buffer grown(c->edtl);
+      if (b.size()) std::memcpy(grown.data(), b.data(), b.size());
+      // Unsolicited data may be arriving into the old buffer right now.
+      if (rx_cmd_ == c && b.data() && rx_dst_ >= b.data() && rx_dst_ <= b.data() + b.size())
+        rx_dst_ = grown.data() + (rx_dst_ - b.data());
+      b = std::move(grown);
+    }
+  }
   start_r2ts(c);
+}
+
+void Connection::pump_budget() {
+  while (!budget_wait_.empty() && !closed_) {
+    Command* c = budget_wait_.front();
+    if (!take_budget(c)) break;
+    budget_wait_.pop_front();
+    c->budget_wait = false;
+    grant(c);
+  }
+}
+
+void Connection::unqueue_budget(Command* c) {
+  if (!c->budget_wait) return;
+  c->budget_wait = false;
+  budget_wait_.erase(std::find(budget_wait_.begin(), budget_wait_.end(), c));
 }
 
 void Connection::start_r2ts(Command* c) {
@@ -1025,12 +1134,14 @@ void Connection::handle_data_out() {
       break;
     }
   }
-  if (c->sequenced && c->state == Command::State::kCollecting && c->received >= c->edtl)
+  if (c->sequenced && c->state == Command::State::kCollecting && !c->budget_wait &&
+      c->received >= c->edtl)
     execute(c);
 }
 
 void Connection::execute(Command* c) {
   c->state = Command::State::kExecuting;
+  c->started = std::chrono::steady_clock::now();
   ++executing_;
   if (!c->is_write) c->task.data.resize(0);
   scsi::execute(*luns_, c->task);
@@ -1042,9 +1153,13 @@ void Connection::on_task_complete(scsi::Task& t) {
 }
 
 void Connection::complete(Command* c) {
+  account(c);
   --executing_;
   if (!c->immediate && c->sequenced) --window_used_;
-  if (c->aborted || closed_) {
+  // Aborted by a TMF of ours: no response (RFC 7143 11.5.1, the TMF response answers for
+  // it). Aborted in the device server (another nexus's LU reset or PREEMPT AND ABORT): TASK
+  // ABORTED status only when TAS asks for it, else nothing (SAM-5 aborting commands; task.hh).
+  if (c->aborted || closed_ || (c->task.aborted && !c->task.report_abort)) {
     by_itt_.erase(c->itt);
     release(c);
     maybe_finish_tmf();
@@ -1292,7 +1407,10 @@ void Connection::abort_commands(const std::function<bool(Command&)>& match) {
         release(c);
         break;
       case Command::State::kExecuting:
-        break;  // released when the device server completes it; no response is sent
+        // Released when the device server completes it; no response is sent. Not started
+        // yet (waiting in its task set): it ends without running.
+        scsi::abort_task(c->task);
+        break;
       case Command::State::kResponding:
         break;
     }
@@ -1300,7 +1418,9 @@ void Connection::abort_commands(const std::function<bool(Command&)>& match) {
 }
 
 void Connection::maybe_finish_tmf() {
-  if (pending_tmf_.empty()) return;
+  if (pending_tmf_.empty() || tmf_waits_ > 0) return;
+  // RFC 7143 11.5.1: the response comes after every task the function aborted has ended
+  // (their responses, TASK ABORTED where TAS asks for it, are queued before it).
   bool waiting = false;
   by_itt_.for_each([&](Command* c) {
     if (c->aborted && c->state == Command::State::kExecuting) waiting = true;
@@ -1308,15 +1428,32 @@ void Connection::maybe_finish_tmf() {
   if (waiting) return;
   auto done = std::move(pending_tmf_);
   pending_tmf_.clear();
+  if (closed_) return;
   for (auto& p : done) {
-    if (p.after) p.after();
     TxItem& it = queue_pdu(Op::kTaskMgmtResponse);
     Bhs r(it.bhs.data());
     r.set_flags(0x80);
     it.bhs[2] = uint8_t(p.response);
     r.set_itt(Bhs(p.bhs.data()).itt());
     queue_status_fields(it);
+    if (p.after) p.after();
   }
+}
+
+std::function<void()> Connection::tmf_waiter() {
+  ++tmf_waits_;
+  ++executing_;
+  // Runs on whatever thread completes the last aborted task (or inline when there was none):
+  // back to this reactor, never inline (Reactor::post).
+  return [this] {
+    reactor_.post([this] {
+      --tmf_waits_;
+      --executing_;
+      maybe_finish_tmf();
+      check_drained();
+      notify_finished();
+    });
+  };
 }
 
 void Connection::handle_task_mgmt() {
@@ -1344,40 +1481,52 @@ void Connection::handle_task_mgmt() {
                                sn_lt(ref_cmd_sn, h.cmd_sn());
         p.response = in_window ? TmfResponse::kFunctionComplete : TmfResponse::kTaskDoesNotExist;
       } else {
+        // An executing task is aborted in the device server too (abort_commands), so one
+        // still waiting in its task set ends without running (SAM-5 ABORT TASK).
         abort_commands([&](Command& c) { return c.itt == rtt; });
       }
       break;
     }
     case TmfFunction::kAbortTaskSet:
-    case TmfFunction::kClearTaskSet:
-      if (!lu_of(lun)) {
+    case TmfFunction::kClearTaskSet: {
+      auto lu = lu_of(lun);
+      if (!lu) {
         p.response = TmfResponse::kLunDoesNotExist;
         break;
       }
+      // Task set type 001b (a task set per I_T nexus, control mode page TST): both functions
+      // concern only this nexus's tasks (SAM-5 ABORT TASK SET, CLEAR TASK SET).
       abort_commands([&](Command& c) { return c.task.lun == lun; });
+      scsi::abort_task_set(*lu, &nexus_, nexus_, tmf_waiter());
       break;
+    }
     case TmfFunction::kLogicalUnitReset: {
       auto lu = lu_of(lun);
       if (!lu) {
         p.response = TmfResponse::kLunDoesNotExist;
         break;
       }
+      // SAM-5 LOGICAL UNIT RESET: every nexus's tasks on the LU end (others report TASK
+      // ABORTED when TAS=1), then 29h/03h for every nexus; the response waits for them.
       abort_commands([&](Command& c) { return c.task.lun == lun; });
-      p.after = [this, lu] { scsi::reset_logical_unit(*lu, nexus_); };
+      scsi::reset_logical_unit(*lu, nexus_, tmf_waiter());
       break;
     }
     case TmfFunction::kTargetWarmReset:
     case TmfFunction::kTargetColdReset: {
+      // RFC 7143 11.5.1: a logical unit reset of every LU this session can reach; a cold
+      // reset also closes the connection after the response. Other sessions' connections
+      // stay up (they learn of the reset through 29h/03h).
       abort_commands([](Command&) { return true; });
-      const bool cold = fn == TmfFunction::kTargetColdReset;
-      p.after = [this, cold, table = luns_] {
-        for (auto& [n, lu] : table->luns) scsi::reset_logical_unit(*lu, nexus_);
-        // RFC 7143 11.5.1: a cold reset also closes the connections after the response.
-        if (cold) {
+      for (const auto& [n, lu] : luns) {
+        if (lu) scsi::reset_logical_unit(*lu, nexus_, tmf_waiter());
+      }
+      if (fn == TmfFunction::kTargetColdReset) {
+        p.after = [this] {
           close_after_tx_ = true;
           reading_ = false;
-        }
-      };
+        };
+      }
       break;
     }
     case TmfFunction::kClearAca:

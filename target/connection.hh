@@ -69,6 +69,11 @@ struct Command {
   uint32_t unsol_data_sn = 0;
   std::vector<R2t> r2ts;          // outstanding R2Ts
   uint32_t pending_tx = 0;        // queued PDUs still referring to task.data
+  // Write budget (Connection::take_budget): bytes charged to the connection's budget, and
+  // whether the command waits in the budget queue for its R2Ts (or, a READ, to execute).
+  uint32_t charged = 0;
+  bool budget_wait = false;
+  std::chrono::steady_clock::time_point started{};  // execute(); for latency statistics
 };
 
 class Connection final : public EventHandler, public Deferred {
@@ -88,6 +93,16 @@ class Connection final : public EventHandler, public Deferred {
   // Set by the owner: called once when the connection is closed and idle (may delete it).
   std::function<void(Connection&)> on_finished;
 
+  // --- administration (connection_admin.cc; reactor thread only) ---
+  bool in_full_feature() const;  // a normal session in full feature phase, not closed
+  const std::string& target_iqn() const { return target_name_; }
+  SessionInfo info() const;
+  // The target's definition changed: re-admit the initiator by the new ACL and switch to
+  // the LUN table it gives. False (and the connection is closed) when no longer admitted.
+  bool retarget(std::shared_ptr<const TargetDef> def);
+  // This connection's counters per LU name.
+  std::vector<std::pair<std::string, IoStats>> lu_stats() const { return lu_stats_; }
+
   // EventHandler / Deferred
   void on_event(uint32_t events) override;
   void run_deferred() override;
@@ -95,6 +110,7 @@ class Connection final : public EventHandler, public Deferred {
  private:
   static constexpr int kPdusPerWakeup = 16;
   static constexpr size_t kStageSize = 64 * 1024;
+  static constexpr size_t kPoolBytes = 8u << 20;  // buffer capacity pool_ may keep
   static constexpr size_t kLoginMaxDsl = 8192;  // RFC 7143 13.12 default before declaring
 
   enum class Phase { kLogin, kFullFeature, kLoggingOut };
@@ -119,7 +135,8 @@ class Connection final : public EventHandler, public Deferred {
   void handle_task_mgmt();
   void reject(RejectReason reason, const uint8_t* bhs);
   // --- login ---
-  void login_fail(LoginStatus st);
+  // `text`: the answers so far, sent along so the initiator sees which key failed.
+  void login_fail(LoginStatus st, std::vector<uint8_t> text = {});
   bool login_identity_key(const KeyValue& kv);
   bool login_auth_key(const KeyValue& kv, std::vector<uint8_t>& out);
   bool chap_finish(std::vector<uint8_t>& out);
@@ -130,6 +147,14 @@ class Connection final : public EventHandler, public Deferred {
   bool sequence(uint32_t cmd_sn, bool immediate);  // CmdSN window; false = drop
   void command_ready(Command* c);
   void start_r2ts(Command* c);
+  // Write budget: a WRITE's buffer beyond its unsolicited part is allocated when its
+  // first R2T goes out, a READ's when it executes, both within
+  // IscsiLimits::write_buffer_budget; commands that do not fit wait in order (FIFO).
+  void data_phase(Command* c);       // sequenced, data still needed (or a READ): go or wait
+  bool take_budget(Command* c);      // charge it; false when it must wait
+  void grant(Command* c);            // charged: allocate, send R2Ts or execute
+  void pump_budget();                // grant waiting commands in order while budget allows
+  void unqueue_budget(Command* c);   // out of the budget queue (answered, aborted, released)
   void fail_command(Command* c, scsi::Reason why);
   void respond_failed(Command* c);
   bool check_header();  // after BHS/AHS (and digest): false when the connection stops
@@ -138,6 +163,8 @@ class Connection final : public EventHandler, public Deferred {
   void complete(Command* c);
   void abort_commands(const std::function<bool(Command&)>& match);
   void maybe_finish_tmf();
+  void account(Command* c);  // statistics of a completed command (connection_admin.cc)
+  std::function<void()> tmf_waiter();  // a `done` for the device server's aborts
   uint32_t max_cmd_sn() const;
   // --- transmit ---
   struct TxItem {
@@ -236,6 +263,10 @@ class Connection final : public EventHandler, public Deferred {
   uint32_t live_commands_ = 0;
   uint32_t executing_ = 0;
   uint32_t next_ttt_ = 1;
+  std::deque<Command*> budget_wait_;  // commands waiting for budget, in arrival order
+  uint64_t budget_used_ = 0;          // sum of the live commands' `charged`
+  bool budget_pump_due_ = false;      // budget returned: pump at the end of the loop
+  size_t pooled_bytes_ = 0;           // buffer capacity kept by commands in pool_
 
   // text continuation (RFC 7143 11.10/11.11)
   std::vector<uint8_t> text_pending_;
@@ -249,6 +280,10 @@ class Connection final : public EventHandler, public Deferred {
     std::function<void()> after;
   };
   std::vector<PendingTmf> pending_tmf_;
+  // Device-server aborts (scsi::abort_task_set, reset_logical_unit) a pending TMF still waits
+  // for: other nexuses' tasks end on their own reactors. Each also counts in executing_, so
+  // the connection (and a logout) waits for it.
+  uint32_t tmf_waits_ = 0;
   bool logout_pending_ = false;
   std::array<uint8_t, kBhsLen> logout_bhs_{};
 
@@ -257,6 +292,13 @@ class Connection final : public EventHandler, public Deferred {
   // NOP-In pings
   uint32_t ping_ttt_ = kReservedTag;
   std::chrono::steady_clock::time_point ping_sent_;
+
+  // statistics and live reconfiguration (connection_admin.cc)
+  IoStats stats_;
+  std::vector<std::pair<std::string, IoStats>> lu_stats_;  // by LU name
+  std::vector<std::pair<uint64_t, uint32_t>> lun_slot_;    // LUN -> index in lu_stats_
+  // LUN tables replaced by retarget() while commands may still run on them.
+  std::vector<std::shared_ptr<const scsi::LunTable>> retired_tables_;
 
   // transmit
   Ring<TxItem> tx_;

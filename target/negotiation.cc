@@ -1,6 +1,7 @@
 #include "target/negotiation.hh"
 
 #include <algorithm>
+#include <iterator>
 #include <string_view>
 
 namespace zuma::target {
@@ -38,11 +39,74 @@ bool irrelevant_for_discovery(std::string_view k) {
          k == "DataPDUInOrder" || k == "DataSequenceInOrder";
 }
 
+// X-<reversed domain>.<name> (private) and X#<name> (IANA-registered) extension keys.
+bool is_extension(std::string_view k) { return k.starts_with("X-") || k.starts_with("X#"); }
+
+bool is_operational(std::string_view k) {
+  static constexpr std::string_view kKeys[] = {
+      "HeaderDigest",       "DataDigest",        "MaxRecvDataSegmentLength",
+      "MaxConnections",     "InitialR2T",        "ImmediateData",
+      "MaxBurstLength",     "FirstBurstLength",  "DefaultTime2Wait",
+      "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder",
+      "DataSequenceInOrder", "ErrorRecoveryLevel"};
+  return std::find(std::begin(kKeys), std::end(kKeys), k) != std::end(kKeys);
+}
+
 }  // namespace
 
 Negotiator::Outcome Negotiator::offer(const KeyValue& kv, std::vector<uint8_t>& out) {
   const std::string_view k = kv.key;
   const std::string_view v = kv.value;
+  // RFC 7143 6.2 lets an acceptor ignore keys it does not understand; extension keys have
+  // no defined answer, so none is sent (a NotUnderstood could confuse their negotiation).
+  if (is_extension(k)) return Outcome::kAnswered;
+  if (!is_operational(k)) return Outcome::kNotOperational;
+  if (auto p = proposed_.find(k); p != proposed_.end()) {
+    // The initiator's answer to the target's own offer: taken, not answered (RFC 7143
+    // 6.2). Reject, NotUnderstood or a bad value leave the default; finish() judges it.
+    proposed_.erase(p);
+    offered_.emplace(std::string(k), std::string(v));
+    std::vector<uint8_t> discard;
+    negotiate(k, v, discard);
+    return Outcome::kAnswered;
+  }
+  if (in_login_) {
+    auto [it, fresh] = offered_.emplace(std::string(k), std::string(v));
+    if (!fresh) return it->second == v ? Outcome::kAnswered : Outcome::kRenegotiated;
+  }
+  return negotiate(k, v, out);
+}
+
+bool Negotiator::propose(std::vector<uint8_t>& out) {
+  if (proposed_any_) return false;
+  proposed_any_ = true;
+  auto want = [&](std::string_view k, const std::string& value) {
+    if (offered_.contains(k)) return;
+    append_key(out, k, value);
+    proposed_.emplace(k);
+  };
+  // A required digest (CRC32C without None): the default None is not acceptable.
+  if (!limits_.header_digest_none && limits_.header_digest_crc32c) want("HeaderDigest", "CRC32C");
+  if (!limits_.data_digest_none && limits_.data_digest_crc32c) want("DataDigest", "CRC32C");
+  if (!discovery_) {
+    const SessionParams rfc;  // the defaults in force for keys nobody offers
+    if (rfc.immediate_data && !limits_.immediate_data) want("ImmediateData", "No");
+    if (rfc.max_burst_length > limits_.max_burst_length)
+      want("MaxBurstLength", std::to_string(limits_.max_burst_length));
+    const uint32_t first = std::min(limits_.first_burst_length, limits_.max_burst_length);
+    if (rfc.first_burst_length > first) want("FirstBurstLength", std::to_string(first));
+    if (rfc.max_connections > limits_.max_connections)
+      want("MaxConnections", std::to_string(limits_.max_connections));
+    if (rfc.default_time2wait < limits_.default_time2wait)
+      want("DefaultTime2Wait", std::to_string(limits_.default_time2wait));
+    if (rfc.default_time2retain > limits_.default_time2retain)
+      want("DefaultTime2Retain", std::to_string(limits_.default_time2retain));
+  }
+  return !proposed_.empty();
+}
+
+Negotiator::Outcome Negotiator::negotiate(std::string_view k, std::string_view v,
+                                          std::vector<uint8_t>& out) {
   auto reply = [&](std::string_view value) { append_key(out, k, value); };
   auto number = [&](uint64_t lo, uint64_t hi) -> std::optional<uint32_t> {
     auto n = parse_number(v, hi);
@@ -141,7 +205,7 @@ Negotiator::Outcome Negotiator::offer(const KeyValue& kv, std::vector<uint8_t>& 
   return Outcome::kAnswered;
 }
 
-void Negotiator::finish(std::vector<uint8_t>& out) {
+bool Negotiator::finish(std::vector<uint8_t>& out) {
   if (!declared_mrdsl_) {
     conn.max_recv_data_segment_length = limits_.max_recv_data_segment_length;
     append_key(out, "MaxRecvDataSegmentLength", std::to_string(conn.max_recv_data_segment_length));
@@ -149,6 +213,14 @@ void Negotiator::finish(std::vector<uint8_t>& out) {
   }
   // RFC 7143 13.14: FirstBurstLength MUST NOT exceed MaxBurstLength.
   session.first_burst_length = std::min(session.first_burst_length, session.max_burst_length);
+  if (discovery_) return true;
+  // A default left in force by a rejected offer must still be within what the target can
+  // do: it would buffer more than it allows, or take immediate data it refuses.
+  return session.max_burst_length <= limits_.max_burst_length &&
+         session.first_burst_length <= limits_.first_burst_length &&
+         (!session.immediate_data || limits_.immediate_data) &&
+         session.max_outstanding_r2t <= limits_.max_outstanding_r2t &&
+         session.max_connections <= limits_.max_connections;
 }
 
 }  // namespace zuma::target

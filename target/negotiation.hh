@@ -3,10 +3,22 @@
 // The Negotiator answers each operational key an initiator offers with the value the
 // RFC's result function gives (minimum, maximum, boolean AND/OR, list selection) against
 // the target's own limits, and records the outcome. Keys it does not know are answered
-// NotUnderstood; malformed values Reject (RFC 7143 6.2).
+// NotUnderstood (by the caller); malformed values Reject (RFC 7143 6.2). X- and X# keys
+// (private and IANA-registered extensions, RFC 7143 13.x / 6.2) are ignored.
+//
+// During login (until end_login()) it also sees the initiator's habits through: a key
+// repeated with the same value (some initiators resend every key in each PDU of a stage,
+// with or without the C bit) is not answered again; with another value it is an attempt
+// to renegotiate, which fails the login (RFC 7143 6.2: status 0x0200). Before the login
+// leaves the operational stage, propose() offers the target's own values for session
+// keys the initiator left at RFC defaults the target cannot accept (RFC 7143 6.2: e.g.
+// ImmediateData=No, a MaxBurstLength below 262144); the initiator's answers to those
+// offers are taken, not answered.
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +41,11 @@ struct IscsiLimits {
   uint32_t nop_in_interval = 0;
   uint32_t nop_in_timeout = 30;
   uint32_t login_timeout = 15;
+  // Bytes of WRITE data a connection may have asked for by R2T and not yet released
+  // (Connection's write budget): a stalled initiator pins at most this much (plus one
+  // command, plus the unsolicited bursts it may send without asking). It must be at
+  // least the largest transfer (8 MiB) for a single big WRITE to run at full speed.
+  uint64_t write_buffer_budget = 32ull << 20;
   bool header_digest_crc32c = true;  // digests accepted (RFC 7143 13.1)
   bool header_digest_none = true;
   bool data_digest_crc32c = true;
@@ -64,22 +81,40 @@ class Negotiator {
   Negotiator(const IscsiLimits& limits, bool discovery) : limits_(limits), discovery_(discovery) {}
 
   enum class Outcome {
-    kAnswered,        // handled; response appended
+    kAnswered,        // handled; response appended (or nothing to answer)
     kNotOperational,  // not an operational key: the caller handles it (or NotUnderstood)
+    kRenegotiated,    // repeated with another value during login: the login fails (0x0200)
   };
   Outcome offer(const KeyValue& kv, std::vector<uint8_t>& response);
+  // Appends offers of the target's values for session keys nobody negotiated yet whose
+  // RFC default the target's limits do not allow (normal sessions, once per login).
+  // True when it offered any: the login must not leave the stage before the initiator's
+  // answer (RFC 7143 6.2: an offer needs a response).
+  bool propose(std::vector<uint8_t>& response);
   // Appends the target's declarations the initiator has not yet seen (MaxRecvData-
   // SegmentLength) and enforces cross-key rules (FirstBurstLength <= MaxBurstLength).
-  void finish(std::vector<uint8_t>& response);
+  // False when a session key ended outside the target's limits (the initiator rejected
+  // the target's offer, or offered a malformed value and kept the default): the login
+  // fails.
+  [[nodiscard]] bool finish(std::vector<uint8_t>& response);
+  // Login over: from now on (Text requests in full feature phase) declarations may be
+  // repeated.
+  void end_login() { in_login_ = false; }
   void set_discovery(bool d) { discovery_ = d; }
 
   SessionParams session;
   ConnParams conn;
 
  private:
+  Outcome negotiate(std::string_view k, std::string_view v, std::vector<uint8_t>& out);
+
   const IscsiLimits& limits_;
   bool discovery_;
   bool declared_mrdsl_ = false;
+  bool in_login_ = true;
+  bool proposed_any_ = false;
+  std::map<std::string, std::string, std::less<>> offered_;  // by the initiator, this login
+  std::set<std::string, std::less<>> proposed_;              // by the target, awaiting answers
 };
 
 }  // namespace zuma::target

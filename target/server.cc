@@ -5,8 +5,11 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -34,6 +37,7 @@ class Server::ReactorState {
  public:
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns;
   std::atomic<size_t> count{0};
+  std::map<std::string, IoStats> retired;  // per-LU counters of connections that ended
 };
 
 namespace {
@@ -52,6 +56,7 @@ void Server::erase_when_idle(Reactor* r, ReactorState* st, uint64_t cid) {
     r->post([r, st, cid] { erase_when_idle(r, st, cid); });
     return;
   }
+  for (auto& [name, stats] : it->second->lu_stats()) st->retired[name].add(stats);
   st->conns.erase(it);
   st->count--;
 }
@@ -120,6 +125,7 @@ void Server::start() {
     auto l = std::make_unique<Listener>(*this, p, std::move(fd));
     l->bound_port = bound;
     listeners_.push_back(std::move(l));
+    std::lock_guard lock(portals_mu_);
     bound_portals_.push_back(p);
     bound_portals_.back().port = bound;
   }
@@ -284,16 +290,24 @@ const AclRule* TargetDef::admit(const std::string& initiator, const sockaddr_sto
 std::shared_ptr<const TargetDef> Server::find_target(const std::string& iqn) const {
   // RFC 7143 3.2.6.1: iSCSI names compare case-insensitively only in their
   // already-normalised (lowercase) form; config validation keeps them lowercase.
+  std::lock_guard lock(targets_mu_);
   for (auto& t : targets_)
     if (t->iqn == iqn) return t;
   return nullptr;
 }
 
-std::vector<std::shared_ptr<const TargetDef>> Server::targets() const { return targets_; }
+std::vector<std::shared_ptr<const TargetDef>> Server::targets() const {
+  std::lock_guard lock(targets_mu_);
+  return targets_;
+}
 
-std::vector<PortalDef> Server::portals() const { return bound_portals_; }
+std::vector<PortalDef> Server::portals() const {
+  std::lock_guard lock(portals_mu_);
+  return bound_portals_;
+}
 
 std::vector<uint16_t> Server::bound_ports() const {
+  std::lock_guard lock(portals_mu_);
   std::vector<uint16_t> out;
   for (auto& p : bound_portals_) out.push_back(p.port);
   return out;
@@ -332,6 +346,167 @@ void Server::session_ended(const std::string& key, uint64_t conn_id) {
   std::lock_guard lock(sessions_mu_);
   auto it = sessions_.find(key);
   if (it != sessions_.end() && it->second.second == conn_id) sessions_.erase(it);
+}
+
+}  // namespace zuma::target
+
+// ---------------------------------------------------------------------------------------
+// Live administration (issue 6). Everything a connection owns is read or changed on its
+// reactor thread, posted from here; the caller waits.
+
+namespace zuma::target {
+
+void IoStats::add(const IoStats& o) {
+  commands += o.commands;
+  reads += o.reads;
+  writes += o.writes;
+  bytes_read += o.bytes_read;
+  bytes_written += o.bytes_written;
+  errors += o.errors;
+  latency_sum_us += o.latency_sum_us;
+  for (size_t i = 0; i < latency.size(); ++i) latency[i] += o.latency[i];
+}
+
+void Server::on_every_reactor(const std::function<void(unsigned, ReactorState&)>& fn) {
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left;
+  };
+  auto w = std::make_shared<Wait>();
+  w->left = reactors_.size();
+  for (size_t i = 0; i < reactors_.size(); ++i) {
+    ReactorState* st = states_[i].get();
+    const unsigned idx = unsigned(i);
+    reactors_[i]->post([w, st, idx, &fn] {
+      fn(idx, *st);
+      std::lock_guard lock(w->mu);
+      if (--w->left == 0) w->cv.notify_all();
+    });
+  }
+  std::unique_lock lock(w->mu);
+  w->cv.wait(lock, [&] { return w->left == 0; });
+}
+
+std::vector<SessionInfo> Server::sessions() {
+  std::mutex mu;
+  std::vector<SessionInfo> out;
+  on_every_reactor([&](unsigned idx, ReactorState& st) {
+    std::vector<SessionInfo> mine;
+    for (auto& [id, c] : st.conns)
+      if (c->in_full_feature()) {
+        mine.push_back(c->info());
+        mine.back().reactor = idx;
+      }
+    std::lock_guard lock(mu);
+    for (auto& s : mine) out.push_back(std::move(s));
+  });
+  std::sort(out.begin(), out.end(), [](const SessionInfo& a, const SessionInfo& b) { return a.id < b.id; });
+  return out;
+}
+
+std::map<std::string, IoStats> Server::lu_stats() {
+  std::mutex mu;
+  std::map<std::string, IoStats> out;
+  on_every_reactor([&](unsigned, ReactorState& st) {
+    std::map<std::string, IoStats> mine = st.retired;
+    for (auto& [id, c] : st.conns)
+      for (auto& [name, stats] : c->lu_stats()) mine[name].add(stats);
+    std::lock_guard lock(mu);
+    for (auto& [name, stats] : mine) out[name].add(stats);
+  });
+  return out;
+}
+
+bool Server::logout_session(uint64_t id) {
+  std::atomic<bool> found{false};
+  on_every_reactor([&](unsigned, ReactorState& st) {
+    auto it = st.conns.find(id);
+    if (it == st.conns.end() || !it->second->in_full_feature()) return;
+    found = true;
+    it->second->drain();
+  });
+  return found;
+}
+
+size_t Server::set_targets(std::vector<std::shared_ptr<const TargetDef>> targets) {
+  std::map<std::string, std::shared_ptr<const TargetDef>> changed;  // iqn -> new definition
+  std::set<std::string> removed;
+  {
+    std::lock_guard lock(targets_mu_);
+    for (auto& old : targets_) {
+      auto it = std::find_if(targets.begin(), targets.end(),
+                             [&](auto& t) { return t->iqn == old->iqn; });
+      if (it == targets.end())
+        removed.insert(old->iqn);
+      else if (*it != old)
+        changed.emplace(old->iqn, *it);
+    }
+    targets_ = std::move(targets);
+  }
+  if (changed.empty() && removed.empty()) return 0;
+  std::atomic<size_t> closed{0};
+  on_every_reactor([&](unsigned, ReactorState& st) {
+    std::vector<Connection*> all;
+    for (auto& [id, c] : st.conns) all.push_back(c.get());
+    for (Connection* c : all) {
+      if (!c->in_full_feature()) continue;  // a login in progress keeps what it looked up
+      if (removed.count(c->target_iqn())) {
+        c->close("target removed");
+        ++closed;
+      } else if (auto it = changed.find(c->target_iqn()); it != changed.end()) {
+        if (!c->retarget(it->second)) ++closed;
+      }
+    }
+  });
+  return closed;
+}
+
+uint16_t Server::add_portal(const PortalDef& p) {
+  uint16_t bound = 0;
+  auto fd = listen_on(p, bound);
+  auto l = std::make_unique<Listener>(*this, p, std::move(fd));
+  l->bound_port = bound;
+  Listener* lp = l.get();
+  {
+    std::lock_guard lock(portals_mu_);
+    listeners_.push_back(std::move(l));
+    bound_portals_.push_back(p);
+    bound_portals_.back().port = bound;
+  }
+  std::atomic<bool> added{false};
+  reactors_[0]->post([this, lp, &added] {
+    reactors_[0]->add(lp->fd.get(), EPOLLIN, lp);
+    added = true;
+  });
+  while (!added) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return bound;
+}
+
+bool Server::remove_portal(const std::string& host, uint16_t port) {
+  std::shared_ptr<Listener> gone;
+  {
+    std::lock_guard lock(portals_mu_);
+    for (size_t i = 0; i < listeners_.size(); ++i) {
+      if (listeners_[i]->portal.host != host || listeners_[i]->bound_port != port) continue;
+      gone = std::shared_ptr<Listener>(std::move(listeners_[i]));
+      listeners_.erase(listeners_.begin() + ptrdiff_t(i));
+      break;
+    }
+    if (!gone) return false;
+    std::erase_if(bound_portals_, [&](const PortalDef& b) { return b.host == host && b.port == port; });
+  }
+  // Out of epoll on reactor 0; freed by a later post, after the epoll batch that may still
+  // name it is over.
+  std::atomic<bool> removed{false};
+  Reactor* r0 = reactors_[0].get();
+  r0->post([r0, gone, &removed] {
+    r0->remove(gone->fd.get());
+    r0->post([gone] {});
+    removed = true;
+  });
+  while (!removed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return true;
 }
 
 }  // namespace zuma::target

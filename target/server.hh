@@ -5,7 +5,9 @@
 // reactor threads through shared_ptr snapshots, so a live change later swaps a pointer.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <sys/socket.h>
@@ -68,6 +70,38 @@ struct ServerConfig {
 
 class Connection;
 
+// Command counters of one session, or of one LU summed over sessions (issue 6: metrics).
+// Each connection's are written only by its reactor thread and read there too (the admin
+// queries below are posted to the reactors): nothing shared is touched per I/O.
+struct IoStats {
+  // Latency histogram upper bounds in microseconds; one more bucket counts the rest.
+  static constexpr std::array<uint32_t, 14> kLatencyBoundsUs = {
+      50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000};
+  uint64_t commands = 0;       // every SCSI command completed
+  uint64_t reads = 0;          // READ (6/10/12/16)
+  uint64_t writes = 0;         // WRITE (6/10/12/16), WRITE AND VERIFY, WRITE ATOMIC
+  uint64_t bytes_read = 0;     // Data-In of those reads
+  uint64_t bytes_written = 0;  // Data-Out of those writes
+  uint64_t errors = 0;         // status other than GOOD (aborted tasks excepted)
+  uint64_t latency_sum_us = 0;
+  std::array<uint64_t, kLatencyBoundsUs.size() + 1> latency{};  // per bucket, not cumulative
+  void add(const IoStats& o);
+};
+
+// One logged-in session (MaxConnections is 1: one connection each), for `show sessions`.
+struct SessionInfo {
+  uint64_t id = 0;  // the connection id, what `logout` takes
+  unsigned reactor = 0;
+  std::string initiator, initiator_alias, target, isid, peer, local;
+  uint16_t tpgt = 0, tsih = 0;
+  uint32_t queue_depth = 0;
+  uint32_t in_flight = 0;  // commands received and not yet answered
+  std::vector<std::pair<std::string, std::string>> parameters;  // negotiated (RFC 7143 13)
+  std::vector<std::string> lus;  // names of the LUs the session sees
+  IoStats stats;
+  std::vector<std::pair<std::string, IoStats>> lu_stats;  // by LU name
+};
+
 // What the server tells connections about itself (lookups are thread-safe).
 class ServerContext {
  public:
@@ -119,6 +153,25 @@ class Server final : public ServerContext {
   // Ports actually bound, in portal order (useful when a portal asked for port 0).
   std::vector<uint16_t> bound_ports() const;
 
+  // --- Live administration (admin/ control socket, issue 6) ---
+  // Called from a thread that is not a reactor (each waits for the reactors it asks).
+  std::vector<SessionInfo> sessions();
+  // Counters per LU name: every session's, open or closed, since start.
+  std::map<std::string, IoStats> lu_stats();
+  // Asks the session's initiator to log out (RFC 7143 11.9.1 AsyncEvent 1), closing it
+  // after 3 s. False when no session has that id.
+  bool logout_session(uint64_t id);
+  // Replaces the target set. A target whose shared_ptr is not in the new set is removed
+  // and its sessions closed; sessions of a target given a new definition (same iqn, other
+  // pointer) follow it: re-admitted by its ACL (closed when refused) and switched to its
+  // LUN table; others are not touched. Returns the number of sessions closed.
+  size_t set_targets(std::vector<std::shared_ptr<const TargetDef>> targets);
+  // Starts listening on one more portal; returns the bound port. Throws
+  // std::runtime_error naming the portal when it cannot bind.
+  uint16_t add_portal(const PortalDef& p);
+  // Stops listening on host:port (sessions through it stay). False when not listening.
+  bool remove_portal(const std::string& host, uint16_t port);
+
  private:
   class Listener;
   class ReactorState;
@@ -132,7 +185,10 @@ class Server final : public ServerContext {
   std::vector<std::unique_ptr<Reactor>> reactors_;
   std::vector<std::unique_ptr<ReactorState>> states_;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::vector<PortalDef> bound_portals_;  // written in start(), read-only after
+  std::vector<PortalDef> bound_portals_;  // start(), add/remove_portal; under portals_mu_
+  mutable std::mutex portals_mu_;
+  mutable std::mutex targets_mu_;  // targets_ (set_targets swaps it)
+  void on_every_reactor(const std::function<void(unsigned, ReactorState&)>& fn);
   std::atomic<uint16_t> next_tsih_{0};
   std::atomic<uint64_t> next_nexus_id_{0};
   std::atomic<unsigned> next_reactor_{0};

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs libiscsi's conformance suite (iscsi-test-cu -d) against a fresh zumad and compares
-# the outcome with expected-failures.txt.
+# the outcome with expected-failures.txt and expected-skips.txt.
 #
-#   run-iscsi-test-cu.sh --zumad PATH [--out DIR] [--update] [--expected FILE]
+#   run-iscsi-test-cu.sh --zumad PATH [--out DIR] [--update] [--expected FILE] [--skips FILE]
 #                        [--runs thin,full] [--timeout SECONDS] [--target zuma|tgt]
 #
 # zumad gets two portals on free 127.0.0.1 ports and one target with LUN 0 thin (file) and
@@ -12,10 +12,14 @@
 # printed [SKIPPED] and did not fail, "notrun" if `iscsi-test-cu -l` lists it but the log
 # does not (crash or hang), else "passed".
 #
-# expected-failures.txt: one name per line, `# reason` comments allowed. A name is
-# Suite.Test (any run), RUN:Suite.Test (thin: or full: only); `*` globs are allowed.
-# The script fails if a test outside the list fails, is skipped or did not run. --update
-# rewrites the list from this run (keeping existing reasons).
+# Both lists: one name per line, `# reason` comments. A name is Suite.Test (any run) or
+# RUN:Suite.Test (thin: or full: only); `*` globs are allowed.
+#   expected-failures.txt  tests allowed to fail or not run (issue 3: it must stay empty);
+#   expected-skips.txt     tests allowed to skip; every entry needs a reason, and only
+#                          reasons that do not apply to a disk are acceptable.
+# The script fails if a test fails, does not run or skips outside its list, if a skip entry
+# has no reason, or if a skip entry no longer skips (stale). --update rewrites both lists
+# from this run (keeping existing reasons).
 #
 # --target tgt runs the same suite against tgtd (LUN 1 full, LUN 2 thin) on free
 # 127.0.0.1 ports with a private control port, for comparison; it never fails on results.
@@ -29,18 +33,20 @@ ZUMAD=${ZUMAD:-}
 OUT=$PWD
 UPDATE=0
 EXPECTED=$HERE/expected-failures.txt
+SKIPS=$HERE/expected-skips.txt
 RUNS=thin,full
 RUN_TIMEOUT=300
 TARGET=zuma
 IQN=iqn.2026-11.org.zuma:conformance
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case $1 in
     --zumad) ZUMAD=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --update) UPDATE=1; shift ;;
     --expected) EXPECTED=$2; shift 2 ;;
+    --skips) SKIPS=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --timeout) RUN_TIMEOUT=$2; shift 2 ;;
     --target) TARGET=$2; shift 2 ;;
@@ -59,16 +65,19 @@ source "$HERE/../integration/zumad-lib.sh"
 zuma_init
 
 TGTD_PID=""
-TGT_CP=""
+TGT_SOCK=""
+TGT_IMG_DIR=""
+tgtadm_() { TGT_IPC_SOCKET=$TGT_SOCK timeout 10 tgtadm --lld iscsi "$@"; }
 stop_tgt() {
   [[ -n "$TGTD_PID" ]] || return 0
-  tgtadm -C "$TGT_CP" --lld iscsi --mode target --op delete --force --tid 1 >/dev/null 2>&1 || true
+  tgtadm_ --mode target --op delete --force --tid 1 >/dev/null 2>&1 || true
   kill -TERM "$TGTD_PID" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$TGTD_PID" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$TGTD_PID" 2>/dev/null || true
   wait "$TGTD_PID" 2>/dev/null || true
-  rm -f "/var/run/tgtd/socket.$TGT_CP" "/var/run/tgtd/socket.$TGT_CP.lock"
   TGTD_PID=""
+  [[ -n "$TGT_IMG_DIR" ]] && rm -rf "$TGT_IMG_DIR"
+  TGT_IMG_DIR=""
 }
 cleanup_all() { local rc=$?; set +e; stop_tgt; cp -f "$ZUMA_DIR/zumad.log" "$OUT/zumad.log" 2>/dev/null || true; (exit $rc); zuma_cleanup; }
 trap cleanup_all EXIT
@@ -94,12 +103,13 @@ YAML
   MP_PORT=$PORT1
 elif [[ $TARGET == tgt ]]; then
   command -v tgtd >/dev/null || { echo "tgtd not installed (tgt)" >&2; exit 2; }
-  for _ in $(seq 100); do
-    TGT_CP=$((20000 + RANDOM % 10000))
-    [[ -e /var/run/tgtd/socket.$TGT_CP ]] || break
-  done
-  # -C: a private control socket; the portal is confined to 127.0.0.1 and a free port.
-  tgtd -f -C "$TGT_CP" --iscsi "portal=127.0.0.1:$PORT0" >"$ZUMA_DIR/tgtd.log" 2>&1 &
+  # A private control socket (TGT_IPC_SOCKET: tgtd binds $TGT_SOCK.0, never the system's
+  # /var/run/tgtd/socket.0), as bench/compare does; the portal is 127.0.0.1 on a free port;
+  # the LUs are files in /dev/shm (tmpfs, as zumad's would be fastest too).
+  TGT_SOCK=$ZUMA_DIR/tgt-ipc
+  TGT_IMG_DIR=$(mktemp -d /dev/shm/zuma-conformance-tgt-XXXXXX)
+  (cd "$ZUMA_DIR" && exec env TGT_IPC_SOCKET="$TGT_SOCK" tgtd -f --iscsi "portal=127.0.0.1:$PORT0") \
+    >"$ZUMA_DIR/tgtd.log" 2>&1 &
   TGTD_PID=$!
   deadline=$((SECONDS + 10))
   until zuma_port_open "$PORT0"; do
@@ -107,13 +117,16 @@ elif [[ $TARGET == tgt ]]; then
     ((SECONDS < deadline)) || { echo "tgtd does not listen" >&2; exit 1; }
     sleep 0.1
   done
-  truncate -s 64M "$ZUMA_DIR/full.img" "$ZUMA_DIR/thin.img"
-  tgt() { tgtadm -C "$TGT_CP" --lld iscsi "$@"; }
-  tgt --mode target --op new --tid 1 --targetname "$IQN"
-  tgt --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$ZUMA_DIR/full.img"
-  tgt --mode logicalunit --op new --tid 1 --lun 2 --backing-store "$ZUMA_DIR/thin.img"
-  tgt --mode logicalunit --op update --tid 1 --lun 2 --params thin_provisioning=1 || true
-  tgt --mode target --op bind --tid 1 --initiator-address 127.0.0.1
+  truncate -s 64M "$TGT_IMG_DIR/full.img" "$TGT_IMG_DIR/thin.img"
+  for i in $(seq 50); do
+    tgtadm_ --mode target --op new --tid 1 --targetname "$IQN" 2>/dev/null && break
+    ((i == 50)) && { echo "tgtadm cannot reach tgtd at $TGT_SOCK.0" >&2; exit 1; }
+    sleep 0.1
+  done
+  tgtadm_ --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$TGT_IMG_DIR/full.img"
+  tgtadm_ --mode logicalunit --op new --tid 1 --lun 2 --backing-store "$TGT_IMG_DIR/thin.img"
+  tgtadm_ --mode logicalunit --op update --tid 1 --lun 2 --params thin_provisioning=1 || true
+  tgtadm_ --mode target --op bind --tid 1 --initiator-address 127.0.0.1
   LUN_OF[thin]=2
   LUN_OF[full]=1
   MP_PORT=$PORT0
@@ -175,10 +188,10 @@ parse_log() {
   ' alltests="$ZUMA_DIR/all-tests.txt" "$1"
 }
 
-# Patterns of expected-failures.txt: "REGEX<TAB>PATTERN" per line.
-expected_patterns() {
-  [[ -f "$EXPECTED" ]] || return 0
-  sed -e 's/#.*//' -e 's/[[:space:]]//g' "$EXPECTED" | { grep -v '^$' || true; } | while read -r pat; do
+# Patterns of a list file: "REGEX<TAB>PATTERN" per line.
+list_patterns() {
+  [[ -f "$1" ]] || return 0
+  sed -e 's/#.*//' -e 's/[[:space:]]//g' "$1" | { grep -v '^$' || true; } | while read -r pat; do
     local p=$pat
     [[ $p == *:* ]] || p="*:$p"
     printf '^%s$\t%s\n' "$(printf '%s' "$p" | sed -e 's/[].[^$\\+?(){}|]/\\&/g' -e 's/\*/.*/g')" "$pat"
@@ -227,39 +240,62 @@ else
   stop_tgt
 fi
 
-patterns=$ZUMA_DIR/expected.pat
-expected_patterns >"$patterns"
+fail_pat=$ZUMA_DIR/expected-failures.pat
+skip_pat=$ZUMA_DIR/expected-skips.pat
+list_patterns "$EXPECTED" >"$fail_pat"
+list_patterns "$SKIPS" >"$skip_pat"
 bad=$ZUMA_DIR/unexpected.txt
-stale=$ZUMA_DIR/stale.txt
-# Not passed and matching no pattern -> unexpected; patterns matching nothing -> stale.
-awk -F'\t' -v PAT="$patterns" -v BAD="$bad" -v STALE="$stale" '
-  BEGIN { while ((getline l < PAT) > 0) { split(l, x, "\t"); re[++n] = x[1]; pat[n] = x[2] }
-          printf "" > BAD; printf "" > STALE }
+stale_fail=$ZUMA_DIR/stale-failures.txt
+stale_skip=$ZUMA_DIR/stale-skips.txt
+# Failed/not run must match expected-failures, skipped must match expected-skips. A pattern
+# that matches nothing is stale; a qualified one (RUN:...) only counts when RUN ran.
+awk -F'\t' -v FP="$fail_pat" -v SP="$skip_pat" -v BAD="$bad" -v SF="$stale_fail" \
+    -v SS="$stale_skip" -v RUNS=",$RUNS," '
+  function load(file, kind,   l, x) {
+    while ((getline l < file) > 0) { split(l, x, "\t"); n++; re[n] = x[1]; pat[n] = x[2]; knd[n] = kind }
+  }
+  function applies(i,   r) {
+    if (index(pat[i], ":") == 0) return 1
+    r = substr(pat[i], 1, index(pat[i], ":") - 1)
+    return r == "*" || index(RUNS, "," r ",") > 0
+  }
+  BEGIN { load(FP, "f"); load(SP, "s"); printf "" > BAD; printf "" > SF; printf "" > SS }
   { split($1, a, " "); st = a[1]; nm = a[2]
     if (st == "passed") next
+    want = st == "skipped" ? "s" : "f"
     ok = 0
-    for (i = 1; i <= n; i++) if (nm ~ re[i]) { ok = 1; used[i] = 1 }
+    for (i = 1; i <= n; i++) if (knd[i] == want && nm ~ re[i]) { ok = 1; used[i] = 1 }
     if (!ok) printf "  %-8s %s  %s\n", st, nm, $2 > BAD }
-  END { for (i = 1; i <= n; i++) if (!(i in used)) print "  " pat[i] > STALE }
+  END { for (i = 1; i <= n; i++) if (!(i in used) && applies(i)) print "  " pat[i] > (knd[i] == "s" ? SS : SF) }
 ' "$ALL_RESULTS"
+# Every skip needs its reason.
+noreason=$ZUMA_DIR/skips-without-reason.txt
+if [[ -f $SKIPS ]]; then
+  awk '{ l = $0; sub(/^[ \t]+/, "", l) } l == "" || l ~ /^#/ { next }
+       { i = index(l, "#"); r = i ? substr(l, i + 1) : ""; gsub(/[ \t]/, "", r)
+         if (r == "") print "  " l }' "$SKIPS" >"$noreason"
+else
+  : >"$noreason"
+fi
 
 read -r P F S N < <(awk '{ c[$1]++ } END { printf "%d %d %d %d\n", c["passed"], c["failed"], c["skipped"], c["notrun"] }' "$ALL_RESULTS")
 echo "iscsi-test-cu ($TARGET, all runs): $P passed, $F failed, $S skipped, $N not run"
 
-if ((UPDATE)); then
-  declare -A reason
-  if [[ -f "$EXPECTED" ]]; then
+# write_list FILE STATUS-REGEX HEADER...: the tests of this run whose status matches, one
+# name per line (unqualified when the same in every run), with the list's old reasons.
+write_list() {
+  local file=$1 status_re=$2; shift 2
+  declare -A reason=()
+  if [[ -f "$file" ]]; then
     while IFS= read -r line; do
       n=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' <<<"$line")
       [[ -n $n && $line == *"#"* ]] && reason[$n]=${line#*#}
-    done <"$EXPECTED"
+    done <"$file"
   fi
-  tmp=$ZUMA_DIR/expected.new
+  local tmp=$ZUMA_DIR/list.new
   {
-    echo "# iscsi-test-cu tests that do not pass against zumad (failed, skipped or not run)."
-    echo "# One name per line: Suite.Test (every run) or thin:/full:Suite.Test; '*' globs; '# reason'."
-    echo "# Regenerate: tests/conformance/run-iscsi-test-cu.sh --zumad build/apps/zumad --update"
-    # Names not passing in every run become unqualified.
+    printf '%s\n' "$@"
+    # Names in the same state in every run become unqualified.
     awk -F'\t' -v nruns="${#run_list[@]}" '
       { split($1, a, " "); st = a[1]; full = a[2]; i = index(full, ":"); run = substr(full, 1, i - 1); t = substr(full, i + 1)
         if (!(t in cnt)) order[++n] = t
@@ -267,23 +303,46 @@ if ((UPDATE)); then
       END { for (k = 1; k <= n; k++) { t = order[k]
               if (cnt[t] == nruns) print t "\t" msg[t]
               else { m = split(runs[t], r, " "); for (j = 1; j <= m; j++) print r[j] ":" t "\t" msg[t] } } }
-    ' <(awk '$1 != "passed"' "$ALL_RESULTS") | sort | while IFS=$'\t' read -r n m; do
+    ' <(awk -v re="$status_re" '$1 ~ re' "$ALL_RESULTS") | sort | while IFS=$'\t' read -r n m; do
       r=${reason[$n]:-${reason[${n#*:}]:-${reason[thin:$n]:-${reason[full:$n]:-}}}}
       if [[ -n $r ]]; then printf '%s  #%s\n' "$n" "$r"
       else printf '%s  # %s\n' "$n" "$(tr -s ' ' <<<"$m" | cut -c1-150)"; fi
     done
   } >"$tmp"
-  cp "$tmp" "$EXPECTED"
-  echo "updated $EXPECTED ($(grep -c -v '^#' "$EXPECTED") entries)"
+  cp "$tmp" "$file"
+  echo "updated $file ($(grep -c -v '^#' "$file" || true) entries)"
+}
+
+if ((UPDATE)); then
+  write_list "$EXPECTED" '^(failed|notrun)$' \
+    "# iscsi-test-cu tests that fail or do not run against zumad (issue 3: none may)." \
+    "# One name per line: Suite.Test (every run) or thin:/full:Suite.Test; '*' globs; '# reason'." \
+    "# Regenerate: tests/conformance/run-iscsi-test-cu.sh --zumad build/apps/zumad --update"
+  write_list "$SKIPS" '^skipped$' \
+    "# iscsi-test-cu tests that skip against zumad, each with the reason it does not apply." \
+    "# Acceptable reasons only: removable media, sanitize, write-protected media, a LU property" \
+    "# the test needs and the LU under test does not have (it runs on the other LU), a flag." \
+    "# One name per line: Suite.Test (every run) or thin:/full:Suite.Test; '*' globs; '# reason'." \
+    "# Regenerate: tests/conformance/run-iscsi-test-cu.sh --zumad build/apps/zumad --update"
   exit $overall
 fi
 
-if [[ -s $stale ]]; then
+if [[ -s $stale_fail ]]; then
   echo "Listed in $(basename "$EXPECTED") but passed (remove them or run --update):"
-  cat "$stale"
+  cat "$stale_fail"
+fi
+if [[ -s $stale_skip ]]; then
+  echo "STALE: listed in $(basename "$SKIPS") but did not skip (remove them or run --update):"
+  cat "$stale_skip"
+  overall=1
+fi
+if [[ -s $noreason ]]; then
+  echo "Skips without a reason in $(basename "$SKIPS"):"
+  cat "$noreason"
+  overall=1
 fi
 if [[ -s $bad ]]; then
-  echo "UNEXPECTED (not passed and not in $(basename "$EXPECTED")): $(wc -l <"$bad")"
+  echo "UNEXPECTED (failed, not run, or skipped outside the lists): $(wc -l <"$bad")"
   cat "$bad"
   overall=1
 fi

@@ -75,27 +75,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     (void)chap_algorithm_from_name(kv.value);
   }
-  neg.finish(out);
+  // The target's own offers (RFC 7143 6.2), which this initiator accepts as they are.
+  const size_t before = out.size();
+  if (neg.propose(out)) {
+    auto offers = parse_text(std::span(out).subspan(before));
+    if (!offers || offers->empty()) fail("the target's offers do not parse");
+    std::vector<uint8_t> none;
+    for (const KeyValue& kv : *offers) {
+      if (neg.offer(kv, none) != Negotiator::Outcome::kAnswered)
+        fail("the answer to the target's offer was not taken");
+      if (!none.empty()) fail("the target answered the answer to its own offer");
+    }
+  }
+  const bool agreed = neg.finish(out);
 
   // The answer is well-formed text.
   auto back = parse_text(out);
   if (!back) fail("the Negotiator's answer does not parse");
 
-  // Results of keys the initiator offered respect the target's limits. (A key it does not
-  // offer keeps its RFC 7143 default, which can exceed a stricter config: that is checked
-  // by tests/integration/security, not here, so the fuzzer can go on past it.)
-  // "Offered" = the initiator sent the key and the target answered it with a value (not
-  // Reject, Irrelevant or NotUnderstood, which leave the default in force).
-  auto offered = [&](const char* key) {
-    bool sent = false;
-    for (const KeyValue& kv : *keys)
-      if (kv.key == key) sent = true;
-    if (!sent) return false;
-    for (const KeyValue& kv : *back)
-      if (kv.key == key)
-        return kv.value != "Reject" && kv.value != "Irrelevant" && kv.value != "NotUnderstood";
-    return false;
-  };
+  // When finish() agrees, every result respects the target's limits; otherwise the login
+  // fails (an offer answered Reject, or a malformed value left a default it cannot take).
+  if (!agreed) return 0;
+  auto offered = [&](const char*) { return !discovery; };  // session keys: normal only
   const SessionParams& s = neg.session;
   const ConnParams& c = neg.conn;
   if (s.first_burst_length > s.max_burst_length) fail("FirstBurstLength > MaxBurstLength");
@@ -110,7 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (s.error_recovery_level != 0) fail("ErrorRecoveryLevel != 0");
   if (offered("ImmediateData") && s.immediate_data && !lim.immediate_data)
     fail("ImmediateData=Yes not allowed");
-  if (offered("InitialR2T") && !s.initial_r2t && lim.initial_r2t) fail("InitialR2T=No not allowed");
+  if (!s.initial_r2t && lim.initial_r2t) fail("InitialR2T=No not allowed");
   if (c.max_send_data_segment_length < 512 || c.max_send_data_segment_length > 16777215)
     fail("MaxRecvDataSegmentLength of the initiator out of range");
   if (c.header_digest && !lim.header_digest_crc32c) fail("HeaderDigest=CRC32C not allowed");

@@ -600,6 +600,37 @@ uint32_t get_be24(const uint8_t* p) {
   return uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | p[2];
 }
 
+uint32_t RawPdu::itt() const {
+  return get_be32(&bhs[16]);
+}
+
+namespace {
+std::array<uint32_t, 256> make_crc_table() {
+  // Reflected CRC32C polynomial 0x1EDC6F41 -> 0x82F63B78.
+  std::array<uint32_t, 256> t{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    t[i] = c;
+  }
+  return t;
+}
+size_t pad4(size_t n) {
+  return (4 - (n & 3)) & 3;
+}
+}  // namespace
+
+uint32_t crc32c(std::span<const uint8_t> data) {
+  static const std::array<uint32_t, 256> table = make_crc_table();
+  uint32_t c = 0xffffffffu;
+  for (uint8_t b : data) c = table[(c ^ b) & 0xff] ^ (c >> 8);
+  return ~c;
+}
+
+std::array<uint8_t, 4> digest_bytes(uint32_t crc) {
+  return {uint8_t(crc), uint8_t(crc >> 8), uint8_t(crc >> 16), uint8_t(crc >> 24)};
+}
+
 std::vector<uint8_t> login_request(uint8_t csg, uint8_t nsg, bool transit, uint32_t itt,
                                    uint32_t cmdsn, uint32_t exp_statsn, uint16_t tsih,
                                    std::string_view keys) {
@@ -631,12 +662,13 @@ std::string RecvResult::what() const {
     case RecvStatus::kTimeout:
       return "nothing within the timeout";
     case RecvStatus::kPdu: {
-      char buf[128];
+      char buf[200];
       std::snprintf(buf, sizeof buf,
-                    "PDU opcode 0x%02x byte1 0x%02x byte2 0x%02x byte36 0x%02x "
-                    "byte37 0x%02x, %zu data bytes",
-                    pdu.opcode(), pdu.bhs[1], pdu.bhs[2], pdu.bhs[36], pdu.bhs[37],
-                    pdu.data.size());
+                    "PDU opcode 0x%02x byte1 0x%02x byte2 0x%02x byte3 0x%02x byte36 0x%02x "
+                    "byte37 0x%02x ITT 0x%08x, %zu data bytes%s%s",
+                    pdu.opcode(), pdu.bhs[1], pdu.bhs[2], pdu.bhs[3], pdu.bhs[36], pdu.bhs[37],
+                    pdu.itt(), pdu.data.size(), pdu.header_digest_ok ? "" : ", BAD header digest",
+                    pdu.data_digest_ok ? "" : ", BAD data digest");
       return buf;
     }
   }
@@ -705,18 +737,59 @@ RecvResult RawConnection::recv(std::chrono::milliseconds timeout) {
     return RecvStatus::kPdu;
   };
   if ((r.status = need(kBhsLen)) != RecvStatus::kPdu) return r;
-  size_t ahs = size_t{rbuf_[4]} * 4;
-  size_t dsl = get_be24(&rbuf_[5]);
-  size_t padded = (dsl + 3) & ~size_t{3};
-  if ((r.status = need(kBhsLen + ahs + padded)) != RecvStatus::kPdu) return r;
-  r.pdu.bhs.assign(rbuf_.begin(), rbuf_.begin() + kBhsLen);
-  r.pdu.data.assign(rbuf_.begin() + static_cast<long>(kBhsLen + ahs),
-                    rbuf_.begin() + static_cast<long>(kBhsLen + ahs + dsl));
-  rbuf_.erase(rbuf_.begin(), rbuf_.begin() + static_cast<long>(kBhsLen + ahs + padded));
+  // RFC 7143 11.1: BHS, AHS, header digest, data segment (padded), data digest.
+  const size_t hlen = kBhsLen + size_t{rbuf_[4]} * 4;
+  const size_t dsl = get_be24(&rbuf_[5]);
+  const size_t dstart = hlen + (hd_ ? 4 : 0);
+  const size_t padded = dsl + pad4(dsl);
+  const size_t total = dstart + padded + (dd_ && dsl ? 4 : 0);
+  if ((r.status = need(total)) != RecvStatus::kPdu) return r;
+  auto at = [&](size_t i) { return rbuf_.begin() + static_cast<long>(i); };
+  r.pdu.bhs.assign(rbuf_.begin(), at(kBhsLen));
+  r.pdu.ahs.assign(at(kBhsLen), at(hlen));
+  if (hd_) {
+    auto want = digest_bytes(crc32c({rbuf_.data(), hlen}));
+    r.pdu.header_digest_ok = std::equal(want.begin(), want.end(), at(hlen));
+  }
+  r.pdu.data.assign(at(dstart), at(dstart + dsl));
+  if (dd_ && dsl) {
+    auto want = digest_bytes(crc32c({rbuf_.data() + dstart, padded}));
+    r.pdu.data_digest_ok = std::equal(want.begin(), want.end(), at(dstart + padded));
+  }
+  rbuf_.erase(rbuf_.begin(), at(total));
   return r;
 }
 
-bool RawConnection::wait_closed(std::chrono::milliseconds timeout) {
+bool RawConnection::send_pdu(std::span<const uint8_t> bhs, std::span<const uint8_t> data,
+                             const SendOptions& so) {
+  std::vector<uint8_t> out(bhs.begin(), bhs.end());
+  put_be24(&out[5], static_cast<uint32_t>(data.size()));
+  if (hd_) {
+    auto d = digest_bytes(crc32c(out));
+    if (so.corrupt_header_digest) d[0] ^= 0x5a;
+    out.insert(out.end(), d.begin(), d.end());
+  }
+  const size_t data_at = out.size();
+  out.insert(out.end(), data.begin(), data.end());
+  out.resize(out.size() + pad4(data.size()), 0);
+  if (dd_ && !data.empty()) {
+    auto d = digest_bytes(crc32c({out.data() + data_at, out.size() - data_at}));
+    if (so.corrupt_data_digest) d[3] ^= 0xa5;
+    out.insert(out.end(), d.begin(), d.end());
+  }
+  return send(out);
+}
+
+std::string RawConnection::local_address() const {
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
+  char buf[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &sa.sin_addr, buf, sizeof buf);
+  return std::string(buf) + ":" + std::to_string(ntohs(sa.sin_port));
+}
+
+bool RawConnection::wait_closed(std::chrono::milliseconds timeout, std::vector<RawPdu>* seen) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -724,6 +797,7 @@ bool RawConnection::wait_closed(std::chrono::milliseconds timeout) {
     RecvResult r = recv(left);
     if (r.status == RecvStatus::kClosed) return true;
     if (r.status == RecvStatus::kTimeout) return false;
+    if (seen) seen->push_back(std::move(r.pdu));
   }
 }
 

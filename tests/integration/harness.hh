@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -193,7 +194,23 @@ inline constexpr size_t kBhsLen = 48;
 struct RawPdu {
   std::vector<uint8_t> bhs;   // 48 bytes
   std::vector<uint8_t> data;  // data segment without padding
+  std::vector<uint8_t> ahs;   // additional header segments, if any
+  // Digests of a received PDU, checked when the connection has them in force.
+  bool header_digest_ok = true;
+  bool data_digest_ok = true;
   uint8_t opcode() const { return bhs[0] & 0x3f; }
+  uint32_t itt() const;  // Initiator Task Tag (bytes 16..19)
+};
+
+// CRC32C (Castagnoli, RFC 3720 B.4) by a table here, independent of zumad's ISA-L code.
+uint32_t crc32c(std::span<const uint8_t> data);
+// The 4 digest bytes as they travel (least significant byte first, RFC 7143 11.1).
+std::array<uint8_t, 4> digest_bytes(uint32_t crc);
+
+// Corruptions RawConnection::send_pdu can make on purpose.
+struct SendOptions {
+  bool corrupt_header_digest = false;
+  bool corrupt_data_digest = false;
 };
 
 enum class RecvStatus { kPdu, kClosed, kTimeout };
@@ -204,7 +221,7 @@ struct RecvResult {
   std::string what() const;  // for messages
 };
 
-// A plain TCP connection speaking hand-built PDUs. No digests.
+// A plain TCP connection speaking hand-built PDUs, with CRC32C digests when set.
 class RawConnection {
  public:
   explicit RawConnection(uint16_t port);
@@ -214,12 +231,27 @@ class RawConnection {
 
   // Returns false if the peer has closed the connection (EPIPE/ECONNRESET).
   bool send(std::span<const uint8_t> bytes);
-  // Waits up to `timeout` for one whole PDU (AHS skipped, data segment read).
+  // Sends a BHS (its DataSegmentLength set here) and data segment, padded, with the
+  // digests in force (set_digests); can corrupt them on purpose.
+  bool send_pdu(std::span<const uint8_t> bhs, std::span<const uint8_t> data = {},
+                const SendOptions& so = {});
+  // Waits up to `timeout` for one whole PDU (AHS and data segment read; digests read and
+  // checked when in force).
   RecvResult recv(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
   // Reads and drops PDUs until the connection closes or `timeout` passes; true if closed.
-  bool wait_closed(std::chrono::milliseconds timeout);
+  // `seen`, when given, collects the PDUs read.
+  bool wait_closed(std::chrono::milliseconds timeout, std::vector<RawPdu>* seen = nullptr);
   void close();
   int fd() const { return fd_; }
+  // Header/data digests (CRC32C) in force from now on, as a login negotiated them.
+  void set_digests(bool header, bool data) {
+    hd_ = header;
+    dd_ = data;
+  }
+  bool header_digest() const { return hd_; }
+  bool data_digest() const { return dd_; }
+  // "127.0.0.1:PORT" of this end, as zumad logs the initiator's address.
+  std::string local_address() const;
 
   // Security -> operational -> full feature login of a normal session to `iqn`.
   // Returns an empty string on success, else what went wrong.
@@ -238,6 +270,7 @@ class RawConnection {
   uint32_t itt_ = 1;
   uint32_t cmdsn_ = 1;
   uint32_t exp_statsn_ = 0;
+  bool hd_ = false, dd_ = false;
 };
 
 // Builders for hand-made PDUs.

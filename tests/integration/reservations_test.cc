@@ -1,6 +1,7 @@
 // Persistent reservations, unit attentions and ALUA against a real zumad: APTPL state that
 // survives a restart (and state without APTPL that does not), registrations per I_T nexus
-// across two portal groups, REPORT TARGET PORT GROUPS, POWER ON OCCURRED after login.
+// across two portal groups, REPORT TARGET PORT GROUPS, POWER ON OCCURRED after login, and
+// what the reset task management functions do to reservations and unit attentions.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -236,4 +237,42 @@ TEST_CASE("a new session's first command reports POWER ON OCCURRED") {
   Task t = n.tur();
   CHECK(is_sense(t.get(), SCSI_SENSE_UNIT_ATTENTION, 0x2901));
   CHECK(is_good(n.tur().get()));
+}
+
+TEST_CASE(
+    "LOGICAL UNIT RESET and TARGET WARM RESET: 29h/03h everywhere, RESERVE (6) released, "
+    "persistent reservations kept") {
+  Zumad z(kConfig, 2);
+  z.start();
+  Nexus a(z.portal(0), kInitA, 0x5555);
+  Nexus b(z.portal(1), kInitB, 0x6666);
+  REQUIRE(is_good(
+      a.prout(SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0, kKeyA).get()));
+  REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_RESERVE,
+                          SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE, kKeyA, 0)
+                      .get()));
+  REQUIRE(iscsi_task_mgmt_lun_reset_sync(a.ctx, 0) == 0);
+  // SAM-5: the reset unit attention for every I_T nexus, the sender's included.
+  for (Nexus* n : {&a, &b}) {
+    Task t = n->tur();
+    CHECK(is_sense(t.get(), SCSI_SENSE_UNIT_ATTENTION, 0x2903));
+    CHECK(is_good(n->tur().get()));
+  }
+  // SPC-5: a persistent reservation survives a reset.
+  auto [reserved, key, type] = a.reservation();
+  CHECK(reserved);
+  CHECK(key == kKeyA);
+  CHECK(conflict(b.write1()));
+  REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_CLEAR, 0, kKeyA, 0).get()));
+  CHECK(is_good(b.tur().get()));  // b was not registered: no RESERVATIONS PREEMPTED
+  // SPC-2: a RESERVE (6) reservation does not survive one.
+  REQUIRE(is_good(Task(iscsi_reserve6_sync(a.ctx, 0)).get()));
+  CHECK(conflict(Task(iscsi_reserve6_sync(b.ctx, 0))));
+  REQUIRE(iscsi_task_mgmt_target_warm_reset_sync(b.ctx) == 0);
+  for (Nexus* n : {&a, &b}) CHECK(is_sense(n->tur().get(), SCSI_SENSE_UNIT_ATTENTION, 0x2903));
+  CHECK(is_good(Task(iscsi_reserve6_sync(b.ctx, 0)).get()));
+  CHECK(is_good(Task(iscsi_release6_sync(b.ctx, 0)).get()));
+  // Nothing outstanding: ABORT TASK SET completes at once.
+  CHECK(iscsi_task_mgmt_abort_task_set_sync(a.ctx, 0) == 0);
+  CHECK(is_good(a.tur().get()));
 }

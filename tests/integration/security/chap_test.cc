@@ -283,7 +283,7 @@ TEST_CASE("CHAP challenges are fresh: two logins never see the same CHAP_C") {
     LoginOutcome r = c.login(raw_login(kHost, "7"));
     REQUIRE_MESSAGE(r.ok, r.error);
     const std::string ch = key_value(r.keys, "CHAP_C");
-    auto bytes = from_hex(ch);
+    auto bytes = decode_binary(ch);
     REQUIRE(bytes);
     CHECK(bytes->size() >= 16);  // RFC 7143 12.1.3 recommends at least the hash length
     for (const std::string& s : seen) CHECK(s != ch);
@@ -345,6 +345,8 @@ TEST_CASE("CHAP secret_file: a world-readable file fails --check-config; a 0600 
   CHECK(bad.exit_code != 0);
   CHECK_MESSAGE(bad.output.find("world-readable") != std::string::npos, bad.output);
   CHECK_MESSAGE(bad.output.find(secret_path) != std::string::npos, bad.output);
+  // FILE:LINE of the secret_file key (line 5 of sec_config's text).
+  CHECK_MESSAGE(bad.output.find(cfg + ":5:") != std::string::npos, bad.output);
 
   ::chmod(secret_path.c_str(), 0600);
   RunResult good = run_program({zumad_path(), "--check-config", cfg});
@@ -356,6 +358,32 @@ TEST_CASE("CHAP secret_file: a world-readable file fails --check-config; a 0600 
                     {.initiator = "iqn.2026-11.org.zuma:sec-file", .target = kIqn, .chap = kHost});
   REQUIRE_MESSAGE(s.ok(), s.error());
   CHECK(s.write_read_verify(0, 8, 512, 41) == "");
+}
+
+TEST_CASE("CHAP secret_file: exactly one trailing newline is dropped") {
+  // "secret\n\n": the secret is "secret\n" (the second newline is part of it).
+  TempDir dir;
+  const std::string lf = dir.file("lf.secret"), crlf = dir.file("crlf.secret");
+  write_file(lf, kHost.secret + "\n\n");
+  write_file(crlf, kHost.secret + "\r\n");
+  ::chmod(lf.c_str(), 0600);
+  ::chmod(crlf.c_str(), 0600);
+  const std::string iqn2 = "iqn.2026-11.org.zuma:sec-crlf";
+  Zumad z(sec_config({{kIqn, {"chap: { user: host1, secret_file: " + lf + " }"}},
+                      {iqn2, {"chap: { user: host1, secret_file: " + crlf + " }"}}}));
+  z.start();
+  auto try_login = [&](const std::string& target, const std::string& secret) {
+    SecConnection c(z.port());
+    LoginOptions o = raw_login(Creds{kHost.user, secret});
+    o.target = target;
+    return c.login(o);
+  };
+  LoginOutcome one_left = try_login(kIqn, kHost.secret + "\n");
+  CHECK_MESSAGE(one_left.ok, one_left.error);
+  LoginOutcome stripped_both = try_login(kIqn, kHost.secret);
+  CHECK(stripped_both.status() == 0x0201);
+  LoginOutcome crlf_dropped = try_login(iqn2, kHost.secret);
+  CHECK_MESSAGE(crlf_dropped.ok, crlf_dropped.error);
 }
 
 namespace {

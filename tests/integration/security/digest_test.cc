@@ -61,6 +61,26 @@ TEST_CASE("header digests with libiscsi: required by the config, data written an
   }
 }
 
+TEST_CASE("a required digest the initiator does not mention: zumad offers it (RFC 7143 6.2)") {
+  Zumad z(sec_config({{kIqn, {}}}, "{ header_digest: [CRC32C], data_digest: [CRC32C, None] }"));
+  z.start();
+  LoginOptions o;
+  o.initiator = "iqn.2026-11.org.zuma:digest-quiet";
+  o.target = kIqn;
+  o.header_digest = "";  // neither digest key sent
+  o.data_digest = "";
+  SecConnection c(z.port());
+  LoginOutcome r = c.login(o);
+  REQUIRE_MESSAGE(r.ok, r.error << "; target keys: " << keys_str(r.keys));
+  CHECK(key_value(r.keys, "HeaderDigest") == "CRC32C");
+  CHECK_FALSE(has_key(r.keys, "DataDigest"));  // None is acceptable: nothing to offer
+  CHECK(c.header_digest());
+  CHECK_FALSE(c.data_digest());
+  Received p = c.nop({});
+  CHECK_MESSAGE((p.status == RecvStatus::kPdu && p.pdu.opcode() == 0x20 && p.pdu.header_digest_ok),
+                p.what());
+}
+
 TEST_CASE("header_digest: [CRC32C] / data_digest: [CRC32C]: no session without the digest") {
   Zumad z(sec_config({{kIqn, {}}}, "{ header_digest: [CRC32C], data_digest: [CRC32C] }"));
   z.start();
@@ -78,23 +98,32 @@ TEST_CASE("header_digest: [CRC32C] / data_digest: [CRC32C]: no session without t
     o.data_digest = "None";
     key = "DataDigest";
   }
-  SUBCASE("HeaderDigest not offered (default None)") {
+  SUBCASE("HeaderDigest not offered; zumad's own offer of CRC32C answered Reject") {
     o.header_digest = "";
+    o.proposal_answers = {{"HeaderDigest", "Reject"}};
     key = "HeaderDigest";
+  }
+  SUBCASE("DataDigest not offered; zumad's own offer of CRC32C answered None") {
+    o.data_digest = "";
+    o.proposal_answers = {{"DataDigest", "None"}};
+    key = "DataDigest";
   }
   CAPTURE(key);
   SecConnection c(z.port());
   LoginOutcome r = c.login(o);
   // RFC 7143 6.2.1/13.1: no acceptable value -> "Reject" for the key, which keeps its
-  // default (None); a key not offered is None too. A session without the digest the
-  // administrator requires (CONFIG.md: "[CRC32C] requires header digests") must not reach
-  // full feature phase.
+  // default (None); a key not offered zumad offers itself (6.2), and a refusal leaves
+  // None too. A session without the digest the administrator requires (CONFIG.md:
+  // "[CRC32C] requires header digests") must not reach full feature phase.
   if (!o.header_digest.empty() && !o.data_digest.empty())
     CHECK_MESSAGE(key_value(r.keys, key) == "Reject", keys_str(r.keys));
+  else
+    CHECK_MESSAGE(key_value(r.keys, key) == "CRC32C", keys_str(r.keys));  // zumad's offer
   CHECK_MESSAGE(!r.ok, "logged in without " << key
                                             << " although the config requires it; target "
                                                "keys: "
                                             << keys_str(r.keys));
+  CHECK_MESSAGE(r.status() == 0x0200, r.error);
   // Both digests offered: the login works.
   SecConnection good(z.port());
   o.header_digest = o.data_digest = "CRC32C";

@@ -1,22 +1,15 @@
 #include "tests/integration/security/sec_client.hh"
 
-#include <arpa/inet.h>
 #include <dirent.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <memory>
-#include <stdexcept>
 #include <thread>
 
 extern "C" {
@@ -28,28 +21,6 @@ namespace zuma::test::sec {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::array<uint32_t, 256> make_crc_table() {
-  // Reflected CRC32C polynomial 0x1EDC6F41 -> 0x82F63B78.
-  std::array<uint32_t, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-    t[i] = c;
-  }
-  return t;
-}
-
-uint32_t pad4(uint32_t n) {
-  return (4 - (n & 3)) & 3;
-}
-
-int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 }  // namespace
 
@@ -82,17 +53,6 @@ std::string sec_config(const std::vector<TargetSpec>& targets, std::string_view 
 
 // ---- primitives ------------------------------------------------------------------------
 
-uint32_t crc32c(std::span<const uint8_t> data) {
-  static const std::array<uint32_t, 256> table = make_crc_table();
-  uint32_t c = 0xffffffffu;
-  for (uint8_t b : data) c = table[(c ^ b) & 0xff] ^ (c >> 8);
-  return ~c;
-}
-
-std::array<uint8_t, 4> digest_bytes(uint32_t crc) {
-  return {uint8_t(crc), uint8_t(crc >> 8), uint8_t(crc >> 16), uint8_t(crc >> 24)};
-}
-
 std::vector<uint8_t> chap_hash(int chap_a, uint8_t id, std::string_view secret,
                                std::span<const uint8_t> challenge) {
   const EVP_MD* md = chap_a == kChapMd5        ? EVP_md5()
@@ -111,34 +71,6 @@ std::vector<uint8_t> chap_hash(int chap_a, uint8_t id, std::string_view secret,
       EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1)
     return {};
   out.resize(len);
-  return out;
-}
-
-std::string to_hex(std::span<const uint8_t> b) {
-  static const char* kHex = "0123456789abcdef";
-  std::string s = "0x";
-  for (uint8_t c : b) {
-    s += kHex[c >> 4];
-    s += kHex[c & 15];
-  }
-  return s;
-}
-
-std::optional<std::vector<uint8_t>> from_hex(std::string_view v) {
-  if (v.size() < 3 || v[0] != '0' || (v[1] != 'x' && v[1] != 'X')) return std::nullopt;
-  v.remove_prefix(2);
-  std::vector<uint8_t> out;
-  if (v.size() % 2) {
-    int d = hexval(v[0]);
-    if (d < 0) return std::nullopt;
-    out.push_back(uint8_t(d));
-    v.remove_prefix(1);
-  }
-  for (size_t i = 0; i < v.size(); i += 2) {
-    int hi = hexval(v[i]), lo = hexval(v[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out.push_back(uint8_t(hi << 4 | lo));
-  }
   return out;
 }
 
@@ -195,26 +127,6 @@ std::string keys_str(const Keys& keys) {
 
 // ---- results ---------------------------------------------------------------------------
 
-std::string Received::what() const {
-  switch (status) {
-    case RecvStatus::kClosed:
-      return "connection closed";
-    case RecvStatus::kTimeout:
-      return "nothing within the timeout";
-    case RecvStatus::kPdu: {
-      char buf[200];
-      std::snprintf(buf, sizeof buf,
-                    "PDU opcode 0x%02x flags 0x%02x byte2 0x%02x byte3 0x%02x status 0x%02x%02x "
-                    "ITT 0x%08x, %zu data bytes%s%s",
-                    pdu.opcode(), pdu.bhs[1], pdu.bhs[2], pdu.bhs[3], pdu.bhs[36], pdu.bhs[37],
-                    pdu.itt(), pdu.data.size(), pdu.header_digest_ok ? "" : ", BAD header digest",
-                    pdu.data_digest_ok ? "" : ", BAD data digest");
-      return buf;
-    }
-  }
-  return "?";
-}
-
 int ScsiResult::sense_key() const {
   if (sense.size() < 3) return -1;
   const uint8_t code = sense[0] & 0x7f;
@@ -249,130 +161,6 @@ std::string ScsiResult::describe() const {
 
 // ---- SecConnection ---------------------------------------------------------------------
 
-SecConnection::SecConnection(uint16_t port) {
-  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    std::string e = std::string("connect: ") + std::strerror(errno);
-    ::close(fd_);
-    fd_ = -1;
-    throw std::runtime_error(e);
-  }
-  int one = 1;
-  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-SecConnection::~SecConnection() {
-  close();
-}
-
-void SecConnection::close() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
-
-std::string SecConnection::local_address() const {
-  sockaddr_in sa{};
-  socklen_t len = sizeof sa;
-  ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-  char buf[INET_ADDRSTRLEN] = "?";
-  inet_ntop(AF_INET, &sa.sin_addr, buf, sizeof buf);
-  return std::string(buf) + ":" + std::to_string(ntohs(sa.sin_port));
-}
-
-bool SecConnection::send_raw(std::span<const uint8_t> bytes) {
-  size_t off = 0;
-  while (off < bytes.size()) {
-    pollfd p{fd_, POLLOUT, 0};
-    if (::poll(&p, 1, 5000) <= 0) return false;
-    ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return false;
-    }
-    off += size_t(n);
-  }
-  return true;
-}
-
-bool SecConnection::send_pdu(std::span<const uint8_t> bhs_in, std::span<const uint8_t> data,
-                             const SendOptions& so) {
-  std::vector<uint8_t> out(bhs_in.begin(), bhs_in.end());
-  put_be24(&out[5], uint32_t(data.size()));
-  if (hd_) {
-    auto d = digest_bytes(crc32c(out));
-    if (so.corrupt_header_digest) d[0] ^= 0x5a;
-    out.insert(out.end(), d.begin(), d.end());
-  }
-  const size_t data_at = out.size();
-  out.insert(out.end(), data.begin(), data.end());
-  out.resize(out.size() + pad4(uint32_t(data.size())), 0);
-  if (dd_ && !data.empty()) {
-    auto d = digest_bytes(crc32c({out.data() + data_at, out.size() - data_at}));
-    if (so.corrupt_data_digest) d[3] ^= 0xa5;
-    out.insert(out.end(), d.begin(), d.end());
-  }
-  return send_raw(out);
-}
-
-Received SecConnection::recv(std::chrono::milliseconds timeout) {
-  Received r;
-  const auto deadline = Clock::now() + timeout;
-  auto need = [&](size_t n) -> RecvStatus {
-    while (rbuf_.size() < n) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return RecvStatus::kTimeout;
-      pollfd p{fd_, POLLIN, 0};
-      int pr = ::poll(&p, 1, int(left.count()));
-      if (pr < 0 && errno == EINTR) continue;
-      if (pr <= 0) return RecvStatus::kTimeout;
-      uint8_t buf[65536];
-      ssize_t got = ::recv(fd_, buf, sizeof buf, 0);
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) return RecvStatus::kClosed;
-      rbuf_.insert(rbuf_.end(), buf, buf + got);
-    }
-    return RecvStatus::kPdu;
-  };
-  if ((r.status = need(48)) != RecvStatus::kPdu) return r;
-  const size_t ahs = size_t(rbuf_[4]) * 4;
-  const uint32_t dsl = get_be24(&rbuf_[5]);
-  const size_t hlen = 48 + ahs;
-  const size_t dstart = hlen + (hd_ ? 4 : 0);
-  const size_t dpadded = dsl + pad4(dsl);
-  const size_t total = dstart + dpadded + (dd_ && dsl ? 4 : 0);
-  if ((r.status = need(total)) != RecvStatus::kPdu) return r;
-  std::copy_n(rbuf_.begin(), 48, r.pdu.bhs.begin());
-  r.pdu.ahs.assign(rbuf_.begin() + 48, rbuf_.begin() + long(hlen));
-  if (hd_)
-    r.pdu.header_digest_ok = std::equal(rbuf_.begin() + long(hlen), rbuf_.begin() + long(hlen) + 4,
-                                        digest_bytes(crc32c({rbuf_.data(), hlen})).begin());
-  r.pdu.data.assign(rbuf_.begin() + long(dstart), rbuf_.begin() + long(dstart + dsl));
-  if (dd_ && dsl) {
-    auto want = digest_bytes(crc32c({rbuf_.data() + dstart, dpadded}));
-    r.pdu.data_digest_ok =
-        std::equal(want.begin(), want.end(), rbuf_.begin() + long(dstart + dpadded));
-  }
-  rbuf_.erase(rbuf_.begin(), rbuf_.begin() + long(total));
-  return r;
-}
-
-bool SecConnection::wait_closed(std::chrono::milliseconds timeout, std::vector<Pdu>* seen) {
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
-    Received r = recv(left);
-    if (r.status == RecvStatus::kClosed) return true;
-    if (r.status == RecvStatus::kTimeout) return false;
-    if (seen) seen->push_back(std::move(r.pdu));
-  }
-}
-
 void SecConnection::note_status(const Pdu& p) {
   const uint8_t op = p.opcode();
   const bool carries = op == 0x21 || op == 0x22 || op == 0x23 || op == 0x24 || op == 0x26 ||
@@ -384,16 +172,11 @@ void SecConnection::note_status(const Pdu& p) {
 SecConnection::Step SecConnection::login_round(const LoginOptions& o, uint8_t csg, uint8_t nsg,
                                                bool transit, const std::string& keys) {
   Step s;
-  // RFC 7143 11.12: Login Request.
-  std::vector<uint8_t> b(48, 0);
-  b[0] = 0x40 | 0x03;
-  b[1] = uint8_t((transit ? 0x80 : 0) | (csg & 3) << 2 | (transit ? (nsg & 3) : 0));
+  // RFC 7143 11.12: Login Request; NSG is reserved unless T is set. The ITT "LOG1" is the
+  // same for every PDU of this login.
+  std::vector<uint8_t> b = login_request(csg, transit ? nsg : 0, transit, 0x4c4f4731, cmdsn_,
+                                         exp_statsn_, tsih_, "");
   std::copy(o.isid.begin(), o.isid.end(), b.begin() + 8);
-  b[14] = uint8_t(tsih_ >> 8);
-  b[15] = uint8_t(tsih_);
-  put_be32(&b[16], 0x4c4f4731);  // ITT "LOG1", the same for every PDU of this login
-  put_be32(&b[24], cmdsn_);
-  put_be32(&b[28], exp_statsn_);
   if (!send_pdu(b, {reinterpret_cast<const uint8_t*>(keys.data()), keys.size()})) {
     s.error = "send failed during login";
     return s;
@@ -468,7 +251,7 @@ LoginOutcome SecConnection::login(const LoginOptions& o) {
     const std::string a = key_value(s.keys, "CHAP_A");
     out.chap_a = std::atoi(a.c_str());
     const std::string id_s = key_value(s.keys, "CHAP_I");
-    auto challenge = from_hex(key_value(s.keys, "CHAP_C"));
+    auto challenge = decode_binary(key_value(s.keys, "CHAP_C"));
     if (id_s.empty() || !challenge || challenge->empty())
       return out.error = "target sent no usable CHAP_I/CHAP_C (got '" + id_s + "', '" +
                          key_value(s.keys, "CHAP_C") + "')",
@@ -476,7 +259,7 @@ LoginOutcome SecConnection::login(const LoginOptions& o) {
     const uint8_t id = uint8_t(std::atoi(id_s.c_str()));
     auto resp = chap_hash(out.chap_a, id, o.chap->secret, *challenge);
     if (resp.empty()) return out.error = "cannot compute CHAP_A=" + a, out;
-    Keys k3 = {{"CHAP_N", o.chap->user}, {"CHAP_R", to_hex(resp)}};
+    Keys k3 = {{"CHAP_N", o.chap->user}, {"CHAP_R", encode_hex(resp)}};
     std::vector<uint8_t> my_challenge;
     uint8_t my_id = 0x42;
     if (o.mutual || o.reflect_challenge) {
@@ -487,13 +270,13 @@ LoginOutcome SecConnection::login(const LoginOptions& o) {
         for (int i = 0; i < 32; ++i) my_challenge.push_back(uint8_t(0x30 + i * 7));
       }
       k3.emplace_back("CHAP_I", std::to_string(my_id));
-      k3.emplace_back("CHAP_C", to_hex(my_challenge));
+      k3.emplace_back("CHAP_C", encode_hex(my_challenge));
     }
     s = login_round(o, 0, 1, true, keys_text(k3));
     if (!take(s)) return out;
     if (o.mutual) {
       const std::string n = key_value(s.keys, "CHAP_N");
-      auto r = from_hex(key_value(s.keys, "CHAP_R"));
+      auto r = decode_binary(key_value(s.keys, "CHAP_R"));
       if (n != o.mutual->user)
         return out.error = "mutual CHAP: target sent CHAP_N='" + n + "'", out;
       if (!r || *r != chap_hash(out.chap_a, my_id, o.mutual->secret, my_challenge))
@@ -532,13 +315,16 @@ LoginOutcome SecConnection::login(const LoginOptions& o) {
       const bool ours = std::any_of(k2.begin(), k2.end(), [&](auto& kv) { return kv.first == k; });
       const bool declarative = k == "MaxRecvDataSegmentLength" || k == "TargetPortalGroupTag" ||
                                k == "TargetAlias" || k == "TargetAddress";
-      if (!ours && !declarative) answer.emplace_back(k, v);
+      if (ours || declarative) continue;
+      auto own = std::find_if(o.proposal_answers.begin(), o.proposal_answers.end(),
+                              [&](auto& kv) { return kv.first == k; });
+      answer.emplace_back(k, own == o.proposal_answers.end() ? v : own->second);
     }
     s = login_round(o, 1, 3, true, keys_text(answer));
     if (!take(s)) return out;
   }
-  hd_ = key_value(out.keys, "HeaderDigest") == "CRC32C";
-  dd_ = key_value(out.keys, "DataDigest") == "CRC32C";
+  raw_.set_digests(key_value(out.keys, "HeaderDigest") == "CRC32C",
+                   key_value(out.keys, "DataDigest") == "CRC32C");
   if (auto v = key_value(out.keys, "MaxRecvDataSegmentLength"); !v.empty())
     peer_mrdsl_ = uint32_t(std::stoul(v));
   if (auto v = key_value(out.keys, "FirstBurstLength"); !v.empty())

@@ -1,7 +1,8 @@
 // Security tests' own iSCSI client pieces, beside the shared harness (harness.hh):
-//   - SecConnection: a raw iSCSI/TCP client that logs in with CHAP (every CHAP_A value,
-//     one-way or mutual, computed with OpenSSL EVP here, not with zumad's code), negotiates
-//     header and data digests (CRC32C computed by a table here, not by ISA-L), and sends
+//   - SecConnection: the harness's raw client (RawConnection: framing, CRC32C digests by
+//     a table, not ISA-L) driving a login with CHAP (every CHAP_A value, one-way or
+//     mutual; the hashes come from OpenSSL EVP here, not from zumad's code; the binary
+//     value codec is target/chap.hh's), negotiating header and data digests, and sending
 //     hand-built PDUs whose digests it can corrupt on purpose;
 //   - libiscsi helpers for CHAP logins and discovery under a chosen initiator name;
 //   - small utilities (zumad's RSS, its number of open descriptors).
@@ -22,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "target/chap.hh"
 #include "tests/integration/harness.hh"
 
 struct iscsi_context;
@@ -47,19 +49,14 @@ std::string sec_config(const std::vector<TargetSpec>& targets, std::string_view 
 
 // ---- primitives ------------------------------------------------------------------------
 
-// CRC32C (Castagnoli, RFC 3720 B.4) of `data`, the value iSCSI digests carry.
-uint32_t crc32c(std::span<const uint8_t> data);
-// The 4 digest bytes as they travel (least significant byte first, RFC 7143 11.1).
-std::array<uint8_t, 4> digest_bytes(uint32_t crc);
-
 // CHAP_A values (RFC 7143 12.1.3, IANA PPP authentication algorithms).
 inline constexpr int kChapMd5 = 5, kChapSha1 = 6, kChapSha256 = 7, kChapSha3_256 = 8;
 // RFC 1994: H(id || secret || challenge) with the CHAP_A hash, from OpenSSL EVP.
 std::vector<uint8_t> chap_hash(int chap_a, uint8_t id, std::string_view secret,
                                std::span<const uint8_t> challenge);
-std::string to_hex(std::span<const uint8_t> b);  // "0x..."
-// "0x..." (RFC 7143 6.1 hex); nullopt when malformed. (Base64 is not needed: zumad sends hex.)
-std::optional<std::vector<uint8_t>> from_hex(std::string_view v);
+// RFC 7143 6.1 binary values: zumad's own codec ("0x" hex out, hex or "0b" base64 in).
+using zuma::target::decode_binary;
+using zuma::target::encode_hex;
 
 using Keys = std::vector<std::pair<std::string, std::string>>;
 Keys parse_keys(std::span<const uint8_t> data);
@@ -99,6 +96,9 @@ struct LoginOptions {
   uint32_t max_recv_data_segment_length = 262144;
   uint32_t first_burst_length = 262144;
   uint32_t max_burst_length = 1048576;
+  // Keys the target offers itself (RFC 7143 6.2) are answered with the target's value,
+  // unless listed here with the answer to give instead (e.g. {"HeaderDigest", "Reject"}).
+  Keys proposal_answers{};
 };
 
 struct LoginOutcome {
@@ -111,21 +111,8 @@ struct LoginOutcome {
   Keys keys;       // every key the target sent, all stages
 };
 
-struct Pdu {
-  std::array<uint8_t, 48> bhs{};
-  std::vector<uint8_t> ahs;
-  std::vector<uint8_t> data;  // without padding
-  bool header_digest_ok = true;
-  bool data_digest_ok = true;
-  uint8_t opcode() const { return bhs[0] & 0x3f; }
-  uint32_t itt() const { return get_be32(&bhs[16]); }
-};
-
-struct Received {
-  RecvStatus status = RecvStatus::kTimeout;
-  Pdu pdu;
-  std::string what() const;
-};
+using Pdu = RawPdu;
+using Received = RecvResult;
 
 // Result of one SCSI command sent by SecConnection.
 struct ScsiResult {
@@ -142,15 +129,9 @@ struct ScsiResult {
   std::string describe() const;
 };
 
-struct SendOptions {
-  bool corrupt_header_digest = false;
-  bool corrupt_data_digest = false;
-};
-
 class SecConnection {
  public:
-  explicit SecConnection(uint16_t port);
-  ~SecConnection();
+  explicit SecConnection(uint16_t port) : raw_(port) {}
   SecConnection(const SecConnection&) = delete;
   SecConnection& operator=(const SecConnection&) = delete;
 
@@ -160,12 +141,16 @@ class SecConnection {
 
   // Sends BHS (+ data segment, padded) with the digests in force; can corrupt them.
   bool send_pdu(std::span<const uint8_t> bhs, std::span<const uint8_t> data = {},
-                const SendOptions& so = {});
-  bool send_raw(std::span<const uint8_t> bytes);
+                const SendOptions& so = {}) {
+    return raw_.send_pdu(bhs, data, so);
+  }
+  bool send_raw(std::span<const uint8_t> bytes) { return raw_.send(bytes); }
   // One PDU (digests read and checked when in force), or closed/timeout.
-  Received recv(std::chrono::milliseconds timeout = 5000ms);
+  Received recv(std::chrono::milliseconds timeout = 5000ms) { return raw_.recv(timeout); }
   // Drops PDUs until closed (true) or the timeout passes (false). `seen` collects them.
-  bool wait_closed(std::chrono::milliseconds timeout, std::vector<Pdu>* seen = nullptr);
+  bool wait_closed(std::chrono::milliseconds timeout, std::vector<Pdu>* seen = nullptr) {
+    return raw_.wait_closed(timeout, seen);
+  }
 
   // SCSI commands on LUN 0 (10-byte CDBs, simple attribute).
   // WRITE(10) of data.size() bytes at `lba`; `immediate` bytes go as immediate data, the
@@ -185,12 +170,12 @@ class SecConnection {
   uint32_t take_cmdsn() { return cmdsn_++; }  // for a non-immediate command
   uint32_t cmdsn() const { return cmdsn_; }
   uint32_t exp_statsn() const { return exp_statsn_; }
-  bool header_digest() const { return hd_; }
-  bool data_digest() const { return dd_; }
-  int fd() const { return fd_; }
+  bool header_digest() const { return raw_.header_digest(); }
+  bool data_digest() const { return raw_.data_digest(); }
+  int fd() const { return raw_.fd(); }
   // "127.0.0.1:PORT" of this end, as zumad logs the initiator's address.
-  std::string local_address() const;
-  void close();
+  std::string local_address() const { return raw_.local_address(); }
+  void close() { raw_.close(); }
 
  private:
   // One login request/response round trip.
@@ -204,13 +189,11 @@ class SecConnection {
                    const std::string& keys);
   void note_status(const Pdu& p);  // StatSN / ExpCmdSN from a target PDU
 
-  int fd_ = -1;
-  std::vector<uint8_t> rbuf_;
+  RawConnection raw_;
   uint32_t itt_ = 0x1000;
   uint32_t cmdsn_ = 1;
   uint32_t exp_statsn_ = 0;
   uint16_t tsih_ = 0;
-  bool hd_ = false, dd_ = false;
   uint32_t peer_mrdsl_ = 8192;
   uint32_t first_burst_ = 65536;
   uint32_t max_burst_ = 262144;

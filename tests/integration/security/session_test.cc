@@ -285,3 +285,64 @@ TEST_CASE("configured limits hold when the initiator does not negotiate the keys
   CHECK_MESSAGE(desired <= 65536u,
                 "R2T asks for " << desired << " bytes; max_burst_length is 65536");
 }
+
+namespace {
+
+// One Login Request (RFC 7143 11.12) from stage `csg`; `transit` to `nsg`, or `cont` (C
+// bit: more text follows). Returns the response, or what came instead.
+Received login_pdu(SecConnection& c, uint8_t csg, uint8_t nsg, bool transit, bool cont,
+                   const std::string& keys) {
+  std::vector<uint8_t> pdu =
+      login_request(csg, transit ? nsg : 0, transit, 7, c.cmdsn(), c.exp_statsn(), 0, keys);
+  if (cont) pdu[1] |= 0x40;
+  if (!c.send_raw(pdu)) return Received{RecvStatus::kClosed, {}};
+  return c.recv(5000ms);
+}
+
+size_t count_key(const Keys& keys, std::string_view k) {
+  size_t n = 0;
+  for (auto& kv : keys) n += kv.first == k;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("initiator habits: lists, keys repeated across C-bit PDUs, unknown and X- keys") {
+  using namespace std::string_literals;
+  Zumad z(sec_config({{kIqn, {}}}));
+  z.start();
+  const std::string security = "InitiatorName=iqn.2026-11.org.zuma:habits\0TargetName="s + kIqn +
+                               "\0SessionType=Normal\0AuthMethod=CHAP,None\0"s;
+  SecConnection c(z.port());
+  Received r = login_pdu(c, 0, 1, true, false, security);
+  REQUIRE_MESSAGE((r.status == RecvStatus::kPdu && r.pdu.bhs[36] == 0), r.what());
+  CHECK(key_value(parse_keys(r.pdu.data), "AuthMethod") == "None");  // from the list
+  // Operational stage over two PDUs: the first with C=1, the second repeating one key with
+  // the same value (as initiators that resend their keys do).
+  r = login_pdu(c, 1, 3, false, true,
+                "HeaderDigest=None,CRC32C\0MaxBurstLength=131072\0X-com.example.Tuning=7\0"
+                "Y-Unknown-Key=1\0"s);
+  REQUIRE_MESSAGE((r.status == RecvStatus::kPdu && r.pdu.bhs[36] == 0), r.what());
+  CHECK(r.pdu.data.empty());  // RFC 7143 11.12.2: an empty answer until the text is whole
+  r = login_pdu(c, 1, 3, true, false,
+                "MaxBurstLength=131072\0DataDigest=None\0MaxRecvDataSegmentLength=65536\0"s);
+  REQUIRE_MESSAGE((r.status == RecvStatus::kPdu && r.pdu.bhs[36] == 0), r.what());
+  const Keys k = parse_keys(r.pdu.data);
+  CHECK_MESSAGE((r.pdu.bhs[1] & 0x83) == 0x83, r.what());  // T=1, NSG=3: full feature phase
+  CHECK_MESSAGE(key_value(k, "HeaderDigest") == "None", keys_str(k));
+  CHECK_MESSAGE(count_key(k, "MaxBurstLength") == 1, keys_str(k));  // answered once
+  CHECK_MESSAGE(key_value(k, "MaxBurstLength") == "131072", keys_str(k));
+  CHECK_MESSAGE(key_value(k, "Y-Unknown-Key") == "NotUnderstood", keys_str(k));
+  CHECK_MESSAGE(!has_key(k, "X-com.example.Tuning"), keys_str(k));  // ignored
+  CHECK(c.clear_unit_attentions() == "");
+
+  // The same key again with another value: renegotiation, the login fails (RFC 7143 6.2).
+  SecConnection d(z.port());
+  r = login_pdu(d, 0, 1, true, false, security);
+  REQUIRE_MESSAGE((r.status == RecvStatus::kPdu && r.pdu.bhs[36] == 0), r.what());
+  r = login_pdu(d, 1, 3, false, true, "MaxBurstLength=131072\0"s);
+  REQUIRE_MESSAGE((r.status == RecvStatus::kPdu && r.pdu.bhs[36] == 0), r.what());
+  r = login_pdu(d, 1, 3, true, false, "MaxBurstLength=65536\0"s);
+  REQUIRE(r.status == RecvStatus::kPdu);
+  CHECK_MESSAGE((r.pdu.bhs[36] == 0x02 && r.pdu.bhs[37] == 0x00), r.what());
+}

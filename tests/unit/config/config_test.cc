@@ -311,7 +311,7 @@ TEST_CASE("the null backend may be written unquoted, as YAML null") {
   const Config c = parse(yaml, "t.yaml");
   for (const Lun& lun : c.targets[0].luns) CHECK(lun.subunits[0].backend == "null");
   CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: }")) ==
-        "t.yaml:5:38: targets[0].luns[0].backend: expected file, memory or null");
+        "t.yaml:5:38: targets[0].luns[0].backend: expected file, memory, null or iscsi");
 }
 
 TEST_CASE("error: file cannot be read") {
@@ -511,10 +511,10 @@ TEST_CASE("error: wrong types") {
         "t.yaml:1:10: portals: expected a list of portals like \"127.0.0.1:3260\"");
   CHECK(error_of(with_lun("[id, 0]")) ==
         "t.yaml:5:9: targets[0].luns[0]: expected a mapping with keys id, name, size, block_size, "
-        "thin, write_cache, subunits, backend, path");
+        "thin, write_cache, subunits, backend, path, layout, stripe_unit, snapshots, source");
   CHECK(error_of("node: [a]\n") ==
         "t.yaml:1:7: node: expected a mapping with keys name, data_dir, control_socket, reactors, "
-        "log_level");
+        "log_level, metrics");
   CHECK(error_of("{[a]: 1}\n") == "t.yaml:1:2: expected a key name");
 }
 
@@ -735,7 +735,7 @@ TEST_CASE("error: LU sizes") {
 
 TEST_CASE("error: backends and the backend/path shorthand") {
   CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: disk}")) ==
-        "t.yaml:5:47: targets[0].luns[0].backend: expected file, memory or null");
+        "t.yaml:5:47: targets[0].luns[0].backend: expected file, memory, null or iscsi");
   CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: file}")) ==
         "t.yaml:5:9: targets[0].luns[0]: missing key 'path' (the file backend needs one)");
   CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: memory, path: x.img}")) ==

@@ -250,9 +250,9 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES shows DPO/FUA for the SBC write comm
                                            0,    0,    0,    0xFF, 0x3F, 0x00});
   CHECK(one(op::kOrWrite16)[5] == 0xFA);
   CHECK(one(op::kWriteAtomic16)[5] == 0xF8);
-  CHECK(one(op::kWriteAndVerify10)[5] == 0xF6);  // DPO, no FUA
-  CHECK(one(op::kWriteSame16)[5] == 0xF9);       // ANCHOR, UNMAP, NDOB
-  CHECK(one(op::kUnmap) == Bytes{0, 0x03, 0, 10, 0x42, 0x01, 0, 0, 0, 0, 0x3F, 0xFF, 0xFF, 0});
+  CHECK(one(op::kWriteAndVerify10)[5] == 0xF6);    // DPO, no FUA
+  CHECK(one(op::kWriteSame16)[5] == 0xE1);         // no UNMAP on a fully provisioned LU, NDOB
+  CHECK(one(op::kUnmap) == Bytes{0, 0x01, 0, 0});  // not supported there
 }
 
 }  // namespace

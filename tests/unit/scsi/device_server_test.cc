@@ -24,13 +24,26 @@ const std::initializer_list<uint8_t> kTur = {op::kTestUnitReady, 0, 0, 0, 0, 0};
 
 TEST_CASE("unsupported operation code") {
   Fixture f;
-  for (uint8_t opc : {uint8_t{0x01}, uint8_t{0x5C}, uint8_t{0x7F}, uint8_t{0xFF}}) {
+  for (uint8_t opc : {uint8_t{0x01}, uint8_t{0x5C}, uint8_t{0x7E}, uint8_t{0xFF}}) {
     CAPTURE(int(opc));
     auto t = f.run({opc, 0, 0, 0, 0, 0}, DataDir::kNone, 0);
     CHECK_SENSE(t, 0x5, 0x20, 0x00);
     CHECK(t->task.sense[15] == 0);  // no field pointer
     CHECK(t->task.transfer_len == 0);
   }
+}
+
+TEST_CASE("variable length CDB (7Fh): an unknown service action points at bytes 8-9") {
+  Fixture f;
+  auto t = f.run({op::kVariableLength, 0, 0, 0, 0, 0, 0, 0x18, 0x00, 0x0E}, DataDir::kNone, 0);
+  CHECK_INVALID_CDB(t, 8, 7);
+}
+
+TEST_CASE("UNMAP on a fully provisioned LU: INVALID COMMAND OPERATION CODE") {
+  Fixture f;
+  auto t = f.run({op::kUnmap, 0, 0, 0, 0, 0, 0, 0, 24, 0}, DataDir::kOut, 24, Bytes(24, 0));
+  CHECK_SENSE(t, 0x5, 0x20, 0x00);
+  CHECK(t->task.sense[15] == 0);
 }
 
 TEST_CASE("outputs are reset by execute") {

@@ -54,6 +54,8 @@ TEST_CASE("io_error: backend errors to sense reasons") {
   CHECK(io_error(IoKind::kWrite, -EDQUOT, 5).reason == Reason::kSpaceAllocationFailed);
   CHECK(io_error(IoKind::kRead, -EAGAIN, 5).reason == Reason::kBusy);
   CHECK(io_error(IoKind::kRead, -EOPNOTSUPP, 5).reason == Reason::kInternalTargetFailure);
+  CHECK(io_error(IoKind::kWrite, -EROFS, 5).reason == Reason::kWriteProtected);
+  CHECK(io_error(IoKind::kWrite, -ENOTCONN, 5).reason == Reason::kNotReadyBecomingReady);
   const CmdResult r = io_error(IoKind::kRead, -EIO, 5);
   CHECK(r.reason == Reason::kUnrecoveredReadError);
   CHECK(r.has_info);

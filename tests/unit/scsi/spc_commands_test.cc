@@ -368,13 +368,18 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES: all commands") {
   auto t =
       f.run({op::kMaintenanceIn, 0x0C, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0}, DataDir::kIn, 65535);
   REQUIRE(t->good());
-  const auto cmds = all_commands();
+  const auto all = all_commands();
+  // A fully provisioned LU: every entry but UNMAP and WRITE SAME (32) (kNotListed: answered
+  // by a one-command query only).
+  const size_t ncmds = all.size() - 2;
   const Bytes d = t->data_in();
-  REQUIRE(d.size() == 4 + 8 * cmds.size());
-  CHECK(get_be32(d.data()) == 8 * cmds.size());
+  REQUIRE(d.size() == 4 + 8 * ncmds);
+  CHECK(get_be32(d.data()) == 8 * ncmds);
   // READ(10): opcode, SA 0, SERVACTV 0, CDB length 10.
   bool saw_read10 = false, saw_rc16 = false;
   for (size_t i = 4; i < d.size(); i += 8) {
+    CHECK(d[i] != op::kUnmap);
+    CHECK(d[i] != op::kVariableLength);
     if (d[i] == op::kRead10) {
       saw_read10 = true;
       CHECK(test::slice(d, i, i + 8) == Bytes{0x28, 0, 0, 0, 0, 0x00, 0, 10});
@@ -387,10 +392,26 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES: all commands") {
   CHECK(saw_read10);
   CHECK(saw_rc16);
 
+  // A thin LU has UNMAP too.
+  LuParams tp = test::default_params();
+  tp.thin = true;
+  Fixture thin(tp);
+  t = thin.run({op::kMaintenanceIn, 0x0C, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0}, DataDir::kIn, 65535);
+  REQUIRE(t->good());
+  REQUIRE(t->data_in().size() == 4 + 8 * (all.size() - 1));
+  bool saw_unmap = false;
+  for (size_t i = 4; i < t->data_in().size(); i += 8) {
+    if (t->data_in()[i] == op::kUnmap) {
+      saw_unmap = true;
+      CHECK(test::slice(t->data_in(), i, i + 8) == Bytes{0x42, 0, 0, 0, 0, 0x00, 0, 10});
+    }
+  }
+  CHECK(saw_unmap);
+
   // RCTD: every descriptor carries a 12-byte timeouts descriptor and CTDP.
   t = f.run({op::kMaintenanceIn, 0x0C, 0x80, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0}, DataDir::kIn, 65535);
   REQUIRE(t->good());
-  REQUIRE(t->data_in().size() == 4 + 20 * cmds.size());
+  REQUIRE(t->data_in().size() == 4 + 20 * ncmds);
   CHECK(t->data_in()[4 + 5] == 0x02);
   CHECK(test::slice(t->data_in(), 12, 24) == Bytes{0, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 60});
 }
@@ -412,9 +433,44 @@ TEST_CASE("REPORT SUPPORTED OPERATION CODES: one command") {
   t = f.run({op::kMaintenanceIn, 0x0C, 0x02, op::kRead10, 0, 0, 0, 0, 0x01, 0, 0, 0});
   CHECK_INVALID_CDB(t, 2, 2);
   // Not supported: SUPPORT 001b.
-  t = f.run({op::kMaintenanceIn, 0x0C, 0x01, 0x7F, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  t = f.run({op::kMaintenanceIn, 0x0C, 0x01, 0xC0, 0, 0, 0, 0, 0x01, 0, 0, 0});
   REQUIRE(t->good());
   CHECK(t->data_in() == Bytes{0, 0x01, 0, 0});
+  // UNMAP: not on a fully provisioned LU.
+  t = f.run({op::kMaintenanceIn, 0x0C, 0x01, op::kUnmap, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0x01, 0, 0});
+  // WRITE SAME (32): a variable length CDB, 32 bytes of usage data; no UNMAP bit here.
+  t = f.run({op::kMaintenanceIn, 0x0C, 0x02, op::kVariableLength, 0x00, 0x0D, 0, 0, 0x01, 0, 0, 0});
+  REQUIRE(t->good());
+  const Bytes ws32_usage = {0x7F, 0,    0,    0,    0,    0,    0x1F, 0x18, 0x00, 0x0D, 0xE1,
+                            0,    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+                            0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
+  Bytes want = {0, 0x03, 0, 32};
+  want.insert(want.end(), ws32_usage.begin(), ws32_usage.end());
+  CHECK(t->data_in() == want);
+  t = f.run({op::kMaintenanceIn, 0x0C, 0x01, op::kVariableLength, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  CHECK_INVALID_CDB(t, 2, 2);  // has service actions: option 2
+  t = f.run({op::kMaintenanceIn, 0x0C, 0x02, op::kVariableLength, 0x00, 0x0E, 0, 0, 0x01, 0, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes{0, 0x01, 0, 0});
+  // WRITE SAME (16): UNMAP only on a thin LU; never ANCHOR (ANC_SUP=0).
+  t = f.run({op::kMaintenanceIn, 0x0C, 0x01, op::kWriteSame16, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in()[5] == 0xE1);
+  LuParams tp = test::default_params();
+  tp.thin = true;
+  Fixture thin(tp);
+  t = thin.run({op::kMaintenanceIn, 0x0C, 0x01, op::kWriteSame16, 0, 0, 0, 0, 0x01, 0, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in()[5] == 0xE9);
+  t = thin.run(
+      {op::kMaintenanceIn, 0x0C, 0x82, op::kVariableLength, 0x00, 0x0D, 0, 0, 0x01, 0, 0, 0});
+  REQUIRE(t->good());
+  REQUIRE(t->data_in().size() == 4 + 32 + 12);
+  CHECK(t->data_in()[1] == 0x83);  // CTDP
+  CHECK(t->data_in()[4 + 10] == 0xE9);
+  CHECK(test::slice(t->data_in(), 36, 48) == Bytes{0, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 60});
   t = f.run({op::kMaintenanceIn, 0x0C, 0x02, op::kServiceActionIn16, 0, 0x11, 0, 0, 0x01, 0, 0, 0});
   REQUIRE(t->good());
   CHECK(t->data_in() == Bytes{0, 0x01, 0, 0});

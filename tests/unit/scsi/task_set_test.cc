@@ -165,6 +165,86 @@ TEST_CASE("LU reset aborts other nexuses' tasks; TAS decides what they report") 
   }
 }
 
+TEST_CASE("LU reset: done waits for every nexus's aborted tasks; 29h/03h for every nexus") {
+  Fixture f;
+  f.backend->defer = true;
+  auto own = run_attr(f, cdb10(op::kRead10, 0, 0, 1), TaskAttr::kSimple);
+  auto theirs =
+      run_attr(f, cdb10(op::kRead10, 0, 1, 1), TaskAttr::kSimple, DataDir::kIn, 512, {}, &f.other);
+  auto waiting = run_attr(f, kTur, TaskAttr::kOrdered, DataDir::kNone, 0, {}, &f.other);
+  int done = 0;
+  reset_logical_unit(*f.lu, f.nexus, [&] { ++done; });
+  CHECK(done == 0);
+  REQUIRE(f.backend->deferred.size() == 2);
+  f.backend->complete_deferred();
+  CHECK(done == 1);
+  CHECK(own->task.aborted);
+  CHECK_FALSE(own->task.report_abort);  // the TMF response answers for the sender's tasks
+  CHECK(theirs->task.aborted);
+  CHECK(theirs->task.report_abort);  // TAS=1 by default
+  CHECK(waiting->task.aborted);
+  CHECK(waiting->completions == 1);
+  auto t = run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0);
+  CHECK_SENSE(t, 0x6, 0x29, 0x03);
+  t = run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0, {}, &f.other);
+  CHECK_SENSE(t, 0x6, 0x29, 0x03);
+  CHECK(run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0, {}, &f.other)->good());
+  // No task anywhere: done at once.
+  done = 0;
+  reset_logical_unit(*f.lu, f.nexus, [&] { ++done; });
+  CHECK(done == 1);
+}
+
+TEST_CASE("TAS=0: tasks aborted by another nexus end silently, and their nexus learns 2Fh/00h") {
+  Fixture f;
+  {
+    std::lock_guard lock(f.lu->mode_mutex());
+    f.lu->set_mode_params({true, false, false}, 0);
+  }
+  f.backend->defer = true;
+  auto r =
+      run_attr(f, cdb10(op::kRead10, 0, 0, 1), TaskAttr::kSimple, DataDir::kIn, 512, {}, &f.other);
+  bool done = false;
+  abort_task_set(*f.lu, &f.other, f.nexus, [&] { done = true; });
+  f.backend->complete_deferred();
+  CHECK(done);
+  CHECK(r->task.aborted);
+  CHECK_FALSE(r->task.report_abort);
+  auto t = run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0, {}, &f.other);
+  CHECK_SENSE(t, 0x6, 0x2F, 0x00);
+  CHECK(run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0, {}, &f.other)->good());
+  // The nexus that asked gets nothing; nor does one whose own tasks it aborted itself.
+  CHECK(run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0)->good());
+  auto own = run_attr(f, cdb10(op::kRead10, 0, 0, 1), TaskAttr::kSimple);
+  abort_task_set(*f.lu, &f.nexus, f.nexus);
+  f.backend->complete_deferred();
+  CHECK(own->task.aborted);
+  CHECK(run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0)->good());
+  // With TAS=1 (the default) there is no unit attention: the task reported TASK ABORTED.
+  Fixture g;
+  g.backend->defer = true;
+  r = run_attr(g, cdb10(op::kRead10, 0, 0, 1), TaskAttr::kSimple, DataDir::kIn, 512, {}, &g.other);
+  abort_task_set(*g.lu, &g.other, g.nexus);
+  g.backend->complete_deferred();
+  CHECK(r->task.report_abort);
+  CHECK(run_attr(g, kTur, TaskAttr::kSimple, DataDir::kNone, 0, {}, &g.other)->good());
+}
+
+TEST_CASE("abort_task: a task waiting in its set ends without running") {
+  Fixture f;
+  f.backend->defer = true;
+  auto a = run_attr(f, cdb10(op::kRead10, 0, 0, 1), TaskAttr::kSimple);
+  auto w = run_attr(f, cdb10(op::kWrite10, 0, 5, 1), TaskAttr::kOrdered, DataDir::kOut, 512,
+                    Bytes(512, 9));
+  CHECK(abort_task(w->task));
+  f.backend->complete_deferred();
+  CHECK(a->good());
+  CHECK(w->completions == 1);
+  CHECK(w->task.aborted);
+  CHECK_FALSE(w->task.report_abort);
+  CHECK(f.backend->calls.size() == 1);  // the write never reached the backend
+}
+
 TEST_CASE("abort_task aborts one task") {
   Fixture f;
   f.backend->defer = true;

@@ -1,4 +1,4 @@
-// UNMAP, WRITE SAME (10/16), GET LBA STATUS (thin.cc) through execute() on the fake backend.
+// UNMAP, WRITE SAME (10/16/32), GET LBA STATUS (thin.cc) through execute() on the fake backend.
 #include <doctest/doctest.h>
 
 #include <cerrno>
@@ -277,6 +277,54 @@ Bytes ws10(uint8_t flags, uint32_t lba, uint16_t n) {
 }
 Bytes ws16(uint8_t flags, uint64_t lba, uint32_t n) {
   return cdb16(op::kWriteSame16, flags, lba, n);
+}
+
+// WRITE SAME (32): variable length CDB, flags in byte 10 (SBC-4).
+Bytes ws32(uint8_t flags, uint64_t lba, uint32_t n) {
+  Bytes c(32, 0);
+  c[0] = op::kVariableLength;
+  c[7] = 0x18;
+  c[8] = 0x00;
+  c[9] = 0x0D;
+  c[10] = flags;
+  for (int i = 0; i < 8; ++i) c[12 + i] = static_cast<uint8_t>(lba >> (56 - 8 * i));
+  for (int i = 0; i < 4; ++i) c[28 + i] = static_cast<uint8_t>(n >> (24 - 8 * i));
+  return c;
+}
+
+TEST_CASE("WRITE SAME (32): pattern, NDOB, UNMAP, field pointers in byte 10") {
+  Thin f;
+  const Bytes block = pattern(512, 53);
+  auto t = run_cdb(f, ws32(0, 300, 5), DataDir::kOut, 512, block);
+  REQUIRE(t->good());
+  CHECK(t->task.transfer_len == 512);
+  for (uint64_t lba = 300; lba < 305; ++lba) CHECK(medium(f, lba, 1) == block);
+  CHECK(medium(f, 305, 1) == Bytes(512, 0xAB));
+  // NDOB: zeros without Data-Out.
+  f.backend->calls.clear();
+  t = run_cdb(f, ws32(0x01, 64, 8), DataDir::kNone, 0);
+  REQUIRE(t->good());
+  CHECK(t->task.transfer_len == 0);
+  CHECK(calls(f) == std::vector<Call>{{IoOp::kWriteZeroes, 64 * 512, 8 * 512}});
+  // UNMAP: deallocated.
+  f.backend->calls.clear();
+  t = run_cdb(f, ws32(0x08, 200, 8), DataDir::kOut, 512, Bytes(512, 0));
+  REQUIRE(t->good());
+  CHECK(calls(f) == std::vector<Call>{{IoOp::kDiscard, 200 * 512, 8 * 512}});
+  // WRPROTECT, the range, NUMBER OF LOGICAL BLOCKS beyond the maximum: pointers into the
+  // 32-byte CDB.
+  f.backend->calls.clear();
+  t = run_cdb(f, ws32(0x20, 0, 1), DataDir::kOut, 512, block);
+  CHECK_INVALID_CDB(t, 10, 7);
+  t = run_cdb(f, ws32(0, 2047, 2), DataDir::kOut, 512, block);
+  CHECK_SENSE(t, 0x5, 0x21, 0x00);
+  CHECK(f.backend->calls.empty());
+  // A fully provisioned LU: no UNMAP bit.
+  Fixture full;
+  t = run_cdb(full, ws32(0x08, 0, 1), DataDir::kOut, 512, block);
+  CHECK_INVALID_CDB(t, 10, 3);
+  t = run_cdb(full, ws32(0, 0, 1), DataDir::kOut, 512, block);
+  CHECK(t->good());
 }
 
 TEST_CASE("WRITE SAME: a pattern is written to every block") {

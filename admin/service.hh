@@ -1,0 +1,85 @@
+// zumad's implementation of the control verbs (issue 6): the running configuration, the
+// LUs by name, and the live changes applied to target::Server.
+//
+// Every change, from a verb or from `config reload`, goes the same way: a new
+// config::Config is built, written out and parsed again (so it passes exactly the checks a
+// file does), compared with the running one (config::diff), and only the difference is
+// applied: new LUs are opened, targets whose definition changed get a new TargetDef (their
+// sessions follow it; other sessions are not touched), portals are bound or closed.
+// Removing or replacing a LU or a target a session uses is refused unless forced.
+//
+// Threading: handlers run on the control thread; metrics_text() on the metrics thread.
+// Both take mu_. Session and statistics queries are posted to the reactors by
+// target::Server, never read across threads.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "admin/command_table.hh"
+#include "config/config.hh"
+#include "scsi/device_server.hh"
+#include "target/server.hh"
+
+namespace zuma::admin {
+
+// Opens one LU as zumad does at startup (backends, sub-units, identity). Throws
+// std::runtime_error with a one-line message.
+using LuFactory =
+    std::function<std::shared_ptr<scsi::LogicalUnit>(const config::Config&, const config::Lun&)>;
+
+// The iSCSI side of a configured target: ACL rules, CHAP, LUN table (one target port group
+// per portal group tag). `lus` maps LU names to LU objects and must hold every LU of `t`.
+std::shared_ptr<const target::TargetDef> make_target_def(
+    const config::Target& t, const std::vector<config::Portal>& portals,
+    const std::map<std::string, std::shared_ptr<scsi::LogicalUnit>>& lus);
+std::optional<target::ChapPolicy> chap_policy(const std::optional<config::Chap>& c);
+
+class Service {
+ public:
+  // `running`: the configuration zumad started with (its `path` is what `config reload`
+  // reads and `config save` writes); `lus`: the LUs zumad built from it, by name.
+  Service(config::Config running, target::Server& server,
+          std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus, LuFactory factory);
+
+  // Installs a handler for every verb of register_core_commands() in `table`.
+  void bind(CommandTable& table);
+  // The Prometheus text exposition (format 0.0.4) of the per-LU and per-session counters.
+  std::string metrics_text();
+
+  // The LUs now in use, by name (for zumad's shutdown flush).
+  std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus();
+
+ private:
+  // Validates `next`, applies its difference from the running configuration. Returns the
+  // result of the verb. Throws CommandError.
+  Json apply(config::Config next, bool force);
+  config::Config copy_running();
+
+  Json show_node();
+  Json show_portals();
+  Json show_targets();
+  Json show_luns(const Json& a);
+  Json show_sessions(const Json& a);
+  Json show_connections(const Json& a);
+  Json show_stats(const Json& a);
+  Json config_save(const Json& a);
+  Json log_level(const Json& a);
+  Json complete(const Json& a);
+
+  std::mutex mu_;
+  config::Config running_;
+  target::Server& server_;
+  std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus_;
+  LuFactory factory_;
+  const std::chrono::steady_clock::time_point started_;
+  // `show stats`: the previous sample, for rates.
+  std::map<std::string, target::IoStats> last_stats_;
+  std::chrono::steady_clock::time_point last_stats_at_;
+};
+
+}  // namespace zuma::admin

@@ -1,0 +1,20 @@
+// Applying log records to a LU's backend, on a thread without an IoContext (where every
+// backend completes inline): crash replay on the primary, and the secondary's apply.
+#pragma once
+#include <string>
+
+#include "replication/ring_log.hh"
+#include "storage/backend.hh"
+
+namespace zuma::replication {
+
+// Runs `req` on `b` and waits for it (backends complete inline on such threads; a backend
+// that does not is waited for). Returns 0 or -errno.
+int submit_and_wait(storage::Backend& b, storage::IoRequest& req);
+
+// Writes one record (kWrite, kDiscard, kWriteZeroes; a kBookmark is a no-op) to `b`.
+// Returns "" or a message naming the record. A discard the backend cannot do is skipped
+// (SBC-4: deallocation is advisory); write-zeroes falls back to writing zeros.
+std::string apply_record(storage::Backend& b, const RecordView& v);
+
+}  // namespace zuma::replication

@@ -1,0 +1,503 @@
+#include "replication/group_log.hh"
+
+#include "replication/apply.hh"
+
+#include <linux/futex.h>
+#include <spdlog/spdlog.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
+
+namespace zuma::replication {
+namespace {
+
+using storage::Backend;
+using storage::IoContext;
+using storage::IoOp;
+using storage::IoRequest;
+
+// The writer sleeps on wake_ with a timeout (held sync writes have deadlines), which
+// std::atomic::wait cannot do: a raw futex on the same word, woken the same way.
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, int timeout_ms) {
+  timespec ts{timeout_ms / 1000, long(timeout_ms % 1000) * 1000000};
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected,
+            timeout_ms < 0 ? nullptr : &ts, nullptr, 0);
+}
+void futex_wake(std::atomic<uint32_t>& word) {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
+// Discards and write-zeroes longer than this are logged as several records (the record
+// header's length is 32 bits).
+constexpr uint64_t kMaxRangeRecord = uint64_t(1) << 30;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// The replication layer of one LU.
+
+class GroupLog::Layer final : public Backend {
+ public:
+  Layer(GroupLog* g, uint32_t index, std::unique_ptr<Backend> lower)
+      : group_(g), index_(index), lower_(std::move(lower)) {}
+
+  uint64_t size() const override { return lower_->size(); }
+  bool supports(IoOp op) const override { return lower_->supports(op); }
+  std::string describe() const override {
+    return fmt::format("replicated(group {}, lu {}) over {}", group_->name(), index_, lower_->describe());
+  }
+  int extent_status(uint64_t offset, uint64_t max_len, storage::ExtentStatus* out) const override {
+    return lower_->extent_status(offset, max_len, out);
+  }
+  int space_usage(storage::SpaceUsage* out) const override { return lower_->space_usage(out); }
+
+  void submit(IoRequest& req) override {
+    if (req.op == IoOp::kRead) {
+      lower_->submit(req);
+      return;
+    }
+    if (req.op == IoOp::kWrite && req.length > std::numeric_limits<uint32_t>::max()) {
+      req.done(req, -EINVAL);  // the log's records hold at most 4 GiB - 1 (far above any transfer limit)
+      return;
+    }
+    Op* op = get_op();
+    op->layer = this;
+    op->orig = &req;
+    op->seqs.clear();
+    op->next_off = req.offset;
+    op->end_off = req.offset + req.length;
+    log_next(*op);
+  }
+
+ private:
+  struct Op {
+    Layer* layer = nullptr;
+    IoRequest* orig = nullptr;
+    LogEntry entry{};
+    IoRequest lower{};
+    std::vector<uint64_t> seqs;  // the records this request was logged as
+    uint64_t next_off = 0, end_off = 0;
+  };
+
+  // Ops are completed on the thread that submitted them, so a thread-local pool makes
+  // them allocation-free in steady state.
+  static std::vector<std::unique_ptr<Op>>& pool() {
+    thread_local std::vector<std::unique_ptr<Op>> p;
+    return p;
+  }
+  static Op* get_op() {
+    auto& p = pool();
+    if (p.empty()) {
+      auto op = std::make_unique<Op>();
+      op->seqs.reserve(4);
+      return op.release();
+    }
+    Op* op = p.back().release();
+    p.pop_back();
+    return op;
+  }
+  static void put_op(Op* op) { pool().emplace_back(op); }
+
+  // Logs the next piece of the request (one record; several for a huge discard), or a
+  // durability barrier for a flush.
+  void log_next(Op& op) {
+    const IoRequest& r = *op.orig;
+    LogEntry& e = op.entry;
+    e = LogEntry{};
+    e.user = &op;
+    e.done = &Layer::on_logged;
+    e.sync = r.fua || r.op == IoOp::kFlush;
+    if (r.op == IoOp::kFlush) {
+      e.has_record = false;
+    } else if (r.op == IoOp::kWrite) {
+      e.rec = AppendRecord{RecordType::kWrite, index_, r.offset, uint32_t(r.length), r.iov, r.iovcnt};
+      op.next_off = op.end_off;
+    } else {
+      const uint64_t len = std::min(op.end_off - op.next_off, kMaxRangeRecord);
+      e.rec = AppendRecord{r.op == IoOp::kDiscard ? RecordType::kDiscard : RecordType::kWriteZeroes, index_,
+                           op.next_off, uint32_t(len), nullptr, 0};
+      op.next_off += len;
+    }
+    group_->submit(e);
+  }
+
+  static void on_logged(LogEntry& e) {
+    Op& op = *static_cast<Op*>(e.user);
+    Layer& self = *op.layer;
+    if (e.result < 0) {
+      // Pieces logged before the failure never reach the backend: report them applied so
+      // the window moves on (replay after a crash would write them; they are a prefix of
+      // a request that failed, which SBC allows to be partly done).
+      for (uint64_t s : op.seqs) self.group_->applied(s);
+      finish(op, e.result);
+      return;
+    }
+    if (e.has_record) op.seqs.push_back(e.seq);
+    if (op.next_off < op.end_off) {
+      self.log_next(op);
+      return;
+    }
+    op.lower = *op.orig;
+    op.lower.user = &op;
+    op.lower.done = &Layer::on_lower_done;
+    self.lower_->submit(op.lower);
+  }
+
+  static void on_lower_done(IoRequest& r, int result) {
+    Op& op = *static_cast<Op*>(r.user);
+    for (uint64_t s : op.seqs) op.layer->group_->applied(s);
+    finish(op, result);
+  }
+
+  static void finish(Op& op, int result) {
+    IoRequest* orig = op.orig;
+    op.orig = nullptr;
+    put_op(&op);
+    orig->done(*orig, result);
+  }
+
+  GroupLog* group_;
+  uint32_t index_;
+  std::unique_ptr<Backend> lower_;
+};
+
+// ---------------------------------------------------------------------------------------
+
+std::expected<std::unique_ptr<GroupLog>, std::string> GroupLog::open(const GroupLogOptions& opt) {
+  auto log = RingLog::open(opt.log);
+  if (!log) return std::unexpected(log.error());
+  std::unique_ptr<GroupLog> g(new GroupLog());
+  g->name_ = opt.name;
+  g->flush_at_percent_ = std::clamp(opt.flush_at_percent, 1u, 95u);
+  g->log_ = std::move(*log);
+  g->log_id_ = g->log_->log_id();
+  g->publish();
+  g->applied_bits_ = std::make_unique<std::atomic<uint8_t>[]>(kWindow);
+  for (uint64_t i = 0; i < kWindow; ++i) g->applied_bits_[i].store(0, std::memory_order_relaxed);
+  const auto& rec = g->log_->recovery();
+  if (rec.cut)
+    spdlog::warn("group {}: log {}: cut at recovery: {}", g->name_, opt.log.path, rec.cut_reason);
+  return g;
+}
+
+GroupLog::~GroupLog() {
+  for (auto& l : links_) l->stop();
+  if (writer_.joinable()) {
+    stop_.store(true);
+    kick();
+    writer_.join();
+  }
+  if (log_) {
+    log_->sync();
+    log_->checkpoint();
+  }
+}
+
+std::unique_ptr<Backend> GroupLog::attach(uint32_t index, std::unique_ptr<Backend> lower) {
+  if (lowers_.size() <= index) lowers_.resize(index + 1, nullptr);
+  lowers_[index] = lower.get();
+  return std::make_unique<Layer>(this, index, std::move(lower));
+}
+
+std::expected<void, std::string> GroupLog::add_link(const LinkOptions& opt) {
+  if (started_) return std::unexpected(fmt::format("group {}: links are added before the group starts", name_));
+  for (auto& l : links_)
+    if (l->name() == opt.name) return std::unexpected(fmt::format("group {}: two links named {}", name_, opt.name));
+  auto l = SiteLink::create(*this, opt);
+  if (!l) return std::unexpected(l.error());
+  links_.push_back(std::move(*l));
+  return {};
+}
+
+std::vector<uint64_t> GroupLog::lun_sizes() const {
+  std::vector<uint64_t> v;
+  for (auto* b : lowers_) v.push_back(b ? b->size() : 0);
+  return v;
+}
+
+int GroupLog::read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* out, size_t* count) const {
+  std::lock_guard lk(log_mu_);
+  return log_->read_raw(from, max_bytes, out, count);
+}
+
+RingLog::Lag GroupLog::lag(uint64_t acked) const {
+  std::lock_guard lk(log_mu_);
+  return log_->lag(acked);
+}
+
+void GroupLog::kick() {
+  wake_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(wake_);
+}
+
+void GroupLog::publish() {
+  pub_head_.store(log_->head_seq());
+  pub_next_.store(log_->next_seq());
+}
+
+uint64_t GroupLog::links_acked_min() const {
+  uint64_t m = std::numeric_limits<uint64_t>::max();
+  for (auto& l : links_) m = std::min(m, l->acked());
+  return m;
+}
+
+std::vector<std::pair<std::string, LinkStats>> GroupLog::link_stats() const {
+  std::vector<std::pair<std::string, LinkStats>> v;
+  for (auto& l : links_) v.emplace_back(l->name(), l->stats());
+  return v;
+}
+
+std::expected<void, std::string> GroupLog::start() {
+  for (size_t i = 0; i < lowers_.size(); ++i)
+    if (!lowers_[i]) return std::unexpected(fmt::format("group {}: LU {} of the group is not attached", name_, i));
+  // Replay: the log is written before the backends, so they may lack its tail.
+  uint64_t replayed = 0;
+  std::string err;
+  int r = log_->read(log_->head_seq(), [&](const RecordView& v) {
+    if (v.type == RecordType::kBookmark) return true;
+    if (v.lu >= lowers_.size()) {
+      err = fmt::format("group {}: log record {} is for LU {} but the group has {} LUs (was a LU removed "
+                        "from the group while the log still held its writes?)",
+                        name_, v.seq, v.lu, lowers_.size());
+      return false;
+    }
+    if (auto e = apply_record(*lowers_[v.lu], v); !e.empty()) {
+      err = fmt::format("group {}: replaying the log: {}", name_, e);
+      return false;
+    }
+    ++replayed;
+    return true;
+  });
+  if (r < 0 && err.empty()) err = fmt::format("group {}: reading the log: {}", name_, std::strerror(-r));
+  if (!err.empty()) return std::unexpected(err);
+  for (Backend* b : lowers_) {
+    IoRequest req{IoOp::kFlush};
+    if (int res = submit_and_wait(*b, req); res < 0)
+      return std::unexpected(fmt::format("group {}: flushing {}: {}", name_, b->describe(), std::strerror(-res)));
+  }
+  // The backends have everything now; the links still need what they have not acknowledged.
+  const uint64_t upto = std::min(log_->next_seq() - 1, links_acked_min());
+  if (upto >= log_->head_seq()) log_->release(upto);
+  if (int c = log_->checkpoint(); c < 0)
+    return std::unexpected(fmt::format("group {}: writing the log superblock: {}", name_, std::strerror(-c)));
+  applied_upto_ = log_->next_seq() - 1;
+  {
+    std::lock_guard lk(stats_mu_);
+    stats_.replayed_records = replayed;
+  }
+  if (replayed) spdlog::info("group {}: replayed {} log records into the group's LUs", name_, replayed);
+  publish();
+  started_ = true;
+  writer_ = std::thread([this] { writer_loop(); });
+  for (auto& l : links_) l->start();
+  return {};
+}
+
+void GroupLog::submit(LogEntry& e) {
+  e.next = nullptr;
+  e.origin = IoContext::current();
+  if (!started_ || !e.origin) {
+    // Synchronous: no waiting for sync links here (startup and tests only).
+    std::vector<LogEntry*> one{&e};
+    {
+      std::unique_lock lk(log_mu_);
+      process(one, lk);
+    }
+    e.done(e);
+    return;
+  }
+  LogEntry* head = queue_.load(std::memory_order_relaxed);
+  do {
+    e.next = head;
+  } while (!queue_.compare_exchange_weak(head, &e, std::memory_order_seq_cst, std::memory_order_relaxed));
+  if (sleeping_.load(std::memory_order_seq_cst)) kick();
+}
+
+void GroupLog::applied(uint64_t seq) { applied_bits_[seq % kWindow].store(1, std::memory_order_release); }
+
+void GroupLog::advance_applied() {
+  while (applied_upto_ + 1 < log_->next_seq() &&
+         applied_bits_[(applied_upto_ + 1) % kWindow].exchange(0, std::memory_order_acquire))
+    ++applied_upto_;
+}
+
+void GroupLog::writer_loop() {
+  std::vector<LogEntry*> batch;
+  for (;;) {
+    LogEntry* list = queue_.exchange(nullptr, std::memory_order_acq_rel);
+    if (list) {
+      // The stack holds the newest first: reverse to submission order.
+      batch.clear();
+      for (LogEntry* e = list; e; e = e->next) batch.push_back(e);
+      std::reverse(batch.begin(), batch.end());
+      {
+        std::unique_lock lk(log_mu_);
+        process(batch, lk);
+      }
+      const auto now = std::chrono::steady_clock::now();
+      bool holding = false;
+      for (auto& l : links_) holding |= l->holding();
+      for (LogEntry* e : batch) {
+        // A write waits for the sync links only if it succeeded locally.
+        if (holding && e->result == 0)
+          held_.emplace_back(e, now);
+        else
+          complete(*e);
+      }
+    }
+    complete_held(stop_.load());
+    if (list) continue;
+    if (stop_.load() && held_.empty()) break;
+    const uint32_t w = wake_.load(std::memory_order_seq_cst);
+    sleeping_.store(true, std::memory_order_seq_cst);
+    if (queue_.load(std::memory_order_seq_cst) == nullptr && !stop_.load())
+      futex_wait(wake_, w, held_.empty() ? -1 : 20);  // held writes have deadlines
+    sleeping_.store(false, std::memory_order_seq_cst);
+  }
+}
+
+void GroupLog::complete_held(bool stopping) {
+  while (!held_.empty()) {
+    auto [e, since] = held_.front();
+    bool wait = false;
+    if (!stopping) {
+      const auto now = std::chrono::steady_clock::now();
+      for (auto& l : links_) {
+        if (!l->holding() || l->acked() >= e->seq) continue;
+        const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - since);
+        if (waited >= std::chrono::milliseconds(l->sync_timeout_ms()))
+          l->degrade(fmt::format("no acknowledgement of record {} for {} ms", e->seq, waited.count()));
+        else
+          wait = true;
+      }
+    }
+    if (wait) break;
+    held_.pop_front();
+    complete(*e);
+  }
+}
+
+void GroupLog::complete(LogEntry& e) {
+  if (!e.origin) {
+    e.done(e);
+    return;
+  }
+  e.work.run = [](void* a) {
+    auto& en = *static_cast<LogEntry*>(a);
+    en.done(en);
+  };
+  e.work.arg = &e;
+  e.origin->post(e.work);
+}
+
+bool GroupLog::relieve_pressure(bool force) {
+  advance_applied();
+  const uint64_t upto = std::min(applied_upto_, links_acked_min());
+  if (upto < log_->head_seq()) return false;  // nothing releasable
+  if (!force && log_->used_bytes() * 100 < log_->capacity() * flush_at_percent_) return false;
+  for (Backend* b : lowers_) {
+    IoRequest req{IoOp::kFlush};
+    if (int r = submit_and_wait(*b, req); r < 0) {
+      spdlog::error("group {}: flushing {} to free log space: {}", name_, b->describe(), std::strerror(-r));
+      return false;
+    }
+  }
+  log_->release(upto);
+  publish();
+  std::lock_guard lk(stats_mu_);
+  ++stats_.pressure_flushes;
+  return true;
+}
+
+int GroupLog::append_one_batch(std::vector<LogEntry*>& entries, size_t begin, size_t end,
+                               std::unique_lock<std::mutex>& lk) {
+  std::vector<AppendRecord> recs;
+  recs.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) recs.push_back(entries[i]->rec);
+  uint64_t first = 0;
+  int r = log_->append(recs, &first);
+  // No room: make the backends durable and release what they and the links hold, then
+  // wait for writes still on their way to a backend and for link acknowledgements
+  // (bounded: 30 s, then the writes fail; the fall-behind policies will act earlier).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (r == -ENOSPC) {
+    relieve_pressure(true);
+    r = log_->append(recs, &first);
+    if (r != -ENOSPC) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      spdlog::error("group {}: log {} is full and nothing can be released: failing {} writes", name_, log_->path(),
+                    recs.size());
+      break;
+    }
+    lk.unlock();  // the links read the log meanwhile
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    lk.lock();
+  }
+  for (size_t i = begin; i < end; ++i) {
+    entries[i]->result = r;
+    entries[i]->seq = r == 0 ? first + (i - begin) : 0;
+  }
+  if (r == 0) {
+    std::lock_guard lk(stats_mu_);
+    stats_.appended_records += recs.size();
+    ++stats_.appended_batches;
+  }
+  return r;
+}
+
+void GroupLog::process(std::vector<LogEntry*>& batch, std::unique_lock<std::mutex>& lk) {
+  advance_applied();
+  bool want_sync = false;
+  size_t i = 0;
+  while (i < batch.size()) {
+    if (!batch[i]->has_record) {
+      batch[i]->result = 0;
+      batch[i]->seq = log_->next_seq() - 1;  // a barrier waits for every record before it
+      want_sync |= batch[i]->sync;
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < batch.size() && batch[j]->has_record && j - i < RingLog::kMaxRecordsPerBatch) ++j;
+    // Keep appended-but-unapplied records within the applied window.
+    while (log_->next_seq() + (j - i) > applied_upto_ + kWindow) {
+      lk.unlock();
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      lk.lock();
+      advance_applied();
+    }
+    append_one_batch(batch, i, j, lk);
+    for (size_t k = i; k < j; ++k) want_sync |= batch[k]->sync;
+    i = j;
+  }
+  publish();
+  for (auto& l : links_) l->notify();
+  if (want_sync) {
+    const int r = log_->sync();
+    for (LogEntry* e : batch)
+      if (e->sync && e->result == 0) e->result = r;
+    std::lock_guard lk(stats_mu_);
+    ++stats_.syncs;
+  }
+  relieve_pressure(false);
+}
+
+GroupLogStats GroupLog::stats() const {
+  std::lock_guard lk(log_mu_);  // lock order: log_mu_, then stats_mu_
+  std::lock_guard lk2(stats_mu_);
+  GroupLogStats s = stats_;
+  s.head_seq = log_->head_seq();
+  s.next_seq = log_->next_seq();
+  s.used_bytes = log_->used_bytes();
+  s.capacity = log_->capacity();
+  return s;
+}
+
+}  // namespace zuma::replication

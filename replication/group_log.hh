@@ -1,0 +1,150 @@
+// A consistency group's write path (DESIGN.md "The shape": LU -> snapshot layer ->
+// replication layer -> sub-unit backends). Every write, discard and write-zeroes to any LU
+// of the group is first appended to the group's RingLog, which gives it the group-wide
+// sequence number, and only then passed to the LU's own backend; the command completes
+// when both are done. The log is thus also the group's write-ahead journal: after a crash
+// the kept records are replayed into the backends (start()), so a backend never lacks a
+// write that the log, and so a remote site, has.
+//
+// Threads: one writer thread per group owns the RingLog. Reactor threads hand it entries
+// through a lock-free queue; it appends everything queued as one batch (group commit),
+// calls fdatasync once for all entries that need durability (FUA writes, flushes), and
+// posts each completion back to the submitting thread's IoContext. A thread without an
+// IoContext (tests, startup) gets synchronous appends instead. The submitting threads'
+// IoContexts must outlive the GroupLog (the writer may still be signalling one after the
+// completion it posted has run).
+//
+// Site links (replication/site_link.hh) read the log's batches and ship them; a write
+// completes only when every sync link that is holding has acknowledged it.
+//
+// Log space: a record is needed until every site link has it and until the LU's backend
+// has it durably. When the log
+// is more than `flush_at_percent` full the writer flushes the group's backends itself
+// and releases what is then durable; an append that still finds no room waits for that.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <expected>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "replication/ring_log.hh"
+#include "replication/site_link.hh"
+#include "storage/backend.hh"
+#include "storage/io_context.hh"
+
+namespace zuma::replication {
+
+class GroupLog;
+
+// One queued append (or, with has_record false, a durability barrier). Intrusive.
+struct LogEntry {
+  LogEntry* next = nullptr;
+  AppendRecord rec{};
+  bool has_record = true;
+  bool sync = false;  // durable (fdatasync) before completion
+  uint64_t seq = 0;   // out: the record's sequence number
+  int result = 0;     // out: 0 or -errno
+  void (*done)(LogEntry& e) = nullptr;
+  void* user = nullptr;
+  storage::IoContext* origin = nullptr;  // where done() runs; nullptr: on the writer
+  storage::PostedWork work{};
+};
+
+struct GroupLogOptions {
+  std::string name;       // the group's name, for logs
+  RingLogOptions log;
+  unsigned flush_at_percent = 50;  // log fill that makes the writer flush and release
+};
+
+struct GroupLogStats {
+  uint64_t head_seq = 0, next_seq = 0, used_bytes = 0, capacity = 0;
+  uint64_t appended_records = 0, appended_batches = 0, syncs = 0, pressure_flushes = 0;
+  uint64_t replayed_records = 0;
+};
+
+class GroupLog {
+ public:
+  static std::expected<std::unique_ptr<GroupLog>, std::string> open(const GroupLogOptions& opt);
+  // Stops the writer after it has completed every queued entry. The layers attach()
+  // returned must be gone by then.
+  ~GroupLog();
+  GroupLog(const GroupLog&) = delete;
+  GroupLog& operator=(const GroupLog&) = delete;
+
+  // Wraps `lower`, the backend of the group's LU number `index` (its position in the
+  // group's `luns` list), in the replication layer. Before start() only.
+  std::unique_ptr<storage::Backend> attach(uint32_t index, std::unique_ptr<storage::Backend> lower);
+  // Adds a site link (before start(); it starts with the group). Error: a message.
+  std::expected<void, std::string> add_link(const LinkOptions& opt);
+  // Replays the kept records into the attached backends, flushes them, empties the log and
+  // starts the writer thread. On the calling thread, synchronously. Error: a message.
+  std::expected<void, std::string> start();
+
+  // Queues `e` (any thread). e.done runs once, later, on e.origin's thread (or inline, on
+  // this thread, when it has no IoContext: the append is then synchronous).
+  void submit(LogEntry& e);
+  // The layer reports that record `seq` is in its backend (any thread).
+  void applied(uint64_t seq);
+
+  GroupLogStats stats() const;
+  std::vector<std::pair<std::string, LinkStats>> link_stats() const;
+  const std::string& name() const { return name_; }
+
+  // For site links (any thread).
+  int read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* out, size_t* count) const;
+  uint64_t log_id() const { return log_id_; }
+  RingLog::Lag lag(uint64_t acked) const;
+  std::vector<uint64_t> lun_sizes() const;
+  uint64_t published_next() const { return pub_next_.load(); }  // next sequence to be written
+  uint64_t published_head() const { return pub_head_.load(); }  // oldest record kept
+  // Wakes the writer (a link acknowledged something or changed state).
+  void kick();
+
+ private:
+  class Layer;
+  GroupLog() = default;
+  void writer_loop();
+  void process(std::vector<LogEntry*>& batch, std::unique_lock<std::mutex>& lk);
+  void complete_held(bool stopping);
+  uint64_t links_acked_min() const;  // records every link has (UINT64_MAX without links)
+  void publish();
+  void complete(LogEntry& e);
+  void advance_applied();
+  bool relieve_pressure(bool force);
+  int append_one_batch(std::vector<LogEntry*>& entries, size_t begin, size_t end, std::unique_lock<std::mutex>& lk);
+
+  std::string name_;
+  unsigned flush_at_percent_ = 50;
+  std::unique_ptr<RingLog> log_;
+  mutable std::mutex log_mu_;  // the writer thread, synchronous submitters, stats(); before stats_mu_
+  std::vector<storage::Backend*> lowers_;
+  uint64_t log_id_ = 0;
+  std::vector<std::unique_ptr<SiteLink>> links_;
+  std::atomic<uint64_t> pub_next_{1}, pub_head_{1};
+  // Appended entries waiting for sync links (writer thread only), with when they started.
+  std::deque<std::pair<LogEntry*, std::chrono::steady_clock::time_point>> held_;
+
+  std::atomic<LogEntry*> queue_{nullptr};
+  std::atomic<uint32_t> wake_{0};
+  std::atomic<bool> sleeping_{false};
+  std::atomic<bool> stop_{false};
+  std::thread writer_;
+  bool started_ = false;
+
+  // Which appended records have reached their backend: bit (seq % kWindow). The writer
+  // advances applied_upto_ over the set bits; it appends no record more than kWindow ahead.
+  static constexpr uint64_t kWindow = 1 << 16;
+  std::unique_ptr<std::atomic<uint8_t>[]> applied_bits_;
+  uint64_t applied_upto_ = 0;  // every record <= this is in its backend (writer's view)
+
+  mutable std::mutex stats_mu_;
+  GroupLogStats stats_;
+};
+
+}  // namespace zuma::replication

@@ -1,0 +1,204 @@
+#include "replication/protocol.hh"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+namespace zuma::replication::proto {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int remaining_ms(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : int(left);
+}
+
+int wait_fd(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int r = ::poll(&p, 1, remaining_ms(deadline));
+    if (r > 0) return 0;
+    if (r == 0) return -ETIMEDOUT;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+int send_all(int fd, const void* buf, size_t len, Clock::time_point deadline) {
+  auto* p = static_cast<const uint8_t*>(buf);
+  while (len) {
+    ssize_t r = ::send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r > 0) {
+      p += r, len -= size_t(r);
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (int w = wait_fd(fd, POLLOUT, deadline); w < 0) return w;
+      continue;
+    }
+    return r < 0 ? -errno : -ECONNRESET;
+  }
+  return 0;
+}
+
+int recv_all(int fd, void* buf, size_t len, Clock::time_point deadline) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (len) {
+    ssize_t r = ::recv(fd, p, len, MSG_DONTWAIT);
+    if (r > 0) {
+      p += r, len -= size_t(r);
+      continue;
+    }
+    if (r == 0) return -ECONNRESET;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (int w = wait_fd(fd, POLLIN, deadline); w < 0) return w;
+      continue;
+    }
+    return -errno;
+  }
+  return 0;
+}
+
+// "host:port" or "[v6]:port" -> host, port.
+bool split_address(const std::string& a, std::string* host, std::string* port) {
+  if (!a.empty() && a[0] == '[') {
+    auto close = a.find(']');
+    if (close == std::string::npos || close + 1 >= a.size() || a[close + 1] != ':') return false;
+    *host = a.substr(1, close - 1);
+    *port = a.substr(close + 2);
+  } else {
+    auto colon = a.rfind(':');
+    if (colon == std::string::npos) return false;
+    *host = a.substr(0, colon);
+    *port = a.substr(colon + 1);
+  }
+  return !host->empty() && !port->empty();
+}
+
+}  // namespace
+
+int send_frame(int fd, Frame type, std::span<const uint8_t> payload, int timeout_ms) {
+  if (payload.size() > kMaxFrame) return -EMSGSIZE;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  FrameHeader h{kMagic, uint16_t(type), 0, uint32_t(payload.size()), 0};
+  // Header and payload in one sendmsg: two small sends would meet Nagle and delayed ACKs.
+  iovec iov[2] = {{&h, sizeof(h)}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = payload.empty() ? 1 : 2;
+  ssize_t r;
+  do {
+    r = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+  size_t sent = r < 0 ? 0 : size_t(r);
+  if (sent < sizeof(h)) {
+    if (int e = send_all(fd, reinterpret_cast<const uint8_t*>(&h) + sent, sizeof(h) - sent, deadline); e < 0)
+      return e;
+    sent = sizeof(h);
+  }
+  const size_t done = sent - sizeof(h);
+  return send_all(fd, payload.data() + done, payload.size() - done, deadline);
+}
+
+int send_frame(int fd, Frame type, const std::string& payload, int timeout_ms) {
+  return send_frame(fd, type, std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()),
+                    timeout_ms);
+}
+
+int recv_frame(int fd, Frame* type, std::vector<uint8_t>* payload, int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  FrameHeader h{};
+  if (int r = recv_all(fd, &h, sizeof(h), deadline); r < 0) return r;
+  // Lengths are checked before anything is allocated for them.
+  if (h.magic != kMagic || h.type < uint16_t(Frame::kHello) || h.type > uint16_t(Frame::kError) ||
+      h.length > kMaxFrame)
+    return -EPROTO;
+  payload->resize(h.length);
+  if (int r = recv_all(fd, payload->data(), h.length, deadline); r < 0) return r;
+  *type = Frame(h.type);
+  return 0;
+}
+
+// A non-blocking socket for a numeric "host:port"; *res is what to bind or connect to.
+int open_socket(const std::string& address, bool passive, addrinfo** res) {
+  std::string host, port;
+  if (!split_address(address, &host, &port)) return -EINVAL;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  *res = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, res) != 0 || !*res) return -EINVAL;
+  int fd = ::socket((*res)->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    int e = errno;
+    ::freeaddrinfo(*res);
+    return -e;
+  }
+  return fd;
+}
+
+int connect_to(const std::string& address, int timeout_ms) {
+  addrinfo* res = nullptr;
+  int fd = open_socket(address, false, &res);
+  if (fd < 0) return fd;
+  int r = ::connect(fd, res->ai_addr, res->ai_addrlen);
+  ::freeaddrinfo(res);
+  if (r < 0 && errno != EINPROGRESS) {
+    int e = errno;
+    ::close(fd);
+    return -e;
+  }
+  if (r < 0) {
+    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    if (int w = wait_fd(fd, POLLOUT, deadline); w < 0) {
+      ::close(fd);
+      return w;
+    }
+    int err = 0;
+    socklen_t len = sizeof(err);
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) {
+      ::close(fd);
+      return -err;
+    }
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+int listen_on(const std::string& address, uint16_t* port_out) {
+  addrinfo* res = nullptr;
+  int fd = open_socket(address, true, &res);
+  if (fd < 0) return fd;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 16) != 0) {
+    int e = errno;
+    ::freeaddrinfo(res);
+    ::close(fd);
+    return -e;
+  }
+  ::freeaddrinfo(res);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  if (port_out)
+    *port_out = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                         : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  return fd;
+}
+
+}  // namespace zuma::replication::proto

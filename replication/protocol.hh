@@ -1,0 +1,46 @@
+// The replication protocol between zumad peers (docs/REPLICATION.md "The protocol"):
+// length-prefixed frames over one TCP connection per site link. The primary sends HELLO,
+// then the log's batches exactly as they are on disk (each carries its own checksum); the
+// secondary answers WELCOME (or ERROR), then ACK frames carrying the highest sequence
+// number it has applied durably.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace zuma::replication::proto {
+
+enum class Frame : uint16_t {
+  kHello = 1,    // primary -> secondary: JSON {protocol, group, link, log_id, luns: [sizes]}
+  kWelcome = 2,  // secondary -> primary: JSON {applied, log_id}
+  kBatch = 3,    // primary -> secondary: one log batch, as on disk
+  kAck = 4,      // secondary -> primary: u64 LE, highest sequence applied durably
+  kError = 5,    // either way: a one-line message; the sender closes the connection
+};
+
+constexpr uint32_t kMagic = 0x4650525a;         // "ZRPF"
+constexpr uint32_t kMaxFrame = 64u << 20;        // above the largest batch the log writes
+constexpr int kProtocolVersion = 1;
+
+struct FrameHeader {
+  uint32_t magic;
+  uint16_t type;
+  uint16_t flags;
+  uint32_t length;  // payload bytes
+  uint32_t reserved;
+};
+static_assert(sizeof(FrameHeader) == 16);
+
+// Blocking I/O with a timeout (milliseconds, for the whole frame). 0 or -errno:
+// -ETIMEDOUT, -ECONNRESET (peer closed), -EPROTO (bad magic, unknown type, oversize).
+int send_frame(int fd, Frame type, std::span<const uint8_t> payload, int timeout_ms);
+int send_frame(int fd, Frame type, const std::string& payload, int timeout_ms);
+int recv_frame(int fd, Frame* type, std::vector<uint8_t>* payload, int timeout_ms);
+
+// A TCP connection to "host:port" (IPv4 or [IPv6]) within timeout_ms: fd or -errno.
+int connect_to(const std::string& address, int timeout_ms);
+// A listening socket on "host:port" (port 0: any); *port gets the bound port. fd or -errno.
+int listen_on(const std::string& address, uint16_t* port);
+
+}  // namespace zuma::replication::proto

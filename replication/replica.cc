@@ -1,0 +1,282 @@
+#include "replication/replica.hh"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "replication/apply.hh"
+#include "replication/protocol.hh"
+#include "replication/ring_log.hh"
+
+namespace zuma::replication {
+namespace {
+
+using storage::Backend;
+using storage::IoOp;
+using storage::IoRequest;
+
+constexpr int kIoTimeoutMs = 30000;
+constexpr size_t kAckEveryBytes = 8 << 20;
+
+std::string peer_name(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    port = ntohs(a->sin_port);
+    return fmt::format("{}:{}", host, port);
+  }
+  auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+  ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+  return fmt::format("[{}]:{}", host, ntohs(a->sin6_port));
+}
+
+}  // namespace
+
+std::expected<std::unique_ptr<ReplicaServer>, std::string> ReplicaServer::start(const std::string& address) {
+  std::unique_ptr<ReplicaServer> s(new ReplicaServer());
+  int fd = proto::listen_on(address, &s->port_);
+  if (fd < 0) return std::unexpected(fmt::format("replication listener {}: {}", address, std::strerror(-fd)));
+  s->listen_fd_.reset(fd);
+  s->accept_thread_ = std::thread([p = s.get()] { p->accept_loop(); });
+  return s;
+}
+
+ReplicaServer::~ReplicaServer() {
+  stop_.store(true);
+  if (accept_thread_.joinable()) accept_thread_.join();
+  std::vector<Conn> conns;
+  {
+    std::lock_guard lk(mu_);
+    for (int fd : conn_fds_) ::shutdown(fd, SHUT_RDWR);
+    conns.swap(conns_);
+  }
+  for (auto& c : conns) c.thread.join();
+}
+
+std::expected<void, std::string> ReplicaServer::add_group(const ReplicaGroupOptions& opt) {
+  auto st = SeqStateFile::open(opt.state_path);
+  if (!st) return std::unexpected(st.error());
+  auto g = std::make_unique<Group>(Group{opt.name, opt.luns, std::move(*st), false, {}});
+  g->stats.applied = g->state.value().seq;
+  g->stats.log_id = g->state.value().log_id;
+  std::lock_guard lk(mu_);
+  if (groups_.count(opt.name)) return std::unexpected(fmt::format("replica group {} is already served", opt.name));
+  groups_[opt.name] = std::move(g);
+  return {};
+}
+
+std::optional<ReplicaGroupStats> ReplicaServer::stats(const std::string& group) const {
+  std::lock_guard lk(mu_);
+  auto it = groups_.find(group);
+  if (it == groups_.end()) return std::nullopt;
+  return it->second->stats;
+}
+
+void ReplicaServer::accept_loop() {
+  while (!stop_.load()) {
+    pollfd p{listen_fd_.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // ACKs are small and urgent
+    std::lock_guard lk(mu_);
+    // Join the threads of connections that have ended.
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = conns_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    conn_fds_.push_back(fd);
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    conns_.push_back(Conn{std::thread([this, fd, done, peer = peer_name(ss)] {
+                            serve(fd, peer);
+                            done->store(true);
+                          }),
+                          done});
+  }
+}
+
+std::string ReplicaServer::apply_batch(Group& g, std::span<const uint8_t> batch, uint64_t* applied) {
+  std::string why, err;
+  const bool ok = RingLog::parse_batch(batch, g.state.value().log_id, [&](const RecordView& v) {
+    if (v.seq <= *applied) return true;  // sent again after a reconnect: already here
+    if (v.seq != *applied + 1) {
+      err = fmt::format("gap in the sequence: expected {}, got {}", *applied + 1, v.seq);
+      return false;
+    }
+    if (v.type != RecordType::kBookmark) {
+      if (v.lu >= g.luns.size()) {
+        err = fmt::format("record {} is for LU {} but the group has {} LUs here", v.seq, v.lu, g.luns.size());
+        return false;
+      }
+      if (auto e = apply_record(*g.luns[v.lu], v); !e.empty()) {
+        err = e;
+        return false;
+      }
+    }
+    *applied = v.seq;
+    std::lock_guard lk(mu_);
+    ++g.stats.records;
+    return true;
+  }, &why);
+  if (!ok) return why;
+  return err;
+}
+
+std::string ReplicaServer::make_durable(Group& g, uint64_t applied) {
+  for (Backend* b : g.luns) {
+    IoRequest req{IoOp::kFlush};
+    if (int r = submit_and_wait(*b, req); r < 0) return fmt::format("flushing {}: {}", b->describe(), std::strerror(-r));
+  }
+  if (int r = g.state.store(SeqState{applied, g.state.value().log_id}); r < 0)
+    return fmt::format("{}: {}", g.state.path(), std::strerror(-r));
+  std::lock_guard lk(mu_);
+  g.stats.applied = applied;
+  return "";
+}
+
+void ReplicaServer::serve(int fd, std::string peer) {
+  storage::UniqueFd sock(fd);
+  Group* g = nullptr;
+  auto fail = [&](const std::string& msg) {
+    spdlog::error("replication: {}{}: {}", g ? "group " + g->name + ", " : "", peer, msg);
+    if (g) {
+      std::lock_guard lk(mu_);
+      g->stats.last_error = msg;
+    }
+    proto::send_frame(fd, proto::Frame::kError, msg, 1000);
+  };
+  proto::Frame type{};
+  std::vector<uint8_t> payload;
+  if (proto::recv_frame(fd, &type, &payload, 10000) < 0 || type != proto::Frame::kHello) {
+    fail("expected HELLO");
+  } else {
+    nlohmann::json hello = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
+    std::string group_name, err;
+    uint64_t log_id = 0;
+    std::vector<uint64_t> sizes;
+    if (hello.is_discarded() || !hello.is_object() || !hello.contains("group") || !hello["group"].is_string() ||
+        !hello.contains("log_id") || !hello["log_id"].is_number_unsigned() || !hello.contains("luns") ||
+        !hello["luns"].is_array() || hello.value("protocol", 0) != proto::kProtocolVersion) {
+      err = "malformed HELLO (or another protocol version)";
+    } else {
+      group_name = hello["group"].get<std::string>();
+      log_id = hello["log_id"].get<uint64_t>();
+      for (auto& s : hello["luns"])
+        if (s.is_number_unsigned()) sizes.push_back(s.get<uint64_t>());
+    }
+    if (err.empty()) {
+      std::lock_guard lk(mu_);
+      auto it = groups_.find(group_name);
+      if (it == groups_.end()) {
+        err = fmt::format("no replica group {} here", group_name);
+      } else if (it->second->busy) {
+        err = fmt::format("group {} already has a primary connected", group_name);
+      } else {
+        Group& cand = *it->second;
+        std::string mine, theirs;
+        for (auto* b : cand.luns) mine += fmt::format(" {}", b->size());
+        for (auto s : sizes) theirs += fmt::format(" {}", s);
+        if (mine != theirs) {
+          err = fmt::format("group {}: the primary's LUs have sizes{}, this secondary's{}", group_name, theirs, mine);
+        } else if (cand.state.value().log_id && cand.state.value().log_id != log_id) {
+          err = fmt::format(
+              "group {}: this secondary follows primary log {:016x}, the primary's log is {:016x}: a full "
+              "resync is needed",
+              group_name, cand.state.value().log_id, log_id);
+        } else {
+          cand.busy = true;
+          cand.stats.connected = true;
+          g = &cand;
+        }
+      }
+    }
+    if (!g) {
+      fail(err);
+    } else {
+      if (g->state.value().log_id == 0) g->state.store(SeqState{g->state.value().seq, log_id});
+      uint64_t applied = g->state.value().seq;
+      spdlog::info("replication: group {}: primary {} connected, applied up to {}", g->name, peer, applied);
+      nlohmann::json welcome = {{"applied", applied}, {"log_id", log_id}};
+      int r = proto::send_frame(fd, proto::Frame::kWelcome, welcome.dump(), kIoTimeoutMs);
+      uint64_t durable = applied;
+      size_t since_ack = 0;
+      // Flush the LUs, store the applied sequence, then acknowledge it.
+      auto ack_now = [&]() -> bool {
+        if (auto e = make_durable(*g, applied); !e.empty()) {
+          fail(e);
+          return false;
+        }
+        durable = applied;
+        uint8_t ack[8];
+        std::memcpy(ack, &durable, 8);
+        r = proto::send_frame(fd, proto::Frame::kAck, std::span<const uint8_t>(ack, 8), kIoTimeoutMs);
+        since_ack = 0;
+        std::lock_guard lk(mu_);
+        ++g->stats.acks;
+        return r == 0;
+      };
+      while (r == 0 && !stop_.load()) {
+        // Wait for the next frame; acknowledge what was applied when the stream pauses
+        // (and at least every kAckEveryBytes).
+        pollfd p{fd, POLLIN, 0};
+        const int ready = ::poll(&p, 1, since_ack ? 0 : 200);
+        if (ready == 0) {
+          if (since_ack && !ack_now()) break;
+          continue;
+        }
+        r = proto::recv_frame(fd, &type, &payload, kIoTimeoutMs);
+        if (r < 0) break;
+        if (type == proto::Frame::kError) {
+          spdlog::warn("replication: group {}: primary {} says: {}", g->name, peer,
+                       std::string(payload.begin(), payload.end()));
+          break;
+        }
+        if (type != proto::Frame::kBatch) {
+          fail("unexpected frame");
+          break;
+        }
+        if (auto e = apply_batch(*g, payload, &applied); !e.empty()) {
+          fail(e);
+          break;
+        }
+        since_ack += payload.size();
+        {
+          std::lock_guard lk(mu_);
+          ++g->stats.batches;
+          g->stats.bytes += payload.size();
+        }
+        if (since_ack >= kAckEveryBytes && !ack_now()) break;
+      }
+      // Whatever was applied is made durable before the group is free again.
+      if (applied != durable) make_durable(*g, applied);
+      spdlog::info("replication: group {}: primary {} disconnected, applied up to {}", g->name, peer, applied);
+      std::lock_guard lk(mu_);
+      g->busy = false;
+      g->stats.connected = false;
+    }
+  }
+  std::lock_guard lk(mu_);
+  conn_fds_.erase(std::remove(conn_fds_.begin(), conn_fds_.end(), fd), conn_fds_.end());
+}
+
+}  // namespace zuma::replication

@@ -1,0 +1,288 @@
+#include "replication/site_link.hh"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "replication/group_log.hh"
+#include "replication/protocol.hh"
+#include "replication/ring_log.hh"
+
+namespace zuma::replication {
+namespace {
+
+constexpr int kConnectTimeoutMs = 2000;
+constexpr int kIoTimeoutMs = 30000;
+constexpr size_t kReadChunk = 4 << 20;        // bytes of batches read from the log at once
+constexpr size_t kMaxInFlight = 32 << 20;     // bytes sent and not yet acknowledged
+constexpr auto kStoreEvery = std::chrono::seconds(1);
+
+}  // namespace
+
+const char* to_string(LinkState s) {
+  switch (s) {
+    case LinkState::kConnecting: return "connecting";
+    case LinkState::kConnected: return "connected";
+    case LinkState::kDisconnected: return "disconnected";
+    case LinkState::kNeedsResync: return "needs_resync";
+    case LinkState::kStopped: return "stopped";
+  }
+  return "?";
+}
+
+std::expected<std::unique_ptr<SiteLink>, std::string> SiteLink::create(GroupLog& group, const LinkOptions& opt) {
+  auto st = SeqStateFile::open(opt.state_path);
+  if (!st) return std::unexpected(st.error());
+  if (st->value().log_id && st->value().log_id != group.log_id())
+    return std::unexpected(fmt::format(
+        "link {}: {} belongs to another log ({:016x}, this group's log is {:016x}); remove it to start the link "
+        "afresh",
+        opt.name, opt.state_path, st->value().log_id, group.log_id()));
+  std::unique_ptr<SiteLink> l(new SiteLink(group, opt, std::move(*st)));
+  if (!l->wake_fd_) return std::unexpected(fmt::format("link {}: eventfd: {}", opt.name, std::strerror(errno)));
+  return l;
+}
+
+SiteLink::SiteLink(GroupLog& g, const LinkOptions& opt, SeqStateFile state)
+    : group_(g), opt_(opt), state_(std::move(state)), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  acked_.store(state_.value().seq);
+  // A sync link starts degraded: it holds writes only once it has caught up.
+  degraded_.store(opt_.mode == LinkMode::kSync);
+}
+
+SiteLink::~SiteLink() { stop(); }
+
+void SiteLink::start() {
+  if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+}
+
+void SiteLink::stop() {
+  if (!thread_.joinable()) return;
+  stop_.store(true);
+  uint64_t one = 1;
+  (void)!::write(wake_fd_.get(), &one, sizeof(one));
+  thread_.join();
+  state_.store(SeqState{acked(), group_.log_id()});
+  state_value_.store(uint8_t(LinkState::kStopped));
+}
+
+void SiteLink::notify() {
+  // seq_cst with the group's publication of next_seq and the link's store to waiting_:
+  // either the link sees the new records before it sleeps, or the writer sees it waiting.
+  if (!waiting_.load()) return;
+  uint64_t one = 1;
+  (void)!::write(wake_fd_.get(), &one, sizeof(one));
+}
+
+void SiteLink::degrade(const std::string& why) {
+  if (opt_.mode != LinkMode::kSync || degraded_.exchange(true)) return;
+  spdlog::warn("group {}: sync link {} no longer holds writes ({}): the peer lags behind (RPO > 0) until it "
+               "catches up",
+               group_.name(), opt_.name, why);
+}
+
+LinkStats SiteLink::stats() const {
+  std::lock_guard lk(mu_);
+  LinkStats s = counters_;
+  s.state = LinkState(state_value_.load());
+  s.degraded = opt_.mode == LinkMode::kSync && degraded_.load();
+  s.acked = acked();
+  const uint64_t last = group_.published_next() - 1;
+  s.lag_records = last > s.acked ? last - s.acked : 0;
+  const auto lag = group_.lag(s.acked);
+  s.lag_bytes = lag.bytes;
+  if (lag.oldest)
+    s.lag_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - *lag.oldest).count();
+  return s;
+}
+
+void SiteLink::set_error(const std::string& e) {
+  std::lock_guard lk(mu_);
+  if (!e.empty() && counters_.last_error != e) spdlog::warn("group {}: link {} to {}: {}", group_.name(), opt_.name, opt_.peer, e);
+  counters_.last_error = e;
+}
+
+void SiteLink::wait_backoff(std::chrono::milliseconds d) {
+  pollfd p{wake_fd_.get(), POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + d;
+  while (!stop_.load() && std::chrono::steady_clock::now() < deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    ::poll(&p, 1, int(std::max<int64_t>(1, left.count())));
+    uint64_t v;
+    (void)!::read(wake_fd_.get(), &v, sizeof(v));
+  }
+}
+
+void SiteLink::run() {
+  auto backoff = std::chrono::milliseconds(100);
+  while (!stop_.load()) {
+    state_value_.store(uint8_t(LinkState::kConnecting));
+    int fd = proto::connect_to(opt_.peer, kConnectTimeoutMs);
+    if (fd < 0) {
+      state_value_.store(uint8_t(LinkState::kDisconnected));
+      set_error(fmt::format("cannot connect: {}", std::strerror(-fd)));
+    } else {
+      storage::UniqueFd sock(fd);
+      if (!session(fd)) break;
+      {
+        std::lock_guard lk(mu_);
+        ++counters_.reconnects;
+      }
+      if (LinkState(state_value_.load()) != LinkState::kNeedsResync)
+        state_value_.store(uint8_t(LinkState::kDisconnected));
+      // A session that got going resets the backoff (session() sets it via last_error "").
+      std::lock_guard lk(mu_);
+      if (counters_.last_error.empty()) backoff = std::chrono::milliseconds(100);
+    }
+    state_.store(SeqState{acked(), group_.log_id()});
+    wait_backoff(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+bool SiteLink::session(int fd) {
+  std::vector<uint64_t> sizes = group_.lun_sizes();
+  nlohmann::json hello = {{"protocol", proto::kProtocolVersion}, {"group", group_.name()}, {"link", opt_.name},
+                          {"log_id", group_.log_id()}, {"luns", sizes}};
+  if (int r = proto::send_frame(fd, proto::Frame::kHello, hello.dump(), kIoTimeoutMs); r < 0) {
+    set_error(fmt::format("sending HELLO: {}", std::strerror(-r)));
+    return !stop_.load();
+  }
+  proto::Frame type{};
+  std::vector<uint8_t> payload;
+  if (int r = proto::recv_frame(fd, &type, &payload, kIoTimeoutMs); r < 0) {
+    set_error(fmt::format("no answer to HELLO: {}", std::strerror(-r)));
+    return !stop_.load();
+  }
+  if (type == proto::Frame::kError) {
+    set_error(fmt::format("the peer refused: {}", std::string(payload.begin(), payload.end())));
+    return !stop_.load();
+  }
+  auto welcome = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
+  if (type != proto::Frame::kWelcome || !welcome.is_object() || !welcome.contains("applied") ||
+      !welcome["applied"].is_number_unsigned()) {
+    set_error("malformed WELCOME");
+    return !stop_.load();
+  }
+  const uint64_t peer_applied = welcome["applied"].get<uint64_t>();
+  // The peer is the authority on what it holds (it may have been restored from older state).
+  acked_.store(peer_applied, std::memory_order_release);
+  uint64_t from = peer_applied + 1;
+  if (from < group_.published_head()) {
+    state_value_.store(uint8_t(LinkState::kNeedsResync));
+    set_error(fmt::format("the peer has records up to {}, the log starts at {}: a resync is needed", peer_applied,
+                          group_.published_head()));
+    return !stop_.load();
+  }
+  state_value_.store(uint8_t(LinkState::kConnected));
+  set_error("");
+  if (opt_.mode == LinkMode::kSync && from >= group_.published_next() && degraded_.exchange(false))
+    spdlog::info("group {}: sync link {} is in step: writes wait for the peer", group_.name(), opt_.name);
+  group_.kick();
+  spdlog::info("group {}: link {} connected to {}, peer has records up to {}", group_.name(), opt_.name, opt_.peer,
+               peer_applied);
+
+  std::deque<std::pair<uint64_t, size_t>> in_flight;  // (last seq of a sent batch, its bytes)
+  size_t in_flight_bytes = 0;
+  std::vector<uint8_t> buf;
+  while (!stop_.load()) {
+    // Send what the log has, within the in-flight window.
+    bool more = false;
+    if (from < group_.published_next() && in_flight_bytes < kMaxInFlight) {
+      buf.clear();
+      size_t count = 0;
+      int r = group_.read_raw(from, kReadChunk, &buf, &count);
+      if (r == -ERANGE) {
+        state_value_.store(uint8_t(LinkState::kNeedsResync));
+        set_error(fmt::format("record {} was released before the peer had it: a resync is needed", from));
+        return !stop_.load();
+      }
+      if (r < 0) {
+        set_error(fmt::format("reading the log: {}", std::strerror(-r)));
+        return !stop_.load();
+      }
+      size_t off = 0;
+      for (size_t i = 0; i < count; ++i) {
+        const auto batch = std::span<const uint8_t>(buf).subspan(off);
+        const uint64_t len = RingLog::batch_length(batch);
+        uint64_t last = 0;
+        std::string why;
+        RingLog::parse_batch(batch.first(len), group_.log_id(),
+                             [&](const RecordView& v) { return last = v.seq, true; }, &why);
+        if (int s = proto::send_frame(fd, proto::Frame::kBatch, batch.first(len), kIoTimeoutMs); s < 0) {
+          set_error(fmt::format("sending: {}", std::strerror(-s)));
+          return !stop_.load();
+        }
+        in_flight.emplace_back(last, len);
+        in_flight_bytes += len;
+        from = last + 1;
+        off += len;
+        std::lock_guard lk(mu_);
+        counters_.sent = last;
+        ++counters_.batches_sent;
+        counters_.bytes_sent += len;
+      }
+      more = from < group_.published_next() && in_flight_bytes < kMaxInFlight;
+    }
+    // Wait for an ACK, new records or stop.
+    waiting_.store(true);
+    if (!more && from < group_.published_next() && in_flight_bytes < kMaxInFlight) more = true;  // raced
+    pollfd p[2] = {{fd, POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
+    int n = ::poll(p, 2, more ? 0 : 1000);
+    waiting_.store(false);
+    if (n < 0 && errno != EINTR) {
+      set_error(fmt::format("poll: {}", std::strerror(errno)));
+      return !stop_.load();
+    }
+    if (p[1].revents & POLLIN) {
+      uint64_t v;
+      (void)!::read(wake_fd_.get(), &v, sizeof(v));
+    }
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      int r = proto::recv_frame(fd, &type, &payload, kIoTimeoutMs);
+      if (r < 0) {
+        set_error(r == -ECONNRESET ? "the peer closed the connection" : fmt::format("receiving: {}", std::strerror(-r)));
+        return !stop_.load();
+      }
+      if (type == proto::Frame::kError) {
+        set_error(fmt::format("the peer failed: {}", std::string(payload.begin(), payload.end())));
+        return !stop_.load();
+      }
+      if (type != proto::Frame::kAck || payload.size() != 8) {
+        set_error("unexpected frame from the peer");
+        return !stop_.load();
+      }
+      uint64_t seq = 0;
+      std::memcpy(&seq, payload.data(), 8);
+      if (seq > acked()) acked_.store(seq, std::memory_order_release);
+      while (!in_flight.empty() && in_flight.front().first <= seq) {
+        in_flight_bytes -= in_flight.front().second;
+        in_flight.pop_front();
+      }
+      // Caught up: a degraded sync link holds writes again.
+      if (opt_.mode == LinkMode::kSync && degraded_.load() && seq + 1 >= group_.published_next()) {
+        degraded_.store(false);
+        spdlog::info("group {}: sync link {} has caught up: writes wait for the peer again", group_.name(),
+                     opt_.name);
+      }
+      group_.kick();  // the writer may complete held writes and release log space
+      const auto now = std::chrono::steady_clock::now();
+      if (now - stored_at_ > kStoreEvery) {
+        state_.store(SeqState{acked(), group_.log_id()});
+        stored_at_ = now;
+      }
+    }
+  }
+  return false;
+}
+
+}  // namespace zuma::replication

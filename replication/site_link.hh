@@ -1,0 +1,100 @@
+// The primary side of one site link: a thread that connects to a peer zumad's replication
+// listener (replication/replica.hh), says which group and log it serves, and ships the
+// group's log batches from the first record the peer lacks, in order, as long as the link
+// is up; the peer's ACKs tell the group which records that link no longer needs.
+//
+// Modes: `async` writes complete once in the local log; `sync` writes complete only when
+// the peer has acknowledged them durably (RPO 0). A sync link that cannot acknowledge
+// within `sync_timeout_ms` (peer down, stopped, unreachable) stops holding writes: it is
+// "degraded", said in the log and in its stats, and becomes synchronous again by itself
+// once it has caught up. A link never blocks writes forever.
+//
+// The link reconnects by itself with exponential backoff (100 ms to 5 s) and resumes from
+// the peer's applied sequence. If the records the peer needs were already released from
+// the log, the link reports `needs_resync` (resync is the next step of the replication
+// issue).
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <expected>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "replication/seq_state.hh"
+#include "storage/unique_fd.hh"
+
+namespace zuma::replication {
+
+class GroupLog;
+
+enum class LinkMode : uint8_t { kAsync, kSync };
+enum class LinkState : uint8_t { kConnecting, kConnected, kDisconnected, kNeedsResync, kStopped };
+const char* to_string(LinkState s);
+
+struct LinkOptions {
+  std::string name;
+  std::string peer;        // host:port of the peer's replication listener
+  LinkMode mode = LinkMode::kAsync;
+  std::string state_path;  // the highest sequence the peer acknowledged, kept across restarts
+  int sync_timeout_ms = 5000;
+};
+
+struct LinkStats {
+  LinkState state = LinkState::kConnecting;
+  bool degraded = false;      // a sync link that is not holding writes right now
+  uint64_t acked = 0;         // highest sequence the peer has durably
+  uint64_t sent = 0;          // highest sequence sent
+  uint64_t lag_records = 0;   // records in the log the peer does not have yet
+  uint64_t lag_bytes = 0;     // their size in the log
+  double lag_seconds = 0;     // age of the oldest of them
+  uint64_t batches_sent = 0, bytes_sent = 0, reconnects = 0;
+  std::string last_error;
+};
+
+class SiteLink {
+ public:
+  static std::expected<std::unique_ptr<SiteLink>, std::string> create(GroupLog& group, const LinkOptions& opt);
+  ~SiteLink();
+  SiteLink(const SiteLink&) = delete;
+  SiteLink& operator=(const SiteLink&) = delete;
+
+  void start();
+  void stop();  // joins the thread; stores the acknowledged sequence
+  // New records are in the log (the group's writer; cheap when the link is busy).
+  void notify();
+
+  const std::string& name() const { return opt_.name; }
+  LinkMode mode() const { return opt_.mode; }
+  int sync_timeout_ms() const { return opt_.sync_timeout_ms; }
+  uint64_t acked() const { return acked_.load(std::memory_order_acquire); }
+  // A sync link that currently makes writes wait for the peer.
+  bool holding() const { return opt_.mode == LinkMode::kSync && !degraded_.load(std::memory_order_acquire); }
+  // The group's writer gave up waiting for this link's acknowledgement.
+  void degrade(const std::string& why);
+  LinkStats stats() const;
+
+ private:
+  SiteLink(GroupLog& g, const LinkOptions& opt, SeqStateFile state);
+  void run();
+  bool session(int fd);  // false: stop
+  void set_error(const std::string& e);
+  void wait_backoff(std::chrono::milliseconds d);
+
+  GroupLog& group_;
+  LinkOptions opt_;
+  SeqStateFile state_;
+  storage::UniqueFd wake_fd_;  // eventfd: new records, stop
+  std::atomic<bool> waiting_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> degraded_{false};
+  std::atomic<uint64_t> acked_{0};
+  std::atomic<uint8_t> state_value_{uint8_t(LinkState::kConnecting)};
+  std::thread thread_;
+  mutable std::mutex mu_;  // the fields below
+  LinkStats counters_;
+  std::chrono::steady_clock::time_point stored_at_{};
+};
+
+}  // namespace zuma::replication

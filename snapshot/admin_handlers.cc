@@ -1,0 +1,87 @@
+#include "snapshot/admin_handlers.hh"
+
+#include <fmt/format.h>
+
+namespace zuma::snapshot {
+
+namespace {
+
+std::shared_ptr<SnapshotStore> store_of(Registry& r, const admin::Json& a) {
+  const std::string lu = a.value("lu", "");
+  auto s = r.find(lu);
+  if (!s) throw admin::CommandError(fmt::format("LU '{}' has no snapshots (no snapshots: in its config)", lu));
+  return s;
+}
+
+template <class T>
+T check(std::expected<T, std::string> r) {
+  if (!r) throw admin::CommandError(r.error());
+  if constexpr (!std::is_void_v<T>) return std::move(*r);
+}
+
+}  // namespace
+
+void bind_snapshot_handlers(admin::CommandTable& t, Registry& reg) {
+  using admin::Json;
+  auto set = [&](const char* verb, admin::Handler h) {
+    if (!t.set_handler(verb, std::move(h))) throw std::logic_error(std::string("no verb ") + verb);
+  };
+  set("snapshot create", [&reg](const Json& a) {
+    auto s = store_of(reg, a);
+    const Epoch e = check(s->create(a.value("name", "")));
+    return Json{{"id", e}, {"name", a.value("name", "")}};
+  });
+  set("snapshot list", [&reg](const Json& a) {
+    auto s = store_of(reg, a);
+    Json out = Json::array();
+    for (const auto& l : s->list(!a.value("fast", false)))
+      out.push_back({{"id", l.id},
+                     {"name", l.name},
+                     {"created", l.created},
+                     {"exclusive_bytes", l.exclusive_bytes},
+                     {"shared_bytes", l.shared_bytes}});
+    return out;
+  });
+  set("snapshot delete", [&reg](const Json& a) {
+    check(store_of(reg, a)->remove(a.value("snapshot", "")));
+    return Json{{"deleted", a.value("snapshot", "")}, {"reclaim", "background"}};
+  });
+  set("snapshot rollback", [&reg](const Json& a) {
+    check(store_of(reg, a)->rollback(a.value("snapshot", "")));
+    return Json{{"rolled_back_to", a.value("snapshot", "")}};
+  });
+  set("snapshot clone", [&reg](const Json& a) {
+    const uint64_t id = check(store_of(reg, a)->clone(a.value("snapshot", ""), a.value("name", "")));
+    return Json{{"clone", id}, {"name", a.value("name", "")}};
+  });
+  set("snapshot delete-clone", [&reg](const Json& a) {
+    auto s = store_of(reg, a);
+    const std::string name = a.value("clone", "");
+    for (const auto& c : s->clones())
+      if (c.name == name || std::to_string(c.id) == name) {
+        check(s->remove_clone(c.id));
+        return Json{{"deleted", name}};
+      }
+    throw admin::CommandError(fmt::format("no clone '{}'", name));
+  });
+  set("snapshot diff", [&reg](const Json& a) {
+    auto ext = check(store_of(reg, a)->diff(a.value("from", ""), a.value("to", "")));
+    Json out = Json::array();
+    for (const Extent& e : ext) out.push_back({{"offset", e.offset}, {"length", e.length}});
+    return out;
+  });
+  set("snapshot status", [&reg](const Json& a) {
+    const StoreStatus st = store_of(reg, a)->status();
+    return Json{{"chunk_size", st.chunk_size},
+                {"total_bytes", st.total_bytes},
+                {"used_bytes", st.used_bytes},
+                {"fill_percent", st.total_bytes ? 100.0 * double(st.used_bytes) / double(st.total_bytes) : 0.0},
+                {"meta_bytes", st.meta_bytes},
+                {"meta_capacity", st.meta_capacity},
+                {"snapshots", st.snapshots},
+                {"clones", st.clones},
+                {"reclaiming", st.reclaiming}};
+  });
+}
+
+}  // namespace zuma::snapshot

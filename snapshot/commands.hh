@@ -1,0 +1,61 @@
+// The snapshot verbs of the admin command table (issue 7; docs/ADMIN.md). Header-only so
+// that admin::standard_table() (zumad and zumactl) can declare them without linking the
+// snapshot store; zumad installs the handlers (snapshot/admin_handlers.hh).
+#pragma once
+
+#include "admin/command_table.hh"
+
+namespace zuma::snapshot {
+
+// Designated initializers leave the rest of each Command / Option at its default.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+inline void register_snapshot_commands(admin::CommandTable& t) {
+  using admin::ArgType;
+  auto lu = [] {
+    return admin::Option{"lu", ArgType::kString, "a LU with snapshots", true, true, "luns", {}};
+  };
+  auto snap = [](const char* name, const char* help, bool required = true) {
+    return admin::Option{name, ArgType::kString, help, required, true, "", {}};
+  };
+  t.add({.name = "snapshot create",
+         .summary = "take a snapshot of a LU (writes are quiesced for a moment)",
+         .details = "O(1) metadata work: in-flight writes finish, new ones wait, the data is\n"
+                    "flushed and the snapshot committed; then writes resume.",
+         .options = {lu(), {"name", ArgType::kString, "a unique name (default: none, use the id)"}},
+         .example = "snapshot create data --name before-upgrade"});
+  t.add({.name = "snapshot list",
+         .summary = "snapshots of a LU: id, name, time, exclusive and shared space",
+         .options = {lu(), {"fast", ArgType::kFlag, "skip the space figures (they read every chunk's mapping)"}},
+         .example = "snapshot list data"});
+  t.add({.name = "snapshot delete",
+         .summary = "delete a snapshot; its space is reclaimed in the background",
+         .options = {lu(), snap("snapshot", "name or id")},
+         .example = "snapshot delete data before-upgrade"});
+  t.add({.name = "snapshot rollback",
+         .summary = "make the LU hold what a snapshot holds (copies the changed chunks)",
+         .details = "Initiators should stop using the LU first: its content changes under them.",
+         .options = {lu(), snap("snapshot", "name or id")},
+         .example = "snapshot rollback data before-upgrade"});
+  t.add({.name = "snapshot clone",
+         .summary = "create a writable clone of a snapshot (export it with a LUN source)",
+         .options = {lu(), snap("snapshot", "name or id"),
+                     {"name", ArgType::kString, "the clone's name", true, false, "", {}}},
+         .example = "snapshot clone data nightly --name test-copy"});
+  t.add({.name = "snapshot delete-clone",
+         .summary = "delete a clone that no LU exports",
+         .options = {lu(), snap("clone", "the clone's name")},
+         .example = "snapshot delete-clone data test-copy"});
+  t.add({.name = "snapshot diff",
+         .summary = "byte extents changed between two snapshots, or since one",
+         .options = {lu(), snap("from", "the older snapshot"),
+                     snap("to", "the newer snapshot (default: the LU now)", false)},
+         .example = "snapshot diff data nightly-1 nightly-2"});
+  t.add({.name = "snapshot status",
+         .summary = "the store's fill level, metadata use and counts",
+         .options = {lu()},
+         .example = "snapshot status data"});
+}
+#pragma GCC diagnostic pop
+
+}  // namespace zuma::snapshot

@@ -1,0 +1,64 @@
+// The snapshot stores of a zumad, by LU name, and the thread that takes scheduled
+// snapshots and applies their retention (YAML `schedules: [{every: 15m, keep: 24}]`).
+//
+// Threading: add() at startup or from the control thread; find() from anywhere; the
+// scheduler runs on its own thread and calls SnapshotStore operations (which serialise).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "snapshot/snapshot_store.hh"
+
+namespace zuma::snapshot {
+
+struct Schedule {
+  std::string prefix;  // snapshots are "<prefix>-<YYYYmmddTHHMMSSZ>"
+  uint64_t every_s = 0;
+  uint32_t keep = 0;
+};
+
+class Registry {
+ public:
+  Registry() = default;
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Replaces any store of that LU (a reconfigured LU) and its schedules.
+  void add(const std::string& lu, std::shared_ptr<SnapshotStore> store,
+           std::vector<Schedule> schedules = {});
+  std::shared_ptr<SnapshotStore> find(const std::string& lu) const;
+  std::vector<std::string> names() const;
+
+  // Starts / stops the scheduler thread.
+  void start();
+  void stop();
+  // One scheduler pass at time `now` (tests): due schedules take a snapshot, then the
+  // oldest snapshots of each schedule beyond `keep` are deleted. Returns snapshots taken.
+  int run_due(std::chrono::system_clock::time_point now);
+
+ private:
+  struct Entry {
+    std::shared_ptr<SnapshotStore> store;
+    std::vector<Schedule> schedules;
+    std::vector<std::chrono::system_clock::time_point> next;  // per schedule
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> stores_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// The name of a scheduled snapshot taken at `t`.
+std::string scheduled_name(const std::string& prefix, std::chrono::system_clock::time_point t);
+
+}  // namespace zuma::snapshot

@@ -1,0 +1,404 @@
+// zumactl against a real zumad: one-shot and --json, the REPL through a pseudo-terminal,
+// LUs added and removed at run time as a libiscsi initiator sees them, config reload under
+// I/O, and the metrics endpoint checked against the I/O done (issue 6).
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/harness.hh"
+
+using namespace zuma::test;
+using Json = nlohmann::json;
+
+namespace {
+
+const std::string kIqnB = "iqn.2026-11.org.zuma:b";
+
+std::string zumactl_path() {
+  const char* env = std::getenv("ZUMA_ZUMACTL");
+  return env && *env ? env : ZUMA_ZUMACTL_PATH;
+}
+
+std::string socket_of(const Zumad& z) {
+  return z.dir() + "/var/zumad.sock";
+}
+
+RunResult zumactl(const Zumad& z, std::vector<std::string> args) {
+  args.insert(args.begin(), {zumactl_path(), "--socket", socket_of(z)});
+  return run_program(args, std::chrono::seconds(30));
+}
+
+Json zumactl_json(const Zumad& z, std::vector<std::string> args) {
+  args.insert(args.begin(), "--json");
+  RunResult r = zumactl(z, args);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  return Json::parse(r.output);
+}
+
+// LUN numbers REPORT LUNS returns on the session.
+std::vector<int> report_luns(Session& s) {
+  Task t(iscsi_reportluns_sync(s.ctx(), 0, 16384));
+  REQUIRE_MESSAGE(is_good(t.get()), describe(s.ctx(), t.get()));
+  auto* list = static_cast<scsi_reportluns_list*>(scsi_datain_unmarshall(t.get()));
+  REQUIRE(list);
+  std::vector<int> out;
+  for (uint32_t i = 0; i < list->num; ++i) out.push_back(list->luns[i]);
+  return out;
+}
+
+// TEST UNIT READY until the LUN's pending unit attentions are consumed.
+void clear_attentions(Session& s, int lun) {
+  for (int i = 0; i < 8; ++i) {
+    Task t = s.tur(lun);
+    if (is_good(t.get())) return;
+  }
+  FAIL("unit attentions did not clear on LUN " << lun);
+}
+
+// A one-GET HTTP client (the test must not trust zumad's own HTTP code to check it).
+std::string http_get(uint16_t port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  REQUIRE(::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size()));
+  std::string resp;
+  char buf[65536];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0) break;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    resp.append(buf, size_t(n));
+  }
+  ::close(fd);
+  return resp;
+}
+
+// The value of one sample line "NAME{LABELS} VALUE" of a Prometheus text page.
+double sample(const std::string& page, const std::string& series) {
+  const size_t at = page.find("\n" + series + " ");
+  if (at == std::string::npos) FAIL("no sample " << series << " in:\n" << page);
+  return std::stod(page.substr(at + series.size() + 2));
+}
+
+// zumactl in a pseudo-terminal, as a person would use it.
+class Pty {
+ public:
+  Pty(const std::vector<std::string>& argv, const std::string& home) {
+    pid_ = ::forkpty(&fd_, nullptr, nullptr, nullptr);
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::setenv("HOME", home.c_str(), 1);
+      ::setenv("TERM", "xterm", 1);
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+  }
+  ~Pty() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void type(const std::string& s) {
+    REQUIRE(::write(fd_, s.data(), s.size()) == ssize_t(s.size()));
+  }
+  // Reads until `what` appeared in the output since the last expect(); true if it did.
+  bool expect(const std::string& what, std::chrono::seconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (auto at = out_.find(what, seen_); at != std::string::npos) {
+        seen_ = at + what.size();
+        return true;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, int(left.count())) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n <= 0) return false;
+      out_.append(buf, size_t(n));
+    }
+  }
+  int wait_exit() {
+    int st = 0;
+    for (int i = 0; i < 500; ++i) {
+      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+      }
+      char buf[4096];
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) > 0 && ::read(fd_, buf, sizeof buf) > 0) continue;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // POLLHUP returns at once
+    }
+    return -2;
+  }
+  const std::string& output() const { return out_; }
+
+ private:
+  int fd_ = -1;
+  pid_t pid_ = -1;
+  std::string out_;
+  size_t seen_ = 0;
+};
+
+const char* kLuns =
+    "      - { id: 0, name: disk0, size: 8MiB, backend: file, path: @DIR@/disk0.img }\n";
+
+}  // namespace
+
+TEST_CASE("zumactl one-shot, --json and exit codes") {
+  Zumad z(make_config(kLuns));
+  z.start();
+  RunResult r = zumactl(z, {"show", "node"});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("name            it\n") != std::string::npos);
+  CHECK(r.output.find("luns            1\n") != std::string::npos);
+
+  Json luns = zumactl_json(z, {"show", "luns"});
+  REQUIRE(luns["rows"].size() == 1);
+  CHECK(luns["columns"][0] == "NAME");
+  CHECK(luns["rows"][0][0] == "disk0");
+  CHECK(luns["rows"][0][3] == 8 << 20);
+
+  r = zumactl(z, {"show", "portals"});
+  CHECK(r.output == "ADDRESS          TPGT\n" + z.portal() + "     1\n");
+
+  r = zumactl(z, {"frobnicate"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.output == "error: unknown command 'frobnicate'; try 'help'\n");
+  r = zumactl(z, {"remove", "lun", "nope"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output == "error: no LU 'nope'\n");
+  r = zumactl(z, {"--json", "remove", "lun", "nope"});
+  CHECK(r.exit_code == 1);
+  CHECK(Json::parse(r.output)["error"] == "no LU 'nope'");
+  r = run_program({zumactl_path(), "--socket", z.dir() + "/nothing.sock", "show", "node"});
+  CHECK(r.exit_code == 3);
+  CHECK(r.output.find("cannot connect to " + z.dir() + "/nothing.sock") != std::string::npos);
+  r = zumactl(z, {"help", "add", "lun"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.starts_with("usage: add lun TARGET --id ID --name NAME --size SIZE"));
+  r = zumactl(z, {"log", "level", "debug"});
+  CHECK(r.exit_code == 0);
+  CHECK(zumactl_json(z, {"log", "level"})["level"] == "debug");
+  CHECK(z.stop() == 0);
+}
+
+TEST_CASE("the REPL in a pseudo-terminal: typing, TAB completion, help, an error") {
+  Zumad z(make_config(kLuns));
+  z.start();
+  Pty t({zumactl_path(), "--socket", socket_of(z)}, z.dir());
+  REQUIRE_MESSAGE(t.expect("zumactl> "), t.output());
+  // Only the completed words make a command zumad runs: "sh" + TAB + "lu" + TAB is
+  // "show luns" (the echo is full of cursor movements, so the result is what is checked).
+  t.type("sh\t");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  t.type("lu\t");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  t.type("\r");
+  REQUIRE_MESSAGE(t.expect("NAME "), t.output());
+  REQUIRE_MESSAGE(t.expect("disk0"), t.output());
+  REQUIRE_MESSAGE(t.expect("zumactl> "), t.output());
+  // A live object name from zumad: "di" + TAB is "disk0".
+  t.type("show stats --lun di\t");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  t.type("\r");
+  REQUIRE_MESSAGE(t.expect("AVG_LAT_US"), t.output());
+  REQUIRE_MESSAGE(t.expect("disk0 "), t.output());
+  t.type("help remove lun\r");
+  REQUIRE_MESSAGE(t.expect("usage: remove lun NAME [--force]"), t.output());
+  t.type("frobnicate\r");
+  REQUIRE_MESSAGE(t.expect("error: unknown command 'frobnicate'; try 'help'"), t.output());
+  REQUIRE_MESSAGE(t.expect("zumactl> "), t.output());
+  t.type("quit\r");
+  CHECK(t.wait_exit() == 0);
+  CHECK(z.stop() == 0);
+}
+
+TEST_CASE("a LU added at run time is in REPORT LUNS and usable; removing it in use needs --force") {
+  Zumad z(make_config(kLuns));
+  z.start();
+  Session s(z.portal(), kTestIqn);
+  CHECK(report_luns(s) == std::vector<int>{0});
+
+  RunResult r = zumactl(z, {"add", "lun", kTestIqn, "--id", "3", "--name", "extra", "--size",
+                            "4MiB", "--path", z.file("extra.img"), "--thin"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output == "1 target changed, 1 LU added\n");
+  // The session that was already logged in sees it (SPC-5 REPORTED LUNS DATA HAS CHANGED).
+  Task ua = s.tur(0);
+  CHECK(is_sense(ua.get(), 0x06, 0x3f0e));
+  CHECK(report_luns(s) == std::vector<int>{0, 3});
+  clear_attentions(s, 3);
+  CHECK(s.capacity(3) == std::make_pair<uint64_t, uint32_t>(8192, 512));
+  const auto data = make_pattern(16, 512, 100, 7);
+  Task w = s.write16(3, 100, data, 512);
+  REQUIRE_MESSAGE(is_good(w.get()), describe(s.ctx(), w.get()));
+  // A new session reads it back.
+  Session s2(z.portal(), kTestIqn);
+  Task rd = s2.read16(3, 100, 16 * 512, 512);
+  REQUIRE(is_good(rd.get()));
+  CHECK(check_pattern(std::span(rd->datain.data, size_t(rd->datain.size)), 512, 100, 7) == "");
+
+  // In use by two sessions: refused, nothing changes.
+  r = zumactl(z, {"remove", "lun", "extra"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("error: LU 'extra' is in use by session") != std::string::npos);
+  CHECK(report_luns(s) == std::vector<int>{0, 3});
+  r = zumactl(z, {"remove", "lun", "extra", "--force"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.output == "1 target changed, 1 LU removed\n");
+  clear_attentions(s, 0);
+  CHECK(report_luns(s) == std::vector<int>{0});
+  Task gone = s.read16(3, 0, 512, 512);
+  CHECK(is_sense(gone.get(), 0x05, 0x2500));  // LOGICAL UNIT NOT SUPPORTED
+  // The sessions themselves go on.
+  clear_attentions(s2, 0);
+  Task ok = s2.read16(0, 0, 512, 512);
+  CHECK(is_good(ok.get()));
+  CHECK(zumactl_json(z, {"show", "sessions"})["rows"].size() == 2);
+  CHECK(z.stop() == 0);
+}
+
+TEST_CASE("config reload under I/O; config save writes the running state back") {
+  Zumad z(make_config(kLuns));
+  z.start();
+  const uint16_t port1 = free_port();
+  const std::string portal1 = "127.0.0.1:" + std::to_string(port1);
+  Session s(z.portal(), kTestIqn);
+  std::atomic<bool> stop{false};
+  std::atomic<int> done{0};
+  std::string failure;
+  std::thread io([&] {
+    const auto data = make_pattern(8, 512, 0, 1);
+    while (!stop) {
+      Task w = s.write16(0, uint64_t(done % 1000) * 8, data, 512);
+      if (!is_good(w.get())) {
+        failure = "write: " + describe(s.ctx(), w.get());
+        return;
+      }
+      Task rd = s.read16(0, uint64_t(done % 1000) * 8, 8 * 512, 512);
+      if (!is_good(rd.get())) {
+        failure = "read: " + describe(s.ctx(), rd.get());
+        return;
+      }
+      ++done;
+    }
+  });
+  // A second target, a second portal and a log level, added to the file and reloaded.
+  std::string text = read_file(z.config_path());
+  text = replace_all(text, "portals: [ \"" + z.portal() + "\" ]",
+                     "portals: [ \"" + z.portal() + "\", \"" + portal1 + "\" ]");
+  text = replace_all(text, "log_level: info", "log_level: debug");
+  text += "  - iqn: " + kIqnB +
+          "\n    luns:\n      - { id: 0, name: b0, size: 4MiB, backend: memory }\n";
+  write_file(z.config_path(), text);
+  while (done < 50 && failure.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  RunResult r = zumactl(z, {"config", "reload"});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output == "1 target added, 1 LU added, 1 portal added, log level changed\n");
+  const int before = done;
+  while (done < before + 50 && failure.empty())
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  stop = true;
+  io.join();
+  CHECK(failure == "");
+  // The new target answers on the new portal.
+  Session b(portal1, kIqnB);
+  CHECK(b.capacity(0) == std::make_pair<uint64_t, uint32_t>(8192, 512));
+  CHECK(zumactl_json(z, {"log", "level"})["level"] == "debug");
+  // Nothing left to apply; a change zumad cannot make live is refused.
+  CHECK(zumactl(z, {"config", "reload"}).output == "no changes\n");
+  write_file(z.config_path(), replace_all(text, "reactors: 2", "reactors: 1"));
+  r = zumactl(z, {"config", "reload"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output == "error: cannot change node.reactors while zumad runs (restart it)\n");
+
+  // config save: a run-time change reaches the file, which parses to the same state.
+  write_file(z.config_path(), "# kept comment\n" + text);
+  REQUIRE(zumactl(z, {"add", "acl", kIqnB, "iqn.1994-05.com.redhat:h1"}).exit_code == 0);
+  r = zumactl(z, {"config", "save"});
+  CHECK(r.exit_code == 0);
+  const std::string saved = read_file(z.config_path());
+  CHECK(saved.starts_with("# kept comment\n"));
+  CHECK(saved.find("initiator: \"iqn.1994-05.com.redhat:h1\"") != std::string::npos);
+  CHECK(zumactl(z, {"config", "reload"}).output == "no changes\n");
+  CHECK(run_program({zumad_path(), "--check-config", z.config_path()}).exit_code == 0);
+  CHECK(z.stop() == 0);
+}
+
+TEST_CASE("metrics: counters match the I/O done") {
+  std::string cfg = make_config(kLuns);  // @PORT1@: the metrics endpoint
+  cfg = replace_all(cfg, "log_level: info }", "log_level: info, metrics: \"127.0.0.1:@PORT1@\" }");
+  Zumad z(cfg, 2);
+  z.start();
+  const std::string before = http_get(z.port(1), "/metrics");
+  CHECK(before.find("200 OK") != std::string::npos);
+  CHECK(sample(before, "zuma_lu_writes_total{lu=\"disk0\"}") == 0);
+  {
+    Session s(z.portal(), kTestIqn);
+    const auto data = make_pattern(8, 512, 0, 3);
+    for (int i = 0; i < 20; ++i) REQUIRE(is_good(s.write16(0, uint64_t(i) * 8, data, 512).get()));
+    for (int i = 0; i < 7; ++i) REQUIRE(is_good(s.read16(0, uint64_t(i) * 8, 4096, 512).get()));
+    const std::string page = http_get(z.port(1), "/metrics");
+    CHECK(sample(page, "zuma_lu_writes_total{lu=\"disk0\"}") == 20);
+    CHECK(sample(page, "zuma_lu_written_bytes_total{lu=\"disk0\"}") == 20 * 4096);
+    CHECK(sample(page, "zuma_lu_reads_total{lu=\"disk0\"}") == 7);
+    CHECK(sample(page, "zuma_lu_read_bytes_total{lu=\"disk0\"}") == 7 * 4096);
+    CHECK(sample(page, "zuma_sessions") == 1);
+    const double commands = sample(page, "zuma_lu_commands_total{lu=\"disk0\"}");
+    CHECK(commands >= 27);
+    CHECK(sample(page, "zuma_lu_latency_seconds_count{lu=\"disk0\"}") == commands);
+    CHECK(sample(page, "zuma_lu_latency_seconds_bucket{lu=\"disk0\",le=\"+Inf\"}") == commands);
+    std::smatch m;
+    const std::regex session_writes(
+        "zuma_session_writes_total\\{session=\"[0-9]+\",initiator=\"[^\"]+\",target=\"" +
+        std::string(kTestIqn) + "\"\\} 20\n");
+    CHECK(std::regex_search(page, m, session_writes));
+  }
+  // A closed session's I/O stays counted per LU.
+  for (int i = 0; i < 100 && zumactl_json(z, {"show", "sessions"})["rows"].size() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const std::string after = http_get(z.port(1), "/metrics");
+  CHECK(sample(after, "zuma_lu_writes_total{lu=\"disk0\"}") == 20);
+  CHECK(sample(after, "zuma_sessions") == 0);
+  Json stats = zumactl_json(z, {"show", "stats"});
+  REQUIRE(stats["rows"].size() == 1);
+  CHECK(stats["rows"][0][3] == 20);
+  CHECK(z.stop() == 0);
+}
