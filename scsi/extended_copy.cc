@@ -22,7 +22,7 @@ constexpr size_t kCscdLen = 32;
 constexpr size_t kSegBlockToBlockLen = 0x18;  // DESCRIPTOR LENGTH (bytes after byte 3)
 
 // COPY OPERATION STATUS (RECEIVE COPY RESULTS, COPY STATUS).
-constexpr uint8_t kCopyInProgress = 0x00;
+[[maybe_unused]] constexpr uint8_t kCopyInProgress = 0x00;
 constexpr uint8_t kCopyGood = 0x01;
 constexpr uint8_t kCopyFailed = 0x02;
 

@@ -91,15 +91,21 @@ TEST_CASE("concurrent touch/take with establish_all") {
   UnitAttentions ua;
   std::atomic<bool> stop{false};
   std::atomic<int> seen{0};
+  std::atomic<int> registered{0};
   std::vector<std::thread> threads;
   for (uint64_t id = 1; id <= 4; ++id) {
     threads.emplace_back([&, id] {
+      ua.touch(id);
+      registered.fetch_add(1);
       while (!stop.load()) {
         ua.touch(id);
         if (ua.take(id)) seen.fetch_add(1);
       }
     });
   }
+  // Every nexus is known before the first establish_all, or (on a slow,
+  // sanitized run) all 200 could land before any thread has started.
+  while (registered.load() < 4) std::this_thread::yield();
   for (int i = 0; i < 200; ++i) {
     ua.establish_all(Reason::kUaModeParametersChanged);
     std::this_thread::yield();
