@@ -187,6 +187,7 @@ target::ServerConfig build(const config::Config& cfg, std::vector<BuiltLu>& lus)
   sc.limits.nop_in_interval = is.nop_in_interval;
   sc.limits.nop_in_timeout = is.nop_in_timeout;
   sc.limits.login_timeout = is.login_timeout;
+  sc.limits.write_buffer_budget = is.write_buffer_budget;
   sc.limits.header_digest_crc32c = is.header_digest_crc32c;
   sc.limits.header_digest_none = is.header_digest_none;
   sc.limits.data_digest_crc32c = is.data_digest_crc32c;

@@ -627,11 +627,20 @@ class Parser {
         {"max_recv_data_segment_length", "max_burst_length", "first_burst_length", "immediate_data",
          "initial_r2t", "max_outstanding_r2t", "default_time2wait", "default_time2retain",
          "max_connections", "queue_depth", "nop_in_interval", "nop_in_timeout", "login_timeout",
-         "header_digest", "data_digest"},
+         "header_digest", "data_digest", "write_buffer_budget"},
         {}, true);
     for (const Range& r : kRanges) {
       if (const Item* v = f.get(r.key))
         iscsi.*r.field = static_cast<uint32_t>(integer(*v, r.lo, r.hi));
+    }
+    if (const Item* v = f.get("write_buffer_budget")) {
+      // At least one burst can always be asked for; the top keeps a typo (1TiB) from
+      // turning the limit off.
+      constexpr uint64_t kMinBudget = 1ull << 20, kMaxBudget = 64ull << 30;
+      const uint64_t b = size(*v);
+      if (b < kMinBudget || b > kMaxBudget)
+        fail(*v, fmt::format("expected a size from 1MiB to 64GiB, got {} bytes", b));
+      iscsi.write_buffer_budget = b;
     }
     if (const Item* v = f.get("immediate_data")) iscsi.immediate_data = boolean(*v);  // 13.11
     if (const Item* v = f.get("initial_r2t")) iscsi.initial_r2t = boolean(*v);        // 13.10
@@ -661,6 +670,13 @@ class Parser {
       if (!blame) blame = f.get("max_burst_length");
       fail(*blame, fmt::format("first_burst_length {} is larger than max_burst_length {}",
                                iscsi.first_burst_length, iscsi.max_burst_length));
+    }
+    // A budget below one burst would stall every WRITE that needs an R2T.
+    if (iscsi.write_buffer_budget < iscsi.max_burst_length) {
+      const Item* blame = f.get("write_buffer_budget");
+      if (!blame) blame = f.get("max_burst_length");
+      fail(*blame, fmt::format("write_buffer_budget {} is smaller than max_burst_length {}",
+                               iscsi.write_buffer_budget, iscsi.max_burst_length));
     }
   }
 

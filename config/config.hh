@@ -58,6 +58,9 @@ struct Iscsi {
   uint32_t nop_in_interval = 0;  // seconds between NOP-In pings; 0 = off
   uint32_t nop_in_timeout = 30;  // seconds without an answer before the connection is dropped
   uint32_t login_timeout = 15;   // seconds a connection may take to finish login
+  // Bytes of solicited WRITE data one connection may have asked for (R2T) and not yet
+  // written: what a stalled initiator can pin (target::IscsiLimits::write_buffer_budget).
+  uint64_t write_buffer_budget = 32ull << 20;
   // Digests zumad accepts (RFC 7143 13.1); the initiator's order picks among them.
   bool header_digest_crc32c = true;
   bool header_digest_none = true;

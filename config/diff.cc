@@ -99,6 +99,7 @@ ConfigDiff diff(const Config& from, const Config& to) {
       x.default_time2retain == y.default_time2retain && x.max_connections == y.max_connections &&
       x.queue_depth == y.queue_depth && x.nop_in_interval == y.nop_in_interval &&
       x.nop_in_timeout == y.nop_in_timeout && x.login_timeout == y.login_timeout &&
+      x.write_buffer_budget == y.write_buffer_budget &&
       x.header_digest_crc32c == y.header_digest_crc32c &&
       x.header_digest_none == y.header_digest_none &&
       x.data_digest_crc32c == y.data_digest_crc32c && x.data_digest_none == y.data_digest_none;

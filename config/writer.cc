@@ -120,6 +120,7 @@ std::string to_yaml(const Config& c, const std::string& header) {
   out += fmt::format("  nop_in_interval: {}\n", i.nop_in_interval);
   out += fmt::format("  nop_in_timeout: {}\n", i.nop_in_timeout);
   out += fmt::format("  login_timeout: {}\n", i.login_timeout);
+  out += fmt::format("  write_buffer_budget: {}\n", i.write_buffer_budget);
   out += "  header_digest: " + digests(i.header_digest_crc32c, i.header_digest_none) + "\n";
   out += "  data_digest: " + digests(i.data_digest_crc32c, i.data_digest_none) + "\n";
   if (c.discovery.chap) {

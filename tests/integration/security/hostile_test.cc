@@ -366,9 +366,18 @@ TEST_CASE("stalled WRITEs of a logged-in initiator cannot pin unbounded memory")
   // stall), and once the held bytes come, every command must get its R2Ts and end GOOD.
   uint32_t edtl = 0;
   int commands = 0;
+  std::string iscsi_yaml;  // the default write_buffer_budget (32 MiB) unless set
+  size_t max_held = 0;     // commands that get all their data asked for while others stall
   SUBCASE("48 WRITE(16) of 8 MiB, the LU's MAXIMUM TRANSFER LENGTH") {
     edtl = 8u << 20;
     commands = 48;
+    max_held = 4;  // 32 MiB of budget: four 8 MiB commands
+  }
+  SUBCASE("the same with write_buffer_budget: 8MiB") {
+    edtl = 8u << 20;
+    commands = 48;
+    iscsi_yaml = "{ write_buffer_budget: 8MiB }";
+    max_held = 1;
   }
   SUBCASE("6 WRITE(16) of 64 MiB, beyond MAXIMUM TRANSFER LENGTH (8 MiB)") {
     edtl = 64u << 20;
@@ -376,7 +385,8 @@ TEST_CASE("stalled WRITEs of a logged-in initiator cannot pin unbounded memory")
   }
   CAPTURE(edtl);
   CAPTURE(commands);
-  Zumad z(sec_config({{kIqn, {}, "{ id: 0, name: h2, size: 128MiB, backend: null }"}}));
+  CAPTURE(iscsi_yaml);
+  Zumad z(sec_config({{kIqn, {}, "{ id: 0, name: h2, size: 128MiB, backend: null }"}}, iscsi_yaml));
   z.start();
   const long rss_start = rss_kib(z.pid()) / 1024;
   SecConnection c(z.port());
@@ -455,6 +465,7 @@ TEST_CASE("stalled WRITEs of a logged-in initiator cannot pin unbounded memory")
     // zumad paced its R2Ts (the write budget): not every command got its data asked for.
     CHECK(int(held.size()) < commands);
     CHECK(!held.empty());
+    CHECK(held.size() == max_held);
     // The held bytes arrive: the waiting commands get their R2Ts in turn and all finish.
     const size_t first_held = held.size();
     for (size_t i = 0; i < first_held; ++i) {

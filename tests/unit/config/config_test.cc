@@ -467,6 +467,26 @@ TEST_CASE("iscsi digests") {
         "t.yaml:1:22: iscsi.data_digest: at least one of CRC32C and None is needed");
 }
 
+TEST_CASE("iscsi write_buffer_budget") {
+  CHECK(parse(with_iscsi("{}"), "t.yaml").iscsi.write_buffer_budget == 32ull << 20);
+  CHECK(parse(with_iscsi("{write_buffer_budget: 8MiB}"), "t.yaml").iscsi.write_buffer_budget ==
+        8ull << 20);
+  CHECK(parse(with_iscsi("{write_buffer_budget: 1048576}"), "t.yaml").iscsi.write_buffer_budget ==
+        1ull << 20);
+  CHECK(error_of(with_iscsi("{write_buffer_budget: 512KiB}")) ==
+        "t.yaml:1:30: iscsi.write_buffer_budget: expected a size from 1MiB to 64GiB, got 524288 "
+        "bytes");
+  CHECK(error_of(with_iscsi("{write_buffer_budget: 65GiB}")) ==
+        "t.yaml:1:30: iscsi.write_buffer_budget: expected a size from 1MiB to 64GiB, got "
+        "69793218560 bytes");
+  CHECK(error_of(with_iscsi("{write_buffer_budget: lots}")) ==
+        "t.yaml:1:30: iscsi.write_buffer_budget: expected a size like 1GiB");
+  // Below one burst every solicited WRITE would wait forever.
+  CHECK(error_of(with_iscsi("{write_buffer_budget: 2MiB, max_burst_length: 4194304}")) ==
+        "t.yaml:1:30: iscsi.write_buffer_budget: write_buffer_budget 2097152 is smaller than "
+        "max_burst_length 4194304");
+}
+
 TEST_CASE("error: missing keys") {
   CHECK(error_of(with_target("{luns: []}")) == "t.yaml:3:5: targets[0]: missing key 'iqn'");
   CHECK(error_of(with_target("{iqn: iqn.2026-11.org.zuma:t}")) ==

@@ -16,7 +16,7 @@ const char* kFull = R"(# site A
 
 node: { name: site-a, data_dir: /tmp/zuma-w, log_level: debug, metrics: "9460" }
 portals: [ "127.0.0.1:3260", { address: "[::1]:3261", tpgt: 2 } ]
-iscsi: { queue_depth: 64, immediate_data: false, header_digest: [CRC32C] }
+iscsi: { queue_depth: 64, immediate_data: false, header_digest: [CRC32C], write_buffer_budget: 48MiB }
 discovery: { chap: { user: disc, secret: "discovery-secret-1" } }
 targets:
   - iqn: iqn.2026-11.org.zuma:a
@@ -51,6 +51,7 @@ TEST_CASE("to_yaml: parse reads back the same configuration") {
   CHECK(b.portals[1].tpgt == 2);
   CHECK(!b.iscsi.header_digest_none);
   CHECK(b.iscsi.queue_depth == 64);
+  CHECK(b.iscsi.write_buffer_budget == 48ull << 20);
   CHECK(b.discovery.chap->user == "disc");
 }
 
