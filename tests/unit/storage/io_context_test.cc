@@ -379,3 +379,100 @@ TEST_CASE("IoContext: posts from many threads while the owner reaps lose nothing
   for (auto& t : ts) t.join();
   CHECK(count == kThreads * kEach);
 }
+
+// ---- RawOp, get_lazy_sqe, wait (an event loop that sleeps in the ring) ----------------
+
+namespace {
+
+struct Got {
+  int calls = 0;
+  int res = 0;
+};
+
+void record(void* arg, int res) {
+  auto* g = static_cast<Got*>(arg);
+  ++g->calls;
+  g->res = res;
+}
+
+std::pair<UniqueFd, UniqueFd> socket_pair() {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+}  // namespace
+
+TEST_CASE("IoContext: a lazy receive waits for wait(), which submits it and sleeps until data") {
+  auto ctx = std::move(*IoContext::create(8));
+  auto [a, b] = socket_pair();
+  Got got;
+  RawOp op{&record, &got};
+  char buf[16] = {};
+  io_uring_prep_recv(ctx->get_lazy_sqe(op), a.get(), buf, sizeof buf, 0);
+  REQUIRE(::write(b.get(), "hello", 5) == 5);
+  ctx->flush();  // only lazy work is queued: nothing goes to the kernel
+  CHECK(ctx->poll() == 0);
+  CHECK(readable(a.get(), 0));  // the bytes are still in the socket
+  CHECK(ctx->in_flight() == 0);  // RawOps are not counted as requests
+  ctx->wait(5000);  // submits the receive, which completes at once
+  CHECK(ctx->poll() == 1);
+  CHECK(got.calls == 1);
+  CHECK(got.res == 5);
+  CHECK(std::string(buf, 5) == "hello");
+
+  // Armed on an empty socket: wait() sleeps until the peer writes.
+  io_uring_prep_recv(ctx->get_lazy_sqe(op), a.get(), buf, sizeof buf, 0);
+  std::thread writer([fd = b.get()] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    REQUIRE(::write(fd, "x", 1) == 1);
+  });
+  ctx->wait(5000);
+  writer.join();
+  CHECK(ctx->poll() == 1);
+  CHECK(got.calls == 2);
+  CHECK(got.res == 1);
+}
+
+TEST_CASE("IoContext: wait() with a timeout returns without completions") {
+  auto ctx = std::move(*IoContext::create(8));
+  auto [a, b] = socket_pair();
+  Got got;
+  RawOp op{&record, &got};
+  char buf[4];
+  io_uring_prep_recv(ctx->get_lazy_sqe(op), a.get(), buf, sizeof buf, 0);
+  ctx->wait(20);
+  CHECK(ctx->poll() == 0);
+  CHECK(got.calls == 0);
+  // The destructor cancels it: the callback runs once with -ECANCELED.
+  ctx.reset();
+  CHECK(got.calls == 1);
+  CHECK(got.res == -ECANCELED);
+}
+
+TEST_CASE("IoContext: an inline-completing send does not end the sleep by itself") {
+  auto ctx = std::move(*IoContext::create(8));
+  auto [a, b] = socket_pair();
+  Got sent, received;
+  RawOp send_op{&record, &sent}, recv_op{&record, &received};
+  char out[] = "ping";
+  char in[8] = {};
+  io_uring_prep_send(ctx->get_lazy_sqe(send_op, true), a.get(), out, 4, MSG_DONTWAIT);
+  io_uring_prep_recv(ctx->get_lazy_sqe(recv_op), a.get(), in, sizeof in, 0);
+  std::thread peer([fd = b.get()] {
+    char x[4];
+    while (!readable(fd, 1000)) {
+    }
+    REQUIRE(::read(fd, x, 4) == 4);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    REQUIRE(::write(fd, "pong", 4) == 4);
+  });
+  ctx->wait(5000);  // the send's completion is there at once; the sleep lasts until "pong"
+  ctx->poll();
+  peer.join();
+  CHECK(sent.calls == 1);
+  CHECK(sent.res == 4);
+  CHECK(received.calls == 1);
+  CHECK(received.res == 4);
+  CHECK(std::string(in, 4) == "pong");
+}
