@@ -20,6 +20,7 @@
 #include "admin/service.hh"
 #include "config/config.hh"
 #include "scsi/device_server.hh"
+#include "scsi/logical_unit.hh"
 #include "snapshot/admin_handlers.hh"
 #include "snapshot/commands.hh"
 #include "snapshot/registry.hh"
@@ -167,7 +168,16 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   lp.write_cache = l.write_cache;
   lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
   lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
-  return scsi::make_logical_unit(std::move(lp), std::move(backend));
+  auto lu = scsi::make_logical_unit(std::move(lp), std::move(backend));
+  // Issue 7: a rollback replaces the data under the LU's initiators; why 28h/00h for every
+  // I_T nexus: snapshot/snapshot_store.hh (set_rollback_listener).
+  if (l.snapshots || (l.source && !l.source->clone.empty()))
+    g_snapshots.on_rollback(l.snapshots ? l.name : l.source->lu, l.snapshots ? "" : l.source->clone,
+                            [w = std::weak_ptr<scsi::LogicalUnit>(lu)] {
+                              if (auto p = w.lock())
+                                p->unit_attentions().establish_all(scsi::Reason::kUaMediumMayHaveChanged);
+                            });
+  return lu;
 }
 
 // Opens every LU's sub-units. Errors are startup errors: thrown, reported, exit 1.

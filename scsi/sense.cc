@@ -70,6 +70,8 @@ constexpr Entry kTable[] = {
     // SPC-5 D.2: LOGICAL UNIT IS IN PROCESS OF BECOMING READY. True while a sub-unit's
     // session is re-established, and initiators retry it after a delay (Linux sd does).
     {Reason::kNotReadyBecomingReady, kCheck(kNotReady, 0x04, 0x01)},
+    // SPC-5 D.2: NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED (snapshot rollback).
+    {Reason::kUaMediumMayHaveChanged, kCheck(kUnitAttention, 0x28, 0x00)},
 };
 static_assert(std::size(kTable) == static_cast<size_t>(Reason::kCount));
 

@@ -77,6 +77,7 @@ enum class Reason : uint8_t {
   // Tasks another I_T nexus aborted while TAS=0 (SAM-5 aborting commands):
   kUaCommandsClearedByAnotherInitiator,  // UNIT ATTENTION / 2F / 00
   kNotReadyBecomingReady,  // NOT READY / 04 / 01 (a remote sub-unit is reconnecting)
+  kUaMediumMayHaveChanged,  // UNIT ATTENTION / 28 / 00 (a snapshot rollback replaced the data)
   kCount,
 };
 

@@ -1,5 +1,7 @@
 #include "snapshot/admin_handlers.hh"
 
+#include <map>
+
 #include <fmt/format.h>
 
 namespace zuma::snapshot {
@@ -28,14 +30,19 @@ void bind_snapshot_handlers(admin::CommandTable& t, Registry& reg) {
   };
   set("snapshot create", [&reg](const Json& a) {
     auto s = store_of(reg, a);
-    const Epoch e = check(s->create(a.value("name", "")));
-    return Json{{"id", e}, {"name", a.value("name", "")}};
+    const Epoch e = check(s->create(a.value("name", ""), a.value("clone", "")));
+    Json out{{"id", e}, {"name", a.value("name", "")}};
+    if (!a.value("clone", "").empty()) out["clone"] = a.value("clone", "");
+    return out;
   });
   set("snapshot list", [&reg](const Json& a) {
     auto s = store_of(reg, a);
     Json out = Json::array();
+    std::map<uint64_t, std::string> clone_names;
+    for (const auto& c : s->clones()) clone_names[c.id] = c.name.empty() ? std::to_string(c.id) : c.name;
     for (const auto& l : s->list(!a.value("fast", false)))
       out.push_back({{"id", l.id},
+                     {"of", l.clone == 0 ? std::string() : clone_names[l.clone]},
                      {"name", l.name},
                      {"created", l.created},
                      {"exclusive_bytes", l.exclusive_bytes},

@@ -21,11 +21,13 @@ inline void register_snapshot_commands(admin::CommandTable& t) {
   t.add({.name = "snapshot create",
          .summary = "take a snapshot of a LU (writes are quiesced for a moment)",
          .details = "O(1) metadata work: in-flight writes finish, new ones wait, the data is\n"
-                    "flushed and the snapshot committed; then writes resume.",
-         .options = {lu(), {"name", ArgType::kString, "a unique name (default: none, use the id)"}},
+                    "flushed and the snapshot committed; then writes resume. With --clone, a\n"
+                    "snapshot of that writable clone (it can be cloned, rolled back, diffed).",
+         .options = {lu(), {"name", ArgType::kString, "a unique name (default: none, use the id)"},
+                     {"clone", ArgType::kString, "snapshot this clone of the LU instead (name or id)"}},
          .example = "snapshot create data --name before-upgrade"});
   t.add({.name = "snapshot list",
-         .summary = "snapshots of a LU: id, name, time, exclusive and shared space",
+         .summary = "snapshots of a LU and of its clones ('of'): id, name, time, space",
          .options = {lu(), {"fast", ArgType::kFlag, "skip the space figures (they read every chunk's mapping)"}},
          .example = "snapshot list data"});
   t.add({.name = "snapshot delete",
@@ -33,8 +35,10 @@ inline void register_snapshot_commands(admin::CommandTable& t) {
          .options = {lu(), snap("snapshot", "name or id")},
          .example = "snapshot delete data before-upgrade"});
   t.add({.name = "snapshot rollback",
-         .summary = "make the LU hold what a snapshot holds (copies the changed chunks)",
-         .details = "Initiators should stop using the LU first: its content changes under them.",
+         .summary = "make the LU (or the clone a snapshot is of) hold what the snapshot holds",
+         .details = "I/O of the LU and its clones waits while the changed chunks are copied;\n"
+                    "commands in flight finish first. Every initiator of the LU then gets\n"
+                    "UNIT ATTENTION 28h/00h (medium may have changed) on its next command.",
          .options = {lu(), snap("snapshot", "name or id")},
          .example = "snapshot rollback data before-upgrade"});
   t.add({.name = "snapshot clone",
@@ -49,7 +53,7 @@ inline void register_snapshot_commands(admin::CommandTable& t) {
   t.add({.name = "snapshot diff",
          .summary = "byte extents changed between two snapshots, or since one",
          .options = {lu(), snap("from", "the older snapshot"),
-                     snap("to", "the newer snapshot (default: the LU now)", false)},
+                     snap("to", "the newer snapshot (default: the LU, or the clone, now)", false)},
          .example = "snapshot diff data nightly-1 nightly-2"});
   t.add({.name = "snapshot status",
          .summary = "the store's fill level, metadata use and counts",

@@ -10,7 +10,7 @@ namespace zuma::snapshot {
 namespace {
 
 constexpr uint64_t kCheckpointMagic = 0x54504b43504e535aull;  // "ZSNPCKPT"
-constexpr uint32_t kCheckpointVersion = 1;
+constexpr uint32_t kCheckpointVersion = 2;  // 1: clones without lines (still read)
 constexpr size_t kMaxName = 255;
 
 class Writer {
@@ -111,17 +111,66 @@ Phys Metadata::lookup(Epoch e, uint64_t chunk) const {
 }
 
 std::optional<Phys> Metadata::clone_own(uint64_t clone, uint64_t chunk) const {
-  auto m = clone_maps_.find(clone);
-  if (m == clone_maps_.end()) return std::nullopt;
-  auto it = m->second.find(chunk);
-  if (it == m->second.end()) return std::nullopt;
-  return it->second;
+  auto l = lines_.find(clone);
+  if (l == lines_.end()) return std::nullopt;
+  auto it = l->second.own.find(chunk);
+  if (it == l->second.own.end()) return std::nullopt;
+  return it->second.phys;
+}
+
+std::optional<Phys> Metadata::clone_writable_in_place(uint64_t clone, uint64_t chunk) const {
+  auto l = lines_.find(clone);
+  if (l == lines_.end()) return std::nullopt;
+  auto it = l->second.own.find(chunk);
+  if (it == l->second.own.end() || it->second.phys == kZeroPhys) return std::nullopt;
+  const Epoch newest = l->second.newest();
+  if (newest != 0 && it->second.birth <= newest) return std::nullopt;
+  return it->second.phys;
 }
 
 Phys Metadata::clone_lookup(uint64_t clone, uint64_t chunk) const {
   if (auto own = clone_own(clone, chunk)) return *own;
   auto c = clones_.find(clone);
-  return c == clones_.end() ? kZeroPhys : lookup(c->second.base, chunk);
+  return c == clones_.end() ? kZeroPhys : snapshot_lookup(c->second.base, chunk);
+}
+
+Phys Metadata::snapshot_lookup(Epoch e, uint64_t chunk) const {
+  auto o = clone_snap_owner_.find(e);
+  if (o == clone_snap_owner_.end()) return lookup(e, chunk);
+  // Within the clone's line as for the LU; a chunk the clone had not written by e is its
+  // base snapshot's (the recursion is as deep as clones of clone snapshots nest).
+  const uint64_t clone = o->second;
+  auto l = lines_.find(clone);
+  if (l == lines_.end()) return kZeroPhys;
+  const CloneLine& line = l->second;
+  if (auto it = line.own.find(chunk); it != line.own.end() && it->second.birth <= e)
+    return it->second.phys;
+  auto it = line.history.upper_bound({chunk, e});
+  if (it != line.history.begin()) {
+    --it;
+    if (it->first.first == chunk && it->second.death > e) return it->second.phys;
+  }
+  auto c = clones_.find(clone);
+  return c == clones_.end() ? kZeroPhys : snapshot_lookup(c->second.base, chunk);
+}
+
+bool Metadata::snapshot_exists(Epoch e) const {
+  if (snaps_.count(e)) return true;
+  auto o = clone_snap_owner_.find(e);
+  if (o == clone_snap_owner_.end()) return false;
+  auto l = lines_.find(o->second);
+  return l != lines_.end() && l->second.snaps.count(e);
+}
+
+uint64_t Metadata::snapshot_owner(Epoch e) const {
+  auto o = clone_snap_owner_.find(e);
+  return o == clone_snap_owner_.end() ? 0 : o->second;
+}
+
+const std::map<Epoch, SnapshotInfo>& Metadata::clone_snapshots(uint64_t clone) const {
+  static const std::map<Epoch, SnapshotInfo> kNone;
+  auto l = lines_.find(clone);
+  return l == lines_.end() ? kNone : l->second.snaps;
 }
 
 std::optional<Phys> Metadata::allocate() {
@@ -213,14 +262,39 @@ void Metadata::add_snapshot(SnapshotInfo s) {
 std::optional<std::string> Metadata::create_snapshot(const std::string& name, int64_t created,
                                                      Epoch* epoch) {
   if (name.size() > kMaxName) return fmt::format("a snapshot name has at most {} bytes", kMaxName);
-  if (!name.empty()) {
-    for (const auto& [e, s] : snaps_)
-      if (s.name == name) return fmt::format("a snapshot named '{}' exists (id {})", name, e);
-  }
+  if (Epoch other = 0; name_taken(name, &other))
+    return fmt::format("a snapshot named '{}' exists (id {})", name, other);
   if (current_ == kLive - 1) return std::string("no epoch numbers left");
   const Epoch e = current_;
   add_snapshot({e, created, name});
   record({OpType::kSnap, e, static_cast<uint64_t>(created), 0, 0, name});
+  *epoch = e;
+  return std::nullopt;
+}
+
+bool Metadata::name_taken(const std::string& name, Epoch* e) const {
+  if (name.empty()) return false;
+  for (const auto& [k, s] : snaps_)
+    if (s.name == name) return *e = k, true;
+  for (const auto& [id, line] : lines_)
+    for (const auto& [k, s] : line.snaps)
+      if (s.name == name) return *e = k, true;
+  return false;
+}
+
+std::optional<std::string> Metadata::create_clone_snapshot(uint64_t clone, const std::string& name,
+                                                           int64_t created, Epoch* epoch) {
+  auto l = lines_.find(clone);
+  if (l == lines_.end()) return fmt::format("no clone {}", clone);
+  if (name.size() > kMaxName) return fmt::format("a snapshot name has at most {} bytes", kMaxName);
+  if (Epoch other = 0; name_taken(name, &other))
+    return fmt::format("a snapshot named '{}' exists (id {})", name, other);
+  if (current_ == kLive - 1) return std::string("no epoch numbers left");
+  const Epoch e = current_++;
+  l->second.snaps[e] = {e, created, name};
+  clone_snap_owner_[e] = clone;
+  names_bytes_ += name.size();
+  record({OpType::kCloneSnap, e, clone, static_cast<uint64_t>(created), 0, name});
   *epoch = e;
   return std::nullopt;
 }
@@ -231,20 +305,78 @@ bool Metadata::pinned(Epoch e) const {
 }
 
 std::optional<std::string> Metadata::delete_snapshot(Epoch e) {
-  auto it = snaps_.find(e);
-  if (it == snaps_.end()) return fmt::format("no snapshot {}", e);
+  if (!snapshot_exists(e)) return fmt::format("no snapshot {}", e);
   if (pinned(e)) return fmt::format("snapshot {} is the base of a clone: delete the clone first", e);
-  names_bytes_ -= it->second.name.size();
-  snaps_.erase(it);
-  refresh_newest();
-  reclaim_.insert(e);
+  unsnap(e);
   record({OpType::kUnsnap, e, 0, 0, 0, {}});
   return std::nullopt;
+}
+
+void Metadata::unsnap(Epoch e) {
+  if (auto it = snaps_.find(e); it != snaps_.end()) {
+    names_bytes_ -= it->second.name.size();
+    snaps_.erase(it);
+    refresh_newest();
+  } else if (auto o = clone_snap_owner_.find(e); o != clone_snap_owner_.end()) {
+    auto l = lines_.find(o->second);
+    if (l != lines_.end()) {
+      if (auto s = l->second.snaps.find(e); s != l->second.snaps.end()) {
+        names_bytes_ -= s->second.name.size();
+        l->second.snaps.erase(s);
+      }
+    }
+  }
+  reclaim_.insert(e);
+}
+
+// Reclaim of a deleted clone snapshot: the LU's rule within the clone's line.
+bool Metadata::reclaim_clone(Epoch e, size_t* budget) {
+  auto l = lines_.find(clone_snap_owner_.at(e));
+  if (l == lines_.end()) return true;
+  const uint64_t clone = l->first;
+  const CloneLine& line = l->second;
+  auto next_it = line.snaps.upper_bound(e);
+  const Epoch next = next_it == line.snaps.end() ? kLive : next_it->first;
+  std::vector<Key> drop;
+  bool more = false;
+  for (auto it = line.by_death.lower_bound({e + 1, 0, 0});
+       it != line.by_death.end() && std::get<0>(*it) <= next; ++it) {
+    const auto& [d, c, b] = *it;
+    if (line.has_snapshot_in(b, d)) continue;
+    if (drop.size() == *budget) {
+      more = true;
+      break;
+    }
+    drop.push_back({c, b});
+  }
+  for (const Key& k : drop) clone_drop(clone, k.first, k.second);
+  *budget -= drop.size();
+  return !more;
+}
+
+void Metadata::clone_drop(uint64_t clone, uint64_t chunk, Epoch birth) {
+  auto l = lines_.find(clone);
+  if (l == lines_.end()) return;
+  CloneLine& line = l->second;
+  auto it = line.history.find({chunk, birth});
+  if (it == line.history.end()) return;
+  free_phys(it->second.phys);
+  line.by_birth.erase({birth, chunk});
+  line.by_death.erase({it->second.death, chunk, birth});
+  line.history.erase(it);
+  record({OpType::kCloneDrop, clone, chunk, birth, 0, {}});
 }
 
 bool Metadata::reclaim(size_t budget) {
   while (!reclaim_.empty() && budget > 0) {
     const Epoch e = *reclaim_.begin();
+    if (clone_snap_owner_.count(e)) {
+      if (!reclaim_clone(e, &budget)) break;
+      reclaim_.erase(reclaim_.begin());
+      clone_snap_owner_.erase(e);
+      record({OpType::kReclaimed, e, 0, 0, 0, {}});
+      continue;
+    }
     auto next_it = snaps_.upper_bound(e);
     const Epoch next = next_it == snaps_.end() ? kLive : next_it->first;
     // A version freed by deleting e was alive at e and died by the next snapshot: death in
@@ -272,7 +404,7 @@ bool Metadata::reclaim(size_t budget) {
 
 std::optional<std::string> Metadata::create_clone(Epoch base, const std::string& name,
                                                   int64_t created, uint64_t* id) {
-  if (!snaps_.count(base)) return fmt::format("no snapshot {}", base);
+  if (!snapshot_exists(base)) return fmt::format("no snapshot {}", base);
   if (name.size() > kMaxName) return fmt::format("a clone name has at most {} bytes", kMaxName);
   if (!name.empty()) {
     for (const auto& [i, c] : clones_)
@@ -280,42 +412,139 @@ std::optional<std::string> Metadata::create_clone(Epoch base, const std::string&
   }
   *id = next_clone_++;
   clones_[*id] = {*id, base, created, name};
-  clone_maps_[*id];
+  lines_[*id];
   names_bytes_ += name.size();
   record({OpType::kClone, *id, base, static_cast<uint64_t>(created), 0, name});
   return std::nullopt;
 }
 
 void Metadata::clone_map(uint64_t clone, uint64_t chunk, Phys phys) {
-  auto& m = clone_maps_[clone];
-  auto [it, inserted] = m.emplace(chunk, phys);
+  clone_map_at(clone, chunk, phys, current_);
+}
+
+void Metadata::clone_map_at(uint64_t clone, uint64_t chunk, Phys phys, Epoch birth) {
+  CloneLine& line = lines_[clone];
+  auto [it, inserted] = line.own.emplace(chunk, Mapping{phys, birth});
   if (!inserted) {
-    free_phys(it->second);
-    it->second = phys;
+    const Mapping old = it->second;
+    line.own_by_birth.erase({old.birth, chunk});
+    // As remap_live: the old version stays only while a snapshot of the clone sees it.
+    if (line.has_snapshot_in(old.birth, birth)) {
+      line.history[{chunk, old.birth}] = {birth, old.phys};
+      line.by_birth.insert({old.birth, chunk});
+      line.by_death.insert({birth, chunk, old.birth});
+    } else {
+      free_phys(old.phys);
+    }
+    it->second = {phys, birth};
   }
-  record({OpType::kCloneMap, clone, chunk, phys, 0, {}});
+  line.own_by_birth.insert({birth, chunk});
+  record({OpType::kCloneMap, clone, chunk, phys, birth, {}});
 }
 
 std::optional<std::string> Metadata::delete_clone(uint64_t clone) {
   auto it = clones_.find(clone);
   if (it == clones_.end()) return fmt::format("no clone {}", clone);
-  for (const auto& [c, p] : clone_maps_[clone]) free_phys(p);
-  clone_maps_.erase(clone);
-  names_bytes_ -= it->second.name.size();
-  clones_.erase(it);
+  for (const auto& [e, s] : clone_snapshots(clone))
+    if (pinned(e))
+      return fmt::format("snapshot {} of clone {} is the base of a clone: delete that clone first",
+                         e, clone);
+  erase_clone(clone);
   record({OpType::kUnclone, clone, 0, 0, 0, {}});
   return std::nullopt;
 }
 
+void Metadata::erase_clone(uint64_t clone) {
+  auto it = clones_.find(clone);
+  if (it == clones_.end()) return;
+  if (auto l = lines_.find(clone); l != lines_.end()) {
+    for (const auto& [c, m] : l->second.own) free_phys(m.phys);
+    for (const auto& [k, v] : l->second.history) free_phys(v.phys);
+    for (const auto& [e, s] : l->second.snaps) names_bytes_ -= s.name.size();
+    lines_.erase(l);
+  }
+  // Its snapshots, and deleted ones awaiting reclaim, go with it.
+  for (auto o = clone_snap_owner_.begin(); o != clone_snap_owner_.end();) {
+    if (o->second == clone) {
+      reclaim_.erase(o->first);
+      o = clone_snap_owner_.erase(o);
+    } else {
+      ++o;
+    }
+  }
+  names_bytes_ -= it->second.name.size();
+  clones_.erase(it);
+}
+
 std::optional<Epoch> Metadata::find_snapshot(const std::string& s) const {
-  for (const auto& [e, info] : snaps_)
-    if (!info.name.empty() && info.name == s) return e;
+  if (Epoch e = 0; name_taken(s, &e)) return e;
   if (!s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
       s.size() < 20) {
     const Epoch e = std::stoull(s);
-    if (snaps_.count(e)) return e;
+    if (snapshot_exists(e)) return e;
   }
   return std::nullopt;
+}
+
+namespace {
+
+void to_runs(std::vector<uint64_t>& chunks, std::vector<ChunkRun>* out) {
+  std::sort(chunks.begin(), chunks.end());
+  chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
+  out->clear();
+  for (uint64_t c : chunks) {
+    if (!out->empty() && out->back().first + out->back().count == c) {
+      ++out->back().count;
+    } else {
+      out->push_back({c, 1});
+    }
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> Metadata::clone_diff(uint64_t clone, Epoch from, Epoch to,
+                                                std::vector<ChunkRun>* out) const {
+  auto l = lines_.find(clone);
+  if (l == lines_.end()) return fmt::format("no clone {}", clone);
+  const CloneLine& line = l->second;
+  if (!line.snaps.count(from)) return fmt::format("no snapshot {} of clone {}", from, clone);
+  if (to != kLive && !line.snaps.count(to)) return fmt::format("no snapshot {} of clone {}", to, clone);
+  if (from >= to) return std::string("the first snapshot must be older than the second");
+  // Chunks the clone had not written by `to` are its base's at both points.
+  std::vector<uint64_t> chunks;
+  for (auto it = line.own_by_birth.lower_bound({from + 1, 0});
+       it != line.own_by_birth.end() && it->first <= to; ++it)
+    chunks.push_back(it->second);
+  if (to != kLive) {
+    for (auto it = line.by_birth.lower_bound({from + 1, 0}); it != line.by_birth.end() && it->first <= to;
+         ++it) {
+      if (line.history.at({it->second, it->first}).death > to) chunks.push_back(it->second);
+    }
+  }
+  to_runs(chunks, out);
+  return std::nullopt;
+}
+
+void Metadata::clone_snapshot_usage(Epoch e, uint64_t* exclusive, uint64_t* shared) const {
+  *exclusive = 0;
+  *shared = 0;
+  auto l = lines_.find(snapshot_owner(e));
+  if (l == lines_.end() || !l->second.snaps.count(e)) return;
+  const CloneLine& line = l->second;
+  auto next_it = line.snaps.upper_bound(e);
+  const Epoch next = next_it == line.snaps.end() ? kLive : next_it->first;
+  auto it_e = line.snaps.find(e);
+  const bool first = it_e == line.snaps.begin();
+  const Epoch prev = first ? 0 : std::prev(it_e)->first;
+  for (auto it = line.by_death.lower_bound({e + 1, 0, 0}); it != line.by_death.end() && std::get<0>(*it) <= next;
+       ++it) {
+    const auto& [d, c, b] = *it;
+    if ((first || b > prev) && b <= e && line.history.at({c, b}).phys != kZeroPhys) ++*exclusive;
+  }
+  uint64_t referenced = 0;
+  for (uint64_t c = 0; c < home_; ++c) referenced += snapshot_lookup(e, c) != kZeroPhys;
+  *shared = referenced - std::min(referenced, *exclusive);
 }
 
 std::optional<std::string> Metadata::diff(Epoch from, Epoch to, std::vector<ChunkRun>* out) const {
@@ -333,16 +562,7 @@ std::optional<std::string> Metadata::diff(Epoch from, Epoch to, std::vector<Chun
       if (history_.at({it->second, it->first}).death > to) chunks.push_back(it->second);
     }
   }
-  std::sort(chunks.begin(), chunks.end());
-  chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
-  out->clear();
-  for (uint64_t c : chunks) {
-    if (!out->empty() && out->back().first + out->back().count == c) {
-      ++out->back().count;
-    } else {
-      out->push_back({c, 1});
-    }
-  }
+  to_runs(chunks, out);
   return std::nullopt;
 }
 
@@ -374,9 +594,10 @@ void Metadata::take_pending(std::vector<MetaOp>* ops, std::vector<Phys>* frees) 
 }
 
 uint64_t Metadata::serialized_size() const {
-  uint64_t maps = 0;
-  for (const auto& [id, m] : clone_maps_) maps += m.size();
-  return 88 + snaps_.size() * 18 + reclaim_.size() * 8 + clones_.size() * 34 + maps * 16 +
+  uint64_t lines = 0;
+  for (const auto& [id, l] : lines_)
+    lines += l.own.size() * 24 + l.history.size() * 32 + l.snaps.size() * 18;
+  return 88 + snaps_.size() * 18 + reclaim_.size() * 16 + clones_.size() * 50 + lines +
          names_bytes_ + explicit_live_ * 24 + history_.size() * 32;
 }
 
@@ -398,18 +619,35 @@ void Metadata::serialize(std::vector<uint8_t>* out) const {
     w.str(s.name);
   }
   w.u64(reclaim_.size());
-  for (Epoch e : reclaim_) w.u64(e);
+  for (Epoch e : reclaim_) {
+    w.u64(e);
+    w.u64(snapshot_owner(e));
+  }
   w.u64(clones_.size());
   for (const auto& [id, c] : clones_) {
     w.u64(id);
     w.u64(c.base);
     w.u64(static_cast<uint64_t>(c.created));
     w.str(c.name);
-    const auto& m = clone_maps_.at(id);
-    w.u64(m.size());
-    for (const auto& [chunk, p] : m) {
+    const CloneLine& l = lines_.at(id);
+    w.u64(l.own.size());
+    for (const auto& [b, chunk] : l.own_by_birth) {  // a deterministic order
       w.u64(chunk);
-      w.u64(p);
+      w.u64(l.own.at(chunk).phys);
+      w.u64(b);
+    }
+    w.u64(l.history.size());
+    for (const auto& [k, v] : l.history) {
+      w.u64(k.first);
+      w.u64(k.second);
+      w.u64(v.death);
+      w.u64(v.phys);
+    }
+    w.u64(l.snaps.size());
+    for (const auto& [e, sn] : l.snaps) {
+      w.u64(e);
+      w.u64(static_cast<uint64_t>(sn.created));
+      w.str(sn.name);
     }
   }
   w.u64(explicit_live_);
@@ -430,7 +668,9 @@ void Metadata::serialize(std::vector<uint8_t>* out) const {
 std::optional<std::string> Metadata::deserialize(std::span<const uint8_t> in) {
   Reader r(in);
   if (r.u64() != kCheckpointMagic) return std::string("checkpoint: bad magic");
-  if (r.u32() != kCheckpointVersion) return std::string("checkpoint: unknown version");
+  const uint32_t version = r.u32();
+  if (version != 1 && version != kCheckpointVersion) return std::string("checkpoint: unknown version");
+  const bool v1 = version == 1;
   r.u32();
   const uint64_t home = r.u64(), store = r.u64();
   if (home != home_ || store != store_)
@@ -446,18 +686,46 @@ std::optional<std::string> Metadata::deserialize(std::span<const uint8_t> in) {
     s.name = r.str();
     fresh.add_snapshot(std::move(s));
   }
-  for (uint64_t n = r.count(8); n > 0 && r.ok(); --n) fresh.reclaim_.insert(r.u64());
-  for (uint64_t n = r.count(34); n > 0 && r.ok(); --n) {
+  for (uint64_t n = r.count(v1 ? 8 : 16); n > 0 && r.ok(); --n) {
+    const Epoch e = r.u64();
+    fresh.reclaim_.insert(e);
+    if (!v1) {
+      if (const uint64_t owner = r.u64(); owner != 0) fresh.clone_snap_owner_[e] = owner;
+    }
+  }
+  for (uint64_t n = r.count(v1 ? 34 : 50); n > 0 && r.ok(); --n) {
     CloneInfo c;
     c.id = r.u64();
     c.base = r.u64();
     c.created = static_cast<int64_t>(r.u64());
     c.name = r.str();
     fresh.names_bytes_ += c.name.size();
-    auto& m = fresh.clone_maps_[c.id];
-    for (uint64_t k = r.count(16); k > 0 && r.ok(); --k) {
+    CloneLine& l = fresh.lines_[c.id];
+    for (uint64_t k = r.count(v1 ? 16 : 24); k > 0 && r.ok(); --k) {
       const uint64_t chunk = r.u64();
-      m[chunk] = r.u64();
+      const Phys p = r.u64();
+      const Epoch b = v1 ? 0 : r.u64();
+      if (chunk >= home_) return std::string("checkpoint: clone mapping of a chunk beyond the LU");
+      l.own[chunk] = {p, b};
+      l.own_by_birth.insert({b, chunk});
+    }
+    if (!v1) {
+      for (uint64_t k = r.count(32); k > 0 && r.ok(); --k) {
+        const uint64_t chunk = r.u64(), b = r.u64(), d = r.u64(), p = r.u64();
+        if (chunk >= home_) return std::string("checkpoint: clone version of a chunk beyond the LU");
+        l.history[{chunk, b}] = {d, p};
+        l.by_birth.insert({b, chunk});
+        l.by_death.insert({d, chunk, b});
+      }
+      for (uint64_t k = r.count(18); k > 0 && r.ok(); --k) {
+        SnapshotInfo sn;
+        sn.epoch = r.u64();
+        sn.created = static_cast<int64_t>(r.u64());
+        sn.name = r.str();
+        fresh.names_bytes_ += sn.name.size();
+        fresh.clone_snap_owner_[sn.epoch] = c.id;
+        l.snaps[sn.epoch] = std::move(sn);
+      }
     }
     fresh.clones_[c.id] = std::move(c);
   }
@@ -496,31 +764,37 @@ std::optional<std::string> Metadata::apply(const MetaOp& op) {
       add_snapshot({op.a, static_cast<int64_t>(op.b), op.name});
       break;
     case OpType::kUnsnap:
-      if (auto it = snaps_.find(op.a); it != snaps_.end()) {
-        names_bytes_ -= it->second.name.size();
-        snaps_.erase(it);
-        refresh_newest();
-      }
-      reclaim_.insert(op.a);
+      unsnap(op.a);
       break;
     case OpType::kReclaimed:
       reclaim_.erase(op.a);
+      clone_snap_owner_.erase(op.a);
       break;
     case OpType::kClone:
       clones_[op.a] = {op.a, op.b, static_cast<int64_t>(op.c), op.name};
-      clone_maps_[op.a];
+      lines_[op.a];
       names_bytes_ += op.name.size();
       next_clone_ = std::max(next_clone_, op.a + 1);
       break;
     case OpType::kCloneMap:
-      clone_maps_[op.a][op.b] = op.c;
+      if (op.b >= home_ || !clones_.count(op.a)) err = "journal: clone mapping that does not fit";
+      else clone_map_at(op.a, op.b, op.c, op.d);
+      break;
+    case OpType::kCloneSnap:
+      if (!clones_.count(op.b)) {
+        err = "journal: snapshot of an unknown clone";
+      } else {
+        lines_[op.b].snaps[op.a] = {op.a, static_cast<int64_t>(op.c), op.name};
+        clone_snap_owner_[op.a] = op.b;
+        names_bytes_ += op.name.size();
+        current_ = std::max(current_, op.a + 1);
+      }
+      break;
+    case OpType::kCloneDrop:
+      clone_drop(op.a, op.b, op.c);
       break;
     case OpType::kUnclone:
-      if (auto it = clones_.find(op.a); it != clones_.end()) {
-        names_bytes_ -= it->second.name.size();
-        clones_.erase(it);
-      }
-      clone_maps_.erase(op.a);
+      erase_clone(op.a);
       break;
     default:
       err = fmt::format("journal: unknown op {}", static_cast<int>(op.type));
@@ -542,8 +816,10 @@ void Metadata::rebuild_allocator() {
   };
   for (const Mapping& m : live_) mark(m.phys);
   for (const auto& [k, v] : history_) mark(v.phys);
-  for (const auto& [id, m] : clone_maps_)
-    for (const auto& [c, p] : m) mark(p);
+  for (const auto& [id, l] : lines_) {
+    for (const auto& [c, m] : l.own) mark(m.phys);
+    for (const auto& [k, v] : l.history) mark(v.phys);
+  }
   cursor_ = home_ < total ? home_ : 0;
   frees_.clear();
 }

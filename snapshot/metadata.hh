@@ -11,6 +11,12 @@
 // at S (birth <= S < death). The write path's only snapshot-related cost is one comparison
 // with the newest snapshot's epoch, whatever their number.
 //
+// Clones (docs/FORMATS.md): a clone is a line of its own over its base snapshot (of the LU
+// or of another clone). Its own mappings carry birth epochs too, and its snapshots take
+// epochs from the same counter, so the same rules apply within the line: a clone write
+// redirects a chunk at most once after the clone's newest snapshot, and an epoch names one
+// snapshot store-wide, whichever line it belongs to.
+//
 // Physical chunks: [0, home_chunks) are the LU's own backend (chunk c starts at home: a
 // mapping never written is {phys = c, birth = 0}); [home_chunks, home_chunks +
 // store_chunks) are the store's data area. Freed chunks of either kind are reused.
@@ -66,6 +72,10 @@ enum class OpType : uint8_t {
   kClone = 7,      // clone id a of snapshot b, created c, name
   kCloneMap = 8,   // clone a: chunk b -> phys c
   kUnclone = 9,    // clone a deleted (its chunks freed)
+  // Clone lines (checkpoint version 2). kCloneMap's d is the new mapping's birth; replaying it
+  // retires or frees the clone's old version exactly as clone_map() did.
+  kCloneSnap = 10,  // snapshot epoch a of clone b, created c, name; current = a + 1
+  kCloneDrop = 11,  // clone a: history -= (chunk b, birth c)
 };
 
 struct MetaOp {
@@ -86,6 +96,25 @@ struct SpaceStats {
   uint64_t used_chunks = 0;   // referenced, or freed but not yet committed
 };
 
+// A clone's own line: its mappings, retired versions its snapshots see, its snapshots.
+struct CloneLine {
+  struct Version {
+    Epoch death = 0;
+    Phys phys = 0;
+  };
+  std::unordered_map<uint64_t, Mapping> own;                // chunk -> current version
+  std::map<std::pair<uint64_t, Epoch>, Version> history;    // (chunk, birth)
+  std::set<std::pair<Epoch, uint64_t>> own_by_birth;        // (birth, chunk)
+  std::set<std::pair<Epoch, uint64_t>> by_birth;            // history: (birth, chunk)
+  std::set<std::tuple<Epoch, uint64_t, Epoch>> by_death;    // history: (death, chunk, birth)
+  std::map<Epoch, SnapshotInfo> snaps;
+  Epoch newest() const { return snaps.empty() ? 0 : snaps.rbegin()->first; }
+  bool has_snapshot_in(Epoch b, Epoch d) const {
+    auto it = snaps.lower_bound(b);
+    return it != snaps.end() && it->first < d;
+  }
+};
+
 class Metadata {
  public:
   Metadata(uint64_t home_chunks, uint64_t store_chunks);
@@ -104,10 +133,15 @@ class Metadata {
   }
   // The physical chunk holding `chunk` as of snapshot epoch `e` (kZeroPhys: zeros).
   Phys lookup(Epoch e, uint64_t chunk) const;
+  // The same for any snapshot, of the LU or of a clone.
+  Phys snapshot_lookup(Epoch e, uint64_t chunk) const;
   // The same for a clone (its own chunks, else its base snapshot's).
   Phys clone_lookup(uint64_t clone, uint64_t chunk) const;
   // The clone's own chunk, or nullopt when it still shares the base snapshot's.
   std::optional<Phys> clone_own(uint64_t clone, uint64_t chunk) const;
+  // The clone's own chunk when a write may go there in place (no snapshot of the clone
+  // shares it), else nullopt.
+  std::optional<Phys> clone_writable_in_place(uint64_t clone, uint64_t chunk) const;
 
   // ---- allocator ----
   // A free physical chunk, marked used; nullopt when the store is full.
@@ -123,6 +157,10 @@ class Metadata {
   // Error: a one-line message (duplicate name, too many snapshots).
   std::optional<std::string> create_snapshot(const std::string& name, int64_t created,
                                              Epoch* epoch);
+  // A snapshot of clone `clone` (its epoch from the same counter). O(1).
+  std::optional<std::string> create_clone_snapshot(uint64_t clone, const std::string& name,
+                                                   int64_t created, Epoch* epoch);
+  // Deletes a snapshot of the LU or of a clone.
   std::optional<std::string> delete_snapshot(Epoch e);
   // Frees up to `budget` versions no snapshot needs any more after deletions; true when
   // nothing is left to reclaim.
@@ -130,20 +168,34 @@ class Metadata {
   bool reclaim_pending() const { return !reclaim_.empty(); }
   std::optional<std::string> create_clone(Epoch base, const std::string& name, int64_t created,
                                           uint64_t* id);
+  // The clone's chunk now lives in `phys` (born now); the old own version is retired when
+  // a snapshot of the clone sees it, else freed.
   void clone_map(uint64_t clone, uint64_t chunk, Phys phys);
+  // Error: a snapshot of the clone is the base of another clone.
   std::optional<std::string> delete_clone(uint64_t clone);
 
   // ---- queries ----
   const std::map<Epoch, SnapshotInfo>& snapshots() const { return snaps_; }
+  // Any snapshot, of the LU or of a clone.
   std::optional<Epoch> find_snapshot(const std::string& name_or_epoch) const;
+  bool snapshot_exists(Epoch e) const;
+  // The clone a snapshot belongs to, 0 for the LU's (e must exist).
+  uint64_t snapshot_owner(Epoch e) const;
   const std::map<uint64_t, CloneInfo>& clones() const { return clones_; }
+  // A clone's snapshots (empty for an unknown clone).
+  const std::map<Epoch, SnapshotInfo>& clone_snapshots(uint64_t clone) const;
   // Logical chunks whose content at `to` (a snapshot epoch or kLive) may differ from
   // snapshot `from` (< to): versions born in (from, to] and alive at `to`. Time
   // proportional to the number of such versions. Error: unknown snapshot or from >= to.
   std::optional<std::string> diff(Epoch from, Epoch to, std::vector<ChunkRun>* out) const;
+  // The same within a clone's line: `from` a snapshot of the clone, `to` a later one or
+  // kLive (the clone now).
+  std::optional<std::string> clone_diff(uint64_t clone, Epoch from, Epoch to,
+                                        std::vector<ChunkRun>* out) const;
   // Chunks held only by snapshot e (freed if it were deleted) and chunks it shares with
   // the live LU or other snapshots. O(history of the chunk versions alive at e).
   void snapshot_usage(Epoch e, uint64_t* exclusive, uint64_t* shared) const;
+  void clone_snapshot_usage(Epoch e, uint64_t* exclusive, uint64_t* shared) const;
   // True when a snapshot epoch lies in [b, d).
   bool has_snapshot_in(Epoch b, Epoch d) const;
   size_t history_size() const { return history_.size(); }
@@ -183,6 +235,12 @@ class Metadata {
   void add_snapshot(SnapshotInfo s);
   void refresh_newest();
   bool pinned(Epoch e) const;
+  bool name_taken(const std::string& name, Epoch* e) const;
+  void clone_map_at(uint64_t clone, uint64_t chunk, Phys phys, Epoch birth);
+  void clone_drop(uint64_t clone, uint64_t chunk, Epoch birth);
+  void unsnap(Epoch e);
+  bool reclaim_clone(Epoch e, size_t* budget);
+  void erase_clone(uint64_t clone);
 
   uint64_t home_ = 0, store_ = 0;
   Epoch current_ = 1;
@@ -196,7 +254,9 @@ class Metadata {
   std::map<Epoch, SnapshotInfo> snaps_;
   std::set<Epoch> reclaim_;                                  // deleted, space not yet reclaimed
   std::map<uint64_t, CloneInfo> clones_;
-  std::unordered_map<uint64_t, std::unordered_map<uint64_t, Phys>> clone_maps_;
+  std::unordered_map<uint64_t, CloneLine> lines_;
+  // Owner clone of each clone snapshot epoch, kept until a deleted one is reclaimed.
+  std::unordered_map<Epoch, uint64_t> clone_snap_owner_;
   uint64_t next_clone_ = 1;
   uint64_t names_bytes_ = 0;
 

@@ -72,13 +72,27 @@ int Registry::run_due(std::chrono::system_clock::time_point now) {
     // Retention: this schedule's snapshots, oldest first (epochs grow with time).
     std::vector<SnapshotListing> mine;
     for (auto& s : d.store->list(false))
-      if (s.name.starts_with(d.sched.prefix + "-")) mine.push_back(std::move(s));
+      if (s.clone == 0 && s.name.starts_with(d.sched.prefix + "-")) mine.push_back(std::move(s));
     for (size_t i = 0; i + d.sched.keep < mine.size(); ++i) {
       if (auto del = d.store->remove(std::to_string(mine[i].id)); !del)
         spdlog::warn("LU '{}': retention of '{}': {}", d.lu, mine[i].name, del.error());
     }
   }
   return taken;
+}
+
+bool Registry::on_rollback(const std::string& lu, const std::string& clone,
+                           std::function<void()> fn) {
+  auto store = find(lu);
+  if (!store) return false;
+  uint64_t id = 0;
+  if (!clone.empty()) {
+    auto c = store->find_clone(clone);
+    if (!c) return false;
+    id = *c;
+  }
+  store->set_rollback_listener(id, std::move(fn));
+  return true;
 }
 
 void Registry::start() {

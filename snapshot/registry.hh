@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -36,6 +37,9 @@ class Registry {
   void add(const std::string& lu, std::shared_ptr<SnapshotStore> store,
            std::vector<Schedule> schedules = {});
   std::shared_ptr<SnapshotStore> find(const std::string& lu) const;
+  // Runs `fn` when a rollback changes the LU `lu` (clone empty) or its clone `clone`
+  // (SnapshotStore::set_rollback_listener). False when there is no such store or clone.
+  bool on_rollback(const std::string& lu, const std::string& clone, std::function<void()> fn);
   std::vector<std::string> names() const;
 
   // Starts / stops the scheduler thread.

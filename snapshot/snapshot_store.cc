@@ -42,7 +42,8 @@ struct SnapshotStore::Op {
   std::atomic<size_t> remaining{0};
   std::atomic<int> error{0};
   int phase = 0;
-  bool counted_write = false;
+  bool counted_write = false;  // counted in writes_inflight_ or (counted_read) reads_inflight_
+  bool counted_read = false;
   std::atomic<bool> commit_after{false};  // FUA over mappings not yet durable
   int result = 0;
   storage::PostedWork work;
@@ -88,6 +89,7 @@ SnapshotStore::Op* SnapshotStore::new_op() {
   op->error.store(0);
   op->phase = 0;
   op->counted_write = false;
+  op->counted_read = false;
   op->commit_after = false;
   op->result = 0;
   op->work = storage::PostedWork{};
@@ -203,7 +205,7 @@ std::unique_ptr<storage::Backend> SnapshotStore::live_view() {
 std::expected<std::unique_ptr<storage::Backend>, std::string> SnapshotStore::snapshot_view(Epoch e) {
   std::lock_guard admin(admin_mu_);
   std::unique_lock lock(mu_);
-  if (!md_->snapshots().count(e)) return std::unexpected(fmt::format("no snapshot {}", e));
+  if (!md_->snapshot_exists(e)) return std::unexpected(fmt::format("no snapshot {}", e));
   ++exported_[{Target::kSnapshot, e}];
   return std::make_unique<View>(shared_from_this(), Target{Target::kSnapshot, e});
 }
@@ -224,7 +226,7 @@ Phys SnapshotStore::resolve_locked(Target t, uint64_t chunk) const {
     case Target::kLive:
       return md_->live(chunk).phys;
     case Target::kSnapshot:
-      return md_->lookup(t.id, chunk);
+      return md_->snapshot_lookup(t.id, chunk);
     default:
       return md_->clone_lookup(t.id, chunk);
   }
@@ -303,20 +305,25 @@ void SnapshotStore::submit(Target t, IoRequest& req) {
 }
 
 void SnapshotStore::start_op(Op* op) {
-  if (op->t.kind == Target::kLive && modifies(op->parent->op) && !op->counted_write) {
-    // Quiescing (snapshot creation): a write either counts as in flight before the freeze
-    // or waits until the thaw, so a snapshot never holds half of one.
+  if (op->t.kind != Target::kSnapshot && !op->counted_write) {
+    // Quiescing: a write (of the LU or a clone) either counts as in flight before the freeze
+    // or waits until the thaw, so a snapshot never holds half of one. A rollback freezes
+    // reads as well, so that no command reads a mix of the content before and after it.
+    const bool write = modifies(op->parent->op);
+    std::atomic<uint64_t>& count = write ? writes_inflight_ : reads_inflight_;
+    const int stops = write ? kFreezeWrites : kFreezeAll;
     for (;;) {
-      writes_inflight_.fetch_add(1);
-      if (!frozen_.load()) break;
-      writes_inflight_.fetch_sub(1);
+      count.fetch_add(1);
+      if (frozen_.load() < stops) break;
+      count.fetch_sub(1);
       std::lock_guard g(freeze_mu_);
-      if (frozen_.load()) {
+      if (frozen_.load() >= stops) {
         frozen_q_.push_back(op);
         return;
       }
     }
     op->counted_write = true;
+    op->counted_read = !write;
   }
   {
     std::shared_lock lock(mu_);
@@ -377,9 +384,7 @@ void SnapshotStore::start_piece(Piece* p) {
       if (md_->writable_in_place(p->chunk)) return md_->live(p->chunk).phys;
       return std::nullopt;
     }
-    auto own = md_->clone_own(t.id, p->chunk);
-    if (own && *own != kZeroPhys) return *own;
-    return std::nullopt;
+    return md_->clone_writable_in_place(t.id, p->chunk);
   };
   {
     std::shared_lock lock(mu_);
@@ -520,7 +525,7 @@ void SnapshotStore::finish_piece(Piece* p, int result) {
 }
 
 void SnapshotStore::finish_op(Op* op) {
-  if (op->counted_write) writes_inflight_.fetch_sub(1);
+  if (op->counted_write) (op->counted_read ? reads_inflight_ : writes_inflight_).fetch_sub(1);
   io_count_[op->phase].fetch_sub(1);
   const int err = op->error.load();
   if (err == 0 && op->commit_after) {
@@ -682,16 +687,17 @@ void SnapshotStore::warn_meta_full() {
 
 // ---- quiescing ------------------------------------------------------------------------
 
-void SnapshotStore::freeze() {
-  frozen_.store(true);
-  while (writes_inflight_.load() != 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+void SnapshotStore::freeze(int what) {
+  frozen_.store(what);
+  while (writes_inflight_.load() != 0 || (what == kFreezeAll && reads_inflight_.load() != 0))
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
 }
 
 void SnapshotStore::thaw() {
   std::vector<Op*> q;
   {
     std::lock_guard g(freeze_mu_);
-    frozen_.store(false);
+    frozen_.store(kFreezeNone);
     q.swap(frozen_q_);
   }
   for (Op* op : q) resume_op(op);
@@ -704,9 +710,23 @@ std::optional<Epoch> SnapshotStore::find(const std::string& name_or_id) {
   return md_->find_snapshot(name_or_id);
 }
 
-std::expected<Epoch, std::string> SnapshotStore::create(const std::string& name) {
+std::optional<uint64_t> SnapshotStore::find_clone(const std::string& name_or_id) {
+  std::shared_lock lock(mu_);
+  for (const auto& [id, c] : md_->clones())
+    if ((!c.name.empty() && c.name == name_or_id) || std::to_string(id) == name_or_id) return id;
+  return std::nullopt;
+}
+
+std::expected<Epoch, std::string> SnapshotStore::create(const std::string& name,
+                                                        const std::string& clone) {
   std::lock_guard admin(admin_mu_);
   if (failed_) return std::unexpected(std::string("the store failed a metadata write"));
+  uint64_t clone_id = 0;
+  if (!clone.empty()) {
+    auto id = find_clone(clone);
+    if (!id) return std::unexpected(fmt::format("no clone '{}'", clone));
+    clone_id = *id;
+  }
   {
     std::shared_lock lock(mu_);
     // A snapshot costs little metadata itself but pins versions: keep a quarter free.
@@ -716,18 +736,24 @@ std::expected<Epoch, std::string> SnapshotStore::create(const std::string& name)
           "metadata area full ({} of {} bytes used): delete snapshots or enlarge store.meta",
           md_->serialized_size(), log_->checkpoint_capacity()));
   }
-  freeze();
+  freeze(kFreezeWrites);
   Epoch e = 0;
   std::optional<std::string> err;
   {
     std::unique_lock lock(mu_);
-    err = md_->create_snapshot(name, now_unix(), &e);
+    err = clone_id == 0 ? md_->create_snapshot(name, now_unix(), &e)
+                        : md_->create_clone_snapshot(clone_id, name, now_unix(), &e);
   }
   int r = err ? 0 : commit_round();
   thaw();
   if (err) return std::unexpected(*err);
   if (r != 0) return std::unexpected(fmt::format("cannot commit the snapshot: {}", std::strerror(-r)));
-  spdlog::info("snapshot store '{}': snapshot {} '{}' created", opts_.name, e, name);
+  if (clone_id == 0) {
+    spdlog::info("snapshot store '{}': snapshot {} '{}' created", opts_.name, e, name);
+  } else {
+    spdlog::info("snapshot store '{}': snapshot {} '{}' of clone {} created", opts_.name, e, name,
+                 clone_id);
+  }
   return e;
 }
 
@@ -758,27 +784,57 @@ void SnapshotStore::wait_reclaimed() {
   reclaimed_cv_.wait(lock, [&] { return !reclaim_wanted_ || stop_; });
 }
 
+void SnapshotStore::set_rollback_listener(uint64_t clone, std::function<void()> fn) {
+  std::lock_guard lock(listeners_mu_);
+  listeners_[clone] = std::move(fn);
+}
+
 std::expected<void, std::string> SnapshotStore::rollback(const std::string& name_or_id) {
   std::lock_guard admin(admin_mu_);
+  if (failed_) return std::unexpected(std::string("the store failed a metadata write"));
   auto e = find(name_or_id);
   if (!e) return std::unexpected(fmt::format("no snapshot '{}'", name_or_id));
-  freeze();
+  uint64_t owner;
+  {
+    std::shared_lock lock(mu_);
+    owner = md_->snapshot_owner(*e);  // 0: the LU; else the clone rolled back
+  }
+  // Commands in flight finish on the old content; new ones (reads too) wait for the new one
+  // (see set_rollback_listener for what the initiator is told).
+  freeze(kFreezeAll);
+  bool changed = false;
   struct Thaw {
     SnapshotStore* s;
-    ~Thaw() { s->thaw(); }
-  } thaw_guard{this};
+    uint64_t owner;
+    const bool* changed;
+    ~Thaw() {
+      // Even a rollback that failed half-way has changed chunks.
+      if (*changed) s->notify_rollback(owner);
+      s->thaw();
+    }
+  } thaw_guard{this, owner, &changed};
   std::vector<ChunkRun> runs;
   uint64_t copies = 0;
   {
     std::shared_lock lock(mu_);
-    if (auto err = md_->diff(*e, kLive, &runs)) return std::unexpected(*err);
+    auto err = owner == 0 ? md_->diff(*e, kLive, &runs) : md_->clone_diff(owner, *e, kLive, &runs);
+    if (err) return std::unexpected(*err);
     for (const ChunkRun& r : runs)
-      for (uint64_t c = r.first; c < r.first + r.count; ++c) copies += md_->lookup(*e, c) != kZeroPhys;
+      for (uint64_t c = r.first; c < r.first + r.count; ++c)
+        copies += md_->snapshot_lookup(*e, c) != kZeroPhys;
     const SpaceStats st = md_->space();
     if (copies > st.total_chunks - st.used_chunks)
       return std::unexpected(fmt::format("rollback needs {} free chunks, {} are free", copies,
                                          st.total_chunks - st.used_chunks));
   }
+  auto remap = [&](uint64_t c, Phys p) {
+    changed = true;
+    if (owner == 0) {
+      md_->remap_live(c, p);
+    } else {
+      md_->clone_map(owner, c, p);
+    }
+  };
   storage::Buffer buf(cs_);
   for (const ChunkRun& run : runs) {
     for (uint64_t c = run.first; c < run.first + run.count; ++c) {
@@ -786,9 +842,11 @@ std::expected<void, std::string> SnapshotStore::rollback(const std::string& name
       std::optional<Phys> dst;
       {
         std::unique_lock lock(mu_);
-        src = md_->lookup(*e, c);
+        src = md_->snapshot_lookup(*e, c);
         if (src == kZeroPhys) {
-          md_->remap_live(c, kZeroPhys);
+          if (resolve_locked(owner == 0 ? Target{Target::kLive, 0} : Target{Target::kClone, owner}, c) !=
+              kZeroPhys)
+            remap(c, kZeroPhys);
           continue;
         }
         dst = md_->allocate();
@@ -804,13 +862,27 @@ std::expected<void, std::string> SnapshotStore::rollback(const std::string& name
         md_->unallocate(*dst);
         return std::unexpected(fmt::format("rollback: chunk {}: {}", c, std::strerror(-r)));
       }
-      md_->remap_live(c, *dst);
+      remap(c, *dst);
     }
   }
   if (int r = commit_round(); r != 0)
     return std::unexpected(fmt::format("cannot commit: {}", std::strerror(-r)));
-  spdlog::info("snapshot store '{}': rolled back to snapshot {} ({} chunks)", opts_.name, *e, copies);
+  if (owner == 0) {
+    spdlog::info("snapshot store '{}': rolled back to snapshot {} ({} chunks)", opts_.name, *e, copies);
+  } else {
+    spdlog::info("snapshot store '{}': clone {} rolled back to snapshot {} ({} chunks)", opts_.name,
+                 owner, *e, copies);
+  }
   return {};
+}
+
+void SnapshotStore::notify_rollback(uint64_t clone) {
+  std::function<void()> fn;
+  {
+    std::lock_guard lock(listeners_mu_);
+    if (auto it = listeners_.find(clone); it != listeners_.end()) fn = it->second;
+  }
+  if (fn) fn();
 }
 
 std::expected<uint64_t, std::string> SnapshotStore::clone(const std::string& snapshot,
@@ -834,6 +906,10 @@ std::expected<void, std::string> SnapshotStore::remove_clone(uint64_t clone) {
     std::unique_lock lock(mu_);
     if (auto it = exported_.find({Target::kClone, clone}); it != exported_.end() && it->second > 0)
       return std::unexpected(fmt::format("clone {} is exported as a LU", clone));
+    for (const auto& [e, info] : md_->clone_snapshots(clone))
+      if (auto it = exported_.find({Target::kSnapshot, e}); it != exported_.end() && it->second > 0)
+        return std::unexpected(
+            fmt::format("snapshot {} of clone {} is exported as a LU", e, clone));
     if (auto err = md_->delete_clone(clone)) return std::unexpected(*err);
   }
   if (int r = commit_round(); r != 0)
@@ -846,14 +922,19 @@ std::expected<std::vector<Extent>, std::string> SnapshotStore::diff(const std::s
   std::shared_lock lock(mu_);
   auto a = md_->find_snapshot(from);
   if (!a) return std::unexpected(fmt::format("no snapshot '{}'", from));
-  Epoch b = kLive;
+  const uint64_t owner = md_->snapshot_owner(*a);
+  Epoch b = kLive;  // the LU now, or for a clone's snapshot the clone now
   if (!to.empty() && to != "live") {
     auto e = md_->find_snapshot(to);
     if (!e) return std::unexpected(fmt::format("no snapshot '{}'", to));
+    if (md_->snapshot_owner(*e) != owner)
+      return std::unexpected(fmt::format("'{}' and '{}' are not snapshots of the same LU or clone",
+                                         from, to));
     b = *e;
   }
   std::vector<ChunkRun> runs;
-  if (auto err = md_->diff(*a, b, &runs)) return std::unexpected(*err);
+  auto err = owner == 0 ? md_->diff(*a, b, &runs) : md_->clone_diff(owner, *a, b, &runs);
+  if (err) return std::unexpected(*err);
   std::vector<Extent> out;
   out.reserve(runs.size());
   for (const ChunkRun& r : runs) out.push_back({r.first * cs_, r.count * cs_});
@@ -872,6 +953,18 @@ std::vector<SnapshotListing> SnapshotStore::list(bool with_usage) {
       l.shared_bytes = sh * cs_;
     }
     out.push_back(std::move(l));
+  }
+  for (const auto& [id, c] : md_->clones()) {
+    for (const auto& [e, s] : md_->clone_snapshots(id)) {
+      SnapshotListing l{e, s.name, s.created, 0, 0, id};
+      if (with_usage) {
+        uint64_t ex = 0, sh = 0;
+        md_->clone_snapshot_usage(e, &ex, &sh);
+        l.exclusive_bytes = ex * cs_;
+        l.shared_bytes = sh * cs_;
+      }
+      out.push_back(std::move(l));
+    }
   }
   return out;
 }
@@ -893,6 +986,7 @@ StoreStatus SnapshotStore::status() {
   s.meta_bytes = md_->serialized_size();
   s.meta_capacity = log_->checkpoint_capacity();
   s.snapshots = md_->snapshots().size();
+  for (const auto& [id, c] : md_->clones()) s.snapshots += md_->clone_snapshots(id).size();
   s.clones = md_->clones().size();
   s.reclaiming = md_->reclaim_pending();
   return s;

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <deque>
 #include <expected>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -59,6 +60,7 @@ struct SnapshotListing {
   int64_t created = 0;
   uint64_t exclusive_bytes = 0;  // freed if it were deleted
   uint64_t shared_bytes = 0;     // held with the LU or other snapshots
+  uint64_t clone = 0;            // the clone it is a snapshot of; 0: of the LU
 };
 
 struct StoreStatus {
@@ -67,7 +69,7 @@ struct StoreStatus {
   uint64_t used_bytes = 0;
   uint64_t meta_bytes = 0;       // checkpoint size of the current state
   uint64_t meta_capacity = 0;    // largest checkpoint the metadata area holds
-  uint64_t snapshots = 0;
+  uint64_t snapshots = 0;  // of the LU and of its clones
   uint64_t clones = 0;
   bool reclaiming = false;
 };
@@ -97,19 +99,39 @@ class SnapshotStore : public std::enable_shared_from_this<SnapshotStore> {
   std::expected<std::unique_ptr<storage::Backend>, std::string> clone_view(uint64_t clone);
 
   // Operations. Errors: one-line messages.
-  // Quiesces writes to the live LU, flushes, records the snapshot and commits it.
-  std::expected<Epoch, std::string> create(const std::string& name);
+  // Quiesces writes, flushes, records the snapshot and commits it. `clone` (name or id):
+  // a snapshot of that clone instead of the LU.
+  std::expected<Epoch, std::string> create(const std::string& name, const std::string& clone = "");
   // Forgets the snapshot at once; its chunks are reclaimed in the background.
   std::expected<void, std::string> remove(const std::string& name_or_id);
-  // Makes the live LU hold what snapshot `e` holds (quiesced; copies the changed chunks).
+  // Makes the live LU (or, for a clone's snapshot, that clone) hold what the snapshot holds.
+  // All I/O of the LU and its clones is quiesced meanwhile: commands in flight complete on
+  // the old content, later ones wait and run on the new. Copies the changed chunks.
   std::expected<void, std::string> rollback(const std::string& name_or_id);
+  // `fn` runs when a rollback changed the LU (clone 0) or clone `clone`, before any waiting
+  // command runs on the new content: zumad establishes the LU's unit attention there
+  // (scsi/ is not reachable from this layer). Replaces an earlier listener. Called on the
+  // thread doing the rollback.
+  //
+  // Which unit attention: UNIT ATTENTION, 28h/00h NOT READY TO READY CHANGE, MEDIUM MAY HAVE
+  // CHANGED, for every I_T nexus of the LU (SAM-5 unit attention condition: established for
+  // every nexus an event affects). SPC-5 reports 28h/00h when the medium may have been
+  // replaced, which is what a rollback is to an initiator: same capacity and identity, other
+  // data, so any cached blocks are stale. SCST's vdisk reports the same UA when an
+  // administrator swaps the backing file; 2Ah/09h (capacity) or 3Fh/03h (inquiry data) would
+  // claim changes that did not happen. Commands in flight when the rollback starts complete
+  // on the old content; commands that arrive meanwhile wait (the layer's freeze) and run on
+  // the new content, and each nexus gets the UA on its next command after the rollback.
+  void set_rollback_listener(uint64_t clone, std::function<void()> fn);
   std::expected<uint64_t, std::string> clone(const std::string& snapshot, const std::string& name);
   std::expected<void, std::string> remove_clone(uint64_t clone);
-  // Byte extents that differ between snapshot `from` and `to` ("" or "live": the LU now).
+  // Byte extents that differ between snapshot `from` and `to` ("" or "live": the LU now; for
+  // a clone's snapshots, the clone now). Both must belong to the same LU or clone.
   std::expected<std::vector<Extent>, std::string> diff(const std::string& from,
                                                        const std::string& to);
   std::vector<SnapshotListing> list(bool with_usage = true);
   std::vector<CloneInfo> clones();
+  std::optional<uint64_t> find_clone(const std::string& name_or_id);
   std::optional<Epoch> find(const std::string& name_or_id);
   StoreStatus status();
   // Makes everything written so far durable (what kFlush does). 0 or -errno.
@@ -155,8 +177,10 @@ class SnapshotStore : public std::enable_shared_from_this<SnapshotStore> {
   void commit_thread();
   int commit_round();
   void enqueue_commit(Op* op);
-  void freeze();
+  enum : int { kFreezeNone = 0, kFreezeWrites = 1, kFreezeAll = 2 };
+  void freeze(int what);
   void thaw();
+  void notify_rollback(uint64_t clone);
   void check_fill();
 
   StoreOptions opts_;
@@ -179,9 +203,10 @@ class SnapshotStore : public std::enable_shared_from_this<SnapshotStore> {
   std::atomic<bool> committing_{false};
   std::atomic<bool> failed_{false};
 
-  // Quiescing writes (snapshot creation, rollback).
+  // Quiescing I/O of the LU and its clones (snapshot creation: writes; rollback: all).
   std::atomic<uint64_t> writes_inflight_{0};
-  std::atomic<bool> frozen_{false};
+  std::atomic<uint64_t> reads_inflight_{0};
+  std::atomic<int> frozen_{kFreezeNone};
   std::mutex freeze_mu_;
   std::vector<Op*> frozen_q_;
 
@@ -197,6 +222,8 @@ class SnapshotStore : public std::enable_shared_from_this<SnapshotStore> {
   std::thread committer_;
   std::atomic<bool> warned_full_{false};
   std::atomic<bool> warned_meta_{false};
+  std::mutex listeners_mu_;
+  std::map<uint64_t, std::function<void()>> listeners_;
 };
 
 }  // namespace zuma::snapshot

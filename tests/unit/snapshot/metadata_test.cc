@@ -19,6 +19,9 @@ struct Model {
   std::vector<std::set<Epoch>> mods;  // epochs in which each chunk was written or deallocated
   std::map<Epoch, std::vector<uint64_t>> snaps;
   std::map<uint64_t, std::vector<uint64_t>> clones;
+  // Snapshots of clones: epoch -> (clone, content); epochs of each clone's chunk changes.
+  std::map<Epoch, std::pair<uint64_t, std::vector<uint64_t>>> csnaps;
+  std::map<uint64_t, std::vector<std::set<Epoch>>> cmods;
 };
 
 struct Sim {
@@ -59,8 +62,7 @@ struct Sim {
   }
   bool clone_write(uint64_t id, uint64_t c) {
     const uint64_t t = next++;
-    auto own = md.clone_own(id, c);
-    if (own && *own != kZeroPhys) {
+    if (auto own = md.clone_writable_in_place(id, c)) {
       phys[*own] = t;
     } else {
       auto p = md.allocate();
@@ -69,6 +71,54 @@ struct Sim {
       md.clone_map(id, c, *p);
     }
     m.clones[id][c] = t;
+    clone_mod(id, c);
+    return true;
+  }
+  void clone_discard(uint64_t id, uint64_t c) {
+    if (md.clone_lookup(id, c) == kZeroPhys) return;
+    md.clone_map(id, c, kZeroPhys);
+    m.clones[id][c] = 0;
+    clone_mod(id, c);
+  }
+  void clone_mod(uint64_t id, uint64_t c) {
+    auto& mods = m.cmods[id];
+    mods.resize(md.home_chunks());
+    mods[c].insert(md.current_epoch());
+  }
+  void add_clone(Epoch base, int64_t t) {
+    uint64_t id = 0;
+    REQUIRE_FALSE(md.create_clone(base, "", t, &id).has_value());
+    m.clones[id] = m.snaps.count(base) ? m.snaps.at(base) : m.csnaps.at(base).second;
+  }
+  void clone_snapshot(uint64_t id, int64_t t) {
+    Epoch e = 0;
+    REQUIRE_FALSE(md.create_clone_snapshot(id, "", t, &e).has_value());
+    CHECK(md.snapshot_owner(e) == id);
+    m.csnaps[e] = {id, m.clones.at(id)};
+  }
+  // What SnapshotStore::rollback does to a clone: copies each chunk diff() lists.
+  bool clone_rollback(uint64_t id, Epoch e) {
+    std::vector<ChunkRun> runs;
+    REQUIRE_FALSE(md.clone_diff(id, e, kLive, &runs).has_value());
+    uint64_t copies = 0;
+    for (const ChunkRun& r : runs)
+      for (uint64_t c = r.first; c < r.first + r.count; ++c) copies += md.snapshot_lookup(e, c) != kZeroPhys;
+    const SpaceStats st = md.space();
+    if (copies > st.total_chunks - st.used_chunks) return false;
+    for (const ChunkRun& r : runs)
+      for (uint64_t c = r.first; c < r.first + r.count; ++c) {
+        const Phys src = md.snapshot_lookup(e, c);
+        if (src == kZeroPhys) {
+          if (md.clone_lookup(id, c) != kZeroPhys) clone_discard(id, c);
+          continue;
+        }
+        auto p = md.allocate();
+        REQUIRE(p);
+        phys[*p] = token_of(src);
+        md.clone_map(id, c, *p);
+        clone_mod(id, c);
+      }
+    m.clones[id] = m.csnaps.at(e).second;
     return true;
   }
   // Commits: the frees of the transaction become allocatable; none may still be referenced.
@@ -100,6 +150,10 @@ struct Sim {
     for (const auto& [id, info] : md.clones())
       for (uint64_t c = 0; c < md.home_chunks(); ++c)
         if (auto own = md.clone_own(id, c)) add(*own);
+    // Snapshots of clones share chunks with their clone and its base: a set union.
+    for (const auto& [e, cs] : m.csnaps)
+      for (uint64_t c = 0; c < md.home_chunks(); ++c)
+        if (const Phys p = md.snapshot_lookup(e, c); p != kZeroPhys) out.insert(p);
     return out;
   }
   void verify(const Metadata& x) const {
@@ -113,6 +167,38 @@ struct Sim {
     for (const auto& [id, tokens] : m.clones)
       for (uint64_t c = 0; c < x.home_chunks(); ++c)
         REQUIRE_MESSAGE(token_of(x.clone_lookup(id, c)) == tokens[c], "clone " << id << " chunk " << c);
+    for (const auto& [e, cs] : m.csnaps) {
+      REQUIRE(x.snapshot_exists(e));
+      REQUIRE(x.snapshot_owner(e) == cs.first);
+      for (uint64_t c = 0; c < x.home_chunks(); ++c)
+        REQUIRE_MESSAGE(token_of(x.snapshot_lookup(e, c)) == cs.second[c],
+                        "snapshot " << e << " of clone " << cs.first << " chunk " << c);
+    }
+    size_t clone_snaps = 0;
+    for (const auto& [id, info] : x.clones()) clone_snaps += x.clone_snapshots(id).size();
+    REQUIRE(clone_snaps == m.csnaps.size());
+  }
+  void verify_clone_diff(uint64_t id, Epoch a, Epoch b) {
+    std::vector<ChunkRun> runs;
+    REQUIRE_FALSE(md.clone_diff(id, a, b, &runs).has_value());
+    std::set<uint64_t> got;
+    for (const ChunkRun& r : runs)
+      for (uint64_t c = r.first; c < r.first + r.count; ++c) got.insert(c);
+    auto& mods = m.cmods[id];
+    mods.resize(md.home_chunks());
+    std::set<uint64_t> want;
+    for (uint64_t c = 0; c < mods.size(); ++c) {
+      auto it = mods[c].upper_bound(a);
+      if (it != mods[c].end() && *it <= b) want.insert(c);
+      const auto& from = m.csnaps.at(a).second;
+      const auto& to = b == kLive ? m.clones.at(id) : m.csnaps.at(b).second;
+      if (from[c] != to[c]) CHECK_MESSAGE(want.count(c), "clone content of chunk " << c << " differs");
+    }
+    CAPTURE(id);
+    CAPTURE(a);
+    CAPTURE(b);
+    for (uint64_t c : got) CHECK_MESSAGE(want.count(c), "clone diff lists unchanged chunk " << c);
+    for (uint64_t c : want) CHECK_MESSAGE(got.count(c), "clone diff misses chunk " << c);
   }
   void verify_diff(Epoch a, Epoch b) const {
     std::vector<ChunkRun> runs;
@@ -321,6 +407,156 @@ TEST_CASE("randomized against a model: write, discard, snapshot, delete, clone, 
       CHECK(dec[i].d == journal[i].d);
     }
   }
+}
+
+namespace {
+
+template <class M>
+auto pick(const M& m, std::mt19937_64& rng) {
+  auto it = m.begin();
+  std::advance(it, rng() % m.size());
+  return it;
+}
+
+bool pinned_by_clone(const Metadata& md, Epoch e) {
+  for (const auto& [id, info] : md.clones())
+    if (info.base == e) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("snapshots of clones: share, unshare, clone again, roll back, diff, delete, replay") {
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    CAPTURE(seed);
+    std::mt19937_64 rng(seed * 7919);
+    const uint64_t home = 16, store = 40 + seed % 3 * 8;
+    Sim sim(home, store);
+    std::vector<uint8_t> checkpoint;
+    sim.md.serialize(&checkpoint);
+    std::vector<MetaOp> journal;
+    int64_t t = 0;
+    Epoch first = 0;
+    REQUIRE_FALSE(sim.md.create_snapshot("", ++t, &first).has_value());
+    sim.m.snaps[first] = sim.m.live;
+    sim.add_clone(first, ++t);
+    for (int step = 0; step < 2000; ++step) {
+      const int what = static_cast<int>(rng() % 100);
+      const uint64_t c = rng() % home;
+      if (what < 10) {
+        sim.write(c);
+      } else if (what < 40 && !sim.m.clones.empty()) {
+        sim.clone_write(pick(sim.m.clones, rng)->first, c);
+      } else if (what < 44 && !sim.m.clones.empty()) {
+        sim.clone_discard(pick(sim.m.clones, rng)->first, c);
+      } else if (what < 54 && !sim.m.clones.empty()) {
+        sim.clone_snapshot(pick(sim.m.clones, rng)->first, ++t);
+      } else if (what < 60 && !sim.m.csnaps.empty()) {
+        const Epoch e = pick(sim.m.csnaps, rng)->first;
+        if (!pinned_by_clone(sim.md, e)) {
+          REQUIRE_FALSE(sim.md.delete_snapshot(e).has_value());
+          sim.m.csnaps.erase(e);
+        } else {
+          CHECK(sim.md.delete_snapshot(e).has_value());
+        }
+        sim.md.reclaim(1 + rng() % 8);
+      } else if (what < 64 && !sim.m.csnaps.empty() && sim.m.clones.size() < 5) {
+        sim.add_clone(pick(sim.m.csnaps, rng)->first, ++t);  // a clone of a clone's snapshot
+      } else if (what < 66 && sim.m.clones.size() > 1) {
+        const uint64_t id = pick(sim.m.clones, rng)->first;
+        bool pinned = false;
+        for (const auto& [e, s] : sim.md.clone_snapshots(id)) pinned |= pinned_by_clone(sim.md, e);
+        if (pinned) {
+          CHECK(sim.md.delete_clone(id).has_value());
+        } else {
+          REQUIRE_FALSE(sim.md.delete_clone(id).has_value());
+          sim.m.clones.erase(id);
+          std::erase_if(sim.m.csnaps, [&](const auto& kv) { return kv.second.first == id; });
+          sim.m.cmods.erase(id);
+        }
+      } else if (what < 72 && !sim.m.csnaps.empty()) {
+        const auto it = pick(sim.m.csnaps, rng);
+        sim.clone_rollback(it->second.first, it->first);
+      } else if (what < 75 && !sim.m.snaps.empty() && sim.m.clones.size() < 5) {
+        sim.add_clone(pick(sim.m.snaps, rng)->first, ++t);
+      } else if (what < 90) {
+        sim.commit(&journal);
+      } else if (!sim.m.csnaps.empty()) {
+        const auto a = pick(sim.m.csnaps, rng);
+        const uint64_t id = a->second.first;
+        sim.verify_clone_diff(id, a->first, kLive);
+        for (auto b = std::next(a); b != sim.m.csnaps.end(); ++b)
+          if (b->second.first == id) {
+            sim.verify_clone_diff(id, a->first, b->first);
+            break;
+          }
+      }
+      if (step % 50 == 0) sim.verify(sim.md);
+    }
+    while (!sim.md.reclaim(3)) {
+    }
+    sim.commit(&journal);
+    sim.verify(sim.md);
+    CHECK(sim.md.space().used_chunks == sim.referenced().size());
+
+    Metadata replayed(home, store);
+    REQUIRE_FALSE(replayed.deserialize(checkpoint).has_value());
+    for (const MetaOp& op : journal) REQUIRE_FALSE(replayed.apply(op).has_value());
+    replayed.rebuild_allocator();
+    sim.verify(replayed);
+    CHECK(replayed.space().used_chunks == sim.md.space().used_chunks);
+    std::vector<uint8_t> end;
+    sim.md.serialize(&end);
+    CHECK(end.size() == sim.md.serialized_size());
+    Metadata loaded(home, store);
+    REQUIRE_FALSE(loaded.deserialize(end).has_value());
+    loaded.rebuild_allocator();
+    sim.verify(loaded);
+    CHECK(loaded.space().used_chunks == sim.md.space().used_chunks);
+  }
+}
+
+TEST_CASE("a clone's snapshot: redirect once, names store-wide, diff within one line") {
+  Metadata md(8, 16);
+  Epoch base = 0;
+  REQUIRE_FALSE(md.create_snapshot("base", 0, &base).has_value());
+  uint64_t id = 0;
+  REQUIRE_FALSE(md.create_clone(base, "c", 0, &id).has_value());
+  md.clone_map(id, 2, *md.allocate());
+  REQUIRE(md.clone_writable_in_place(id, 2).has_value());
+  const Phys before = *md.clone_own(id, 2);
+  Epoch cs = 0;
+  REQUIRE_FALSE(md.create_clone_snapshot(id, "c-1", 0, &cs).has_value());
+  CHECK(cs == base + 1);  // one epoch counter for the LU and its clones
+  CHECK(md.find_snapshot("c-1") == std::optional<Epoch>(cs));
+  CHECK(md.create_snapshot("c-1", 0, &base).value_or("").find("exists") != std::string::npos);
+  CHECK(md.create_clone_snapshot(id, "base", 0, &base).value_or("").find("exists") != std::string::npos);
+  CHECK(md.create_clone_snapshot(99, "", 0, &base).value_or("").find("no clone") != std::string::npos);
+  CHECK_FALSE(md.clone_writable_in_place(id, 2).has_value());  // shared with c-1 now
+  md.clone_map(id, 2, *md.allocate());
+  CHECK(md.clone_writable_in_place(id, 2).has_value());
+  CHECK(md.snapshot_lookup(cs, 2) == before);
+  CHECK(md.snapshot_lookup(cs, 3) == 3);  // never written in the clone: the base's
+  std::vector<ChunkRun> runs;
+  REQUIRE_FALSE(md.clone_diff(id, cs, kLive, &runs).has_value());
+  CHECK(runs == std::vector<ChunkRun>{{2, 1}});
+  CHECK(md.clone_diff(id, base, kLive, &runs).has_value());  // not a snapshot of the clone
+  CHECK(md.diff(cs, kLive, &runs).has_value());               // not a snapshot of the LU
+  // A clone of the clone's snapshot pins it, and through it the clone.
+  uint64_t id2 = 0;
+  REQUIRE_FALSE(md.create_clone(cs, "cc", 0, &id2).has_value());
+  CHECK(md.clone_lookup(id2, 2) == before);
+  CHECK(md.delete_snapshot(cs).value_or("").find("clone") != std::string::npos);
+  CHECK(md.delete_clone(id).value_or("").find("clone") != std::string::npos);
+  REQUIRE_FALSE(md.delete_clone(id2).has_value());
+  REQUIRE_FALSE(md.delete_snapshot(cs).has_value());
+  CHECK(md.reclaim(100));
+  std::vector<MetaOp> ops;
+  std::vector<Phys> frees;
+  md.take_pending(&ops, &frees);
+  CHECK(frees == std::vector<Phys>{before});  // the version only c-1 saw
+  REQUIRE_FALSE(md.delete_clone(id).has_value());
+  CHECK(md.clones().empty());
 }
 
 TEST_CASE("10,000 snapshots: the write decision looks only at the newest epoch") {

@@ -77,7 +77,20 @@ TEST_CASE("the snapshot verbs through the command table") {
   CHECK_THROWS_WITH_AS(run({"snapshot", "delete", "d", "one"}),
                        "snapshot 1 is the base of a clone: delete the clone first",
                        admin::CommandError);
+  // A snapshot of the clone: listed with the clone it belongs to; rollback and diff by name.
+  CHECK(run({"snapshot", "create", "d", "--name", "c-1", "--clone", "c"})["id"] == 2);
+  const admin::Json list = run({"snapshot", "list", "d", "--fast"});
+  REQUIRE(list.size() == 2);
+  CHECK(list[0]["of"] == "");
+  CHECK(list[1]["of"] == "c");
+  CHECK(run({"snapshot", "diff", "d", "c-1"}) == admin::Json::array());
+  run({"snapshot", "rollback", "d", "c-1"});
+  CHECK_THROWS_WITH_AS(run({"snapshot", "diff", "d", "one", "c-1"}),
+                       "'one' and 'c-1' are not snapshots of the same LU or clone", admin::CommandError);
+  CHECK_THROWS_WITH_AS(run({"snapshot", "create", "d", "--clone", "nope"}), "no clone 'nope'",
+                       admin::CommandError);
   run({"snapshot", "delete-clone", "d", "c"});
+  CHECK(run({"snapshot", "status", "d"})["snapshots"] == 1);  // c-1 went with its clone
   run({"snapshot", "delete", "d", "one"});
   CHECK_THROWS_WITH_AS(run({"snapshot", "list", "nope"}),
                        "LU 'nope' has no snapshots (no snapshots: in its config)",

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <thread>
+#include <atomic>
 
 #include <fmt/format.h>
 
@@ -178,6 +180,130 @@ TEST_CASE("clones branch from a snapshot and never touch it; rollback restores")
   REQUIRE((*s)->remove("base"));
   (*s)->wait_reclaimed();
   CHECK((*s)->status().snapshots == 0);
+}
+
+TEST_CASE("a clone's snapshots: read back, clone again, roll back the clone, diff, reopen") {
+  constexpr uint64_t kLu = 512 * 1024;
+  Devices d(kLu, 2 << 20);
+  auto s = d.open();
+  REQUIRE(s);
+  auto live = (*s)->live_view();
+  Image img(kLu);
+  REQUIRE(img.write(*live, 0, kLu, 7) == 0);
+  REQUIRE((*s)->create("base"));
+  auto id = (*s)->clone("base", "dev");
+  REQUIRE(id);
+  int live_rollbacks = 0, clone_rollbacks = 0;
+  (*s)->set_rollback_listener(0, [&] { ++live_rollbacks; });
+  (*s)->set_rollback_listener(*id, [&] { ++clone_rollbacks; });
+  auto clone = std::move(*(*s)->clone_view(*id));
+  Image cimg(kLu);
+  cimg.bytes = img.bytes;
+  REQUIRE(cimg.write(*clone, 3000, 70000, 8) == 0);  // partial chunks at both ends
+  const auto at1 = cimg.bytes;
+  CHECK_FALSE((*s)->create("c1", "no-such-clone"));
+  auto c1 = (*s)->create("c1", "dev");
+  REQUIRE(c1);
+  REQUIRE(cimg.write(*clone, 65536 * 5 + 10, 20, 9) == 0);
+  REQUIRE(cimg.write(*clone, 0, 4096, 10) == 0);
+  const auto at2 = cimg.bytes;
+  REQUIRE((*s)->create("c2", "1"));  // the clone by id
+  REQUIRE(cimg.write(*clone, 65536 * 7, 65536, 11) == 0);
+  REQUIRE(img.write(*live, 0, kLu, 12) == 0);  // the LU moves on; the clone does not see it
+  CHECK(compare(*clone, cimg.bytes) == "");
+  CHECK(compare(**(*s)->snapshot_view(*c1), at1) == "");
+  CHECK(compare(**(*s)->snapshot_view(*(*s)->find("c2")), at2) == "");
+  CHECK(io(**(*s)->snapshot_view(*c1), storage::IoOp::kWrite, 0, cimg.bytes.data(), 4096) == -EROFS);
+
+  // diff within the clone's line: c1 -> c2 changed chunks 0 and 5; c2 -> now chunk 7.
+  auto dd = (*s)->diff("c1", "c2");
+  REQUIRE(dd);
+  CHECK(*dd == std::vector<Extent>{{0, kCs}, {5 * kCs, kCs}});
+  dd = (*s)->diff("c2", "live");
+  REQUIRE(dd);
+  CHECK(*dd == std::vector<Extent>{{7 * kCs, kCs}});
+  CHECK_FALSE((*s)->diff("base", "c1"));  // different lines
+
+  // A clone of the clone's snapshot, then the listing shows whose snapshots are whose.
+  auto id2 = (*s)->clone("c1", "dev2");
+  REQUIRE(id2);
+  CHECK(compare(**(*s)->clone_view(*id2), at1) == "");
+  size_t of_clone = 0;
+  for (const auto& l : (*s)->list()) of_clone += l.clone == *id;
+  CHECK(of_clone == 2);
+  CHECK((*s)->status().snapshots == 3);
+
+  // Rolling the clone back touches neither the LU nor other views; only its listener runs.
+  REQUIRE((*s)->rollback("c1"));
+  CHECK(compare(*clone, at1) == "");
+  CHECK(compare(*live, img.bytes) == "");
+  CHECK(clone_rollbacks == 1);
+  CHECK(live_rollbacks == 0);
+  CHECK(compare(**(*s)->snapshot_view(*(*s)->find("c2")), at2) == "");
+  dd = (*s)->diff("c1", "live");
+  REQUIRE(dd);
+  const std::vector<Extent> rolled = *dd;  // copies of c1's chunks: listed, same content
+
+  // Everything survives a reopen (checkpoint version 2 / journal replay).
+  clone.reset();
+  live.reset();
+  REQUIRE((*s)->sync() == 0);
+  s->reset();
+  s = d.open();
+  REQUIRE(s);
+  CHECK(compare(**(*s)->clone_view(*id), at1) == "");
+  CHECK(compare(**(*s)->snapshot_view(*(*s)->find("c2")), at2) == "");
+  CHECK(compare(**(*s)->clone_view(*id2), at1) == "");
+  CHECK(*(*s)->diff("c1", "live") == rolled);
+  {
+    auto c2view = (*s)->snapshot_view(*(*s)->find("c2"));
+    REQUIRE(c2view);
+    auto busy = (*s)->remove_clone(*id);  // its snapshot c2 is exported
+    REQUIRE_FALSE(busy);
+    CHECK(busy.error().find("exported") != std::string::npos);
+  }
+  CHECK_FALSE((*s)->remove("c1"));             // pinned by dev2
+  CHECK_FALSE((*s)->remove_clone(*id));        // its snapshot c1 is dev2's base
+  REQUIRE((*s)->remove_clone(*id2));
+  REQUIRE((*s)->remove("c1"));
+  (*s)->wait_reclaimed();
+  REQUIRE((*s)->remove_clone(*id));             // takes c2 with it
+  CHECK((*s)->status().snapshots == 1);
+  CHECK_FALSE((*s)->find("c2"));
+}
+
+TEST_CASE("rollback: I/O waits, then runs on the new content; the listener runs first") {
+  Devices d(256 * 1024, 1 << 20);
+  auto s = d.open();
+  REQUIRE(s);
+  auto live = (*s)->live_view();
+  Image img(256 * 1024);
+  REQUIRE(img.write(*live, 0, 256 * 1024, 3) == 0);
+  const auto base = img.bytes;
+  REQUIRE((*s)->create("base"));
+  REQUIRE(img.write(*live, 0, 256 * 1024, 4) == 0);
+  // A reader thread without an IoContext completes synchronously: every whole-LU read it
+  // makes is either all before or all after the rollback, never a mix.
+  std::atomic<bool> stop{false}, notified{false};
+  std::atomic<int> mixed{0}, after_without_notice{0};  // no doctest assertions off the main thread
+  const auto changed = img.bytes;
+  std::thread reader([&] {
+    std::vector<uint8_t> buf(256 * 1024);
+    while (!stop) {
+      if (io(*live, storage::IoOp::kRead, 0, buf.data(), buf.size()) != 0) ++mixed;
+      const bool old = buf == changed, now = buf == base;
+      if (!old && !now) ++mixed;
+      if (now && !notified) ++after_without_notice;
+    }
+  });
+  (*s)->set_rollback_listener(0, [&] { notified = true; });
+  REQUIRE((*s)->rollback("base"));
+  stop = true;
+  reader.join();
+  CHECK(mixed == 0);
+  CHECK(after_without_notice == 0);
+  CHECK(notified);
+  CHECK(compare(*live, base) == "");
 }
 
 TEST_CASE("discard and write-zeroes deallocate whole chunks and zero partial ones") {
