@@ -22,10 +22,8 @@ namespace {
 thread_local IoContext* t_current = nullptr;
 
 // user_data of a request queued through queue_rw() points to its RwOp with this bit set;
-// a bare get_sqe() request carries the IoRequest* itself, a RawOp its pointer with kRawTag
-// (all are 8-byte aligned).
+// a bare get_sqe() request carries the IoRequest* itself (both are 8-byte aligned).
 constexpr uint64_t kRwTag = 1;
-constexpr uint64_t kRawTag = 2;
 // Completions run per reap() before it yields back to the event loop (and re-arms the
 // eventfd so the loop comes back for the rest).
 constexpr unsigned kReapBudget = 4096;
@@ -114,7 +112,7 @@ IoContext::~IoContext() {
   if (ring_) {
     // Every request completes exactly once (backend.hh): wait for what is in flight.
     while (in_flight_ > 0) {
-      submit_pending();
+      flush();
       io_uring_cqe* cqe = nullptr;
       const int r = io_uring_wait_cqe(ring_.get(), &cqe);
       if (r < 0 && r != -EINTR && r != -EAGAIN && r != -ETIME) {
@@ -123,19 +121,6 @@ IoContext::~IoContext() {
         break;
       }
       reap();
-    }
-    // Raw operations (socket receives, polls) complete only when their sockets do: cancel
-    // what is left, so their owners' nodes are released (fn gets -ECANCELED).
-    if (raw_in_flight_ > 0) {
-      io_uring_sqe* sqe = raw_sqe(0);
-      io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-      submit_pending();
-      while (raw_in_flight_ > 0) {
-        io_uring_cqe* cqe = nullptr;
-        const int r = io_uring_wait_cqe(ring_.get(), &cqe);
-        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -ETIME) break;
-        reap();
-      }
     }
     io_uring_queue_exit(ring_.get());
   }
@@ -165,44 +150,6 @@ io_uring_sqe* IoContext::get_sqe(IoRequest& req) {
   io_uring_sqe* sqe = raw_sqe(reinterpret_cast<uintptr_t>(&req));
   ++in_flight_;
   return sqe;
-}
-
-io_uring_sqe* IoContext::get_lazy_sqe(RawOp& op, bool completes_inline) {
-  io_uring_sqe* sqe = raw_sqe(reinterpret_cast<uintptr_t>(&op) | kRawTag);
-  ++lazy_;
-  if (completes_inline) ++inline_;
-  ++raw_in_flight_;
-  return sqe;
-}
-
-void IoContext::wait(int timeout_ms) {
-  const bool ready = io_uring_cq_ready(ring_.get()) > 0 ||
-                     state_->posted.load(std::memory_order_acquire) != nullptr ||
-                     state_->ready_head < state_->ready.size();
-  if (timeout_ms == 0 || ready) {
-    if (pending_ > 0) submit_pending();
-    return;
-  }
-  __kernel_timespec ts{};
-  ts.tv_sec = timeout_ms / 1000;
-  ts.tv_nsec = (timeout_ms % 1000) * 1000000LL;
-  io_uring_cqe* cqe = nullptr;
-  // Operations that complete during the submission post their completions first: sleep
-  // until one more arrives.
-  const unsigned want = 1 + inline_;
-  const int r = io_uring_submit_and_wait_timeout(ring_.get(), &cqe, want, &ts, nullptr);
-  if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-    spdlog::critical("io_uring_submit_and_wait_timeout: {}", std::strerror(-r));
-    std::abort();
-  }
-  // Whatever the kernel did not take (it takes all unless the CQ ring overflowed) goes
-  // with the next flush.
-  pending_ = io_uring_sq_ready(ring_.get());
-  if (pending_ == 0) {
-    lazy_ = inline_ = 0;
-  } else {
-    submit_pending();  // a full completion ring refused some: it harvests and retries
-  }
 }
 
 void IoContext::queue_rw(IoRequest& req, int fd, int rw_flags) {
@@ -275,12 +222,6 @@ bool IoContext::finish_rw(RwOp& op, int res, int* result) {
 
 unsigned IoContext::dispatch(uint64_t user_data, int res) {
   if (user_data == 0) return 0;
-  if (user_data & kRawTag) {
-    RawOp* op = reinterpret_cast<RawOp*>(user_data & ~kRawTag);
-    --raw_in_flight_;
-    op->fn(op->arg, res);  // may free op
-    return 1;
-  }
   if (user_data & kRwTag) {
     RwOp* op = reinterpret_cast<RwOp*>(user_data & ~kRwTag);
     int result = 0;
@@ -337,7 +278,6 @@ void IoContext::submit_pending() {
     std::abort();
   }
   pending_ = 0;
-  lazy_ = inline_ = 0;
 }
 
 void IoContext::post(PostedWork& w) {
@@ -374,7 +314,7 @@ unsigned IoContext::run_posted() {
 }
 
 void IoContext::flush() {
-  if (pending_ > lazy_) submit_pending();
+  if (pending_ > 0) submit_pending();
 }
 
 unsigned IoContext::reap() {

@@ -28,15 +28,6 @@ struct PostedWork {
   void* arg = nullptr;
 };
 
-// An operation whose completion goes, with the raw CQE result, to fn(arg, res): socket
-// receives and polls of an event loop that waits in the ring (IoContext::wait). Like
-// PostedWork the node is the owner's, kept alive until fn has run; fn runs exactly once,
-// from poll(), reap() or the destructor (there with -ECANCELED when it never completed).
-struct RawOp {
-  void (*fn)(void* arg, int res) = nullptr;
-  void* arg = nullptr;
-};
-
 class IoContext {
  public:
   // Creates a ring with `entries` submission slots. Error: -errno.
@@ -76,21 +67,8 @@ class IoContext {
   // the kernel, no system call). A reactor turns it off while it polls and on before it
   // sleeps with requests in flight.
   void set_eventfd_enabled(bool on);
-  // Requests submitted and not yet completed (RawOps not counted).
+  // Requests submitted and not yet completed.
   uint64_t in_flight() const { return in_flight_; }
-
-  // A submission slot for `op` that does not need to reach the kernel before the owner
-  // next sleeps: flush() leaves it queued when nothing else is, and wait() submits it in
-  // the same system call that sleeps (a socket receive re-armed after each PDU costs no
-  // call of its own). Never returns nullptr.
-  // `completes_inline`: the operation ends during its submission (a send with
-  // MSG_DONTWAIT: io_uring answers -EAGAIN rather than waiting), so wait() sleeps for
-  // one completion more than these.
-  io_uring_sqe* get_lazy_sqe(RawOp& op, bool completes_inline = false);
-  // Submits everything queued and, unless timeout_ms is 0 or completions or posted work
-  // are already waiting, sleeps until one arrives or timeout_ms passes: one
-  // io_uring_enter for both. The completions are then run by poll().
-  void wait(int timeout_ms);
 
   // Thread-safe, callable from any thread (this one included): w.run(w.arg) runs later on
   // this context's thread, from reap() or poll() (a write to event_fd() wakes the owner's
@@ -125,9 +103,6 @@ class IoContext {
   std::unique_ptr<io_uring> ring_;
   UniqueFd event_fd_;
   unsigned pending_ = 0;
-  unsigned lazy_ = 0;  // of pending_, queued by get_lazy_sqe()
-  unsigned inline_ = 0;  // of lazy_, completing during their submission
-  uint64_t raw_in_flight_ = 0;
   bool eventfd_enabled_ = true;
   uint64_t in_flight_ = 0;
 };

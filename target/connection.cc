@@ -3,9 +3,7 @@
 #include "target/digest.hh"
 
 #include <arpa/inet.h>
-#include <liburing.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -63,28 +61,12 @@ Connection::Connection(Reactor& reactor, ServerContext& server, storage::UniqueF
       created_(std::chrono::steady_clock::now()),
       last_rx_(created_),
       stage_(new uint8_t[kStageSize]),
-      slot_(std::make_unique<IoSlot>()),
-      neg_(server.limits(), false) {
-  slot_->rx = {&Connection::on_recv, slot_.get()};
-  slot_->tx = {&Connection::on_send, slot_.get()};
-  slot_->owner = this;
-}
+      neg_(server.limits(), false) {}
 
-Connection::~Connection() {
-  if (!slot_->rx_pending && !slot_->tx_pending) return;
-  // A pending ring receive holds the socket open: end it, and hand the slot (with the
-  // buffer the kernel may still fill) to the completions, the last of which frees both.
-  if (fd_) ::shutdown(fd_.get(), SHUT_RDWR);
-  slot_->owner = nullptr;
-  slot_->orphan_buf = std::move(stage_);
-  static_cast<void>(slot_.release());
-}
+Connection::~Connection() = default;
 
 void Connection::start() {
-  // Receives go through the reactor's ring (arm_recv); epoll reports only errors and, when
-  // asked, EPOLLOUT.
-  reactor_.add(fd_.get(), 0, this);
-  arm_recv();
+  reactor_.add(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
   spdlog::debug("connection {} from {}", id_, peer_str_);
 }
 
@@ -93,44 +75,15 @@ void Connection::start() {
 
 void Connection::on_event(uint32_t events) {
   if (closed_) return;
-  if (events & EPOLLOUT) {
-    want_write(false);
-    flush_tx();
+  if (events & EPOLLOUT) flush_tx();
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
+    rx_drained_ = false;
+    if (reading_) {
+      receive();
+    } else if (events & (EPOLLHUP | EPOLLERR)) {
+      close("connection reset");
+    }
   }
-  if (!closed_ && (events & (EPOLLHUP | EPOLLERR))) close("connection reset");
-}
-
-// Queues a receive of up to kStageSize bytes into the (empty) stage. Lazy: it reaches the
-// kernel with the reactor's next sleep, in the same system call (Reactor::loop).
-void Connection::arm_recv() {
-  if (rx_armed_ || rx_end_ != 0 || !fd_) return;
-  io_uring_prep_recv(reactor_.io()->get_lazy_sqe(slot_->rx), fd_.get(), stage_.get(),
-                     kStageSize, 0);
-  rx_armed_ = true;
-  slot_->rx_pending = true;
-}
-
-void Connection::on_recv(void* arg, int res) {
-  auto* slot = static_cast<IoSlot*>(arg);
-  slot->rx_pending = false;
-  Connection* c = slot->owner;
-  if (c == nullptr) {
-    if (!slot->tx_pending) delete slot;
-    return;
-  }
-  c->rx_armed_ = false;
-  if (res > 0) {
-    c->stage_beg_ = 0;
-    c->stage_end_ = size_t(res);
-    c->rx_drained_ = false;
-  } else if (res == -EINTR || res == -EAGAIN) {
-    // Nothing taken: fill() arms it again.
-  } else {
-    c->rx_end_ = res == 0 ? 1 : res;
-  }
-  // Cancelled at teardown (IoContext destructor): nothing more runs on this connection.
-  if (c->closed_ || res == -ECANCELED) return;
-  if (c->reading_) c->receive();
 }
 
 void Connection::run_deferred() {
@@ -139,7 +92,7 @@ void Connection::run_deferred() {
     budget_pump_due_ = false;
     pump_budget();
   }
-  if (reading_) receive();  // a PDU budget may have stopped it with the stage empty and unarmed
+  if (reading_ && stage_end_ > stage_beg_) receive();
   if (!closed_) flush_tx();
 }
 
@@ -153,25 +106,28 @@ Connection::Fill Connection::fill(uint8_t* dst, size_t len, size_t& done) {
       if (stage_beg_ == stage_end_) stage_beg_ = stage_end_ = 0;
       continue;
     }
-    if (rx_armed_) return Fill::kWait;  // the stage is the kernel's until the receive ends
-    if (rx_end_ != 0) return Fill::kClosed;
-    // Big data segments go straight to the command while the socket has bytes; once a
-    // direct recv comes back short the rest arrives through the ring into the stage.
+    // A short read emptied the socket: skip the recv that would only say EAGAIN, epoll
+    // reports more data (level-triggered) and on_event clears the flag.
+    if (rx_drained_) return Fill::kWait;
     const size_t want = len - done;
-    if (dst && want >= 16384 && !rx_drained_) {
-      const ssize_t r = ::recv(fd_.get(), dst + done, want, MSG_DONTWAIT);
-      if (r > 0) {
+    const bool direct = dst && want >= 16384;  // big data segments go straight to the command
+    const size_t asked = direct ? want : kStageSize;
+    ssize_t r = direct ? ::recv(fd_.get(), dst + done, want, 0)
+                       : ::recv(fd_.get(), stage_.get(), kStageSize, 0);
+    if (r > 0) {
+      if (direct) {
         done += size_t(r);
-        rx_drained_ = size_t(r) < want;
-        continue;
+      } else {
+        stage_beg_ = 0;
+        stage_end_ = size_t(r);
       }
-      if (r == 0) return Fill::kClosed;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return Fill::kClosed;
-      rx_drained_ = true;
+      rx_drained_ = size_t(r) < asked;
+      continue;
     }
-    arm_recv();
-    return Fill::kWait;
+    if (r == 0) return Fill::kClosed;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Fill::kWait;
+    return Fill::kClosed;
   }
   return Fill::kDone;
 }
@@ -412,95 +368,66 @@ void Connection::queue_status_fields(TxItem& it) {
 void Connection::want_write(bool on) {
   if (on == epollout_ || closed_) return;
   epollout_ = on;
-  reactor_.modify(fd_.get(), on ? uint32_t(EPOLLOUT) : 0u, this);
+  reactor_.modify(fd_.get(), (reading_ ? uint32_t(EPOLLIN | EPOLLRDHUP) : 0u) | (on ? uint32_t(EPOLLOUT) : 0u), this);
 }
 
-// Sends go out from before_sleep(): queued PDUs may still move (the transmit ring grows)
-// until the reactor's last step before it sleeps, where the send is handed to the ring in
-// the same system call as the sleep.
 void Connection::flush_tx() {
-  if (closed_) return;
-  if (!tx_.empty()) {
-    if (!tx_inflight_ && !epollout_) reactor_.before_sleep(this);
-    return;
-  }
-  if (close_after_tx_) close(logout_pending_ ? "logged out" : "closing");
-}
-
-void Connection::before_sleep() {
-  if (closed_ || tx_inflight_ || tx_.empty()) return;
-  int n = 0;
-  size_t skip = tx_offset_;
-  for (size_t k = 0; k < tx_.size(); ++k) {
-    TxItem& it = tx_[k];
-    if (n + 5 > kMaxTxIov) break;
-    const uint32_t pad = pad_len(it.len);
-    if (!it.digested) {
-      it.digested = true;
-      if (it.hd) store_digest(it.header_digest, crc32c_final(crc32c_update(kCrc32cInit, it.bhs.data(), kBhsLen)));
-      if (it.dd && it.len) {
-        uint32_t crc = crc32c_update(kCrc32cInit, it.data, it.len);
-        store_digest(it.data_digest, crc32c_final(crc32c_update(crc, kZeros, pad)));
+  while (!tx_.empty() && !closed_) {
+    constexpr int kMaxIov = 128;
+    iovec iov[kMaxIov];
+    int n = 0;
+    size_t skip = tx_offset_;
+    for (size_t k = 0; k < tx_.size(); ++k) {
+      TxItem& it = tx_[k];
+      if (n + 5 > kMaxIov) break;
+      const uint32_t pad = pad_len(it.len);
+      if (!it.digested) {
+        it.digested = true;
+        if (it.hd) store_digest(it.header_digest, crc32c_final(crc32c_update(kCrc32cInit, it.bhs.data(), kBhsLen)));
+        if (it.dd && it.len) {
+          uint32_t crc = crc32c_update(kCrc32cInit, it.data, it.len);
+          store_digest(it.data_digest, crc32c_final(crc32c_update(crc, kZeros, pad)));
+        }
+      }
+      const std::pair<const uint8_t*, size_t> parts[5] = {
+          {it.bhs.data(), kBhsLen},
+          {it.header_digest, it.hd ? 4u : 0u},
+          {it.data, it.len},
+          {kZeros, pad},
+          {it.data_digest, it.dd && it.len ? 4u : 0u}};
+      for (auto [p, len] : parts) {
+        if (len == 0) continue;
+        if (skip >= len) {
+          skip -= len;
+          continue;
+        }
+        iov[n++] = {const_cast<uint8_t*>(p) + skip, len - skip};
+        skip = 0;
       }
     }
-    const std::pair<const uint8_t*, size_t> parts[5] = {
-        {it.bhs.data(), kBhsLen},
-        {it.header_digest, it.hd ? 4u : 0u},
-        {it.data, it.len},
-        {kZeros, pad},
-        {it.data_digest, it.dd && it.len ? 4u : 0u}};
-    for (auto [p, len] : parts) {
-      if (len == 0) continue;
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      tx_iov_[n++] = {const_cast<uint8_t*>(p) + skip, len - skip};
-      skip = 0;
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = size_t(n);
+    ssize_t r = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return want_write(true);
+      return close("send failed");
     }
+    size_t sent = size_t(r) + tx_offset_;
+    while (!tx_.empty()) {
+      TxItem& it = tx_.front();
+      const size_t total = wire_len(it);
+      if (sent < total) break;
+      sent -= total;
+      Command* c = it.done_cmd;
+      tx_.pop_front();
+      if (c && --c->pending_tx == 0 && c->state == Command::State::kResponding) release(c);
+    }
+    tx_offset_ = sent;
   }
-  tx_msg_ = msghdr{};
-  tx_msg_.msg_iov = tx_iov_;
-  tx_msg_.msg_iovlen = size_t(n);
-  // MSG_DONTWAIT: the send ends within the submission (-EAGAIN when the socket is full,
-  // then EPOLLOUT takes over), so nothing the iovecs point to can move under the kernel.
-  io_uring_prep_sendmsg(reactor_.io()->get_lazy_sqe(slot_->tx, true), fd_.get(), &tx_msg_,
-                        MSG_NOSIGNAL | MSG_DONTWAIT);
-  tx_inflight_ = true;
-  slot_->tx_pending = true;
-}
-
-void Connection::on_send(void* arg, int res) {
-  auto* slot = static_cast<IoSlot*>(arg);
-  slot->tx_pending = false;
-  Connection* c = slot->owner;
-  if (c == nullptr) {
-    if (!slot->rx_pending) delete slot;
-    return;
-  }
-  c->tx_inflight_ = false;
-  if (c->closed_ || res == -ECANCELED) return;
-  if (res == -EAGAIN || res == -EWOULDBLOCK) return c->want_write(true);
-  if (res == -EINTR) return c->flush_tx();
-  if (res < 0) return c->close("send failed");
-  c->tx_advance(size_t(res));
-  if (c->closed_) return;
-  if (c->tx_.empty()) c->want_write(false);
-  c->flush_tx();
-}
-
-void Connection::tx_advance(size_t bytes) {
-  size_t sent = bytes + tx_offset_;
-  while (!tx_.empty()) {
-    TxItem& it = tx_.front();
-    const size_t total = wire_len(it);
-    if (sent < total) break;
-    sent -= total;
-    Command* c = it.done_cmd;
-    tx_.pop_front();
-    if (c && --c->pending_tx == 0 && c->state == Command::State::kResponding) release(c);
-  }
-  tx_offset_ = sent;
+  want_write(false);
+  if (close_after_tx_ && tx_.empty()) close(logout_pending_ ? "logged out" : "closing");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1658,9 +1585,6 @@ void Connection::close(const char* why) {
   else
     spdlog::debug("connection {} from {} closed: {}", id_, peer_str_, why);
   reactor_.remove(fd_.get());
-  // A pending ring receive holds the socket open past close(): shutdown ends it (it
-  // completes with 0) and sends the FIN now.
-  if (rx_armed_) ::shutdown(fd_.get(), SHUT_RDWR);
   fd_.reset();
   // Commands already answered are out of the ITT table; the queued PDUs that never left
   // are what still holds them.

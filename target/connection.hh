@@ -200,7 +200,7 @@ class Connection final : public EventHandler, public Deferred {
   bool closed_ = false;
   bool draining_ = false;
   bool reading_ = true;
-  bool rx_drained_ = false;  // the last direct recv came back short: the socket is empty
+  bool rx_drained_ = false;  // the last recv came back short: the socket is empty
   bool epollout_ = false;
   std::chrono::steady_clock::time_point created_;
   std::chrono::steady_clock::time_point last_rx_;
@@ -220,29 +220,6 @@ class Connection final : public EventHandler, public Deferred {
   bool hd_on_ = false, dd_on_ = false;  // digests in force (after login)
   std::unique_ptr<uint8_t[]> stage_;
   size_t stage_beg_ = 0, stage_end_ = 0;
-  // Socket I/O through the reactor's ring: the receive into stage_ (armed while the
-  // stage is empty and more is needed) and the send of the queued PDUs (MSG_DONTWAIT: it
-  // ends within the submission). Their completions find the connection through the slot;
-  // one still pending when the connection is destroyed keeps the slot, and the buffer
-  // the kernel may still fill, until it completes (the slot then frees itself).
-  struct IoSlot {
-    storage::RawOp rx, tx;
-    Connection* owner = nullptr;
-    bool rx_pending = false, tx_pending = false;
-    std::unique_ptr<uint8_t[]> orphan_buf;
-  };
-  std::unique_ptr<IoSlot> slot_;
-  bool rx_armed_ = false;
-  int rx_end_ = 0;  // nonzero once the peer's byte stream ended: 1 at EOF, or -errno
-  static constexpr int kMaxTxIov = 128;
-  iovec tx_iov_[kMaxTxIov];
-  msghdr tx_msg_{};
-  bool tx_inflight_ = false;
-  void arm_recv();
-  static void on_recv(void* slot, int res);
-  static void on_send(void* slot, int res);
-  void before_sleep() override;
-  void tx_advance(size_t bytes);
 
   // login / session
   Negotiator neg_;

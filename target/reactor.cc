@@ -1,7 +1,5 @@
 #include "target/reactor.hh"
 
-#include <liburing.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -35,23 +33,12 @@ Reactor::Reactor(unsigned index) : index_(index) {
   if (!io) throw std::runtime_error(std::string("io_uring setup: ") + strerror(-io.error()));
   io_ = std::move(*io);
   add(wake_fd_.get(), EPOLLIN, kWakeTag);
-  // The thread waits in the ring itself, so completions need no eventfd signal; the
-  // eventfd stays in the epoll set for IoContext::post() (edge-triggered, never read: the
-  // ring and the posted list are what get polled).
-  io_->set_eventfd_enabled(false);
+  // Edge-triggered and never read: every completion signal is one wakeup, and the ring
+  // itself is what gets polled (IoContext::poll).
   add(io_->event_fd(), EPOLLIN | EPOLLET, kIoTag);
-  epoll_poll_.arg = this;
-  epoll_poll_.fn = [](void* arg, int res) {
-    auto* self = static_cast<Reactor*>(arg);
-    self->epoll_armed_ = false;
-    if (res != -ECANCELED) self->epoll_ready_ = true;
-  };
 }
 
-Reactor::~Reactor() {
-  stop_and_join();
-  io_.reset();  // cancels the epoll poll, whose completion writes to this object
-}
+Reactor::~Reactor() { stop_and_join(); }
 
 void Reactor::start() {
   thread_ = std::thread([this] { loop(); });
@@ -100,12 +87,6 @@ void Reactor::defer(Deferred* d) {
   deferred_.push_back(d);
 }
 
-void Reactor::before_sleep(Deferred* d) {
-  if (d->sleep_queued) return;
-  d->sleep_queued = true;
-  presleep_.push_back(d);
-}
-
 void Reactor::add_ticker(std::function<void(std::chrono::steady_clock::time_point)> fn) {
   tickers_.push_back(std::move(fn));
 }
@@ -119,59 +100,37 @@ void Reactor::drain_posts() {
   for (auto& fn : work) fn();
 }
 
-void Reactor::dispatch_epoll() {
-  constexpr int kMaxEvents = 64;
-  epoll_event events[kMaxEvents];
-  int n = ::epoll_wait(epoll_fd_.get(), events, kMaxEvents, 0);
-  if (n < 0) {
-    if (errno != EINTR) spdlog::error("reactor {}: epoll_wait: {}", index_, strerror(errno));
-    return;
-  }
-  // A full batch may leave more: look again next iteration without sleeping.
-  if (n == kMaxEvents) epoll_ready_ = true;
-  for (int i = 0; i < n; ++i) {
-    EventHandler* h = static_cast<EventHandler*>(events[i].data.ptr);
-    if (h == kWakeTag) {
-      drain_eventfd(wake_fd_.get());
-      drain_posts();
-    } else if (h == kIoTag) {
-      io_->poll();
-    } else {
-      h->on_event(events[i].events);
-    }
-  }
-}
-
 void Reactor::loop() {
   io_->make_current();
+  constexpr int kMaxEvents = 64;
+  epoll_event events[kMaxEvents];
   auto next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   std::vector<Deferred*> running;
   while (!stop_.load(std::memory_order_relaxed)) {
-    // The epoll set is watched through a one-shot poll in the ring, re-armed once its
-    // events were taken: armed while events are still pending it completes at once.
-    if (!epoll_armed_ && !epoll_ready_) {
-      io_uring_prep_poll_add(io_->get_lazy_sqe(epoll_poll_), epoll_fd_.get(), POLLIN);
-      epoll_armed_ = true;
+    const int timeout = deferred_.empty() ? 1000 : 0;
+    int n = ::epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::critical("reactor {}: epoll_wait: {}", index_, strerror(errno));
+      break;
     }
-    running.swap(presleep_);
-    for (Deferred* d : running) {
-      d->sleep_queued = false;
-      d->before_sleep();
+    for (int i = 0; i < n; ++i) {
+      EventHandler* h = static_cast<EventHandler*>(events[i].data.ptr);
+      if (h == kWakeTag) {
+        drain_eventfd(wake_fd_.get());
+        drain_posts();
+      } else if (h == kIoTag) {
+        io_->poll();
+      } else {
+        h->on_event(events[i].events);
+      }
     }
-    running.clear();
-    // One system call: this iteration's queued submissions (socket receives re-armed,
-    // socket sends, backend I/O) go to the kernel and the thread sleeps until something
-    // completes.
-    io_->wait(deferred_.empty() && !epoll_ready_ ? 1000 : 0);
-    io_->poll();
-    if (epoll_ready_) {
-      epoll_ready_ = false;
-      dispatch_epoll();
-    }
-    // Deferred work (batched sends) runs; submissions that cannot wait for the next sleep
-    // (backend I/O) go to the kernel in one call; what completed during that call
-    // (page-cache hits do) is answered right away. Bounded: a few rounds, then the next
-    // iteration.
+    // Completions that arrived while handling sockets join this iteration's batched
+    // socket writes.
+    if (io_->in_flight() > 0) io_->poll();
+    // Deferred work (batched sends) runs; submissions go to the kernel in one call; what
+    // completed during that call (page-cache hits do) is answered right away, without a
+    // trip through epoll. Bounded: a few rounds, then the next iteration.
     for (int round = 0; round < 4; ++round) {
       running.swap(deferred_);
       for (Deferred* d : running) {
@@ -180,7 +139,17 @@ void Reactor::loop() {
       }
       running.clear();
       io_->flush();
-      if (io_->poll() == 0) break;
+      if (io_->in_flight() == 0 || io_->poll() == 0) break;
+    }
+    // Sleep with the ring's eventfd armed only when requests are outstanding; re-check
+    // after arming so a completion that raced the toggle is not left waiting.
+    if (io_->in_flight() > 0) {
+      io_->set_eventfd_enabled(true);
+      // Completions and posted work run here may submit more I/O (multi-step commands,
+      // range-lock grants): it goes to the kernel before the thread sleeps.
+      if (io_->poll() > 0) io_->flush();
+    } else {
+      io_->set_eventfd_enabled(false);
     }
     auto now = std::chrono::steady_clock::now();
     if (now >= next_tick) {

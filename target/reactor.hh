@@ -1,9 +1,6 @@
 // A reactor: one thread, one epoll set, one io_uring (storage::IoContext). It owns the
 // connections it was handed and runs everything about them: socket receive and send,
-// SCSI execution and backend completions. The thread sleeps in the ring
-// (IoContext::wait): socket receives are ring operations, and the epoll set (listeners,
-// wakeups, sockets waiting to become writable) is itself polled through the ring, so one
-// io_uring_enter both submits the iteration's work and waits for the next. Nothing it owns is touched by another thread;
+// SCSI execution and backend completions. Nothing it owns is touched by another thread;
 // other threads talk to it only through post() (shared-nothing, DESIGN.md / issue 5).
 #pragma once
 
@@ -37,11 +34,7 @@ class Deferred {
  public:
   virtual ~Deferred() = default;
   virtual void run_deferred() = 0;
-  // Runs right before the reactor's next sleep, after which nothing else runs before
-  // the ring takes what was queued (Reactor::before_sleep).
-  virtual void before_sleep() {}
   bool deferred_queued = false;  // owned by the Reactor
-  bool sleep_queued = false;     // owned by the Reactor
 };
 
 class Reactor {
@@ -63,10 +56,6 @@ class Reactor {
   void modify(int fd, uint32_t events, EventHandler* h);
   void remove(int fd);
   void defer(Deferred* d);
-  // d->before_sleep() runs once right before the thread next sleeps in the ring: work
-  // queued there (a socket send pointing into buffers that may still move until then)
-  // goes to the kernel in the same system call as the sleep.
-  void before_sleep(Deferred* d);
   // Called about once a second on the reactor thread (timeouts, pings).
   void add_ticker(std::function<void(std::chrono::steady_clock::time_point)> fn);
 
@@ -77,21 +66,16 @@ class Reactor {
  private:
   void loop();
   void drain_posts();
-  void dispatch_epoll();
 
   unsigned index_;
   storage::UniqueFd epoll_fd_;
   storage::UniqueFd wake_fd_;
   std::unique_ptr<storage::IoContext> io_;
-  storage::RawOp epoll_poll_;   // POLL_ADD of epoll_fd_ in the ring, re-armed after each use
-  bool epoll_armed_ = false;
-  bool epoll_ready_ = false;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::mutex posts_mu_;
   std::vector<std::function<void()>> posts_;
   std::vector<Deferred*> deferred_;
-  std::vector<Deferred*> presleep_;
   std::vector<std::function<void(std::chrono::steady_clock::time_point)>> tickers_;
 };
 

@@ -52,7 +52,7 @@ std::atomic<uint64_t> g_next_conn_id{0};
 void Server::erase_when_idle(Reactor* r, ReactorState* st, uint64_t cid) {
   auto it = st->conns.find(cid);
   if (it == st->conns.end()) return;
-  if (it->second->deferred_queued || it->second->sleep_queued) {
+  if (it->second->deferred_queued) {
     r->post([r, st, cid] { erase_when_idle(r, st, cid); });
     return;
   }
