@@ -721,7 +721,12 @@ std::string Service::metrics_text() {
   out += fmt::format("zuma_sessions {}\n", sessions.size());
   counters("lu", lu_series);
   counters("session", session_series);
+  for (auto& render : metrics_sources_) out += render();
   return out;
+}
+
+void Service::add_metrics_source(std::function<std::string()> render) {
+  metrics_sources_.push_back(std::move(render));
 }
 
 }  // namespace zuma::admin

@@ -48,8 +48,11 @@ class Service {
 
   // Installs a handler for every verb of register_core_commands() in `table`.
   void bind(CommandTable& table);
-  // The Prometheus text exposition (format 0.0.4) of the per-LU and per-session counters.
+  // The Prometheus text exposition (format 0.0.4) of the per-LU and per-session counters,
+  // then what each added source renders (layers with metrics of their own: snapshots).
   std::string metrics_text();
+  // Call before the metrics endpoint starts (the list is not locked).
+  void add_metrics_source(std::function<std::string()> render);
 
   // The LUs now in use, by name (for zumad's shutdown flush).
   std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus();
@@ -72,6 +75,7 @@ class Service {
   Json complete(const Json& a);
 
   std::mutex mu_;
+  std::vector<std::function<std::string()>> metrics_sources_;
   config::Config running_;
   target::Server& server_;
   std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus_;

@@ -315,6 +315,7 @@ int main(int argc, char** argv) {
     service = std::make_unique<admin::Service>(cfg, *server, std::move(by_name), open_lu);
     service->bind(commands);
     snapshot::bind_snapshot_handlers(commands, g_snapshots);
+    service->add_metrics_source([] { return snapshot::snapshot_metrics_text(g_snapshots); });
     g_snapshots.start();  // scheduled snapshots
     control = std::make_unique<admin::ControlServer>(cfg.node.control_socket, commands);
     control->start();

@@ -1,6 +1,8 @@
 #include "snapshot/admin_handlers.hh"
 
 #include <map>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -89,6 +91,51 @@ void bind_snapshot_handlers(admin::CommandTable& t, Registry& reg) {
                 {"clones", st.clones},
                 {"reclaiming", st.reclaiming}};
   });
+}
+
+std::string snapshot_metrics_text(Registry& registry) {
+  struct Row {
+    std::string lu;
+    StoreStatus st;
+  };
+  std::vector<Row> rows;
+  for (const std::string& lu : registry.names())
+    if (auto store = registry.find(lu)) rows.push_back({lu, store->status()});
+  if (rows.empty()) return {};
+  std::string out;
+  auto label = [](const std::string& lu) {
+    std::string l;
+    for (char c : lu) {
+      if (c == '\\' || c == '"') l += '\\';
+      l += c;
+    }
+    return l;
+  };
+  auto family = [&](const char* name, const char* type, const char* help, auto value) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    for (const Row& r : rows) out += fmt::format("{}{{lu=\"{}\"}} {}\n", name, label(r.lu), value(r.st));
+  };
+  family("zuma_snapshot_store_bytes", "gauge", "LU home plus snapshot store data, bytes",
+         [](const StoreStatus& s) { return s.total_bytes; });
+  family("zuma_snapshot_store_used_bytes", "gauge", "bytes of home and store in use",
+         [](const StoreStatus& s) { return s.used_bytes; });
+  family("zuma_snapshot_meta_bytes", "gauge", "size of the current metadata checkpoint, bytes",
+         [](const StoreStatus& s) { return s.meta_bytes; });
+  family("zuma_snapshot_meta_capacity_bytes", "gauge", "largest checkpoint the metadata area holds",
+         [](const StoreStatus& s) { return s.meta_capacity; });
+  family("zuma_snapshots", "gauge", "snapshots of the LU and of its clones",
+         [](const StoreStatus& s) { return s.snapshots; });
+  family("zuma_snapshot_clones", "gauge", "writable clones of the LU's snapshots",
+         [](const StoreStatus& s) { return s.clones; });
+  family("zuma_snapshot_fill_warning", "gauge",
+         "1 while the store's fill level is at or above its warn_fill (also logged)",
+         [](const StoreStatus& s) {
+           return s.total_bytes != 0 &&
+                          double(s.used_bytes) >= s.warn_fill * double(s.total_bytes)
+                      ? 1
+                      : 0;
+         });
+  return out;
 }
 
 }  // namespace zuma::snapshot

@@ -11,4 +11,9 @@ namespace zuma::snapshot {
 // Installs the handlers in `table` (which must hold register_snapshot_commands()' verbs).
 void bind_snapshot_handlers(admin::CommandTable& table, Registry& registry);
 
+// Prometheus text (format 0.0.4) for every store of the registry, per LU: capacity, space
+// and metadata in use, snapshot and clone counts, and zuma_snapshot_fill_warning (1 while
+// the fill level is at or above the store's warn_fill, the level zumad also logs).
+std::string snapshot_metrics_text(Registry& registry);
+
 }  // namespace zuma::snapshot

@@ -989,6 +989,7 @@ StoreStatus SnapshotStore::status() {
   for (const auto& [id, c] : md_->clones()) s.snapshots += md_->clone_snapshots(id).size();
   s.clones = md_->clones().size();
   s.reclaiming = md_->reclaim_pending();
+  s.warn_fill = opts_.warn_fill;
   return s;
 }
 

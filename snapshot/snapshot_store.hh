@@ -72,6 +72,7 @@ struct StoreStatus {
   uint64_t snapshots = 0;  // of the LU and of its clones
   uint64_t clones = 0;
   bool reclaiming = false;
+  double warn_fill = 0;  // StoreOptions::warn_fill: the fill fraction that is warned about
 };
 
 // A changed byte range (diff).

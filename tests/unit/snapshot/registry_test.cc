@@ -134,3 +134,37 @@ TEST_CASE("a LU source must name a LU with snapshots of the same size") {
   CHECK(err("      - { id: 1, name: s, size: 1MiB, source: { lu: d } }\n")
             .find("give either snapshot (read-only) or clone (writable)") != std::string::npos);
 }
+
+TEST_CASE("snapshot_metrics_text: per-LU store figures and the fill warning") {
+  snapshot::Registry reg;
+  CHECK(snapshot::snapshot_metrics_text(reg).empty());
+  auto store = memory_store();  // 1 MiB home, 1 MiB data, warn_fill 0.90 (the default)
+  reg.add("d", store, {});
+  std::string text = snapshot::snapshot_metrics_text(reg);
+  CHECK(text.find("# TYPE zuma_snapshot_store_bytes gauge\n") != std::string::npos);
+  CHECK(text.find("zuma_snapshot_store_bytes{lu=\"d\"} 2097152\n") != std::string::npos);
+  CHECK(text.find("zuma_snapshots{lu=\"d\"} 0\n") != std::string::npos);
+  CHECK(text.find("zuma_snapshot_fill_warning{lu=\"d\"} 0\n") != std::string::npos);
+  REQUIRE(store->create("s1").has_value());
+  text = snapshot::snapshot_metrics_text(reg);
+  CHECK(text.find("zuma_snapshots{lu=\"d\"} 1\n") != std::string::npos);
+  // Overwrite the whole LU after the snapshot: every home chunk is kept for s1, the new
+  // data takes the store's: 2 MiB of 2 MiB in use, over the 90% warning level.
+  auto live = store->live_view();
+  std::vector<uint8_t> buf(1 << 20, 0x5a);
+  iovec iov{buf.data(), buf.size()};
+  storage::IoRequest req;
+  req.op = storage::IoOp::kWrite;
+  req.length = buf.size();
+  req.iov = &iov;
+  req.iovcnt = 1;
+  int result = 1;
+  req.user = &result;
+  req.done = [](storage::IoRequest& r, int res) { *static_cast<int*>(r.user) = res; };
+  live->submit(req);
+  REQUIRE(result == 0);
+  text = snapshot::snapshot_metrics_text(reg);
+  CAPTURE(text);
+  CHECK(text.find("zuma_snapshot_store_used_bytes{lu=\"d\"} 2097152\n") != std::string::npos);
+  CHECK(text.find("zuma_snapshot_fill_warning{lu=\"d\"} 1\n") != std::string::npos);
+}
