@@ -1514,17 +1514,20 @@ void Connection::handle_task_mgmt() {
     }
     case TmfFunction::kTargetWarmReset:
     case TmfFunction::kTargetColdReset: {
-      // RFC 7143 11.5.1: a logical unit reset of every LU this session can reach; a cold
-      // reset also closes the connection after the response. Other sessions' connections
-      // stay up (they learn of the reset through 29h/03h).
+      // RFC 7143 11.5.1: a logical unit reset of every LU this session can reach (other
+      // sessions learn of it through 29h/03h); a cold reset then closes every connection
+      // to the target, this one after its response.
       abort_commands([](Command&) { return true; });
       for (const auto& [n, lu] : luns) {
         if (lu) scsi::reset_logical_unit(*lu, nexus_, tmf_waiter());
       }
       if (fn == TmfFunction::kTargetColdReset) {
+        // RFC 7143 11.5.1: after the response, the target terminates all of its TCP
+        // connections to all initiators; this one closes once its response is out.
         p.after = [this] {
           close_after_tx_ = true;
           reading_ = false;
+          if (!discovery_) server_.close_target_connections(target_name_, id_);
         };
       }
       break;

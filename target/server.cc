@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -346,6 +347,24 @@ void Server::session_ended(const std::string& key, uint64_t conn_id) {
   std::lock_guard lock(sessions_mu_);
   auto it = sessions_.find(key);
   if (it != sessions_.end() && it->second.second == conn_id) sessions_.erase(it);
+}
+
+void Server::close_target_connections(const std::string& iqn, uint64_t except) {
+  // Names compare case-insensitively (RFC 7143 4.2.7.1); discovery sessions name no target.
+  auto lower = [](std::string s) {
+    for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  const std::string want = lower(iqn);
+  for (size_t i = 0; i < reactors_.size(); ++i) {
+    ReactorState* st = states_[i].get();
+    reactors_[i]->post([st, want, except, lower] {
+      std::vector<Connection*> victims;
+      for (auto& [id, c] : st->conns)
+        if (id != except && !c->finished() && lower(c->target_iqn()) == want) victims.push_back(c.get());
+      for (Connection* c : victims) c->close("target cold reset");
+    });
+  }
 }
 
 }  // namespace zuma::target

@@ -117,6 +117,10 @@ class ServerContext {
   // initiator name, ISID and target (RFC 7143 6.3.5 session reinstatement).
   virtual void session_started(const std::string& key, unsigned reactor, uint64_t conn_id) = 0;
   virtual void session_ended(const std::string& key, uint64_t conn_id) = 0;
+  // TARGET COLD RESET (RFC 7143 11.5.1): closes every connection to the target `iqn` but
+  // `except` (the one that asked, which closes itself once its TMF response is out).
+  // Callable from a reactor thread: it posts, and does not wait.
+  virtual void close_target_connections(const std::string& iqn, uint64_t except) = 0;
 };
 
 class Server final : public ServerContext {
@@ -143,6 +147,7 @@ class Server final : public ServerContext {
   uint64_t allocate_nexus_id() override { return ++next_nexus_id_; }
   void session_started(const std::string& key, unsigned reactor, uint64_t conn_id) override;
   void session_ended(const std::string& key, uint64_t conn_id) override;
+  void close_target_connections(const std::string& iqn, uint64_t except) override;
 
   // Hands an already connected socket to a reactor as if it had been accepted on a portal
   // with this tag (tests and fuzzing drive connections through socketpairs this way).

@@ -346,3 +346,75 @@ TEST_CASE("initiator habits: lists, keys repeated across C-bit PDUs, unknown and
   REQUIRE(r.status == RecvStatus::kPdu);
   CHECK_MESSAGE((r.pdu.bhs[36] == 0x02 && r.pdu.bhs[37] == 0x00), r.what());
 }
+
+namespace {
+
+// TASK MANAGEMENT FUNCTION REQUEST (RFC 7143 11.5), immediate, LUN 0, no referenced task.
+std::vector<uint8_t> tmf_bhs(uint8_t function, uint32_t itt, uint32_t cmdsn, uint32_t exp_statsn) {
+  std::vector<uint8_t> b(48, 0);
+  b[0] = 0x40 | 0x02;
+  b[1] = uint8_t(0x80 | function);
+  auto be32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) b[at + i] = uint8_t(v >> (24 - 8 * i));
+  };
+  be32(16, itt);
+  be32(20, 0xffffffff);  // Referenced Task Tag: none
+  be32(24, cmdsn);
+  be32(28, exp_statsn);
+  return b;
+}
+
+// The TMF response (opcode 0x22) to `itt`, skipping anything else; -1 when none came.
+int tmf_response(SecConnection& c, uint32_t itt) {
+  for (int i = 0; i < 16; ++i) {
+    Received r = c.recv(5000ms);
+    if (r.status != RecvStatus::kPdu) return -1;
+    if (r.pdu.opcode() == 0x22 && r.pdu.itt() == itt) return r.pdu.bhs[2];
+  }
+  return -1;
+}
+
+bool pings(SecConnection& c) {
+  Received p = c.nop({});
+  return p.status == RecvStatus::kPdu && p.pdu.opcode() == 0x20;
+}
+
+}  // namespace
+
+TEST_CASE("TARGET WARM RESET keeps connections; TARGET COLD RESET closes every connection to the target") {
+  const std::string other = "iqn.2026-11.org.zuma:session-other";
+  Zumad z(sec_config({{kIqn, {}}, {other, {}}}));
+  z.start();
+  SecConnection a(z.port()), b(z.port()), c(z.port());
+  REQUIRE(a.login(plain_login("iqn.2026-11.org.zuma:reset-a")).ok);
+  REQUIRE(b.login(plain_login("iqn.2026-11.org.zuma:reset-b")).ok);
+  LoginOptions oc = plain_login("iqn.2026-11.org.zuma:reset-c");
+  oc.target = other;
+  REQUIRE(c.login(oc).ok);
+
+  // Warm reset (function 6): a LU reset of every LU, connections stay (11.5.1).
+  uint32_t itt = a.next_itt();
+  REQUIRE(a.send_pdu(tmf_bhs(6, itt, a.cmdsn(), a.exp_statsn())));
+  CHECK(tmf_response(a, itt) == 0);  // Function complete
+  CHECK(pings(a));
+  CHECK(pings(b));
+  CHECK(pings(c));
+
+  // Cold reset (function 7): the response, then every connection to the target closes;
+  // a session to another target of the same zumad stays.
+  itt = a.next_itt();
+  REQUIRE(a.send_pdu(tmf_bhs(7, itt, a.cmdsn(), a.exp_statsn())));
+  CHECK(tmf_response(a, itt) == 0);
+  CHECK(a.wait_closed(5000ms));
+  CHECK(b.wait_closed(5000ms));
+  CHECK(pings(c));
+  CHECK(eventually([&] { return z.log().find("target cold reset") != std::string::npos; }, 3000ms));
+
+  // Logging in again works; the new I_T nexus first sees a reset unit attention (29h).
+  SecConnection d(z.port());
+  REQUIRE(d.login(plain_login("iqn.2026-11.org.zuma:reset-b")).ok);
+  ScsiResult r = d.read10(0, 1, 512);
+  CHECK_MESSAGE(r.asc() == 0x29, r.describe());
+  CHECK(d.clear_unit_attentions() == "");
+  CHECK(d.read10(0, 1, 512).good());
+}
