@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <algorithm>
+#include <bit>
 #include <map>
 #include <optional>
 #include <memory>
@@ -163,6 +164,8 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   lp.name = l.name;
   lp.uuid = *uuid;
   lp.block_size = l.block_size;
+  if (l.physical_block_size > l.block_size)
+    lp.lbppb_exponent = uint8_t(std::countr_zero(l.physical_block_size / l.block_size));
   lp.num_blocks = l.size / l.block_size;
   lp.thin = l.thin;
   lp.write_cache = l.write_cache;

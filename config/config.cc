@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -861,7 +862,8 @@ class Parser {
   }
 
   Lun parse_lun(const Item& item, std::map<uint64_t, YAML::Mark>& ids) {
-    const Fields f = fields(item, {"id", "name", "size", "block_size", "thin", "write_cache",
+    const Fields f = fields(item, {"id", "name", "size", "block_size", "physical_block_size",
+                                   "thin", "write_cache",
                                    "subunits", "backend", "path", "layout", "stripe_unit",
                                    "snapshots", "source"});
     Lun lun;
@@ -881,6 +883,16 @@ class Parser {
       const std::string s = v->node.IsScalar() ? v->node.Scalar() : "";
       if (s != "512" && s != "4096") fail(*v, "expected 512 or 4096");
       lun.block_size = s == "512" ? 512 : 4096;
+    }
+    if (const Item* v = f.get("physical_block_size")) {
+      // SBC-4 READ CAPACITY (16): 2^LBPPBE logical blocks per physical block, 0..15.
+      const uint64_t pbs = this->size(*v);
+      if (pbs < lun.block_size || pbs % lun.block_size != 0 ||
+          !std::has_single_bit(pbs / lun.block_size) || pbs / lun.block_size > (1u << 15)) {
+        fail(*v, fmt::format("expected block_size ({}) times a power of two up to 32768",
+                             lun.block_size));
+      }
+      lun.physical_block_size = uint32_t(pbs);
     }
     const Item& size = require(f, "size");
     lun.size = this->size(size);

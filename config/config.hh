@@ -117,6 +117,7 @@ struct Lun {
   std::string name;     // unique across the config; names the LU's identity in data_dir
   uint64_t size = 0;    // bytes, a multiple of block_size
   uint32_t block_size = 512;
+  uint32_t physical_block_size = 0;  // 0: block_size (LBPPBE 0)
   bool thin = false;
   bool write_cache = true;
   std::vector<SubUnit> subunits;  // in order; concat: sizes add up to `size`

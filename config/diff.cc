@@ -40,7 +40,8 @@ bool same_subunit(const SubUnit& x, const SubUnit& y) {
 }  // namespace
 
 bool same_lun(const Lun& a, const Lun& b) {
-  if (a.name != b.name || a.size != b.size || a.block_size != b.block_size || a.thin != b.thin ||
+  if (a.name != b.name || a.size != b.size || a.block_size != b.block_size ||
+      a.physical_block_size != b.physical_block_size || a.thin != b.thin ||
       a.write_cache != b.write_cache || a.subunits.size() != b.subunits.size())
     return false;
   if (a.layout != b.layout || a.stripe_unit != b.stripe_unit) return false;

@@ -157,6 +157,8 @@ std::string to_yaml(const Config& c, const std::string& header) {
       out += "        name: " + q(l.name) + "\n";
       out += fmt::format("        size: {}\n", l.size);
       out += fmt::format("        block_size: {}\n", l.block_size);
+      if (l.physical_block_size != 0)
+        out += fmt::format("        physical_block_size: {}\n", l.physical_block_size);
       out += fmt::format("        thin: {}\n", b(l.thin));
       out += fmt::format("        write_cache: {}\n", b(l.write_cache));
       if (l.layout != "concat") {

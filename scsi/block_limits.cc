@@ -11,7 +11,9 @@ size_t build_block_limits_vpd(const LogicalUnit& lu, uint8_t* p) {
   put_be16(p + 2, 0x3C);
   p[4] = 0x00;  // WSNZ=0: WRITE SAME with NUMBER OF BLOCKS 0 writes to the last LBA
   p[5] = kMaxCompareAndWriteBlocks;
-  put_be16(p + 6, static_cast<uint16_t>(std::max<uint32_t>(1, kOptimalGranularityBytes / bs)));
+  // OPTIMAL TRANSFER LENGTH GRANULARITY: at least a physical block.
+  put_be16(p + 6, static_cast<uint16_t>(std::max<uint32_t>(1u << lu.params().lbppb_exponent,
+                                                            kOptimalGranularityBytes / bs)));
   put_be32(p + 8, lu.max_transfer_blocks());
   put_be32(p + 12, kOptimalTransferBytes / bs);
   // MAXIMUM PREFETCH LENGTH 0: no limit (PRE-FETCH transfers nothing).

@@ -20,6 +20,9 @@ struct LuParams {
   std::string name;             // the LU's name in the config
   std::string uuid;             // stable identity (RFC 4122 text); NAA-6 and serial derive from it
   uint32_t block_size = 512;    // 512 or 4096
+  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (SBC-4 READ CAPACITY (16)): a physical block
+  // of block_size << exponent bytes, the unit initiators should align I/O to.
+  uint8_t lbppb_exponent = 0;
   uint64_t num_blocks = 0;      // capacity / block_size
   bool thin = false;            // thin provisioned (UNMAP supported, LBPME)
   bool write_cache = true;      // WCE in the caching mode page

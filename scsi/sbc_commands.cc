@@ -284,7 +284,8 @@ CmdResult handle_read_capacity16(Cmd& c) {
   put_be64(p, lu.num_blocks() - 1);
   put_be32(p + 8, lu.block_size());
   // byte 12: no protection information; byte 13: LOGICAL BLOCKS PER PHYSICAL BLOCK
-  // EXPONENT 0; bytes 14-15: LBPME and LBPRZ for a thin LU, LOWEST ALIGNED LBA 0.
+  // EXPONENT; bytes 14-15: LBPME and LBPRZ for a thin LU, LOWEST ALIGNED LBA 0.
+  p[13] = lu.params().lbppb_exponent & 0x0f;
   if (lu.params().thin) p[14] = 0x80 | 0x40;
   set_data_in(c.task, 32, alloc);
   return CmdResult::good();

@@ -3,10 +3,13 @@
 # the outcome with expected-failures.txt and expected-skips.txt.
 #
 #   run-iscsi-test-cu.sh --zumad PATH [--out DIR] [--update] [--expected FILE] [--skips FILE]
-#                        [--runs thin,full] [--timeout SECONDS] [--target zuma|tgt]
+#                        [--runs thin,full,pbs] [--timeout SECONDS] [--target zuma|tgt]
 #
-# zumad gets two portals on free 127.0.0.1 ports and one target with LUN 0 thin (file) and
-# LUN 1 fully provisioned (file). Each run is `iscsi-test-cu -d URL MULTIPATH-URL`, the
+# zumad gets two portals on free 127.0.0.1 ports and one target with LUN 0 thin (file),
+# LUN 1 fully provisioned (file) and LUN 2 thin with 4 KiB physical blocks (LBPPBE 3). The
+# pbs run is short: only the tests that need several logical blocks per physical block
+# (PBS_TESTS; they skip on the other LUs, which keep LBPPBE 0 because libiscsi 1.19's
+# GetLBAStatus.UnmapSingle expects the first descriptor at LBA i+LBPPB). Each run is `iscsi-test-cu -d URL MULTIPATH-URL`, the
 # second URL through the other portal. iscsi-test-cu reports skipped tests as passed, so
 # the verbose log is parsed: a test is "failed" if CUnit says FAILED, "skipped" if it
 # printed [SKIPPED] and did not fail, "notrun" if `iscsi-test-cu -l` lists it but the log
@@ -34,8 +37,9 @@ OUT=$PWD
 UPDATE=0
 EXPECTED=$HERE/expected-failures.txt
 SKIPS=$HERE/expected-skips.txt
-RUNS=thin,full
+RUNS=""
 RUN_TIMEOUT=300
+PBS_TESTS=ALL.CompareAndWrite.InvalidDataOutSize,ALL.WriteSame10.InvalidDataOutSize,ALL.WriteSame16.InvalidDataOutSize,ALL.WriteSame10.UnmapUnaligned,ALL.WriteSame16.UnmapUnaligned
 TARGET=zuma
 IQN=iqn.2026-11.org.zuma:conformance
 
@@ -54,6 +58,7 @@ while (($#)); do
     *) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
   esac
 done
+[[ -n $RUNS ]] || { [[ $TARGET == zuma ]] && RUNS=thin,full,pbs || RUNS=thin,full; }
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu not installed (libiscsi-bin)" >&2; exit 2; }
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -96,10 +101,12 @@ targets:
     luns:
       - { id: 0, name: thin, size: 64MiB, block_size: 512, thin: true, subunits: [ {backend: file, path: $ZUMA_DIR/thin.img} ] }
       - { id: 1, name: full, size: 64MiB, block_size: 512, subunits: [ {backend: file, path: $ZUMA_DIR/full.img} ] }
+      - { id: 2, name: pbs, size: 64MiB, block_size: 512, physical_block_size: 4KiB, thin: true, subunits: [ {backend: file, path: $ZUMA_DIR/pbs.img} ] }
 YAML
   zuma_start "$ZUMA_DIR/zumad.yaml" "$PORT0" "$PORT1"
   LUN_OF[thin]=0
   LUN_OF[full]=1
+  LUN_OF[pbs]=2
   MP_PORT=$PORT1
 elif [[ $TARGET == tgt ]]; then
   command -v tgtd >/dev/null || { echo "tgtd not installed (tgt)" >&2; exit 2; }
@@ -185,7 +192,7 @@ parse_log() {
       flush()
       while ((getline t < alltests) > 0) if (!(t in seen)) printf "notrun %s:%s\tnot in the log (crash or timeout)\n", run, t
     }
-  ' alltests="$ZUMA_DIR/all-tests.txt" "$1"
+  ' alltests="${3:-$ZUMA_DIR/all-tests.txt}" "$1"
 }
 
 # Patterns of a list file: "REGEX<TAB>PATTERN" per line.
@@ -203,7 +210,12 @@ ALL_RESULTS=$OUT/results-all.txt
 overall=0
 IFS=, read -ra run_list <<<"$RUNS"
 for run in "${run_list[@]}"; do
-  lun=${LUN_OF[$run]:?unknown run $run (thin or full)}
+  lun=${LUN_OF[$run]:?unknown run $run (thin, full or pbs)}
+  tests=ALL run_tests=$ZUMA_DIR/all-tests.txt
+  if [[ $run == pbs ]]; then
+    tests=$PBS_TESTS run_tests=$ZUMA_DIR/pbs-tests.txt
+    tr , '\n' <<<"$PBS_TESTS" | sed 's/^ALL\.//' >"$run_tests"
+  fi
   url="iscsi://127.0.0.1:$PORT0/$IQN/$lun"
   mp_url="iscsi://127.0.0.1:$MP_PORT/$IQN/$lun"
   log=$OUT/iscsi-test-cu-$run.log
@@ -216,14 +228,14 @@ for run in "${run_list[@]}"; do
   # writes to sockets without MSG_NOSIGNAL, and a target closing a connection on a bad PDU
   # (which some tests expect) would otherwise kill the whole suite.
   (trap '' PIPE; exec timeout -k 10 "$RUN_TIMEOUT" stdbuf -o0 -e0 \
-     iscsi-test-cu -d -t ALL "$url" "$mp_url") >"$log" 2>&1 </dev/null || rc=$?
+     iscsi-test-cu -d -t "$tests" "$url" "$mp_url") >"$log" 2>&1 </dev/null || rc=$?
   secs=$((SECONDS - start))
   if ((rc == 124 || rc == 137)); then
     zuma_log "iscsi-test-cu ($run) timed out after ${RUN_TIMEOUT}s"; overall=1
   elif ! grep -q '^Run Summary:' "$log"; then
     zuma_log "iscsi-test-cu ($run) ended without a summary (exit status $rc)"; overall=1
   fi
-  parse_log "$log" "$run" >"$OUT/results-$run.txt"
+  parse_log "$log" "$run" "$run_tests" >"$OUT/results-$run.txt"
   cat "$OUT/results-$run.txt" >>"$ALL_RESULTS"
   read -r p f s n < <(awk '{ c[$1]++ } END { printf "%d %d %d %d\n", c["passed"], c["failed"], c["skipped"], c["notrun"] }' "$OUT/results-$run.txt")
   echo "iscsi-test-cu ($TARGET, $run LU): $p passed, $f failed, $s skipped, $n not run, in ${secs}s"

@@ -467,6 +467,27 @@ TEST_CASE("iscsi digests") {
         "t.yaml:1:22: iscsi.data_digest: at least one of CRC32C and None is needed");
 }
 
+TEST_CASE("physical_block_size") {
+  auto lun = [](const std::string& extra) {
+    return with_lun("{id: 0, name: a, size: 1MiB, backend: memory" + extra + "}");
+  };
+  CHECK(parse(lun(""), "t.yaml").targets[0].luns[0].physical_block_size == 0);
+  CHECK(parse(lun(", physical_block_size: 4KiB"), "t.yaml").targets[0].luns[0].physical_block_size ==
+        4096);
+  CHECK(parse(lun(", block_size: 4096, physical_block_size: 4096"), "t.yaml")
+            .targets[0]
+            .luns[0]
+            .physical_block_size == 4096);
+  for (const char* bad : {"1536", "256", "3KiB"}) {
+    CAPTURE(bad);
+    const std::string e = error_of(lun(std::string(", physical_block_size: ") + bad));
+    CHECK(e.find("luns[0].physical_block_size: expected block_size (512) times a power of two "
+                 "up to 32768") != std::string::npos);
+  }
+  CHECK(error_of(lun(", block_size: 4096, physical_block_size: 2048"))
+            .find("expected block_size (4096) times a power of two") != std::string::npos);
+}
+
 TEST_CASE("iscsi write_buffer_budget") {
   CHECK(parse(with_iscsi("{}"), "t.yaml").iscsi.write_buffer_budget == 32ull << 20);
   CHECK(parse(with_iscsi("{write_buffer_budget: 8MiB}"), "t.yaml").iscsi.write_buffer_budget ==
@@ -531,6 +552,7 @@ TEST_CASE("error: wrong types") {
         "t.yaml:1:10: portals: expected a list of portals like \"127.0.0.1:3260\"");
   CHECK(error_of(with_lun("[id, 0]")) ==
         "t.yaml:5:9: targets[0].luns[0]: expected a mapping with keys id, name, size, block_size, "
+        "physical_block_size, "
         "thin, write_cache, subunits, backend, path, layout, stripe_unit, snapshots, source");
   CHECK(error_of("node: [a]\n") ==
         "t.yaml:1:7: node: expected a mapping with keys name, data_dir, control_socket, reactors, "

@@ -94,3 +94,33 @@ TEST_CASE("block limits helpers") {
 
 }  // namespace
 }  // namespace zuma::scsi
+
+namespace zuma::scsi {
+namespace {
+
+TEST_CASE("physical block exponent: READ CAPACITY (16) byte 13 and the transfer granularity") {
+  LuParams p = test::default_params();  // 512-byte blocks
+  p.thin = true;
+  p.lbppb_exponent = 5;  // 16 KiB physical blocks: above the 4 KiB optimal granularity
+  Fixture f(p);
+  auto t = f.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0});
+  REQUIRE(t->good());
+  const Bytes rc = t->data_in();
+  REQUIRE(rc.size() == 32);
+  CHECK(rc[13] == 0x05);  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
+  CHECK(rc[14] == 0xC0);  // LBPME, LBPRZ; LOWEST ALIGNED LBA 0
+  CHECK(rc[15] == 0x00);
+  const Bytes bl = block_limits(f);
+  CHECK(bl[6] == 0x00);
+  CHECK(bl[7] == 0x20);  // OPTIMAL TRANSFER LENGTH GRANULARITY: one physical block, 32
+
+  LuParams q = test::default_params();
+  Fixture g(q);
+  t = g.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0});
+  REQUIRE(t->good());
+  CHECK(t->data_in()[13] == 0x00);
+  CHECK(block_limits(g)[7] == 0x08);  // 4 KiB: the optimal granularity of a LU without one
+}
+
+}  // namespace
+}  // namespace zuma::scsi
