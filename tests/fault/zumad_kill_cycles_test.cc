@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "admin/protocol.hh"
+#include "tests/integration/control_client.hh"
 #include "tests/integration/harness.hh"
 
 extern "C" {
@@ -40,15 +41,6 @@ using namespace zuma::test;
 using zuma::admin::Json;
 
 namespace {
-
-std::expected<zuma::admin::Client, std::string> connect_control(Zumad& z) {
-  auto c = zuma::admin::Client::connect(z.file("var/zumad.sock"));
-  for (int i = 0; i < 100 && !c; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    c = zuma::admin::Client::connect(z.file("var/zumad.sock"));
-  }
-  return c;
-}
 
 constexpr uint32_t kBs = 512;
 constexpr uint64_t kLuBytes = 2 * 1024 * 1024;

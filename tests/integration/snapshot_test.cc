@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "admin/protocol.hh"
+#include "tests/integration/control_client.hh"
 #include "tests/integration/harness.hh"
 
 extern "C" {
@@ -24,16 +25,6 @@ using namespace zuma::test;
 using zuma::admin::Json;
 
 namespace {
-
-// zumad binds its control socket just after its portals: retry for a moment.
-std::expected<zuma::admin::Client, std::string> connect_control(Zumad& z) {
-  auto c = zuma::admin::Client::connect(z.file("var/zumad.sock"));
-  for (int i = 0; i < 100 && !c; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    c = zuma::admin::Client::connect(z.file("var/zumad.sock"));
-  }
-  return c;
-}
 
 constexpr uint32_t kBs = 512;
 constexpr uint64_t kChunk = 64 * 1024;

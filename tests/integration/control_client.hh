@@ -1,0 +1,25 @@
+// zumactl's client end of the control socket, for tests that run a real zumad.
+#pragma once
+
+#include <chrono>
+#include <expected>
+#include <string>
+#include <thread>
+
+#include "admin/protocol.hh"
+#include "tests/integration/harness.hh"
+
+namespace zuma::test {
+
+// Connects to <dir>/var/zumad.sock. zumad binds its control socket just after its
+// portals, so this retries for up to 5 s.
+inline std::expected<admin::Client, std::string> connect_control(Zumad& z) {
+  auto c = admin::Client::connect(z.file("var/zumad.sock"));
+  for (int i = 0; i < 100 && !c; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    c = admin::Client::connect(z.file("var/zumad.sock"));
+  }
+  return c;
+}
+
+}  // namespace zuma::test
