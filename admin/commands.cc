@@ -122,6 +122,21 @@ void register_core_commands(CommandTable& t) {
                      {"force", ArgType::kFlag, "remove it even from sessions using it"}},
          .example = "remove lun scratch"});
 
+  t.add({.name = "resize lun",
+         .summary = "change a LU's capacity online; shrinking needs --shrink",
+         .details = "Initiators keep running: every I_T nexus of the LU gets CAPACITY DATA HAS\n"
+                    "CHANGED (SBC-4, 2Ah/09h) and READ CAPACITY reports the new size. File\n"
+                    "backends grow their file (allocated now unless the LU is thin), memory\n"
+                    "and null backends always can; concatenated, striped, remote iSCSI and\n"
+                    "snapshot-layered LUs refuse. Shrinking loses the data beyond the new end\n"
+                    "and is refused while a reservation is held on the LU. `config save`\n"
+                    "writes the new size.",
+         .options = {{"name", ArgType::kString, "the LU's name", true, true, "luns"},
+                     {"size", ArgType::kSize, "the new capacity, a multiple of the block size",
+                      true, true},
+                     {"shrink", ArgType::kFlag, "allow a smaller size (data beyond it is lost)"}},
+         .example = "resize lun data 30GiB"});
+
   // --- portals ---
   t.add({.name = "add portal",
          .summary = "listen on one more address",

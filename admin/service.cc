@@ -79,6 +79,15 @@ std::string prom_escape(const std::string& s) {
   return out;
 }
 
+// 8388608 -> "8MiB", 1000 -> "1000 bytes": exact, as the config writes sizes.
+std::string human_size(uint64_t b) {
+  static constexpr std::pair<uint64_t, const char*> kUnits[] = {
+      {1ull << 40, "TiB"}, {1ull << 30, "GiB"}, {1ull << 20, "MiB"}, {1ull << 10, "KiB"}};
+  for (auto [unit, name] : kUnits)
+    if (b >= unit && b % unit == 0) return fmt::format("{}{}", b / unit, name);
+  return fmt::format("{} bytes", b);
+}
+
 double avg_latency_us(const target::IoStats& s) {
   return s.commands ? double(s.latency_sum_us) / double(s.commands) : 0.0;
 }
@@ -458,6 +467,48 @@ Json Service::config_save(const Json& a) {
   return Json{{"message", fmt::format("wrote {} ({} bytes)", path, text.size())}};
 }
 
+Json Service::resize_lun(const Json& a) {
+  const std::string name = str(a, "name");
+  const uint64_t size = a["size"].get<uint64_t>();
+  std::lock_guard lock(mu_);
+  config::Config next = running_;
+  config::Lun* lun = nullptr;
+  for (auto& t : next.targets)
+    for (auto& l : t.luns)
+      if (l.name == name) lun = &l;
+  auto it = lus_.find(name);
+  if (!lun || it == lus_.end()) throw CommandError(fmt::format("no LU '{}'", name));
+  scsi::LogicalUnit& lu = *it->second;
+  const uint64_t bs = lu.block_size();
+  const uint64_t now = lu.num_blocks() * bs;
+  if (size == 0 || size % bs != 0)
+    throw CommandError(fmt::format("LU '{}': the size must be a positive multiple of its block "
+                                   "size ({} bytes), got {}",
+                                   name, bs, size));
+  if (size == now) return Json{{"message", fmt::format("LU '{}' is {} already", name, human_size(now))}};
+  if (size < now && !a.value("shrink", false))
+    throw CommandError(fmt::format("LU '{}': shrinking from {} to {} loses the data beyond the new "
+                                   "end; give --shrink to do it",
+                                   name, human_size(now), human_size(size)));
+  // The new size passes the same checks as a file would.
+  lun->size = size;
+  if (lun->subunits.size() == 1 && lun->subunits[0].size != 0) lun->subunits[0].size = size;
+  try {
+    next = config::parse(config::to_yaml(next), running_.path.empty() ? "running" : running_.path);
+  } catch (const config::ConfigError& e) {
+    throw CommandError(without_location(e));
+  }
+  next.path = running_.path;
+  if (auto r = lu.resize(size / bs); !r)
+    throw CommandError(fmt::format("LU '{}': {}", name, r.error()));
+  running_ = std::move(next);
+  const std::string msg =
+      fmt::format("LU '{}' resized from {} to {} ({} blocks of {} bytes)", name, human_size(now),
+                  human_size(size), size / bs, bs);
+  spdlog::info("live change applied: {}", msg);
+  return Json{{"message", msg}};
+}
+
 Json Service::log_level(const Json& a) {
   if (!a.contains("level"))
     return Json{{"level", spdlog::level::to_string_view(spdlog::get_level()).data()}};
@@ -646,6 +697,7 @@ void Service::bind(CommandTable& t) {
     return apply(std::move(next), a.value("force", false));
   });
   on("config save", [this](const Json& a) { return config_save(a); });
+  on("resize lun", [this](const Json& a) { return resize_lun(a); });
   on("log level", [this](const Json& a) { return log_level(a); });
   on("logout", [this](const Json& a) {
     const uint64_t id = a["session"].get<uint64_t>();

@@ -71,6 +71,7 @@ class Service {
   Json show_connections(const Json& a);
   Json show_stats(const Json& a);
   Json config_save(const Json& a);
+  Json resize_lun(const Json& a);
   Json log_level(const Json& a);
   Json complete(const Json& a);
 

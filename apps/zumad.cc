@@ -19,6 +19,7 @@
 #include "admin/control_server.hh"
 #include "admin/metrics_server.hh"
 #include "admin/service.hh"
+#include "admin/systemd_notify.hh"
 #include "config/config.hh"
 #include "scsi/device_server.hh"
 #include "scsi/logical_unit.hh"
@@ -31,19 +32,6 @@
 namespace {
 
 using namespace zuma;
-
-std::optional<target::ChapPolicy> chap_policy(const std::optional<config::Chap>& c) {
-  if (!c) return std::nullopt;
-  target::ChapPolicy p;
-  p.initiator = {c->user, c->secret};
-  if (!c->mutual_user.empty()) p.target = target::ChapSecret{c->mutual_user, c->mutual_secret};
-  // Strongest first, whatever order the administrator wrote.
-  for (const char* name : {"SHA3-256", "SHA-256", "SHA-1", "MD5"})
-    if (c->algorithms.empty() ||
-        std::find(c->algorithms.begin(), c->algorithms.end(), name) != c->algorithms.end())
-      p.allowed.push_back(*target::chap_algorithm_from_name(name));
-  return p;
-}
 
 // The snapshot stores of LUs with `snapshots:` (issue 7), by LU name.
 snapshot::Registry g_snapshots;
@@ -169,6 +157,7 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   lp.num_blocks = l.size / l.block_size;
   lp.thin = l.thin;
   lp.write_cache = l.write_cache;
+  lp.read_only = l.read_only;  // true for snapshot exports too (config)
   lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
   lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
   auto lu = scsi::make_logical_unit(std::move(lp), std::move(backend));
@@ -207,44 +196,19 @@ target::ServerConfig build(const config::Config& cfg, std::vector<BuiltLu>& lus)
   sc.limits.data_digest_none = is.data_digest_none;
   sc.reactors = cfg.node.reactors;
   sc.node_name = cfg.node.name;
-  sc.discovery_chap = chap_policy(cfg.discovery.chap);
+  sc.discovery_chap = admin::chap_policy(cfg.discovery.chap);
   for (const auto& p : cfg.portals) sc.portals.push_back({p.host, p.port, p.tpgt});
-  for (const auto& t : cfg.targets) {
-    target::TargetDef td;
-    td.iqn = t.iqn;
-    td.alias = t.alias;
-    td.chap = chap_policy(t.chap);
-    auto table = std::make_shared<scsi::LunTable>();
-    // One target port group per portal group tag (REPORT TARGET PORT GROUPS); its one
-    // target port's relative port id is the tag (target/ sets Nexus::relative_port_id so).
-    for (const auto& p : cfg.portals) {
-      if (std::none_of(table->port_groups.begin(), table->port_groups.end(),
-                       [&](const auto& g) { return g.id == p.tpgt; }))
-        table->port_groups.push_back({p.tpgt, {p.tpgt}});
-    }
+  // One implementation of a target's definition for startup and live changes:
+  // admin::make_target_def, over the LUs opened here by name.
+  std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> by_name;
+  for (const auto& t : cfg.targets)
     for (const auto& l : t.luns) {
       auto lu = open_lu(cfg, l);
       lus.push_back({l.name, lu});
-      table->luns.emplace(l.id, lu);
+      by_name.emplace(l.name, std::move(lu));
     }
-    // ACL rules; a rule with a LUN map gets its own table over the same LU objects.
-    for (const auto& e : t.acl) {
-      target::AclRule rule;
-      rule.initiator = e.initiator;
-      for (const auto& n : e.networks) rule.networks.push_back(*target::Network::parse(n));
-      if (!e.luns.empty()) {
-        auto mapped = std::make_shared<scsi::LunTable>();
-        mapped->port_groups = table->port_groups;
-        for (const auto& [lun, name] : e.luns)
-          for (const auto& l : t.luns)
-            if (l.name == name) mapped->luns.emplace(lun, table->luns.at(l.id));
-        rule.luns = std::move(mapped);
-      }
-      td.acl.push_back(std::move(rule));
-    }
-    td.luns = std::move(table);
-    sc.targets.push_back(std::move(td));
-  }
+  for (const auto& t : cfg.targets)
+    sc.targets.push_back(*admin::make_target_def(t, cfg.portals, by_name));
   return sc;
 }
 
@@ -347,9 +311,16 @@ int main(int argc, char** argv) {
                    url_host(cfg.portals[0].host), ports[0], t.iqn, l.id, l.name, l.size,
                    l.block_size);
 
+  // Type=notify (dist/zumad.service): the portals listen and the control socket answers.
+  if (int r = admin::notify_systemd(fmt::format("READY=1\nSTATUS={} LUs in {} targets", lus.size(),
+                                                cfg.targets.size()));
+      r < 0)
+    spdlog::warn("cannot notify systemd ($NOTIFY_SOCKET): {}", strerror(-r));
+
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  admin::notify_systemd("STOPPING=1");
   if (metrics) metrics->stop();
   control->stop();  // no more live changes; then the LUs in use now are final
   g_snapshots.stop();

@@ -863,7 +863,7 @@ class Parser {
 
   Lun parse_lun(const Item& item, std::map<uint64_t, YAML::Mark>& ids) {
     const Fields f = fields(item, {"id", "name", "size", "block_size", "physical_block_size",
-                                   "thin", "write_cache",
+                                   "thin", "write_cache", "read_only",
                                    "subunits", "backend", "path", "layout", "stripe_unit",
                                    "snapshots", "source"});
     Lun lun;
@@ -903,6 +903,7 @@ class Parser {
     }
     if (const Item* v = f.get("thin")) lun.thin = boolean(*v);
     if (const Item* v = f.get("write_cache")) lun.write_cache = boolean(*v);
+    if (const Item* v = f.get("read_only")) lun.read_only = boolean(*v);
 
     const Item* subunits = f.get("subunits");
     const Item* backend = f.get("backend");
@@ -947,6 +948,12 @@ class Parser {
       if (subunits || backend) fail(*v, "a LU with a source has no sub-units of its own");
       if (f.get("snapshots")) fail(*v, "a snapshot or clone export cannot have snapshots itself");
       lun.source = parse_source(*v, lun.name);
+      if (!lun.source->snapshot.empty()) {
+        // A snapshot's data never changes: its export is write protected.
+        if (const Item* ro = f.get("read_only"); ro && !lun.read_only)
+          fail(*ro, "a snapshot export is always read-only");
+        lun.read_only = true;
+      }
     }
     if (const Item* v = f.get("snapshots")) lun.snapshots = parse_snapshots(*v, lun);
     return lun;

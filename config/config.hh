@@ -120,6 +120,9 @@ struct Lun {
   uint32_t physical_block_size = 0;  // 0: block_size (LBPPBE 0)
   bool thin = false;
   bool write_cache = true;
+  // Write protected: MODE SENSE WP=1, writes get DATA PROTECT 27h/00h. Always true for a
+  // snapshot export (source.snapshot).
+  bool read_only = false;
   std::vector<SubUnit> subunits;  // in order; concat: sizes add up to `size`
   Location loc;
   // "concat" (sub-units one after another) or "striped" (round robin in stripe_unit

@@ -42,7 +42,8 @@ bool same_subunit(const SubUnit& x, const SubUnit& y) {
 bool same_lun(const Lun& a, const Lun& b) {
   if (a.name != b.name || a.size != b.size || a.block_size != b.block_size ||
       a.physical_block_size != b.physical_block_size || a.thin != b.thin ||
-      a.write_cache != b.write_cache || a.subunits.size() != b.subunits.size())
+      a.write_cache != b.write_cache || a.read_only != b.read_only ||
+      a.subunits.size() != b.subunits.size())
     return false;
   if (a.layout != b.layout || a.stripe_unit != b.stripe_unit) return false;
   // Snapshots (issue 7): any change of the store or a source replaces the LU.

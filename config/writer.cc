@@ -161,6 +161,7 @@ std::string to_yaml(const Config& c, const std::string& header) {
         out += fmt::format("        physical_block_size: {}\n", l.physical_block_size);
       out += fmt::format("        thin: {}\n", b(l.thin));
       out += fmt::format("        write_cache: {}\n", b(l.write_cache));
+      if (l.read_only) out += "        read_only: true\n";
       if (l.layout != "concat") {
         out += "        layout: " + q(l.layout) + "\n";
         out += fmt::format("        stripe_unit: {}\n", l.stripe_unit);

@@ -20,8 +20,11 @@ size_t build_block_limits_vpd(const LogicalUnit& lu, uint8_t* p) {
   if (lu.params().thin) {
     put_be32(p + 20, max_unmap_blocks(bs));
     put_be32(p + 24, kMaxUnmapDescriptors);
-    put_be32(p + 28, unmap_granularity_blocks(bs));
-    put_be32(p + 32, 0x80000000u);  // UGAVALID=1, UNMAP GRANULARITY ALIGNMENT 0
+    // OPTIMAL UNMAP GRANULARITY: the file system block, or a physical block when larger;
+    // UGAVALID=1, UNMAP GRANULARITY ALIGNMENT 0 (LOWEST ALIGNED LBA is 0 too).
+    put_be32(p + 28, std::max<uint32_t>(unmap_granularity_blocks(bs),
+                                        1u << lu.params().lbppb_exponent));
+    put_be32(p + 32, 0x80000000u);
   }
   // Unmap fields 0 on a fully provisioned LU: it has no UNMAP (LBPU=0).
   put_be64(p + 36, max_write_same_blocks(bs));

@@ -72,6 +72,10 @@ inline constexpr uint16_t kThinOnly = 1 << 6;
 // USAGE DATA and fails ReportSupportedOpcodes.OneCommand for every listed command whose usage
 // data is longer (docs/COMPLIANCE.md).
 inline constexpr uint16_t kNotListed = 1 << 7;
+// Writes or deallocates blocks (WRITE, WRITE SAME, UNMAP, COMPARE AND WRITE, ...): on a
+// write-protected LU (LuParams::read_only) it ends with DATA PROTECT, WRITE PROTECTED
+// (27h/00h) before the handler runs (SBC-4 write protection).
+inline constexpr uint16_t kWritesMedium = 1 << 8;
 }  // namespace cmd_flag
 
 // Longest CDB in the table: WRITE SAME (32), a variable length CDB.

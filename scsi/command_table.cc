@@ -15,6 +15,8 @@ using namespace cmd_flag;
 constexpr uint16_t kNoSa = 0;
 constexpr uint16_t kSpcAny = kAnyLun | kNoUnitAttention | kPrAllowed | kSpc2Allowed;
 constexpr uint16_t kRead = kMediumAccess | kPrRead;  // READ, VERIFY: "reads" for reservations
+// Writes the medium: refused on a write-protected LU (kWritesMedium).
+constexpr uint16_t kWrite = kMediumAccess | kWritesMedium;
 
 // READ/WRITE byte 1: RDPROTECT/WRPROTECT (7:5, checked by the handler), DPO, FUA and the
 // obsolete FUA_NV bit 1; not RARC (rebuild assist) nor bit 0 (obsolete / DLD2).
@@ -44,7 +46,7 @@ constexpr CommandInfo kCommands[] = {
      handle_request_sense, {op::kRequestSense, 0x01, 0, 0, kFF, 0}},
     {"READ(6)", op::kRead6, false, kNoSa, 6, DataDir::kIn, kRead, handle_read,
      {op::kRead6, 0x1F, kFF, kFF, kFF, 0}},
-    {"WRITE(6)", op::kWrite6, false, kNoSa, 6, DataDir::kOut, kMediumAccess, handle_write,
+    {"WRITE(6)", op::kWrite6, false, kNoSa, 6, DataDir::kOut, kWrite, handle_write,
      {op::kWrite6, 0x1F, kFF, kFF, kFF, 0}},
     {"INQUIRY", op::kInquiry, false, kNoSa, 6, DataDir::kIn, kSpcAny, handle_inquiry,
      // CMDDT (byte 1 bit 1) is obsolete: setting it is an invalid field (SPC-5 INQUIRY).
@@ -67,10 +69,10 @@ constexpr CommandInfo kCommands[] = {
      handle_read_capacity10, {op::kReadCapacity10, 0, kFF, kFF, kFF, kFF, 0, 0, 0x01, 0}},
     {"READ(10)", op::kRead10, false, kNoSa, 10, DataDir::kIn, kRead, handle_read,
      {op::kRead10, kRwFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
-    {"WRITE(10)", op::kWrite10, false, kNoSa, 10, DataDir::kOut, kMediumAccess, handle_write,
+    {"WRITE(10)", op::kWrite10, false, kNoSa, 10, DataDir::kOut, kWrite, handle_write,
      {op::kWrite10, kRwFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
     {"WRITE AND VERIFY(10)", op::kWriteAndVerify10, false, kNoSa, 10, DataDir::kOut,
-     kMediumAccess, handle_write_and_verify,
+     kWrite, handle_write_and_verify,
      {op::kWriteAndVerify10, kWriteVerifyFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
     {"VERIFY(10)", op::kVerify10, false, kNoSa, 10, DataDir::kOut, kRead, handle_verify,
      {op::kVerify10, kVerifyFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
@@ -86,10 +88,10 @@ constexpr CommandInfo kCommands[] = {
      handle_read_defect_data,
      // byte 2: REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT
      {op::kReadDefectData10, 0, 0x1F, 0, 0, 0, 0, kFF, kFF, 0}},
-    {"WRITE SAME(10)", op::kWriteSame10, false, kNoSa, 10, DataDir::kOut, kMediumAccess,
+    {"WRITE SAME(10)", op::kWriteSame10, false, kNoSa, 10, DataDir::kOut, kWrite,
      handle_write_same,
      {op::kWriteSame10, kWriteSameFlags, kFF, kFF, kFF, kFF, kGroup, kFF, kFF, 0}},
-    {"UNMAP", op::kUnmap, false, kNoSa, 10, DataDir::kOut, kMediumAccess | kThinOnly,
+    {"UNMAP", op::kUnmap, false, kNoSa, 10, DataDir::kOut, kWrite | kThinOnly,
      handle_unmap,
      // byte 1: not ANCHOR (ANC_SUP=0)
      {op::kUnmap, 0, 0, 0, 0, 0, kGroup, kFF, kFF, 0}},
@@ -149,7 +151,7 @@ constexpr CommandInfo kCommands[] = {
     // 8-9 SERVICE ACTION, 10 WRPROTECT/UNMAP/NDOB (as (16)), 12-19 LBA, 20-27 the protection
     // information tags (unused: WRPROTECT must be 0), 28-31 NUMBER OF LOGICAL BLOCKS.
     {"WRITE SAME(32)", op::kVariableLength, true, sa::kWriteSame32, 32, DataDir::kOut,
-     kMediumAccess | kNotListed, handle_write_same,
+     kWrite | kNotListed, handle_write_same,
      {op::kVariableLength, 0, 0, 0, 0, 0, 0x1F, 0x18, 0x00, 0x0D, kWriteSameFlags | 0x01, 0, kFF,
       kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
       kFF}},
@@ -168,19 +170,19 @@ constexpr CommandInfo kCommands[] = {
     {"READ(16)", op::kRead16, false, kNoSa, 16, DataDir::kIn, kRead, handle_read,
      {op::kRead16, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup,
       0}},
-    {"COMPARE AND WRITE", op::kCompareAndWrite, false, kNoSa, 16, DataDir::kOut, kMediumAccess,
+    {"COMPARE AND WRITE", op::kCompareAndWrite, false, kNoSa, 16, DataDir::kOut, kWrite,
      handle_compare_and_write,
      {op::kCompareAndWrite, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, 0, 0, 0, kFF,
       kGroup, 0}},
-    {"WRITE(16)", op::kWrite16, false, kNoSa, 16, DataDir::kOut, kMediumAccess, handle_write,
+    {"WRITE(16)", op::kWrite16, false, kNoSa, 16, DataDir::kOut, kWrite, handle_write,
      {op::kWrite16, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup,
       0}},
-    {"ORWRITE(16)", op::kOrWrite16, false, kNoSa, 16, DataDir::kOut, kMediumAccess,
+    {"ORWRITE(16)", op::kOrWrite16, false, kNoSa, 16, DataDir::kOut, kWrite,
      handle_orwrite,
      {op::kOrWrite16, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup,
       0}},
     {"WRITE AND VERIFY(16)", op::kWriteAndVerify16, false, kNoSa, 16, DataDir::kOut,
-     kMediumAccess, handle_write_and_verify,
+     kWrite, handle_write_and_verify,
      {op::kWriteAndVerify16, kWriteVerifyFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
       kFF, kFF, kGroup, 0}},
     {"VERIFY(16)", op::kVerify16, false, kNoSa, 16, DataDir::kOut, kRead, handle_verify,
@@ -194,11 +196,11 @@ constexpr CommandInfo kCommands[] = {
      kMediumAccess, handle_synchronize_cache,
      {op::kSynchronizeCache16, 0x06, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
       kGroup, 0}},
-    {"WRITE SAME(16)", op::kWriteSame16, false, kNoSa, 16, DataDir::kOut, kMediumAccess,
+    {"WRITE SAME(16)", op::kWriteSame16, false, kNoSa, 16, DataDir::kOut, kWrite,
      handle_write_same,
      {op::kWriteSame16, kWriteSameFlags | 0x01, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
       kFF, kFF, kGroup, 0}},
-    {"WRITE ATOMIC(16)", op::kWriteAtomic16, false, kNoSa, 16, DataDir::kOut, kMediumAccess,
+    {"WRITE ATOMIC(16)", op::kWriteAtomic16, false, kNoSa, 16, DataDir::kOut, kWrite,
      handle_write_atomic,
      // bytes 10-11: ATOMIC BOUNDARY (0 only), 12-13: TRANSFER LENGTH
      {op::kWriteAtomic16, kAtomicFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF,
@@ -232,10 +234,10 @@ constexpr CommandInfo kCommands[] = {
      {op::kMaintenanceIn, sa::kReportSupportedTmfs, 0x80, 0, 0, 0, kFF, kFF, kFF, kFF, 0, 0}},
     {"READ(12)", op::kRead12, false, kNoSa, 12, DataDir::kIn, kRead, handle_read,
      {op::kRead12, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
-    {"WRITE(12)", op::kWrite12, false, kNoSa, 12, DataDir::kOut, kMediumAccess, handle_write,
+    {"WRITE(12)", op::kWrite12, false, kNoSa, 12, DataDir::kOut, kWrite, handle_write,
      {op::kWrite12, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
     {"WRITE AND VERIFY(12)", op::kWriteAndVerify12, false, kNoSa, 12, DataDir::kOut,
-     kMediumAccess, handle_write_and_verify,
+     kWrite, handle_write_and_verify,
      {op::kWriteAndVerify12, kWriteVerifyFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
     {"VERIFY(12)", op::kVerify12, false, kNoSa, 12, DataDir::kOut, kRead, handle_verify,
      {op::kVerify12, kVerifyFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
@@ -261,6 +263,10 @@ constexpr bool sorted_and_consistent() {
       if (c.has_sa && (c.usage[1] & 0x1F) != (c.sa & 0x1F)) return false;
       if (c.cdb_len > 16 || c.usage[c.cdb_len - 1] != 0) return false;  // CONTROL mask 00h
     }
+    // kWritesMedium marks exactly the medium-access commands that carry data to write.
+    const bool writes =
+        c.dir == DataDir::kOut && (c.flags & kMediumAccess) && !(c.flags & kPrRead);
+    if (writes != ((c.flags & kWritesMedium) != 0)) return false;
     if (i == 0) continue;
     const CommandInfo& p = kCommands[i - 1];
     if (p.opcode > c.opcode) return false;

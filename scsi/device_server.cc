@@ -13,7 +13,9 @@
 //      attention condition).
 //   7. A reservation held by another I_T nexus that the command conflicts with? RESERVATION
 //      CONFLICT (persistent_reservation.hh).
-//   8. The handler.
+//   8. A command that writes the medium (cmd_flag::kWritesMedium) to a write-protected LU?
+//      DATA PROTECT, WRITE PROTECTED (SBC-4 write protection).
+//   9. The handler.
 #include <poll.h>
 
 #include <atomic>
@@ -35,7 +37,7 @@ std::shared_ptr<LogicalUnit> make_logical_unit(LuParams params,
 
 namespace {
 
-// Steps 5 to 8 of the list above.
+// Steps 5 to 9 of the list above.
 void run(LogicalUnit* lu, const LunTable& table, const CommandInfo& info, Task& task) {
   const bool d_sense = lu && lu->descriptor_sense();
   // Written under the set's lock by an abort on another thread (task_set.cc).
@@ -66,6 +68,10 @@ void run(LogicalUnit* lu, const LunTable& table, const CommandInfo& info, Task& 
         finish(task, Reason::kReservationConflict, d_sense);
         return;
       }
+    }
+    if ((info.flags & cmd_flag::kWritesMedium) && lu->params().read_only) {
+      finish(task, Reason::kWriteProtected, d_sense);
+      return;
     }
   }
 

@@ -26,6 +26,10 @@ struct LuParams {
   uint64_t num_blocks = 0;      // capacity / block_size
   bool thin = false;            // thin provisioned (UNMAP supported, LBPME)
   bool write_cache = true;      // WCE in the caching mode page
+  // Write protected (SBC-4 write protection): MODE SENSE reports WP=1, and every command
+  // that would change the medium (cmd_flag::kWritesMedium; EXTENDED COPY into the LU) ends
+  // with DATA PROTECT, WRITE PROTECTED (27h/00h) before it runs.
+  bool read_only = false;
   std::string vendor = "ZUMA";  // INQUIRY T10 vendor identification (8 chars max)
   std::string product = "ZUMA DISK";  // 16 chars max
   std::string revision = "0001";      // 4 chars

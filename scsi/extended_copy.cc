@@ -290,6 +290,11 @@ CmdResult handle_extended_copy(Cmd& c) {
     }
   }
 
+  // A write-protected destination: refused before anything is copied, as a write to it
+  // would be (SBC-4 write protection: DATA PROTECT, WRITE PROTECTED).
+  for (const Segment& s : segs)
+    if (s.dst->params().read_only) return Reason::kWriteProtected;
+
   auto job = std::make_unique<CopyJob>();
   job->task = &c.task;
   job->lu = c.lu;

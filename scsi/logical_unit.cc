@@ -75,6 +75,7 @@ std::array<uint8_t, 16> naa6_from_uuid(const std::array<uint8_t, 16>& u) {
 LogicalUnit::LogicalUnit(LuParams params, std::unique_ptr<storage::Backend> backend)
     : params_(std::move(params)),
       backend_(std::move(backend)),
+      num_blocks_(params_.num_blocks),
       instance_(g_next_instance.fetch_add(1)),
       reservations_(state_path(params_, ".pr"), uas_, nexuses_) {
   const uint32_t bs = params_.block_size;
@@ -138,6 +139,33 @@ NexusTasks& LogicalUnit::task_set_of(const Nexus& n) {
   // (which outlives its tasks) is what keeps it alive.
   n.task_sets.emplace_back(instance_, set);
   return *set;
+}
+
+std::expected<void, std::string> LogicalUnit::resize(uint64_t blocks) {
+  std::lock_guard lock(resize_mu_);
+  const uint64_t old = num_blocks();
+  const uint32_t bs = params_.block_size;
+  if (blocks == 0) return std::unexpected("the capacity must be at least one block");
+  if (blocks > UINT64_MAX / bs) return std::unexpected("the capacity is too large");
+  if (blocks == old) return {};
+  if (blocks < old) {
+    if (reservations_.any())
+      return std::unexpected(
+          "a reservation is held on the LU; its holder may use the blocks a shrink removes "
+          "(release it first)");
+    num_blocks_.store(blocks, std::memory_order_release);
+    if (auto r = backend_->resize(blocks * bs, !params_.thin); !r) {
+      num_blocks_.store(old, std::memory_order_release);
+      return r;
+    }
+  } else {
+    if (auto r = backend_->resize(blocks * bs, !params_.thin); !r) return r;
+    num_blocks_.store(blocks, std::memory_order_release);
+  }
+  // SBC-4: the READ CAPACITY data changed; initiators learn it from 2Ah/09h (SPC-5 unit
+  // attention conditions).
+  uas_.establish_all(Reason::kUaCapacityDataChanged);
+  return {};
 }
 
 void LogicalUnit::set_mode_params(const ModeParams& v, uint64_t from_nexus) {

@@ -3,7 +3,8 @@
 //
 // Threading: one LogicalUnit is used from several reactor threads at once. Everything
 // here is immutable after construction except the mode parameters (atomics, changed
-// under mode_mu_) and the unit attentions (see unit_attention.hh).
+// under mode_mu_), the capacity (an atomic, changed by resize()) and the unit attentions
+// (see unit_attention.hh).
 // Lifetime: the LU must outlive every task executing on it; the transport keeps the
 // LunTable (and so the LU) alive until its tasks complete.
 #pragma once
@@ -11,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <expected>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -59,8 +61,19 @@ class LogicalUnit {
   const LuParams& params() const { return params_; }
   storage::Backend& backend() { return *backend_; }
   uint32_t block_size() const { return params_.block_size; }
-  uint64_t num_blocks() const { return params_.num_blocks; }
-  BlockGeometry geometry() const { return {params_.num_blocks, params_.block_size}; }
+  // The capacity now (params().num_blocks is the one it was created with). A command
+  // reads it once for its range check; see resize().
+  uint64_t num_blocks() const { return num_blocks_.load(std::memory_order_acquire); }
+  BlockGeometry geometry() const { return {num_blocks(), params_.block_size}; }
+  // Changes the capacity to `blocks` while commands run on other threads (zumactl resize
+  // lun; control thread, one resize at a time). Growing resizes the backend first (full
+  // provisioning reserves the new blocks) and then publishes the capacity, so a command
+  // that sees the new capacity finds the backend grown; shrinking publishes first, so new
+  // commands beyond the end get LBA OUT OF RANGE, and a command already past its range
+  // check fails in the backend. Every known I_T nexus then gets CAPACITY DATA HAS CHANGED
+  // (2Ah/09h). Refused: a shrink while a reservation exists (its holder may use the
+  // blocks), a backend that cannot resize. Error: one line.
+  std::expected<void, std::string> resize(uint64_t blocks);
   // Largest READ/WRITE/VERIFY transfer length, in logical blocks.
   uint32_t max_transfer_blocks() const { return kMaxTransferBytes / params_.block_size; }
 
@@ -105,6 +118,8 @@ class LogicalUnit {
  private:
   LuParams params_;
   std::unique_ptr<storage::Backend> backend_;
+  std::atomic<uint64_t> num_blocks_;
+  std::mutex resize_mu_;
   std::array<uint8_t, 16> naa_{};
   std::string serial_;
   ModeParams defaults_;

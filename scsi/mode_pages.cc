@@ -13,9 +13,10 @@ namespace {
 constexpr uint8_t kPages[] = {mode_page::kCaching, mode_page::kControl,
                               mode_page::kInformationalExceptions};
 
-// Device-specific parameter of the mode parameter header (SBC-4 (mode parameter header,
-// device-specific parameter)): WP=0, DPOFUA=1 (we accept DPO and FUA in READ/WRITE/VERIFY).
-constexpr uint8_t kDeviceSpecific = 0x10;
+// Device-specific parameter of the mode parameter header (SBC-4 6.5.1): WP (bit 7) set on a
+// write-protected LU; DPOFUA=1 (we accept DPO and FUA in READ/WRITE/VERIFY).
+constexpr uint8_t kWp = 0x80;
+constexpr uint8_t kDpoFua = 0x10;
 
 void encode_values(uint8_t code, const ModeParams& v, uint8_t* p) {
   switch (code) {
@@ -132,14 +133,15 @@ CmdResult build_mode_sense(const ModeSenseArgs& a, const ModeParams& current,
     return CmdResult::invalid_cdb(2, 5);
   }
 
+  const uint8_t device_specific = a.write_protected ? kWp | kDpoFua : kDpoFua;
   if (a.ten) {
     put_be16(out, static_cast<uint16_t>(n - 2));  // MODE DATA LENGTH excludes itself
-    out[3] = kDeviceSpecific;
+    out[3] = device_specific;
     out[4] = (a.llbaa && !a.dbd) ? 0x01 : 0x00;  // LONGLBA
     put_be16(out + 6, static_cast<uint16_t>(bd_len));
   } else {
     out[0] = static_cast<uint8_t>(n - 1);
-    out[2] = kDeviceSpecific;
+    out[2] = device_specific;
     out[3] = static_cast<uint8_t>(bd_len);
   }
   *len = n;

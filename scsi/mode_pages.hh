@@ -55,6 +55,8 @@ struct ModeSenseArgs {
   PageControl pc = PageControl::kCurrent;
   uint8_t page = 0;
   uint8_t subpage = 0;
+  // The LU's, not the CDB's: WP of the device-specific parameter (SBC-4 6.5.1).
+  bool write_protected = false;
 };
 
 // Largest MODE SENSE data we build: 8-byte header, a 16-byte block descriptor, all pages.

@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <expected>
 #include <memory>
 #include <string>
 
@@ -66,7 +67,7 @@ struct IoRequest {
 class Backend {
  public:
   virtual ~Backend() = default;
-  // Size in bytes; fixed for the life of the object.
+  // Size in bytes; changes only through resize(). Any thread.
   virtual uint64_t size() const = 0;
   // Capability query (STYLE.md 4): kRead, kWrite and kFlush are always supported.
   virtual bool supports(IoOp op) const = 0;
@@ -83,6 +84,18 @@ class Backend {
     (void)offset;
     *out = ExtentStatus{max_len, true};
     return 0;
+  }
+  // Changes size() to `bytes` (zumactl resize lun) while requests run on other threads:
+  // requests inside both the old and the new size are unaffected; one that reaches beyond
+  // the new end of a shrink fails (-EINVAL) or lands in bytes that are then lost. Growing:
+  // the new bytes read as zeros; `reserve` allocates their storage now (full provisioning)
+  // rather than on first write. Shrinking loses the bytes beyond the new end. The caller
+  // serialises resizes of one backend. Error: one line saying why (naming the backend).
+  // Default: this backend cannot change its size.
+  virtual std::expected<void, std::string> resize(uint64_t bytes, bool reserve) {
+    (void)bytes;
+    (void)reserve;
+    return std::unexpected(describe() + ": this kind of backend cannot change its size");
   }
   // Space held and obtainable. Returns 0 or -errno. Synchronous. Default: the whole size
   // allocated, nothing more available.

@@ -31,6 +31,11 @@ class ConcatBackend final : public Backend {
   }
 
   uint64_t size() const override { return starts_.back(); }
+  std::expected<void, std::string> resize(uint64_t, bool) override {
+    return std::unexpected(describe() +
+                           ": a LU of concatenated sub-units cannot be resized (each sub-unit's "
+                           "size places the ones after it; change the configuration instead)");
+  }
 
   bool supports(IoOp op) const override {
     return std::all_of(parts_.begin(), parts_.end(),

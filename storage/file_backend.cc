@@ -210,7 +210,7 @@ void FileBackend::submit(IoRequest& req) {
   if (req.op != IoOp::kFlush) {
     // Overflow-safe range check (the caller guarantees it; a bad one must not touch data
     // beyond the LU).
-    if (req.offset + req.length < req.offset || req.offset + req.length > size_) {
+    if (req.offset + req.length < req.offset || req.offset + req.length > size()) {
       req.done(req, -EINVAL);
       return;
     }
@@ -275,7 +275,8 @@ void FileBackend::submit(IoRequest& req) {
 }
 
 int FileBackend::extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* out) const {
-  const uint64_t len = std::min(max_len, size_ > offset ? size_ - offset : 0);
+  const uint64_t size = this->size();
+  const uint64_t len = std::min(max_len, size > offset ? size - offset : 0);
   *out = ExtentStatus{len, true};
   if (block_device_ || len == 0) return 0;
   const off_t off = static_cast<off_t>(offset);
@@ -298,16 +299,64 @@ int FileBackend::extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* 
 }
 
 int FileBackend::space_usage(SpaceUsage* out) const {
-  *out = SpaceUsage{size_, 0, false};
+  const uint64_t size = this->size();
+  *out = SpaceUsage{size, 0, false};
   if (block_device_) return 0;
   struct stat st {};
   if (::fstat(fd_.get(), &st) != 0) return -errno;
-  out->allocated_bytes = std::min<uint64_t>(static_cast<uint64_t>(st.st_blocks) * 512, size_);
+  out->allocated_bytes = std::min<uint64_t>(static_cast<uint64_t>(st.st_blocks) * 512, size);
   struct statvfs vfs {};
   if (::fstatvfs(fd_.get(), &vfs) != 0) return -errno;
   out->available_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
   out->available_shared = true;
   return 0;
+}
+
+std::expected<void, std::string> FileBackend::resize(uint64_t bytes, bool reserve) {
+  using R = std::expected<void, std::string>;
+  if (block_device_) {
+    return R(std::unexpect, fmt::format("{} is a block device: its size is the device's, not "
+                                        "zuma's to change",
+                                        path_));
+  }
+  if (bytes == 0) return R(std::unexpect, fmt::format("{}: the size must not be 0", path_));
+  const uint64_t old = size();
+  if (bytes == old) return {};
+  auto truncate = [&](uint64_t to) -> int {
+    for (;;) {
+      if (::ftruncate(fd_.get(), static_cast<off_t>(to)) == 0) return 0;
+      if (errno != EINTR) return errno;
+    }
+  };
+  if (bytes < old) {
+    // The LU stopped using the bytes beyond `bytes` before this call (LogicalUnit::resize).
+    size_.store(bytes, std::memory_order_relaxed);
+    if (int e = truncate(bytes)) {
+      size_.store(old, std::memory_order_relaxed);
+      return R(std::unexpect, fmt::format("{}: cannot truncate to {} bytes: {}", path_, bytes,
+                                          errno_text(e)));
+    }
+    return {};
+  }
+  int e = truncate(old);  // drops what lay beyond the LU's end
+  if (e == 0) e = truncate(bytes);
+  if (e != 0) {
+    (void)truncate(old);
+    return R(std::unexpect, fmt::format("{}: cannot grow to {} bytes: {}", path_, bytes,
+                                        errno_text(e)));
+  }
+  if (reserve) {
+    const int r = fallocate_retry(fd_.get(), 0, old, bytes - old);
+    // A file system without fallocate keeps the new bytes sparse; anything else (ENOSPC)
+    // means the full-provisioned LU cannot have them.
+    if (r != 0 && r != -EOPNOTSUPP) {
+      (void)truncate(old);
+      return R(std::unexpect, fmt::format("{}: cannot allocate {} more bytes: {}", path_,
+                                          bytes - old, errno_text(-r)));
+    }
+  }
+  size_.store(bytes, std::memory_order_relaxed);
+  return {};
 }
 
 int FileBackend::run_sync(const IoRequest& req) const {

@@ -15,6 +15,7 @@
 //                   writing zeros itself
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <expected>
 #include <memory>
@@ -38,7 +39,7 @@ class FileBackend final : public Backend {
   static std::expected<std::unique_ptr<FileBackend>, std::string> open(const std::string& path,
                                                                        uint64_t size);
 
-  uint64_t size() const override { return size_; }
+  uint64_t size() const override { return size_.load(std::memory_order_relaxed); }
   bool supports(IoOp op) const override;
   void submit(IoRequest& req) override;
   // Whether reads and non-FUA writes first try RWF_NOWAIT inline (default on); tests that
@@ -53,6 +54,13 @@ class FileBackend final : public Backend {
   // Regular file: allocated = st_blocks * 512, available = the file system's free space for
   // unprivileged users (shared). Block device: its size, nothing more.
   int space_usage(SpaceUsage* out) const override;
+
+  // Regular file: the file becomes exactly `bytes` long (ftruncate). Growing first cuts it
+  // to the old size, so whatever lay beyond (a write that raced a shrink, a file larger
+  // than the LU) is gone and the new bytes read as zeros; `reserve` then allocates them
+  // (fallocate; where the file system cannot, they stay sparse). A block device refuses:
+  // its size is the device's.
+  std::expected<void, std::string> resize(uint64_t bytes, bool reserve) override;
 
   int fd() const { return fd_.get(); }
   bool is_block_device() const { return block_device_; }
@@ -69,7 +77,7 @@ class FileBackend final : public Backend {
 
   UniqueFd fd_;
   std::string path_;
-  uint64_t size_;
+  std::atomic<uint64_t> size_;
   bool block_device_;
   bool punch_hole_ = false;  // FALLOC_FL_PUNCH_HOLE works here
   bool zero_range_ = false;  // FALLOC_FL_ZERO_RANGE works here

@@ -178,8 +178,22 @@ struct IscsiBackend::Impl {
     }
     state = State::kConnecting;
     attempt_deadline = Clock::now() + std::chrono::seconds(spec.timeout_s);
-    if (iscsi_full_connect_async(ctx, portal.c_str(), lun, &on_login, this) != 0)
+    // Connect and log in step by step rather than with iscsi_full_connect_async: that one
+    // mallocs a connect_task it frees only in its callbacks, which a context destroyed
+    // mid-login (attempt timeout, stop) never calls, so it leaked. probe() then does the
+    // TEST UNIT READY part itself.
+    if (iscsi_connect_async(ctx, portal.c_str(), &on_connected, this) != 0)
       login_failed(fmt::format("connect: {}", error_of(ctx)));
+  }
+
+  static void on_connected(iscsi_context* ctx, int status, void*, void* priv) {
+    auto* self = static_cast<Impl*>(priv);
+    if (status != 0) {
+      self->mark_broken(fmt::format("connect: {}", error_of(ctx)));
+      return;
+    }
+    if (iscsi_login_async(ctx, &on_login, self) != 0)
+      self->mark_broken(fmt::format("login: {}", error_of(ctx)));
   }
 
   static void on_login(iscsi_context* ctx, int status, void*, void* priv) {

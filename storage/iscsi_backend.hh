@@ -56,6 +56,13 @@ class IscsiBackend final : public Backend {
   bool supports(IoOp op) const override;
   void submit(IoRequest& req) override;
   std::string describe() const override;
+  // Refused: the remote LU's size belongs to the target that serves it.
+  std::expected<void, std::string> resize(uint64_t bytes, bool reserve) override {
+    (void)bytes;
+    (void)reserve;
+    return std::unexpected(describe() + ": a remote iSCSI LU's size is set by the target "
+                                        "that serves it; resize it there");
+  }
 
   // Logged in and usable now.
   bool connected() const;

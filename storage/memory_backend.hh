@@ -13,8 +13,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <vector>
 
 #include "storage/backend.hh"
 
@@ -30,7 +32,7 @@ class MemoryBackend final : public Backend {
   MemoryBackend(const MemoryBackend&) = delete;
   MemoryBackend& operator=(const MemoryBackend&) = delete;
 
-  uint64_t size() const override { return size_; }
+  uint64_t size() const override { return table_.load(std::memory_order_acquire)->size; }
   bool supports(IoOp op) const override;
   void submit(IoRequest& req) override;
   std::string describe() const override;
@@ -38,6 +40,10 @@ class MemoryBackend final : public Backend {
   int extent_status(uint64_t offset, uint64_t max_len, ExtentStatus* out) const override;
   // allocated_bytes(); the rest of the size is available (not shared).
   int space_usage(SpaceUsage* out) const override;
+  // A new chunk table, swapped in while every stripe is held exclusively (so no request is
+  // inside a chunk meanwhile); chunks beyond a shrunk end are freed. `reserve` is ignored:
+  // memory is taken on first write.
+  std::expected<void, std::string> resize(uint64_t bytes, bool reserve) override;
 
   // Bytes of RAM currently held for data (a multiple of the chunk size, except for the
   // last chunk).
@@ -48,15 +54,24 @@ class MemoryBackend final : public Backend {
   struct alignas(64) Stripe {
     std::shared_mutex mu;
   };
+  // The chunks of one size. Requests read table_ only while holding a stripe; a resize
+  // replaces it while holding all of them. Replaced tables are kept until destruction
+  // (extent_status reads without a stripe), at 8 bytes per MiB of LU.
+  struct Table {
+    uint64_t size = 0;
+    uint64_t nchunks = 0;
+    std::unique_ptr<std::atomic<uint8_t*>[]> chunks;
+  };
 
+  static std::unique_ptr<Table> make_table(uint64_t size);
+  static uint64_t chunk_len(const Table& t, uint64_t idx);
   int execute(const IoRequest& req);
-  uint64_t chunk_len(uint64_t idx) const;
-  uint8_t* get_or_alloc(uint64_t idx);
+  uint8_t* get_or_alloc(Table& t, uint64_t idx);
   std::shared_mutex& stripe(uint64_t idx) { return stripes_[idx % kStripes].mu; }
 
-  const uint64_t size_;
-  const uint64_t nchunks_;
-  std::unique_ptr<std::atomic<uint8_t*>[]> chunks_;
+  std::atomic<Table*> table_;
+  std::vector<std::unique_ptr<Table>> tables_;  // every table made; under resize_mu_
+  std::mutex resize_mu_;
   std::array<Stripe, kStripes> stripes_;
   std::atomic<uint64_t> allocated_{0};
 };

@@ -9,8 +9,8 @@
 namespace zuma::storage {
 
 void NullBackend::submit(IoRequest& req) {
-  if (req.op != IoOp::kFlush &&
-      (req.offset + req.length < req.offset || req.offset + req.length > size_)) {
+  if (req.op != IoOp::kFlush && (req.offset + req.length < req.offset ||
+                                 req.offset + req.length > size_.load(std::memory_order_relaxed))) {
     req.done(req, -EINVAL);
     return;
   }
@@ -25,7 +25,13 @@ void NullBackend::submit(IoRequest& req) {
 }
 
 std::string NullBackend::describe() const {
-  return fmt::format("null:{}", size_);
+  return fmt::format("null:{}", size());
+}
+
+std::expected<void, std::string> NullBackend::resize(uint64_t bytes, bool) {
+  if (bytes == 0) return std::unexpected(describe() + ": the size must not be 0");
+  size_.store(bytes, std::memory_order_relaxed);
+  return {};
 }
 
 }  // namespace zuma::storage

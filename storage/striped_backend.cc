@@ -36,6 +36,11 @@ class StripedBackend final : public Backend {
       : parts_(std::move(parts)), unit_(unit), shift_(std::countr_zero(unit)), size_(size) {}
 
   uint64_t size() const override { return size_; }
+  std::expected<void, std::string> resize(uint64_t, bool) override {
+    return std::unexpected(describe() +
+                           ": a striped LU cannot be resized (every sub-unit would need to grow "
+                           "at once)");
+  }
 
   bool supports(IoOp op) const override {
     return std::all_of(parts_.begin(), parts_.end(),

@@ -3,20 +3,23 @@
 # the outcome with expected-failures.txt and expected-skips.txt.
 #
 #   run-iscsi-test-cu.sh --zumad PATH [--out DIR] [--update] [--expected FILE] [--skips FILE]
-#                        [--runs thin,full,pbs] [--timeout SECONDS] [--target zuma|tgt]
+#                        [--runs thin,full,pbs,ro] [--timeout SECONDS] [--target zuma|tgt]
 #
 # zumad gets two portals on free 127.0.0.1 ports and one target with LUN 0 thin (file),
-# LUN 1 fully provisioned (file) and LUN 2 thin with 4 KiB physical blocks (LBPPBE 3). The
-# pbs run is short: only the tests that need several logical blocks per physical block
-# (PBS_TESTS; they skip on the other LUs, which keep LBPPBE 0 because libiscsi 1.19's
-# GetLBAStatus.UnmapSingle expects the first descriptor at LBA i+LBPPB). Each run is `iscsi-test-cu -d URL MULTIPATH-URL`, the
-# second URL through the other portal. iscsi-test-cu reports skipped tests as passed, so
+# LUN 1 fully provisioned (file), LUN 2 thin with 4 KiB physical blocks (LBPPBE 3) and
+# LUN 3 thin and write protected (read_only: true). The pbs and ro runs are short: the pbs
+# run only the tests that need several logical blocks per physical block (PBS_TESTS; they
+# skip on the other LUs, which keep LBPPBE 0 because libiscsi 1.19's
+# GetLBAStatus.UnmapSingle expects the first descriptor at LBA i+LBPPB), the ro run only
+# those that need a write-protected LU (RO_TESTS; they skip on the writable LUs, and most
+# other tests write). Each run is `iscsi-test-cu -d URL MULTIPATH-URL`, the second URL
+# through the other portal. iscsi-test-cu reports skipped tests as passed, so
 # the verbose log is parsed: a test is "failed" if CUnit says FAILED, "skipped" if it
 # printed [SKIPPED] and did not fail, "notrun" if `iscsi-test-cu -l` lists it but the log
 # does not (crash or hang), else "passed".
 #
 # Both lists: one name per line, `# reason` comments. A name is Suite.Test (any run) or
-# RUN:Suite.Test (thin: or full: only); `*` globs are allowed.
+# RUN:Suite.Test (thin:, full:, pbs: or ro: only); `*` globs are allowed.
 #   expected-failures.txt  tests allowed to fail or not run (issue 3: it must stay empty);
 #   expected-skips.txt     tests allowed to skip; every entry needs a reason, and only
 #                          reasons that do not apply to a disk are acceptable.
@@ -40,6 +43,7 @@ SKIPS=$HERE/expected-skips.txt
 RUNS=""
 RUN_TIMEOUT=300
 PBS_TESTS=ALL.CompareAndWrite.InvalidDataOutSize,ALL.WriteSame10.InvalidDataOutSize,ALL.WriteSame16.InvalidDataOutSize,ALL.WriteSame10.UnmapUnaligned,ALL.WriteSame16.UnmapUnaligned
+RO_TESTS=ALL.ReadOnly.ReadOnlySBC
 TARGET=zuma
 IQN=iqn.2026-11.org.zuma:conformance
 
@@ -58,7 +62,7 @@ while (($#)); do
     *) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
   esac
 done
-[[ -n $RUNS ]] || { [[ $TARGET == zuma ]] && RUNS=thin,full,pbs || RUNS=thin,full; }
+[[ -n $RUNS ]] || { [[ $TARGET == zuma ]] && RUNS=thin,full,pbs,ro || RUNS=thin,full; }
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu not installed (libiscsi-bin)" >&2; exit 2; }
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -102,11 +106,13 @@ targets:
       - { id: 0, name: thin, size: 64MiB, block_size: 512, thin: true, subunits: [ {backend: file, path: $ZUMA_DIR/thin.img} ] }
       - { id: 1, name: full, size: 64MiB, block_size: 512, subunits: [ {backend: file, path: $ZUMA_DIR/full.img} ] }
       - { id: 2, name: pbs, size: 64MiB, block_size: 512, physical_block_size: 4KiB, thin: true, subunits: [ {backend: file, path: $ZUMA_DIR/pbs.img} ] }
+      - { id: 3, name: ro, size: 64MiB, block_size: 512, thin: true, read_only: true, subunits: [ {backend: file, path: $ZUMA_DIR/ro.img} ] }
 YAML
   zuma_start "$ZUMA_DIR/zumad.yaml" "$PORT0" "$PORT1"
   LUN_OF[thin]=0
   LUN_OF[full]=1
   LUN_OF[pbs]=2
+  LUN_OF[ro]=3
   MP_PORT=$PORT1
 elif [[ $TARGET == tgt ]]; then
   command -v tgtd >/dev/null || { echo "tgtd not installed (tgt)" >&2; exit 2; }
@@ -210,11 +216,12 @@ ALL_RESULTS=$OUT/results-all.txt
 overall=0
 IFS=, read -ra run_list <<<"$RUNS"
 for run in "${run_list[@]}"; do
-  lun=${LUN_OF[$run]:?unknown run $run (thin, full or pbs)}
+  lun=${LUN_OF[$run]:?unknown run $run (thin, full, pbs or ro)}
   tests=ALL run_tests=$ZUMA_DIR/all-tests.txt
-  if [[ $run == pbs ]]; then
-    tests=$PBS_TESTS run_tests=$ZUMA_DIR/pbs-tests.txt
-    tr , '\n' <<<"$PBS_TESTS" | sed 's/^ALL\.//' >"$run_tests"
+  if [[ $run == pbs || $run == ro ]]; then
+    [[ $run == pbs ]] && tests=$PBS_TESTS || tests=$RO_TESTS
+    run_tests=$ZUMA_DIR/$run-tests.txt
+    tr , '\n' <<<"$tests" | sed 's/^ALL\.//' >"$run_tests"
   fi
   url="iscsi://127.0.0.1:$PORT0/$IQN/$lun"
   mp_url="iscsi://127.0.0.1:$MP_PORT/$IQN/$lun"
@@ -328,13 +335,13 @@ write_list() {
 if ((UPDATE)); then
   write_list "$EXPECTED" '^(failed|notrun)$' \
     "# iscsi-test-cu tests that fail or do not run against zumad (issue 3: none may)." \
-    "# One name per line: Suite.Test (every run) or thin:/full:Suite.Test; '*' globs; '# reason'." \
+    "# One name per line: Suite.Test (every run) or thin:/full:/pbs:/ro:Suite.Test; '*' globs; '# reason'." \
     "# Regenerate: tests/conformance/run-iscsi-test-cu.sh --zumad build/apps/zumad --update"
   write_list "$SKIPS" '^skipped$' \
     "# iscsi-test-cu tests that skip against zumad, each with the reason it does not apply." \
     "# Acceptable reasons only: removable media, sanitize, write-protected media, a LU property" \
     "# the test needs and the LU under test does not have (it runs on the other LU), a flag." \
-    "# One name per line: Suite.Test (every run) or thin:/full:Suite.Test; '*' globs; '# reason'." \
+    "# One name per line: Suite.Test (every run) or thin:/full:/pbs:/ro:Suite.Test; '*' globs; '# reason'." \
     "# Regenerate: tests/conformance/run-iscsi-test-cu.sh --zumad build/apps/zumad --update"
   exit $overall
 fi

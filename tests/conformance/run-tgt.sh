@@ -5,7 +5,8 @@
 #   run-tgt.sh --zumad PATH [--out DIR] [--timeout SECONDS]
 #
 # Both go through run-iscsi-test-cu.sh (same parser, same iscsi-test-cu -d -t ALL): zumad
-# with its thin LU and fully provisioned LU and a second portal for the multipath URL;
+# with its thin LU and fully provisioned LU and a second portal for the multipath URL (and
+# its two short runs: pbs, a LU with 4 KiB physical blocks; ro, a write-protected LU);
 # tgtd with a private control socket, a free 127.0.0.1 port, one 64 MiB file LU in /dev/shm
 # fully provisioned and one with thin_provisioning=1 (tgt has one portal: the multipath URL
 # names the same one). Prints one line per target and LU: passed, failed, skipped, not run.
@@ -40,7 +41,9 @@ tgtver=$(dpkg-query -W -f='${Version}' tgt 2>/dev/null || echo unknown)
 echo "iscsi-test-cu (libiscsi-bin $libiscsi) -d -t ALL, $(date -u +%Y-%m-%d), $(uname -m)"
 printf '%-22s %-5s %7s %7s %8s %8s\n' target LU passed failed skipped "not run"
 for t in zuma tgt; do
-  for run in thin full; do
+  runs="thin full"
+  [[ $t == zuma ]] && runs="thin full pbs ro"  # the two short runs: 4 KiB physical blocks, read-only
+  for run in $runs; do
     f=$OUT/$t/results-$run.txt
     [[ -f $f ]] || { printf '%-22s %-5s  (no results: see %s)\n' "$t" "$run" "$OUT/$t/summary.txt"; continue; }
     read -r p fl s n < <(awk '{ c[$1]++ } END { printf "%d %d %d %d\n", c["passed"], c["failed"], c["skipped"], c["notrun"] }' "$f")

@@ -14,12 +14,15 @@
 #include <pty.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <regex>
 #include <string>
 #include <thread>
@@ -405,4 +408,43 @@ TEST_CASE("metrics: counters match the I/O done") {
   REQUIRE(stats["rows"].size() == 1);
   CHECK(stats["rows"][0][3] == 20);
   CHECK(z.stop() == 0);
+}
+
+// sd_notify(3) without libsystemd (admin/systemd_notify.cc): under Type=notify zumad sends
+// READY=1 once its portals listen, and STOPPING=1 when SIGTERM starts the shutdown.
+TEST_CASE("systemd notification: READY=1 when listening, STOPPING=1 on SIGTERM") {
+  for (const bool abstract : {false, true}) {
+    CAPTURE(abstract);
+    Zumad z(make_config(kLuns));
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    // An abstract name is "@NAME" in $NOTIFY_SOCKET and "\0NAME" in the address.
+    const std::string name =
+        abstract ? "@zuma-notify-" + std::to_string(::getpid()) : z.file("notify.sock");
+    std::memcpy(a.sun_path, name.data(), name.size());
+    if (abstract) a.sun_path[0] = '\0';
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a),
+                   socklen_t(offsetof(sockaddr_un, sun_path) + name.size())) == 0);
+    auto receive = [&] {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 10000) != 1) return std::string("(nothing within 10 s)");
+      char buf[4096];
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      return n < 0 ? std::string("(recv failed)") : std::string(buf, size_t(n));
+    };
+    ::setenv("NOTIFY_SOCKET", name.c_str(), 1);
+    z.start();
+    ::unsetenv("NOTIFY_SOCKET");
+    const std::string ready = receive();
+    CHECK(ready.starts_with("READY=1\n"));
+    CHECK(ready.find("STATUS=1 LUs in 1 targets") != std::string::npos);
+    // Ready means ready: a login works at once.
+    { Session s(z.portal(), kTestIqn); }
+    z.signal(SIGTERM);
+    CHECK(receive() == "STOPPING=1");
+    CHECK(z.wait_exit(std::chrono::seconds(10)) == 0);
+    ::close(fd);
+  }
 }

@@ -488,6 +488,35 @@ TEST_CASE("physical_block_size") {
             .find("expected block_size (4096) times a power of two") != std::string::npos);
 }
 
+TEST_CASE("read_only") {
+  auto lun = [](const std::string& extra) {
+    return with_lun("{id: 0, name: a, size: 1MiB, backend: memory" + extra + "}");
+  };
+  CHECK_FALSE(parse(lun(""), "t.yaml").targets[0].luns[0].read_only);
+  CHECK(parse(lun(", read_only: true"), "t.yaml").targets[0].luns[0].read_only);
+  CHECK_FALSE(parse(lun(", read_only: false"), "t.yaml").targets[0].luns[0].read_only);
+  CHECK(error_of(lun(", read_only: maybe")) ==
+        "t.yaml:5:66: targets[0].luns[0].read_only: expected true or false");
+  // A snapshot export is write protected whatever it says; a clone is writable unless told.
+  const std::string head =
+      "portals: [\"127.0.0.1:3260\"]\ntargets:\n  - iqn: iqn.2026-11.org.zuma:t\n    luns:\n"
+      "      - { id: 0, name: d, size: 1MiB, backend: memory, snapshots: { store: { data: "
+      "/tmp/zd, meta: /tmp/zm, size: 4MiB } } }\n";
+  const Config c = parse(head +
+                             "      - { id: 1, name: s, size: 1MiB, source: { lu: d, snapshot: a } }\n"
+                             "      - { id: 2, name: c, size: 1MiB, source: { lu: d, clone: c } }\n"
+                             "      - { id: 3, name: r, size: 1MiB, read_only: true, source: { lu: d, "
+                             "clone: r } }\n",
+                         "t.yaml");
+  CHECK_FALSE(c.targets[0].luns[0].read_only);
+  CHECK(c.targets[0].luns[1].read_only);
+  CHECK_FALSE(c.targets[0].luns[2].read_only);
+  CHECK(c.targets[0].luns[3].read_only);
+  CHECK(error_of(head + "      - { id: 1, name: s, size: 1MiB, read_only: false, source: { lu: d, "
+                        "snapshot: a } }\n") ==
+        "t.yaml:6:50: targets[0].luns[1].read_only: a snapshot export is always read-only");
+}
+
 TEST_CASE("iscsi write_buffer_budget") {
   CHECK(parse(with_iscsi("{}"), "t.yaml").iscsi.write_buffer_budget == 32ull << 20);
   CHECK(parse(with_iscsi("{write_buffer_budget: 8MiB}"), "t.yaml").iscsi.write_buffer_budget ==
@@ -553,7 +582,7 @@ TEST_CASE("error: wrong types") {
   CHECK(error_of(with_lun("[id, 0]")) ==
         "t.yaml:5:9: targets[0].luns[0]: expected a mapping with keys id, name, size, block_size, "
         "physical_block_size, "
-        "thin, write_cache, subunits, backend, path, layout, stripe_unit, snapshots, source");
+        "thin, write_cache, read_only, subunits, backend, path, layout, stripe_unit, snapshots, source");
   CHECK(error_of("node: [a]\n") ==
         "t.yaml:1:7: node: expected a mapping with keys name, data_dir, control_socket, reactors, "
         "log_level, metrics");

@@ -63,6 +63,15 @@ TEST_CASE("diff: a LU with a new size is replaced") {
   CHECK(d.targets_changed == std::vector<std::string>{"iqn.2026-11.org.zuma:a"});
 }
 
+TEST_CASE("diff: a LU made read-only is replaced") {
+  const Config a = parse(base(), "a");
+  const std::string text =
+      replace(base(), "name: a0, size: 1MiB,", "name: a0, size: 1MiB, read_only: true,");
+  const ConfigDiff d = diff(a, parse(text, "b"));
+  CHECK(d.luns_changed == std::vector<std::string>{"a0"});
+  CHECK(diff(parse(text, "b"), a).luns_changed == std::vector<std::string>{"a0"});
+}
+
 TEST_CASE("diff: ACL and CHAP changes change the target") {
   const Config a = parse(base(), "a");
   std::string text = base();

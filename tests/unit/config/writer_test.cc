@@ -28,7 +28,7 @@ targets:
       - { initiator: "iqn.1994-05.com.redhat:h2", networks: [ "10.0.0.0/8" ], luns: { 5: d1 } }
     luns:
       - { id: 0, name: d0, size: 1MiB, backend: memory, thin: true, physical_block_size: 4KiB }
-      - { id: 1, name: d1, size: 2MiB, block_size: 4096, write_cache: false,
+      - { id: 1, name: d1, size: 2MiB, block_size: 4096, write_cache: false, read_only: true,
           subunits: [ { backend: file, path: /tmp/zuma-w/a.img, size: 1MiB }, { backend: null } ] }
 )";
 
@@ -53,6 +53,8 @@ TEST_CASE("to_yaml: parse reads back the same configuration") {
   CHECK(b.iscsi.queue_depth == 64);
   CHECK(b.iscsi.write_buffer_budget == 48ull << 20);
   CHECK(b.targets[0].luns[0].physical_block_size == 4096);
+  CHECK(!b.targets[0].luns[0].read_only);
+  CHECK(b.targets[0].luns[1].read_only);
   CHECK(b.discovery.chap->user == "disc");
 }
 

@@ -113,6 +113,8 @@ TEST_CASE("physical block exponent: READ CAPACITY (16) byte 13 and the transfer 
   const Bytes bl = block_limits(f);
   CHECK(bl[6] == 0x00);
   CHECK(bl[7] == 0x20);  // OPTIMAL TRANSFER LENGTH GRANULARITY: one physical block, 32
+  CHECK(test::slice(bl, 28, 36) == Bytes{0, 0, 0, 0x20, 0x80, 0, 0, 0});  // OPTIMAL UNMAP
+  // GRANULARITY: one physical block too; UGAVALID, alignment 0
 
   LuParams q = test::default_params();
   Fixture g(q);
@@ -120,6 +122,12 @@ TEST_CASE("physical block exponent: READ CAPACITY (16) byte 13 and the transfer 
   REQUIRE(t->good());
   CHECK(t->data_in()[13] == 0x00);
   CHECK(block_limits(g)[7] == 0x08);  // 4 KiB: the optimal granularity of a LU without one
+
+  LuParams r = test::default_params();
+  r.thin = true;
+  r.lbppb_exponent = 3;  // 4 KiB physical blocks: the 4 KiB granule
+  Fixture h(r);
+  CHECK(test::slice(block_limits(h), 28, 36) == Bytes{0, 0, 0, 0x08, 0x80, 0, 0, 0});
 }
 
 }  // namespace

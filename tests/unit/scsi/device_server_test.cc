@@ -96,6 +96,96 @@ TEST_CASE("invalid field beats a pending unit attention; INQUIRY keeps it") {
   CHECK(f.run(kTur, DataDir::kNone, 0)->good());
 }
 
+// SBC-4 write protection: DATA PROTECT, WRITE PROTECTED, fixed format, no INFORMATION.
+const Bytes kWriteProtectedSense = {0x70, 0, 0x07, 0, 0, 0, 0, 10, 0,
+                                    0,    0, 0,    0x27, 0, 0, 0, 0, 0};
+
+TEST_CASE("write-protected LU: every command that writes gets 27h/00h and nothing is written") {
+  LuParams p = test::default_params();
+  p.read_only = true;
+  p.thin = true;  // so that UNMAP and WRITE SAME with UNMAP=1 exist
+  Fixture f(p);
+  const Bytes block(512, 0xA5);
+  const Bytes two(1024, 0xA5);
+  Bytes ws32(32, 0);
+  ws32[0] = op::kVariableLength;
+  ws32[7] = 0x18;
+  ws32[9] = sa::kWriteSame32;
+  ws32[31] = 1;
+  Bytes unmap_list(24, 0);
+  unmap_list[1] = 22;
+  unmap_list[3] = 16;
+  unmap_list[23] = 1;  // LBA 0, one block
+  struct Case {
+    const char* name;
+    Bytes cdb;
+    Bytes out;
+  };
+  const Case cases[] = {
+      {"WRITE(6)", {op::kWrite6, 0, 0, 0, 1, 0}, block},
+      {"WRITE(10)", test::cdb10(op::kWrite10, 0, 0, 1), block},
+      {"WRITE(12)", test::cdb12(op::kWrite12, 0, 0, 1), block},
+      {"WRITE(16)", test::cdb16(op::kWrite16, 0, 0, 1), block},
+      {"WRITE(16) FUA", test::cdb16(op::kWrite16, 0x08, 0, 1), block},
+      {"WRITE AND VERIFY(10)", test::cdb10(op::kWriteAndVerify10, 0x02, 0, 1), block},
+      {"WRITE AND VERIFY(12)", test::cdb12(op::kWriteAndVerify12, 0x02, 0, 1), block},
+      {"WRITE AND VERIFY(16)", test::cdb16(op::kWriteAndVerify16, 0x02, 0, 1), block},
+      {"WRITE SAME(10)", test::cdb10(op::kWriteSame10, 0, 0, 1), block},
+      {"WRITE SAME(10) UNMAP, no Data-Out", test::cdb10(op::kWriteSame10, 0x08, 0, 1), {}},
+      {"WRITE SAME(16)", test::cdb16(op::kWriteSame16, 0, 0, 1), block},
+      {"WRITE SAME(16) UNMAP", test::cdb16(op::kWriteSame16, 0x08, 0, 1), block},
+      {"WRITE SAME(16) NDOB", test::cdb16(op::kWriteSame16, 0x01, 0, 1), {}},
+      {"WRITE SAME(32)", ws32, block},
+      {"UNMAP", {op::kUnmap, 0, 0, 0, 0, 0, 0, 0, 24, 0}, unmap_list},
+      {"COMPARE AND WRITE", test::cdb16(op::kCompareAndWrite, 0, 0, 0), two},
+      {"ORWRITE(16)", test::cdb16(op::kOrWrite16, 0, 0, 1), block},
+      {"WRITE ATOMIC(16)", test::cdb16(op::kWriteAtomic16, 0, 0, 0), Bytes(4096, 1)},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    Bytes cdb = c.cdb;
+    if (cdb[0] == op::kCompareAndWrite) cdb[13] = 1;  // NUMBER OF LOGICAL BLOCKS
+    if (cdb[0] == op::kWriteAtomic16) cdb[13] = 8;    // TRANSFER LENGTH: 4 KiB
+    const uint32_t len = static_cast<uint32_t>(c.out.size());
+    auto t = run_cdb(f, cdb, len ? DataDir::kOut : DataDir::kNone, len, c.out);
+    CHECK_SENSE(t, 0x7, 0x27, 0x00);
+    CHECK(t->sense() == kWriteProtectedSense);
+    CHECK(t->task.transfer_len == 0);
+  }
+  CHECK(f.backend->calls.empty());
+  CHECK(f.backend->data == Bytes(f.backend->data.size(), 0));
+
+  // Reads and the commands that change no block still work.
+  CHECK(run_cdb(f, test::cdb10(op::kRead10, 0, 0, 1), DataDir::kIn, 512)->good());
+  CHECK(run_cdb(f, test::cdb10(op::kVerify10, 0, 0, 1), DataDir::kNone, 0)->good());
+  CHECK(run_cdb(f, test::cdb10(op::kSynchronizeCache10, 0, 0, 0), DataDir::kNone, 0)->good());
+  CHECK(f.run(kTur, DataDir::kNone, 0)->good());
+}
+
+TEST_CASE("write-protected LU: CDB errors, unit attentions and reservation conflicts come first") {
+  LuParams p = test::default_params();
+  p.read_only = true;
+  p.power_on_unit_attention = true;
+  Fixture f(p);
+  const Bytes block(512, 0xA5);
+  // A reserved bit (RARC, byte 1 bit 2): INVALID FIELD IN CDB before anything else.
+  auto t = run_cdb(f, test::cdb10(op::kWrite10, 0x04, 0, 1), DataDir::kOut, 512, block);
+  CHECK_INVALID_CDB(t, 1, 2);
+  // The nexus's first command: POWER ON OCCURRED (29h/01h) rather than 27h/00h.
+  t = run_cdb(f, test::cdb10(op::kWrite10, 0, 0, 1), DataDir::kOut, 512, block);
+  CHECK_SENSE(t, 0x6, 0x29, 0x01);
+  t = run_cdb(f, test::cdb10(op::kWrite10, 0, 0, 1), DataDir::kOut, 512, block);
+  CHECK(t->sense() == kWriteProtectedSense);
+  // Another nexus holds RESERVE (6): RESERVATION CONFLICT, no sense.
+  t = f.run(kTur, DataDir::kNone, 0, {}, 0, &f.other);
+  CHECK_SENSE(t, 0x6, 0x29, 0x01);
+  REQUIRE(f.run({op::kReserve6, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &f.other)->good());
+  t = run_cdb(f, test::cdb10(op::kWrite10, 0, 0, 1), DataDir::kOut, 512, block);
+  CHECK(t->task.status == status::kReservationConflict);
+  CHECK(t->task.sense_len == 0);
+  CHECK(f.backend->calls.empty());
+}
+
 TEST_CASE("logical unit reset: every known nexus gets one BUS DEVICE RESET") {
   Fixture f;
   Nexus third = f.other;

@@ -129,6 +129,32 @@ TEST_CASE("EXTENDED COPY between two LUs of the table") {
   CHECK(st->data_in() == Bytes{0, 0, 0, 8, 0x01, 0, 2, 0, 0, 1, 0, 0});
 }
 
+TEST_CASE("EXTENDED COPY into a write-protected LU: 27h/00h, nothing copied; out of one works") {
+  Fixture f;
+  LuParams p = test::default_params();
+  p.name = "lu1";
+  p.uuid = "0fedcba9-8765-4321-8fed-cba987654321";
+  p.read_only = true;
+  auto b = std::make_unique<FakeBackend>(p.num_blocks * p.block_size);
+  FakeBackend* ro_backend = b.get();
+  const Bytes data = test::pattern(8 * 512, 3);
+  std::memcpy(ro_backend->data.data(), data.data(), data.size());
+  auto ro = make_logical_unit(std::move(p), std::move(b));
+  f.table.luns[1] = ro;
+  // Sent to the writable LU 0, copying into the read-only LU 1.
+  auto t = xcopy(f, list(1, 0, {cscd(*f.lu), cscd(*ro)}, {seg(0, 1, 8, 0, 100)}));
+  CHECK_SENSE(t, 0x7, 0x27, 0x00);
+  CHECK(t->sense() ==
+        Bytes{0x70, 0, 0x07, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x27, 0x00, 0, 0, 0, 0});
+  CHECK(f.backend->calls.empty());
+  CHECK(ro_backend->calls.empty());
+  // Sent to the read-only LU itself (EXTENDED COPY is not a write of its own): copying out
+  // of it into LU 0 works.
+  t = xcopy(f, list(2, 0, {cscd(*ro), cscd(*f.lu)}, {seg(0, 1, 8, 0, 100)}), 1);
+  REQUIRE(t->good());
+  CHECK(slice(f.backend->data, 100 * 512, 108 * 512) == data);
+}
+
 TEST_CASE("a copy larger than a chunk, with a backend completing later") {
   const uint16_t blocks = 2048 + 3;  // > kCopyChunkBytes of 512-byte blocks
   LuParams big = test::default_params(8192);

@@ -4,12 +4,18 @@
 
 #include <stdexcept>
 
+#include "storage/memory_backend.hh"
+
+#include "scsi/cdb.hh"
 #include "scsi_test_util.hh"
 
 namespace zuma::scsi {
 namespace {
 
 using test::FakeBackend;
+using test::Fixture;
+using test::run_cdb;
+using test::Bytes;
 
 TEST_CASE("parse_uuid accepts RFC 4122 text in either case, nothing else") {
   const auto u = parse_uuid("12345678-9ABC-4def-8123-456789abcdef");
@@ -80,6 +86,101 @@ TEST_CASE("changing mode parameters tells the other nexuses") {
   CHECK(lu.descriptor_sense());
   CHECK_FALSE(lu.unit_attentions().pending(1));
   CHECK(lu.unit_attentions().take(2) == Reason::kUaModeParametersChanged);
+}
+
+
+// A LU on a real memory backend in f's table (LUN 0), for resize.
+std::shared_ptr<LogicalUnit> memory_lu(Fixture& f, uint64_t blocks) {
+  auto lu = make_logical_unit(test::default_params(blocks),
+                              std::make_unique<storage::MemoryBackend>(blocks * 512));
+  f.lu = lu;
+  f.table.luns[0] = lu;
+  return lu;
+}
+
+Bytes read_capacity16(Fixture& f, const Nexus* n = nullptr) {
+  auto t = f.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0},
+                 DataDir::kIn, 32, {}, 0, n);
+  REQUIRE(t->good());
+  return test::slice(t->data_in(), 0, 12);
+}
+
+TEST_CASE("resize: grow; every known nexus gets CAPACITY DATA HAS CHANGED once") {
+  Fixture f;
+  auto lu = memory_lu(f, 2048);
+  const std::initializer_list<uint8_t> tur = {op::kTestUnitReady, 0, 0, 0, 0, 0};
+  REQUIRE(f.run(tur, DataDir::kNone, 0)->good());
+  REQUIRE(f.run(tur, DataDir::kNone, 0, {}, 0, &f.other)->good());
+  const Bytes data = test::pattern(8 * 512, 9);
+  REQUIRE(run_cdb(f, test::cdb16(op::kWrite16, 0, 2040, 8), DataDir::kOut, 4096, data)->good());
+
+  auto r = lu->resize(4096);
+  REQUIRE_MESSAGE(r.has_value(), r.error());
+  CHECK(lu->num_blocks() == 4096);
+  CHECK(lu->geometry().num_blocks == 4096);
+  CHECK(lu->backend().size() == 4096 * 512);
+  // SBC-4 / SPC-5: UNIT ATTENTION, CAPACITY DATA HAS CHANGED (2Ah/09h), then the new size.
+  auto t = f.run({op::kServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0},
+                 DataDir::kIn, 32);
+  CHECK_SENSE(t, 0x6, 0x2A, 0x09);
+  CHECK(read_capacity16(f) == Bytes{0, 0, 0, 0, 0, 0, 0x0F, 0xFF, 0, 0, 0x02, 0x00});
+  t = f.run(tur, DataDir::kNone, 0, {}, 0, &f.other);
+  CHECK_SENSE(t, 0x6, 0x2A, 0x09);
+  CHECK(f.run(tur, DataDir::kNone, 0, {}, 0, &f.other)->good());
+  // The old data stays, the new blocks read as zeros and take writes.
+  t = run_cdb(f, test::cdb16(op::kRead16, 0, 2040, 8), DataDir::kIn, 4096);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == data);
+  t = run_cdb(f, test::cdb16(op::kRead16, 0, 2048, 8), DataDir::kIn, 4096);
+  REQUIRE(t->good());
+  CHECK(t->data_in() == Bytes(4096, 0));
+  REQUIRE(run_cdb(f, test::cdb16(op::kWrite16, 0, 4088, 8), DataDir::kOut, 4096, data)->good());
+  t = run_cdb(f, test::cdb16(op::kRead16, 0, 4088, 8), DataDir::kIn, 4096);
+  CHECK(t->data_in() == data);
+  // The same size again: nothing changes, no attention.
+  REQUIRE(lu->resize(4096));
+  CHECK(f.run(tur, DataDir::kNone, 0)->good());
+}
+
+TEST_CASE("resize: shrink ends the LBA range; refused while a reservation is held") {
+  Fixture f;
+  auto lu = memory_lu(f, 2048);
+  const std::initializer_list<uint8_t> tur = {op::kTestUnitReady, 0, 0, 0, 0, 0};
+  REQUIRE(f.run(tur, DataDir::kNone, 0)->good());
+  REQUIRE(lu->resize(1024));
+  CHECK(lu->backend().size() == 1024 * 512);
+  auto t = run_cdb(f, test::cdb16(op::kRead16, 0, 1020, 8), DataDir::kIn, 4096);
+  CHECK_SENSE(t, 0x6, 0x2A, 0x09);
+  t = run_cdb(f, test::cdb16(op::kRead16, 0, 1020, 8), DataDir::kIn, 4096);
+  CHECK_SENSE(t, 0x5, 0x21, 0x00);  // LOGICAL BLOCK ADDRESS OUT OF RANGE
+  CHECK(run_cdb(f, test::cdb16(op::kRead16, 0, 1016, 8), DataDir::kIn, 4096)->good());
+
+  REQUIRE(f.run({op::kReserve6, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &f.other)->good());
+  auto r = lu->resize(512);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() ==
+        "a reservation is held on the LU; its holder may use the blocks a shrink removes "
+        "(release it first)");
+  CHECK(lu->num_blocks() == 1024);
+  CHECK(lu->backend().size() == 1024 * 512);
+  // No attention for a refused change: the holder's TEST UNIT READY is good, and the other
+  // nexus sees the reservation conflict (checked after unit attentions, SPC-5 5.14).
+  CHECK(f.run(tur, DataDir::kNone, 0, {}, 0, &f.other)->good());
+  CHECK(f.run(tur, DataDir::kNone, 0)->task.status == status::kReservationConflict);
+  REQUIRE(lu->resize(2048));                     // growing takes nothing away: allowed
+  CHECK(lu->num_blocks() == 2048);
+  CHECK(lu->resize(0).error() == "the capacity must be at least one block");
+}
+
+TEST_CASE("resize: a backend that cannot change its size refuses; nothing changes") {
+  Fixture f;  // FakeBackend keeps Backend's default resize()
+  const std::initializer_list<uint8_t> tur = {op::kTestUnitReady, 0, 0, 0, 0, 0};
+  REQUIRE(f.run(tur, DataDir::kNone, 0)->good());
+  auto r = f.lu->resize(4096);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == f.backend->describe() + ": this kind of backend cannot change its size");
+  CHECK(f.lu->num_blocks() == 2048);
+  CHECK(f.run(tur, DataDir::kNone, 0)->good());
 }
 
 }  // namespace

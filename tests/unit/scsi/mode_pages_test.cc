@@ -67,6 +67,20 @@ TEST_CASE("MODE SENSE(6) one page, DBD") {
   CHECK(sense(a, {false, false}) == cat({{23, 0, 0x10, 0}, caching(false)}));
 }
 
+TEST_CASE("MODE SENSE(6)/(10) of a write-protected LU: WP=1 beside DPOFUA (SBC-4 6.5.1)") {
+  ModeSenseArgs a;
+  a.page = 0x0A;
+  a.dbd = true;
+  a.write_protected = true;
+  CHECK(sense(a, {false, true}) == cat({{15, 0, 0x90, 0}, control(true)}));
+  a.ten = true;
+  CHECK(sense(a, {false, true}) == cat({{0, 18, 0, 0x90, 0, 0, 0, 0}, control(true)}));
+  a.pc = PageControl::kChangeable;  // the header is the same whatever PC says
+  const Bytes changeable = sense(a);
+  REQUIRE(changeable.size() >= 8);
+  CHECK(Bytes(changeable.begin(), changeable.begin() + 8) == Bytes{0, 18, 0, 0x90, 0, 0, 0, 0});
+}
+
 TEST_CASE("MODE SENSE(10) long LBA block descriptor") {
   ModeSenseArgs a;
   a.ten = true;

@@ -277,6 +277,23 @@ TEST_CASE("REPORT LUNS: peripheral and flat addressing, select report, allocatio
   CHECK(t->task.transfer_len == 16);
 }
 
+TEST_CASE("MODE SENSE(6)/(10) of a write-protected LU: WP=1 (SBC-4 6.5.1)") {
+  LuParams p = test::default_params();
+  p.read_only = true;
+  Fixture f(p);
+  auto t = f.run({op::kModeSense6, 0x08, 0x3F, 0, 255, 0});
+  REQUIRE(t->good());
+  CHECK(test::slice(t->data_in(), 0, 4) == Bytes{47, 0, 0x90, 0});
+  t = f.run({op::kModeSense10, 0x08, 0x08, 0, 0, 0, 0, 0, 255, 0});
+  REQUIRE(t->good());
+  CHECK(test::slice(t->data_in(), 0, 8) == Bytes{0, 26, 0, 0x90, 0, 0, 0, 0});
+  // MODE SELECT still works on it (SPC-5: it changes no block), sending WP back as read.
+  Bytes sel = test::slice(t->data_in(), 0, 28);
+  sel[0] = sel[1] = 0;
+  t = f.run({op::kModeSelect10, 0x10, 0, 0, 0, 0, 0, 0, 28, 0}, DataDir::kOut, 28, sel);
+  CHECK(t->good());
+}
+
 TEST_CASE("MODE SENSE(6)/(10) through execute") {
   Fixture f;
   auto t = f.run({op::kModeSense6, 0, 0x3F, 0, 255, 0});

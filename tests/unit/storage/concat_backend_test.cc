@@ -298,3 +298,17 @@ TEST_CASE("make_concat: extent_status asks the part, clipped to it; space_usage 
   CHECK(u.available_bytes == 2 * mib);
   CHECK(a->allocated_bytes() == mib);
 }
+
+TEST_CASE("make_concat: resize is refused with the reason, the size stays") {
+  std::vector<std::unique_ptr<Backend>> parts;
+  parts.push_back(std::make_unique<MemoryBackend>(1 << 20));
+  parts.push_back(std::make_unique<MemoryBackend>(1 << 20));
+  auto c = make_concat(std::move(parts));
+  auto r = c->resize(4 << 20, false);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() ==
+        "concat(memory:1048576, memory:1048576): a LU of concatenated sub-units cannot be "
+        "resized (each sub-unit's size places the ones after it; change the configuration "
+        "instead)");
+  CHECK(c->size() == 2 << 20);
+}

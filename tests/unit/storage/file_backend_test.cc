@@ -450,3 +450,52 @@ TEST_CASE("FileBackend: space_usage counts the file's blocks and the free space"
   CHECK(u.allocated_bytes >= kMiB);
   CHECK(u.allocated_bytes <= kMiB + 64 * 1024);
 }
+
+TEST_CASE("FileBackend::resize: thin grows sparse, full allocates, shrink truncates") {
+  TempDir dir;
+  const std::string path = dir / "lu.img";
+  auto opened = FileBackend::open(path, 4 * kMiB);
+  REQUIRE_MESSAGE(opened.has_value(), opened.error());
+  FileBackend& b = **opened;
+  auto head = pattern(8192, 1);
+  REQUIRE(write_bytes(b, 0, head, nullptr) == 0);
+
+  // Thin: the file grows, the new bytes are a hole that reads as zeros.
+  const blkcnt_t before = stat_of(path).st_blocks;
+  auto r = b.resize(8 * kMiB, false);
+  REQUIRE_MESSAGE(r.has_value(), r.error());
+  CHECK(b.size() == 8 * kMiB);
+  CHECK(stat_of(path).st_size == static_cast<off_t>(8 * kMiB));
+  CHECK(stat_of(path).st_blocks == before);
+  CHECK(read_bytes(b, 0, 8192, nullptr) == head);
+  CHECK(all_zero(read_bytes(b, 4 * kMiB, 4 * kMiB, nullptr)));
+  auto far = pattern(4096, 2);
+  CHECK(write_bytes(b, 8 * kMiB - 4096, far, nullptr) == 0);
+  CHECK(read_bytes(b, 8 * kMiB - 4096, 4096, nullptr) == far);
+
+  // Full provisioning: the grown range is allocated now (fallocate) and reads as zeros.
+  r = b.resize(16 * kMiB, true);
+  REQUIRE_MESSAGE(r.has_value(), r.error());
+  CHECK(stat_of(path).st_blocks * 512 >= static_cast<blkcnt_t>(8 * kMiB));
+  CHECK(all_zero(read_bytes(b, 8 * kMiB, 8 * kMiB, nullptr)));
+
+  // Shrink: the file is cut; requests beyond the new end are refused.
+  r = b.resize(2 * kMiB, false);
+  REQUIRE_MESSAGE(r.has_value(), r.error());
+  CHECK(b.size() == 2 * kMiB);
+  CHECK(stat_of(path).st_size == static_cast<off_t>(2 * kMiB));
+  std::vector<uint8_t> buf(4096);
+  iovec iov{buf.data(), buf.size()};
+  CHECK(run(b, rw(IoOp::kRead, 2 * kMiB, &iov, 1, 4096), nullptr) == -EINVAL);
+  // Bytes written past the end meanwhile (a command that raced the shrink) do not come
+  // back when the LU grows again.
+  REQUIRE(::pwrite(b.fd(), far.data(), far.size(), 3 * kMiB) == ssize_t(far.size()));
+  REQUIRE(b.resize(4 * kMiB, false));
+  CHECK(all_zero(read_bytes(b, 2 * kMiB, 2 * kMiB, nullptr)));
+  CHECK(read_bytes(b, 0, 8192, nullptr) == head);
+
+  auto zero = b.resize(0, false);
+  REQUIRE_FALSE(zero);
+  CHECK(zero.error() == path + ": the size must not be 0");
+  CHECK(b.size() == 4 * kMiB);
+}

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -184,4 +185,66 @@ TEST_CASE("MemoryBackend: extent_status reports chunks, space_usage what they ho
   CHECK(run(m, IoOp::kDiscard, kMiB, kMiB) == 0);
   REQUIRE(m.extent_status(0, 1ull << 40, &st) == 0);
   CHECK(st.length == 2 * kMiB);  // chunks 0 and 1 now both free
+}
+
+TEST_CASE("MemoryBackend::resize: grow keeps the data and reads zeros after; shrink frees") {
+  // 2.5 MiB: the last chunk is partial and must become whole when the backend grows.
+  MemoryBackend m(2 * kMiB + kMiB / 2);
+  auto head = pattern(4096, 3);
+  auto tail = pattern(4096, 4);
+  REQUIRE(write_bytes(m, 0, head) == 0);
+  REQUIRE(write_bytes(m, 2 * kMiB + kMiB / 2 - 4096, tail) == 0);
+  CHECK(m.allocated_bytes() == kMiB + kMiB / 2);
+
+  REQUIRE(m.resize(5 * kMiB, false));
+  CHECK(m.size() == 5 * kMiB);
+  CHECK(m.describe() == "memory:5242880");
+  CHECK(read_bytes(m, 0, 4096) == head);
+  CHECK(read_bytes(m, 2 * kMiB + kMiB / 2 - 4096, 4096) == tail);
+  CHECK(all_zero(read_bytes(m, 2 * kMiB + kMiB / 2, kMiB / 2)));  // the grown part of the edge
+  CHECK(all_zero(read_bytes(m, 3 * kMiB, 2 * kMiB)));
+  CHECK(m.allocated_bytes() == 2 * kMiB);  // the edge chunk is whole now
+  auto far = pattern(8192, 5);
+  CHECK(write_bytes(m, 5 * kMiB - 8192, far) == 0);  // the new end is writable
+  CHECK(read_bytes(m, 5 * kMiB - 8192, 8192) == far);
+  CHECK(m.allocated_bytes() == 3 * kMiB);
+
+  // Shrink into the middle of a chunk: chunks beyond go, the new edge keeps its head.
+  REQUIRE(m.resize(kMiB / 2, false));
+  CHECK(m.size() == kMiB / 2);
+  CHECK(m.allocated_bytes() == kMiB / 2);
+  CHECK(read_bytes(m, 0, 4096) == head);
+  std::vector<uint8_t> one(512);
+  iovec iov{one.data(), one.size()};
+  CHECK(run(m, IoOp::kRead, kMiB / 2, 512, &iov, 1) == -EINVAL);  // beyond the end now
+  // Growing again: what was cut off does not come back.
+  REQUIRE(m.resize(5 * kMiB, false));
+  CHECK(all_zero(read_bytes(m, kMiB / 2, 5 * kMiB - kMiB / 2)));
+  CHECK(read_bytes(m, 0, 4096) == head);
+
+  auto zero = m.resize(0, false);
+  REQUIRE_FALSE(zero);
+  CHECK(zero.error() == "memory:5242880: the size must not be 0");
+  CHECK(m.size() == 5 * kMiB);
+}
+
+TEST_CASE("MemoryBackend::resize while other threads read and write") {
+  // No timing: a fixed amount of work on each side; what is checked is that every request
+  // inside the smallest size succeeds with the right data whatever the resizes do.
+  MemoryBackend m(4 * kMiB);
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> io;
+  for (uint32_t t = 0; t < 2; ++t)
+    io.emplace_back([&, t] {
+      auto data = pattern(64 * 1024, 10 + t);
+      const uint64_t off = t * 2 * kMiB - (t ? 32 * 1024 : 0);  // the second crosses a chunk
+      for (int i = 0; !stop.load() || i < 200; ++i) {
+        if (write_bytes(m, off, data) != 0 || read_bytes(m, off, data.size()) != data) ++bad;
+      }
+    });
+  for (int i = 0; i < 200; ++i) REQUIRE(m.resize(i % 2 ? 4 * kMiB : 3 * kMiB + 4096, false));
+  stop = true;
+  for (auto& th : io) th.join();
+  CHECK(bad.load() == 0);
 }

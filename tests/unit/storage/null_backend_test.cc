@@ -46,3 +46,24 @@ TEST_CASE("NullBackend: reads return zeros, writes vanish, everything completes 
   n.submit(bad);
   CHECK(e.result == -EINVAL);
 }
+
+TEST_CASE("NullBackend::resize: any size but 0; requests are checked against the new one") {
+  NullBackend n(1 << 20);
+  REQUIRE(n.resize(4 << 20, false));
+  CHECK(n.size() == 4 << 20);
+  CHECK(n.describe() == "null:4194304");
+  std::vector<uint8_t> buf(4096);
+  iovec iov{buf.data(), buf.size()};
+  Done d;
+  IoRequest r = make_req(IoOp::kRead, (4 << 20) - 4096, 4096, &iov, 1, &d);
+  n.submit(r);
+  CHECK(d.result == 0);
+  REQUIRE(n.resize(1 << 20, false));
+  Done d2;
+  IoRequest r2 = make_req(IoOp::kRead, (4 << 20) - 4096, 4096, &iov, 1, &d2);
+  n.submit(r2);
+  CHECK(d2.result == -EINVAL);
+  auto zero = n.resize(0, false);
+  REQUIRE_FALSE(zero);
+  CHECK(zero.error() == "null:1048576: the size must not be 0");
+}

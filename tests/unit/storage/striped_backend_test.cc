@@ -280,3 +280,16 @@ TEST_CASE("make_striped: flush reaches every part; bad shapes are refused") {
   REQUIRE_FALSE(odd.has_value());
   CHECK(odd.error() == "stripe unit 3000 is not a power of two");
 }
+
+TEST_CASE("make_striped: resize is refused with the reason, the size stays") {
+  std::vector<std::unique_ptr<Backend>> parts;
+  parts.push_back(std::make_unique<MemoryBackend>(1 << 20));
+  parts.push_back(std::make_unique<MemoryBackend>(1 << 20));
+  auto s = make_striped(std::move(parts), 65536, 2 << 20);
+  REQUIRE(s);
+  auto r = (*s)->resize(4 << 20, false);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == "striped(65536, memory:1048576, memory:1048576): a striped LU cannot be "
+                     "resized (every sub-unit would need to grow at once)");
+  CHECK((*s)->size() == 2 << 20);
+}
