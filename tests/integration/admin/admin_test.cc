@@ -448,3 +448,52 @@ TEST_CASE("systemd notification: READY=1 when listening, STOPPING=1 on SIGTERM")
     ::close(fd);
   }
 }
+
+// zumactl resize lun while a session uses the LU: CAPACITY DATA HAS CHANGED (2Ah/09h), the
+// new READ CAPACITY, the data kept, the new blocks usable; shrinking needs --shrink; `config
+// save` writes the new size.
+TEST_CASE("resize lun online: the initiator sees 2Ah/09h and the new capacity") {
+  Zumad z(make_config(kLuns));
+  z.start();
+  Session s(z.portal(), kTestIqn);
+  clear_attentions(s, 0);
+  REQUIRE(s.capacity(0) == std::make_pair<uint64_t, uint32_t>(16384, 512));
+  const auto data = make_pattern(16, 512, 16368, 3);
+  Task w = s.write16(0, 16368, data, 512);
+  REQUIRE_MESSAGE(is_good(w.get()), describe(s.ctx(), w.get()));
+
+  RunResult r = zumactl(z, {"resize", "lun", "disk0", "16MiB"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output == "LU 'disk0' resized from 8MiB to 16MiB (32768 blocks of 512 bytes)\n");
+  Task ua = s.tur(0);
+  CHECK(is_sense(ua.get(), 0x06, 0x2a09));
+  CHECK(s.capacity(0) == std::make_pair<uint64_t, uint32_t>(32768, 512));
+  Task rd = s.read16(0, 16368, 16 * 512, 512);
+  REQUIRE(is_good(rd.get()));
+  CHECK(check_pattern(std::span(rd->datain.data, size_t(rd->datain.size)), 512, 16368, 3) == "");
+  const auto tail = make_pattern(16, 512, 32752, 4);
+  Task w2 = s.write16(0, 32752, tail, 512);
+  REQUIRE_MESSAGE(is_good(w2.get()), describe(s.ctx(), w2.get()));
+  CHECK(zumactl_json(z, {"show", "luns"})["rows"][0][3] == 16 << 20);
+
+  r = zumactl(z, {"resize", "lun", "disk0", "4MiB"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output ==
+        "error: LU 'disk0': shrinking from 16MiB to 4MiB loses the data beyond the new end; "
+        "give --shrink to do it\n");
+  r = zumactl(z, {"resize", "lun", "disk0", "1000"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("a positive multiple of its block size (512 bytes)") != std::string::npos);
+  r = zumactl(z, {"resize", "lun", "disk0", "4MiB", "--shrink"});
+  CHECK(r.exit_code == 0);
+  CHECK(is_sense(s.tur(0).get(), 0x06, 0x2a09));
+  CHECK(s.capacity(0) == std::make_pair<uint64_t, uint32_t>(8192, 512));
+  Task beyond = s.read16(0, 8192, 512, 512);
+  CHECK(is_sense(beyond.get(), 0x05, 0x2100));  // LOGICAL BLOCK ADDRESS OUT OF RANGE
+
+  r = zumactl(z, {"config", "save"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(read_file(z.config_path()).find("size: 4194304\n") != std::string::npos);
+  CHECK(z.stop() == 0);
+}
