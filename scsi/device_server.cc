@@ -195,7 +195,8 @@ void reset_logical_unit(LogicalUnit& lu, const Nexus& from, std::function<void()
 
 void nexus_lost(LogicalUnit& lu, const Nexus& nexus) {
   lu.unit_attentions().forget(nexus.id);
-  lu.nexuses().detach(nexus.id);
+  // Only a nexus that used the LU had an I_T nexus with it to lose.
+  if (lu.nexuses().detach(nexus.id)) lu.note_nexus_lost(nexus);
   lu.reservations().nexus_lost(nexus.id);
 }
 

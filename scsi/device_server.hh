@@ -94,6 +94,8 @@ void reset_logical_unit(LogicalUnit& lu, const Nexus& from, std::function<void()
 // The I_T nexus is gone (session closed): drop per-nexus state it holds in the LU (unit
 // attentions, its task set, a RESERVE (6)/(10) reservation it held). Persistent
 // reservation registrations stay: they belong to the I_T nexus name, not to the session.
+// When the nexus had used the LU, the next session with the same initiator and target
+// port names gets I_T NEXUS LOSS OCCURRED (29h/07h) instead of POWER ON OCCURRED.
 void nexus_lost(LogicalUnit& lu, const Nexus& nexus);
 
 // Task management (SAM-5) on the device server's task sets (task_set.hh). Every task of the

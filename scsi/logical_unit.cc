@@ -1,5 +1,6 @@
 #include "scsi/logical_unit.hh"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
@@ -127,18 +128,60 @@ int LogicalUnit::save_mode_params(const ModeParams& v) {
   return e;
 }
 
+namespace {
+// What names an I_T nexus to the device server: the initiator port and the target port.
+std::string lost_key(const NexusIdentity& id) {
+  return id.initiator_port + '|' + id.target_name + '|' + std::to_string(id.relative_port_id);
+}
+}  // namespace
+
 NexusTasks& LogicalUnit::task_set_of(const Nexus& n) {
   for (auto& [inst, set] : n.task_sets) {
     if (inst == instance_ && !set->detached()) return *set;
   }
+  // The nexus's first command on this LU (rare: once per session and LU).
+  std::lock_guard lock(lost_mu_);
   bool created = false;
   std::shared_ptr<NexusTasks> set = nexuses_.attach(n, &created);
   uas_.touch(n.id);
-  if (created && params_.power_on_unit_attention) uas_.establish(n.id, Reason::kUaPowerOnOccurred);
+  if (created) {
+    const auto it = std::find(lost_.begin(), lost_.end(), lost_key(set->identity()));
+    // SAM-5 (I_T nexus loss): the condition belongs to the I_T nexus, which its names
+    // identify, so a new session with the same names reports the loss; both conditions are
+    // reset-class (29h): either replaces the other.
+    // A condition established for the nexus before its first command (a LU reset
+    // through another nexus) is newer than the loss: it stays.
+    if (it != lost_.end()) {
+      lost_.erase(it);
+      if (!uas_.pending(n.id)) uas_.establish(n.id, Reason::kUaItNexusLossOccurred);
+    } else if (params_.power_on_unit_attention) {
+      uas_.establish(n.id, Reason::kUaPowerOnOccurred);
+    }
+  }
   // A detached set of this LU stays in the list: tasks may still be in it, and the nexus
   // (which outlives its tasks) is what keeps it alive.
   n.task_sets.emplace_back(instance_, set);
   return *set;
+}
+
+void LogicalUnit::note_nexus_lost(const Nexus& n) {
+  const NexusIdentity id = NexusIdentity::of(n);
+  std::lock_guard lock(lost_mu_);
+  // A session that reinstated this one may have used the LU already: it is told now.
+  bool told = false;
+  for (const auto& set : nexuses_.all()) {
+    const NexusIdentity& o = set->identity();
+    if (set->nexus_id() != n.id && o.initiator_port == id.initiator_port &&
+        o.target_name == id.target_name && o.relative_port_id == id.relative_port_id) {
+      uas_.establish(set->nexus_id(), Reason::kUaItNexusLossOccurred);
+      told = true;
+    }
+  }
+  if (told) return;
+  std::string key = lost_key(id);
+  if (std::find(lost_.begin(), lost_.end(), key) != lost_.end()) return;
+  if (lost_.size() >= kMaxLostNexuses) lost_.pop_front();
+  lost_.push_back(std::move(key));
 }
 
 std::expected<void, std::string> LogicalUnit::resize(uint64_t blocks) {

@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <expected>
 #include <memory>
 #include <mutex>
@@ -106,9 +107,17 @@ class LogicalUnit {
   Reservations& reservations() { return reservations_; }
   NexusRegistry& nexuses() { return nexuses_; }
   // The task set of `n` on this LU. The nexus's first command creates it, registers the
-  // nexus for unit attentions and establishes POWER ON OCCURRED for it (when
-  // LuParams::power_on_unit_attention). Called on the thread executing the nexus's tasks.
+  // nexus for unit attentions and establishes I_T NEXUS LOSS OCCURRED for it when an
+  // earlier nexus of the same initiator and target port names was lost (note_nexus_lost),
+  // else POWER ON OCCURRED (when LuParams::power_on_unit_attention). Called on the thread
+  // executing the nexus's tasks.
   NexusTasks& task_set_of(const Nexus& n);
+  // The nexus `n`, which used this LU, is gone (session closed or reinstated): the next
+  // nexus with its initiator and target port names is told so (SAM-5 I_T nexus loss: the
+  // unit attention belongs to the I_T nexus, which the names identify, not the session).
+  // At most kMaxLostNexuses names are kept, the oldest forgotten first.
+  void note_nexus_lost(const Nexus& n);
+  static constexpr size_t kMaxLostNexuses = 1024;
   // Unique per LU object for the life of the process (keys Nexus::task_sets).
   uint64_t instance() const { return instance_; }
 
@@ -130,6 +139,10 @@ class LogicalUnit {
   std::string mode_path_;  // saved mode pages; "" = none
   ModeParams saved_;
   UnitAttentions uas_;
+  // Names of lost nexuses (lost_key()), oldest first. lost_mu_ also serialises the
+  // creation of a nexus's task set with note_nexus_lost().
+  std::mutex lost_mu_;
+  std::deque<std::string> lost_;
   const uint64_t instance_;
   NexusRegistry nexuses_;
   Reservations reservations_;

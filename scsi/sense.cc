@@ -47,6 +47,7 @@ constexpr Entry kTable[] = {
     {Reason::kIncorrectAmountOfData, kCheck(kAbortedCommand, 0x0C, 0x0D)},
     {Reason::kUaPowerOnOccurred, kCheck(kUnitAttention, 0x29, 0x01)},
     {Reason::kUaBusDeviceResetOccurred, kCheck(kUnitAttention, 0x29, 0x03)},
+    {Reason::kUaItNexusLossOccurred, kCheck(kUnitAttention, 0x29, 0x07)},
     {Reason::kUaModeParametersChanged, kCheck(kUnitAttention, 0x2A, 0x01)},
     {Reason::kUaCapacityDataChanged, kCheck(kUnitAttention, 0x2A, 0x09)},
     {Reason::kUaInquiryDataChanged, kCheck(kUnitAttention, 0x3F, 0x03)},

@@ -54,6 +54,7 @@ enum class Reason : uint8_t {
   kIncorrectAmountOfData,      // ABORTED COMMAND / 0C / 0D
   kUaPowerOnOccurred,          // UNIT ATTENTION / 29 / 01
   kUaBusDeviceResetOccurred,   // UNIT ATTENTION / 29 / 03 (logical unit reset)
+  kUaItNexusLossOccurred,      // UNIT ATTENTION / 29 / 07
   kUaModeParametersChanged,    // UNIT ATTENTION / 2A / 01
   kUaCapacityDataChanged,      // UNIT ATTENTION / 2A / 09
   kUaInquiryDataChanged,       // UNIT ATTENTION / 3F / 03

@@ -220,6 +220,17 @@ TEST_CASE("session reinstatement with libiscsi and writes in flight on the old s
       eventually([&] { return z.log().find("session reinstated") != std::string::npos; }, 3000ms));
   MESSAGE("old session: " << aw.good.load() << " of " << kWrites + kReads << " commands answered");
 
+  // The reinstated I_T nexus learns of the loss of the old one (SAM-5: I_T NEXUS LOSS
+  // OCCURRED, 29h/07h), on its first command after the old session's cleanup: that may be
+  // the TEST UNIT READY of iscsi_full_connect_sync or one of these.
+  bool ready = false;
+  for (int i = 0; i < 3 && !ready; ++i) {
+    Task t(iscsi_testunitready_sync(fresh.ctx(), 0));
+    ready = is_good(t.get());
+    if (!ready) CHECK_MESSAGE(is_sense(t.get(), 0x06, 0x2907), describe(fresh.ctx(), t.get()));
+  }
+  REQUIRE(ready);
+
   // The new session overwrites the whole range, reads it back, and again a little later
   // (no write of the old session may land after the new session's).
   const auto data = make_pattern(uint64_t(kWrites) * kBlocks, kBs, 0, 2);

@@ -227,6 +227,9 @@ TEST_CASE("nexus loss drops its unit attentions") {
   reset_logical_unit(*f.lu, f.nexus);
   nexus_lost(*f.lu, f.other);
   CHECK(f.lu->unit_attentions().known_count() == 1);
+  // The reset's 29h/03h is gone; the same names again report the loss (SAM-5), once.
+  auto t = f.run(kTur, DataDir::kNone, 0, {}, 0, &f.other);
+  CHECK_SENSE(t, 0x6, 0x29, 0x07);
   CHECK(f.run(kTur, DataDir::kNone, 0, {}, 0, &f.other)->good());
 }
 

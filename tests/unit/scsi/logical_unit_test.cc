@@ -172,6 +172,72 @@ TEST_CASE("resize: shrink ends the LBA range; refused while a reservation is hel
   CHECK(lu->resize(0).error() == "the capacity must be at least one block");
 }
 
+// SAM-5 I_T nexus loss: the next session with the lost nexus's names reports 29h/07h, once;
+// a nexus with other names, or one that never used the LU, is not affected.
+TEST_CASE("I_T NEXUS LOSS OCCURRED for the next nexus with the lost one's names") {
+  LuParams p = test::default_params();
+  p.power_on_unit_attention = true;
+  Fixture f(p);
+  const std::initializer_list<uint8_t> tur = {op::kTestUnitReady, 0, 0, 0, 0, 0};
+  {
+    auto t = f.run(tur, DataDir::kNone, 0);
+    CHECK_SENSE(t, 0x6, 0x29, 0x01);  // POWER ON OCCURRED
+  }
+  REQUIRE(f.run(tur, DataDir::kNone, 0)->good());
+  nexus_lost(*f.lu, f.nexus);
+
+  Nexus again = f.nexus;  // a new session, same initiator port and target port
+  again.id = 10;
+  again.task_sets.clear();
+  {
+    auto t = f.run(tur, DataDir::kNone, 0, {}, 0, &again);
+    CHECK_SENSE(t, 0x6, 0x29, 0x07);
+  }
+  CHECK(f.run(tur, DataDir::kNone, 0, {}, 0, &again)->good());
+  Nexus third = f.nexus;  // reported once: the session after gets the power-on condition
+  third.id = 11;
+  third.task_sets.clear();
+  {
+    auto t = f.run(tur, DataDir::kNone, 0, {}, 0, &third);
+    CHECK_SENSE(t, 0x6, 0x29, 0x01);
+  }
+
+  // Another ISID is another I_T nexus: power on, not nexus loss.
+  Nexus other_isid = f.nexus;
+  other_isid.id = 12;
+  other_isid.task_sets.clear();
+  other_isid.initiator_port = "iqn.1994-05.com.example:host1,i,0x023d00000002";
+  nexus_lost(*f.lu, again);
+  {
+    auto t = f.run(tur, DataDir::kNone, 0, {}, 0, &other_isid);
+    CHECK_SENSE(t, 0x6, 0x29, 0x01);
+  }
+
+  // Reinstatement where the new session used the LU before the old one was cleaned up:
+  // the new one is told at once (replacing its power-on condition).
+  Nexus fresh = f.nexus;
+  fresh.id = 13;
+  fresh.task_sets.clear();
+  REQUIRE(f.run(tur, DataDir::kNone, 0, {}, 0, &fresh)->task.status == status::kCheckCondition);
+  REQUIRE(f.run(tur, DataDir::kNone, 0, {}, 0, &fresh)->good());
+  nexus_lost(*f.lu, third);
+  {
+    auto t = f.run(tur, DataDir::kNone, 0, {}, 0, &fresh);
+    CHECK_SENSE(t, 0x6, 0x29, 0x07);
+  }
+
+  // A nexus that never sent the LU a command lost nothing here.
+  Nexus never = f.other;
+  never.id = 14;
+  nexus_lost(*f.lu, never);
+  Nexus never_again = f.other;
+  never_again.id = 15;
+  {
+    auto t = f.run(tur, DataDir::kNone, 0, {}, 0, &never_again);
+    CHECK_SENSE(t, 0x6, 0x29, 0x01);
+  }
+}
+
 TEST_CASE("resize: a backend that cannot change its size refuses; nothing changes") {
   Fixture f;  // FakeBackend keeps Backend's default resize()
   const std::initializer_list<uint8_t> tur = {op::kTestUnitReady, 0, 0, 0, 0, 0};

@@ -774,6 +774,7 @@ TEST_CASE("persistent reservations survive a LU reset and the loss of the sessio
   Nexus again = f.nexus;
   again.id = 42;
   again.task_sets.clear();
+  CHECK_SENSE_OF(pr.tur(again), 0x6, 0x29, 0x07);  // I_T NEXUS LOSS OCCURRED (SAM-5)
   CHECK(pr.write_ok(again));
   CHECK_FALSE(pr.read_ok(f.other));
 }

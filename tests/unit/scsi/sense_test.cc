@@ -48,6 +48,7 @@ TEST_CASE("the reason table maps to status, key, ASC, ASCQ") {
       {Reason::kUnexpectedUnsolicitedData, status::kCheckCondition, 0xB, 0x0C, 0x0C},
       {Reason::kIncorrectAmountOfData, status::kCheckCondition, 0xB, 0x0C, 0x0D},
       {Reason::kUaPowerOnOccurred, status::kCheckCondition, 0x6, 0x29, 0x01},
+      {Reason::kUaItNexusLossOccurred, status::kCheckCondition, 0x6, 0x29, 0x07},
       {Reason::kUaBusDeviceResetOccurred, status::kCheckCondition, 0x6, 0x29, 0x03},
       {Reason::kUaModeParametersChanged, status::kCheckCondition, 0x6, 0x2A, 0x01},
       {Reason::kUaCapacityDataChanged, status::kCheckCondition, 0x6, 0x2A, 0x09},

@@ -267,7 +267,9 @@ TEST_CASE("a lost nexus's waiting tasks still complete") {
   f.backend->complete_deferred();
   CHECK(a->completions == 1);
   CHECK(o->completions == 1);
-  // The nexus gets a new task set if it is used again.
+  // The nexus gets a new task set if it is used again; its first command reports the loss.
+  auto t = run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0);
+  CHECK_SENSE(t, 0x6, 0x29, 0x07);
   CHECK(run_attr(f, kTur, TaskAttr::kSimple, DataDir::kNone, 0)->good());
 }
 
@@ -295,12 +297,19 @@ TEST_CASE("a nexus's first command reports POWER ON OCCURRED when asked to") {
   CHECK(i->good());
   t = f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &f.other);
   CHECK_SENSE(t, 0x6, 0x29, 0x01);
-  // A nexus lost and back (a new session) gets it again.
+  // A nexus lost and back (a new session, same names) gets I_T NEXUS LOSS OCCURRED instead
+  // (SAM-5); a new ISID is a new I_T nexus: POWER ON OCCURRED.
   nexus_lost(*f.lu, f.other);
   Nexus again = f.other;
   again.id = 77;
   again.task_sets.clear();
   t = f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &again);
+  CHECK_SENSE(t, 0x6, 0x29, 0x07);
+  Nexus new_isid = f.other;
+  new_isid.id = 78;
+  new_isid.task_sets.clear();
+  new_isid.initiator_port += "2";
+  t = f.run({op::kTestUnitReady, 0, 0, 0, 0, 0}, DataDir::kNone, 0, {}, 0, &new_isid);
   CHECK_SENSE(t, 0x6, 0x29, 0x01);
 }
 
