@@ -42,6 +42,9 @@ struct CopyJob {
   uint8_t list_id = 0;
   bool tracked = false;
   std::vector<Segment> segs;
+  // LUs of other targets the segments name (Nexus::find_copy_target): kept alive until the
+  // copy ends, whatever a live configuration change does to their targets meanwhile.
+  std::vector<std::shared_ptr<LogicalUnit>> held;
   size_t seg = 0;
   uint64_t done = 0;     // bytes of segs[seg] copied
   uint64_t total = 0;    // bytes copied in all
@@ -141,15 +144,25 @@ void io_done(storage::IoRequest& req, int result) {
   step(j);
 }
 
-// The LU of the table whose NAA designator is `id` (`len` bytes, association LU).
-LogicalUnit* find_lu(const LunTable& table, uint8_t code_set, uint8_t assoc, uint8_t type,
-                     const uint8_t* id, size_t len) {
+// The LU whose NAA designator is `id` (`len` bytes, association LU): one of the nexus's
+// table, else one of another target this nexus's initiator may address there
+// (Nexus::find_copy_target; appended to `held`). Nothing else: an initiator can never name a
+// LU it could not reach itself (the LIO XCOPY bug, CVE-2020-28374).
+LogicalUnit* find_lu(const LunTable& table, const Nexus* nexus, uint8_t code_set, uint8_t assoc,
+                     uint8_t type, const uint8_t* id, size_t len,
+                     std::vector<std::shared_ptr<LogicalUnit>>& held) {
   // SPC-5 designation descriptor: binary code set (1h), NAA (3h), associated with the LU.
   if ((code_set & 0x0F) != 0x1 || assoc != 0 || type != 0x3 || len != 16) return nullptr;
   for (const auto& [lun, lu] : table.luns) {
     if (lu && std::memcmp(lu->naa().data(), id, 16) == 0) return lu.get();
   }
-  return nullptr;
+  if (nexus == nullptr || !nexus->find_copy_target) return nullptr;
+  for (const auto& lu : held)
+    if (std::memcmp(lu->naa().data(), id, 16) == 0) return lu.get();
+  std::shared_ptr<LogicalUnit> lu = nexus->find_copy_target(id);
+  if (!lu || std::memcmp(lu->naa().data(), id, 16) != 0) return nullptr;
+  held.push_back(std::move(lu));
+  return held.back().get();
 }
 
 bool out_of_range(uint64_t lba, uint64_t blocks, uint64_t capacity) {
@@ -208,6 +221,7 @@ CmdResult handle_extended_copy(Cmd& c) {
   const size_t ncscd = cscd_len / kCscdLen;
   if (ncscd > kMaxCscdDescriptors) return Reason::kTooManyTargetDescriptors;
   std::vector<LogicalUnit*> cscd(ncscd, nullptr);
+  std::vector<std::shared_ptr<LogicalUnit>> held;  // other targets' LUs (find_lu)
   for (size_t i = 0; i < ncscd; ++i) {
     const size_t off = 16 + i * kCscdLen;
     const uint8_t* d = p + off;
@@ -224,7 +238,8 @@ CmdResult handle_extended_copy(Cmd& c) {
     if (d[1] & 0x1F) return CmdResult::invalid_param(at(1), 4);
     const uint8_t id_len = d[7];
     if (id_len > 20 - 4) return CmdResult::invalid_param(at(7), 7);
-    LogicalUnit* lu = find_lu(c.table, d[4], (d[5] >> 4) & 0x03, d[5] & 0x0F, d + 8, id_len);
+    LogicalUnit* lu = find_lu(c.table, c.task.nexus, d[4], (d[5] >> 4) & 0x03, d[5] & 0x0F,
+                              d + 8, id_len, held);
     if (lu && get_be24(d + 29) != lu->block_size()) return CmdResult::invalid_param(at(29), 7);
     cscd[i] = lu;
   }
@@ -300,6 +315,7 @@ CmdResult handle_extended_copy(Cmd& c) {
   job->lu = c.lu;
   job->list_id = p[0];
   job->segs = std::move(segs);
+  job->held = std::move(held);
   if (c.task.nexus) {
     job->set = c.lu->nexuses().find(c.task.nexus->id);
   }

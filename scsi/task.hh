@@ -55,6 +55,13 @@ struct Nexus {
   // complete a task that waited for work on other nexuses (PREEMPT AND ABORT waiting for
   // the aborted tasks). Empty: the device server calls `fn` on whatever thread it is on.
   std::function<void(std::function<void()>)> post{};
+  // EXTENDED COPY across targets (SPC-5 third-party copy: a copy manager may reach copy
+  // targets beyond the addressed one): the LU whose NAA designator is `naa` (16 bytes) in
+  // another target of this SCSI target device that this nexus's initiator may address
+  // there (its ACL, networks, LUN mapping and CHAP), or nullptr. Set by the transport; any
+  // thread. Empty: copies stay within the nexus's LunTable. The LU is kept alive by the
+  // returned pointer for as long as the copy holds it.
+  std::function<std::shared_ptr<LogicalUnit>(const uint8_t* naa)> find_copy_target{};
 
   // --- private to the device server ---
   // This nexus's task set on each LU it has used (keyed by LU instance), reached without a

@@ -751,6 +751,14 @@ void Connection::login_complete() {
   // The device server finishes work on this reactor (PREEMPT AND ABORT waiting for other
   // nexuses' tasks; task.hh Nexus::post). Commands still executing keep the connection alive.
   nexus_.post = [r = &reactor_](std::function<void()> fn) { r->post(std::move(fn)); };
+  // EXTENDED COPY may name LUs of the other targets this initiator could log in to from
+  // here, as itself: their ACLs, and their CHAP secret if it is the one proved now.
+  std::optional<ChapSecret> proved;
+  if (chap_policy_) proved = chap_policy_->initiator;
+  nexus_.find_copy_target = [&server = server_, own = target_->iqn, ini = initiator_name_,
+                             peer = peer_, proved](const uint8_t* naa) {
+    return find_copy_target(server, own, ini, peer, proved, naa);
+  };
   // RFC 7143 4.4.1: a session is named by ISID and the target portal group tag, so a login
   // through another portal group is a second (multipath) session, not a reinstatement.
   session_key_ = initiator_name_ + "|" + isid_hex + "|" + target_->iqn + "|" + std::to_string(tpgt_);

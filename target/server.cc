@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "scsi/logical_unit.hh"
 #include "target/connection.hh"
 
 namespace zuma::target {
@@ -284,6 +285,28 @@ const AclRule* TargetDef::admit(const std::string& initiator, const sockaddr_sto
     for (const Network& n : r.networks)
       if (n.contains(peer)) return &r;
     return nullptr;
+  }
+  return nullptr;
+}
+
+std::shared_ptr<scsi::LogicalUnit> find_copy_target(const ServerContext& server,
+                                                    const std::string& own_iqn,
+                                                    const std::string& initiator,
+                                                    const sockaddr_storage& peer,
+                                                    const std::optional<ChapSecret>& authenticated,
+                                                    const uint8_t* naa) {
+  for (const auto& t : server.targets()) {
+    if (t->iqn == own_iqn) continue;  // the nexus's own table was searched already
+    const AclRule* rule = t->admit(initiator, peer);
+    if (!rule) continue;
+    // A target behind CHAP is reachable only with the secret this session proved: the
+    // initiator could not log in there without it.
+    if (t->chap && (!authenticated || authenticated->user != t->chap->initiator.user ||
+                    authenticated->secret != t->chap->initiator.secret))
+      continue;
+    const scsi::LunTable& table = rule->luns ? *rule->luns : *t->luns;
+    for (const auto& [lun, lu] : table.luns)
+      if (lu && std::memcmp(lu->naa().data(), naa, 16) == 0) return lu;
   }
   return nullptr;
 }

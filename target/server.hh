@@ -123,6 +123,18 @@ class ServerContext {
   virtual void close_target_connections(const std::string& iqn, uint64_t except) = 0;
 };
 
+// EXTENDED COPY across targets (scsi::Nexus::find_copy_target): the LU with NAA designator
+// `naa` (16 bytes) in a target other than `own_iqn` that `initiator` logging in from `peer`
+// could address itself: the target's ACL admits it from there (its LUN mapping applies),
+// and the target requires no CHAP or the very credentials `authenticated` (those this
+// session proved at login; nullopt: none). nullptr otherwise.
+std::shared_ptr<scsi::LogicalUnit> find_copy_target(const ServerContext& server,
+                                                    const std::string& own_iqn,
+                                                    const std::string& initiator,
+                                                    const sockaddr_storage& peer,
+                                                    const std::optional<ChapSecret>& authenticated,
+                                                    const uint8_t* naa);
+
 class Server final : public ServerContext {
  public:
   explicit Server(ServerConfig cfg);

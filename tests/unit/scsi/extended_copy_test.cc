@@ -188,6 +188,45 @@ TEST_CASE("a LU outside the nexus's table cannot be named (CVE-2020-28374)") {
   CHECK(other_target.backend->calls.empty());
 }
 
+// Nexus::find_copy_target (set by the transport for the LUs of other targets the initiator
+// may address): such a LU can be a source or a destination; what it does not return stays
+// unreachable.
+TEST_CASE("EXTENDED COPY to and from another target's LU through find_copy_target") {
+  TwoLus s;
+  LuParams p = test::default_params();
+  p.uuid = "11111111-2222-4333-8444-555555555555";
+  Fixture other_target(p);
+  LuParams q = test::default_params();
+  q.uuid = "66666666-2222-4333-8444-555555555555";
+  Fixture refused(q);
+  int lookups = 0;
+  s.f.nexus.find_copy_target = [&](const uint8_t* naa) -> std::shared_ptr<LogicalUnit> {
+    ++lookups;
+    if (std::memcmp(naa, other_target.lu->naa().data(), 16) == 0) return other_target.lu;
+    return nullptr;
+  };
+  const Bytes data = test::pattern(16 * 512, 5);
+  std::memcpy(s.f.backend->data.data() + 40 * 512, data.data(), data.size());
+  // LU 0 -> the other target's LU at 8, then from there into LU 1 at 300 (at most two CSCD
+  // descriptors per list: kMaxCscdDescriptors), then within it: named twice, looked up once.
+  auto t = xcopy(s.f, list(2, 0, {cscd(*s.f.lu), cscd(*other_target.lu)}, {seg(0, 1, 16, 40, 8)}));
+  REQUIRE(t->good());
+  CHECK(lookups == 1);
+  CHECK(slice(other_target.backend->data, 8 * 512, 24 * 512) == data);
+  t = xcopy(s.f, list(3, 0, {cscd(*other_target.lu), cscd(*s.lu2)}, {seg(0, 1, 16, 8, 300)}));
+  REQUIRE(t->good());
+  CHECK(slice(s.backend2->data, 300 * 512, 316 * 512) == data);
+  t = xcopy(s.f, list(4, 0, {cscd(*other_target.lu), cscd(*other_target.lu)},
+                      {seg(0, 1, 16, 8, 500)}));
+  REQUIRE(t->good());
+  CHECK(lookups == 3);
+  CHECK(slice(other_target.backend->data, 500 * 512, 516 * 512) == data);
+  // A LU the hook does not return: COPY ABORTED, COPY TARGET DEVICE NOT REACHABLE.
+  t = xcopy(s.f, list(3, 0, {cscd(*s.f.lu), cscd(*refused.lu)}, {seg(0, 1, 8, 0, 0)}));
+  CHECK_SENSE(t, 0xA, 0x0D, 0x02);
+  CHECK(refused.backend->calls.empty());
+}
+
 TEST_CASE("EXTENDED COPY parameter list checks") {
   TwoLus s;
   Fixture& f = s.f;
