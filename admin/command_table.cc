@@ -337,6 +337,16 @@ std::vector<std::string> CommandTable::complete(const std::vector<std::string>& 
     }
     return {out.begin(), out.end()};
   }
+  // The first positional word after the command (the LU of the snapshot verbs).
+  auto first_positional = [&]() -> std::string {
+    for (size_t i = used; i < before.size(); ++i) {
+      const std::string& w = before[i];
+      if (!w.starts_with("--")) return w;
+      for (const Option& o : cmd->options)
+        if ("--" + o.name == w && o.type != ArgType::kFlag) ++i;
+    }
+    return "";
+  };
   auto values_of = [&](const Option& o) {
     std::vector<std::string> v = o.choices;
     if (!o.complete.empty() && names) {
@@ -344,7 +354,10 @@ std::vector<std::string> CommandTable::complete(const std::vector<std::string>& 
         for (const Command& c : commands_)
           if (!c.hidden) v.push_back(words_of(c.name)[0]);
       } else {
-        auto got = names(o.complete);
+        // "snapshots" and "clones" are per LU: the source asked for is "snapshots:LU".
+        const bool per_lu = o.complete == "snapshots" || o.complete == "clones";
+        if (per_lu && first_positional().empty()) return;
+        auto got = names(per_lu ? o.complete + ":" + first_positional() : o.complete);
         v.insert(v.end(), got.begin(), got.end());
       }
     }

@@ -62,6 +62,7 @@ struct Command {
 };
 
 // Candidate names for a completion source (zumactl asks zumad with `complete SOURCE`).
+// "snapshots:LU" and "clones:LU" name the snapshots and clones of the LU typed first.
 using NameSource = std::function<std::vector<std::string>(const std::string& source)>;
 
 class CommandTable {

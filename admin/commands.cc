@@ -28,11 +28,12 @@ void register_core_commands(CommandTable& t) {
          .summary = "names for completion",
          .options = {{"source",
                       ArgType::kString,
-                      "what to list",
+                      "targets, luns, sessions, portals, initiators, log_levels, "
+                      "snapshots:LU or clones:LU",
                       true,
                       true,
                       "",
-                      {"targets", "luns", "sessions", "portals", "initiators", "log_levels"}}},
+                      {}}},
          .hidden = true});
 
   // --- show ---

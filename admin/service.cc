@@ -526,6 +526,16 @@ Json Service::complete(const Json& a) {
     for (const auto& s : server_.sessions()) out.push_back(std::to_string(s.id));
     return out;
   }
+  if (const size_t colon = source.find(':'); colon != std::string::npos) {
+    auto it = name_sources_.find(source.substr(0, colon));
+    if (it == name_sources_.end())
+      throw CommandError(fmt::format("no names of kind '{}'", source.substr(0, colon)));
+    for (auto& n : it->second(source.substr(colon + 1))) out.push_back(std::move(n));
+    return out;
+  }
+  static const std::set<std::string> kSources = {"targets", "luns",       "portals",
+                                                 "initiators", "sessions", "log_levels"};
+  if (!kSources.count(source)) throw CommandError(fmt::format("no names of kind '{}'", source));
   if (source == "log_levels") {
     for (const char* l : {"trace", "debug", "info", "warn", "error", "critical", "off"})
       out.push_back(l);
@@ -775,6 +785,11 @@ std::string Service::metrics_text() {
   counters("session", session_series);
   for (auto& render : metrics_sources_) out += render();
   return out;
+}
+
+void Service::add_name_source(
+    const std::string& kind, std::function<std::vector<std::string>(const std::string& arg)> names) {
+  name_sources_[kind] = std::move(names);
 }
 
 void Service::add_metrics_source(std::function<std::string()> render) {

@@ -53,6 +53,10 @@ class Service {
   std::string metrics_text();
   // Call before the metrics endpoint starts (the list is not locked).
   void add_metrics_source(std::function<std::string()> render);
+  // Completion names for sources "KIND:ARG" (zumactl's TAB; command_table.hh NameSource):
+  // `names(ARG)` lists them. Call before the control socket starts (the map is not locked).
+  void add_name_source(const std::string& kind,
+                       std::function<std::vector<std::string>(const std::string& arg)> names);
 
   // The LUs now in use, by name (for zumad's shutdown flush).
   std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus();
@@ -77,6 +81,7 @@ class Service {
 
   std::mutex mu_;
   std::vector<std::function<std::string()>> metrics_sources_;
+  std::map<std::string, std::function<std::vector<std::string>(const std::string&)>> name_sources_;
   config::Config running_;
   target::Server& server_;
   std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus_;

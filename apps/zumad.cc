@@ -283,6 +283,10 @@ int main(int argc, char** argv) {
     service->bind(commands);
     snapshot::bind_snapshot_handlers(commands, g_snapshots);
     service->add_metrics_source([] { return snapshot::snapshot_metrics_text(g_snapshots); });
+    service->add_name_source(
+        "snapshots", [](const std::string& lu) { return snapshot::snapshot_names(g_snapshots, lu); });
+    service->add_name_source(
+        "clones", [](const std::string& lu) { return snapshot::clone_names(g_snapshots, lu); });
     g_snapshots.start();  // scheduled snapshots
     control = std::make_unique<admin::ControlServer>(cfg.node.control_socket, commands);
     control->start();

@@ -25,6 +25,24 @@ T check(std::expected<T, std::string> r) {
 
 }  // namespace
 
+std::vector<std::string> snapshot_names(Registry& registry, const std::string& lu) {
+  std::vector<std::string> out;
+  auto store = registry.find(lu);
+  if (!store) return out;
+  for (const SnapshotListing& s : store->list(/*with_usage=*/false))
+    out.push_back(s.name.empty() ? std::to_string(s.id) : s.name);
+  return out;
+}
+
+std::vector<std::string> clone_names(Registry& registry, const std::string& lu) {
+  std::vector<std::string> out;
+  auto store = registry.find(lu);
+  if (!store) return out;
+  for (const CloneInfo& c : store->clones())
+    out.push_back(c.name.empty() ? std::to_string(c.id) : c.name);
+  return out;
+}
+
 void bind_snapshot_handlers(admin::CommandTable& t, Registry& reg) {
   using admin::Json;
   auto set = [&](const char* verb, admin::Handler h) {

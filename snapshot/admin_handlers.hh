@@ -16,4 +16,9 @@ void bind_snapshot_handlers(admin::CommandTable& table, Registry& registry);
 // the fill level is at or above the store's warn_fill, the level zumad also logs).
 std::string snapshot_metrics_text(Registry& registry);
 
+// Completion names (zumactl's TAB): the snapshots of LU `lu` and of its clones (names, and
+// the ids of unnamed ones), or its clones' names. Empty for an unknown LU.
+std::vector<std::string> snapshot_names(Registry& registry, const std::string& lu);
+std::vector<std::string> clone_names(Registry& registry, const std::string& lu);
+
 }  // namespace zuma::snapshot

@@ -15,8 +15,10 @@ inline void register_snapshot_commands(admin::CommandTable& t) {
   auto lu = [] {
     return admin::Option{"lu", ArgType::kString, "a LU with snapshots", true, true, "luns", {}};
   };
-  auto snap = [](const char* name, const char* help, bool required = true) {
-    return admin::Option{name, ArgType::kString, help, required, true, "", {}};
+  // TAB completes the names of the LU's snapshots (or clones) from zumad.
+  auto snap = [](const char* name, const char* help, bool required = true,
+                 const char* source = "snapshots") {
+    return admin::Option{name, ArgType::kString, help, required, true, source, {}};
   };
   t.add({.name = "snapshot create",
          .summary = "take a snapshot of a LU (writes are quiesced for a moment)",
@@ -48,7 +50,7 @@ inline void register_snapshot_commands(admin::CommandTable& t) {
          .example = "snapshot clone data nightly --name test-copy"});
   t.add({.name = "snapshot delete-clone",
          .summary = "delete a clone that no LU exports",
-         .options = {lu(), snap("clone", "the clone's name")},
+         .options = {lu(), snap("clone", "the clone's name", true, "clones")},
          .example = "snapshot delete-clone data test-copy"});
   t.add({.name = "snapshot diff",
          .summary = "byte extents changed between two snapshots, or since one",

@@ -241,6 +241,10 @@ TEST_CASE("rollback: UNIT ATTENTION 28h/00h on every I_T nexus of the LU; I/O in
   Json list = call(z, "snapshot list", {{"lu", "data"}});
   REQUIRE(list.size() == 2);
   CHECK(list[1]["name"] == "dev-1");
+  // zumactl's TAB on a snapshot or clone argument asks for the LU's names.
+  CHECK(call(z, "complete", {{"source", "snapshots:data"}}) == Json::array({list[0]["name"], "dev-1"}));
+  CHECK(call(z, "complete", {{"source", "clones:data"}}) == Json::array({"dev"}));
+  CHECK(call(z, "complete", {{"source", "snapshots:nope"}}) == Json::array());
   CHECK(list[1]["of"] == "dev");
   call(z, "snapshot rollback", {{"lu", "data"}, {"snapshot", "dev-1"}});
   t = s4.tur(3);

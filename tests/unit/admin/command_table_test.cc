@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include "snapshot/commands.hh"
+
 // Commands and options are written with designated initializers; what they leave out
 // keeps its default on purpose.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -26,6 +28,8 @@ NameSource fake_names() {
   return [](const std::string& source) -> std::vector<std::string> {
     if (source == "luns") return {"data", "disk0", "disk1"};
     if (source == "targets") return {"iqn.2026-11.org.zuma:a", "iqn.2026-11.org.zuma:b"};
+    if (source == "snapshots:data") return {"nightly-1", "nightly-2", "before"};
+    if (source == "clones:data") return {"test"};
     return {};
   };
 }
@@ -125,6 +129,20 @@ TEST_CASE("complete: verbs, next words, options, values from the daemon") {
         std::vector<std::string>{"file", "memory", "null"});
   CHECK(t.complete(w({"log", "level"}), "de", names) == std::vector<std::string>{"debug"});
   CHECK(t.complete(w({"help"}), "rem", names) == std::vector<std::string>{"remove"});
+}
+
+TEST_CASE("complete: snapshot and clone names of the LU typed first") {
+  CommandTable t = core_table();
+  zuma::snapshot::register_snapshot_commands(t);
+  const auto names = fake_names();
+  CHECK(t.complete(w({"snapshot", "delete"}), "d", names) == std::vector<std::string>{"data", "disk0", "disk1"});
+  CHECK(t.complete(w({"snapshot", "delete", "data"}), "night", names) ==
+        std::vector<std::string>{"nightly-1", "nightly-2"});
+  CHECK(t.complete(w({"snapshot", "diff", "data", "nightly-1"}), "n", names) ==
+        std::vector<std::string>{"nightly-1", "nightly-2"});
+  CHECK(t.complete(w({"snapshot", "delete-clone", "data"}), "t", names) ==
+        std::vector<std::string>{"test"});
+  CHECK(t.complete(w({"snapshot", "rollback", "disk0"}), "n", names).empty());  // no snapshots
 }
 
 TEST_CASE("standard_table holds the core verbs") {
