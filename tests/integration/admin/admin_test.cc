@@ -497,3 +497,109 @@ TEST_CASE("resize lun online: the initiator sees 2Ah/09h and the new capacity") 
   CHECK(read_file(z.config_path()).find("size: 4194304\n") != std::string::npos);
   CHECK(z.stop() == 0);
 }
+
+namespace {
+
+// A libiscsi login with CHAP credentials (or none): true when it succeeds.
+bool chap_login(const std::string& portal, const std::string& iqn, const std::string& initiator,
+                const std::string& user, const std::string& secret) {
+  iscsi_context* ctx = iscsi_create_context(initiator.c_str());
+  REQUIRE(ctx);
+  iscsi_set_targetname(ctx, iqn.c_str());
+  iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
+  iscsi_set_noautoreconnect(ctx, 1);
+  iscsi_set_timeout(ctx, 10);
+  if (!user.empty()) iscsi_set_initiator_username_pwd(ctx, user.c_str(), secret.c_str());
+  const bool ok = iscsi_full_connect_sync(ctx, portal.c_str(), 0) == 0;
+  if (ok) iscsi_logout_sync(ctx);
+  iscsi_destroy_context(ctx);
+  return ok;
+}
+
+SessionOptions as_initiator(const std::string& name) {
+  SessionOptions o;
+  o.initiator = name;
+  return o;
+}
+
+}  // namespace
+
+// The verbs the other tests do not reach, each seen by an initiator: add/remove target,
+// add/remove acl, set/remove chap, add/remove portal, show node/targets/connections/config,
+// logout.
+TEST_CASE("every live change verb as an initiator sees it") {
+  Zumad z(make_config(kLuns));
+  z.start();
+  const std::string t2 = "iqn.2026-11.org.zuma:t2";
+  const std::string host1 = "iqn.1994-05.com.example:host1";
+  const std::string host2 = "iqn.1994-05.com.example:host2";
+
+  RunResult r = zumactl(z, {"add", "target", t2, "--name", "t2disk", "--size", "4MiB",
+                            "--backend", "memory", "--alias", "second"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  {
+    Session s(z.portal(), t2, 0, as_initiator(host2));
+    CHECK(s.capacity(0) == std::make_pair<uint64_t, uint32_t>(8192, 512));
+  }
+  Json targets = zumactl_json(z, {"show", "targets"});
+  REQUIRE(targets["rows"].size() == 2);
+  CHECK(targets["rows"][1][0] == t2);
+  CHECK(targets["rows"][1][1] == "second");
+  CHECK(zumactl_json(z, {"show", "node"})["targets"] == 2);
+
+  // An ACL entry closes the target to everyone else; removing it opens it again.
+  REQUIRE(zumactl(z, {"add", "acl", t2, host1}).exit_code == 0);
+  CHECK_THROWS(Session(z.portal(), t2, 0, as_initiator(host2)));
+  { Session ok(z.portal(), t2, 0, as_initiator(host1)); }
+  REQUIRE(zumactl(z, {"remove", "acl", t2, host1}).exit_code == 0);
+  { Session ok(z.portal(), t2, 0, as_initiator(host2)); }
+
+  // CHAP: required at the next login, then not.
+  REQUIRE(zumactl(z, {"set", "chap", t2, "--user", "u1", "--secret", "sixteen-bytes-ok"})
+              .exit_code == 0);
+  CHECK_FALSE(chap_login(z.portal(), t2, host2, "", ""));
+  CHECK_FALSE(chap_login(z.portal(), t2, host2, "u1", "the-wrong-secret"));
+  CHECK(chap_login(z.portal(), t2, host2, "u1", "sixteen-bytes-ok"));
+  CHECK(zumactl_json(z, {"show", "targets"})["rows"][1][4] != "off");
+  r = zumactl(z, {"set", "chap", t2, "--user", "u1", "--secret", "short"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("12") != std::string::npos);  // the length rule is named
+  REQUIRE(zumactl(z, {"remove", "chap", t2}).exit_code == 0);
+  CHECK(chap_login(z.portal(), t2, host2, "", ""));
+
+  // A second portal, then without it.
+  const std::string portal2 = "127.0.0.1:" + std::to_string(free_port());
+  REQUIRE(zumactl(z, {"add", "portal", portal2, "--tpgt", "2"}).exit_code == 0);
+  { Session via2(portal2, kTestIqn); }
+  REQUIRE(zumactl(z, {"remove", "portal", portal2}).exit_code == 0);
+  CHECK_THROWS(Session(portal2, kTestIqn));
+
+  // show connections: the negotiated parameters of a live session; show config: the YAML
+  // of the running state (the new target in it).
+  Session s(z.portal(), kTestIqn, 0, as_initiator(host1));
+  Json conns = zumactl_json(z, {"show", "connections"});
+  bool saw_burst = false;
+  for (const auto& row : conns["rows"])
+    if (row[1] == "MaxBurstLength") saw_burst = true;
+  CHECK(saw_burst);
+  CHECK(zumactl(z, {"show", "config"}).output.find(t2) != std::string::npos);
+
+  // Remove the target (no session on it now); logins to it then fail as unknown.
+  REQUIRE(zumactl(z, {"remove", "target", t2}).exit_code == 0);
+  CHECK_THROWS(Session(z.portal(), t2, 0, as_initiator(host2)));
+  CHECK(zumactl_json(z, {"show", "targets"})["rows"].size() == 1);
+
+  // logout: zumad asks the initiator to log out (and closes the session if it does not).
+  Json sessions = zumactl_json(z, {"show", "sessions"});
+  REQUIRE(sessions["rows"].size() == 1);
+  const std::string id = to_string(sessions["rows"][0][0]);
+  REQUIRE(zumactl(z, {"logout", id}).exit_code == 0);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = zumactl_json(z, {"show", "sessions"})["rows"].empty();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(gone);
+  CHECK(z.stop() == 0);
+}
