@@ -1,6 +1,8 @@
 #include "admin/format.hh"
 
 #include <algorithm>
+#include <cctype>
+#include <ctime>
 #include <vector>
 
 #include <fmt/format.h>
@@ -73,6 +75,50 @@ std::string render_table(const Json& columns, const Json& rows) {
   return out;
 }
 
+std::string render_list(const Json& list) {
+  if (list.empty()) return "(none)\n";
+  const bool objects = std::all_of(list.begin(), list.end(), [](const Json& e) { return e.is_object(); });
+  if (!objects) {
+    std::string out;
+    for (const Json& e : list) out += cell(e) + "\n";
+    return out;
+  }
+  // Columns: id and name first (what an administrator looks for), then the other keys in
+  // the order they first appear.
+  std::vector<std::string> keys;
+  for (const char* k : {"id", "name"})
+    if (std::any_of(list.begin(), list.end(), [&](const Json& e) { return e.contains(k); }))
+      keys.push_back(k);
+  for (const Json& e : list)
+    for (auto it = e.begin(); it != e.end(); ++it)
+      if (std::find(keys.begin(), keys.end(), it.key()) == keys.end()) keys.push_back(it.key());
+  Json columns = Json::array();
+  for (const std::string& k : keys) {
+    std::string h = k;
+    std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return std::toupper(c); });
+    columns.push_back(h);
+  }
+  Json rows = Json::array();
+  for (const Json& e : list) {
+    Json row = Json::array();
+    for (const std::string& k : keys) {
+      Json v = e.contains(k) ? e[k] : Json();
+      // Unix seconds of a creation time: shown as UTC time (--json keeps the number).
+      if (k == "created" && v.is_number_integer()) {
+        const std::time_t t = v.get<std::time_t>();
+        std::tm tm{};
+        gmtime_r(&t, &tm);
+        char buf[32];
+        std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+        v = std::string(buf);
+      }
+      row.push_back(std::move(v));
+    }
+    rows.push_back(std::move(row));
+  }
+  return render_table(columns, rows);
+}
+
 std::string render(const Json& result) {
   if (result.is_null()) return "";
   if (result.is_string()) {
@@ -80,6 +126,7 @@ std::string render(const Json& result) {
     if (!s.empty() && s.back() != '\n') s += '\n';
     return s;
   }
+  if (result.is_array()) return render_list(result);
   if (!result.is_object()) return result.dump(2) + "\n";
   std::string out;
   if (result.contains("rows") && result.contains("columns")) {
