@@ -138,6 +138,37 @@ void register_core_commands(CommandTable& t) {
                      {"shrink", ArgType::kFlag, "allow a smaller size (data beyond it is lost)"}},
          .example = "resize lun data 30GiB"});
 
+  t.add({.name = "copy lun",
+         .summary = "copy a LU's data into another LU, in the background, with progress",
+         .details = "The destination must have the source's block size and at least its\n"
+                    "capacity; its data is replaced (the rest of it, beyond the source's\n"
+                    "size, stays). The source stays online: for a consistent image of a LU\n"
+                    "being written, copy an export of a snapshot of it. zumactl shows a\n"
+                    "progress bar with rate and ETA; Ctrl-C or --background leaves the job\n"
+                    "running (show jobs, watch job, cancel job).",
+         .options = {{"source", ArgType::kString, "the LU to copy", true, true, "luns"},
+                     {"destination", ArgType::kString, "the LU to write", true, true, "luns"},
+                     {"force", ArgType::kFlag, "even if sessions use the destination"},
+                     {"rate", ArgType::kSize, "at most this many bytes per second (default: as "
+                                              "fast as the backends go)"},
+                     {"background", ArgType::kFlag, "return at once, leave the job running"}},
+         .example = "copy lun data-nightly scratch"});
+  t.add({.name = "show jobs",
+         .summary = "background jobs (copy lun): state, progress, rate",
+         .example = "show jobs"});
+  t.add({.name = "show job",
+         .summary = "one job: state, bytes done of the total, seconds, rate, error",
+         .options = {{"job", ArgType::kInt, "the job's id (show jobs)", true, true}},
+         .example = "show job 3"});
+  t.add({.name = "watch job",
+         .summary = "show a job's progress bar until it ends (Ctrl-C leaves it running)",
+         .options = {{"job", ArgType::kInt, "the job's id (show jobs)", true, true}},
+         .example = "watch job 3"});
+  t.add({.name = "cancel job",
+         .summary = "stop a running job (what it copied so far stays)",
+         .options = {{"job", ArgType::kInt, "the job's id (show jobs)", true, true}},
+         .example = "cancel job 3"});
+
   // --- portals ---
   t.add({.name = "add portal",
          .summary = "listen on one more address",

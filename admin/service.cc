@@ -1,15 +1,18 @@
 #include "admin/service.hh"
 
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -77,6 +80,17 @@ std::string prom_escape(const std::string& s) {
     out += c;
   }
   return out;
+}
+
+// 310.4 MiB: for rates and progress (one decimal, binary units).
+std::string human_size_approx(double b) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  size_t u = 0;
+  while (b >= 1024 && u + 1 < std::size(kUnits)) {
+    b /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} B", b) : fmt::format("{:.1f} {}", b, kUnits[u]);
 }
 
 // 8388608 -> "8MiB", 1000 -> "1000 bytes": exact, as the config writes sizes.
@@ -509,6 +523,143 @@ Json Service::resize_lun(const Json& a) {
   return Json{{"message", msg}};
 }
 
+namespace {
+
+// One I/O on a backend from a thread without an IoContext (the backend completes it inline,
+// or another thread does): waits for it. Returns 0 or -errno.
+int sync_io(storage::Backend& b, storage::IoRequest& req) {
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    int result = 0;
+  } w;
+  req.user = &w;
+  req.done = [](storage::IoRequest& r, int result) {
+    auto* w = static_cast<Wait*>(r.user);
+    std::lock_guard lock(w->mu);
+    w->result = result;
+    w->done = true;
+    w->cv.notify_all();
+  };
+  b.submit(req);
+  std::unique_lock lock(w.mu);
+  w.cv.wait(lock, [&] { return w.done; });
+  return w.result;
+}
+
+constexpr uint64_t kCopyChunk = 1 << 20;  // bytes read then written per step
+
+Json job_json(const JobInfo& j) {
+  const double rate = j.seconds > 0 ? double(j.done) / j.seconds : 0;
+  Json o{{"id", j.id},         {"kind", j.kind},   {"what", j.what},
+         {"state", job_state_name(j.state)}, {"done", j.done}, {"total", j.total},
+         {"seconds", j.seconds}, {"rate", rate}};
+  if (!j.error.empty()) o["error"] = j.error;
+  return o;
+}
+
+}  // namespace
+
+Json Service::copy_lun(const Json& a) {
+  const std::string from = str(a, "source"), to = str(a, "destination");
+  std::shared_ptr<scsi::LogicalUnit> src, dst;
+  {
+    std::lock_guard lock(mu_);
+    auto s = lus_.find(from), d = lus_.find(to);
+    if (s == lus_.end()) throw CommandError(fmt::format("no LU '{}'", from));
+    if (d == lus_.end()) throw CommandError(fmt::format("no LU '{}'", to));
+    src = s->second;
+    dst = d->second;
+  }
+  if (src == dst) throw CommandError("the source and the destination are the same LU");
+  if (src->block_size() != dst->block_size())
+    throw CommandError(fmt::format("LU '{}' has {}-byte blocks, '{}' {}-byte ones", from,
+                                   src->block_size(), to, dst->block_size()));
+  const uint64_t bytes = src->num_blocks() * src->block_size();
+  if (dst->num_blocks() < src->num_blocks())
+    throw CommandError(fmt::format("LU '{}' ({}) is smaller than '{}' ({})", to,
+                                   human_size(dst->num_blocks() * dst->block_size()), from,
+                                   human_size(bytes)));
+  if (dst->params().read_only) throw CommandError(fmt::format("LU '{}' is read-only", to));
+  // Initiators writing the destination would have their data overwritten under them.
+  if (!a.value("force", false))
+    for (const auto& s : server_.sessions())
+      for (const auto& lu : s.lus)
+        if (lu == to)
+          throw CommandError(fmt::format(
+              "LU '{}' is in use by session {} ({}); its data would change under it: log it "
+              "out first or use --force",
+              to, s.id, s.initiator));
+  // --rate: bytes per second at most (steps of at most a tenth of a second's worth).
+  const uint64_t rate = a.value("rate", uint64_t(0));
+  const uint64_t chunk = rate ? std::clamp<uint64_t>(rate / 10 / 512 * 512, 512, kCopyChunk)
+                              : kCopyChunk;
+  const uint64_t id = jobs_.start(
+      "copy lun", from + " -> " + to, bytes,
+      [src, dst, bytes, from, to, rate, chunk](Job& job) -> std::expected<void, std::string> {
+        storage::Buffer buf(std::min(bytes, chunk));
+        const auto t0 = std::chrono::steady_clock::now();
+        for (uint64_t off = 0; off < bytes && !job.cancelled();) {
+          if (rate) {
+            // Sleep until `off` bytes are due at `rate`.
+            const auto due = t0 + std::chrono::duration<double>(double(off) / double(rate));
+            std::this_thread::sleep_until(
+                std::chrono::time_point_cast<std::chrono::steady_clock::duration>(due));
+          }
+          const uint64_t n = std::min(chunk, bytes - off);
+          iovec iov{buf.data(), n};
+          storage::IoRequest rd;
+          rd.op = storage::IoOp::kRead;
+          rd.offset = off;
+          rd.length = n;
+          rd.iov = &iov;
+          rd.iovcnt = 1;
+          if (int e = sync_io(src->backend(), rd); e < 0)
+            return std::unexpected(
+                fmt::format("reading '{}' at byte {}: {}", from, off, strerror(-e)));
+          storage::IoRequest wr = rd;
+          wr.op = storage::IoOp::kWrite;
+          if (int e = sync_io(dst->backend(), wr); e < 0)
+            return std::unexpected(
+                fmt::format("writing '{}' at byte {}: {}", to, off, strerror(-e)));
+          off += n;
+          job.add_done(n);
+        }
+        storage::IoRequest fl;
+        fl.op = storage::IoOp::kFlush;
+        if (int e = sync_io(dst->backend(), fl); e < 0)
+          return std::unexpected(fmt::format("flushing '{}': {}", to, strerror(-e)));
+        if (!job.cancelled()) spdlog::info("copy lun {} -> {}: {} copied", from, to, human_size(bytes));
+        return {};
+      });
+  spdlog::info("job {}: copy lun {} -> {} ({}) started", id, from, to, human_size(bytes));
+  return Json{{"job", id},
+              {"total", bytes},
+              {"message", fmt::format("job {}: copying {} of '{}' to '{}'", id,
+                                      human_size(bytes), from, to)}};
+}
+
+Json Service::show_jobs() {
+  Json rows = Json::array();
+  for (const JobInfo& j : jobs_.list()) {
+    const double rate = j.seconds > 0 ? double(j.done) / j.seconds : 0;
+    rows.push_back({j.id, j.kind, j.what, job_state_name(j.state),
+                    fmt::format("{:.0f}%", j.total ? 100.0 * double(j.done) / double(j.total) : 100.0),
+                    j.done, j.total, fmt::format("{}/s", human_size_approx(rate)),
+                    j.error.empty() ? "-" : j.error});
+  }
+  return Json{{"columns", {"ID", "KIND", "WHAT", "STATE", "PROGRESS", "DONE", "TOTAL", "RATE", "ERROR"}},
+              {"rows", rows}};
+}
+
+Json Service::show_job(const Json& a) {
+  const uint64_t id = a["job"].get<uint64_t>();
+  auto j = jobs_.find(id);
+  if (!j) throw CommandError(fmt::format("no job {}", id));
+  return job_json(*j);
+}
+
 Json Service::log_level(const Json& a) {
   if (!a.contains("level"))
     return Json{{"level", spdlog::level::to_string_view(spdlog::get_level()).data()}};
@@ -708,6 +859,14 @@ void Service::bind(CommandTable& t) {
   });
   on("config save", [this](const Json& a) { return config_save(a); });
   on("resize lun", [this](const Json& a) { return resize_lun(a); });
+  on("copy lun", [this](const Json& a) { return copy_lun(a); });
+  on("show jobs", [this](const Json&) { return show_jobs(); });
+  on("show job", [this](const Json& a) { return show_job(a); });
+  on("cancel job", [this](const Json& a) {
+    const uint64_t id = a["job"].get<uint64_t>();
+    if (!jobs_.cancel(id)) throw CommandError(fmt::format("no running job {}", id));
+    return Json{{"message", fmt::format("job {}: cancelling", id)}};
+  });
   on("log level", [this](const Json& a) { return log_level(a); });
   on("logout", [this](const Json& a) {
     const uint64_t id = a["session"].get<uint64_t>();

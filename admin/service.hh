@@ -21,6 +21,7 @@
 #include <string>
 
 #include "admin/command_table.hh"
+#include "admin/jobs.hh"
 #include "config/config.hh"
 #include "scsi/device_server.hh"
 #include "target/server.hh"
@@ -58,6 +59,10 @@ class Service {
   void add_name_source(const std::string& kind,
                        std::function<std::vector<std::string>(const std::string& arg)> names);
 
+  // Cancels the background jobs (copy lun) and waits for them: zumad's shutdown, before
+  // the LUs are flushed.
+  void stop_jobs() { jobs_.stop_all(); }
+
   // The LUs now in use, by name (for zumad's shutdown flush).
   std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus();
 
@@ -76,10 +81,14 @@ class Service {
   Json show_stats(const Json& a);
   Json config_save(const Json& a);
   Json resize_lun(const Json& a);
+  Json copy_lun(const Json& a);
+  Json show_jobs();
+  Json show_job(const Json& a);
   Json log_level(const Json& a);
   Json complete(const Json& a);
 
   std::mutex mu_;
+  Jobs jobs_;  // copy lun
   std::vector<std::function<std::string()>> metrics_sources_;
   std::map<std::string, std::function<std::vector<std::string>(const std::string&)>> name_sources_;
   config::Config running_;

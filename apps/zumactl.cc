@@ -7,9 +7,12 @@
 //
 // Exit codes (docs/ADMIN.md): 0 ok, 1 the command failed, 2 usage error, 3 cannot connect
 // to zumad, 4 the connection broke or zumad answered nonsense.
+#include <signal.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
+#include <optional>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -19,6 +22,7 @@
 
 #include "admin/command_table.hh"
 #include "admin/format.hh"
+#include "admin/progress.hh"
 #include "admin/protocol.hh"
 #include "config/config.hh"
 
@@ -40,6 +44,8 @@ const char* kUsageText =
     "  --json          print results as JSON\n"
     "  --watch N       repeat the command every N seconds (show verbs), until Ctrl-C\n"
     "exit codes: 0 ok, 1 command failed, 2 usage, 3 cannot connect, 4 connection broken\n";
+
+volatile std::sig_atomic_t g_interrupted = 0;  // Ctrl-C while watching a job
 
 struct Shell {
   admin::CommandTable table = admin::standard_table();
@@ -89,22 +95,90 @@ struct Shell {
     }
     if (cmd->name == "quit") return kOk;
     if (!connect()) return kNoConnect;
+    if (cmd->name == "watch job") return watch_job(args["job"].get<uint64_t>());
     auto reply = client->call(cmd->name, args);
     if (!reply) {
       client.reset();  // reconnect next time
       std::fprintf(stderr, "zumactl: %s\n", reply.error().c_str());
       return kBroken;
     }
+    // A long operation started: follow it unless asked not to (scripts poll `show job`).
+    const bool follow = reply->ok && !json && reply->result.is_object() &&
+                        reply->result.contains("job") && !args.value("background", false);
     if (json) {
       std::printf("%s\n", reply->ok ? reply->result.dump(2).c_str()
                                     : admin::make_error(reply->error).c_str());
+    } else if (follow) {
+      std::printf("%s\n", reply->result.value("message", std::string()).c_str());
     } else if (reply->ok) {
       std::fputs(admin::render(reply->result).c_str(), stdout);
     } else {
       std::fprintf(stderr, "error: %s\n", reply->error.c_str());
     }
     std::fflush(stdout);
+    if (follow) return watch_job(reply->result["job"].get<uint64_t>());
     return reply->ok ? kOk : kFailed;
+  }
+
+  // Draws job `id`'s progress bar until it ends or Ctrl-C, which leaves it running.
+  int watch_job(uint64_t id) {
+    g_interrupted = 0;
+    struct sigaction sa {}, old {};
+    sa.sa_handler = [](int) { g_interrupted = 1; };
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old);
+    std::optional<admin::ProgressBar> bar;
+    int rc = kOk;
+    for (;;) {
+      auto reply = client->call("show job", Json{{"job", id}});
+      if (!reply) {
+        client.reset();
+        std::fprintf(stderr, "zumactl: %s\n", reply.error().c_str());
+        rc = kBroken;
+        break;
+      }
+      if (!reply->ok) {
+        std::fprintf(stderr, "error: %s\n", reply->error.c_str());
+        rc = kFailed;
+        break;
+      }
+      const Json& j = reply->result;
+      const std::string state = j["state"];
+      if (!json && !bar)
+        bar.emplace(j["kind"].get<std::string>() + " " + j["what"].get<std::string>(),
+                    j["total"].get<uint64_t>(), stdout);
+      if (bar) bar->update(j["done"].get<uint64_t>());
+      if (state != "running") {
+        if (bar) bar->finish();
+        if (json) {
+          std::printf("%s\n", j.dump(2).c_str());
+        } else if (state == "done") {
+          std::printf("job %llu done: %s in %.1f s\n", static_cast<unsigned long long>(id),
+                      admin::human_bytes(j["total"].get<double>()).c_str(),
+                      j["seconds"].get<double>());
+        } else if (state == "failed") {
+          std::fprintf(stderr, "error: job %llu failed: %s\n",
+                       static_cast<unsigned long long>(id),
+                       j.value("error", std::string("?")).c_str());
+        } else {
+          std::printf("job %llu %s\n", static_cast<unsigned long long>(id), state.c_str());
+        }
+        rc = state == "done" ? kOk : kFailed;
+        break;
+      }
+      if (g_interrupted) {
+        if (bar) std::printf("\n");
+        std::printf("job %llu goes on in the background: 'watch job %llu' follows it, "
+                    "'cancel job %llu' stops it\n",
+                    static_cast<unsigned long long>(id), static_cast<unsigned long long>(id),
+                    static_cast<unsigned long long>(id));
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    std::fflush(stdout);
+    ::sigaction(SIGINT, &old, nullptr);
+    return rc;
   }
 
   std::vector<std::string> names(const std::string& source) {

@@ -327,6 +327,7 @@ int main(int argc, char** argv) {
   admin::notify_systemd("STOPPING=1");
   if (metrics) metrics->stop();
   control->stop();  // no more live changes; then the LUs in use now are final
+  service->stop_jobs();  // copy lun jobs: cancelled, their threads joined
   g_snapshots.stop();
   const auto live_lus = service->lus();
   server->stop();

@@ -603,3 +603,72 @@ TEST_CASE("every live change verb as an initiator sees it") {
   CHECK(gone);
   CHECK(z.stop() == 0);
 }
+
+// copy lun: a background job with progress; the copy is exact; in use needs --force; a
+// watched job left with Ctrl-C goes on; --rate paces it; cancel stops it.
+TEST_CASE("copy lun: exact data, progress bar with ETA, background, cancel") {
+  Zumad z(make_config(
+      "      - { id: 0, name: src, size: 8MiB, backend: memory }\n"
+      "      - { id: 1, name: dst, size: 16MiB, backend: file, path: @DIR@/dst.img }\n"
+      "      - { id: 2, name: small, size: 4MiB, backend: memory }\n"));
+  z.start();
+  Session s(z.portal(), kTestIqn);
+  const auto data = make_pattern(16384, 512, 0, 21);  // all of src
+  REQUIRE(is_good(s.write16(0, 0, data, 512).get()));
+
+  RunResult r = zumactl(z, {"copy", "lun", "src", "dst"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("LU 'dst' is in use by session") != std::string::npos);
+  r = zumactl(z, {"copy", "lun", "src", "small", "--force"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output == "error: LU 'small' (4MiB) is smaller than 'src' (8MiB)\n");
+  r = zumactl(z, {"copy", "lun", "src", "src"});
+  CHECK(r.exit_code == 1);
+
+  r = zumactl(z, {"copy", "lun", "src", "dst", "--force"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.starts_with("job 1: copying 8MiB of 'src' to 'dst'\n"));
+  CHECK(r.output.find("job 1 done: 8.0 MiB in ") != std::string::npos);
+  Task rd = s.read16(1, 0, 8 << 20, 512);
+  REQUIRE(is_good(rd.get()));
+  CHECK(check_pattern(std::span(rd->datain.data, size_t(rd->datain.size)), 512, 0, 21) == "");
+  Json job = zumactl_json(z, {"show", "job", "1"});
+  CHECK(job["state"] == "done");
+  CHECK(job["done"] == 8 << 20);
+  CHECK(job["total"] == 8 << 20);
+
+  // In the shell: the bar with rate and ETA, Ctrl-C leaves the job running.
+  Pty t({zumactl_path(), "--socket", socket_of(z)}, z.dir());
+  REQUIRE_MESSAGE(t.expect("zumactl> "), t.output());
+  t.type("copy lun src dst --force --rate 2MiB\r");
+  REQUIRE_MESSAGE(t.expect("ETA"), t.output());
+  REQUIRE_MESSAGE(t.expect("MiB/s"), t.output());
+  t.type("\x03");
+  REQUIRE_MESSAGE(t.expect("job 2 goes on in the background"), t.output());
+  REQUIRE_MESSAGE(t.expect("zumactl> "), t.output());
+  t.type("show jobs\r");
+  REQUIRE_MESSAGE(t.expect("running"), t.output());
+  t.type("cancel job 2\r");
+  REQUIRE_MESSAGE(t.expect("job 2: cancelling"), t.output());
+  t.type("quit\r");
+  CHECK(t.wait_exit() == 0);
+  Json j2;
+  for (int i = 0; i < 50; ++i) {
+    j2 = zumactl_json(z, {"show", "job", "2"});
+    if (j2["state"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(j2["state"] == "cancelled");
+  CHECK(j2["done"].get<uint64_t>() < (8u << 20));  // 2 MiB/s for a few seconds at most
+
+  // --background: the id at once; `watch job` follows it to the end.
+  r = zumactl(z, {"--json", "copy", "lun", "src", "dst", "--force", "--background"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(Json::parse(r.output)["job"] == 3);
+  r = zumactl(z, {"watch", "job", "3"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("job 3 done") != std::string::npos);
+  CHECK(zumactl(z, {"show", "job", "9"}).output == "error: no job 9\n");
+  CHECK(z.stop() == 0);
+}
