@@ -300,7 +300,12 @@ Json Service::show_node() {
               {"portals", running_.portals.size()},
               {"targets", running_.targets.size()},
               {"luns", luns},
-              {"sessions", sessions.size()}};
+              {"sessions", sessions.size()},
+              // Protocol events since start (also zuma_iscsi_*_total in the metrics).
+              {"header_digest_errors", server_.counters().header_digest_errors.load()},
+              {"data_digest_errors", server_.counters().data_digest_errors.load()},
+              {"rejects", server_.counters().rejects.load()},
+              {"login_failures", server_.counters().login_failures.load()}};
 }
 
 Json Service::show_portals() {
@@ -940,6 +945,21 @@ std::string Service::metrics_text() {
   };
   out += "# HELP zuma_sessions logged-in iSCSI sessions.\n# TYPE zuma_sessions gauge\n";
   out += fmt::format("zuma_sessions {}\n", sessions.size());
+  // Protocol events over all connections since start (target::ProtocolCounters).
+  const target::ProtocolCounters& pc = server_.counters();
+  const std::pair<const char*, const char*> kProto[] = {
+      {"header_digest_errors_total", "PDUs with a wrong header digest (their connection is dropped)"},
+      {"data_digest_errors_total", "PDUs with a wrong data digest (the command fails)"},
+      {"rejects_total", "Reject PDUs sent"},
+      {"login_failures_total", "logins refused (authentication, authorization, bad request)"}};
+  const uint64_t values[] = {pc.header_digest_errors.load(std::memory_order_relaxed),
+                             pc.data_digest_errors.load(std::memory_order_relaxed),
+                             pc.rejects.load(std::memory_order_relaxed),
+                             pc.login_failures.load(std::memory_order_relaxed)};
+  for (size_t i = 0; i < std::size(kProto); ++i)
+    out += fmt::format("# HELP zuma_iscsi_{} {}.\n# TYPE zuma_iscsi_{} counter\nzuma_iscsi_{} {}\n",
+                       kProto[i].first, kProto[i].second, kProto[i].first, kProto[i].first,
+                       values[i]);
   counters("lu", lu_series);
   counters("session", session_series);
   for (auto& render : metrics_sources_) out += render();

@@ -172,6 +172,7 @@ void Connection::receive() {
           // RFC 7143 7.8: the header (and so its length) cannot be trusted; without
           // markers the next PDU cannot be found: at ERL 0 the connection ends.
           spdlog::warn("{}: header digest error (opcode {:#x}); closing", peer_str_, bhs_[0] & 0x3f);
+          server_.counters().header_digest_errors.fetch_add(1, std::memory_order_relaxed);
           close("header digest error");
           return;
         }
@@ -278,6 +279,7 @@ void Connection::end_pdu() {
   const Op op = h.opcode();
   if (rx_digest_bad_) {
     rx_digest_bad_ = false;
+    server_.counters().data_digest_errors.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("{}: data digest error (opcode {:#x}, ITT {:#x})", peer_str_, uint8_t(op), h.itt());
     // RFC 7143 7.8: at ERL 0 a command whose data arrived damaged ends with CHECK
     // CONDITION (PROTOCOL SERVICE CRC ERROR); any other PDU is rejected and discarded.
@@ -318,6 +320,7 @@ void Connection::end_pdu() {
 }
 
 void Connection::reject(RejectReason reason, const uint8_t* bhs) {
+  server_.counters().rejects.fetch_add(1, std::memory_order_relaxed);
   TxItem& it = queue_pdu(Op::kReject);
   Bhs r(it.bhs.data());
   r.set_flags(0x80);
@@ -434,6 +437,7 @@ void Connection::flush_tx() {
 // Login (RFC 7143 6.3, 11.12, 11.13)
 
 void Connection::login_fail(LoginStatus st, std::vector<uint8_t> text) {
+  server_.counters().login_failures.fetch_add(1, std::memory_order_relaxed);
   TxItem& it = queue_pdu(Op::kLoginResponse);
   Bhs r(it.bhs.data());
   std::memcpy(it.bhs.data() + 8, isid_.data(), 6);

@@ -102,6 +102,15 @@ struct SessionInfo {
   std::vector<std::pair<std::string, IoStats>> lu_stats;  // by LU name
 };
 
+// Protocol events counted over every connection since start (metrics: zuma_iscsi_*). The
+// connection that sees one may be closed by it, so they are not per session.
+struct ProtocolCounters {
+  std::atomic<uint64_t> header_digest_errors{0};  // connection dropped (RFC 7143 7.8, ERL 0)
+  std::atomic<uint64_t> data_digest_errors{0};    // command failed or PDU rejected
+  std::atomic<uint64_t> rejects{0};               // Reject PDUs sent
+  std::atomic<uint64_t> login_failures{0};        // logins answered with a non-zero status
+};
+
 // What the server tells connections about itself (lookups are thread-safe).
 class ServerContext {
  public:
@@ -121,6 +130,12 @@ class ServerContext {
   // `except` (the one that asked, which closes itself once its TMF response is out).
   // Callable from a reactor thread: it posts, and does not wait.
   virtual void close_target_connections(const std::string& iqn, uint64_t except) = 0;
+  // Any thread (relaxed atomics).
+  ProtocolCounters& counters() { return counters_; }
+  const ProtocolCounters& counters() const { return counters_; }
+
+ private:
+  ProtocolCounters counters_;
 };
 
 // EXTENDED COPY across targets (scsi::Nexus::find_copy_target): the LU with NAA designator

@@ -191,8 +191,10 @@ TEST_CASE("zumactl one-shot, --json and exit codes") {
   RunResult r = zumactl(z, {"show", "node"});
   INFO(r.output);
   CHECK(r.exit_code == 0);
-  CHECK(r.output.find("name            it\n") != std::string::npos);
-  CHECK(r.output.find("luns            1\n") != std::string::npos);
+  // Aligned "key  value" lines (the width is the longest key's).
+  CHECK(std::regex_search(r.output, std::regex("(^|\n)name {2,}it\n")));
+  CHECK(std::regex_search(r.output, std::regex("(^|\n)luns {2,}1\n")));
+  CHECK(std::regex_search(r.output, std::regex("(^|\n)login_failures {2,}0\n")));
 
   Json luns = zumactl_json(z, {"show", "luns"});
   REQUIRE(luns["rows"].size() == 1);

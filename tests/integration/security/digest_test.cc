@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "tests/integration/harness.hh"
+#include "tests/integration/control_client.hh"
 #include "tests/integration/security/sec_client.hh"
 
 using namespace zuma::test;
@@ -38,6 +39,18 @@ bool is_crc_error(const ScsiResult& r) {
          r.ascq() == 0x05;
 }
 
+}  // namespace
+
+namespace {
+// zumad's protocol counters (show node; the metrics export the same ones).
+zuma::admin::Json node_counters(Zumad& z) {
+  auto c = zuma::test::connect_control(z);
+  REQUIRE_MESSAGE(c, c.error());
+  auto r = c->call("show node", zuma::admin::Json::object());
+  REQUIRE_MESSAGE(r, r.error());
+  REQUIRE(r->ok);
+  return r->result;
+}
 }  // namespace
 
 TEST_CASE("the client's CRC32C is the iSCSI one (RFC 3720 B.4 vectors)") {
@@ -188,6 +201,11 @@ TEST_CASE("data digests with the raw client") {
     CHECK(ok.pdu.data == ping);
   }
 
+  // Each corrupted PDU was counted once (show node, zuma_iscsi_*_total); no header error.
+  const auto n = node_counters(z);
+  CHECK(n["data_digest_errors"] == 1);
+  CHECK(n["header_digest_errors"] == 0);
+
   // After each case: the session still reads and writes with good digests.
   const auto d = make_pattern(128, 512, 2048, 5);
   ScsiResult w2 = c.write10(2048, d, 512, 16384);
@@ -231,6 +249,7 @@ TEST_CASE("a corrupted header digest closes that connection only") {
   }
   CHECK(
       eventually([&] { return z.log().find("header digest error") != std::string::npos; }, 3000ms));
+  CHECK(node_counters(z)["header_digest_errors"] == 1);
   CHECK(other.write_read_verify(0, 64, 512, 7) == "");
   Received p = second.nop({});
   CHECK_MESSAGE((p.status == RecvStatus::kPdu && p.pdu.opcode() == 0x20), p.what());
