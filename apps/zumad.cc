@@ -242,8 +242,10 @@ int main(int argc, char** argv) {
       auto cfg = config::load(check_path);
       size_t luns = 0;
       for (auto& t : cfg.targets) luns += t.luns.size();
-      std::printf("%s: OK (%zu portals, %zu targets, %zu LUNs)\n", check_path.c_str(),
-                  cfg.portals.size(), cfg.targets.size(), luns);
+      const std::string groups =
+          cfg.groups.empty() ? "" : fmt::format(", {} replication groups", cfg.groups.size());
+      std::printf("%s: OK (%zu portals, %zu targets, %zu LUNs%s)\n", check_path.c_str(),
+                  cfg.portals.size(), cfg.targets.size(), luns, groups.c_str());
       return 0;
     } catch (const config::ConfigError& e) {
       std::fprintf(stderr, "%s\n", e.what());
@@ -273,6 +275,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Declared first, destroyed last: the LUs hold its replication layers (also when startup
+  // fails half way).
+  std::unique_ptr<replication::NodeReplication> replication;
   std::vector<BuiltLu> lus;
   std::unique_ptr<target::Server> server;
   // The control socket (zumactl) and the metrics endpoint: admin/.
@@ -281,7 +286,6 @@ int main(int argc, char** argv) {
   std::unique_ptr<admin::Service> service;
   std::unique_ptr<admin::ControlServer> control;
   std::unique_ptr<admin::MetricsServer> metrics;
-  std::unique_ptr<replication::NodeReplication> replication;
   try {
     replication = replication::NodeReplication::create(cfg);
     g_replication = replication.get();

@@ -687,10 +687,13 @@ class Parser {
                              at(first->second.mark)));
     const Item& sz = require(f, "size");
     g.log_size = size(sz);
-    // Room for a few of the largest writes (max_burst_length is far below this).
-    constexpr uint64_t kMinLog = 1 << 20, kMaxLog = 1ull << 40;
+    // A write is one record of the log: the largest one a LU takes (MAXIMUM TRANSFER
+    // LENGTH, 8 MiB: scsi/logical_unit.hh kMaxTransferBytes) must fit, with room to spare.
+    constexpr uint64_t kMinLog = 16 << 20, kMaxLog = 1ull << 40;
     if (g.log_size < kMinLog || g.log_size > kMaxLog)
-      fail(sz, fmt::format("expected a size from 1MiB to 1TiB, got {}", describe_size(g.log_size)));
+      fail(sz, fmt::format("expected a size from 16MiB to 1TiB (a log holds at least two of the "
+                           "largest writes, 8MiB), got {}",
+                           describe_size(g.log_size)));
   }
 
   std::vector<Portal> parse_portals(const Item& item) const {

@@ -109,13 +109,13 @@ TEST_CASE("diff: targets added and removed") {
 }
 
 TEST_CASE("diff: replication groups and their LUs change only with a restart") {
-  const std::string group = "groups: [{name: g, luns: [a0], log: {path: /tmp/zuma-d/g.rlog, size: 1MiB}}]\n";
+  const std::string group = "groups: [{name: g, luns: [a0], log: {path: /tmp/zuma-d/g.rlog, size: 16MiB}}]\n";
   const Config plain = parse(base(), "a");
   const Config grouped = parse(base() + group, "b");
   CHECK(diff(plain, grouped).restart_needed == std::vector<std::string>{"groups"});
   CHECK(diff(grouped, parse(base() + group, "c")).empty());
   // Another log size is another group.
-  CHECK(diff(grouped, parse(base() + replace(group, "1MiB", "2MiB"), "d")).restart_needed ==
+  CHECK(diff(grouped, parse(base() + replace(group, "16MiB", "32MiB"), "d")).restart_needed ==
         std::vector<std::string>{"groups"});
   // A LU of a group cannot be replaced live (the replication layer is set up at startup);
   // one outside the groups can.
