@@ -497,6 +497,12 @@ Json Service::resize_lun(const Json& a) {
       if (l.name == name) lun = &l;
   auto it = lus_.find(name);
   if (!lun || it == lus_.end()) throw CommandError(fmt::format("no LU '{}'", name));
+  // Both sites of a group have the same LU sizes (the secondary checks them at each
+  // connection), so a group's LU does not change size under a running link.
+  if (const config::Group* g = config::group_of(running_, name))
+    throw CommandError(fmt::format("LU '{}' is in replication group '{}'; its size cannot change "
+                                   "while replicated",
+                                   name, g->name));
   scsi::LogicalUnit& lu = *it->second;
   const uint64_t bs = lu.block_size();
   const uint64_t now = lu.num_blocks() * bs;

@@ -21,6 +21,7 @@
 #include "admin/service.hh"
 #include "admin/systemd_notify.hh"
 #include "config/config.hh"
+#include "replication/node_replication.hh"
 #include "scsi/device_server.hh"
 #include "scsi/logical_unit.hh"
 #include "snapshot/admin_handlers.hh"
@@ -35,6 +36,8 @@ using namespace zuma;
 
 // The snapshot stores of LUs with `snapshots:` (issue 7), by LU name.
 snapshot::Registry g_snapshots;
+// Replication groups (issue 8): set before the LUs are opened.
+replication::NodeReplication* g_replication = nullptr;
 
 // A LU with `snapshots:`: its backend becomes the live view of a snapshot store.
 std::unique_ptr<storage::Backend> with_snapshots(const config::Lun& l,
@@ -145,7 +148,10 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   } else {
     backend = parts.size() == 1 ? std::move(parts[0]) : storage::make_concat(std::move(parts));
   }
+  // DESIGN.md "The shape": snapshot layer -> replication layer -> sub-units.
+  if (g_replication && !l.source) backend = g_replication->layer(l.name, std::move(backend));
   if (l.snapshots) backend = with_snapshots(l, std::move(backend));
+  if (g_replication) g_replication->bind(l.name, backend.get());
   auto uuid = scsi::load_or_create_lu_uuid(cfg.node.data_dir, l.name);
   if (!uuid) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, uuid.error()));
   scsi::LuParams lp;
@@ -157,7 +163,8 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   lp.num_blocks = l.size / l.block_size;
   lp.thin = l.thin;
   lp.write_cache = l.write_cache;
-  lp.read_only = l.read_only;  // true for snapshot exports too (config)
+  // True for snapshot exports too (config), and for LUs of a secondary group.
+  lp.read_only = l.read_only || (g_replication && g_replication->read_only(l.name));
   lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
   lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
   auto lu = scsi::make_logical_unit(std::move(lp), std::move(backend));
@@ -235,8 +242,10 @@ int main(int argc, char** argv) {
       auto cfg = config::load(check_path);
       size_t luns = 0;
       for (auto& t : cfg.targets) luns += t.luns.size();
-      std::printf("%s: OK (%zu portals, %zu targets, %zu LUNs)\n", check_path.c_str(),
-                  cfg.portals.size(), cfg.targets.size(), luns);
+      const std::string groups =
+          cfg.groups.empty() ? "" : fmt::format(", {} replication groups", cfg.groups.size());
+      std::printf("%s: OK (%zu portals, %zu targets, %zu LUNs%s)\n", check_path.c_str(),
+                  cfg.portals.size(), cfg.targets.size(), luns, groups.c_str());
       return 0;
     } catch (const config::ConfigError& e) {
       std::fprintf(stderr, "%s\n", e.what());
@@ -266,6 +275,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Declared first, destroyed last: the LUs hold its replication layers (also when startup
+  // fails half way).
+  std::unique_ptr<replication::NodeReplication> replication;
   std::vector<BuiltLu> lus;
   std::unique_ptr<target::Server> server;
   // The control socket (zumactl) and the metrics endpoint: admin/.
@@ -275,7 +287,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<admin::ControlServer> control;
   std::unique_ptr<admin::MetricsServer> metrics;
   try {
+    replication = replication::NodeReplication::create(cfg);
+    g_replication = replication.get();
     server = std::make_unique<target::Server>(build(cfg, lus));
+    replication->start();  // crash replay before any initiator is served
     server->start();
     std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> by_name;
     for (auto& l : lus) by_name.emplace(l.name, l.lu);
@@ -283,6 +298,7 @@ int main(int argc, char** argv) {
     service->bind(commands);
     snapshot::bind_snapshot_handlers(commands, g_snapshots);
     service->add_metrics_source([] { return snapshot::snapshot_metrics_text(g_snapshots); });
+    service->add_metrics_source([r = replication.get()] { return r->metrics_text(); });
     service->add_name_source(
         "snapshots", [](const std::string& lu) { return snapshot::snapshot_names(g_snapshots, lu); });
     service->add_name_source(
@@ -329,9 +345,11 @@ int main(int argc, char** argv) {
   control->stop();  // no more live changes; then the LUs in use now are final
   service->stop_jobs();  // copy lun jobs: cancelled, their threads joined
   g_snapshots.stop();
-  const auto live_lus = service->lus();
+  auto live_lus = service->lus();
   server->stop();
-  server.reset();
+  // The reactors are gone; their IoContexts live until server.reset(). Replication stops
+  // writing into the LUs and its group writers stop posting to those IoContexts.
+  replication->quiesce();
   int rc = 0;
   for (auto& [name, lu] : live_lus) {
     int r = scsi::flush_logical_unit(*lu);
@@ -340,6 +358,17 @@ int main(int argc, char** argv) {
       rc = 1;
     }
   }
+  // Async links get a moment to ship what the last writes left in the log.
+  if (!replication->drain_links(std::chrono::seconds(5)))
+    spdlog::warn("replication: a link did not catch up before shutdown; it resumes at the next start");
+  // The LUs (and the replication layers in them) go before their groups' logs.
+  live_lus.clear();
+  lus.clear();
+  service.reset();
+  server.reset();
+  g_snapshots.clear();
+  g_replication = nullptr;
+  replication.reset();
   spdlog::info("zumad stopped");
   return rc;
 }

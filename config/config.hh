@@ -34,6 +34,9 @@ struct Node {
   std::string log_level = "info";  // trace debug info warn error critical off
   // Prometheus text endpoint "HOST:PORT" (a bare port means 127.0.0.1); empty = off.
   std::string metrics;
+  // "HOST:PORT" where this node, as a secondary, accepts primaries' site links (groups
+  // with role: secondary); empty = none.
+  std::string replication_listen;
 };
 
 struct Portal {
@@ -172,6 +175,28 @@ struct Target {
   Location loc;
 };
 
+// A site link of a primary group (docs/REPLICATION.md "Site links").
+struct ReplicationLink {
+  std::string name;  // unique in its group; names the link's state file in data_dir
+  std::string peer;  // "HOST:PORT": the secondary's node.replication_listen
+  bool sync = false;  // mode: sync (writes wait for the peer) or async
+  uint32_t sync_timeout_ms = 5000;  // a sync link stops holding writes after this wait
+  Location loc;
+};
+
+// A replication consistency group (issue 8, docs/CONFIG.md "groups"): LUs whose writes
+// are logged in one order. On a primary they are logged and shipped over the links; on a
+// secondary the primary's records are applied to them, and they are read-only.
+struct Group {
+  std::string name;
+  bool secondary = false;         // role: primary (default) or secondary
+  std::vector<std::string> luns;  // LU names, in the group's order (same on both sides)
+  std::string log_path;           // primary: the ring-buffer log
+  uint64_t log_size = 0;
+  std::vector<ReplicationLink> links;  // primary only
+  Location loc;
+};
+
 struct Config {
   std::string path;  // the file it was loaded from
   Node node;
@@ -179,7 +204,11 @@ struct Config {
   Iscsi iscsi;
   Discovery discovery;
   std::vector<Target> targets;
+  std::vector<Group> groups;
 };
+
+// The group holding LU `lu`, or nullptr.
+const Group* group_of(const Config& config, const std::string& lu);
 
 // Loads and validates; throws ConfigError (never returns a partly valid Config).
 Config load(const std::string& path);
@@ -219,6 +248,7 @@ std::string portal_address(const Portal& p);
 // Equality of the parts a live change cares about (locations ignored).
 bool same_lun(const Lun& a, const Lun& b);
 bool same_target(const Target& a, const Target& b);
+bool same_group(const Group& a, const Group& b);
 
 // "10.0.0.0/8", "::1/128", or a bare address (/32, /128) -> (address text, prefix length);
 // nullopt when malformed or the prefix is too long for the family.

@@ -82,6 +82,25 @@ bool same_target(const Target& a, const Target& b) {
   return true;
 }
 
+bool same_group(const Group& a, const Group& b) {
+  if (a.name != b.name || a.secondary != b.secondary || a.luns != b.luns ||
+      a.log_path != b.log_path || a.log_size != b.log_size || a.links.size() != b.links.size())
+    return false;
+  for (size_t i = 0; i < a.links.size(); ++i) {
+    const ReplicationLink &x = a.links[i], &y = b.links[i];
+    if (x.name != y.name || x.peer != y.peer || x.sync != y.sync ||
+        x.sync_timeout_ms != y.sync_timeout_ms)
+      return false;
+  }
+  return true;
+}
+
+const Group* group_of(const Config& config, const std::string& lu) {
+  for (const Group& g : config.groups)
+    if (std::find(g.luns.begin(), g.luns.end(), lu) != g.luns.end()) return &g;
+  return nullptr;
+}
+
 ConfigDiff diff(const Config& from, const Config& to) {
   ConfigDiff d;
   const Node &a = from.node, &b = to.node;
@@ -90,6 +109,13 @@ ConfigDiff diff(const Config& from, const Config& to) {
   if (a.control_socket != b.control_socket) d.restart_needed.push_back("node.control_socket");
   if (a.reactors != b.reactors) d.restart_needed.push_back("node.reactors");
   if (a.metrics != b.metrics) d.restart_needed.push_back("node.metrics");
+  if (a.replication_listen != b.replication_listen)
+    d.restart_needed.push_back("node.replication_listen");
+  // The replication layer is put into a LU's backend stack at startup only.
+  bool groups_same = from.groups.size() == to.groups.size();
+  for (size_t i = 0; groups_same && i < from.groups.size(); ++i)
+    groups_same = same_group(from.groups[i], to.groups[i]);
+  if (!groups_same) d.restart_needed.push_back("groups");
   d.log_level_changed = a.log_level != b.log_level;
   const Iscsi &x = from.iscsi, &y = to.iscsi;
   const bool iscsi_same =
@@ -126,6 +152,10 @@ ConfigDiff diff(const Config& from, const Config& to) {
   }
   for (auto& [name, l] : old_lus)
     if (!new_lus.count(name)) d.luns_removed.push_back(name);
+  for (const auto* names : {&d.luns_changed, &d.luns_removed})
+    for (const auto& name : *names)
+      if (const Group* g = group_of(from, name))
+        d.restart_needed.push_back(fmt::format("LU '{}' (of group '{}')", name, g->name));
 
   for (const Target& t : to.targets) {
     auto it = std::find_if(from.targets.begin(), from.targets.end(),

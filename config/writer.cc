@@ -102,6 +102,7 @@ std::string to_yaml(const Config& c, const std::string& header) {
   out += fmt::format("  reactors: {}\n", n.reactors);
   out += "  log_level: " + q(n.log_level) + "\n";
   if (!n.metrics.empty()) out += "  metrics: " + q(n.metrics) + "\n";
+  if (!n.replication_listen.empty()) out += "  replication_listen: " + q(n.replication_listen) + "\n";
   out += "\nportals:\n";
   for (const Portal& p : c.portals)
     out += fmt::format("  - {{ address: {}, tpgt: {} }}\n", q(portal_address(p)), p.tpgt);
@@ -204,6 +205,20 @@ std::string to_yaml(const Config& c, const std::string& header) {
         out += fmt::format(", size: {} }}\n", s.size);
       }
     }
+  }
+  if (!c.groups.empty()) out += "\ngroups:\n";
+  for (const Group& g : c.groups) {  // issue 8
+    out += "  - name: " + q(g.name) + "\n";
+    if (g.secondary) out += "    role: secondary\n";
+    std::string luns;
+    for (const auto& l : g.luns) luns += (luns.empty() ? "" : ", ") + q(l);
+    out += "    luns: [" + luns + "]\n";
+    if (g.secondary) continue;
+    out += fmt::format("    log: {{path: {}, size: {}}}\n", q(g.log_path), g.log_size);
+    if (!g.links.empty()) out += "    links:\n";
+    for (const ReplicationLink& l : g.links)
+      out += fmt::format("      - {{name: {}, peer: {}, mode: {}, sync_timeout_ms: {}}}\n", q(l.name),
+                         q(l.peer), l.sync ? "sync" : "async", l.sync_timeout_ms);
   }
   return out;
 }

@@ -187,13 +187,16 @@ std::expected<std::unique_ptr<GroupLog>, std::string> GroupLog::open(const Group
   return g;
 }
 
+void GroupLog::stop_writer() {
+  if (!writer_.joinable()) return;
+  stop_.store(true);
+  kick();
+  writer_.join();
+}
+
 GroupLog::~GroupLog() {
   for (auto& l : links_) l->stop();
-  if (writer_.joinable()) {
-    stop_.store(true);
-    kick();
-    writer_.join();
-  }
+  stop_writer();
   if (log_) {
     log_->sync();
     log_->checkpoint();

@@ -86,6 +86,13 @@ class GroupLog {
   // starts the writer thread. On the calling thread, synchronously. Error: a message.
   std::expected<void, std::string> start();
 
+  // Stops the writer thread once it has completed every queued entry (sync links are no
+  // longer waited for); later submits must come from threads without an IoContext and are
+  // synchronous. For shutdown, after the reactors stopped and before their IoContexts go
+  // (the writer posts completions to them). The site links keep shipping until the
+  // destructor. Idempotent.
+  void stop_writer();
+
   // Queues `e` (any thread). e.done runs once, later, on e.origin's thread (or inline, on
   // this thread, when it has no IoContext: the append is then synchronous).
   void submit(LogEntry& e);

@@ -45,6 +45,14 @@ std::vector<std::string> Registry::names() const {
   return out;
 }
 
+void Registry::clear() {
+  std::map<std::string, Entry> gone;
+  {
+    std::lock_guard lock(mu_);
+    gone.swap(stores_);
+  }
+}
+
 int Registry::run_due(std::chrono::system_clock::time_point now) {
   struct Due {
     std::string lu;

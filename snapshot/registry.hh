@@ -41,6 +41,9 @@ class Registry {
   // (SnapshotStore::set_rollback_listener). False when there is no such store or clone.
   bool on_rollback(const std::string& lu, const std::string& clone, std::function<void()> fn);
   std::vector<std::string> names() const;
+  // Drops every store (shutdown: a store's backends may sit on layers, such as a
+  // replication group's, that must be gone before what they use).
+  void clear();
 
   // Starts / stops the scheduler thread.
   void start();

@@ -356,7 +356,7 @@ TEST_CASE("error: document shape") {
   CHECK(error_of("# only a comment\n") ==
         "t.yaml:1:1: the file is empty: it needs at least portals and targets");
   CHECK(error_of("hello\n") ==
-        "t.yaml:1:1: expected a mapping with keys node, portals, iscsi, discovery, targets");
+        "t.yaml:1:1: expected a mapping with keys node, portals, iscsi, discovery, targets, groups");
   CHECK(error_of("node: {}\n---\nnode: {}\n") == "t.yaml:3:1: expected one YAML document, found 2");
   CHECK(error_of("node: {}\n") == "t.yaml:1:1: missing key 'portals'");
   CHECK(error_of("portals: [\"127.0.0.1:3260\"]\n") == "t.yaml:1:1: missing key 'targets'");
@@ -381,9 +381,174 @@ TEST_CASE("error: a key given twice") {
         "t.yaml:5:38: targets[0].luns[0].size: duplicate key 'size' (first at line 5, column 26)");
 }
 
-TEST_CASE("error: keys this version does not support") {
-  CHECK(error_of("groups: []\n") ==
-        "t.yaml:1:1: groups: replication groups are not supported by this version");
+// ---- groups (issue 8) ----------------------------------------------------------------
+
+namespace {
+
+// Two LUs a (file a.img) and b (memory), node line first, then `groups` from line 8 on.
+std::string with_groups(const std::string& groups, const std::string& node = "") {
+  return "node: {data_dir: /tmp/zt" + node + "}\n"
+         "portals: [\"127.0.0.1:3260\"]\n"
+         "targets:\n"
+         "  - iqn: iqn.2026-11.org.zuma:t\n"
+         "    luns:\n"
+         "      - {id: 0, name: a, size: 1MiB, backend: file, path: /tmp/zt/a.img}\n"
+         "      - {id: 1, name: b, size: 2MiB, backend: memory}\n"
+         "groups:\n" +
+         groups;
+}
+
+constexpr const char* kListen = ", replication_listen: \"127.0.0.1:3270\"";
+
+}  // namespace
+
+TEST_CASE("groups: a primary group with two links") {
+  const Config c = parse(with_groups("  - name: db\n"
+                                     "    luns: [b, a]\n"
+                                     "    log: {path: /tmp/zt/db.rlog, size: 64MiB}\n"
+                                     "    links:\n"
+                                     "      - {name: dr, peer: \"127.0.0.1:3270\", mode: async}\n"
+                                     "      - {name: near, peer: \"127.0.0.1:3271\", mode: sync, "
+                                     "sync_timeout_ms: 250}\n"),
+                         "t.yaml");
+  REQUIRE(c.groups.size() == 1);
+  const Group& g = c.groups[0];
+  CHECK(g.name == "db");
+  CHECK_FALSE(g.secondary);
+  CHECK(g.luns == std::vector<std::string>{"b", "a"});
+  CHECK(g.log_path == "/tmp/zt/db.rlog");
+  CHECK(g.log_size == 64u << 20);
+  REQUIRE(g.links.size() == 2);
+  CHECK(g.links[0].name == "dr");
+  CHECK(g.links[0].peer == "127.0.0.1:3270");
+  CHECK_FALSE(g.links[0].sync);
+  CHECK(g.links[0].sync_timeout_ms == 5000);
+  CHECK(g.links[1].sync);
+  CHECK(g.links[1].sync_timeout_ms == 250);
+  CHECK(g.loc.str() == "t.yaml:9:5");
+  CHECK(group_of(c, "a") == &g);
+  CHECK(group_of(c, "x") == nullptr);
+  // A group without links only journals its writes.
+  CHECK(parse(with_groups("  - {name: db, luns: [a], log: {path: /tmp/zt/l, size: 16MiB}}\n"), "t")
+            .groups[0]
+            .links.empty());
+}
+
+TEST_CASE("groups: a secondary group") {
+  const Config c = parse(with_groups("  - {name: db, role: secondary, luns: [a, b]}\n", kListen), "t");
+  CHECK(c.node.replication_listen == "127.0.0.1:3270");
+  REQUIRE(c.groups.size() == 1);
+  CHECK(c.groups[0].secondary);
+  CHECK(c.groups[0].log_path.empty());
+  CHECK(c.groups[0].luns == std::vector<std::string>{"a", "b"});
+}
+
+TEST_CASE("groups: written back by to_yaml and read again the same") {
+  for (const std::string& yaml :
+       {with_groups("  - name: db\n"
+                    "    luns: [b, a]\n"
+                    "    log: {path: /tmp/zt/db.rlog, size: 64MiB}\n"
+                    "    links: [{name: dr, peer: \"127.0.0.1:3270\", mode: sync, sync_timeout_ms: 300}]\n"),
+        with_groups("  - {name: db, role: secondary, luns: [a]}\n  - {name: two, luns: [b], "
+                    "log: {path: /tmp/zt/l, size: 16MiB}}\n",
+                    kListen)}) {
+    const Config c = parse(yaml, "t");
+    const Config back = parse(to_yaml(c), "back");
+    CHECK(back.node.replication_listen == c.node.replication_listen);
+    REQUIRE(back.groups.size() == c.groups.size());
+    for (size_t i = 0; i < c.groups.size(); ++i) CHECK(same_group(back.groups[i], c.groups[i]));
+    CHECK(diff(c, back).empty());
+  }
+}
+
+TEST_CASE("groups: errors") {
+  const auto group = [](const std::string& g, const std::string& node = "") {
+    return error_of(with_groups("  - " + g + "\n", node));
+  };
+  const std::string log = ", log: {path: /tmp/zt/l, size: 16MiB}";
+  CHECK(group("{name: db, luns: [a], log: {path: /tmp/zt/l, size: 16MiB}, colour: red}") ==
+        "t.yaml:9:64: groups[0].colour: unknown key 'colour'");
+  CHECK(group("{name: db, lus: [a]" + log + "}") ==
+        "t.yaml:9:16: groups[0].lus: unknown key 'lus'; did you mean 'luns'?");
+  CHECK(group("{name: db, luns: [a, c]" + log + "}") ==
+        "t.yaml:9:26: groups[0].luns[1]: 'c' is not a LU of any target");
+  CHECK(group("{name: db, luns: []" + log + "}") ==
+        "t.yaml:9:22: groups[0].luns: a group needs at least one LU");
+  CHECK(group("{name: db, luns: [a, a]" + log + "}") ==
+        "t.yaml:9:26: groups[0].luns[1]: LU 'a' is already in group 'db' (at line 9, column 23)");
+  CHECK(error_of(with_groups("  - {name: db, luns: [a]" + log + "}\n  - {name: x, luns: [b, a], "
+                             "log: {path: /tmp/zt/m, size: 16MiB}}\n")) ==
+        "t.yaml:10:25: groups[1].luns[1]: LU 'a' is already in group 'db' (at line 9, column 23)");
+  CHECK(error_of(with_groups("  - {name: db, luns: [a]" + log + "}\n  - {name: db, luns: [b], "
+                             "log: {path: /tmp/zt/m, size: 16MiB}}\n")) ==
+        "t.yaml:10:12: groups[1].name: duplicate group 'db' (first at line 9, column 12)");
+  CHECK(group("{name: db, luns: [a]}") == "t.yaml:9:5: groups[0]: missing key 'log'");
+  CHECK(group("{name: db, luns: [a], log: {path: /tmp/zt/l, size: 8MiB}}") ==
+        "t.yaml:9:56: groups[0].log.size: expected a size from 16MiB to 1TiB (a log holds at least "
+        "two of the largest writes, 8MiB), got 8388608 bytes (8MiB)");
+  CHECK(group("{name: db, luns: [a], log: {path: /tmp/zt/a.img, size: 16MiB}}") ==
+        "t.yaml:9:39: groups[0].log.path: file '/tmp/zt/a.img' is already used by LU 'a' (at line 6, "
+        "column 59)");
+  CHECK(error_of(with_groups("  - {name: db, luns: [a]" + log + "}\n  - {name: x, luns: [b], "
+                             "log: {path: /tmp/zt/l, size: 16MiB}}\n")) ==
+        "t.yaml:10:38: groups[1].log.path: file '/tmp/zt/l' is already used by group db (at line 9, "
+        "column 39)");
+  CHECK(group("{name: db, luns: [a]" + log + ", links: [{name: dr, peer: \"127.0.0.1\", mode: async}]}") ==
+        "t.yaml:9:89: groups[0].links[0].peer: give the peer's port too, e.g. \"127.0.0.1:3270\"");
+  CHECK(group("{name: db, luns: [a]" + log + ", links: [{name: dr, peer: \"db.example:1\", mode: async}]}") ==
+        "t.yaml:9:89: groups[0].links[0].peer: invalid peer 'db.example:1': 'db.example' is not an "
+        "IPv4 address (host names are not accepted, give an address)");
+  CHECK(group("{name: db, luns: [a]" + log + ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: semi}]}") ==
+        "t.yaml:9:110: groups[0].links[0].mode: expected sync or async");
+  CHECK(group("{name: db, luns: [a]" + log + ", links: [{name: dr, peer: \"127.0.0.1:1\"}]}") ==
+        "t.yaml:9:72: groups[0].links[0]: missing key 'mode'");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, sync_timeout_ms: 9}]}") ==
+        "t.yaml:9:134: groups[0].links[0].sync_timeout_ms: sync_timeout_ms applies to mode: sync only");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: sync}, {name: dr, peer: \"127.0.0.1:2\", "
+              "mode: sync}]}") ==
+        "t.yaml:9:124: groups[0].links[1].name: duplicate link 'dr' (first at line 9, column 79)");
+  // Not implemented yet: refused by name rather than accepted and ignored.
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, fallbehind: {ios: 10}}]}") ==
+        "t.yaml:9:117: groups[0].links[0].fallbehind: fallbehind is not supported yet (issue 8: "
+        "fall-behind limits are a later step)");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, on_full: bitmap}]}") ==
+        "t.yaml:9:117: groups[0].links[0].on_full: on_full is not supported yet (issue 8: a full log "
+        "makes writes wait, then fail)");
+  // Secondary groups.
+  CHECK(group("{name: db, role: secondary, luns: [a]}") ==
+        "t.yaml:9:22: groups[0].role: a secondary group needs node.replication_listen (where its "
+        "primary connects)");
+  CHECK(group("{name: db, role: backup, luns: [a]}", kListen) ==
+        "t.yaml:9:22: groups[0].role: expected primary or secondary");
+  CHECK(group("{name: db, role: secondary, luns: [a]" + log + "}", kListen) ==
+        "t.yaml:9:49: groups[0].log: a secondary group has no log (it applies what its primary ships)");
+  CHECK(group("{name: db, role: secondary, luns: [a], links: []}", kListen) ==
+        "t.yaml:9:51: groups[0].links: a secondary group has no links (its primary connects to it)");
+  CHECK(error_of(with_groups("  - {name: db, role: secondary, luns: [a]}\n",
+                             ", replication_listen: \"127.0.0.1\"")) ==
+        "t.yaml:1:47: node.replication_listen: give the port too, e.g. \"127.0.0.1:3270\"");
+  CHECK(error_of("groups: {}\n" + with_lun("{id: 0, name: a, size: 1MiB, backend: memory}")) ==
+        "t.yaml:1:9: groups: expected a list of groups like {name: db, luns: [data], log: {...}}");
+}
+
+TEST_CASE("groups: a snapshot export cannot be replicated") {
+  const std::string yaml =
+      "node: {data_dir: /tmp/zt}\n"
+      "portals: [\"127.0.0.1:3260\"]\n"
+      "targets:\n"
+      "  - iqn: iqn.2026-11.org.zuma:t\n"
+      "    luns:\n"
+      "      - {id: 0, name: a, size: 1MiB, backend: memory,\n"
+      "         snapshots: {store: {data: /tmp/zt/s.data, meta: /tmp/zt/s.meta, size: 1MiB}}}\n"
+      "      - {id: 1, name: s, size: 1MiB, source: {lu: a, snapshot: one}}\n"
+      "groups: [{name: db, luns: [a, s], log: {path: /tmp/zt/l, size: 16MiB}}]\n";
+  CHECK(error_of(yaml) ==
+        "t.yaml:9:31: groups[0].luns[1]: LU 's' exports a snapshot or clone; only LUs with sub-units "
+        "can be replicated");
 }
 
 // A target with `chap` set to the flow mapping `chap`.
@@ -585,7 +750,7 @@ TEST_CASE("error: wrong types") {
         "thin, write_cache, read_only, subunits, backend, path, layout, stripe_unit, snapshots, source");
   CHECK(error_of("node: [a]\n") ==
         "t.yaml:1:7: node: expected a mapping with keys name, data_dir, control_socket, reactors, "
-        "log_level, metrics");
+        "log_level, metrics, replication_listen");
   CHECK(error_of("{[a]: 1}\n") == "t.yaml:1:2: expected a key name");
 }
 

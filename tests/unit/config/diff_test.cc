@@ -107,3 +107,21 @@ TEST_CASE("diff: targets added and removed") {
   CHECK(d.targets_removed == std::vector<std::string>{"iqn.2026-11.org.zuma:b"});
   CHECK(d.luns_changed.empty());
 }
+
+TEST_CASE("diff: replication groups and their LUs change only with a restart") {
+  const std::string group = "groups: [{name: g, luns: [a0], log: {path: /tmp/zuma-d/g.rlog, size: 16MiB}}]\n";
+  const Config plain = parse(base(), "a");
+  const Config grouped = parse(base() + group, "b");
+  CHECK(diff(plain, grouped).restart_needed == std::vector<std::string>{"groups"});
+  CHECK(diff(grouped, parse(base() + group, "c")).empty());
+  // Another log size is another group.
+  CHECK(diff(grouped, parse(base() + replace(group, "16MiB", "32MiB"), "d")).restart_needed ==
+        std::vector<std::string>{"groups"});
+  // A LU of a group cannot be replaced live (the replication layer is set up at startup);
+  // one outside the groups can.
+  const Config bigger = parse(replace(base(), "name: a0, size: 1MiB", "name: a0, size: 2MiB") + group, "e");
+  CHECK(diff(grouped, bigger).restart_needed == std::vector<std::string>{"LU 'a0' (of group 'g')"});
+  const Config other = parse(replace(base(), "name: b0, size: 1MiB", "name: b0, size: 2MiB") + group, "f");
+  CHECK(diff(grouped, other).restart_needed.empty());
+  CHECK(diff(grouped, other).luns_changed == std::vector<std::string>{"b0"});
+}
