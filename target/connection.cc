@@ -61,7 +61,8 @@ Connection::Connection(Reactor& reactor, ServerContext& server, storage::UniqueF
       created_(std::chrono::steady_clock::now()),
       last_rx_(created_),
       stage_(new uint8_t[kStageSize]),
-      neg_(server.limits(), false) {}
+      neg_(server.limits(), false),
+      sess_(std::make_shared<Session>()) {}
 
 Connection::~Connection() = default;
 
@@ -354,17 +355,10 @@ Connection::TxItem& Connection::queue_pdu(Op op) {
   return it;
 }
 
-uint32_t Connection::max_cmd_sn() const {
-  // The window shrinks by the commands in flight: queue depth as flow control
-  // (RFC 7143 4.2.2.1). Monotonic: accepting a command moves ExpCmdSN and the used count
-  // together; completing one frees a slot.
-  return exp_cmd_sn_ - 1 + (queue_depth_ - std::min(window_used_, queue_depth_));
-}
-
 void Connection::queue_status_fields(TxItem& it) {
   Bhs b(it.bhs.data());
   b.set_word(24, stat_sn_++);
-  b.set_word(28, exp_cmd_sn_);
+  b.set_word(28, sess_->exp_cmd_sn);
   b.set_word(32, max_cmd_sn());
 }
 
@@ -441,6 +435,7 @@ void Connection::login_fail(LoginStatus st, std::vector<uint8_t> text) {
   TxItem& it = queue_pdu(Op::kLoginResponse);
   Bhs r(it.bhs.data());
   std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
+  store_be16(it.bhs.data() + 14, tsih_);  // RFC 7143 11.13.4: 0 until a new session's final response
   r.set_itt(login_itt_);
   if (!text.empty() && text.size() <= kLoginMaxDsl) {
     it.owned = std::move(text);
@@ -597,7 +592,7 @@ void Connection::handle_login() {
     std::memcpy(isid_.data(), bhs_.data() + 8, 6);
     tsih_ = load_be16(bhs_.data() + 14);
     cid_ = load_be16(bhs_.data() + 20);
-    exp_cmd_sn_ = h.cmd_sn();
+    if (tsih_ == 0) sess_->exp_cmd_sn = h.cmd_sn();  // a new session starts its numbering
     stat_sn_ = h.exp_stat_sn();
     login_csg_ = csg;
   } else if (std::memcmp(isid_.data(), bhs_.data() + 8, 6) != 0 ||
@@ -609,10 +604,7 @@ void Connection::handle_login() {
   if (bhs_[3] > 0x00) return login_fail(LoginStatus::kUnsupportedVersion);
   if (csg == 2 || csg == 3 || (transit && (nsg == 2 || nsg <= csg)) || csg < login_csg_)
     return login_fail(LoginStatus::kInitiatorError);
-  if (tsih_ != 0) {
-    // Adding a connection to an existing session (MC/S) is not offered yet.
-    return login_fail(LoginStatus::kSessionDoesNotExist);
-  }
+  if (first && tsih_ != 0 && !join_session()) return;
   login_csg_ = csg;
 
   login_text_.insert(login_text_.end(), rx_small_.begin(), rx_small_.end());
@@ -622,6 +614,7 @@ void Connection::handle_login() {
     TxItem& it = queue_pdu(Op::kLoginResponse);
     it.bhs[1] = uint8_t(csg << 2 | nsg);
     std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
+    store_be16(it.bhs.data() + 14, tsih_);  // RFC 7143 11.13.4: 0 until a new session's final response
     Bhs(it.bhs.data()).set_itt(login_itt_);
     queue_status_fields(it);
     return;
@@ -655,6 +648,13 @@ void Connection::handle_login() {
       }
       // The LUs this I_T nexus sees, under its own numbering when the ACL maps them.
       luns_ = rule->luns ? rule->luns : target_->luns;
+      if (tsih_ != 0) {
+        // RFC 7143 4.4.1: a session is named by initiator, ISID, target and portal group;
+        // a connection added to it must name the same (11.13.5: 0x020a, 0x0208).
+        if (initiator_name_ != sess_->initiator_name || target_->iqn != sess_->target_name)
+          return login_fail(LoginStatus::kSessionDoesNotExist);
+        if (tpgt_ != sess_->tpgt) return login_fail(LoginStatus::kCantIncludeInSession);
+      }
       chap_policy_ = target_->chap ? &*target_->chap : nullptr;
       // RFC 7143 13.9: returned in the first response of a normal session.
       append_key(out, "TargetPortalGroupTag", std::to_string(tpgt_));
@@ -713,9 +713,17 @@ void Connection::handle_login() {
 
   if (out.size() > neg_.conn.max_send_data_segment_length && out.size() > kLoginMaxDsl)
     return login_fail(LoginStatus::kTargetError);  // never happens with Zuma's few keys
+  if (transit && nsg == 3 && tsih_ != 0) {
+    // The session may have ended, or filled up, while this connection logged in.
+    if (sess_->ended || !sess_->registered) return login_fail(LoginStatus::kSessionDoesNotExist);
+    size_t others = 0;
+    for (Connection* k : sess_->conns) others += k->cid_ != cid_;
+    if (others >= sess_->params.max_connections) return login_fail(LoginStatus::kTooManyConnections);
+  }
   TxItem& it = queue_pdu(Op::kLoginResponse);
   it.bhs[1] = uint8_t((transit ? 0x80 : 0) | csg << 2 | (transit ? nsg : 0));
   std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
+  store_be16(it.bhs.data() + 14, tsih_);  // RFC 7143 11.13.4: 0 until a new session's final response
   Bhs r(it.bhs.data());
   r.set_itt(login_itt_);
   it.owned = std::move(out);
@@ -723,7 +731,7 @@ void Connection::handle_login() {
   it.len = uint32_t(it.owned.size());
   r.set_data_segment_len(it.len);
   if (transit && nsg == 3) {
-    tsih_ = server_.allocate_tsih();
+    if (tsih_ == 0) tsih_ = server_.allocate_tsih();
     store_be16(it.bhs.data() + 14, tsih_);
     login_complete();
   }
@@ -737,41 +745,124 @@ void Connection::login_complete() {
   // is already queued without them).
   hd_on_ = neg_.conn.header_digest;
   dd_on_ = neg_.conn.data_digest;
-  queue_depth_ = server_.limits().queue_depth;
-  by_itt_.reserve(2 * queue_depth_ + 16);  // the bound on live commands (handle_scsi_command_header)
+  Session& s = *sess_;
+  if (s.registered) {
+    // A connection added to a running session (RFC 7143 6.3.6). The same CID as one of
+    // its connections reinstates that connection (6.3.4): below ErrorRecoveryLevel 2 the
+    // old connection's tasks end without further notice.
+    Connection* old = nullptr;
+    for (Connection* k : s.conns)
+      if (k->cid_ == cid_) old = k;
+    s.conns.push_back(this);
+    in_session_ = true;
+    s.retain_until = {};
+    spdlog::info("session {} (tsih {}) {} -> {}: connection {} (cid {}) from {} added, {} in all{}",
+                 s.nexus.id, tsih_, initiator_name_, s.target_name, id_, cid_, peer_str_,
+                 s.conns.size() - (old ? 1 : 0), old ? ", reinstating the old one" : "");
+    if (old) old->close("connection reinstated");
+    return;
+  }
+  s.params = neg_.session;
+  s.queue_depth = server_.limits().queue_depth;
+  // The bound on live commands (handle_scsi_command_header), for every connection it may get.
+  s.by_itt.reserve(size_t(2 * s.queue_depth + 16) * std::min<uint32_t>(s.params.max_connections, 4));
   if (discovery_) {
+    s.discovery = true;
     spdlog::info("discovery session from {} ({})", peer_str_, initiator_name_);
     return;
   }
   const std::string isid_hex = fmt::format("{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}", isid_[0],
                                            isid_[1], isid_[2], isid_[3], isid_[4], isid_[5]);
-  nexus_.id = server_.allocate_nexus_id();
-  nexus_.initiator_name = initiator_name_;
-  nexus_.initiator_port = fmt::format("{},i,0x{}", initiator_name_, isid_hex);
-  nexus_.target_name = target_->iqn;
-  nexus_.target_port = fmt::format("{},t,0x{:04x}", target_->iqn, tpgt_);
-  nexus_.relative_port_id = tpgt_;
-  nexus_.target_port_group = tpgt_;
+  s.tsih = tsih_;
+  s.isid = isid_;
+  s.initiator_name = initiator_name_;
+  s.target_name = target_->iqn;
+  s.tpgt = tpgt_;
+  s.reactor = reactor_.index();
+  s.luns = luns_;
+  s.nexus.id = server_.allocate_nexus_id();
+  s.nexus.initiator_name = initiator_name_;
+  s.nexus.initiator_port = fmt::format("{},i,0x{}", initiator_name_, isid_hex);
+  s.nexus.target_name = target_->iqn;
+  s.nexus.target_port = fmt::format("{},t,0x{:04x}", target_->iqn, tpgt_);
+  s.nexus.relative_port_id = tpgt_;
+  s.nexus.target_port_group = tpgt_;
   // The device server finishes work on this reactor (PREEMPT AND ABORT waiting for other
   // nexuses' tasks; task.hh Nexus::post). Commands still executing keep the connection alive.
-  nexus_.post = [r = &reactor_](std::function<void()> fn) { r->post(std::move(fn)); };
+  s.nexus.post = [r = &reactor_](std::function<void()> fn) { r->post(std::move(fn)); };
   // EXTENDED COPY may name LUs of the other targets this initiator could log in to from
   // here, as itself: their ACLs, and their CHAP secret if it is the one proved now.
   std::optional<ChapSecret> proved;
   if (chap_policy_) proved = chap_policy_->initiator;
-  nexus_.find_copy_target = [&server = server_, own = target_->iqn, ini = initiator_name_,
-                             peer = peer_, proved](const uint8_t* naa) {
+  s.nexus.find_copy_target = [&server = server_, own = target_->iqn, ini = initiator_name_,
+                              peer = peer_, proved](const uint8_t* naa) {
     return find_copy_target(server, own, ini, peer, proved, naa);
   };
   // RFC 7143 4.4.1: a session is named by ISID and the target portal group tag, so a login
   // through another portal group is a second (multipath) session, not a reinstatement.
-  session_key_ = initiator_name_ + "|" + isid_hex + "|" + target_->iqn + "|" + std::to_string(tpgt_);
-  server_.session_started(session_key_, reactor_.index(), id_);
-  session_registered_ = true;
-  spdlog::info("session {} {} -> {} from {} (tsih {}, MaxBurst {}, FirstBurst {}, R2T {}, Imm {})",
-               id_, initiator_name_, target_->iqn, peer_str_, tsih_,
-               neg_.session.max_burst_length, neg_.session.first_burst_length,
-               neg_.session.initial_r2t ? "yes" : "no", neg_.session.immediate_data ? "yes" : "no");
+  s.key = initiator_name_ + "|" + isid_hex + "|" + target_->iqn + "|" + std::to_string(tpgt_);
+  s.conns.push_back(this);
+  in_session_ = true;
+  s.registered = true;
+  server_.register_tsih(sess_);
+  server_.session_started(s.key, reactor_.index(), tsih_);
+  spdlog::info("session {} {} -> {} from {} (tsih {}, MaxBurst {}, FirstBurst {}, R2T {}, Imm {}, "
+               "MaxConnections {})",
+               id_, initiator_name_, target_->iqn, peer_str_, tsih_, s.params.max_burst_length,
+               s.params.first_burst_length, s.params.initial_r2t ? "yes" : "no",
+               s.params.immediate_data ? "yes" : "no", s.params.max_connections);
+}
+
+bool Connection::join_session() {
+  // RFC 7143 6.3.6: a TSIH names the existing session this connection is to join; it must
+  // have been opened with the same ISID (11.12.5) and still be there (11.13.5: 0x020a).
+  std::shared_ptr<Session> s = server_.find_tsih(tsih_);
+  if (!s || s->discovery || s->isid != isid_) {
+    login_fail(LoginStatus::kSessionDoesNotExist);
+    return false;
+  }
+  if (s->reactor != reactor_.index()) {
+    // Everything of a session runs on one reactor: this login continues there.
+    if (!moved_ && server_.move_connection(*this, s->reactor)) return false;
+    login_fail(LoginStatus::kServiceUnavailable);
+    return false;
+  }
+  size_t others = 0;
+  for (Connection* k : s->conns) others += k->cid_ != cid_;
+  if (others >= s->params.max_connections) {
+    // RFC 7143 13.2 / 11.13.5: more connections than negotiated.
+    login_fail(LoginStatus::kTooManyConnections);
+    return false;
+  }
+  sess_ = std::move(s);
+  neg_.set_leading(false);
+  return true;
+}
+
+Connection::Handover Connection::hand_over() {
+  Handover h;
+  reactor_.remove(fd_.get());
+  h.fd = std::move(fd_);
+  h.bhs = bhs_;
+  h.data = rx_small_;
+  h.unread.assign(stage_.get() + stage_beg_, stage_.get() + stage_end_);
+  stage_beg_ = stage_end_ = 0;
+  closed_ = true;
+  reading_ = false;
+  notify_finished();
+  return h;
+}
+
+void Connection::resume_login(Handover h) {
+  moved_ = true;
+  bhs_ = h.bhs;
+  rx_small_ = std::move(h.data);
+  std::memcpy(stage_.get(), h.unread.data(), std::min(h.unread.size(), kStageSize));
+  stage_beg_ = 0;
+  stage_end_ = std::min(h.unread.size(), kStageSize);
+  rx_len_ = uint32_t(rx_small_.size());
+  handle_login();
+  if (!closed_) reactor_.defer(this);  // the bytes after it, if any
 }
 
 // ---------------------------------------------------------------------------------------
@@ -809,7 +900,7 @@ void Connection::release(Command* c) {
   *c = Command{};
   c->task.data = std::move(buf);
   --live_commands_;
-  if (pool_.size() < 2 * queue_depth_) {
+  if (pool_.size() < 2 * sess_->queue_depth) {
     pooled_bytes_ += c->task.data.capacity();
     pool_.emplace_back(c);
   } else {
@@ -829,14 +920,14 @@ void Connection::handle_scsi_command_header() {
   Bhs h(bhs_.data());
   const uint32_t itt = h.itt();
   const uint32_t dsl = h.data_segment_len();
-  if (itt == kReservedTag || by_itt_.contains(itt)) {
+  if (itt == kReservedTag || sess_->by_itt.contains(itt)) {
     // RFC 7143 11.2.1.8: ITTs are unique among the session's outstanding tasks.
     spdlog::warn("{}: SCSI command reuses ITT {:#x}", peer_str_, itt);
     rx_dst_ = nullptr;  // data discarded; end_pdu rejects
     rx_cmd_ = nullptr;
     return;
   }
-  if (live_commands_ >= 2 * queue_depth_ + 16) {
+  if (live_commands_ >= 2 * sess_->queue_depth + 16) {
     rx_dst_ = nullptr;  // immediate commands beyond any sane bound
     return;
   }
@@ -872,17 +963,17 @@ void Connection::handle_scsi_command_header() {
   t.dir = c->is_write ? (c->is_read ? scsi::DataDir::kBidi : scsi::DataDir::kOut)
                       : (c->is_read ? scsi::DataDir::kIn : scsi::DataDir::kNone);
   t.expected_len = c->edtl;
-  t.nexus = &nexus_;
+  t.nexus = &sess_->nexus;
   t.on_complete = &Connection::on_task_complete;
   t.owner = c;
-  by_itt_.insert(itt, c);
+  sess_->by_itt.insert(itt, c);
   rx_cmd_ = c;
 
   if (!c->is_write) {
     if (dsl) rx_dst_ = nullptr;  // data with a non-write command: discarded, rejected below
     return;
   }
-  const auto& sp = neg_.session;
+  const SessionParams& sp = sess_->params;
   if (c->edtl > kMaxCommandBuffer) {
     c->edtl = 0;  // executed with no data: the device server refuses the length
     rx_dst_ = nullptr;
@@ -907,7 +998,7 @@ void Connection::handle_scsi_command() {
   Command* c = rx_cmd_;
   if (!c) {
     // Duplicate ITT or resource bound: RFC 7143 11.17.1.
-    reject(by_itt_.contains(h.itt()) ? RejectReason::kTaskInProgress
+    reject(sess_->by_itt.contains(h.itt()) ? RejectReason::kTaskInProgress
                                   : RejectReason::kImmediateCommandReject,
            bhs_.data());
     return;
@@ -917,7 +1008,7 @@ void Connection::handle_scsi_command() {
     // Data the command may not carry: protocol error, ERL 0 drops the connection.
     spdlog::warn("{}: SCSI command ITT {:#x} with {} bytes of data it may not carry", peer_str_,
                  c->itt, dsl);
-    by_itt_.erase(c->itt);
+    sess_->by_itt.erase(c->itt);
     release(c);
     reject(RejectReason::kProtocolError, bhs_.data());
     close_after_tx_ = true;
@@ -933,36 +1024,55 @@ void Connection::handle_scsi_command() {
     return command_ready(c);
   }
   const uint32_t sn = c->cmd_sn;
-  if (sn_lt(sn, exp_cmd_sn_) || sn_lt(max_cmd_sn(), sn)) {
+  if (sn_lt(sn, sess_->exp_cmd_sn) || sn_lt(max_cmd_sn(), sn)) {
     // RFC 7143 4.2.2.1: non-immediate commands outside the window are silently ignored.
-    spdlog::debug("{}: CmdSN {} outside [{}, {}], ignored", peer_str_, sn, exp_cmd_sn_, max_cmd_sn());
-    by_itt_.erase(c->itt);
+    spdlog::debug("{}: CmdSN {} outside [{}, {}], ignored", peer_str_, sn, sess_->exp_cmd_sn, max_cmd_sn());
+    sess_->by_itt.erase(c->itt);
     release(c);
     return;
   }
-  if (sn != exp_cmd_sn_) {
+  if (sn != sess_->exp_cmd_sn) {
+    // Ahead of a command still on its way (on this connection, or another of the session).
     c->state = Command::State::kQueued;
-    out_of_order_[sn] = c;
+    sess_->out_of_order[sn] = c;
     return;
   }
-  ++exp_cmd_sn_;
-  ++window_used_;
+  ++sess_->exp_cmd_sn;
+  ++sess_->window_used;
   c->sequenced = true;
   command_ready(c);
-  while (!out_of_order_.empty() && out_of_order_.begin()->first == exp_cmd_sn_) {
-    Command* next = out_of_order_.begin()->second;
-    out_of_order_.erase(out_of_order_.begin());
-    ++exp_cmd_sn_;
-    ++window_used_;
+  drain_ordered();
+}
+
+void Connection::drain_ordered() {
+  Session& s = *sess_;
+  while (!s.out_of_order.empty() && s.out_of_order.begin()->first == s.exp_cmd_sn) {
+    Command* next = s.out_of_order.begin()->second;
+    s.out_of_order.erase(s.out_of_order.begin());
+    ++s.exp_cmd_sn;
+    if (!next) continue;  // a non-command PDU's number, acted on already
+    ++s.window_used;
     next->sequenced = true;
     if (next->aborted) {
-      --window_used_;
-      by_itt_.erase(next->itt);
-      release(next);
+      --s.window_used;
+      s.by_itt.erase(next->itt);
+      next->conn->release(next);
       continue;
     }
-    command_ready(next);
+    next->conn->command_ready(next);
   }
+}
+
+bool Connection::take_cmd_sn(uint32_t sn) {
+  Session& s = *sess_;
+  if (sn == s.exp_cmd_sn) {
+    ++s.exp_cmd_sn;
+    drain_ordered();
+    return true;
+  }
+  if (sn_lt(sn, s.exp_cmd_sn) || sn_lt(s.max_cmd_sn(), sn)) return false;
+  s.out_of_order.try_emplace(sn, nullptr);  // a command may hold the number already
+  return true;
 }
 
 void Connection::fail_command(Command* c, scsi::Reason why) {
@@ -979,10 +1089,10 @@ void Connection::respond_failed(Command* c) {
   t.sense_len = scsi::build_sense(scsi::CmdResult(c->failed), false, t.sense);
   t.transfer_len = t.expected_len;  // no residual: nothing was transferred as asked
   t.data_in_len = 0;
-  if (!c->immediate) --window_used_;
+  if (!c->immediate) --sess_->window_used;
   unqueue_budget(c);
   c->state = Command::State::kResponding;
-  by_itt_.erase(c->itt);
+  sess_->by_itt.erase(c->itt);
   queue_scsi_response(c);
 }
 
@@ -1057,7 +1167,7 @@ void Connection::unqueue_budget(Command* c) {
 }
 
 void Connection::start_r2ts(Command* c) {
-  const auto& sp = neg_.session;
+  const SessionParams& sp = sess_->params;
   while (c->next_r2t_offset < c->edtl && c->r2ts.size() < sp.max_outstanding_r2t) {
     const uint32_t len = std::min(sp.max_burst_length, c->edtl - c->next_r2t_offset);
     uint32_t ttt = next_ttt_++;
@@ -1070,7 +1180,7 @@ void Connection::start_r2ts(Command* c) {
     r.set_itt(c->itt);
     r.set_word(20, ttt);
     r.set_word(24, stat_sn_);  // R2T carries StatSN without advancing it (RFC 7143 11.8.3)
-    r.set_word(28, exp_cmd_sn_);
+    r.set_word(28, sess_->exp_cmd_sn);
     r.set_word(32, max_cmd_sn());
     r.set_word(36, c->r2t_sn++);
     r.set_word(40, c->next_r2t_offset);
@@ -1082,8 +1192,9 @@ void Connection::start_r2ts(Command* c) {
 void Connection::handle_data_out_header() {
   Bhs h(bhs_.data());
   const uint32_t dsl = h.data_segment_len(), off = h.buffer_offset(), ttt = h.ttt();
-  Command* c = by_itt_.find(h.itt());
-  if (!c) return;  // discarded; handle_data_out decides
+  Command* c = sess_->by_itt.find(h.itt());
+  // Data-Out goes on the command's own connection (RFC 7143 6.1.? allegiance, ERL 0).
+  if (!c || c->conn != this) return;  // discarded; handle_data_out decides
   if (!c->is_write || c->edtl == 0 || c->failed != scsi::Reason::kGood ||
       (c->state != Command::State::kCollecting && c->state != Command::State::kQueued))
     return;
@@ -1109,8 +1220,8 @@ void Connection::handle_data_out() {
   Command* c = rx_cmd_;
   const uint32_t dsl = h.data_segment_len();
   if (!c) {
-    Command* bad = by_itt_.find(h.itt());
-    if (!bad) {
+    Command* bad = sess_->by_itt.find(h.itt());
+    if (!bad || bad->conn != this) {
       // The task may have been aborted: RFC 7143 4.2.5.2 lets the target discard its data.
       spdlog::debug("{}: Data-Out for unknown ITT {:#x} discarded", peer_str_, h.itt());
       return;
@@ -1167,22 +1278,22 @@ void Connection::on_task_complete(scsi::Task& t) {
 void Connection::complete(Command* c) {
   account(c);
   --executing_;
-  if (!c->immediate && c->sequenced) --window_used_;
+  if (!c->immediate && c->sequenced) --sess_->window_used;
   // Aborted by a TMF of ours: no response (RFC 7143 11.5.1, the TMF response answers for
   // it). Aborted in the device server (another nexus's LU reset or PREEMPT AND ABORT): TASK
   // ABORTED status only when TAS asks for it, else nothing (SAM-5 aborting commands; task.hh).
   if (c->aborted || closed_ || (c->task.aborted && !c->task.report_abort)) {
-    by_itt_.erase(c->itt);
+    sess_->by_itt.erase(c->itt);
     release(c);
-    maybe_finish_tmf();
+    finish_tmfs();
     check_drained();
     return;
   }
   c->state = Command::State::kResponding;
-  by_itt_.erase(c->itt);
+  sess_->by_itt.erase(c->itt);
   queue_scsi_response(c);
   if (c->pending_tx == 0) release(c);
-  maybe_finish_tmf();
+  finish_tmfs();
   check_drained();
 }
 
@@ -1202,7 +1313,7 @@ void Connection::queue_scsi_response(Command* c) {
   const uint32_t to_send = c->is_read ? std::min<uint32_t>(t.data_in_len, edtl) : 0;
   const bool collapse = to_send > 0 && t.status == scsi::status::kGood && t.sense_len == 0;
   const uint32_t mdsl = neg_.conn.max_send_data_segment_length;
-  const uint32_t mbl = neg_.session.max_burst_length;
+  const uint32_t mbl = sp().max_burst_length;
   uint32_t off = 0, burst_left = mbl;
   while (off < to_send) {
     const uint32_t n = std::min({mdsl, to_send - off, burst_left});
@@ -1223,7 +1334,7 @@ void Connection::queue_scsi_response(Command* c) {
       d.set_word(24, stat_sn_);
     }
     d.set_flags(flags);
-    d.set_word(28, exp_cmd_sn_);
+    d.set_word(28, sess_->exp_cmd_sn);
     d.set_word(32, max_cmd_sn());
     d.set_word(36, c->data_sn++);
     d.set_word(40, off);
@@ -1270,10 +1381,7 @@ void Connection::handle_nop_out() {
     if (h.ttt() == ping_ttt_) ping_ttt_ = kReservedTag;
     return;
   }
-  if (!h.immediate()) {
-    if (h.cmd_sn() != exp_cmd_sn_) return;  // outside the window: ignored (4.2.2.1)
-    ++exp_cmd_sn_;
-  }
+  if (!h.immediate() && !take_cmd_sn(h.cmd_sn())) return;  // outside the window: ignored (4.2.2.1)
   TxItem& it = queue_pdu(Op::kNopIn);
   Bhs r(it.bhs.data());
   r.set_flags(0x80);
@@ -1306,7 +1414,7 @@ void Connection::send_text_like(Op op, uint8_t flags, uint32_t itt, uint32_t ttt
 void Connection::handle_text() {
   Bhs h(bhs_.data());
   const uint32_t itt = h.itt(), ttt = h.ttt();
-  if (!h.immediate() && h.cmd_sn() == exp_cmd_sn_) ++exp_cmd_sn_;
+  if (!h.immediate()) (void)take_cmd_sn(h.cmd_sn());
   if (ttt != kReservedTag) {
     // Continuation of a long response (RFC 7143 11.10.4).
     if (ttt != text_ttt_) return reject(RejectReason::kInvalidPduField, bhs_.data());
@@ -1367,15 +1475,55 @@ void Connection::handle_text() {
 
 void Connection::handle_logout() {
   Bhs h(bhs_.data());
-  if (!h.immediate() && h.cmd_sn() == exp_cmd_sn_) ++exp_cmd_sn_;
+  if (!h.immediate()) (void)take_cmd_sn(h.cmd_sn());
+  const uint8_t reason = h.flags() & 0x7f;
+  const uint16_t cid = load_be16(bhs_.data() + 20);
+  if (reason == 1 && cid != cid_) {
+    // RFC 7143 11.14.1: close another connection of the session; this one carries on and
+    // answers (11.15.1: 0 closed, 1 CID not found).
+    Connection* other = nullptr;
+    for (Connection* k : sess_->conns)
+      if (k->cid_ == cid) other = k;
+    if (other) {
+      spdlog::info("session {} {}: connection cid {} logged out through cid {}", id_,
+                   initiator_name_, cid, cid_);
+      other->draining_ = true;
+      other->stop_reading_and_finish();
+    }
+    queue_logout_response(h.itt(), other ? 0 : 1);
+    return;
+  }
+  if (reason == 0 || (reason == 1 && sess_->conns.size() <= 1)) {
+    // The session ends (11.14.1 reason 0; or its last connection logs out): every other
+    // connection stops too, its commands terminated.
+    sess_->closing = true;
+    std::vector<Connection*> others;
+    for (Connection* k : sess_->conns)
+      if (k != this) others.push_back(k);
+    for (Connection* k : others) {
+      k->draining_ = true;
+      k->stop_reading_and_finish();
+    }
+  }
   logout_bhs_ = bhs_;
   logout_pending_ = true;
   // Stop reading: commands still waiting for Data-Out cannot finish and are dropped;
   // commands executing finish and get their responses before the Logout Response.
   reading_ = false;
   reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
-  abort_commands([](Command& c) { return c.state != Command::State::kExecuting; });
+  abort_commands([this](Command& c) { return c.conn == this && c.state != Command::State::kExecuting; });
   check_drained();
+}
+
+void Connection::queue_logout_response(uint32_t itt, uint8_t response) {
+  TxItem& it = queue_pdu(Op::kLogoutResponse);
+  Bhs r(it.bhs.data());
+  r.set_flags(0x80);
+  it.bhs[2] = response;
+  r.set_itt(itt);
+  queue_status_fields(it);
+  store_be16(it.bhs.data() + 40, uint16_t(sp().default_time2wait));
+  store_be16(it.bhs.data() + 42, uint16_t(sp().default_time2retain));
 }
 
 void Connection::check_drained() {
@@ -1383,18 +1531,8 @@ void Connection::check_drained() {
   if (logout_pending_ && !close_after_tx_) {
     Bhs h(logout_bhs_.data());
     const uint8_t reason = h.flags() & 0x7f;
-    // RFC 7143 11.15.1: 0 closed, 1 CID not found, 2 recovery not supported.
-    uint8_t response = 0;
-    if (reason == 1 && load_be16(logout_bhs_.data() + 20) != cid_) response = 1;
-    if (reason == 2) response = 2;
-    TxItem& it = queue_pdu(Op::kLogoutResponse);
-    Bhs r(it.bhs.data());
-    r.set_flags(0x80);
-    it.bhs[2] = response;
-    r.set_itt(h.itt());
-    queue_status_fields(it);
-    store_be16(it.bhs.data() + 40, uint16_t(neg_.session.default_time2wait));
-    store_be16(it.bhs.data() + 42, uint16_t(neg_.session.default_time2retain));
+    // RFC 7143 11.15.1: 0 closed, 2 recovery not supported (ErrorRecoveryLevel 0).
+    queue_logout_response(h.itt(), reason == 2 ? 2 : 0);
     close_after_tx_ = true;
     spdlog::info("session {} {}: logout (reason {})", id_, initiator_name_, reason);
   } else if (draining_ && !reading_) {
@@ -1405,7 +1543,7 @@ void Connection::check_drained() {
 
 void Connection::abort_commands(const std::function<bool(Command&)>& match) {
   std::vector<Command*> victims;
-  by_itt_.for_each([&](Command* c) {
+  sess_->by_itt.for_each([&](Command* c) {
     if (!c->aborted && c->state != Command::State::kResponding && match(*c)) victims.push_back(c);
   });
   for (Command* c : victims) {
@@ -1414,9 +1552,9 @@ void Connection::abort_commands(const std::function<bool(Command&)>& match) {
       case Command::State::kQueued:
         break;  // released when its CmdSN comes up, so ExpCmdSN still advances
       case Command::State::kCollecting:
-        if (!c->immediate && c->sequenced) --window_used_;
-        by_itt_.erase(c->itt);
-        release(c);
+        if (!c->immediate && c->sequenced) --sess_->window_used;
+        sess_->by_itt.erase(c->itt);
+        c->conn->release(c);  // a TMF reaches every connection of the session
         break;
       case Command::State::kExecuting:
         // Released when the device server completes it; no response is sent. Not started
@@ -1429,12 +1567,18 @@ void Connection::abort_commands(const std::function<bool(Command&)>& match) {
   }
 }
 
+void Connection::finish_tmfs() {
+  if (!in_session_) return maybe_finish_tmf();
+  const std::vector<Connection*> all = sess_->conns;  // a response may close one
+  for (Connection* k : all) k->maybe_finish_tmf();
+}
+
 void Connection::maybe_finish_tmf() {
   if (pending_tmf_.empty() || tmf_waits_ > 0) return;
   // RFC 7143 11.5.1: the response comes after every task the function aborted has ended
   // (their responses, TASK ABORTED where TAS asks for it, are queued before it).
   bool waiting = false;
-  by_itt_.for_each([&](Command* c) {
+  sess_->by_itt.for_each([&](Command* c) {
     if (c->aborted && c->state == Command::State::kExecuting) waiting = true;
   });
   if (waiting) return;
@@ -1461,7 +1605,7 @@ std::function<void()> Connection::tmf_waiter() {
     reactor_.post([this] {
       --tmf_waits_;
       --executing_;
-      maybe_finish_tmf();
+      finish_tmfs();
       check_drained();
       notify_finished();
     });
@@ -1470,7 +1614,7 @@ std::function<void()> Connection::tmf_waiter() {
 
 void Connection::handle_task_mgmt() {
   Bhs h(bhs_.data());
-  if (!h.immediate() && h.cmd_sn() == exp_cmd_sn_) ++exp_cmd_sn_;
+  if (!h.immediate()) (void)take_cmd_sn(h.cmd_sn());
   const auto fn = TmfFunction(h.flags() & 0x7f);
   const uint32_t rtt = h.word(20);
   const uint32_t ref_cmd_sn = h.word(32);
@@ -1483,13 +1627,13 @@ void Connection::handle_task_mgmt() {
   };
   switch (fn) {
     case TmfFunction::kAbortTask: {
-      Command* f = by_itt_.find(rtt);
+      Command* f = sess_->by_itt.find(rtt);
       if (!f || f->state == Command::State::kResponding) {
         // RFC 7143 11.5.1 b/c: not found, but RefCmdSN is inside the current window
         // [ExpCmdSN, MaxCmdSN] and before the TMF's own CmdSN: the command has not arrived
         // yet, and counts as received (and aborted): "function complete". A completed
         // command's CmdSN lies below ExpCmdSN: "task does not exist".
-        const bool in_window = sn_le(exp_cmd_sn_, ref_cmd_sn) && sn_le(ref_cmd_sn, max_cmd_sn()) &&
+        const bool in_window = sn_le(sess_->exp_cmd_sn, ref_cmd_sn) && sn_le(ref_cmd_sn, max_cmd_sn()) &&
                                sn_lt(ref_cmd_sn, h.cmd_sn());
         p.response = in_window ? TmfResponse::kFunctionComplete : TmfResponse::kTaskDoesNotExist;
       } else {
@@ -1509,7 +1653,7 @@ void Connection::handle_task_mgmt() {
       // Task set type 001b (a task set per I_T nexus, control mode page TST): both functions
       // concern only this nexus's tasks (SAM-5 ABORT TASK SET, CLEAR TASK SET).
       abort_commands([&](Command& c) { return c.task.lun == lun; });
-      scsi::abort_task_set(*lu, &nexus_, nexus_, tmf_waiter());
+      scsi::abort_task_set(*lu, &sess_->nexus, sess_->nexus, tmf_waiter());
       break;
     }
     case TmfFunction::kLogicalUnitReset: {
@@ -1521,7 +1665,7 @@ void Connection::handle_task_mgmt() {
       // SAM-5 LOGICAL UNIT RESET: every nexus's tasks on the LU end (others report TASK
       // ABORTED when TAS=1), then 29h/03h for every nexus; the response waits for them.
       abort_commands([&](Command& c) { return c.task.lun == lun; });
-      scsi::reset_logical_unit(*lu, nexus_, tmf_waiter());
+      scsi::reset_logical_unit(*lu, sess_->nexus, tmf_waiter());
       break;
     }
     case TmfFunction::kTargetWarmReset:
@@ -1531,7 +1675,7 @@ void Connection::handle_task_mgmt() {
       // to the target, this one after its response.
       abort_commands([](Command&) { return true; });
       for (const auto& [n, lu] : luns) {
-        if (lu) scsi::reset_logical_unit(*lu, nexus_, tmf_waiter());
+        if (lu) scsi::reset_logical_unit(*lu, sess_->nexus, tmf_waiter());
       }
       if (fn == TmfFunction::kTargetColdReset) {
         // RFC 7143 11.5.1: after the response, the target terminates all of its TCP
@@ -1587,7 +1731,7 @@ void Connection::stop_reading_and_finish() {
     reading_ = false;
     reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
   }
-  abort_commands([](Command& c) { return c.state != Command::State::kExecuting; });
+  abort_commands([this](Command& c) { return c.conn == this && c.state != Command::State::kExecuting; });
   check_drained();
 }
 
@@ -1610,23 +1754,45 @@ void Connection::close(const char* why) {
   }
   tx_.clear();
   tx_offset_ = 0;
-  for (auto& [sn, c] : out_of_order_) c->aborted = true;
+  // This connection's commands end (RFC 7143 6.3.4: below ErrorRecoveryLevel 2 without
+  // notice); those still waiting for their CmdSN leave the number behind, so the session's
+  // other connections are not stuck behind it.
+  for (auto& [sn, c] : sess_->out_of_order)
+    if (c && c->conn == this) c = nullptr;
   std::vector<Command*> idle;
-  by_itt_.for_each([&](Command* c) {
-    if (c->state != Command::State::kExecuting) idle.push_back(c);
+  sess_->by_itt.for_each([&](Command* c) {
+    if (c->conn == this && c->state != Command::State::kExecuting) idle.push_back(c);
   });
   for (Command* c : idle) {
-    by_itt_.erase(c->itt);
+    if (!c->immediate && c->sequenced && c->state != Command::State::kResponding) --sess_->window_used;
+    sess_->by_itt.erase(c->itt);
     release(c);
   }
-  out_of_order_.clear();
-  if (session_registered_) {
-    server_.session_ended(session_key_, id_);
-    session_registered_ = false;
-    if (luns_)
-      for (auto& [n, lu] : luns_->luns) scsi::nexus_lost(*lu, nexus_);
-  }
+  leave_session();
   notify_finished();
+}
+
+void Connection::leave_session() {
+  if (!in_session_) return;
+  in_session_ = false;
+  Session& s = *sess_;
+  std::erase(s.conns, this);
+  if (!s.conns.empty()) {
+    s.conns.front()->finish_tmfs();  // a TMF there may have waited for this one's tasks
+    return;
+  }
+  if (s.closing || draining_ || discovery_ || s.params.default_time2retain == 0) {
+    end_session(s, server_);
+    return;
+  }
+  // RFC 7143 13.15/13.16: after a connection failure the session's state is kept for
+  // DefaultTime2Wait + DefaultTime2Retain, so the initiator can continue it by logging in
+  // with its TSIH (6.3.6); reservations and unit attentions stay with the nexus meanwhile.
+  const uint32_t secs = s.params.default_time2wait + s.params.default_time2retain;
+  s.retain_until = std::chrono::steady_clock::now() + std::chrono::seconds(secs);
+  spdlog::info("session tsih {} {}: no connection left; kept {} s for the initiator to continue it",
+               s.tsih, s.initiator_name, secs);
+  server_.retain_session(sess_);
 }
 
 void Connection::tick(std::chrono::steady_clock::time_point now) {
@@ -1655,7 +1821,7 @@ void Connection::tick(std::chrono::steady_clock::time_point now) {
     r.set_itt(kReservedTag);
     r.set_word(20, ping_ttt_);
     r.set_word(24, stat_sn_);  // not advanced (11.19.2)
-    r.set_word(28, exp_cmd_sn_);
+    r.set_word(28, sess_->exp_cmd_sn);
     r.set_word(32, max_cmd_sn());
   }
 }

@@ -1,4 +1,5 @@
-// One iSCSI connection and, while MaxConnections is 1, its session (RFC 7143).
+// One iSCSI connection (RFC 7143); what its session shares with its other connections
+// (MaxConnections > 1) is in target/session.hh.
 //
 // Receive is a resumable state machine (BHS -> AHS -> data -> padding) with bounded work
 // per wakeup (STYLE.md 6): at most kPdusPerWakeup PDUs, then the rest is deferred to the
@@ -33,6 +34,7 @@
 #include "target/reactor.hh"
 #include "target/ring.hh"
 #include "target/server.hh"
+#include "target/session.hh"
 
 namespace zuma::target {
 
@@ -84,6 +86,9 @@ class Connection final : public EventHandler, public Deferred {
 
   void start();
   uint64_t id() const { return id_; }
+  uint16_t tpgt() const { return tpgt_; }
+  const sockaddr_storage& local_addr() const { return local_; }
+  const sockaddr_storage& peer_addr() const { return peer_; }
   bool finished() const { return closed_ && executing_ == 0; }
   // Close from outside (shutdown, session reinstatement): stop reading, let executing
   // commands finish, flush, close.
@@ -102,6 +107,22 @@ class Connection final : public EventHandler, public Deferred {
   bool retarget(std::shared_ptr<const TargetDef> def);
   // This connection's counters per LU name.
   std::vector<std::pair<std::string, IoStats>> lu_stats() const { return lu_stats_; }
+  // The session this connection belongs to (or logs in to); never null.
+  const std::shared_ptr<Session>& session() const { return sess_; }
+
+  // A login moving to its session's reactor (Server::move_connection): the socket and
+  // what was read from it that the new Connection must see again.
+  struct Handover {
+    storage::UniqueFd fd;
+    std::array<uint8_t, kBhsLen> bhs{};  // the Login Request being handled
+    std::vector<uint8_t> data;           // its data segment
+    std::vector<uint8_t> unread;         // bytes received after it
+  };
+  // Gives up the socket (out of epoll) mid-login, without a word to the initiator, and
+  // finishes this connection. Reactor thread of this connection.
+  Handover hand_over();
+  // On the new reactor, after start(): handles the handed-over Login Request again.
+  void resume_login(Handover h);
 
   // EventHandler / Deferred
   void on_event(uint32_t events) override;
@@ -141,6 +162,7 @@ class Connection final : public EventHandler, public Deferred {
   bool login_auth_key(const KeyValue& kv, std::vector<uint8_t>& out);
   bool chap_finish(std::vector<uint8_t>& out);
   void login_complete();
+  bool join_session();  // first PDU of a login with TSIH != 0; false when it stopped
   // --- commands ---
   Command* new_command();
   void release(Command* c);
@@ -165,7 +187,19 @@ class Connection final : public EventHandler, public Deferred {
   void maybe_finish_tmf();
   void account(Command* c);  // statistics of a completed command (connection_admin.cc)
   std::function<void()> tmf_waiter();  // a `done` for the device server's aborts
-  uint32_t max_cmd_sn() const;
+  uint32_t max_cmd_sn() const { return sess_->max_cmd_sn(); }
+  const SessionParams& sp() const { return sess_->params; }
+  // A non-command PDU's CmdSN (RFC 7143 4.2.2.1): consumed now when it is ExpCmdSN, later
+  // when it is ahead inside the window. False when outside the window.
+  bool take_cmd_sn(uint32_t sn);
+  // Moves ExpCmdSN over the PDUs waiting for it, starting the commands among them (on
+  // their own connections).
+  void drain_ordered();
+  // Out of the session's connections: the session ends, waits to be continued, or goes on
+  // with its other connections.
+  void leave_session();
+  void finish_tmfs();  // maybe_finish_tmf on every connection of the session
+  void queue_logout_response(uint32_t itt, uint8_t response);
   // --- transmit ---
   struct TxItem {
     std::array<uint8_t, kBhsLen> bhs{};
@@ -245,20 +279,14 @@ class Connection final : public EventHandler, public Deferred {
   std::vector<uint8_t> chap_challenge_;
   std::string chap_n_, chap_r_, chap_i_, chap_c_;  // the initiator's CHAP keys of this PDU
   bool auth_done_ = false;
-  scsi::Nexus nexus_;
-  std::string session_key_;
-  bool session_registered_ = false;
+  std::shared_ptr<Session> sess_;  // own until a login joins an existing session
+  bool in_session_ = false;        // in sess_->conns (full feature phase, not closed)
+  bool moved_ = false;             // handed over from another reactor already
 
-  // sequence numbers (RFC 7143 4.2.2)
+  // sequence numbers (RFC 7143 4.2.2); CmdSN is the session's
   uint32_t stat_sn_ = 0;
-  uint32_t exp_cmd_sn_ = 0;
-  uint32_t queue_depth_ = 128;
-  uint32_t window_used_ = 0;  // non-immediate commands received and not yet completed
-  uint32_t max_cmd_sn_sent_ = 0;
-  std::map<uint32_t, Command*, bool (*)(uint32_t, uint32_t)> out_of_order_{&sn_lt};
 
-  // commands
-  IttTable<Command> by_itt_;
+  // commands (live ones are also in sess_->by_itt)
   std::vector<std::unique_ptr<Command>> pool_;
   uint32_t live_commands_ = 0;
   uint32_t executing_ = 0;

@@ -69,9 +69,11 @@ SessionInfo Connection::info() const {
   s.local = address(local_);
   s.tpgt = tpgt_;
   s.tsih = tsih_;
-  s.queue_depth = queue_depth_;
+  s.cid = cid_;
+  s.connections = uint32_t(sess_->conns.size());
+  s.queue_depth = sess_->queue_depth;
   s.in_flight = live_commands_;
-  const auto& ss = neg_.session;
+  const auto& ss = sp();
   const auto& cc = neg_.conn;
   auto yn = [](bool b) { return std::string(b ? "Yes" : "No"); };
   s.parameters = {
@@ -111,14 +113,16 @@ bool Connection::retarget(std::shared_ptr<const TargetDef> def) {
   if (table == luns_) return true;
   // Commands already executing may still refer to the old table (task_set.table).
   if (executing_ == 0) retired_tables_.clear();
-  if (luns_) {
+  // The session's nexus loses the LUs it no longer sees, once for all its connections.
+  if (luns_ && sess_->luns != table) {
+    sess_->luns = table;
     for (auto& [n, lu] : luns_->luns) {
       const bool kept = std::any_of(table->luns.begin(), table->luns.end(),
                                     [&](auto& e) { return e.second == lu; });
-      if (!kept) scsi::nexus_lost(*lu, nexus_);
+      if (!kept) scsi::nexus_lost(*lu, sess_->nexus);
     }
-    retired_tables_.push_back(std::move(luns_));
   }
+  if (luns_) retired_tables_.push_back(std::move(luns_));
   luns_ = std::move(table);
   lun_slot_.clear();
   return true;

@@ -88,7 +88,7 @@ bool Negotiator::propose(std::vector<uint8_t>& out) {
   // A required digest (CRC32C without None): the default None is not acceptable.
   if (!limits_.header_digest_none && limits_.header_digest_crc32c) want("HeaderDigest", "CRC32C");
   if (!limits_.data_digest_none && limits_.data_digest_crc32c) want("DataDigest", "CRC32C");
-  if (!discovery_) {
+  if (!discovery_ && leading_) {
     const SessionParams rfc;  // the defaults in force for keys nobody offers
     if (rfc.immediate_data && !limits_.immediate_data) want("ImmediateData", "No");
     if (rfc.max_burst_length > limits_.max_burst_length)
@@ -141,6 +141,10 @@ Negotiator::Outcome Negotiator::negotiate(std::string_view k, std::string_view v
     return Outcome::kAnswered;
   }
   if (discovery_ && irrelevant_for_discovery(k)) {
+    reply("Irrelevant");
+    return Outcome::kAnswered;
+  }
+  if (!leading_) {  // every key left is leading only (connection keys were answered above)
     reply("Irrelevant");
     return Outcome::kAnswered;
   }
@@ -213,7 +217,7 @@ bool Negotiator::finish(std::vector<uint8_t>& out) {
   }
   // RFC 7143 13.14: FirstBurstLength MUST NOT exceed MaxBurstLength.
   session.first_burst_length = std::min(session.first_burst_length, session.max_burst_length);
-  if (discovery_) return true;
+  if (discovery_ || !leading_) return true;
   // A default left in force by a rejected offer must still be within what the target can
   // do: it would buffer more than it allows, or take immediate data it refuses.
   return session.max_burst_length <= limits_.max_burst_length &&

@@ -101,6 +101,10 @@ class Negotiator {
   // repeated.
   void end_login() { in_login_ = false; }
   void set_discovery(bool d) { discovery_ = d; }
+  // A login that adds a connection to a session (RFC 7143 6.3.6): the session-wide keys
+  // (LO, "leading only", 13.2-13.20) were settled on the leading connection; offered here
+  // they are answered Irrelevant and change nothing, and none is proposed or checked.
+  void set_leading(bool l) { leading_ = l; }
 
   SessionParams session;
   ConnParams conn;
@@ -110,6 +114,7 @@ class Negotiator {
 
   const IscsiLimits& limits_;
   bool discovery_;
+  bool leading_ = true;
   bool declared_mrdsl_ = false;
   bool in_login_ = true;
   bool proposed_any_ = false;

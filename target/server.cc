@@ -38,6 +38,9 @@ class Server::Listener final : public EventHandler {
 class Server::ReactorState {
  public:
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns;
+  // Sessions with no connection left, kept for the initiator to continue (Session::
+  // retain_until); dropped when continued, ended or expired.
+  std::vector<std::shared_ptr<Session>> retained;
   std::atomic<size_t> count{0};
   std::map<std::string, IoStats> retired;  // per-LU counters of connections that ended
 };
@@ -134,10 +137,19 @@ void Server::start() {
   for (size_t i = 0; i < reactors_.size(); ++i) {
     Reactor& r = *reactors_[i];
     ReactorState& st = *states_[i];
-    r.add_ticker([&st](std::chrono::steady_clock::time_point now) {
+    r.add_ticker([this, &st](std::chrono::steady_clock::time_point now) {
       std::vector<Connection*> all;
       for (auto& [id, c] : st.conns) all.push_back(c.get());
       for (Connection* c : all) c->tick(now);
+      std::erase_if(st.retained, [&](const std::shared_ptr<Session>& s) {
+        if (s->ended || !s->conns.empty()) return true;
+        if (now < s->retain_until) return false;
+        spdlog::info("session tsih {} {}: not continued within DefaultTime2Wait + "
+                     "DefaultTime2Retain; ended",
+                     s->tsih, s->initiator_name);
+        end_session(*s, *this);
+        return true;
+      });
     });
     r.start();
   }
@@ -191,16 +203,63 @@ void Server::hand_to_reactor(storage::UniqueFd fd, uint16_t tpgt, const sockaddr
   const uint64_t id = ++g_next_conn_id;
   st->count++;  // counted from now on, so connection_count() never misses one in flight
   auto shared_fd = std::make_shared<storage::UniqueFd>(std::move(fd));
-  r->post([this, r, st, id, tpgt, local, peer, shared_fd] {
-    auto c = std::make_unique<Connection>(*r, *this, std::move(*shared_fd), id, tpgt, local, peer);
-    c->on_finished = [r, st](Connection& done) {
-      const uint64_t cid = done.id();
-      r->post([r, st, cid] { erase_when_idle(r, st, cid); });
-    };
-    Connection* cp = c.get();
-    st->conns.emplace(id, std::move(c));
-    cp->start();
+  r->post([this, idx, r, id, tpgt, local, peer, shared_fd] {
+    add_connection(idx, std::make_unique<Connection>(*r, *this, std::move(*shared_fd), id, tpgt,
+                                                     local, peer));
   });
+}
+
+// Reactor thread of `idx`; the connection was counted in its state already.
+void Server::add_connection(unsigned idx, std::unique_ptr<Connection> c) {
+  Reactor* r = reactors_[idx].get();
+  ReactorState* st = states_[idx].get();
+  c->on_finished = [r, st](Connection& done) {
+    const uint64_t cid = done.id();
+    r->post([r, st, cid] { erase_when_idle(r, st, cid); });
+  };
+  Connection* cp = c.get();
+  st->conns.emplace(cp->id(), std::move(c));
+  cp->start();
+}
+
+bool Server::move_connection(Connection& c, unsigned to) {
+  if (to >= reactors_.size()) return false;
+  const uint64_t id = ++g_next_conn_id;
+  const uint16_t tpgt = c.tpgt();
+  const sockaddr_storage local = c.local_addr(), peer = c.peer_addr();
+  states_[to]->count++;
+  auto h = std::make_shared<Connection::Handover>(c.hand_over());
+  spdlog::info("connection {}: its login continues on reactor {}, its session's, as connection {}",
+                c.id(), to, id);
+  Reactor* r = reactors_[to].get();
+  r->post([this, to, r, id, tpgt, local, peer, h] {
+    auto nc = std::make_unique<Connection>(*r, *this, std::move(h->fd), id, tpgt, local, peer);
+    Connection* cp = nc.get();
+    add_connection(to, std::move(nc));
+    cp->resume_login(std::move(*h));
+  });
+  return true;
+}
+
+void Server::register_tsih(std::shared_ptr<Session> s) {
+  std::lock_guard lock(sessions_mu_);
+  const uint16_t tsih = s->tsih;
+  by_tsih_[tsih] = std::move(s);
+}
+
+void Server::unregister_tsih(uint16_t tsih) {
+  std::lock_guard lock(sessions_mu_);
+  by_tsih_.erase(tsih);
+}
+
+std::shared_ptr<Session> Server::find_tsih(uint16_t tsih) const {
+  std::lock_guard lock(sessions_mu_);
+  auto it = by_tsih_.find(tsih);
+  return it == by_tsih_.end() ? nullptr : it->second;
+}
+
+void Server::retain_session(std::shared_ptr<Session> s) {
+  states_[s->reactor]->retained.push_back(std::move(s));
 }
 
 void Server::stop(std::chrono::milliseconds grace) {
@@ -235,8 +294,10 @@ void Server::stop(std::chrono::milliseconds grace) {
   // 3. Close whatever is left, then end the reactor threads.
   for (size_t i = 0; i < reactors_.size(); ++i) {
     ReactorState* st = states_[i].get();
-    reactors_[i]->post([st] {
+    reactors_[i]->post([this, st] {
       for (auto& [id, c] : st->conns) c->close("shutdown");
+      for (auto& s : st->retained) end_session(*s, *this);
+      st->retained.clear();
     });
   }
   for (auto& r : reactors_) r->stop_and_join();
@@ -345,31 +406,35 @@ uint16_t Server::allocate_tsih() {
   return t;
 }
 
-void Server::session_started(const std::string& key, unsigned reactor, uint64_t conn_id) {
-  std::pair<unsigned, uint64_t> old{0, 0};
+void Server::session_started(const std::string& key, unsigned reactor, uint64_t tsih) {
+  std::shared_ptr<Session> old;
+  unsigned old_reactor = 0;
   {
     std::lock_guard lock(sessions_mu_);
-    auto [it, inserted] = sessions_.try_emplace(key, reactor, conn_id);
+    auto [it, inserted] = sessions_.try_emplace(key, reactor, tsih);
     if (!inserted) {
-      old = it->second;
-      it->second = {reactor, conn_id};
+      old_reactor = it->second.first;
+      auto t = by_tsih_.find(uint16_t(it->second.second));
+      if (t != by_tsih_.end()) old = t->second;
+      it->second = {reactor, tsih};
     }
   }
-  if (old.second == 0) return;
-  // RFC 7143 6.3.5: a new session with the same ISID (TSIH 0) reinstates the old one,
-  // which is closed; its tasks end as on I_T nexus loss.
-  ReactorState* st = states_[old.first].get();
-  const uint64_t old_id = old.second;
-  reactors_[old.first]->post([st, old_id] {
-    auto it = st->conns.find(old_id);
-    if (it != st->conns.end()) it->second->close("session reinstated");
+  if (!old) return;
+  // RFC 7143 6.3.5: a new session with the same ISID (TSIH 0) reinstates the old one:
+  // every connection of it is closed (or, kept after a failure, it ends now); its tasks
+  // end as on I_T nexus loss.
+  reactors_[old_reactor]->post([this, old] {
+    old->closing = true;
+    const std::vector<Connection*> conns = old->conns;
+    for (Connection* c : conns) c->close("session reinstated");
+    if (old->conns.empty()) end_session(*old, *this);
   });
 }
 
-void Server::session_ended(const std::string& key, uint64_t conn_id) {
+void Server::session_ended(const std::string& key, uint64_t tsih) {
   std::lock_guard lock(sessions_mu_);
   auto it = sessions_.find(key);
-  if (it != sessions_.end() && it->second.second == conn_id) sessions_.erase(it);
+  if (it != sessions_.end() && it->second.second == tsih) sessions_.erase(it);
 }
 
 void Server::close_target_connections(const std::string& iqn, uint64_t except) {

@@ -69,6 +69,7 @@ struct ServerConfig {
 };
 
 class Connection;
+struct Session;
 
 // Command counters of one session, or of one LU summed over sessions (issue 6: metrics).
 // Each connection's are written only by its reactor thread and read there too (the admin
@@ -88,9 +89,12 @@ struct IoStats {
   void add(const IoStats& o);
 };
 
-// One logged-in session (MaxConnections is 1: one connection each), for `show sessions`.
+// One logged-in connection of a session, for `show sessions` (a session with several
+// connections, MaxConnections > 1, is listed once per connection, all with its TSIH).
 struct SessionInfo {
   uint64_t id = 0;  // the connection id, what `logout` takes
+  uint16_t cid = 0;          // the initiator's connection ID (RFC 7143 11.12.7)
+  uint32_t connections = 1;  // connections the session has now
   unsigned reactor = 0;
   std::string initiator, initiator_alias, target, isid, peer, local;
   uint16_t tpgt = 0, tsih = 0;
@@ -122,10 +126,24 @@ class ServerContext {
   virtual const ChapPolicy* discovery_chap() const = 0;
   virtual uint16_t allocate_tsih() = 0;
   virtual uint64_t allocate_nexus_id() = 0;
-  // A normal session reached full feature phase. Closes an older session with the same
-  // initiator name, ISID and target (RFC 7143 6.3.5 session reinstatement).
-  virtual void session_started(const std::string& key, unsigned reactor, uint64_t conn_id) = 0;
-  virtual void session_ended(const std::string& key, uint64_t conn_id) = 0;
+  // A normal session (its TSIH, on reactor `reactor`) reached full feature phase. Closes
+  // every connection of an older session with the same initiator name, ISID, target and
+  // portal group (RFC 7143 6.3.5 session reinstatement).
+  virtual void session_started(const std::string& key, unsigned reactor, uint64_t tsih) = 0;
+  virtual void session_ended(const std::string& key, uint64_t tsih) = 0;
+  // Sessions by TSIH, for logins that add a connection (MaxConnections > 1, RFC 7143
+  // 6.3.6 session continuation). Any thread; the Session itself is only touched on its
+  // reactor. The registry holds the session until unregister_tsih.
+  virtual void register_tsih(std::shared_ptr<Session>) {}
+  virtual void unregister_tsih(uint16_t) {}
+  virtual std::shared_ptr<Session> find_tsih(uint16_t) const { return nullptr; }
+  // Hands a connection that is logging in over to reactor `to` (the one its session lives
+  // on). Reactor thread of `c`. False when it cannot; on true `c` is finished and the new
+  // connection on `to` carries on with the same login.
+  virtual bool move_connection(Connection&, unsigned /*to*/) { return false; }
+  // A session whose last connection failed waits on its reactor until s.retain_until for
+  // the initiator to continue it, then ends (end_session). Reactor thread of `s`.
+  virtual void retain_session(std::shared_ptr<Session> s) { (void)s; }
   // TARGET COLD RESET (RFC 7143 11.5.1): closes every connection to the target `iqn` but
   // `except` (the one that asked, which closes itself once its TMF response is out).
   // Callable from a reactor thread: it posts, and does not wait.
@@ -172,8 +190,13 @@ class Server final : public ServerContext {
   }
   uint16_t allocate_tsih() override;
   uint64_t allocate_nexus_id() override { return ++next_nexus_id_; }
-  void session_started(const std::string& key, unsigned reactor, uint64_t conn_id) override;
-  void session_ended(const std::string& key, uint64_t conn_id) override;
+  void session_started(const std::string& key, unsigned reactor, uint64_t tsih) override;
+  void session_ended(const std::string& key, uint64_t tsih) override;
+  void register_tsih(std::shared_ptr<Session> s) override;
+  void unregister_tsih(uint16_t tsih) override;
+  std::shared_ptr<Session> find_tsih(uint16_t tsih) const override;
+  bool move_connection(Connection& c, unsigned to) override;
+  void retain_session(std::shared_ptr<Session> s) override;
   void close_target_connections(const std::string& iqn, uint64_t except) override;
 
   // Hands an already connected socket to a reactor as if it had been accepted on a portal
@@ -224,8 +247,10 @@ class Server final : public ServerContext {
   std::atomic<uint16_t> next_tsih_{0};
   std::atomic<uint64_t> next_nexus_id_{0};
   std::atomic<unsigned> next_reactor_{0};
+  void add_connection(unsigned idx, std::unique_ptr<Connection> c);
   mutable std::mutex sessions_mu_;
-  std::map<std::string, std::pair<unsigned, uint64_t>> sessions_;  // key -> (reactor, conn id)
+  std::map<std::string, std::pair<unsigned, uint64_t>> sessions_;  // key -> (reactor, TSIH)
+  std::map<uint16_t, std::shared_ptr<Session>> by_tsih_;           // under sessions_mu_
 };
 
 }  // namespace zuma::target

@@ -177,6 +177,8 @@ SecConnection::Step SecConnection::login_round(const LoginOptions& o, uint8_t cs
   std::vector<uint8_t> b = login_request(csg, transit ? nsg : 0, transit, 0x4c4f4731, cmdsn_,
                                          exp_statsn_, tsih_, "");
   std::copy(o.isid.begin(), o.isid.end(), b.begin() + 8);
+  b[20] = uint8_t(o.cid >> 8);
+  b[21] = uint8_t(o.cid);
   if (!send_pdu(b, {reinterpret_cast<const uint8_t*>(keys.data()), keys.size()})) {
     s.error = "send failed during login";
     return s;
@@ -193,7 +195,7 @@ SecConnection::Step SecConnection::login_round(const LoginOptions& o, uint8_t cs
   s.pdu = r.pdu;
   exp_statsn_ = get_be32(&r.pdu.bhs[24]) + 1;
   cmdsn_ = get_be32(&r.pdu.bhs[28]);
-  tsih_ = uint16_t(r.pdu.bhs[14] << 8 | r.pdu.bhs[15]);
+  if (r.pdu.bhs[36] == 0) tsih_ = uint16_t(r.pdu.bhs[14] << 8 | r.pdu.bhs[15]);
   s.keys = parse_keys(r.pdu.data);
   s.ok = true;
   return s;
@@ -201,6 +203,8 @@ SecConnection::Step SecConnection::login_round(const LoginOptions& o, uint8_t cs
 
 LoginOutcome SecConnection::login(const LoginOptions& o) {
   LoginOutcome out;
+  tsih_ = o.tsih;
+  cid_ = o.cid;
   auto take = [&](const Step& s) -> bool {
     if (!s.ok) {
       out.error = s.error;
@@ -292,7 +296,7 @@ LoginOutcome SecConnection::login(const LoginOptions& o) {
   Keys k2 = {{"MaxRecvDataSegmentLength", std::to_string(o.max_recv_data_segment_length)}};
   if (!o.header_digest.empty()) k2.emplace_back("HeaderDigest", o.header_digest);
   if (!o.data_digest.empty()) k2.emplace_back("DataDigest", o.data_digest);
-  if (!o.discovery && o.offer_session_keys) {
+  if (!o.discovery && o.offer_session_keys && o.tsih == 0) {
     k2.insert(k2.end(), {{"InitialR2T", o.initial_r2t ? "Yes" : "No"},
                          {"ImmediateData", o.immediate_data ? "Yes" : "No"},
                          {"MaxBurstLength", std::to_string(o.max_burst_length)},
@@ -301,9 +305,9 @@ LoginOutcome SecConnection::login(const LoginOptions& o) {
                          {"DataPDUInOrder", "Yes"},
                          {"DataSequenceInOrder", "Yes"},
                          {"ErrorRecoveryLevel", "0"},
-                         {"MaxConnections", "1"},
-                         {"DefaultTime2Wait", "0"},
-                         {"DefaultTime2Retain", "0"}});
+                         {"MaxConnections", std::to_string(o.max_connections)},
+                         {"DefaultTime2Wait", std::to_string(o.default_time2wait)},
+                         {"DefaultTime2Retain", std::to_string(o.default_time2retain)}});
   }
   Step s = login_round(o, 1, 3, true, keys_text(k2));
   if (!take(s)) return out;

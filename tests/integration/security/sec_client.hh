@@ -96,6 +96,14 @@ struct LoginOptions {
   uint32_t max_recv_data_segment_length = 262144;
   uint32_t first_burst_length = 262144;
   uint32_t max_burst_length = 1048576;
+  uint32_t max_connections = 1;
+  uint32_t default_time2wait = 0;
+  uint32_t default_time2retain = 0;
+  // A connection added to an existing session (RFC 7143 6.3.6): its TSIH, and this
+  // connection's CID. With tsih != 0 only connection keys are offered (the session-wide
+  // ones are leading only) and CmdSN continues from set_cmdsn().
+  uint16_t tsih = 0;
+  uint16_t cid = 0;
   // Keys the target offers itself (RFC 7143 6.2) are answered with the target's value,
   // unless listed here with the answer to give instead (e.g. {"HeaderDigest", "Reject"}).
   Keys proposal_answers{};
@@ -169,6 +177,8 @@ class SecConnection {
   uint32_t next_itt() { return itt_++; }
   uint32_t take_cmdsn() { return cmdsn_++; }  // for a non-immediate command
   uint32_t cmdsn() const { return cmdsn_; }
+  void set_cmdsn(uint32_t sn) { cmdsn_ = sn; }  // the session's next CmdSN (several connections)
+  uint16_t tsih() const { return tsih_; }
   uint32_t exp_statsn() const { return exp_statsn_; }
   bool header_digest() const { return raw_.header_digest(); }
   bool data_digest() const { return raw_.data_digest(); }
@@ -194,6 +204,7 @@ class SecConnection {
   uint32_t cmdsn_ = 1;
   uint32_t exp_statsn_ = 0;
   uint16_t tsih_ = 0;
+  uint16_t cid_ = 0;
   uint32_t peer_mrdsl_ = 8192;
   uint32_t first_burst_ = 65536;
   uint32_t max_burst_ = 262144;

@@ -283,3 +283,28 @@ TEST_CASE("a malformed offer keeps a default beyond the limits: finish refuses")
   CHECK_FALSE(n.propose(out));  // offered (badly): not proposed again
   CHECK_FALSE(n.finish(out));
 }
+
+TEST_CASE("a connection added to a session: leading-only keys are Irrelevant, none proposed") {
+  // RFC 7143 6.3.6 / 13.2-13.20: session-wide keys were settled on the leading connection.
+  IscsiLimits lim;
+  lim.immediate_data = false;  // a leading login would propose ImmediateData=No
+  lim.max_connections = 4;
+  Negotiator n(lim, false);
+  n.set_leading(false);
+  CHECK(answer(n, "MaxConnections", "4") == "Irrelevant");
+  CHECK(answer(n, "MaxBurstLength", "4096") == "Irrelevant");
+  CHECK(answer(n, "ImmediateData", "Yes") == "Irrelevant");
+  CHECK(answer(n, "ErrorRecoveryLevel", "0") == "Irrelevant");
+  CHECK(n.session.max_connections == 1);  // untouched
+  CHECK(n.session.max_burst_length == 262144);
+  // Connection keys are negotiated as on any connection.
+  CHECK(answer(n, "HeaderDigest", "CRC32C,None") == "CRC32C");
+  CHECK(n.conn.header_digest);
+  std::vector<uint8_t> out;
+  CHECK_FALSE(n.propose(out));
+  CHECK(out.empty());
+  CHECK(n.finish(out));  // only MaxRecvDataSegmentLength is declared
+  auto kv = keys_of(out);
+  REQUIRE(kv.size() == 1);
+  CHECK(kv[0].key == "MaxRecvDataSegmentLength");
+}
