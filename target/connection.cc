@@ -435,7 +435,8 @@ void Connection::login_fail(LoginStatus st, std::vector<uint8_t> text) {
   TxItem& it = queue_pdu(Op::kLoginResponse);
   Bhs r(it.bhs.data());
   std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
-  store_be16(it.bhs.data() + 14, tsih_);  // RFC 7143 11.13.4: 0 until a new session's final response
+  // RFC 7143 11.13.4: the TSIH, 0 until a new session's final response.
+  store_be16(it.bhs.data() + 14, tsih_);
   r.set_itt(login_itt_);
   if (!text.empty() && text.size() <= kLoginMaxDsl) {
     it.owned = std::move(text);
@@ -614,7 +615,8 @@ void Connection::handle_login() {
     TxItem& it = queue_pdu(Op::kLoginResponse);
     it.bhs[1] = uint8_t(csg << 2 | nsg);
     std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
-    store_be16(it.bhs.data() + 14, tsih_);  // RFC 7143 11.13.4: 0 until a new session's final response
+    // RFC 7143 11.13.4: the TSIH, 0 until a new session's final response.
+    store_be16(it.bhs.data() + 14, tsih_);
     Bhs(it.bhs.data()).set_itt(login_itt_);
     queue_status_fields(it);
     return;
@@ -718,12 +720,14 @@ void Connection::handle_login() {
     if (sess_->ended || !sess_->registered) return login_fail(LoginStatus::kSessionDoesNotExist);
     size_t others = 0;
     for (Connection* k : sess_->conns) others += k->cid_ != cid_;
-    if (others >= sess_->params.max_connections) return login_fail(LoginStatus::kTooManyConnections);
+    if (others >= sess_->params.max_connections)
+      return login_fail(LoginStatus::kTooManyConnections);
   }
   TxItem& it = queue_pdu(Op::kLoginResponse);
   it.bhs[1] = uint8_t((transit ? 0x80 : 0) | csg << 2 | (transit ? nsg : 0));
   std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
-  store_be16(it.bhs.data() + 14, tsih_);  // RFC 7143 11.13.4: 0 until a new session's final response
+  // RFC 7143 11.13.4: the TSIH, 0 until a new session's final response.
+  store_be16(it.bhs.data() + 14, tsih_);
   Bhs r(it.bhs.data());
   r.set_itt(login_itt_);
   it.owned = std::move(out);
@@ -765,7 +769,8 @@ void Connection::login_complete() {
   s.params = neg_.session;
   s.queue_depth = server_.limits().queue_depth;
   // The bound on live commands (handle_scsi_command_header), for every connection it may get.
-  s.by_itt.reserve(size_t(2 * s.queue_depth + 16) * std::min<uint32_t>(s.params.max_connections, 4));
+  s.by_itt.reserve(size_t(2 * s.queue_depth + 16) *
+                   std::min<uint32_t>(s.params.max_connections, 4));
   if (discovery_) {
     s.discovery = true;
     spdlog::info("discovery session from {} ({})", peer_str_, initiator_name_);
@@ -806,11 +811,12 @@ void Connection::login_complete() {
   s.registered = true;
   server_.register_tsih(sess_);
   server_.session_started(s.key, reactor_.index(), tsih_);
-  spdlog::info("session {} {} -> {} from {} (tsih {}, MaxBurst {}, FirstBurst {}, R2T {}, Imm {}, "
-               "MaxConnections {})",
-               id_, initiator_name_, target_->iqn, peer_str_, tsih_, s.params.max_burst_length,
-               s.params.first_burst_length, s.params.initial_r2t ? "yes" : "no",
-               s.params.immediate_data ? "yes" : "no", s.params.max_connections);
+  spdlog::info(
+      "session {} {} -> {} from {} (tsih {}, MaxBurst {}, FirstBurst {}, R2T {}, Imm {}, "
+      "MaxConnections {})",
+      id_, initiator_name_, target_->iqn, peer_str_, tsih_, s.params.max_burst_length,
+      s.params.first_burst_length, s.params.initial_r2t ? "yes" : "no",
+      s.params.immediate_data ? "yes" : "no", s.params.max_connections);
 }
 
 bool Connection::join_session() {
@@ -999,7 +1005,7 @@ void Connection::handle_scsi_command() {
   if (!c) {
     // Duplicate ITT or resource bound: RFC 7143 11.17.1.
     reject(sess_->by_itt.contains(h.itt()) ? RejectReason::kTaskInProgress
-                                  : RejectReason::kImmediateCommandReject,
+                                           : RejectReason::kImmediateCommandReject,
            bhs_.data());
     return;
   }
@@ -1026,7 +1032,8 @@ void Connection::handle_scsi_command() {
   const uint32_t sn = c->cmd_sn;
   if (sn_lt(sn, sess_->exp_cmd_sn) || sn_lt(max_cmd_sn(), sn)) {
     // RFC 7143 4.2.2.1: non-immediate commands outside the window are silently ignored.
-    spdlog::debug("{}: CmdSN {} outside [{}, {}], ignored", peer_str_, sn, sess_->exp_cmd_sn, max_cmd_sn());
+    spdlog::debug("{}: CmdSN {} outside [{}, {}], ignored", peer_str_, sn, sess_->exp_cmd_sn,
+                  max_cmd_sn());
     sess_->by_itt.erase(c->itt);
     release(c);
     return;
@@ -1511,7 +1518,8 @@ void Connection::handle_logout() {
   // commands executing finish and get their responses before the Logout Response.
   reading_ = false;
   reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
-  abort_commands([this](Command& c) { return c.conn == this && c.state != Command::State::kExecuting; });
+  abort_commands(
+      [this](Command& c) { return c.conn == this && c.state != Command::State::kExecuting; });
   check_drained();
 }
 
@@ -1633,8 +1641,8 @@ void Connection::handle_task_mgmt() {
         // [ExpCmdSN, MaxCmdSN] and before the TMF's own CmdSN: the command has not arrived
         // yet, and counts as received (and aborted): "function complete". A completed
         // command's CmdSN lies below ExpCmdSN: "task does not exist".
-        const bool in_window = sn_le(sess_->exp_cmd_sn, ref_cmd_sn) && sn_le(ref_cmd_sn, max_cmd_sn()) &&
-                               sn_lt(ref_cmd_sn, h.cmd_sn());
+        const bool in_window = sn_le(sess_->exp_cmd_sn, ref_cmd_sn) &&
+                               sn_le(ref_cmd_sn, max_cmd_sn()) && sn_lt(ref_cmd_sn, h.cmd_sn());
         p.response = in_window ? TmfResponse::kFunctionComplete : TmfResponse::kTaskDoesNotExist;
       } else {
         // An executing task is aborted in the device server too (abort_commands), so one
@@ -1731,7 +1739,8 @@ void Connection::stop_reading_and_finish() {
     reading_ = false;
     reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
   }
-  abort_commands([this](Command& c) { return c.conn == this && c.state != Command::State::kExecuting; });
+  abort_commands(
+      [this](Command& c) { return c.conn == this && c.state != Command::State::kExecuting; });
   check_drained();
 }
 
@@ -1764,7 +1773,8 @@ void Connection::close(const char* why) {
     if (c->conn == this && c->state != Command::State::kExecuting) idle.push_back(c);
   });
   for (Command* c : idle) {
-    if (!c->immediate && c->sequenced && c->state != Command::State::kResponding) --sess_->window_used;
+    if (!c->immediate && c->sequenced && c->state != Command::State::kResponding)
+      --sess_->window_used;
     sess_->by_itt.erase(c->itt);
     release(c);
   }

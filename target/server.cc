@@ -144,9 +144,10 @@ void Server::start() {
       std::erase_if(st.retained, [&](const std::shared_ptr<Session>& s) {
         if (s->ended || !s->conns.empty()) return true;
         if (now < s->retain_until) return false;
-        spdlog::info("session tsih {} {}: not continued within DefaultTime2Wait + "
-                     "DefaultTime2Retain; ended",
-                     s->tsih, s->initiator_name);
+        spdlog::info(
+            "session tsih {} {}: not continued within DefaultTime2Wait + "
+            "DefaultTime2Retain; ended",
+            s->tsih, s->initiator_name);
         end_session(*s, *this);
         return true;
       });
@@ -204,8 +205,8 @@ void Server::hand_to_reactor(storage::UniqueFd fd, uint16_t tpgt, const sockaddr
   st->count++;  // counted from now on, so connection_count() never misses one in flight
   auto shared_fd = std::make_shared<storage::UniqueFd>(std::move(fd));
   r->post([this, idx, r, id, tpgt, local, peer, shared_fd] {
-    add_connection(idx, std::make_unique<Connection>(*r, *this, std::move(*shared_fd), id, tpgt,
-                                                     local, peer));
+    add_connection(
+        idx, std::make_unique<Connection>(*r, *this, std::move(*shared_fd), id, tpgt, local, peer));
   });
 }
 
@@ -230,7 +231,7 @@ bool Server::move_connection(Connection& c, unsigned to) {
   states_[to]->count++;
   auto h = std::make_shared<Connection::Handover>(c.hand_over());
   spdlog::info("connection {}: its login continues on reactor {}, its session's, as connection {}",
-                c.id(), to, id);
+               c.id(), to, id);
   Reactor* r = reactors_[to].get();
   r->post([this, to, r, id, tpgt, local, peer, h] {
     auto nc = std::make_unique<Connection>(*r, *this, std::move(h->fd), id, tpgt, local, peer);

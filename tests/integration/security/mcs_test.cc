@@ -204,7 +204,8 @@ TEST_CASE("MaxConnections=2: one session over two connections, CmdSN ordered acr
 TEST_CASE("DefaultTime2Retain: a failed session is kept that long for its initiator, then ends") {
   // Time2Wait 0 and Time2Retain 2 (min/max with the initiator's offer, 13.15/13.16): after
   // its only connection breaks, the session (and its RESERVE(6)) lasts 2 s more.
-  Zumad z(sec_config({{kIqn, {}}}, "{ max_connections: 2, default_time2wait: 0, default_time2retain: 2 }"));
+  Zumad z(sec_config({{kIqn, {}}},
+                     "{ max_connections: 2, default_time2wait: 0, default_time2retain: 2 }"));
   z.start();
   SecConnection a(z.port());
   LoginOptions o = leading(2);
@@ -235,7 +236,8 @@ TEST_CASE("DefaultTime2Retain: a failed session is kept that long for its initia
   // the session with its TSIH: same nexus (no unit attention), reservation still held.
   const uint32_t next = a.cmdsn();
   a.close();
-  CHECK(eventually([&] { return z.log().find("no connection left") != std::string::npos; }, 5000ms));
+  CHECK(
+      eventually([&] { return z.log().find("no connection left") != std::string::npos; }, 5000ms));
   CHECK(other_tur().status == 0x18);
   SecConnection a2(z.port());
   LoginOutcome l2 = a2.login(adding(tsih, 0));
@@ -248,7 +250,8 @@ TEST_CASE("DefaultTime2Retain: a failed session is kept that long for its initia
   // Broken again and not continued: after 2 s the session ends as an I_T nexus loss, which
   // releases the RESERVE(6) (SPC-2); its TSIH is gone.
   a2.close();
-  CHECK(eventually([&] { return z.log().find("not continued within") != std::string::npos; }, 8000ms));
+  CHECK(eventually([&] { return z.log().find("not continued within") != std::string::npos; },
+                   8000ms));
   ScsiResult free = other_tur();
   CHECK_MESSAGE(free.good(), free.describe());
   SecConnection a3(z.port());
