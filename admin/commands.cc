@@ -1,6 +1,7 @@
 // The verbs of zumad's control socket (docs/ADMIN.md describes each with an example).
-#include "snapshot/commands.hh"  // header-only verb declarations (issue 7)
+#include "replication/commands.hh"
 #include "admin/command_table.hh"
+#include "snapshot/commands.hh"  // header-only verb declarations (issue 7)
 
 // Commands and options are written with designated initializers; what they leave out
 // keeps its default on purpose.
@@ -248,7 +249,7 @@ CommandTable standard_table() {
   CommandTable t;
   register_core_commands(t);
   snapshot::register_snapshot_commands(t);
-  // Other modules' verbs go here: register_snapshot_commands(t); ...
+  replication::register_replication_commands(t);
   return t;
 }
 

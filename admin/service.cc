@@ -388,6 +388,9 @@ Json Service::show_connections(const Json& a) {
     rows.push_back({s.id, "Local", s.local});
     rows.push_back({s.id, "Reactor", s.reactor});
     rows.push_back({s.id, "QueueDepth", s.queue_depth});
+    rows.push_back({s.id, "CID", s.cid});
+    rows.push_back({s.id, "TSIH", s.tsih});
+    rows.push_back({s.id, "SessionConnections", s.connections});
     for (const auto& [k, v] : s.parameters) rows.push_back({s.id, k, v});
   }
   if (one && !found) throw CommandError(fmt::format("no session {}", id));
@@ -695,8 +698,8 @@ Json Service::complete(const Json& a) {
     for (auto& n : it->second(source.substr(colon + 1))) out.push_back(std::move(n));
     return out;
   }
-  static const std::set<std::string> kSources = {"targets", "luns",       "portals",
-                                                 "initiators", "sessions", "log_levels"};
+  static const std::set<std::string> kSources = {"targets",  "luns",       "portals", "initiators",
+                                                 "sessions", "log_levels", "groups"};
   if (!kSources.count(source)) throw CommandError(fmt::format("no names of kind '{}'", source));
   if (source == "log_levels") {
     for (const char* l : {"trace", "debug", "info", "warn", "error", "critical", "off"})
@@ -714,6 +717,8 @@ Json Service::complete(const Json& a) {
   }
   if (source == "portals")
     for (const auto& p : running_.portals) names.insert(config::portal_address(p));
+  if (source == "groups")
+    for (const auto& g : running_.groups) names.insert(g.name);
   for (auto& n : names) out.push_back(n);
   return out;
 }

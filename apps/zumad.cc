@@ -21,6 +21,7 @@
 #include "admin/service.hh"
 #include "admin/systemd_notify.hh"
 #include "config/config.hh"
+#include "replication/admin_handlers.hh"
 #include "replication/node_replication.hh"
 #include "scsi/device_server.hh"
 #include "scsi/logical_unit.hh"
@@ -297,6 +298,7 @@ int main(int argc, char** argv) {
     service = std::make_unique<admin::Service>(cfg, *server, std::move(by_name), open_lu);
     service->bind(commands);
     snapshot::bind_snapshot_handlers(commands, g_snapshots);
+    replication::bind_replication_handlers(commands, *replication);
     service->add_metrics_source([] { return snapshot::snapshot_metrics_text(g_snapshots); });
     service->add_metrics_source([r = replication.get()] { return r->metrics_text(); });
     service->add_name_source(

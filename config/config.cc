@@ -633,13 +633,8 @@ class Parser {
       if (links) {
         std::map<std::string, YAML::Mark> link_names;
         for (const Item& le : list(*links, "links like {name: dr, peer: \"127.0.0.1:3270\", mode: async}")) {
-          // fallbehind and on_full are recognised and refused until the fall-behind policies
-          // exist (docs/REPLICATION.md), rather than accepted and ignored.
-          const Fields lf = fields(le, {"name", "peer", "mode", "sync_timeout_ms"},
-                                   {{"fallbehind", "fallbehind is not supported yet (issue 8: "
-                                                   "fall-behind limits are a later step)"},
-                                    {"on_full", "on_full is not supported yet (issue 8: a full log "
-                                                "makes writes wait, then fail)"}});
+          const Fields lf =
+              fields(le, {"name", "peer", "mode", "sync_timeout_ms", "fallbehind", "on_full"});
           ReplicationLink link;
           link.loc = location(le.mark);
           const Item& ln = require(lf, "name");
@@ -656,9 +651,37 @@ class Parser {
           const std::string m = text(mode);
           if (m != "sync" && m != "async") fail(mode, "expected sync or async");
           link.sync = m == "sync";
+          // A sync link's wait, or the wait of an async link's `on_full: sync` policy.
+          const Item* fb = lf.get("fallbehind");
           if (const Item* v = lf.get("sync_timeout_ms")) {
-            if (!link.sync) fail(*v, "sync_timeout_ms applies to mode: sync only");
+            if (!link.sync && !fb)
+              fail(*v, "sync_timeout_ms applies to mode: sync, or to an async link's fallbehind");
             link.sync_timeout_ms = static_cast<uint32_t>(integer(*v, 10, 600000));
+          }
+          if (fb) {
+            // docs/REPLICATION.md "Fall-behind": limits of an async link's lag.
+            if (link.sync)
+              fail(*fb, "fallbehind applies to mode: async (a sync link never falls behind)");
+            const Fields ff = fields(*fb, {"ios", "bytes", "seconds"});
+            if (const Item* v = ff.get("ios")) link.fallbehind_ios = integer(*v, 1, 1ull << 40);
+            if (const Item* v = ff.get("bytes")) link.fallbehind_bytes = size(*v);
+            if (const Item* v = ff.get("seconds")) {
+              link.fallbehind_seconds = static_cast<uint32_t>(duration(*v));
+              if (link.fallbehind_seconds == 0) fail(*v, "expected at least 1 second");
+            }
+            if (!link.fallbehind_ios && !link.fallbehind_bytes && !link.fallbehind_seconds)
+              fail(*fb, "give at least one of ios, bytes, seconds");
+          }
+          if (const Item* v = lf.get("on_full")) {
+            if (!fb) fail(*v, "on_full needs fallbehind limits on this link");
+            const std::string p = text(*v);
+            if (p == "bitmap")
+              fail(
+                  *v,
+                  "on_full: bitmap is not supported yet (issue 8: dirty-region tracking and resync "
+                  "are a later step); use sync or block");
+            if (p != "sync" && p != "block") fail(*v, "expected sync or block");
+            link.on_full = p;
           }
           g.links.push_back(std::move(link));
         }

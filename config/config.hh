@@ -181,6 +181,13 @@ struct ReplicationLink {
   std::string peer;  // "HOST:PORT": the secondary's node.replication_listen
   bool sync = false;  // mode: sync (writes wait for the peer) or async
   uint32_t sync_timeout_ms = 5000;  // a sync link stops holding writes after this wait
+  // Fall-behind limits of an async link (0: no limit) and the policy past them
+  // (docs/REPLICATION.md "Fall-behind"): "sync" holds writes until the peer has them
+  // (each wait bounded by sync_timeout_ms), "block" holds them however long it takes.
+  uint64_t fallbehind_ios = 0;
+  uint64_t fallbehind_bytes = 0;
+  uint32_t fallbehind_seconds = 0;
+  std::string on_full = "sync";
   Location loc;
 };
 

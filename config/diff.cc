@@ -89,7 +89,9 @@ bool same_group(const Group& a, const Group& b) {
   for (size_t i = 0; i < a.links.size(); ++i) {
     const ReplicationLink &x = a.links[i], &y = b.links[i];
     if (x.name != y.name || x.peer != y.peer || x.sync != y.sync ||
-        x.sync_timeout_ms != y.sync_timeout_ms)
+        x.sync_timeout_ms != y.sync_timeout_ms || x.fallbehind_ios != y.fallbehind_ios ||
+        x.fallbehind_bytes != y.fallbehind_bytes || x.fallbehind_seconds != y.fallbehind_seconds ||
+        x.on_full != y.on_full)
       return false;
   }
   return true;

@@ -216,9 +216,23 @@ std::string to_yaml(const Config& c, const std::string& header) {
     if (g.secondary) continue;
     out += fmt::format("    log: {{path: {}, size: {}}}\n", q(g.log_path), g.log_size);
     if (!g.links.empty()) out += "    links:\n";
-    for (const ReplicationLink& l : g.links)
-      out += fmt::format("      - {{name: {}, peer: {}, mode: {}, sync_timeout_ms: {}}}\n", q(l.name),
-                         q(l.peer), l.sync ? "sync" : "async", l.sync_timeout_ms);
+    for (const ReplicationLink& l : g.links) {
+      const bool fb = l.fallbehind_ios || l.fallbehind_bytes || l.fallbehind_seconds;
+      std::string extra;
+      if (fb) {
+        std::string lim;
+        if (l.fallbehind_ios) lim += fmt::format("ios: {}", l.fallbehind_ios);
+        if (l.fallbehind_bytes)
+          lim += fmt::format("{}bytes: {}", lim.empty() ? "" : ", ", l.fallbehind_bytes);
+        if (l.fallbehind_seconds)
+          lim += fmt::format("{}seconds: {}", lim.empty() ? "" : ", ", l.fallbehind_seconds);
+        extra = fmt::format(", fallbehind: {{{}}}, on_full: {}", lim, l.on_full);
+      }
+      out += fmt::format(
+          "      - {{name: {}, peer: {}, mode: {}{}{}}}\n", q(l.name), q(l.peer),
+          l.sync ? "sync" : "async",
+          l.sync || fb ? fmt::format(", sync_timeout_ms: {}", l.sync_timeout_ms) : "", extra);
+    }
   }
   return out;
 }

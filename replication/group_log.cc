@@ -346,7 +346,10 @@ void GroupLog::writer_loop() {
       }
       const auto now = std::chrono::steady_clock::now();
       bool holding = false;
-      for (auto& l : links_) holding |= l->holding();
+      for (auto& l : links_) {
+        l->check_fallbehind();
+        holding |= l->holding();
+      }
       for (LogEntry* e : batch) {
         // A write waits for the sync links only if it succeeded locally.
         if (holding && e->result == 0)
@@ -375,7 +378,7 @@ void GroupLog::complete_held(bool stopping) {
       for (auto& l : links_) {
         if (!l->holding() || l->acked() >= e->seq) continue;
         const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - since);
-        if (waited >= std::chrono::milliseconds(l->sync_timeout_ms()))
+        if (l->may_time_out() && waited >= std::chrono::milliseconds(l->sync_timeout_ms()))
           l->degrade(fmt::format("no acknowledgement of record {} for {} ms", e->seq, waited.count()));
         else
           wait = true;

@@ -44,6 +44,11 @@ std::unique_ptr<NodeReplication> NodeReplication::create(const config::Config& c
       lo.mode = l.sync ? LinkMode::kSync : LinkMode::kAsync;
       lo.state_path = fmt::format("{}/{}.{}.link", state_dir(cfg), g.name, l.name);
       lo.sync_timeout_ms = int(l.sync_timeout_ms);
+      lo.fallbehind_ios = l.fallbehind_ios;
+      lo.fallbehind_bytes = l.fallbehind_bytes;
+      lo.fallbehind_seconds = l.fallbehind_seconds;
+      lo.on_fallbehind =
+          l.on_full == "block" ? LinkOptions::Policy::kBlock : LinkOptions::Policy::kSync;
       if (auto r = (*log)->add_link(lo); !r)
         throw std::runtime_error(fmt::format("group '{}': link '{}': {}", g.name, l.name, r.error()));
     }
@@ -132,6 +137,33 @@ bool NodeReplication::drain_links(std::chrono::milliseconds limit) {
   }
 }
 
+std::vector<NodeReplication::GroupStatus> NodeReplication::status() const {
+  std::vector<GroupStatus> out;
+  for (const Primary& p : groups_) {
+    GroupStatus g;
+    g.name = p.cfg->name;
+    g.luns = p.cfg->luns;
+    g.log = p.log->stats();
+    const auto stats = p.log->link_stats();
+    for (const config::ReplicationLink& l : p.cfg->links) {
+      GroupStatus::Link k{l.name, l.peer, l.sync, {}};
+      for (const auto& [name, st] : stats)
+        if (name == l.name) k.stats = st;
+      g.links.push_back(std::move(k));
+    }
+    out.push_back(std::move(g));
+  }
+  for (const Secondary& s : secondary_) {
+    GroupStatus g;
+    g.name = s.cfg->name;
+    g.secondary = true;
+    g.luns = s.cfg->luns;
+    if (replica_) g.replica = replica_->stats(s.cfg->name);
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
 std::string NodeReplication::metrics_text() const {
   if (empty()) return "";
   std::string out;
@@ -142,6 +174,15 @@ std::string NodeReplication::metrics_text() const {
   for (const Primary& p : groups_)
     out += fmt::format("zuma_replication_log_next_seq{{group=\"{}\"}} {}\n", p.cfg->name,
                        p.log->published_next());
+  metric("zuma_replication_log_used_bytes", "Bytes of a primary group's log holding records.");
+  metric("zuma_replication_log_capacity_bytes", "The size of a primary group's log.");
+  for (const Primary& p : groups_) {
+    const GroupLogStats st = p.log->stats();
+    out += fmt::format("zuma_replication_log_used_bytes{{group=\"{}\"}} {}\n", p.cfg->name,
+                       st.used_bytes);
+    out += fmt::format("zuma_replication_log_capacity_bytes{{group=\"{}\"}} {}\n", p.cfg->name,
+                       st.capacity);
+  }
   struct Field {
     const char* name;
     const char* help;
@@ -152,12 +193,18 @@ std::string NodeReplication::metrics_text() const {
        [](const LinkStats& s) { return s.state == LinkState::kConnected ? 1.0 : 0.0; }},
       {"zuma_replication_link_degraded", "1 while a sync link does not hold writes.",
        [](const LinkStats& s) { return s.degraded ? 1.0 : 0.0; }},
+      {"zuma_replication_link_holding", "1 while writes wait for the link's acknowledgement.",
+       [](const LinkStats& s) { return s.holding ? 1.0 : 0.0; }},
+      {"zuma_replication_link_fell_behind", "1 while an async link is past its fall-behind limits.",
+       [](const LinkStats& s) { return s.fell_behind ? 1.0 : 0.0; }},
       {"zuma_replication_link_acked_seq", "The highest sequence number the peer has durably.",
        [](const LinkStats& s) { return double(s.acked); }},
       {"zuma_replication_link_lag_records", "Records in the log the peer does not have yet.",
        [](const LinkStats& s) { return double(s.lag_records); }},
       {"zuma_replication_link_lag_bytes", "Log bytes the peer does not have yet.",
        [](const LinkStats& s) { return double(s.lag_bytes); }},
+      {"zuma_replication_link_lag_seconds", "Age of the oldest record the peer does not have yet.",
+       [](const LinkStats& s) { return s.lag_seconds; }},
   };
   std::vector<std::tuple<std::string, std::string, LinkStats>> links;
   for (const Primary& p : groups_)

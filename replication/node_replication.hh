@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,22 @@ class NodeReplication {
 
   // Prometheus text: log, link and replica state (docs/REPLICATION.md "In zumad").
   std::string metrics_text() const;
+
+  // What `zumactl group list` / `group status` show (any thread).
+  struct GroupStatus {
+    std::string name;
+    bool secondary = false;
+    std::vector<std::string> luns;
+    GroupLogStats log;  // primary
+    struct Link {
+      std::string name, peer;
+      bool sync = false;
+      LinkStats stats;
+    };
+    std::vector<Link> links;                   // primary
+    std::optional<ReplicaGroupStats> replica;  // secondary
+  };
+  std::vector<GroupStatus> status() const;
   uint16_t listen_port() const { return replica_ ? replica_->port() : 0; }
   bool empty() const { return groups_.empty() && secondary_.empty(); }
 

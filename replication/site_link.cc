@@ -84,10 +84,94 @@ void SiteLink::notify() {
 }
 
 void SiteLink::degrade(const std::string& why) {
-  if (opt_.mode != LinkMode::kSync || degraded_.exchange(true)) return;
+  if (opt_.mode == LinkMode::kAsync) {
+    // A `sync` fall-behind policy: a write waited sync_timeout_ms; the link stops holding
+    // until it is back under its limits, so writes do not each wait that long again.
+    std::lock_guard lk(fb_mu_);
+    if (!throttled_.load()) return;
+    throttled_.store(false);
+    suspended_.store(true);
+    spdlog::warn(
+        "group {}: async link {} no longer holds writes ({}): it stays behind its fall-behind "
+        "limits "
+        "until it catches up",
+        group_.name(), opt_.name, why);
+    return;
+  }
+  if (degraded_.exchange(true)) return;
   spdlog::warn("group {}: sync link {} no longer holds writes ({}): the peer lags behind (RPO > 0) until it "
                "catches up",
                group_.name(), opt_.name, why);
+}
+
+void SiteLink::check_fallbehind() {
+  if (opt_.mode != LinkMode::kAsync) return;
+  if (!opt_.fallbehind_ios && !opt_.fallbehind_bytes && opt_.fallbehind_seconds <= 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lk(fb_mu_);
+  const uint64_t acked = this->acked();
+  const uint64_t last = group_.published_next() - 1;
+  const uint64_t records = last > acked ? last - acked : 0;
+  bool over = opt_.fallbehind_ios && records > opt_.fallbehind_ios;
+  bool under_half = !opt_.fallbehind_ios || records <= opt_.fallbehind_ios / 2;
+  std::string what = fmt::format("{} records", records);
+  // Bytes and age need a walk of the log's batches: at most every 10 ms, or when the
+  // record count alone cannot decide.
+  if ((opt_.fallbehind_bytes || opt_.fallbehind_seconds > 0) &&
+      (now - fb_costly_at_ >= std::chrono::milliseconds(10) || (throttled_.load() && under_half))) {
+    fb_costly_at_ = now;
+    const auto lag = group_.lag(acked);
+    const double secs = lag.oldest ? std::chrono::duration<double>(now - *lag.oldest).count() : 0.0;
+    if (opt_.fallbehind_bytes) {
+      over |= lag.bytes > opt_.fallbehind_bytes;
+      under_half &= lag.bytes <= opt_.fallbehind_bytes / 2;
+    }
+    if (opt_.fallbehind_seconds > 0) {
+      over |= secs > opt_.fallbehind_seconds;
+      under_half &= secs <= opt_.fallbehind_seconds / 2;
+    }
+    what += fmt::format(", {} bytes, {:.1f} s", lag.bytes, secs);
+  } else if (opt_.fallbehind_bytes || opt_.fallbehind_seconds > 0) {
+    under_half = false;  // not known now: keep the state until the next full look
+  }
+  const bool block = opt_.on_fallbehind == LinkOptions::Policy::kBlock;
+  const bool connected = LinkState(state_value_.load()) == LinkState::kConnected;
+  if (throttled_.load()) {
+    if (under_half) {
+      throttled_.store(false);
+      spdlog::info(
+          "group {}: async link {} is back within its fall-behind limits ({}): writes no longer "
+          "wait "
+          "for it",
+          group_.name(), opt_.name, what);
+      group_.kick();
+    } else if (!block && !connected) {
+      throttled_.store(false);
+      suspended_.store(true);
+      spdlog::warn(
+          "group {}: async link {} is disconnected: it no longer holds writes and stays behind its "
+          "fall-behind limits until it catches up",
+          group_.name(), opt_.name);
+      group_.kick();
+    }
+    return;
+  }
+  if (suspended_.load()) {
+    if (under_half) {
+      suspended_.store(false);
+      spdlog::info("group {}: async link {} has caught up ({})", group_.name(), opt_.name, what);
+    }
+    return;
+  }
+  if (over && (block || connected)) {
+    throttled_.store(true);
+    spdlog::warn(
+        "group {}: async link {} fell behind ({}; limits {} records, {} bytes, {} s): new writes "
+        "wait "
+        "for the peer{} (on_full: {})",
+        group_.name(), opt_.name, what, opt_.fallbehind_ios, opt_.fallbehind_bytes,
+        opt_.fallbehind_seconds, block ? " however long it takes" : "", block ? "block" : "sync");
+  }
 }
 
 LinkStats SiteLink::stats() const {
@@ -95,6 +179,8 @@ LinkStats SiteLink::stats() const {
   LinkStats s = counters_;
   s.state = LinkState(state_value_.load());
   s.degraded = opt_.mode == LinkMode::kSync && degraded_.load();
+  s.holding = holding();
+  s.fell_behind = throttled_.load() || suspended_.load();
   s.acked = acked();
   const uint64_t last = group_.published_next() - 1;
   s.lag_records = last > s.acked ? last - s.acked : 0;
@@ -274,6 +360,7 @@ bool SiteLink::session(int fd) {
         spdlog::info("group {}: sync link {} has caught up: writes wait for the peer again", group_.name(),
                      opt_.name);
       }
+      check_fallbehind();
       group_.kick();  // the writer may complete held writes and release log space
       const auto now = std::chrono::steady_clock::now();
       if (now - stored_at_ > kStoreEvery) {

@@ -39,11 +39,22 @@ struct LinkOptions {
   LinkMode mode = LinkMode::kAsync;
   std::string state_path;  // the highest sequence the peer acknowledged, kept across restarts
   int sync_timeout_ms = 5000;
+  // Fall-behind limits (async links; 0 = none): past any of them the link holds the
+  // group's new writes until the peer has them, and lets go once the lag is back under
+  // half of every limit (hysteresis). kSync: only while connected, and each write waits
+  // at most sync_timeout_ms (then the link stops holding until it has caught up); kBlock:
+  // connected or not, without a time limit (said in the log, the metrics and zumactl).
+  uint64_t fallbehind_ios = 0;
+  uint64_t fallbehind_bytes = 0;
+  double fallbehind_seconds = 0;
+  enum class Policy : uint8_t { kSync, kBlock } on_fallbehind = Policy::kSync;
 };
 
 struct LinkStats {
   LinkState state = LinkState::kConnecting;
   bool degraded = false;      // a sync link that is not holding writes right now
+  bool holding = false;       // writes wait for this link's acknowledgement now
+  bool fell_behind = false;   // an async link past its fall-behind limits (holding, or timed out)
   uint64_t acked = 0;         // highest sequence the peer has durably
   uint64_t sent = 0;          // highest sequence sent
   uint64_t lag_records = 0;   // records in the log the peer does not have yet
@@ -69,10 +80,21 @@ class SiteLink {
   LinkMode mode() const { return opt_.mode; }
   int sync_timeout_ms() const { return opt_.sync_timeout_ms; }
   uint64_t acked() const { return acked_.load(std::memory_order_acquire); }
-  // A sync link that currently makes writes wait for the peer.
-  bool holding() const { return opt_.mode == LinkMode::kSync && !degraded_.load(std::memory_order_acquire); }
+  // The link currently makes writes wait for the peer: a sync link in step, or an async
+  // link past its fall-behind limits.
+  bool holding() const {
+    return opt_.mode == LinkMode::kSync ? !degraded_.load(std::memory_order_acquire)
+                                        : throttled_.load(std::memory_order_acquire);
+  }
+  // Whether the group's writer may give up waiting for this link (not a `block` policy).
+  bool may_time_out() const {
+    return opt_.mode == LinkMode::kSync || opt_.on_fallbehind != LinkOptions::Policy::kBlock;
+  }
   // The group's writer gave up waiting for this link's acknowledgement.
   void degrade(const std::string& why);
+  // Compares the lag with the fall-behind limits and starts or stops holding writes. Any
+  // thread (the group's writer before each batch, the link after each acknowledgement).
+  void check_fallbehind();
   LinkStats stats() const;
 
  private:
@@ -89,6 +111,10 @@ class SiteLink {
   std::atomic<bool> waiting_{false};
   std::atomic<bool> stop_{false};
   std::atomic<bool> degraded_{false};
+  std::atomic<bool> throttled_{false};  // async link holding writes (fall-behind)
+  std::atomic<bool> suspended_{false};  // timed out while holding: not again until caught up
+  std::mutex fb_mu_;                    // check_fallbehind's decisions
+  std::chrono::steady_clock::time_point fb_costly_at_{};  // last byte/second lag look-up
   std::atomic<uint64_t> acked_{0};
   std::atomic<uint8_t> state_value_{uint8_t(LinkState::kConnecting)};
   std::thread thread_;

@@ -14,12 +14,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "tests/integration/control_client.hh"
 #include "tests/integration/harness.hh"
 
 extern "C" {
@@ -55,8 +57,9 @@ std::string secondary_config() {
                      "@NAME@", "site-b");
 }
 
-std::string primary_config(uint16_t peer_port, const std::string& mode) {
-  const std::string timeout = mode == "sync" ? ", sync_timeout_ms: 20000" : "";
+std::string primary_config(uint16_t peer_port, const std::string& mode,
+                           const std::string& link_extra = "") {
+  const std::string timeout = mode == "sync" ? ", sync_timeout_ms: 20000" : link_extra;
   return replace_all(
       site_config("", "  - name: db\n"
                       "    luns: [ data, logs ]\n"
@@ -100,6 +103,17 @@ double sample(const std::string& page, const std::string& series) {
   const size_t at = page.find("\n" + series + " ");
   if (at == std::string::npos) return -1;
   return std::stod(page.substr(at + series.size() + 2));
+}
+
+// Polls `pred` every 20 ms for up to 20 s.
+template <class Pred>
+bool eventually_true(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
 }
 
 struct LinkView {
@@ -188,6 +202,54 @@ void check_same_files(Zumad& primary, Zumad& secondary) {
   }
 }
 
+// `zumactl group list` / `group status` on both sites agree with the metrics `v`.
+void check_status_verbs(Zumad& primary, Zumad& secondary, const LinkView& v) {
+  using zuma::admin::Json;
+  auto call = [](Zumad& z, const std::string& verb, const Json& args) {
+    auto c = connect_control(z);
+    REQUIRE_MESSAGE(c.has_value(), c.error());
+    auto r = c->call(verb, args);
+    REQUIRE_MESSAGE(r.has_value(), r.error());
+    return *r;
+  };
+  auto r = call(primary, "group list", Json::object());
+  REQUIRE_MESSAGE(r.ok, r.error);
+  REQUIRE(r.result["rows"].size() == 1);
+  const Json p = r.result["rows"][0];
+  CHECK(p[0] == "db");
+  CHECK(p[1] == "primary");
+  CHECK(p[2] == "data,logs");
+  CHECK(p[3].get<double>() == v.next - 1);
+  // The log's data area: its 16 MiB file less the header.
+  const uint64_t capacity = p[5].get<uint64_t>();
+  CHECK(capacity <= 16u << 20);
+  CHECK(capacity > (16u << 20) - 65536);
+  CHECK(p[7] == "1/1 links connected");
+  r = call(primary, "group status", Json{{"group", "db"}});
+  REQUIRE_MESSAGE(r.ok, r.error);
+  REQUIRE(r.result["rows"].size() == 1);
+  const Json l = r.result["rows"][0];
+  CHECK(l[0] == "dr -> 127.0.0.1:" + std::to_string(secondary.port(2)));
+  CHECK(l[1] == "async");
+  CHECK(l[2] == "connected");
+  CHECK(l[3].get<double>() == v.acked);
+  CHECK(l[4] == 0);  // nothing left to ship
+  r = call(primary, "group status", Json{{"group", "nope"}});
+  CHECK(!r.ok);
+  CHECK(r.error == "no group 'nope'");
+  r = call(secondary, "group list", Json::object());
+  REQUIRE_MESSAGE(r.ok, r.error);
+  REQUIRE(r.result["rows"].size() == 1);
+  const Json s = r.result["rows"][0];
+  CHECK(s[1] == "secondary");
+  CHECK(s[3].get<double>() == v.applied);
+  CHECK(s[7] == "primary connected");
+  // The log's fill, as the metrics give it.
+  const std::string page = http_get(primary.port(1), "/metrics");
+  CHECK(sample(page, "zuma_replication_log_capacity_bytes{group=\"db\"}") == double(capacity));
+  CHECK(sample(page, "zuma_replication_link_lag_seconds{group=\"db\",link=\"dr\"}") == 0);
+}
+
 // The secondary's LUs are write protected (SBC-4 4.11: DATA PROTECT, WRITE PROTECTED).
 void check_read_only(Zumad& secondary) {
   Session s(secondary.portal(), kIqn);
@@ -217,6 +279,7 @@ TEST_CASE("async link: a group of two LUs reaches the secondary byte for byte, a
   }
   const LinkView v = wait_settled(primary, secondary);
   CHECK(v.next >= 201);  // at least one record per write
+  check_status_verbs(primary, secondary, v);
   check_read_only(secondary);
   CHECK(primary.stop() == 0);
   CHECK(secondary.stop() == 0);
@@ -294,5 +357,139 @@ TEST_CASE("sync link: an acknowledged write is on the secondary when the primary
   CHECK(secondary.stop() == 0);
   check_image(primary.file("data.img"), m.data);
   check_image(primary.file("logs.img"), m.logs);
+  check_same_files(primary, secondary);
+}
+
+namespace {
+
+double metric_of(Zumad& z, const std::string& series) {
+  return sample(http_get(z.port(1), "/metrics"), series);
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// One 1-block WRITE to LU data at `lba`; its duration in ms.
+double timed_write(Session& s, Model& m, uint64_t lba, uint64_t& seed) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto data = make_pattern(1, kBs, lba, ++seed);
+  Task w = s.write16(0, lba, data, kBs);
+  REQUIRE_MESSAGE(is_good(w.get()), describe(s.ctx(), w.get()));
+  m.data[lba] = seed;
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+const std::string kHolding = "zuma_replication_link_holding{group=\"db\",link=\"dr\"}";
+const std::string kFellBehind = "zuma_replication_link_fell_behind{group=\"db\",link=\"dr\"}";
+
+}  // namespace
+
+TEST_CASE(
+    "fall-behind limits, on_full: sync: writes wait for a slow peer, never longer than the "
+    "timeout") {
+  // An async link allowed 20 records behind. The secondary is stopped (SIGSTOP: connected,
+  // silent): 20 writes complete at once, the 21st waits for the peer until sync_timeout_ms
+  // (2 s), then the link stops holding writes until it has caught up.
+  Zumad secondary(secondary_config(), 3);
+  Zumad primary(primary_config(secondary.port(2), "async",
+                               ", fallbehind: { ios: 20 }, on_full: sync, sync_timeout_ms: 2000"),
+                2);
+  secondary.start();
+  primary.start();
+  wait_for(primary, secondary, "connected", [](const LinkView& v) { return v.connected == 1; });
+  Model m;
+  uint64_t seed = 0;
+  Session s(primary.portal(), kIqn);
+  secondary.signal(SIGSTOP);
+  int fast = 0;
+  double slow = 0;
+  for (int i = 0; i < 40 && slow == 0; ++i) {
+    const double ms = timed_write(s, m, uint64_t(i), seed);
+    if (ms > 1000)
+      slow = ms;
+    else
+      ++fast;
+  }
+  CHECK_MESSAGE(fast >= 19, fast << " writes completed before one waited");
+  CHECK_MESSAGE((slow >= 1800 && slow < 10000), "the held write took " << slow << " ms");
+  CHECK(primary.log().find("async link dr fell behind") != std::string::npos);
+  CHECK(primary.log().find("async link dr no longer holds writes") != std::string::npos);
+  // Suspended: later writes do not wait, the link still counts as behind.
+  CHECK(timed_write(s, m, 100, seed) < 1000);
+  CHECK(metric_of(primary, kHolding) == 0);
+  CHECK(metric_of(primary, kFellBehind) == 1);
+
+  // The peer resumes and catches up; past the limit again, the link holds writes, and a
+  // held write completes as soon as the peer has it (no second timeout).
+  secondary.signal(SIGCONT);
+  wait_settled(primary, secondary);
+  CHECK(eventually_true([&] { return metric_of(primary, kFellBehind) == 0; }));
+  CHECK(primary.log().find("async link dr has caught up") != std::string::npos);
+  secondary.signal(SIGSTOP);
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (int i = 0; i < 30; ++i) timed_write(s, m, uint64_t(200 + i), seed);
+    done = true;
+  });
+  const bool held = eventually_true([&] { return metric_of(primary, kHolding) == 1; });
+  CHECK(held);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK_FALSE(done.load());  // a write waits for the stopped peer
+  secondary.signal(SIGCONT);
+  writer.join();
+  CHECK(count_of(primary.log(), "no longer holds writes") == 1);
+  CHECK(primary.log().find("async link dr is back within its fall-behind limits") !=
+        std::string::npos);
+  wait_settled(primary, secondary);
+  CHECK(primary.stop() == 0);
+  CHECK(secondary.stop() == 0);
+  check_image(secondary.file("data.img"), m.data);
+  check_same_files(primary, secondary);
+}
+
+TEST_CASE("fall-behind limits, on_full: block: writes wait for the peer however long it takes") {
+  Zumad secondary(secondary_config(), 3);
+  Zumad primary(primary_config(secondary.port(2), "async",
+                               ", fallbehind: { ios: 10 }, on_full: block, sync_timeout_ms: 300"),
+                2);
+  secondary.start();
+  primary.start();
+  wait_for(primary, secondary, "connected", [](const LinkView& v) { return v.connected == 1; });
+  Model m;
+  uint64_t seed = 0;
+  Session s(primary.portal(), kIqn);
+  secondary.signal(SIGSTOP);
+  std::atomic<int> completed{0};
+  std::thread writer([&] {
+    for (int i = 0; i < 15; ++i) {
+      timed_write(s, m, uint64_t(i), seed);
+      ++completed;
+    }
+  });
+  CHECK(eventually_true([&] { return metric_of(primary, kHolding) == 1; }));
+  // Ten times sync_timeout_ms later the write still waits, and zumactl says why.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  CHECK(completed.load() >= 9);
+  CHECK(completed.load() < 15);
+  CHECK(metric_of(primary, kHolding) == 1);
+  {
+    auto c = connect_control(primary);
+    REQUIRE_MESSAGE(c.has_value(), c.error());
+    auto r = c->call("group status", zuma::admin::Json{{"group", "db"}});
+    REQUIRE(r.has_value());
+    REQUIRE_MESSAGE(r->ok, r->error);
+    CHECK(r->result["rows"][0][1] == "async (fell behind: holding writes)");
+  }
+  CHECK(primary.log().find("however long it takes (on_full: block)") != std::string::npos);
+  secondary.signal(SIGCONT);
+  writer.join();
+  CHECK(completed.load() == 15);
+  wait_settled(primary, secondary);
+  CHECK(metric_of(primary, kHolding) == 0);
+  CHECK(primary.stop() == 0);
+  CHECK(secondary.stop() == 0);
   check_same_files(primary, secondary);
 }

@@ -426,12 +426,45 @@ TEST_CASE("groups: a primary group with two links") {
   CHECK(g.links[1].sync);
   CHECK(g.links[1].sync_timeout_ms == 250);
   CHECK(g.loc.str() == "t.yaml:9:5");
+  CHECK(g.links[0].fallbehind_ios == 0);  // no limits unless given
   CHECK(group_of(c, "a") == &g);
   CHECK(group_of(c, "x") == nullptr);
   // A group without links only journals its writes.
   CHECK(parse(with_groups("  - {name: db, luns: [a], log: {path: /tmp/zt/l, size: 16MiB}}\n"), "t")
             .groups[0]
             .links.empty());
+}
+
+TEST_CASE("groups: an async link's fall-behind limits and policy") {
+  const Config c =
+      parse(with_groups("  - name: db\n"
+                        "    luns: [a]\n"
+                        "    log: {path: /tmp/zt/db.rlog, size: 64MiB}\n"
+                        "    links:\n"
+                        "      - {name: dr, peer: \"127.0.0.1:3270\", mode: async,\n"
+                        "         fallbehind: {ios: 10000, bytes: 256MiB, seconds: 30s},\n"
+                        "         on_full: block, sync_timeout_ms: 700}\n"
+                        "      - {name: far, peer: \"127.0.0.1:3271\", mode: async,\n"
+                        "         fallbehind: {seconds: 2m}}\n"),
+            "t.yaml");
+  const auto& l = c.groups.at(0).links;
+  REQUIRE(l.size() == 2);
+  CHECK(l[0].fallbehind_ios == 10000);
+  CHECK(l[0].fallbehind_bytes == 256u << 20);
+  CHECK(l[0].fallbehind_seconds == 30);
+  CHECK(l[0].on_full == "block");
+  CHECK(l[0].sync_timeout_ms == 700);
+  CHECK(l[1].fallbehind_ios == 0);
+  CHECK(l[1].fallbehind_seconds == 120);
+  CHECK(l[1].on_full == "sync");  // the default policy
+  // Written back and read again: the same.
+  const Config again = parse(to_yaml(c), "t2.yaml");
+  const auto& m = again.groups.at(0).links;
+  REQUIRE(m.size() == 2);
+  CHECK(m[0].fallbehind_bytes == 256u << 20);
+  CHECK(m[0].on_full == "block");
+  CHECK(m[0].sync_timeout_ms == 700);
+  CHECK(m[1].fallbehind_seconds == 120);
 }
 
 TEST_CASE("groups: a secondary group") {
@@ -504,20 +537,34 @@ TEST_CASE("groups: errors") {
         "t.yaml:9:72: groups[0].links[0]: missing key 'mode'");
   CHECK(group("{name: db, luns: [a]" + log +
               ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, sync_timeout_ms: 9}]}") ==
-        "t.yaml:9:134: groups[0].links[0].sync_timeout_ms: sync_timeout_ms applies to mode: sync only");
+        "t.yaml:9:134: groups[0].links[0].sync_timeout_ms: sync_timeout_ms applies to mode: sync, "
+        "or to "
+        "an async link's fallbehind");
   CHECK(group("{name: db, luns: [a]" + log +
               ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: sync}, {name: dr, peer: \"127.0.0.1:2\", "
               "mode: sync}]}") ==
         "t.yaml:9:124: groups[0].links[1].name: duplicate link 'dr' (first at line 9, column 79)");
+  // Fall-behind limits: async links only, at least one limit, sync or block.
+  CHECK(
+      group("{name: db, luns: [a]" + log +
+            ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: sync, fallbehind: {ios: 10}}]}") ==
+      "t.yaml:9:128: groups[0].links[0].fallbehind: fallbehind applies to mode: async (a sync link "
+      "never falls behind)");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, fallbehind: {}}]}") ==
+        "t.yaml:9:129: groups[0].links[0].fallbehind: give at least one of ios, bytes, seconds");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, fallbehind: {ios: 0}}]}") ==
+        "t.yaml:9:135: groups[0].links[0].fallbehind.ios: expected an integer 1..1099511627776");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, on_full: block}]}") ==
+        "t.yaml:9:126: groups[0].links[0].on_full: on_full needs fallbehind limits on this link");
   // Not implemented yet: refused by name rather than accepted and ignored.
   CHECK(group("{name: db, luns: [a]" + log +
-              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, fallbehind: {ios: 10}}]}") ==
-        "t.yaml:9:117: groups[0].links[0].fallbehind: fallbehind is not supported yet (issue 8: "
-        "fall-behind limits are a later step)");
-  CHECK(group("{name: db, luns: [a]" + log +
-              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, on_full: bitmap}]}") ==
-        "t.yaml:9:117: groups[0].links[0].on_full: on_full is not supported yet (issue 8: a full log "
-        "makes writes wait, then fail)");
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, fallbehind: {ios: 10}, "
+              "on_full: bitmap}]}") ==
+        "t.yaml:9:149: groups[0].links[0].on_full: on_full: bitmap is not supported yet (issue 8: "
+        "dirty-region tracking and resync are a later step); use sync or block");
   // Secondary groups.
   CHECK(group("{name: db, role: secondary, luns: [a]}") ==
         "t.yaml:9:22: groups[0].role: a secondary group needs node.replication_listen (where its "
