@@ -11,22 +11,6 @@ namespace zuma::replication {
 
 namespace {
 
-const char* state_name(LinkState s) {
-  switch (s) {
-    case LinkState::kConnecting:
-      return "connecting";
-    case LinkState::kConnected:
-      return "connected";
-    case LinkState::kDisconnected:
-      return "disconnected";
-    case LinkState::kNeedsResync:
-      return "needs-resync";
-    case LinkState::kStopped:
-      return "stopped";
-  }
-  return "?";
-}
-
 std::string joined(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
@@ -82,7 +66,7 @@ void bind_replication_handlers(admin::CommandTable& t, const NodeReplication& no
             mode += " (fell behind: holding writes)";
           else if (!k.sync && s.fell_behind)
             mode += " (fell behind)";
-          rows.push_back({k.name + " -> " + k.peer, mode, state_name(s.state), s.acked,
+          rows.push_back({k.name + " -> " + k.peer, mode, to_string(s.state), s.acked,
                           s.lag_records, s.lag_bytes, s.lag_seconds, s.reconnects, s.last_error});
         }
       }

@@ -19,7 +19,7 @@ inline void register_replication_commands(admin::CommandTable& t) {
          .example = "group list"});
   t.add({.name = "group status",
          .summary = "a group's site links: state, mode, acknowledged sequence, lag",
-         .details = "Per link: connecting, connected, disconnected or needs-resync; sync or\n"
+         .details = "Per link: connecting, connected, disconnected or needs_resync; sync or\n"
                     "async (a sync link that is not holding writes is 'degraded'); the highest\n"
                     "sequence the peer has durably; the lag in records, bytes and seconds (age of\n"
                     "the oldest record it lacks); reconnects and the last error.",

@@ -503,6 +503,7 @@ GroupLogStats GroupLog::stats() const {
   s.next_seq = log_->next_seq();
   s.used_bytes = log_->used_bytes();
   s.capacity = log_->capacity();
+  s.appended_bytes = log_->appended_bytes();
   return s;
 }
 

@@ -66,6 +66,7 @@ struct GroupLogStats {
   uint64_t head_seq = 0, next_seq = 0, used_bytes = 0, capacity = 0;
   uint64_t appended_records = 0, appended_batches = 0, syncs = 0, pressure_flushes = 0;
   uint64_t replayed_records = 0;
+  uint64_t appended_bytes = 0;  // log bytes written since open (headers included)
 };
 
 class GroupLog {

@@ -176,12 +176,16 @@ std::string NodeReplication::metrics_text() const {
                        p.log->published_next());
   metric("zuma_replication_log_used_bytes", "Bytes of a primary group's log holding records.");
   metric("zuma_replication_log_capacity_bytes", "The size of a primary group's log.");
+  metric("zuma_replication_log_appended_bytes",
+         "Bytes written to a primary group's log since zumad opened it (record headers included).");
   for (const Primary& p : groups_) {
     const GroupLogStats st = p.log->stats();
     out += fmt::format("zuma_replication_log_used_bytes{{group=\"{}\"}} {}\n", p.cfg->name,
                        st.used_bytes);
     out += fmt::format("zuma_replication_log_capacity_bytes{{group=\"{}\"}} {}\n", p.cfg->name,
                        st.capacity);
+    out += fmt::format("zuma_replication_log_appended_bytes{{group=\"{}\"}} {}\n", p.cfg->name,
+                       st.appended_bytes);
   }
   struct Field {
     const char* name;

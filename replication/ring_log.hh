@@ -129,6 +129,7 @@ class RingLog {
   uint64_t head_seq() const { return head_seq_; }  // oldest record kept
   uint64_t next_seq() const { return next_seq_; }  // the next record's sequence number
   uint64_t used_bytes() const { return used_; }    // data area bytes held by kept batches
+  uint64_t appended_bytes() const { return appended_bytes_; }  // batches since open (and recovered)
   uint64_t capacity() const { return end_ - kDataStart; }
   uint64_t log_id() const { return log_id_; }
   uint64_t epoch() const { return epoch_; }

@@ -863,9 +863,10 @@ void Connection::resume_login(Handover h) {
   moved_ = true;
   bhs_ = h.bhs;
   rx_small_ = std::move(h.data);
-  std::memcpy(stage_.get(), h.unread.data(), std::min(h.unread.size(), kStageSize));
+  // The stage was at most kStageSize when the bytes were handed over.
   stage_beg_ = 0;
   stage_end_ = std::min(h.unread.size(), kStageSize);
+  if (stage_end_) std::memcpy(stage_.get(), h.unread.data(), stage_end_);
   rx_len_ = uint32_t(rx_small_.size());
   handle_login();
   if (!closed_) reactor_.defer(this);  // the bytes after it, if any

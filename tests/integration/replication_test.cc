@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <chrono>
 #include <random>
 #include <string>
@@ -382,6 +383,27 @@ double timed_write(Session& s, Model& m, uint64_t lba, uint64_t& seed) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// A secondary and a primary whose async link has `link_extra` (YAML keys), started, the
+// link connected.
+struct Pair {
+  Zumad secondary;
+  Zumad primary;
+  explicit Pair(const std::string& link_extra)
+      : secondary(secondary_config(), 3),
+        primary(primary_config(secondary.port(2), "async", link_extra), 2) {
+    secondary.start();
+    primary.start();
+    wait_for(primary, secondary, "connected", [](const LinkView& v) { return v.connected == 1; });
+    session.emplace(primary.portal(), kIqn);
+  }
+  // One 1-block WRITE to LU data at `lba` through the primary; its duration in ms.
+  double write(uint64_t lba) { return timed_write(*session, m, lba, seed); }
+
+  Model m;  // what was written
+  uint64_t seed = 0;
+  std::optional<Session> session;
+};
+
 const std::string kHolding = "zuma_replication_link_holding{group=\"db\",link=\"dr\"}";
 const std::string kFellBehind = "zuma_replication_link_fell_behind{group=\"db\",link=\"dr\"}";
 
@@ -393,21 +415,14 @@ TEST_CASE(
   // An async link allowed 20 records behind. The secondary is stopped (SIGSTOP: connected,
   // silent): 20 writes complete at once, the 21st waits for the peer until sync_timeout_ms
   // (2 s), then the link stops holding writes until it has caught up.
-  Zumad secondary(secondary_config(), 3);
-  Zumad primary(primary_config(secondary.port(2), "async",
-                               ", fallbehind: { ios: 20 }, on_full: sync, sync_timeout_ms: 2000"),
-                2);
-  secondary.start();
-  primary.start();
-  wait_for(primary, secondary, "connected", [](const LinkView& v) { return v.connected == 1; });
-  Model m;
-  uint64_t seed = 0;
-  Session s(primary.portal(), kIqn);
+  Pair pair(", fallbehind: { ios: 20 }, on_full: sync, sync_timeout_ms: 2000");
+  Zumad& primary = pair.primary;
+  Zumad& secondary = pair.secondary;
   secondary.signal(SIGSTOP);
   int fast = 0;
   double slow = 0;
   for (int i = 0; i < 40 && slow == 0; ++i) {
-    const double ms = timed_write(s, m, uint64_t(i), seed);
+    const double ms = pair.write(uint64_t(i));
     if (ms > 1000)
       slow = ms;
     else
@@ -418,7 +433,7 @@ TEST_CASE(
   CHECK(primary.log().find("async link dr fell behind") != std::string::npos);
   CHECK(primary.log().find("async link dr no longer holds writes") != std::string::npos);
   // Suspended: later writes do not wait, the link still counts as behind.
-  CHECK(timed_write(s, m, 100, seed) < 1000);
+  CHECK(pair.write(100) < 1000);
   CHECK(metric_of(primary, kHolding) == 0);
   CHECK(metric_of(primary, kFellBehind) == 1);
 
@@ -431,7 +446,7 @@ TEST_CASE(
   secondary.signal(SIGSTOP);
   std::atomic<bool> done{false};
   std::thread writer([&] {
-    for (int i = 0; i < 30; ++i) timed_write(s, m, uint64_t(200 + i), seed);
+    for (int i = 0; i < 30; ++i) pair.write(uint64_t(200 + i));
     done = true;
   });
   const bool held = eventually_true([&] { return metric_of(primary, kHolding) == 1; });
@@ -446,26 +461,19 @@ TEST_CASE(
   wait_settled(primary, secondary);
   CHECK(primary.stop() == 0);
   CHECK(secondary.stop() == 0);
-  check_image(secondary.file("data.img"), m.data);
+  check_image(secondary.file("data.img"), pair.m.data);
   check_same_files(primary, secondary);
 }
 
 TEST_CASE("fall-behind limits, on_full: block: writes wait for the peer however long it takes") {
-  Zumad secondary(secondary_config(), 3);
-  Zumad primary(primary_config(secondary.port(2), "async",
-                               ", fallbehind: { ios: 10 }, on_full: block, sync_timeout_ms: 300"),
-                2);
-  secondary.start();
-  primary.start();
-  wait_for(primary, secondary, "connected", [](const LinkView& v) { return v.connected == 1; });
-  Model m;
-  uint64_t seed = 0;
-  Session s(primary.portal(), kIqn);
+  Pair pair(", fallbehind: { ios: 10 }, on_full: block, sync_timeout_ms: 300");
+  Zumad& primary = pair.primary;
+  Zumad& secondary = pair.secondary;
   secondary.signal(SIGSTOP);
   std::atomic<int> completed{0};
   std::thread writer([&] {
     for (int i = 0; i < 15; ++i) {
-      timed_write(s, m, uint64_t(i), seed);
+      pair.write(uint64_t(i));
       ++completed;
     }
   });
