@@ -316,11 +316,44 @@ void GroupLog::submit(LogEntry& e) {
     e.done(e);
     return;
   }
+  if (try_append_inline(e)) return;
   LogEntry* head = queue_.load(std::memory_order_relaxed);
   do {
     e.next = head;
   } while (!queue_.compare_exchange_weak(head, &e, std::memory_order_seq_cst, std::memory_order_relaxed));
   if (sleeping_.load(std::memory_order_seq_cst)) kick();
+}
+
+bool GroupLog::try_append_inline(LogEntry& e) {
+  if (!e.has_record || e.sync) return false;
+  // Only while the writer is idle: under load its batches are cheaper per record, and a
+  // record appended here must not jump ahead of one queued before it was submitted.
+  if (!sleeping_.load(std::memory_order_seq_cst) || queue_.load(std::memory_order_seq_cst)) return false;
+  for (auto& l : links_) {
+    l->check_fallbehind();
+    if (l->holding()) return false;  // the writer holds the write until the peer has it
+  }
+  std::unique_lock lk(log_mu_, std::try_to_lock);
+  if (!lk.owns_lock()) return false;
+  advance_applied();
+  if (log_->next_seq() + 1 > applied_upto_ + kWindow) return false;
+  if (log_->used_bytes() * 100 >= log_->capacity() * flush_at_percent_) return false;  // the writer flushes
+  uint64_t first = 0;
+  const int r = log_->append(std::span<const AppendRecord>(&e.rec, 1), &first);
+  if (r == -ENOSPC) return false;
+  e.result = r;
+  e.seq = r == 0 ? first : 0;
+  if (r == 0) {
+    std::lock_guard sl(stats_mu_);
+    ++stats_.appended_records;
+    ++stats_.appended_batches;
+    ++stats_.inline_appends;
+  }
+  publish();
+  lk.unlock();
+  for (auto& l : links_) l->notify();
+  e.done(e);
+  return true;
 }
 
 void GroupLog::applied(uint64_t seq) { applied_bits_[seq % kWindow].store(1, std::memory_order_release); }

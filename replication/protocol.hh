@@ -21,7 +21,7 @@ enum class Frame : uint16_t {
 
 constexpr uint32_t kMagic = 0x4650525a;         // "ZRPF"
 constexpr uint32_t kMaxFrame = 64u << 20;        // above the largest batch the log writes
-constexpr int kProtocolVersion = 1;
+constexpr int kProtocolVersion = 2;  // 2: a BATCH frame holds one or more log batches
 
 struct FrameHeader {
   uint32_t magic;

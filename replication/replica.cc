@@ -255,14 +255,28 @@ void ReplicaServer::serve(int fd, std::string peer) {
           fail("unexpected frame");
           break;
         }
-        if (auto e = apply_batch(*g, payload, &applied); !e.empty()) {
+        // One or more whole log batches, back to back (protocol 2); each carries its
+        // length and checksum, checked by apply_batch.
+        std::string e;
+        size_t batches = 0;
+        for (size_t off = 0; off < payload.size() && e.empty(); ++batches) {
+          const auto rest = std::span<const uint8_t>(payload).subspan(off);
+          const uint64_t len = RingLog::batch_length(rest);
+          if (len == 0 || len > rest.size()) {
+            e = fmt::format("a batch frame ends inside a log batch (at byte {} of {})", off, payload.size());
+            break;
+          }
+          e = apply_batch(*g, rest.first(len), &applied);
+          off += len;
+        }
+        if (!e.empty()) {
           fail(e);
           break;
         }
         since_ack += payload.size();
         {
           std::lock_guard lk(mu_);
-          ++g->stats.batches;
+          g->stats.batches += batches;
           g->stats.bytes += payload.size();
         }
         if (since_ack >= kAckEveryBytes && !ack_now()) break;

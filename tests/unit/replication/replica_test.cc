@@ -45,7 +45,7 @@ struct Fixture {
   // Sends HELLO; returns the answer's type and text.
   std::pair<proto::Frame, std::string> hello(int fd, const std::string& group, std::vector<uint64_t> sizes,
                                              uint64_t log_id) {
-    nlohmann::json h = {{"protocol", 1}, {"group", group}, {"link", "t"}, {"log_id", log_id}, {"luns", sizes}};
+    nlohmann::json h = {{"protocol", proto::kProtocolVersion}, {"group", group}, {"link", "t"}, {"log_id", log_id}, {"luns", sizes}};
     REQUIRE(proto::send_frame(fd, proto::Frame::kHello, h.dump(), 2000) == 0);
     proto::Frame type{};
     std::vector<uint8_t> p;
