@@ -655,6 +655,37 @@ std::vector<uint8_t> login_request(uint8_t csg, uint8_t nsg, bool transit, uint3
   return pdu;
 }
 
+std::string http_get(uint16_t port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string resp;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size())) {
+      char buf[65536];
+      for (;;) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 10000) <= 0) break;
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        resp.append(buf, size_t(n));
+      }
+    }
+  }
+  ::close(fd);
+  return resp;
+}
+
+std::optional<double> metric_sample(const std::string& page, const std::string& series) {
+  const size_t at = page.find("\n" + series + " ");
+  if (at == std::string::npos) return std::nullopt;
+  return std::stod(page.substr(at + series.size() + 2));
+}
+
 std::string RecvResult::what() const {
   switch (status) {
     case RecvStatus::kClosed:

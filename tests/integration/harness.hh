@@ -54,6 +54,12 @@ void write_file(const std::string& path, std::string_view text);
 // Replaces every occurrence of `from` by `to`.
 std::string replace_all(std::string text, std::string_view from, std::string_view to);
 
+// GET http://127.0.0.1:PORT/PATH (HTTP/1.0, 10 s at most); the whole response with its
+// headers, or "" when nothing listens there.
+std::string http_get(uint16_t port, const std::string& path);
+// The value of one sample line "NAME{LABELS} VALUE" of a Prometheus text page, or nullopt.
+std::optional<double> metric_sample(const std::string& page, const std::string& series);
+
 // Result of running a program to completion.
 struct RunResult {
   int exit_code = -1;  // -signal if killed by a signal

@@ -71,39 +71,9 @@ std::string primary_config(uint16_t peer_port, const std::string& mode,
       "@NAME@", "site-a");
 }
 
-// A one-GET HTTP client for the metrics endpoints.
-std::string http_get(uint16_t port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  std::string resp;
-  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size())) {
-    char buf[65536];
-    for (;;) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 10000) <= 0) break;
-      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      resp.append(buf, size_t(n));
-    }
-  }
-  ::close(fd);
-  return resp;
-}
-
 // The value of sample `series` ("NAME{LABELS}") on a metrics page, or -1 if absent.
 double sample(const std::string& page, const std::string& series) {
-  const size_t at = page.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(page.substr(at + series.size() + 2));
+  return metric_sample(page, series).value_or(-1);
 }
 
 // Polls `pred` every 20 ms for up to 20 s.

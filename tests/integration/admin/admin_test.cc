@@ -82,34 +82,11 @@ void clear_attentions(Session& s, int lun) {
 }
 
 // A one-GET HTTP client (the test must not trust zumad's own HTTP code to check it).
-std::string http_get(uint16_t port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  REQUIRE(::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size()));
-  std::string resp;
-  char buf[65536];
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 10000) <= 0) break;
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    resp.append(buf, size_t(n));
-  }
-  ::close(fd);
-  return resp;
-}
-
 // The value of one sample line "NAME{LABELS} VALUE" of a Prometheus text page.
 double sample(const std::string& page, const std::string& series) {
-  const size_t at = page.find("\n" + series + " ");
-  if (at == std::string::npos) FAIL("no sample " << series << " in:\n" << page);
-  return std::stod(page.substr(at + series.size() + 2));
+  const auto v = metric_sample(page, series);
+  if (!v) FAIL("no sample " << series << " in:\n" << page);
+  return v.value_or(0);
 }
 
 // zumactl in a pseudo-terminal, as a person would use it.

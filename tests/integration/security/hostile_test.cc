@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -327,6 +328,10 @@ TEST_CASE("a client that stops reading and disconnects leaves nothing behind") {
   // fills, Data-In waits in zumad), then hang up. Nothing may stay allocated or open.
   Zumad z(sec_config({{kIqn, {}, "{ id: 0, name: h1, size: 64MiB, backend: memory }"}}));
   z.start();
+  // zumad opens its control socket just after its portals accept (z.start() waits for
+  // those only): count its descriptors once that one exists too.
+  REQUIRE(eventually([&] { return std::filesystem::exists(z.file("var/zumad.sock")); }, 5000ms));
+  sleep_ms(100);
   const int fds_start = open_fds(z.pid());
   std::vector<long> rss_after;
   for (int round = 0; round < 8; ++round) {
@@ -347,7 +352,8 @@ TEST_CASE("a client that stops reading and disconnects leaves nothing behind") {
     for (long r : rss_after) s += " " + std::to_string(r);
     return s;
   }());
-  CHECK(eventually([&] { return open_fds(z.pid()) <= fds_start; }, 5000ms));
+  CHECK_MESSAGE(eventually([&] { return open_fds(z.pid()) <= fds_start; }, 5000ms),
+                "zumad has " << open_fds(z.pid()) << " descriptors open, " << fds_start << " before");
   // Leaked commands keep their 4 MiB buffers: ~32 MiB more per round.
   CHECK_MESSAGE(rss_after.back() - rss_after[1] < 64,
                 "RSS grew from " << rss_after[1] << " to " << rss_after.back() << " MiB");
