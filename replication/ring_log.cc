@@ -510,6 +510,13 @@ uint64_t RingLog::batch_length(std::span<const uint8_t> bytes) {
   return h.len;
 }
 
+uint64_t RingLog::batch_last_seq(std::span<const uint8_t> bytes) {
+  if (bytes.size() < kHdr) return 0;
+  BatchHeader h{};
+  std::memcpy(&h, bytes.data(), kHdr);
+  return h.first_seq + h.nrecords - 1;
+}
+
 bool RingLog::parse_batch(std::span<const uint8_t> bytes, uint64_t log_id,
                           const std::function<bool(const RecordView&)>& fn, std::string* why) {
   if (bytes.size() < kHdr) {

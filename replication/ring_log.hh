@@ -112,6 +112,9 @@ class RingLog {
   int read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* out, size_t* count) const;
   // The length a batch's header announces (0 if `bytes` is shorter than a header).
   static uint64_t batch_length(std::span<const uint8_t> bytes);
+  // The sequence number of a batch's last record, from its header (not checked; 0 when
+  // `bytes` is shorter than a header).
+  static uint64_t batch_last_seq(std::span<const uint8_t> bytes);
   // Checks one batch as read_raw copies it (magic, log id, version, record lengths,
   // checksum) and calls fn for each record. False, with *why, if it does not check out.
   static bool parse_batch(std::span<const uint8_t> bytes, uint64_t log_id,

@@ -430,14 +430,20 @@ void Connection::flush_tx() {
 // ---------------------------------------------------------------------------------------
 // Login (RFC 7143 6.3, 11.12, 11.13)
 
+Connection::TxItem& Connection::queue_login_response() {
+  TxItem& it = queue_pdu(Op::kLoginResponse);
+  std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
+  // RFC 7143 11.13.4: the TSIH, 0 until a new session's final response; an added
+  // connection's, from its first response on.
+  store_be16(it.bhs.data() + 14, tsih_);
+  Bhs(it.bhs.data()).set_itt(login_itt_);
+  return it;
+}
+
 void Connection::login_fail(LoginStatus st, std::vector<uint8_t> text) {
   server_.counters().login_failures.fetch_add(1, std::memory_order_relaxed);
-  TxItem& it = queue_pdu(Op::kLoginResponse);
+  TxItem& it = queue_login_response();
   Bhs r(it.bhs.data());
-  std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
-  // RFC 7143 11.13.4: the TSIH, 0 until a new session's final response.
-  store_be16(it.bhs.data() + 14, tsih_);
-  r.set_itt(login_itt_);
   if (!text.empty() && text.size() <= kLoginMaxDsl) {
     it.owned = std::move(text);
     it.data = it.owned.data();
@@ -612,12 +618,8 @@ void Connection::handle_login() {
   if (login_text_.size() > 64 * 1024) return login_fail(LoginStatus::kOutOfResources);
   if (cont) {
     // RFC 7143 11.12.2: more text follows; answer with an empty response.
-    TxItem& it = queue_pdu(Op::kLoginResponse);
+    TxItem& it = queue_login_response();
     it.bhs[1] = uint8_t(csg << 2 | nsg);
-    std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
-    // RFC 7143 11.13.4: the TSIH, 0 until a new session's final response.
-    store_be16(it.bhs.data() + 14, tsih_);
-    Bhs(it.bhs.data()).set_itt(login_itt_);
     queue_status_fields(it);
     return;
   }
@@ -718,18 +720,11 @@ void Connection::handle_login() {
   if (transit && nsg == 3 && tsih_ != 0) {
     // The session may have ended, or filled up, while this connection logged in.
     if (sess_->ended || !sess_->registered) return login_fail(LoginStatus::kSessionDoesNotExist);
-    size_t others = 0;
-    for (Connection* k : sess_->conns) others += k->cid_ != cid_;
-    if (others >= sess_->params.max_connections)
-      return login_fail(LoginStatus::kTooManyConnections);
+    if (!room_in(*sess_)) return login_fail(LoginStatus::kTooManyConnections);
   }
-  TxItem& it = queue_pdu(Op::kLoginResponse);
+  TxItem& it = queue_login_response();
   it.bhs[1] = uint8_t((transit ? 0x80 : 0) | csg << 2 | (transit ? nsg : 0));
-  std::memcpy(it.bhs.data() + 8, isid_.data(), 6);
-  // RFC 7143 11.13.4: the TSIH, 0 until a new session's final response.
-  store_be16(it.bhs.data() + 14, tsih_);
   Bhs r(it.bhs.data());
-  r.set_itt(login_itt_);
   it.owned = std::move(out);
   it.data = it.owned.data();
   it.len = uint32_t(it.owned.size());
@@ -754,9 +749,7 @@ void Connection::login_complete() {
     // A connection added to a running session (RFC 7143 6.3.6). The same CID as one of
     // its connections reinstates that connection (6.3.4): below ErrorRecoveryLevel 2 the
     // old connection's tasks end without further notice.
-    Connection* old = nullptr;
-    for (Connection* k : s.conns)
-      if (k->cid_ == cid_) old = k;
+    Connection* old = with_cid(cid_);
     s.conns.push_back(this);
     in_session_ = true;
     s.retain_until = {};
@@ -810,13 +803,31 @@ void Connection::login_complete() {
   in_session_ = true;
   s.registered = true;
   server_.register_tsih(sess_);
-  server_.session_started(s.key, reactor_.index(), tsih_);
+  server_.session_started(s.key, tsih_);
   spdlog::info(
       "session {} {} -> {} from {} (tsih {}, MaxBurst {}, FirstBurst {}, R2T {}, Imm {}, "
       "MaxConnections {})",
       id_, initiator_name_, target_->iqn, peer_str_, tsih_, s.params.max_burst_length,
       s.params.first_burst_length, s.params.initial_r2t ? "yes" : "no",
       s.params.immediate_data ? "yes" : "no", s.params.max_connections);
+}
+
+bool Connection::room_in(const Session& s) const {
+  // RFC 7143 13.2 / 11.13.5: at most MaxConnections; one with this CID is replaced (6.3.4).
+  size_t others = 0;
+  for (Connection* k : s.conns) others += k->cid_ != cid_;
+  return others < s.params.max_connections;
+}
+
+Connection* Connection::with_cid(uint16_t cid) const {
+  for (Connection* k : sess_->conns)
+    if (k->cid_ == cid) return k;
+  return nullptr;
+}
+
+void Connection::end_for_logout() {
+  draining_ = true;
+  stop_reading_and_finish();
 }
 
 bool Connection::join_session() {
@@ -833,10 +844,7 @@ bool Connection::join_session() {
     login_fail(LoginStatus::kServiceUnavailable);
     return false;
   }
-  size_t others = 0;
-  for (Connection* k : s->conns) others += k->cid_ != cid_;
-  if (others >= s->params.max_connections) {
-    // RFC 7143 13.2 / 11.13.5: more connections than negotiated.
+  if (!room_in(*s)) {
     login_fail(LoginStatus::kTooManyConnections);
     return false;
   }
@@ -1201,7 +1209,7 @@ void Connection::handle_data_out_header() {
   Bhs h(bhs_.data());
   const uint32_t dsl = h.data_segment_len(), off = h.buffer_offset(), ttt = h.ttt();
   Command* c = sess_->by_itt.find(h.itt());
-  // Data-Out goes on the command's own connection (RFC 7143 6.1.? allegiance, ERL 0).
+  // Data-Out goes on the command's own connection (connection allegiance at ERL 0).
   if (!c || c->conn != this) return;  // discarded; handle_data_out decides
   if (!c->is_write || c->edtl == 0 || c->failed != scsi::Reason::kGood ||
       (c->state != Command::State::kCollecting && c->state != Command::State::kQueued))
@@ -1489,14 +1497,11 @@ void Connection::handle_logout() {
   if (reason == 1 && cid != cid_) {
     // RFC 7143 11.14.1: close another connection of the session; this one carries on and
     // answers (11.15.1: 0 closed, 1 CID not found).
-    Connection* other = nullptr;
-    for (Connection* k : sess_->conns)
-      if (k->cid_ == cid) other = k;
+    Connection* other = with_cid(cid);
     if (other) {
       spdlog::info("session {} {}: connection cid {} logged out through cid {}", id_,
                    initiator_name_, cid, cid_);
-      other->draining_ = true;
-      other->stop_reading_and_finish();
+      other->end_for_logout();
     }
     queue_logout_response(h.itt(), other ? 0 : 1);
     return;
@@ -1508,10 +1513,7 @@ void Connection::handle_logout() {
     std::vector<Connection*> others;
     for (Connection* k : sess_->conns)
       if (k != this) others.push_back(k);
-    for (Connection* k : others) {
-      k->draining_ = true;
-      k->stop_reading_and_finish();
-    }
+    for (Connection* k : others) k->end_for_logout();
   }
   logout_bhs_ = bhs_;
   logout_pending_ = true;

@@ -163,6 +163,7 @@ class Connection final : public EventHandler, public Deferred {
   bool chap_finish(std::vector<uint8_t>& out);
   void login_complete();
   bool join_session();  // first PDU of a login with TSIH != 0; false when it stopped
+  bool room_in(const Session& s) const;  // this CID may join `s` (MaxConnections)
   // --- commands ---
   Command* new_command();
   void release(Command* c);
@@ -199,6 +200,8 @@ class Connection final : public EventHandler, public Deferred {
   // with its other connections.
   void leave_session();
   void finish_tmfs();  // maybe_finish_tmf on every connection of the session
+  Connection* with_cid(uint16_t cid) const;  // the session's connection with this CID
+  void end_for_logout();  // another connection logged this one (or the session) out
   void queue_logout_response(uint32_t itt, uint8_t response);
   // --- transmit ---
   struct TxItem {
@@ -213,6 +216,8 @@ class Connection final : public EventHandler, public Deferred {
     Command* done_cmd = nullptr;  // pending_tx of this command drops when sent
   };
   TxItem& queue_pdu(Op op);
+  // Queues a Login Response with the ISID, TSIH and ITT of this login filled in.
+  TxItem& queue_login_response();
   void queue_status_fields(TxItem& it);  // StatSN, ExpCmdSN, MaxCmdSN at 24/28/32
   void send_text_like(Op op, uint8_t flags, uint32_t itt, uint32_t ttt, std::vector<uint8_t> data);
   void queue_scsi_response(Command* c);

@@ -407,35 +407,32 @@ uint16_t Server::allocate_tsih() {
   return t;
 }
 
-void Server::session_started(const std::string& key, unsigned reactor, uint64_t tsih) {
+void Server::session_started(const std::string& key, uint16_t tsih) {
   std::shared_ptr<Session> old;
-  unsigned old_reactor = 0;
   {
     std::lock_guard lock(sessions_mu_);
-    auto [it, inserted] = sessions_.try_emplace(key, reactor, tsih);
+    auto [it, inserted] = sessions_.try_emplace(key, tsih);
     if (!inserted) {
-      old_reactor = it->second.first;
-      auto t = by_tsih_.find(uint16_t(it->second.second));
-      if (t != by_tsih_.end()) old = t->second;
-      it->second = {reactor, tsih};
+      if (auto t = by_tsih_.find(it->second); t != by_tsih_.end()) old = t->second;
+      it->second = tsih;
     }
   }
   if (!old) return;
   // RFC 7143 6.3.5: a new session with the same ISID (TSIH 0) reinstates the old one:
-  // every connection of it is closed (or, kept after a failure, it ends now); its tasks
-  // end as on I_T nexus loss.
-  reactors_[old_reactor]->post([this, old] {
+  // every connection of it is closed, and a session kept after a failure ends now; its
+  // tasks end as on I_T nexus loss. On the old session's reactor (fixed at registration).
+  reactors_[old->reactor]->post([this, old] {
     old->closing = true;
     const std::vector<Connection*> conns = old->conns;
     for (Connection* c : conns) c->close("session reinstated");
-    if (old->conns.empty()) end_session(*old, *this);
+    end_session(*old, *this);  // no-op when its last connection ended it just now
   });
 }
 
-void Server::session_ended(const std::string& key, uint64_t tsih) {
+void Server::session_ended(const std::string& key, uint16_t tsih) {
   std::lock_guard lock(sessions_mu_);
   auto it = sessions_.find(key);
-  if (it != sessions_.end() && it->second.second == tsih) sessions_.erase(it);
+  if (it != sessions_.end() && it->second == tsih) sessions_.erase(it);
 }
 
 void Server::close_target_connections(const std::string& iqn, uint64_t except) {

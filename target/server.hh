@@ -126,11 +126,11 @@ class ServerContext {
   virtual const ChapPolicy* discovery_chap() const = 0;
   virtual uint16_t allocate_tsih() = 0;
   virtual uint64_t allocate_nexus_id() = 0;
-  // A normal session (its TSIH, on reactor `reactor`) reached full feature phase. Closes
-  // every connection of an older session with the same initiator name, ISID, target and
-  // portal group (RFC 7143 6.3.5 session reinstatement).
-  virtual void session_started(const std::string& key, unsigned reactor, uint64_t tsih) = 0;
-  virtual void session_ended(const std::string& key, uint64_t tsih) = 0;
+  // A normal session (its TSIH, registered with register_tsih) reached full feature phase.
+  // Closes every connection of an older session with the same initiator name, ISID,
+  // target and portal group (RFC 7143 6.3.5 session reinstatement).
+  virtual void session_started(const std::string& key, uint16_t tsih) = 0;
+  virtual void session_ended(const std::string& key, uint16_t tsih) = 0;
   // Sessions by TSIH, for logins that add a connection (MaxConnections > 1, RFC 7143
   // 6.3.6 session continuation). Any thread; the Session itself is only touched on its
   // reactor. The registry holds the session until unregister_tsih.
@@ -190,8 +190,8 @@ class Server final : public ServerContext {
   }
   uint16_t allocate_tsih() override;
   uint64_t allocate_nexus_id() override { return ++next_nexus_id_; }
-  void session_started(const std::string& key, unsigned reactor, uint64_t tsih) override;
-  void session_ended(const std::string& key, uint64_t tsih) override;
+  void session_started(const std::string& key, uint16_t tsih) override;
+  void session_ended(const std::string& key, uint16_t tsih) override;
   void register_tsih(std::shared_ptr<Session> s) override;
   void unregister_tsih(uint16_t tsih) override;
   std::shared_ptr<Session> find_tsih(uint16_t tsih) const override;
@@ -249,8 +249,8 @@ class Server final : public ServerContext {
   std::atomic<unsigned> next_reactor_{0};
   void add_connection(unsigned idx, std::unique_ptr<Connection> c);
   mutable std::mutex sessions_mu_;
-  std::map<std::string, std::pair<unsigned, uint64_t>> sessions_;  // key -> (reactor, TSIH)
-  std::map<uint16_t, std::shared_ptr<Session>> by_tsih_;           // under sessions_mu_
+  std::map<std::string, uint16_t> sessions_;              // key -> TSIH, under sessions_mu_
+  std::map<uint16_t, std::shared_ptr<Session>> by_tsih_;  // under sessions_mu_
 };
 
 }  // namespace zuma::target
