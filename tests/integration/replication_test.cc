@@ -173,6 +173,16 @@ void check_same_files(Zumad& primary, Zumad& secondary) {
   }
 }
 
+// Stops both sites (each must exit 0); `site`'s image files hold what `m` says, and the
+// secondary's files equal the primary's byte for byte.
+void stop_and_compare(Zumad& primary, Zumad& secondary, Zumad& site, const Model& m) {
+  CHECK(primary.stop() == 0);
+  CHECK(secondary.stop() == 0);
+  check_image(site.file("data.img"), m.data);
+  check_image(site.file("logs.img"), m.logs);
+  check_same_files(primary, secondary);
+}
+
 // `zumactl group list` / `group status` on both sites agree with the metrics `v`.
 void check_status_verbs(Zumad& primary, Zumad& secondary, const LinkView& v) {
   using zuma::admin::Json;
@@ -252,11 +262,7 @@ TEST_CASE("async link: a group of two LUs reaches the secondary byte for byte, a
   CHECK(v.next >= 201);  // at least one record per write
   check_status_verbs(primary, secondary, v);
   check_read_only(secondary);
-  CHECK(primary.stop() == 0);
-  CHECK(secondary.stop() == 0);
-  check_image(primary.file("data.img"), m.data);
-  check_image(primary.file("logs.img"), m.logs);
-  check_same_files(primary, secondary);
+  stop_and_compare(primary, secondary, primary, m);
 
   // Both restart: the link resumes where it was, nothing is sent twice or lost.
   secondary.start();
@@ -266,11 +272,7 @@ TEST_CASE("async link: a group of two LUs reaches the secondary byte for byte, a
     write_some(s, m, rng, 100, seed);
   }
   wait_settled(primary, secondary);
-  CHECK(primary.stop() == 0);
-  CHECK(secondary.stop() == 0);
-  check_image(secondary.file("data.img"), m.data);
-  check_image(secondary.file("logs.img"), m.logs);
-  check_same_files(primary, secondary);
+  stop_and_compare(primary, secondary, secondary, m);
   CHECK(primary.log().find("group db: log") != std::string::npos);
 }
 
@@ -324,11 +326,7 @@ TEST_CASE("sync link: an acknowledged write is on the secondary when the primary
     write_some(s, m, rng, 40, seed);
   }
   wait_settled(primary, secondary);
-  CHECK(primary.stop() == 0);
-  CHECK(secondary.stop() == 0);
-  check_image(primary.file("data.img"), m.data);
-  check_image(primary.file("logs.img"), m.logs);
-  check_same_files(primary, secondary);
+  stop_and_compare(primary, secondary, primary, m);
 }
 
 namespace {
@@ -429,10 +427,7 @@ TEST_CASE(
   CHECK(primary.log().find("async link dr is back within its fall-behind limits") !=
         std::string::npos);
   wait_settled(primary, secondary);
-  CHECK(primary.stop() == 0);
-  CHECK(secondary.stop() == 0);
-  check_image(secondary.file("data.img"), pair.m.data);
-  check_same_files(primary, secondary);
+  stop_and_compare(primary, secondary, secondary, pair.m);
 }
 
 TEST_CASE("fall-behind limits, on_full: block: writes wait for the peer however long it takes") {
@@ -467,7 +462,5 @@ TEST_CASE("fall-behind limits, on_full: block: writes wait for the peer however 
   CHECK(completed.load() == 15);
   wait_settled(primary, secondary);
   CHECK(metric_of(primary, kHolding) == 0);
-  CHECK(primary.stop() == 0);
-  CHECK(secondary.stop() == 0);
-  check_same_files(primary, secondary);
+  stop_and_compare(primary, secondary, secondary, pair.m);
 }
