@@ -3,12 +3,13 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <algorithm>
 #include <bit>
+#include <cstdio>
 #include <map>
-#include <optional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -39,6 +40,9 @@ using namespace zuma;
 snapshot::Registry g_snapshots;
 // Replication groups (issue 8): set before the LUs are opened.
 replication::NodeReplication* g_replication = nullptr;
+// LUs by name, for the replication role changes that protect or free a group's LUs.
+std::mutex g_group_lus_mu;
+std::map<std::string, std::weak_ptr<scsi::LogicalUnit>> g_group_lus;
 
 // A LU with `snapshots:`: its backend becomes the live view of a snapshot store.
 std::unique_ptr<storage::Backend> with_snapshots(const config::Lun& l,
@@ -164,11 +168,16 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   lp.num_blocks = l.size / l.block_size;
   lp.thin = l.thin;
   lp.write_cache = l.write_cache;
-  // True for snapshot exports too (config), and for LUs of a secondary group.
-  lp.read_only = l.read_only || (g_replication && g_replication->read_only(l.name));
+  lp.read_only = l.read_only;                // true for snapshot exports too (config)
   lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
   lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
   auto lu = scsi::make_logical_unit(std::move(lp), std::move(backend));
+  // LUs of a group that is secondary here are write protected while it is (issue 8: roles).
+  if (g_replication && g_replication->read_only(l.name)) lu->set_write_protected(true);
+  if (g_replication) {
+    std::lock_guard lk(g_group_lus_mu);
+    g_group_lus[l.name] = lu;
+  }
   // Issue 7: a rollback replaces the data under the LU's initiators; why 28h/00h for every
   // I_T nexus: snapshot/snapshot_store.hh (set_rollback_listener).
   if (l.snapshots || (l.source && !l.source->clone.empty()))
@@ -290,6 +299,12 @@ int main(int argc, char** argv) {
   try {
     replication = replication::NodeReplication::create(cfg);
     g_replication = replication.get();
+    replication->set_protect([](const std::string& name, bool on) {
+      std::lock_guard lk(g_group_lus_mu);
+      auto it = g_group_lus.find(name);
+      if (it == g_group_lus.end()) return;
+      if (auto lu = it->second.lock()) lu->set_write_protected(on);
+    });
     server = std::make_unique<target::Server>(build(cfg, lus));
     replication->start();  // crash replay before any initiator is served
     server->start();

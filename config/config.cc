@@ -623,9 +623,11 @@ class Parser {
       }
       const Item* log = f.get("log");
       const Item* links = f.get("links");
-      if (g.secondary) {
-        if (log) fail(*log, "a secondary group has no log (it applies what its primary ships)");
-        if (links) fail(*links, "a secondary group has no links (its primary connects to it)");
+      // A secondary group's log and links are what it uses once promoted (docs/REPLICATION.md
+      // "Roles"); without a log it cannot be promoted.
+      if (g.secondary && !log) {
+        if (links)
+          fail(*links, "a secondary group's links are used once it is promoted, which needs a log");
         groups.push_back(std::move(g));
         continue;
       }

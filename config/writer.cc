@@ -213,7 +213,7 @@ std::string to_yaml(const Config& c, const std::string& header) {
     std::string luns;
     for (const auto& l : g.luns) luns += (luns.empty() ? "" : ", ") + q(l);
     out += "    luns: [" + luns + "]\n";
-    if (g.secondary) continue;
+    if (g.log_path.empty()) continue;
     out += fmt::format("    log: {{path: {}, size: {}}}\n", q(g.log_path), g.log_size);
     if (!g.links.empty()) out += "    links:\n";
     for (const ReplicationLink& l : g.links) {

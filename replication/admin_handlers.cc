@@ -1,5 +1,6 @@
 #include "replication/admin_handlers.hh"
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -17,9 +18,27 @@ std::string joined(const std::vector<std::string>& v) {
   return out;
 }
 
+// "12.0 of 48.0 MiB (25%), 3 s left" while a resync runs; what the last one sent after.
+std::string resync_progress(const LinkStats& s) {
+  if (!s.resyncs) return "";
+  constexpr double kMiB = 1024.0 * 1024.0;
+  if (s.state != LinkState::kResyncing)
+    return fmt::format("last: {:.1f} MiB", double(s.resync_total) / kMiB);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - s.resync_started).count();
+  const double pct =
+      s.resync_total ? 100.0 * double(s.resync_done) / double(s.resync_total) : 100.0;
+  std::string eta = "?";
+  if (s.resync_done && secs > 0)
+    eta = fmt::format("{:.0f} s left",
+                      double(s.resync_total - s.resync_done) / (double(s.resync_done) / secs));
+  return fmt::format("{:.1f} of {:.1f} MiB ({:.0f}%), {}", double(s.resync_done) / kMiB,
+                     double(s.resync_total) / kMiB, pct, eta);
+}
+
 }  // namespace
 
-void bind_replication_handlers(admin::CommandTable& t, const NodeReplication& node) {
+void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
   using admin::Json;
   auto set = [&](const char* verb, admin::Handler h) {
     if (!t.set_handler(verb, std::move(h))) throw std::logic_error(std::string("no verb ") + verb);
@@ -27,10 +46,17 @@ void bind_replication_handlers(admin::CommandTable& t, const NodeReplication& no
   set("group list", [&node](const Json&) {
     Json rows = Json::array();
     for (const auto& g : node.status()) {
+      const std::string gen = g.generation ? fmt::format("{:016x}", g.generation) : "";
       if (g.secondary) {
         const auto& r = g.replica;
+        std::string state = r && r->connected ? "primary connected" : "no primary";
+        if (!g.consistent)
+          state +=
+              fmt::format(", inconsistent (resync of {} bytes{})", g.resync_pending,
+                          r && r->resyncing ? fmt::format(": {} received", r->resync_bytes) : "");
+        if (!g.split_brain.empty()) state += ", split brain";
         rows.push_back({g.name, "secondary", joined(g.luns), r ? Json(r->applied) : Json(), Json(),
-                        Json(), Json(), r && r->connected ? "primary connected" : "no primary"});
+                        Json(), Json(), state, gen});
         continue;
       }
       const auto& l = g.log;
@@ -40,11 +66,14 @@ void bind_replication_handlers(admin::CommandTable& t, const NodeReplication& no
       rows.push_back({g.name, "primary", joined(g.luns),
                       l.next_seq ? Json(l.next_seq - 1) : Json(0), l.used_bytes, l.capacity,
                       fmt::format("{:.1f}%", fill),
-                      fmt::format("{}/{} links connected", up, g.links.size())});
+                      fmt::format("{}/{} links connected{}", up, g.links.size(),
+                                  g.split_brain.empty() ? "" : ", split brain"),
+                      gen});
     }
-    return Json{
-        {"columns", {"GROUP", "ROLE", "LUNS", "LAST_SEQ", "LOG_USED", "LOG_SIZE", "FILL", "STATE"}},
-        {"rows", rows}};
+    return Json{{"columns",
+                 {"GROUP", "ROLE", "LUNS", "LAST_SEQ", "LOG_USED", "LOG_SIZE", "FILL", "STATE",
+                  "GENERATION"}},
+                {"rows", rows}};
   });
   set("group status", [&node](const Json& a) {
     const std::string want = a.value("group", "");
@@ -54,8 +83,13 @@ void bind_replication_handlers(admin::CommandTable& t, const NodeReplication& no
       if (g.secondary) {
         if (g.replica) {
           const auto& r = *g.replica;
-          rows.push_back({"(from primary)", "secondary", r.connected ? "connected" : "disconnected",
-                          r.applied, 0, 0, 0.0, 0, r.last_error});
+          std::string state = r.connected ? "connected" : "disconnected";
+          if (r.resyncing) state += " (resyncing)";
+          rows.push_back({"(from primary)", "secondary", state, r.applied, 0, 0, 0.0, 0,
+                          g.split_brain.empty() ? r.last_error : g.split_brain,
+                          r.resyncing || r.resync_bytes
+                              ? fmt::format("{} bytes received", r.resync_bytes)
+                              : ""});
         }
       } else {
         for (const auto& k : g.links) {
@@ -67,15 +101,38 @@ void bind_replication_handlers(admin::CommandTable& t, const NodeReplication& no
           else if (!k.sync && s.fell_behind)
             mode += " (fell behind)";
           rows.push_back({k.name + " -> " + k.peer, mode, to_string(s.state), s.acked,
-                          s.lag_records, s.lag_bytes, s.lag_seconds, s.reconnects, s.last_error});
+                          s.lag_records, s.lag_bytes, s.lag_seconds, s.reconnects, s.last_error,
+                          resync_progress(s)});
         }
       }
       return Json{{"columns",
                    {"LINK", "MODE", "STATE", "ACKED_SEQ", "LAG_IOS", "LAG_BYTES", "LAG_SECONDS",
-                    "RECONNECTS", "LAST_ERROR"}},
+                    "RECONNECTS", "LAST_ERROR", "RESYNC"}},
                   {"rows", rows}};
     }
     throw admin::CommandError(fmt::format("no group '{}'", want));
+  });
+  auto result = [](const std::string& err, const std::string& done) {
+    if (!err.empty()) throw admin::CommandError(err);
+    return Json{{"message", done}};
+  };
+  set("group demote", [&node, result](const Json& a) {
+    const std::string g = a.value("group", "");
+    const auto wait = std::chrono::seconds(a.value("wait", 30));
+    return result(node.demote(g, a.value("force", false), wait),
+                  fmt::format("group {} is secondary here now", g));
+  });
+  set("group promote", [&node, result](const Json& a) {
+    const std::string g = a.value("group", "");
+    return result(node.promote(g, a.value("force", false)),
+                  fmt::format("group {} is primary here now", g));
+  });
+  set("group discard", [&node, result](const Json& a) {
+    const std::string g = a.value("group", "");
+    return result(node.discard(g),
+                  fmt::format("group {}: this side's changes since the divergence will be "
+                              "replaced by the primary's when it connects",
+                              g));
   });
 }
 

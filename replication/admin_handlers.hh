@@ -10,6 +10,6 @@ namespace zuma::replication {
 
 // Installs the handlers in `table` (which must hold register_replication_commands()'
 // verbs). `node` must outlive the table's use (zumad stops the control socket first).
-void bind_replication_handlers(admin::CommandTable& table, const NodeReplication& node);
+void bind_replication_handlers(admin::CommandTable& table, NodeReplication& node);
 
 }  // namespace zuma::replication

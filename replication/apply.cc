@@ -15,6 +15,8 @@ namespace zuma::replication {
 using storage::IoOp;
 using storage::IoRequest;
 
+thread_local bool ApplyScope::active_ = false;
+
 int submit_and_wait(storage::Backend& b, IoRequest& req) {
   struct Wait {
     std::atomic<bool> done{false};

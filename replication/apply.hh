@@ -8,6 +8,22 @@
 
 namespace zuma::replication {
 
+// Marks the current thread as replication's own writer (the secondary's apply and resync):
+// a group's replication layer lets only such writes through while the group is secondary
+// (initiator writes that slipped past the LU's write protection fail with -EROFS).
+class ApplyScope {
+ public:
+  ApplyScope() : prev_(active_) { active_ = true; }
+  ~ApplyScope() { active_ = prev_; }
+  ApplyScope(const ApplyScope&) = delete;
+  ApplyScope& operator=(const ApplyScope&) = delete;
+  static bool active() { return active_; }
+
+ private:
+  bool prev_;
+  static thread_local bool active_;
+};
+
 // Runs `req` on `b` and waits for it (backends complete inline on such threads; a backend
 // that does not is waited for). Returns 0 or -errno.
 int submit_and_wait(storage::Backend& b, storage::IoRequest& req);

@@ -25,6 +25,49 @@ inline void register_replication_commands(admin::CommandTable& t) {
                     "the oldest record it lacks); reconnects and the last error.",
          .options = {{"group", ArgType::kString, "a group name", true, true, "groups", {}}},
          .example = "group status db"});
+  t.add(
+      {.name = "group demote",
+       .summary = "this primary stops taking writes, waits for its links, becomes secondary",
+       .details = "Planned switchover, step 1 (docs/REPLICATION.md runbook). The group's LUs\n"
+                  "become write protected; demote waits (--wait seconds, default 30) until every\n"
+                  "link's peer has every record, so promoting the peer loses nothing. A link that\n"
+                  "cannot catch up makes it refuse, unless --force.",
+       .options =
+           {{"group", ArgType::kString, "a group name", true, true, "groups", {}},
+            {"force", ArgType::kFlag, "even if a link's peer lacks records", false, false, "", {}},
+            {"wait",
+             ArgType::kInt,
+             "seconds to wait for the links (default 30)",
+             false,
+             false,
+             "",
+             {}}},
+       .example = "group demote db"});
+  t.add({.name = "group promote",
+         .summary = "this secondary becomes primary of a new generation",
+         .details =
+             "Switchover step 2, or failover when the primary is lost. Refused while the\n"
+             "primary is connected (demote it first) or while this side is inconsistent (an\n"
+             "unfinished resync), unless --force. The LUs become writable; the group's links\n"
+             "start shipping to the old primary, which resyncs only what differs.",
+         .options = {{"group", ArgType::kString, "a group name", true, true, "groups", {}},
+                     {"force",
+                      ArgType::kFlag,
+                      "cut a connected primary off / promote an inconsistent image",
+                      false,
+                      false,
+                      "",
+                      {}}},
+         .example = "group promote db"});
+  t.add({.name = "group discard",
+         .summary = "resolve a split brain: this side's changes since the divergence go",
+         .details =
+             "On the side whose writes are to be thrown away after a split brain (both sides\n"
+             "took writes as primary). A primary is demoted at once; when the other side's\n"
+             "link connects, only the ranges this side changed since the two diverged are\n"
+             "copied from it, then its records follow.",
+         .options = {{"group", ArgType::kString, "a group name", true, true, "groups", {}}},
+         .example = "group discard db"});
 }
 #pragma GCC diagnostic pop
 

@@ -63,7 +63,21 @@ class GroupLog::Layer final : public Backend {
       lower_->submit(req);
       return;
     }
+    // Counted before `logging` is looked at: set_logging(false) then wait_idle() sees every
+    // write that was logged (docs/REPLICATION.md "Roles").
+    group_->inflight_.fetch_add(1, std::memory_order_seq_cst);
+    if (!group_->logging_.load(std::memory_order_seq_cst)) {
+      group_->inflight_.fetch_sub(1, std::memory_order_seq_cst);
+      // Secondary: only the replica's own writes (apply, resync) reach the LU; a flush
+      // changes nothing.
+      if (ApplyScope::active() || req.op == IoOp::kFlush)
+        lower_->submit(req);
+      else
+        req.done(req, -EROFS);
+      return;
+    }
     if (req.op == IoOp::kWrite && req.length > std::numeric_limits<uint32_t>::max()) {
+      group_->inflight_.fetch_sub(1, std::memory_order_seq_cst);
       req.done(req, -EINVAL);  // the log's records hold at most 4 GiB - 1 (far above any transfer limit)
       return;
     }
@@ -158,9 +172,11 @@ class GroupLog::Layer final : public Backend {
 
   static void finish(Op& op, int result) {
     IoRequest* orig = op.orig;
+    GroupLog* g = op.layer->group_;
     op.orig = nullptr;
     put_op(&op);
     orig->done(*orig, result);
+    g->inflight_.fetch_sub(1, std::memory_order_seq_cst);
   }
 
   GroupLog* group_;
@@ -177,7 +193,7 @@ std::expected<std::unique_ptr<GroupLog>, std::string> GroupLog::open(const Group
   g->name_ = opt.name;
   g->flush_at_percent_ = std::clamp(opt.flush_at_percent, 1u, 95u);
   g->log_ = std::move(*log);
-  g->log_id_ = g->log_->log_id();
+  g->log_id_.store(g->log_->log_id());
   g->publish();
   g->applied_bits_ = std::make_unique<std::atomic<uint8_t>[]>(kWindow);
   for (uint64_t i = 0; i < kWindow; ++i) g->applied_bits_[i].store(0, std::memory_order_relaxed);
@@ -192,6 +208,104 @@ void GroupLog::stop_writer() {
   stop_.store(true);
   kick();
   writer_.join();
+}
+
+bool GroupLog::wait_idle(std::chrono::milliseconds limit) const {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (inflight_.load(std::memory_order_seq_cst) != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+void GroupLog::stop_links() {
+  for (auto& l : links_) l->stop();
+}
+
+std::string GroupLog::flush_lowers() {
+  for (Backend* b : lowers_) {
+    IoRequest req{IoOp::kFlush};
+    if (int r = submit_and_wait(*b, req); r < 0)
+      return fmt::format("group {}: flushing {}: {}", name_, b->describe(), std::strerror(-r));
+  }
+  std::lock_guard lk(log_mu_);
+  if (int r = log_->sync(); r < 0)
+    return fmt::format("group {}: syncing the log: {}", name_, std::strerror(-r));
+  if (int r = log_->checkpoint(); r < 0)
+    return fmt::format("group {}: writing the log superblock: {}", name_, std::strerror(-r));
+  return "";
+}
+
+std::expected<void, std::string> GroupLog::start_generation(uint64_t next_seq) {
+  if (writer_.joinable()) return std::unexpected(fmt::format("group {}: the log is in use", name_));
+  for (size_t i = 0; i < lowers_.size(); ++i)
+    if (!lowers_[i])
+      return std::unexpected(fmt::format("group {}: LU {} of the group is not attached", name_, i));
+  {
+    std::lock_guard lk(log_mu_);
+    if (int r = log_->reformat(next_seq); r < 0)
+      return std::unexpected(
+          fmt::format("group {}: starting a new log: {}", name_, std::strerror(-r)));
+    log_id_.store(log_->log_id());
+    publish();
+  }
+  for (uint64_t i = 0; i < kWindow; ++i) applied_bits_[i].store(0, std::memory_order_relaxed);
+  applied_upto_ = next_seq - 1;
+  stop_.store(false);
+  started_ = true;
+  logging_.store(true, std::memory_order_seq_cst);
+  writer_ = std::thread([this] { writer_loop(); });
+  // The peers had every record before next_seq (they follow the old generation up to it,
+  // or are told otherwise by their WELCOME).
+  for (auto& l : links_) l->restart(next_seq - 1);
+  return {};
+}
+
+std::expected<std::vector<Region>, std::string> GroupLog::regions_after(uint64_t after) const {
+  std::lock_guard lk(log_mu_);
+  std::vector<Region> out;
+  if (after + 1 >= log_->next_seq()) return out;
+  if (after + 1 < log_->head_seq())
+    return std::unexpected(
+        fmt::format("group {}: the log no longer holds records {}..{} (it starts at {})", name_,
+                    after + 1, log_->head_seq() - 1, log_->head_seq()));
+  int r = log_->read(after + 1, [&](const RecordView& v) {
+    if (v.type != RecordType::kBookmark) out.push_back(Region{v.lu, v.offset, v.length});
+    return true;
+  });
+  if (r < 0)
+    return std::unexpected(fmt::format("group {}: reading the log: {}", name_, std::strerror(-r)));
+  return merge_regions(std::move(out));
+}
+
+int GroupLog::read_lower(uint32_t lu, uint64_t offset, std::span<uint8_t> out) const {
+  if (lu >= lowers_.size() || !lowers_[lu]) return -EINVAL;
+  iovec v{out.data(), out.size()};
+  IoRequest req{IoOp::kRead};
+  req.offset = offset;
+  req.length = out.size();
+  req.iov = &v;
+  req.iovcnt = 1;
+  return submit_and_wait(*lowers_[lu], req);
+}
+
+std::vector<Region> merge_regions(std::vector<Region> v) {
+  std::sort(v.begin(), v.end(), [](const Region& a, const Region& b) {
+    return a.lu != b.lu ? a.lu < b.lu : a.offset < b.offset;
+  });
+  std::vector<Region> out;
+  for (const Region& r : v) {
+    if (r.length == 0) continue;
+    if (!out.empty() && out.back().lu == r.lu &&
+        r.offset <= out.back().offset + out.back().length) {
+      out.back().length =
+          std::max(out.back().offset + out.back().length, r.offset + r.length) - out.back().offset;
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
 }
 
 GroupLog::~GroupLog() {

@@ -29,6 +29,7 @@
 #include <expected>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +56,16 @@ struct LogEntry {
   storage::IoContext* origin = nullptr;  // where done() runs; nullptr: on the writer
   storage::PostedWork work{};
 };
+
+// A byte range of one LU of the group (resync: what must be copied).
+struct Region {
+  uint32_t lu = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const Region&) const = default;
+};
+// Sorted by LU and offset, overlapping and touching ranges joined.
+std::vector<Region> merge_regions(std::vector<Region> v);
 
 struct GroupLogOptions {
   std::string name;       // the group's name, for logs
@@ -95,6 +106,39 @@ class GroupLog {
   // destructor. Idempotent.
   void stop_writer();
 
+  // Roles (docs/REPLICATION.md "Roles"). While not logging (a secondary group, or one
+  // being demoted) writes to the group's LUs do not enter the log: those of the replica's
+  // threads (ApplyScope) go straight to the LU's backend, any other fails with -EROFS.
+  bool logging() const { return logging_.load(std::memory_order_seq_cst); }
+  void set_logging(bool on) { logging_.store(on, std::memory_order_seq_cst); }
+  // The generations before this log's (log id, last sequence number it had when the next
+  // began), oldest first: sent in the HELLO so a peer can tell where the two diverged.
+  using Lineage = std::vector<std::pair<uint64_t, uint64_t>>;
+  Lineage lineage() const {
+    std::lock_guard lk(stats_mu_);
+    return lineage_;
+  }
+  void set_lineage(Lineage l) {
+    std::lock_guard lk(stats_mu_);
+    lineage_ = std::move(l);
+  }
+  // Waits up to `limit` until no write is inside the replication layer. False on timeout.
+  bool wait_idle(std::chrono::milliseconds limit) const;
+  // Stops every site link (each stores what its peer acknowledged).
+  void stop_links();
+  // Flushes the group's backends and the log. "" or a message.
+  std::string flush_lowers();
+  // A promotion: with the writer stopped, empties the log under a new log id (the new
+  // generation) whose first record is `next_seq`, starts the writer and restarts the links.
+  std::expected<void, std::string> start_generation(uint64_t next_seq);
+  // The regions written by the records after `after` still in the log (a side's changes
+  // since the point where it diverged from its peer), merged. Error: the log no longer
+  // holds them all.
+  std::expected<std::vector<Region>, std::string> regions_after(uint64_t after) const;
+  // Reads `out.size()` bytes at `offset` of LU `lu`'s backend, below the replication layer
+  // (a resync's source), synchronously: a thread without an IoContext. 0 or -errno.
+  int read_lower(uint32_t lu, uint64_t offset, std::span<uint8_t> out) const;
+
   // Queues `e` (any thread). e.done runs once, later, on e.origin's thread (or inline, on
   // this thread, when it has no IoContext: the append is then synchronous).
   void submit(LogEntry& e);
@@ -107,7 +151,7 @@ class GroupLog {
 
   // For site links (any thread).
   int read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* out, size_t* count) const;
-  uint64_t log_id() const { return log_id_; }
+  uint64_t log_id() const { return log_id_.load(); }
   RingLog::Lag lag(uint64_t acked) const;
   std::vector<uint64_t> lun_sizes() const;
   uint64_t published_next() const { return pub_next_.load(); }  // next sequence to be written
@@ -138,7 +182,9 @@ class GroupLog {
   std::unique_ptr<RingLog> log_;
   mutable std::mutex log_mu_;  // the writer thread, synchronous submitters, stats(); before stats_mu_
   std::vector<storage::Backend*> lowers_;
-  uint64_t log_id_ = 0;
+  std::atomic<uint64_t> log_id_{0};
+  std::atomic<bool> logging_{true};
+  std::atomic<int64_t> inflight_{0};  // writes inside the layers (see Layer::submit)
   std::vector<std::unique_ptr<SiteLink>> links_;
   std::atomic<uint64_t> pub_next_{1}, pub_head_{1};
   // Appended entries waiting for sync links (writer thread only), with when they started.
@@ -159,6 +205,7 @@ class GroupLog {
 
   mutable std::mutex stats_mu_;
   GroupLogStats stats_;
+  Lineage lineage_;
 };
 
 }  // namespace zuma::replication

@@ -1,7 +1,14 @@
 // zumad's replication wiring: config groups -> GroupLogs, SiteLinks, a ReplicaServer.
 #include "replication/node_replication.hh"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -9,6 +16,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 namespace zuma::replication {
 
@@ -18,6 +26,66 @@ std::string state_dir(const config::Config& cfg) { return cfg.node.data_dir + "/
 
 }  // namespace
 
+namespace {
+
+std::optional<RoleState> load_role(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("role") || !j["role"].is_string())
+    throw std::runtime_error(fmt::format("{}: not a replication role file", path));
+  RoleState r;
+  r.primary = j["role"] == "primary";
+  r.discard = j.value("discard", false);
+  r.consistent = j.value("consistent", true);
+  for (const auto& e : j.value("lineage", nlohmann::json::array()))
+    r.lineage.emplace_back(e.at(0).get<uint64_t>(), e.at(1).get<uint64_t>());
+  for (const auto& e : j.value("resync", nlohmann::json::array()))
+    r.resync.push_back(
+        Region{e.at(0).get<uint32_t>(), e.at(1).get<uint64_t>(), e.at(2).get<uint64_t>()});
+  return r;
+}
+
+uint64_t bytes_of(const std::vector<Region>& v) {
+  uint64_t n = 0;
+  for (const Region& r : v) n += r.length;
+  return n;
+}
+
+}  // namespace
+
+std::string NodeReplication::role_path(const Group& g) const {
+  return fmt::format("{}/{}.role", state_dir(cfg_), g.cfg->name);
+}
+
+std::string NodeReplication::store_role(Group& g, const RoleState& r) {
+  nlohmann::json lineage = nlohmann::json::array(), resync = nlohmann::json::array();
+  for (const auto& [id, end] : r.lineage) lineage.push_back({id, end});
+  for (const Region& x : r.resync) resync.push_back({x.lu, x.offset, x.length});
+  const nlohmann::json j = {{"role", r.primary ? "primary" : "secondary"},
+                            {"lineage", lineage},
+                            {"discard", r.discard},
+                            {"consistent", r.consistent},
+                            {"resync", resync}};
+  const std::string path = role_path(g), tmp = path + ".tmp", text = j.dump(1) + "\n";
+  // Replaced atomically and durably: written, synced, renamed, the directory synced.
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fmt::format("{}: {}", tmp, std::strerror(errno));
+  bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0)
+    return fmt::format("{}: {}", path, std::strerror(errno));
+  if (int d = ::open(state_dir(cfg_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); d >= 0) {
+    ::fsync(d);
+    ::close(d);
+  }
+  std::lock_guard lk(mu_);
+  g.role = r;
+  return "";
+}
+
 std::unique_ptr<NodeReplication> NodeReplication::create(const config::Config& cfg) {
   std::unique_ptr<NodeReplication> n(new NodeReplication());
   n->cfg_ = cfg;
@@ -25,110 +93,273 @@ std::unique_ptr<NodeReplication> NodeReplication::create(const config::Config& c
   std::error_code ec;
   std::filesystem::create_directories(state_dir(cfg), ec);
   if (ec) throw std::runtime_error(fmt::format("cannot create {}: {}", state_dir(cfg), ec.message()));
+  n->groups_.reserve(n->cfg_.groups.size());
   for (const config::Group& g : n->cfg_.groups) {
-    if (g.secondary) {
-      for (uint32_t i = 0; i < g.luns.size(); ++i)
-        n->secondary_lu_[g.luns[i]] = {n->secondary_.size(), i};
-      n->secondary_.push_back({&g, std::vector<storage::Backend*>(g.luns.size(), nullptr)});
-      continue;
+    Group grp{&g,
+              nullptr,
+              std::vector<bool>(g.luns.size(), false),
+              std::vector<storage::Backend*>(g.luns.size(), nullptr),
+              {},
+              ""};
+    grp.role.primary = !g.secondary;
+    if (auto r = load_role(fmt::format("{}/{}.role", state_dir(cfg), g.name))) {
+      if (r->primary != !g.secondary)
+        spdlog::info("group {}: {} here since a role change (the configuration says {})", g.name,
+                     r->primary ? "primary" : "secondary", g.secondary ? "secondary" : "primary");
+      grp.role = *r;
     }
-    GroupLogOptions o;
-    o.name = g.name;
-    o.log = {g.log_path, g.log_size, true};
-    auto log = GroupLog::open(o);
-    if (!log) throw std::runtime_error(fmt::format("group '{}': {}", g.name, log.error()));
-    for (const config::ReplicationLink& l : g.links) {
-      LinkOptions lo;
-      lo.name = l.name;
-      lo.peer = l.peer;
-      lo.mode = l.sync ? LinkMode::kSync : LinkMode::kAsync;
-      lo.state_path = fmt::format("{}/{}.{}.link", state_dir(cfg), g.name, l.name);
-      lo.sync_timeout_ms = int(l.sync_timeout_ms);
-      lo.fallbehind_ios = l.fallbehind_ios;
-      lo.fallbehind_bytes = l.fallbehind_bytes;
-      lo.fallbehind_seconds = l.fallbehind_seconds;
-      lo.on_fallbehind =
-          l.on_full == "block" ? LinkOptions::Policy::kBlock : LinkOptions::Policy::kSync;
-      if (auto r = (*log)->add_link(lo); !r)
-        throw std::runtime_error(fmt::format("group '{}': link '{}': {}", g.name, l.name, r.error()));
+    if (!grp.role.primary && cfg.node.replication_listen.empty())
+      throw std::runtime_error(
+          fmt::format("group '{}' is secondary here since a role change, and "
+                      "node.replication_listen is not set",
+                      g.name));
+    if (!g.log_path.empty()) {
+      GroupLogOptions o;
+      o.name = g.name;
+      o.log = {g.log_path, g.log_size, true};
+      auto log = GroupLog::open(o);
+      if (!log) throw std::runtime_error(fmt::format("group '{}': {}", g.name, log.error()));
+      for (const config::ReplicationLink& l : g.links) {
+        LinkOptions lo;
+        lo.name = l.name;
+        lo.peer = l.peer;
+        lo.mode = l.sync ? LinkMode::kSync : LinkMode::kAsync;
+        lo.state_path = fmt::format("{}/{}.{}.link", state_dir(cfg), g.name, l.name);
+        lo.sync_timeout_ms = int(l.sync_timeout_ms);
+        lo.fallbehind_ios = l.fallbehind_ios;
+        lo.fallbehind_bytes = l.fallbehind_bytes;
+        lo.fallbehind_seconds = l.fallbehind_seconds;
+        lo.on_fallbehind =
+            l.on_full == "block" ? LinkOptions::Policy::kBlock : LinkOptions::Policy::kSync;
+        if (auto r = (*log)->add_link(lo); !r)
+          throw std::runtime_error(
+              fmt::format("group '{}': link '{}': {}", g.name, l.name, r.error()));
+      }
+      grp.log = std::move(*log);
+      grp.log->set_lineage(grp.role.lineage);
+      if (!grp.role.primary) grp.log->set_logging(false);
+    } else if (grp.role.primary) {
+      throw std::runtime_error(fmt::format("group '{}' is primary here but has no log", g.name));
     }
-    for (uint32_t i = 0; i < g.luns.size(); ++i) n->primary_lu_[g.luns[i]] = {n->groups_.size(), i};
-    n->groups_.push_back({&g, std::move(*log), std::vector<bool>(g.luns.size(), false)});
+    for (uint32_t i = 0; i < g.luns.size(); ++i) n->lu_[g.luns[i]] = {n->groups_.size(), i};
+    n->groups_.push_back(std::move(grp));
   }
   return n;
 }
 
 NodeReplication::~NodeReplication() { quiesce(); }
 
+NodeReplication::Group* NodeReplication::find(const std::string& name) {
+  for (Group& g : groups_)
+    if (g.cfg->name == name) return &g;
+  return nullptr;
+}
+
 std::unique_ptr<storage::Backend> NodeReplication::layer(const std::string& lu,
                                                          std::unique_ptr<storage::Backend> lower) {
-  auto it = primary_lu_.find(lu);
-  if (it == primary_lu_.end()) return lower;
+  auto it = lu_.find(lu);
+  if (it == lu_.end()) return lower;
   auto [gi, index] = it->second;
-  Primary& p = groups_[gi];
-  if (started_ || p.attached[index])
-    throw std::runtime_error(fmt::format("LU '{}' of group '{}' can only be opened at startup", lu,
-                                         p.cfg->name));
-  p.attached[index] = true;
-  return p.log->attach(index, std::move(lower));
+  Group& g = groups_[gi];
+  if (!g.log) return lower;
+  if (started_ || g.attached[index])
+    throw std::runtime_error(
+        fmt::format("LU '{}' of group '{}' can only be opened at startup", lu, g.cfg->name));
+  g.attached[index] = true;
+  return g.log->attach(index, std::move(lower));
 }
 
 void NodeReplication::bind(const std::string& lu, storage::Backend* top) {
-  auto it = secondary_lu_.find(lu);
-  if (it == secondary_lu_.end()) return;
+  auto it = lu_.find(lu);
+  if (it == lu_.end()) return;
   if (started_)
-    throw std::runtime_error(fmt::format("LU '{}' of secondary group '{}' can only be opened at startup",
-                                         lu, secondary_[it->second.first].cfg->name));
-  secondary_[it->second.first].luns[it->second.second] = top;
+    throw std::runtime_error(fmt::format("LU '{}' of group '{}' can only be opened at startup", lu,
+                                         groups_[it->second.first].cfg->name));
+  groups_[it->second.first].tops[it->second.second] = top;
 }
 
-bool NodeReplication::read_only(const std::string& lu) const { return secondary_lu_.count(lu) != 0; }
+bool NodeReplication::read_only(const std::string& lu) const {
+  auto it = lu_.find(lu);
+  if (it == lu_.end()) return false;
+  std::lock_guard lk(mu_);
+  return !groups_[it->second.first].role.primary;
+}
+
+void NodeReplication::set_protected(Group& g, bool on) {
+  if (!protect_) return;
+  for (const auto& lu : g.cfg->luns) protect_(lu, on);
+}
+
+void NodeReplication::serve_secondary(Group& g) {
+  for (size_t i = 0; i < g.tops.size(); ++i)
+    if (!g.tops[i])
+      throw std::runtime_error(
+          fmt::format("secondary group '{}': LU '{}' was not opened", g.cfg->name, g.cfg->luns[i]));
+  ReplicaGroupOptions o;
+  o.name = g.cfg->name;
+  o.state_path = fmt::format("{}/{}.replica", state_dir(cfg_), g.cfg->name);
+  o.luns = g.tops;
+  o.admit = [this, &g](const HelloInfo& h, const SeqState& st) { return admit(g, h, st); };
+  o.on_consistent = [this, &g] {
+    RoleState r;
+    {
+      std::lock_guard lk(mu_);
+      r = g.role;
+    }
+    r.consistent = true;
+    r.resync.clear();
+    if (auto e = store_role(g, r); !e.empty()) spdlog::error("group {}: {}", g.cfg->name, e);
+  };
+  if (auto r = replica_->add_group(o); !r) throw std::runtime_error(r.error());
+}
+
+// Where a connecting primary stands relative to this secondary (docs/REPLICATION.md
+// "Roles"): the same generation, a later one that began where this side is (a switchover),
+// one that diverged from this side (split brain unless this side was told to discard), or
+// none in common.
+Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& st) {
+  RoleState role;
+  {
+    std::lock_guard lk(mu_);
+    role = g.role;
+  }
+  const std::string& name = g.cfg->name;
+  auto refuse = [&](std::string msg, bool split) {
+    if (split) {
+      std::lock_guard lk(mu_);
+      g.split_brain = msg;
+    }
+    spdlog::error("group {}: primary {} refused: {}", name, h.peer, msg);
+    return Admission{std::move(msg), 0, std::nullopt};
+  };
+  auto admitted = [&](uint64_t applied, std::optional<std::vector<Region>> resync) {
+    std::lock_guard lk(mu_);
+    g.split_brain.clear();
+    return Admission{"", applied, std::move(resync)};
+  };
+  if (st.log_id == 0 || st.log_id == h.log_id) {
+    if (!role.consistent) return admitted(st.seq, role.resync);  // an interrupted resync, again
+    return admitted(st.seq, std::nullopt);
+  }
+  // Another generation. Either the primary's began from the one this side follows (its
+  // lineage names it), or this side's own began from the primary's (this side was promoted
+  // from it and has since been told to discard).
+  std::optional<uint64_t> branch;
+  for (const auto& [id, end] : h.lineage)
+    if (id == st.log_id) branch = end;
+  const bool theirs = branch.has_value();
+  if (!branch)
+    for (const auto& [id, end] : role.lineage)
+      if (id == h.log_id) branch = end;
+  if (!branch)
+    return refuse(
+        fmt::format("group {}: this side follows log {:016x}, the primary's log {:016x} has no "
+                    "generation in common with it: a full resync is needed",
+                    name, st.log_id, h.log_id),
+        false);
+  const uint64_t e = *branch;
+  if (theirs && st.seq < e)
+    return refuse(
+        fmt::format("group {}: this side has records up to {} of log {:016x}, the primary's "
+                    "generation began after record {}: the records between are in no log",
+                    name, st.seq, st.log_id, e),
+        false);
+  if (!theirs && h.last < e)
+    return refuse(
+        fmt::format("group {}: the primary's log {:016x} ends at {}, before record {} where this "
+                    "side's generation began",
+                    name, h.log_id, h.last, e),
+        false);
+  RoleState next = role;
+  next.lineage = h.lineage;
+  next.discard = false;
+  if (st.seq > e) {
+    // This side has changes the primary lacks: records e+1..st.seq of its own log.
+    if (!role.discard)
+      return refuse(
+          fmt::format("split brain: group {}: this side has records {}..{} of log {:016x} that the "
+                      "primary (log {:016x}, at {}) does not; the two diverged after record {}. "
+                      "Resolve with `zumactl group discard {}` on the side whose changes are to go",
+                      name, e + 1, st.seq, st.log_id, h.log_id, h.last, e, name),
+          true);
+    if (!g.log || g.log->log_id() != st.log_id)
+      return refuse(
+          fmt::format("group {}: this side's changes after record {} are not in its log: a full "
+                      "resync is needed",
+                      name, e),
+          false);
+    auto regions = g.log->regions_after(e);
+    if (!regions) return refuse(fmt::format("{}: a full resync is needed", regions.error()), false);
+    next.consistent = false;
+    next.resync = std::move(*regions);
+    if (auto err = store_role(g, next); !err.empty()) return refuse(err, false);
+    spdlog::warn(
+        "group {}: discarding this side's records {}..{}: {} ranges ({} bytes) come from primary "
+        "{}",
+        name, e + 1, st.seq, next.resync.size(), bytes_of(next.resync), h.peer);
+    return admitted(e, next.resync);
+  }
+  if (auto err = store_role(g, next); !err.empty()) return refuse(err, false);
+  spdlog::info("group {}: following the primary's new generation (log {:016x}) from record {}",
+               name, h.log_id, e);
+  return admitted(e, std::nullopt);
+}
 
 void NodeReplication::start() {
-  for (Primary& p : groups_) {
-    const auto s0 = p.log->stats();
-    if (auto r = p.log->start(); !r) throw std::runtime_error(r.error());
-    const auto s = p.log->stats();
-    spdlog::info("group {}: log {} ({} bytes), {} records replayed, next sequence {}, {} links",
-                 p.cfg->name, p.cfg->log_path, s.capacity, s.replayed_records - s0.replayed_records,
-                 s.next_seq, p.cfg->links.size());
-    for (const auto& l : p.cfg->links)
-      spdlog::info("  link {}: {} to {}", l.name, l.sync ? "sync" : "async", l.peer);
-  }
-  if (!secondary_.empty()) {
+  if (!groups_.empty() && !cfg_.node.replication_listen.empty()) {
     auto rs = ReplicaServer::start(cfg_.node.replication_listen);
     if (!rs) throw std::runtime_error(rs.error());
     replica_ = std::move(*rs);
-    for (Secondary& s : secondary_) {
-      for (size_t i = 0; i < s.luns.size(); ++i)
-        if (!s.luns[i])
-          throw std::runtime_error(fmt::format("secondary group '{}': LU '{}' was not opened",
-                                               s.cfg->name, s.cfg->luns[i]));
-      ReplicaGroupOptions o;
-      o.name = s.cfg->name;
-      o.state_path = fmt::format("{}/{}.replica", state_dir(cfg_), s.cfg->name);
-      o.luns = s.luns;
-      if (auto r = replica_->add_group(o); !r) throw std::runtime_error(r.error());
-      const auto st = replica_->stats(o.name);
-      spdlog::info("group {}: secondary on {} (port {}), applied up to {}", o.name,
-                   cfg_.node.replication_listen, replica_->port(), st ? st->applied : 0);
+    // A primary connecting to a group that is primary here too: two primaries.
+    replica_->set_unserved([this](const std::string& group, const HelloInfo& h) -> std::string {
+      Group* g = find(group);
+      if (!g) return "";
+      std::lock_guard lk(mu_);
+      if (!g->role.primary) return "";
+      g->split_brain = fmt::format(
+          "split brain: group {} is primary here (log {:016x}) and at {} too (log {:016x}, at {}); "
+          "demote or "
+          "discard one side",
+          group, g->log ? g->log->log_id() : 0, h.peer, h.log_id, h.last);
+      spdlog::error("{}", g->split_brain);
+      return g->split_brain;
+    });
+  }
+  for (Group& g : groups_) {
+    if (!g.role.primary) {
+      serve_secondary(g);
+      const auto st = replica_->stats(g.cfg->name);
+      spdlog::info("group {}: secondary on {} (port {}), applied up to {}{}", g.cfg->name,
+                   cfg_.node.replication_listen, replica_->port(), st ? st->applied : 0,
+                   g.role.consistent ? "" : " (inconsistent: a resync is unfinished)");
+      continue;
     }
+    const auto s0 = g.log->stats();
+    if (auto r = g.log->start(); !r) throw std::runtime_error(r.error());
+    const auto s = g.log->stats();
+    spdlog::info("group {}: log {} ({} bytes), {} records replayed, next sequence {}, {} links",
+                 g.cfg->name, g.cfg->log_path, s.capacity, s.replayed_records - s0.replayed_records,
+                 s.next_seq, g.cfg->links.size());
+    for (const auto& l : g.cfg->links)
+      spdlog::info("  link {}: {} to {}", l.name, l.sync ? "sync" : "async", l.peer);
   }
   started_ = true;
 }
 
 void NodeReplication::quiesce() {
   replica_.reset();  // joins its threads: nothing applies into the LUs afterwards
-  for (Primary& p : groups_) p.log->stop_writer();
+  for (Group& g : groups_)
+    if (g.log) g.log->stop_writer();
 }
 
 bool NodeReplication::drain_links(std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   for (;;) {
     bool settled = true;
-    for (Primary& p : groups_) {
-      const uint64_t last = p.log->published_next() - 1;
-      for (const auto& [name, st] : p.log->link_stats())
+    for (Group& g : groups_) {
+      if (!g.log || !g.log->logging()) continue;
+      const uint64_t last = g.log->published_next() - 1;
+      for (const auto& [name, st] : g.log->link_stats())
         if (st.state == LinkState::kConnected && st.acked < last) settled = false;
     }
     if (settled) return true;
@@ -137,28 +368,190 @@ bool NodeReplication::drain_links(std::chrono::milliseconds limit) {
   }
 }
 
+std::string NodeReplication::stop_primary(Group& g, bool discard, bool force,
+                                          std::chrono::milliseconds wait) {
+  const std::string& name = g.cfg->name;
+  if (!replica_)
+    return fmt::format(
+        "group {}: node.replication_listen is not set, so it cannot be secondary here", name);
+  set_protected(g, true);
+  g.log->set_logging(false);
+  auto undo = [&](std::string why) {
+    g.log->set_logging(true);
+    set_protected(g, false);
+    return why;
+  };
+  if (!g.log->wait_idle(std::chrono::seconds(30)))
+    return undo(fmt::format("group {}: writes did not finish", name));
+  const uint64_t last = g.log->published_next() - 1;
+  if (!discard) {
+    // A planned switchover loses nothing: every link has every record first.
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    std::string behind;
+    for (;;) {
+      behind.clear();
+      for (const auto& [ln, st] : g.log->link_stats())
+        if (st.acked < last)
+          behind +=
+              fmt::format("{}link {} has records up to {} of {} ({})", behind.empty() ? "" : "; ",
+                          ln, st.acked, last, to_string(st.state));
+      if (behind.empty() || std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!behind.empty() && !force)
+      return undo(fmt::format(
+          "group {}: {}; its peer would lack them. Bring the link up, or demote with --force "
+          "to leave them behind",
+          name, behind));
+    if (!behind.empty()) spdlog::warn("group {}: demoted with --force: {}", name, behind);
+  }
+  g.log->stop_links();
+  g.log->stop_writer();
+  if (auto e = g.log->flush_lowers(); !e.empty()) return undo(e);
+  // This side now holds its own log's records up to `last`; kept in the log, so that they
+  // can be named if the other side never saw them (split brain, discard).
+  auto st = SeqStateFile::open(fmt::format("{}/{}.replica", state_dir(cfg_), name));
+  if (!st) return st.error();
+  if (int r = st->store(SeqState{last, g.log->log_id()}); r < 0)
+    return fmt::format("{}: {}", st->path(), std::strerror(-r));
+  RoleState r;
+  {
+    std::lock_guard lk(mu_);
+    r = g.role;
+    g.split_brain.clear();
+  }
+  r.primary = false;
+  r.discard = discard;
+  r.consistent = true;
+  r.resync.clear();
+  if (auto e = store_role(g, r); !e.empty()) return e;
+  serve_secondary(g);
+  spdlog::warn("group {}: {} at record {} of log {:016x}: secondary now", name,
+               discard ? "discarding" : "demoted", last, g.log->log_id());
+  return "";
+}
+
+std::string NodeReplication::demote(const std::string& group, bool force,
+                                    std::chrono::milliseconds wait) {
+  std::lock_guard change(change_mu_);
+  Group* g = find(group);
+  if (!g) return fmt::format("no group '{}'", group);
+  if (!g->role.primary) return fmt::format("group {} is secondary here already", group);
+  return stop_primary(*g, false, force, wait);
+}
+
+std::string NodeReplication::discard(const std::string& group) {
+  std::lock_guard change(change_mu_);
+  Group* g = find(group);
+  if (!g) return fmt::format("no group '{}'", group);
+  if (g->role.primary) {
+    if (!g->log) return fmt::format("group {} has no log here", group);
+    return stop_primary(*g, true, true, std::chrono::milliseconds(0));
+  }
+  RoleState r;
+  {
+    std::lock_guard lk(mu_);
+    r = g->role;
+    g->split_brain.clear();
+  }
+  r.discard = true;
+  if (auto e = store_role(*g, r); !e.empty()) return e;
+  spdlog::warn(
+      "group {}: this side's own changes will be overwritten by the next primary that connects",
+      group);
+  return "";
+}
+
+std::string NodeReplication::promote(const std::string& group, bool force) {
+  std::lock_guard change(change_mu_);
+  Group* g = find(group);
+  if (!g) return fmt::format("no group '{}'", group);
+  RoleState r;
+  {
+    std::lock_guard lk(mu_);
+    r = g->role;
+  }
+  if (r.primary) return fmt::format("group {} is primary here already", group);
+  if (!g->log)
+    return fmt::format(
+        "group {} has no log here: give it `log:` in the configuration to promote it", group);
+  if (!r.consistent && !force)
+    return fmt::format(
+        "group {}: this side is inconsistent (a resync of {} bytes is unfinished): it holds a mix "
+        "of "
+        "two images. Promote with --force only if it is the last copy",
+        group, bytes_of(r.resync));
+  if (auto rm = replica_->remove_group(group, force); !rm)
+    return fmt::format("{}: demote the primary first (or promote with --force to cut it off)",
+                       rm.error());
+  auto st = SeqStateFile::open(fmt::format("{}/{}.replica", state_dir(cfg_), group));
+  if (!st) {
+    serve_secondary(*g);
+    return st.error();
+  }
+  const SeqState at = st->value();
+  if (at.log_id) r.lineage.emplace_back(at.log_id, at.seq);
+  g->log->set_lineage(r.lineage);
+  // The log is emptied under a new id before the role says primary: a restart in between
+  // finds a secondary with an empty log, never old records to replay over newer data.
+  if (auto s = g->log->start_generation(at.seq + 1); !s) {
+    serve_secondary(*g);
+    return s.error();
+  }
+  r.primary = true;
+  r.discard = false;
+  r.consistent = true;
+  r.resync.clear();
+  if (auto e = store_role(*g, r); !e.empty()) return e;
+  {
+    std::lock_guard lk(mu_);
+    g->split_brain.clear();
+  }
+  set_protected(*g, false);
+  spdlog::warn("group {}: promoted: primary of generation {:016x}, from record {} of log {:016x}{}",
+               group, g->log->log_id(), at.seq, at.log_id, force ? " (forced)" : "");
+  return "";
+}
+
 std::vector<NodeReplication::GroupStatus> NodeReplication::status() const {
   std::vector<GroupStatus> out;
-  for (const Primary& p : groups_) {
+  for (const Group& grp : groups_) {
     GroupStatus g;
-    g.name = p.cfg->name;
-    g.luns = p.cfg->luns;
-    g.log = p.log->stats();
-    const auto stats = p.log->link_stats();
-    for (const config::ReplicationLink& l : p.cfg->links) {
-      GroupStatus::Link k{l.name, l.peer, l.sync, {}};
-      for (const auto& [name, st] : stats)
-        if (name == l.name) k.stats = st;
-      g.links.push_back(std::move(k));
+    g.name = grp.cfg->name;
+    g.luns = grp.cfg->luns;
+    RoleState role;
+    {
+      std::lock_guard lk(mu_);
+      role = grp.role;
+      g.split_brain = grp.split_brain;
     }
-    out.push_back(std::move(g));
-  }
-  for (const Secondary& s : secondary_) {
-    GroupStatus g;
-    g.name = s.cfg->name;
-    g.secondary = true;
-    g.luns = s.cfg->luns;
-    if (replica_) g.replica = replica_->stats(s.cfg->name);
+    g.secondary = !role.primary;
+    g.consistent = role.consistent;
+    if (!role.consistent) g.resync_pending = bytes_of(role.resync);
+    if (role.primary) {
+      g.log = grp.log->stats();
+      g.generation = grp.log->log_id();
+      const auto stats = grp.log->link_stats();
+      for (const config::ReplicationLink& l : grp.cfg->links) {
+        GroupStatus::Link k{l.name, l.peer, l.sync, {}};
+        for (const auto& [name, st] : stats)
+          if (name == l.name) k.stats = st;
+        if (k.stats.state == LinkState::kSplitBrain && g.split_brain.empty())
+          g.split_brain = k.stats.last_error;
+        g.links.push_back(std::move(k));
+      }
+      // A peer that refused this side as a second primary and then took its records (it was
+      // demoted or discarded): the split brain it reported is over.
+      for (const auto& k : g.links)
+        if (k.stats.state == LinkState::kConnected || k.stats.state == LinkState::kResyncing) {
+          g.split_brain.clear();
+          std::lock_guard lk(mu_);
+          grp.split_brain.clear();
+        }
+    } else if (replica_) {
+      g.replica = replica_->stats(grp.cfg->name);
+      if (g.replica) g.generation = g.replica->log_id;
+    }
     out.push_back(std::move(g));
   }
   return out;
@@ -170,21 +563,39 @@ std::string NodeReplication::metrics_text() const {
   auto metric = [&](const char* name, const char* help) {
     out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n", name, help, name);
   };
+  const auto groups = status();
+  metric("zuma_replication_group_primary",
+         "1 while the group is primary on this node, 0 while secondary.");
+  for (const auto& g : groups)
+    out += fmt::format("zuma_replication_group_primary{{group=\"{}\"}} {}\n", g.name,
+                       g.secondary ? 0 : 1);
+  metric("zuma_replication_group_split_brain", "1 while a split brain is reported for the group.");
+  for (const auto& g : groups)
+    out += fmt::format("zuma_replication_group_split_brain{{group=\"{}\"}} {}\n", g.name,
+                       g.split_brain.empty() ? 0 : 1);
+  metric("zuma_replication_group_consistent",
+         "0 while this side's image is a resync's mix of two images.");
+  for (const auto& g : groups)
+    out += fmt::format("zuma_replication_group_consistent{{group=\"{}\"}} {}\n", g.name,
+                       g.consistent ? 1 : 0);
+  std::vector<const Group*> primaries;
+  for (const Group& g : groups_)
+    if (g.log && g.log->logging()) primaries.push_back(&g);
   metric("zuma_replication_log_next_seq", "The next sequence number of a primary group's log.");
-  for (const Primary& p : groups_)
-    out += fmt::format("zuma_replication_log_next_seq{{group=\"{}\"}} {}\n", p.cfg->name,
-                       p.log->published_next());
+  for (const Group* p : primaries)
+    out += fmt::format("zuma_replication_log_next_seq{{group=\"{}\"}} {}\n", p->cfg->name,
+                       p->log->published_next());
   metric("zuma_replication_log_used_bytes", "Bytes of a primary group's log holding records.");
   metric("zuma_replication_log_capacity_bytes", "The size of a primary group's log.");
   metric("zuma_replication_log_appended_bytes",
          "Bytes written to a primary group's log since zumad opened it (record headers included).");
-  for (const Primary& p : groups_) {
-    const GroupLogStats st = p.log->stats();
-    out += fmt::format("zuma_replication_log_used_bytes{{group=\"{}\"}} {}\n", p.cfg->name,
+  for (const Group* p : primaries) {
+    const GroupLogStats st = p->log->stats();
+    out += fmt::format("zuma_replication_log_used_bytes{{group=\"{}\"}} {}\n", p->cfg->name,
                        st.used_bytes);
-    out += fmt::format("zuma_replication_log_capacity_bytes{{group=\"{}\"}} {}\n", p.cfg->name,
+    out += fmt::format("zuma_replication_log_capacity_bytes{{group=\"{}\"}} {}\n", p->cfg->name,
                        st.capacity);
-    out += fmt::format("zuma_replication_log_appended_bytes{{group=\"{}\"}} {}\n", p.cfg->name,
+    out += fmt::format("zuma_replication_log_appended_bytes{{group=\"{}\"}} {}\n", p->cfg->name,
                        st.appended_bytes);
   }
   struct Field {
@@ -209,10 +620,15 @@ std::string NodeReplication::metrics_text() const {
        [](const LinkStats& s) { return double(s.lag_bytes); }},
       {"zuma_replication_link_lag_seconds", "Age of the oldest record the peer does not have yet.",
        [](const LinkStats& s) { return s.lag_seconds; }},
+      {"zuma_replication_link_resync_bytes",
+       "Bytes of ranges the link's current or last resync sends.",
+       [](const LinkStats& s) { return double(s.resync_total); }},
+      {"zuma_replication_link_resync_sent_bytes", "Bytes of those ranges sent so far.",
+       [](const LinkStats& s) { return double(s.resync_done); }},
   };
   std::vector<std::tuple<std::string, std::string, LinkStats>> links;
-  for (const Primary& p : groups_)
-    for (auto& [name, st] : p.log->link_stats()) links.emplace_back(p.cfg->name, name, st);
+  for (const Group* p : primaries)
+    for (auto& [name, st] : p->log->link_stats()) links.emplace_back(p->cfg->name, name, st);
   for (const Field& f : kLink) {
     metric(f.name, f.help);
     for (const auto& [g, l, st] : links)
@@ -221,15 +637,21 @@ std::string NodeReplication::metrics_text() const {
   if (replica_) {
     metric("zuma_replication_replica_applied_seq",
            "The highest sequence number a secondary group has applied durably.");
-    for (const Secondary& s : secondary_)
-      if (auto st = replica_->stats(s.cfg->name))
-        out += fmt::format("zuma_replication_replica_applied_seq{{group=\"{}\"}} {}\n", s.cfg->name,
-                           st->applied);
+    for (const auto& g : groups)
+      if (g.replica)
+        out += fmt::format("zuma_replication_replica_applied_seq{{group=\"{}\"}} {}\n", g.name,
+                           g.replica->applied);
     metric("zuma_replication_replica_connected", "1 while a secondary group's primary is connected.");
-    for (const Secondary& s : secondary_)
-      if (auto st = replica_->stats(s.cfg->name))
-        out += fmt::format("zuma_replication_replica_connected{{group=\"{}\"}} {}\n", s.cfg->name,
-                           st->connected ? 1 : 0);
+    for (const auto& g : groups)
+      if (g.replica)
+        out += fmt::format("zuma_replication_replica_connected{{group=\"{}\"}} {}\n", g.name,
+                           g.replica->connected ? 1 : 0);
+    metric("zuma_replication_replica_resync_bytes",
+           "Range bytes a secondary group received in its current or last resync.");
+    for (const auto& g : groups)
+      if (g.replica)
+        out += fmt::format("zuma_replication_replica_resync_bytes{{group=\"{}\"}} {}\n", g.name,
+                           g.replica->resync_bytes);
   }
   return out;
 }

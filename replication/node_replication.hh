@@ -11,8 +11,10 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,24 +26,37 @@
 
 namespace zuma::replication {
 
+// A group's role on this node, kept in <data_dir>/replication/<group>.role (JSON, replaced
+// atomically); without the file, the config's `role` (docs/REPLICATION.md "Roles").
+struct RoleState {
+  bool primary = true;
+  GroupLog::Lineage lineage;   // generations before the current one, oldest first
+  bool discard = false;        // secondary: a primary may overwrite this side's own changes
+  bool consistent = true;      // false while a resync is unfinished
+  std::vector<Region> resync;  // the ranges of that resync
+};
+
 class NodeReplication {
  public:
-  // Opens every primary group's log and adds its links (nothing is replayed or sent yet).
-  // Throws std::runtime_error with a one-line message.
+  // Opens every group's log (where it has one) and adds its links (nothing is replayed or
+  // sent yet). Throws std::runtime_error with a one-line message.
   static std::unique_ptr<NodeReplication> create(const config::Config& cfg);
   ~NodeReplication();
   NodeReplication(const NodeReplication&) = delete;
   NodeReplication& operator=(const NodeReplication&) = delete;
 
   // The stack of LU `lu`'s sub-units as the layers above should see it: inside the
-  // replication layer if `lu` is in a primary group, else `lower` itself. Throws for a
-  // group LU opened after start() (changing one needs a restart: config::diff says so).
+  // replication layer if `lu` is in a group with a log here, else `lower` itself. Throws
+  // for a group LU opened after start() (changing one needs a restart: config::diff says so).
   std::unique_ptr<storage::Backend> layer(const std::string& lu, std::unique_ptr<storage::Backend> lower);
-  // The top of LU `lu`'s finished stack; for a LU of a secondary group, the backend its
-  // primary's records are applied to (not owned; it must live until quiesce()).
+  // The top of LU `lu`'s finished stack: where a secondary applies its primary's records
+  // (not owned; it must live until quiesce()).
   void bind(const std::string& lu, storage::Backend* top);
-  // A LU of a secondary group: read-only to initiators (only its primary writes it).
+  // A LU of a group that is secondary now: write protected to initiators.
   bool read_only(const std::string& lu) const;
+  // Called with (LU, protected) when a role change protects or frees a group's LUs. Set
+  // before start().
+  void set_protect(std::function<void(const std::string&, bool)> fn) { protect_ = std::move(fn); }
 
   // Replays each primary group's log into its LUs, starts the links, and starts serving
   // the secondary groups. Throws std::runtime_error.
@@ -53,6 +68,18 @@ class NodeReplication {
   // (async links ship what the last writes left in the log). Returns false on timeout.
   bool drain_links(std::chrono::milliseconds limit);
 
+  // Role changes (zumactl group promote / demote / discard; control thread). "" or why not.
+  // promote: this secondary becomes primary of a new generation; refused while its primary
+  //   is connected or its image is inconsistent (a resync unfinished), unless `force`.
+  // demote: the primary stops taking writes, waits up to `wait` until every link has every
+  //   record (refused if one cannot, unless `force`), and becomes secondary.
+  // discard: this side gives up its changes since it diverged from the other: a primary is
+  //   demoted without waiting for its links; the next primary to connect resyncs the ranges
+  //   those changes touched.
+  std::string promote(const std::string& group, bool force);
+  std::string demote(const std::string& group, bool force, std::chrono::milliseconds wait);
+  std::string discard(const std::string& group);
+
   // Prometheus text: log, link and replica state (docs/REPLICATION.md "In zumad").
   std::string metrics_text() const;
 
@@ -61,6 +88,10 @@ class NodeReplication {
     std::string name;
     bool secondary = false;
     std::vector<std::string> luns;
+    uint64_t generation = 0;  // primary: its log id; secondary: the log it follows
+    bool consistent = true;
+    std::string split_brain;      // why, while one is reported
+    uint64_t resync_pending = 0;  // secondary: bytes of an unfinished resync's ranges
     GroupLogStats log;  // primary
     struct Link {
       std::string name, peer;
@@ -72,26 +103,33 @@ class NodeReplication {
   };
   std::vector<GroupStatus> status() const;
   uint16_t listen_port() const { return replica_ ? replica_->port() : 0; }
-  bool empty() const { return groups_.empty() && secondary_.empty(); }
+  bool empty() const { return groups_.empty(); }
 
  private:
-  struct Primary {
+  struct Group {
     const config::Group* cfg;
-    std::unique_ptr<GroupLog> log;
+    std::unique_ptr<GroupLog> log;  // when the group has a log on this node
     std::vector<bool> attached;
-  };
-  struct Secondary {
-    const config::Group* cfg;
-    std::vector<storage::Backend*> luns;
+    std::vector<storage::Backend*> tops;
+    RoleState role;                   // mu_
+    mutable std::string split_brain;  // mu_ (status() clears it once a link is through)
   };
   NodeReplication() = default;
+  std::string role_path(const Group& g) const;
+  std::string store_role(Group& g, const RoleState& r);  // "" or why not
+  Group* find(const std::string& name);
+  void serve_secondary(Group& g);  // adds it to the replica server
+  Admission admit(Group& g, const HelloInfo& h, const SeqState& st);
+  void set_protected(Group& g, bool on);
+  std::string stop_primary(Group& g, bool discard, bool force, std::chrono::milliseconds wait);
 
   config::Config cfg_;  // owns the Group definitions the entries point to
-  std::vector<Primary> groups_;
-  std::vector<Secondary> secondary_;
-  std::map<std::string, std::pair<size_t, uint32_t>> primary_lu_;    // LU -> (group, index)
-  std::map<std::string, std::pair<size_t, uint32_t>> secondary_lu_;  // LU -> (group, index)
+  std::vector<Group> groups_;
+  std::map<std::string, std::pair<size_t, uint32_t>> lu_;  // LU -> (group, index)
   std::unique_ptr<ReplicaServer> replica_;
+  std::function<void(const std::string&, bool)> protect_;
+  mutable std::mutex mu_;  // role state and split-brain notes (status() reads them)
+  std::mutex change_mu_;   // one role change at a time
   bool started_ = false;
 };
 

@@ -122,8 +122,8 @@ int recv_frame(int fd, Frame* type, std::vector<uint8_t>* payload, int timeout_m
   FrameHeader h{};
   if (int r = recv_all(fd, &h, sizeof(h), deadline); r < 0) return r;
   // Lengths are checked before anything is allocated for them.
-  if (h.magic != kMagic || h.type < uint16_t(Frame::kHello) || h.type > uint16_t(Frame::kError) ||
-      h.length > kMaxFrame)
+  if (h.magic != kMagic || h.type < uint16_t(Frame::kHello) ||
+      h.type > uint16_t(Frame::kResyncDone) || h.length > kMaxFrame)
     return -EPROTO;
   payload->resize(h.length);
   if (int r = recv_all(fd, payload->data(), h.length, deadline); r < 0) return r;

@@ -12,16 +12,28 @@
 namespace zuma::replication::proto {
 
 enum class Frame : uint16_t {
-  kHello = 1,    // primary -> secondary: JSON {protocol, group, link, log_id, luns: [sizes]}
-  kWelcome = 2,  // secondary -> primary: JSON {applied, log_id}
-  kBatch = 3,    // primary -> secondary: one log batch, as on disk
-  kAck = 4,      // secondary -> primary: u64 LE, highest sequence applied durably
-  kError = 5,    // either way: a one-line message; the sender closes the connection
+  // primary -> secondary: JSON {protocol, group, link, log_id, last, luns: [sizes],
+  // lineage: [[log_id, end], ...]} (lineage: the generations before log_id, oldest first,
+  // each with the last sequence number it had when the next one began)
+  kHello = 1,
+  // secondary -> primary: JSON {applied, log_id, resync: [[lu, offset, length], ...]}
+  kWelcome = 2,
+  kBatch = 3,  // primary -> secondary: one log batch, as on disk
+  kAck = 4,    // secondary -> primary: u64 LE, highest sequence applied durably
+  kError = 5,  // either way: a one-line message; the sender closes the connection
+  // primary -> secondary, between WELCOME and the first BATCH when the WELCOME asked for a
+  // resync: u32 LU, u32 0, u64 offset, then the bytes of that range as the primary has them.
+  kResync = 6,
+  // primary -> secondary after the last RESYNC frame: u64 LE, the primary's last sequence
+  // number when it had read every range; the secondary is consistent again once it has
+  // applied up to it.
+  kResyncDone = 7,
 };
 
 constexpr uint32_t kMagic = 0x4650525a;         // "ZRPF"
 constexpr uint32_t kMaxFrame = 64u << 20;        // above the largest batch the log writes
-constexpr int kProtocolVersion = 2;  // 2: a BATCH frame holds one or more log batches
+// 2: a BATCH frame holds one or more log batches; 3: generations (HELLO lineage), resync
+constexpr int kProtocolVersion = 3;
 
 struct FrameHeader {
   uint32_t magic;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -69,7 +70,8 @@ ReplicaServer::~ReplicaServer() {
 std::expected<void, std::string> ReplicaServer::add_group(const ReplicaGroupOptions& opt) {
   auto st = SeqStateFile::open(opt.state_path);
   if (!st) return std::unexpected(st.error());
-  auto g = std::make_unique<Group>(Group{opt.name, opt.luns, std::move(*st), false, {}});
+  auto g = std::make_unique<Group>(
+      Group{opt.name, opt.luns, std::move(*st), false, {}, opt.admit, opt.on_consistent});
   g->stats.applied = g->state.value().seq;
   g->stats.log_id = g->state.value().log_id;
   std::lock_guard lk(mu_);
@@ -83,6 +85,26 @@ std::optional<ReplicaGroupStats> ReplicaServer::stats(const std::string& group) 
   auto it = groups_.find(group);
   if (it == groups_.end()) return std::nullopt;
   return it->second->stats;
+}
+
+std::expected<void, std::string> ReplicaServer::remove_group(const std::string& group, bool force) {
+  for (int i = 0;; ++i) {
+    {
+      std::lock_guard lk(mu_);
+      auto it = groups_.find(group);
+      if (it == groups_.end()) return {};
+      Group& g = *it->second;
+      if (!g.busy) {
+        groups_.erase(it);
+        return {};
+      }
+      if (!force) return std::unexpected(fmt::format("group {}: its primary is connected", group));
+      if (i == 0) ::shutdown(g.fd, SHUT_RDWR);
+    }
+    if (i > 3000)
+      return std::unexpected(fmt::format("group {}: the primary's connection did not end", group));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 void ReplicaServer::accept_loop() {
@@ -156,6 +178,7 @@ std::string ReplicaServer::make_durable(Group& g, uint64_t applied) {
 
 void ReplicaServer::serve(int fd, std::string peer) {
   storage::UniqueFd sock(fd);
+  ApplyScope applying;  // this thread writes into the group's LUs while they are secondary
   Group* g = nullptr;
   auto fail = [&](const std::string& msg) {
     spdlog::error("replication: {}{}: {}", g ? "group " + g->name + ", " : "", peer, msg);
@@ -174,6 +197,8 @@ void ReplicaServer::serve(int fd, std::string peer) {
     std::string group_name, err;
     uint64_t log_id = 0;
     std::vector<uint64_t> sizes;
+    HelloInfo info;
+    info.peer = peer;
     if (hello.is_discarded() || !hello.is_object() || !hello.contains("group") || !hello["group"].is_string() ||
         !hello.contains("log_id") || !hello["log_id"].is_number_unsigned() || !hello.contains("luns") ||
         !hello["luns"].is_array() || hello.value("protocol", 0) != proto::kProtocolVersion) {
@@ -183,12 +208,24 @@ void ReplicaServer::serve(int fd, std::string peer) {
       log_id = hello["log_id"].get<uint64_t>();
       for (auto& s : hello["luns"])
         if (s.is_number_unsigned()) sizes.push_back(s.get<uint64_t>());
+      info.log_id = log_id;
+      if (hello.contains("last") && hello["last"].is_number_unsigned())
+        info.last = hello["last"].get<uint64_t>();
+      if (hello.contains("lineage") && hello["lineage"].is_array())
+        for (const auto& e : hello["lineage"])
+          if (e.is_array() && e.size() == 2 && e[0].is_number_unsigned() &&
+              e[1].is_number_unsigned())
+            info.lineage.emplace_back(e[0].get<uint64_t>(), e[1].get<uint64_t>());
     }
+    std::optional<Admission> admission;
     if (err.empty()) {
-      std::lock_guard lk(mu_);
+      std::unique_lock lk(mu_);
       auto it = groups_.find(group_name);
       if (it == groups_.end()) {
-        err = fmt::format("no replica group {} here", group_name);
+        auto unserved = unserved_;
+        lk.unlock();
+        if (unserved) err = unserved(group_name, info);
+        if (err.empty()) err = fmt::format("no replica group {} here", group_name);
       } else if (it->second->busy) {
         err = fmt::format("group {} already has a primary connected", group_name);
       } else {
@@ -198,6 +235,21 @@ void ReplicaServer::serve(int fd, std::string peer) {
         for (auto s : sizes) theirs += fmt::format(" {}", s);
         if (mine != theirs) {
           err = fmt::format("group {}: the primary's LUs have sizes{}, this secondary's{}", group_name, theirs, mine);
+        } else if (cand.admit) {
+          // The owner decides (generations, split brain, resync); the group is held busy
+          // meanwhile so no second primary races in.
+          cand.busy = true;
+          auto admit = cand.admit;
+          const SeqState st = cand.state.value();
+          lk.unlock();
+          Admission a = admit(info, st);
+          lk.lock();
+          if (!a.error.empty()) {
+            err = a.error;
+            cand.busy = false;
+          } else {
+            admission = std::move(a);
+          }
         } else if (cand.state.value().log_id && cand.state.value().log_id != log_id) {
           err = fmt::format(
               "group {}: this secondary follows primary log {:016x}, the primary's log is {:016x}: a full "
@@ -205,7 +257,10 @@ void ReplicaServer::serve(int fd, std::string peer) {
               group_name, cand.state.value().log_id, log_id);
         } else {
           cand.busy = true;
+        }
+        if (err.empty()) {
           cand.stats.connected = true;
+          cand.fd = fd;
           g = &cand;
         }
       }
@@ -213,10 +268,38 @@ void ReplicaServer::serve(int fd, std::string peer) {
     if (!g) {
       fail(err);
     } else {
-      if (g->state.value().log_id == 0) g->state.store(SeqState{g->state.value().seq, log_id});
+      if (admission) {
+        const SeqState want{admission->applied, log_id};
+        if (g->state.value().seq != want.seq || g->state.value().log_id != want.log_id) {
+          if (int r = g->state.store(want); r < 0) {
+            fail(fmt::format("{}: {}", g->state.path(), std::strerror(-r)));
+            std::lock_guard lk(mu_);
+            g->busy = false;
+            g->stats.connected = false;
+            conn_fds_.erase(std::remove(conn_fds_.begin(), conn_fds_.end(), fd), conn_fds_.end());
+            return;
+          }
+          std::lock_guard lk(mu_);
+          g->stats.applied = want.seq;
+          g->stats.log_id = want.log_id;
+        }
+      } else if (g->state.value().log_id == 0) {
+        g->state.store(SeqState{g->state.value().seq, log_id});
+      }
       uint64_t applied = g->state.value().seq;
       spdlog::info("replication: group {}: primary {} connected, applied up to {}", g->name, peer, applied);
       nlohmann::json welcome = {{"applied", applied}, {"log_id", log_id}};
+      std::optional<uint64_t> resync_target;
+      bool resync_pending = false;
+      if (admission && admission->resync) {
+        nlohmann::json ranges = nlohmann::json::array();
+        for (const Region& r : *admission->resync) ranges.push_back({r.lu, r.offset, r.length});
+        welcome["resync"] = ranges;
+        resync_pending = true;
+        std::lock_guard lk(mu_);
+        g->stats.resyncing = true;
+        g->stats.resync_bytes = 0;
+      }
       int r = proto::send_frame(fd, proto::Frame::kWelcome, welcome.dump(), kIoTimeoutMs);
       uint64_t durable = applied;
       size_t since_ack = 0;
@@ -227,6 +310,15 @@ void ReplicaServer::serve(int fd, std::string peer) {
           return false;
         }
         durable = applied;
+        if (resync_target && applied >= *resync_target) {
+          // Every range and every record up to the resync's end point is here, durably.
+          resync_target.reset();
+          resync_pending = false;
+          if (g->on_consistent) g->on_consistent();
+          std::lock_guard lk(mu_);
+          g->stats.resyncing = false;
+          spdlog::info("replication: group {}: resync done, consistent at {}", g->name, applied);
+        }
         uint8_t ack[8];
         std::memcpy(ack, &durable, 8);
         r = proto::send_frame(fd, proto::Frame::kAck, std::span<const uint8_t>(ack, 8), kIoTimeoutMs);
@@ -251,7 +343,44 @@ void ReplicaServer::serve(int fd, std::string peer) {
                        std::string(payload.begin(), payload.end()));
           break;
         }
-        if (type != proto::Frame::kBatch) {
+        if (type == proto::Frame::kResync && resync_pending && !resync_target) {
+          uint32_t lu = 0;
+          uint64_t off = 0;
+          if (payload.size() > 16) {
+            std::memcpy(&lu, payload.data(), 4);
+            std::memcpy(&off, payload.data() + 8, 8);
+          }
+          const uint64_t len = payload.size() > 16 ? payload.size() - 16 : 0;
+          if (len == 0 || lu >= g->luns.size() || off > g->luns[lu]->size() ||
+              len > g->luns[lu]->size() - off) {
+            fail("malformed RESYNC frame");
+            break;
+          }
+          iovec v{payload.data() + 16, len};
+          IoRequest w{IoOp::kWrite};
+          w.offset = off;
+          w.length = len;
+          w.iov = &v;
+          w.iovcnt = 1;
+          if (int wr = submit_and_wait(*g->luns[lu], w); wr < 0) {
+            fail(fmt::format("resync: writing {} at {}: {}", g->luns[lu]->describe(), off,
+                             std::strerror(-wr)));
+            break;
+          }
+          since_ack += len;
+          std::lock_guard lk(mu_);
+          g->stats.resync_bytes += len;
+          continue;
+        }
+        if (type == proto::Frame::kResyncDone && resync_pending && !resync_target &&
+            payload.size() == 8) {
+          uint64_t target = 0;
+          std::memcpy(&target, payload.data(), 8);
+          resync_target = target;
+          if (!ack_now()) break;
+          continue;
+        }
+        if (type != proto::Frame::kBatch || (resync_pending && !resync_target)) {
           fail("unexpected frame");
           break;
         }
@@ -286,6 +415,7 @@ void ReplicaServer::serve(int fd, std::string peer) {
       spdlog::info("replication: group {}: primary {} disconnected, applied up to {}", g->name, peer, applied);
       std::lock_guard lk(mu_);
       g->busy = false;
+      g->fd = -1;
       g->stats.connected = false;
     }
   }

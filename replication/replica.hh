@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,16 +21,39 @@
 #include <thread>
 #include <vector>
 
+#include "replication/group_log.hh"
 #include "replication/seq_state.hh"
 #include "storage/backend.hh"
 #include "storage/unique_fd.hh"
 
 namespace zuma::replication {
 
+// What a primary says of itself in its HELLO.
+struct HelloInfo {
+  std::string peer;  // host:port it connected from
+  uint64_t log_id = 0;
+  uint64_t last = 0;                                   // its last sequence number
+  std::vector<std::pair<uint64_t, uint64_t>> lineage;  // earlier generations: (log id, end)
+};
+
+// The group owner's answer to a HELLO (roles: docs/REPLICATION.md "Roles").
+struct Admission {
+  std::string error;     // non-empty: refused with this message
+  uint64_t applied = 0;  // the primary resumes after this; the group follows its log from now on
+  // Ranges the primary sends before its records; while a resync runs the group's image is
+  // inconsistent (the owner keeps that durably) until it has applied up to the primary's
+  // RESYNC_DONE point, when on_consistent is called.
+  std::optional<std::vector<Region>> resync;
+};
+
 struct ReplicaGroupOptions {
   std::string name;
   std::string state_path;                  // applied sequence and the primary's log id
   std::vector<storage::Backend*> luns;     // this side's LUs, in the group's order; not owned
+  // Decides on every HELLO that passed the basic checks (group, sizes), given what the group
+  // holds. Without it: the same log id (or none yet) is admitted, any other is refused.
+  std::function<Admission(const HelloInfo&, const SeqState&)> admit;
+  std::function<void()> on_consistent;
 };
 
 struct ReplicaGroupStats {
@@ -38,6 +62,8 @@ struct ReplicaGroupStats {
   uint64_t batches = 0, records = 0, bytes = 0, acks = 0;
   bool connected = false;
   std::string last_error;
+  bool resyncing = false;     // ranges arriving, or applying up to the resync's end point
+  uint64_t resync_bytes = 0;  // range bytes received in the current (or last) resync
 };
 
 class ReplicaServer {
@@ -53,6 +79,14 @@ class ReplicaServer {
   // Serves a group from now on. The LUs must outlive the server. Error: a message.
   std::expected<void, std::string> add_group(const ReplicaGroupOptions& opt);
   std::optional<ReplicaGroupStats> stats(const std::string& group) const;
+  // Stops serving a group (a promotion): refused while a primary is connected unless
+  // `force`, which closes that connection first. Error: a message.
+  std::expected<void, std::string> remove_group(const std::string& group, bool force);
+  // Answers HELLOs for groups this server does not serve (e.g. primary on this node): the
+  // refusal message, "" for the generic one. Set before primaries connect.
+  void set_unserved(std::function<std::string(const std::string& group, const HelloInfo&)> fn) {
+    unserved_ = std::move(fn);
+  }
 
  private:
   struct Group {
@@ -61,6 +95,9 @@ class ReplicaServer {
     SeqStateFile state;
     bool busy = false;  // a primary is connected
     ReplicaGroupStats stats;
+    std::function<Admission(const HelloInfo&, const SeqState&)> admit;
+    std::function<void()> on_consistent;
+    int fd = -1;  // the connection while busy
   };
   ReplicaServer() = default;
   void accept_loop();
@@ -81,6 +118,7 @@ class ReplicaServer {
   };
   std::vector<Conn> conns_;
   std::vector<int> conn_fds_;
+  std::function<std::string(const std::string&, const HelloInfo&)> unserved_;
 };
 
 }  // namespace zuma::replication

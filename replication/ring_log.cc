@@ -179,6 +179,23 @@ int RingLog::format(uint64_t size) {
   return 0;
 }
 
+int RingLog::reformat(uint64_t next_seq) {
+  uint64_t id = 0;
+  do {
+    if (::getrandom(&id, sizeof(id), 0) != sizeof(id)) return -EIO;
+  } while (id == 0 || id == log_id_);
+  log_id_ = id;
+  ++epoch_;  // batches of the old log are stale by their epoch as well as their id
+  head_seq_ = next_seq_ = sb_head_seq_ = std::max<uint64_t>(next_seq, 1);
+  head_off_ = tail_off_ = sb_head_off_ = kDataStart;
+  used_ = 0;
+  batches_.clear();
+  for (int i = 0; i < 2; ++i)
+    if (int r = write_superblock(); r < 0) return r;
+  if (::fsync(fd_.get()) != 0) return -errno;
+  return 0;
+}
+
 int RingLog::load_superblock(std::string* err) {
   uint8_t slot[2][kSuperblockSize];
   bool ok[2] = {false, false};

@@ -97,6 +97,10 @@ class RingLog {
   // Records up to and including `seq` are no longer needed: their space is reused. The
   // head recorded in the superblock moves on at the next checkpoint().
   void release(uint64_t seq);
+  // Starts a new log in the same file (a promotion: replication generations, see
+  // docs/REPLICATION.md "Roles"): a new random log id, no records, the next record numbered
+  // `next_seq`. Durable when it returns 0 (else -errno).
+  int reformat(uint64_t next_seq);
   // Writes the superblock (head position and sequence) durably, alternating slots.
   int checkpoint();
 

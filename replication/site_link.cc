@@ -41,6 +41,10 @@ const char* to_string(LinkState s) {
     case LinkState::kDisconnected: return "disconnected";
     case LinkState::kNeedsResync: return "needs_resync";
     case LinkState::kStopped: return "stopped";
+    case LinkState::kResyncing:
+      return "resyncing";
+    case LinkState::kSplitBrain:
+      return "split_brain";
   }
   return "?";
 }
@@ -48,11 +52,17 @@ const char* to_string(LinkState s) {
 std::expected<std::unique_ptr<SiteLink>, std::string> SiteLink::create(GroupLog& group, const LinkOptions& opt) {
   auto st = SeqStateFile::open(opt.state_path);
   if (!st) return std::unexpected(st.error());
-  if (st->value().log_id && st->value().log_id != group.log_id())
-    return std::unexpected(fmt::format(
-        "link {}: {} belongs to another log ({:016x}, this group's log is {:016x}); remove it to start the link "
+  if (st->value().log_id && st->value().log_id != group.log_id()) {
+    // Another generation's (a promotion stopped before it stored the links' new state):
+    // what the peer has is learnt from its WELCOME; until then it is taken to have nothing.
+    spdlog::warn(
+        "group {}: link {}: {} refers to log {:016x}, the group's log is {:016x}: starting it "
         "afresh",
-        opt.name, opt.state_path, st->value().log_id, group.log_id()));
+        group.name(), opt.name, opt.state_path, st->value().log_id, group.log_id());
+    if (int r = st->store(SeqState{0, group.log_id()}); r < 0)
+      return std::unexpected(
+          fmt::format("link {}: {}: {}", opt.name, opt.state_path, std::strerror(-r)));
+  }
   std::unique_ptr<SiteLink> l(new SiteLink(group, opt, std::move(*st)));
   if (!l->wake_fd_) return std::unexpected(fmt::format("link {}: eventfd: {}", opt.name, std::strerror(errno)));
   return l;
@@ -79,6 +89,20 @@ void SiteLink::stop() {
   thread_.join();
   state_.store(SeqState{acked(), group_.log_id()});
   state_value_.store(uint8_t(LinkState::kStopped));
+}
+
+void SiteLink::restart(uint64_t acked) {
+  stop();
+  stop_.store(false);
+  acked_.store(acked, std::memory_order_release);
+  state_.store(SeqState{acked, group_.log_id()});
+  degraded_.store(opt_.mode == LinkMode::kSync);
+  throttled_.store(false);
+  suspended_.store(false);
+  state_value_.store(uint8_t(LinkState::kConnecting));
+  uint64_t v;
+  (void)!::read(wake_fd_.get(), &v, sizeof(v));  // the stop's wake-up
+  start();
 }
 
 void SiteLink::notify() {
@@ -227,7 +251,8 @@ void SiteLink::run() {
         std::lock_guard lk(mu_);
         ++counters_.reconnects;
       }
-      if (LinkState(state_value_.load()) != LinkState::kNeedsResync)
+      if (LinkState(state_value_.load()) != LinkState::kNeedsResync &&
+          LinkState(state_value_.load()) != LinkState::kSplitBrain)
         state_value_.store(uint8_t(LinkState::kDisconnected));
       // A session that got going resets the backoff (session() sets it via last_error "").
       std::lock_guard lk(mu_);
@@ -239,10 +264,79 @@ void SiteLink::run() {
   }
 }
 
+bool SiteLink::send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& ranges) {
+  constexpr uint64_t kChunk = 1 << 20;
+  const auto sizes = group_.lun_sizes();
+  uint64_t total = 0;
+  for (const auto& [lu, off, len] : ranges) {
+    if (lu >= sizes.size() || off > sizes[lu] || len > sizes[lu] - off) {
+      set_error(
+          fmt::format("the peer asked for a resync of LU {} bytes {}+{}, outside the group's LUs",
+                      lu, off, len));
+      return false;
+    }
+    total += len;
+  }
+  {
+    std::lock_guard lk(mu_);
+    counters_.resync_total = total;
+    counters_.resync_done = 0;
+    counters_.resync_started = std::chrono::steady_clock::now();
+    ++counters_.resyncs;
+  }
+  state_value_.store(uint8_t(LinkState::kResyncing));
+  spdlog::info("group {}: link {}: resyncing {} ranges, {} bytes, to {}", group_.name(), opt_.name,
+               ranges.size(), total, opt_.peer);
+  std::vector<uint8_t> buf;
+  for (const auto& [lu, off, len] : ranges) {
+    for (uint64_t at = off; at < off + len && !stop_.load();) {
+      const uint64_t n = std::min(kChunk, off + len - at);
+      buf.assign(16 + n, 0);
+      const uint32_t lu32 = uint32_t(lu);
+      std::memcpy(buf.data(), &lu32, 4);
+      std::memcpy(buf.data() + 8, &at, 8);
+      if (int r = group_.read_lower(lu32, at, std::span<uint8_t>(buf).subspan(16)); r < 0) {
+        set_error(fmt::format("resync: reading LU {} at {}: {}", lu, at, std::strerror(-r)));
+        return false;
+      }
+      if (int r = proto::send_frame(fd, proto::Frame::kResync, buf, kIoTimeoutMs); r < 0) {
+        set_error(fmt::format("resync: sending: {}", std::strerror(-r)));
+        return false;
+      }
+      at += n;
+      std::lock_guard lk(mu_);
+      counters_.resync_done += n;
+      counters_.bytes_sent += buf.size();
+    }
+  }
+  // Every range was read after this point's records reached the backends: once the peer has
+  // applied up to here, it holds this side's image of that moment.
+  const uint64_t target = group_.published_next() - 1;
+  uint8_t t[8];
+  std::memcpy(t, &target, 8);
+  if (int r = proto::send_frame(fd, proto::Frame::kResyncDone, std::span<const uint8_t>(t, 8),
+                                kIoTimeoutMs);
+      r < 0) {
+    set_error(fmt::format("resync: sending: {}", std::strerror(-r)));
+    return false;
+  }
+  spdlog::info(
+      "group {}: link {}: resync sent ({} bytes); the peer is consistent once it has record {}",
+      group_.name(), opt_.name, total, target);
+  return !stop_.load();
+}
+
 bool SiteLink::session(int fd) {
   std::vector<uint64_t> sizes = group_.lun_sizes();
-  nlohmann::json hello = {{"protocol", proto::kProtocolVersion}, {"group", group_.name()}, {"link", opt_.name},
-                          {"log_id", group_.log_id()}, {"luns", sizes}};
+  nlohmann::json lineage = nlohmann::json::array();
+  for (const auto& [id, end] : group_.lineage()) lineage.push_back({id, end});
+  nlohmann::json hello = {{"protocol", proto::kProtocolVersion},
+                          {"group", group_.name()},
+                          {"link", opt_.name},
+                          {"log_id", group_.log_id()},
+                          {"last", group_.published_next() - 1},
+                          {"luns", sizes},
+                          {"lineage", lineage}};
   if (int r = proto::send_frame(fd, proto::Frame::kHello, hello.dump(), kIoTimeoutMs); r < 0) {
     set_error(fmt::format("sending HELLO: {}", std::strerror(-r)));
     return !stop_.load();
@@ -254,7 +348,9 @@ bool SiteLink::session(int fd) {
     return !stop_.load();
   }
   if (type == proto::Frame::kError) {
-    set_error(fmt::format("the peer refused: {}", std::string(payload.begin(), payload.end())));
+    const std::string msg(payload.begin(), payload.end());
+    if (msg.starts_with("split brain")) state_value_.store(uint8_t(LinkState::kSplitBrain));
+    set_error(fmt::format("the peer refused: {}", msg));
     return !stop_.load();
   }
   auto welcome = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
@@ -272,6 +368,21 @@ bool SiteLink::session(int fd) {
     set_error(fmt::format("the peer has records up to {}, the log starts at {}: a resync is needed", peer_applied,
                           group_.published_head()));
     return !stop_.load();
+  }
+  // Ranges the peer must have before records (it discarded its own changes since the two
+  // sides diverged, or was interrupted in such a resync).
+  std::vector<std::array<uint64_t, 3>> ranges;
+  if (welcome.contains("resync") && welcome["resync"].is_array())
+    for (const auto& r : welcome["resync"]) {
+      if (!r.is_array() || r.size() != 3 || !r[0].is_number_unsigned() ||
+          !r[1].is_number_unsigned() || !r[2].is_number_unsigned()) {
+        set_error("malformed WELCOME (resync)");
+        return !stop_.load();
+      }
+      ranges.push_back({r[0].get<uint64_t>(), r[1].get<uint64_t>(), r[2].get<uint64_t>()});
+    }
+  if (welcome.contains("resync")) {
+    if (!send_resync(fd, ranges)) return !stop_.load();
   }
   state_value_.store(uint8_t(LinkState::kConnected));
   set_error("");

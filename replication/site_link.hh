@@ -14,6 +14,7 @@
 // the log, the link reports `needs_resync` (resync is the next step of the replication
 // issue).
 #pragma once
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "replication/seq_state.hh"
 #include "storage/unique_fd.hh"
@@ -30,7 +32,15 @@ namespace zuma::replication {
 class GroupLog;
 
 enum class LinkMode : uint8_t { kAsync, kSync };
-enum class LinkState : uint8_t { kConnecting, kConnected, kDisconnected, kNeedsResync, kStopped };
+enum class LinkState : uint8_t {
+  kConnecting,
+  kConnected,
+  kDisconnected,
+  kNeedsResync,
+  kStopped,
+  kResyncing,   // sending the ranges the peer asked for (delta resync), then records
+  kSplitBrain,  // the peer is primary too, or holds changes this side lacks: needs `discard`
+};
 const char* to_string(LinkState s);
 
 struct LinkOptions {
@@ -62,6 +72,10 @@ struct LinkStats {
   double lag_seconds = 0;     // age of the oldest of them
   uint64_t batches_sent = 0, bytes_sent = 0, reconnects = 0;
   std::string last_error;
+  // The last (or current) resync: ranges' bytes to send and sent, when it began.
+  uint64_t resync_total = 0, resync_done = 0;
+  std::chrono::steady_clock::time_point resync_started{};
+  uint64_t resyncs = 0;  // resyncs begun since start
 };
 
 class SiteLink {
@@ -73,6 +87,9 @@ class SiteLink {
 
   void start();
   void stop();  // joins the thread; stores the acknowledged sequence
+  // After stop(), for a new generation of the group's log (a promotion): the peer is taken
+  // to have every record up to `acked`, stored durably; then start().
+  void restart(uint64_t acked);
   // New records are in the log (the group's writer; cheap when the link is busy).
   void notify();
 
@@ -101,6 +118,8 @@ class SiteLink {
   SiteLink(GroupLog& g, const LinkOptions& opt, SeqStateFile state);
   void run();
   bool session(int fd);  // false: stop
+  // Sends the ranges the WELCOME asked for, then RESYNC_DONE. False (error set) on failure.
+  bool send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& ranges);
   void set_error(const std::string& e);
   void wait_backoff(std::chrono::milliseconds d);
 

@@ -69,7 +69,7 @@ void run(LogicalUnit* lu, const LunTable& table, const CommandInfo& info, Task& 
         return;
       }
     }
-    if ((info.flags & cmd_flag::kWritesMedium) && lu->params().read_only) {
+    if ((info.flags & cmd_flag::kWritesMedium) && lu->write_protected()) {
       finish(task, Reason::kWriteProtected, d_sense);
       return;
     }

@@ -308,7 +308,7 @@ CmdResult handle_extended_copy(Cmd& c) {
   // A write-protected destination: refused before anything is copied, as a write to it
   // would be (SBC-4 write protection: DATA PROTECT, WRITE PROTECTED).
   for (const Segment& s : segs)
-    if (s.dst->params().read_only) return Reason::kWriteProtected;
+    if (s.dst->write_protected()) return Reason::kWriteProtected;
 
   auto job = std::make_unique<CopyJob>();
   job->task = &c.task;

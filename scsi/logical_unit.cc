@@ -211,6 +211,11 @@ std::expected<void, std::string> LogicalUnit::resize(uint64_t blocks) {
   return {};
 }
 
+void LogicalUnit::set_write_protected(bool on) {
+  if (write_protected_.exchange(on, std::memory_order_acq_rel) == on || params_.read_only) return;
+  uas_.establish_all(Reason::kUaModeParametersChanged);
+}
+
 void LogicalUnit::set_mode_params(const ModeParams& v, uint64_t from_nexus) {
   if (v == mode_params()) return;
   wce_.store(v.wce, std::memory_order_relaxed);

@@ -60,6 +60,16 @@ class LogicalUnit {
   LogicalUnit(LuParams params, std::unique_ptr<storage::Backend> backend);
 
   const LuParams& params() const { return params_; }
+  // Write protected now: params().read_only, or set_write_protected(true) (a LU of a
+  // secondary replication group). SBC-4 4.11: medium-changing commands get DATA PROTECT,
+  // WRITE PROTECTED (27h/00h), MODE SENSE reports WP=1.
+  bool write_protected() const {
+    return params_.read_only || write_protected_.load(std::memory_order_acquire);
+  }
+  // Changes the protection at run time (a replication group's role change; any thread).
+  // A change that takes effect gives every known I_T nexus MODE PARAMETERS CHANGED
+  // (2Ah/01h): the WP bit of the mode parameter header changed (SPC-5 6.14).
+  void set_write_protected(bool on);
   storage::Backend& backend() { return *backend_; }
   uint32_t block_size() const { return params_.block_size; }
   // The capacity now (params().num_blocks is the one it was created with). A command
@@ -128,6 +138,7 @@ class LogicalUnit {
   LuParams params_;
   std::unique_ptr<storage::Backend> backend_;
   std::atomic<uint64_t> num_blocks_;
+  std::atomic<bool> write_protected_{false};
   std::mutex resize_mu_;
   std::array<uint8_t, 16> naa_{};
   std::string serial_;

@@ -390,7 +390,7 @@ CmdResult handle_mode_sense(Cmd& c) {
   a.pc = static_cast<PageControl>(cdb[2] >> 6);
   a.page = cdb[2] & 0x3F;
   a.subpage = cdb[3];
-  a.write_protected = c.lu->params().read_only;
+  a.write_protected = c.lu->write_protected();
   const size_t alloc = a.ten ? get_be16(cdb + 7) : cdb[4];
   uint8_t buf[kMaxModeSenseLen];
   size_t n = 0;

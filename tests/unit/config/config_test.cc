@@ -571,10 +571,12 @@ TEST_CASE("groups: errors") {
         "primary connects)");
   CHECK(group("{name: db, role: backup, luns: [a]}", kListen) ==
         "t.yaml:9:22: groups[0].role: expected primary or secondary");
-  CHECK(group("{name: db, role: secondary, luns: [a]" + log + "}", kListen) ==
-        "t.yaml:9:49: groups[0].log: a secondary group has no log (it applies what its primary ships)");
-  CHECK(group("{name: db, role: secondary, luns: [a], links: []}", kListen) ==
-        "t.yaml:9:51: groups[0].links: a secondary group has no links (its primary connects to it)");
+  // A secondary's log and links serve it once promoted; links without a log are refused.
+  CHECK(group("{name: db, role: secondary, luns: [a]" + log + "}", kListen) == "OK");
+  CHECK(
+      group("{name: db, role: secondary, luns: [a], links: []}", kListen) ==
+      "t.yaml:9:51: groups[0].links: a secondary group's links are used once it is promoted, which "
+      "needs a log");
   CHECK(error_of(with_groups("  - {name: db, role: secondary, luns: [a]}\n",
                              ", replication_listen: \"127.0.0.1\"")) ==
         "t.yaml:1:47: node.replication_listen: give the port too, e.g. \"127.0.0.1:3270\"");

@@ -1,0 +1,303 @@
+// Roles and failover (issue 8; docs/REPLICATION.md "Roles", runbook): two zumads on
+// 127.0.0.1, each with the consistency group `db` (LUs data and logs), a log, a link to the
+// other and a replication listener, so either can be primary.
+//  1. Planned switchover and back: demote A (waits until B has every record), promote B,
+//     write on B, B ships to A; then the same the other way. Nothing is lost, nothing is
+//     resynced (0 range bytes), the images are equal byte for byte, the generation changes
+//     at each promotion, the demoted side's LUs are write protected.
+//  2. Unplanned failover: B paused, A takes writes B never gets, A is SIGKILLed; B is
+//     promoted and takes writes; A restarts as primary and takes writes too: a split brain,
+//     reported on both sides. `group discard` on A: when B's link connects, exactly the
+//     ranges A wrote after the two diverged cross the link (measured), then B's records;
+//     both images end equal to B's.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/control_client.hh"
+#include "tests/integration/harness.hh"
+
+extern "C" {
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
+}
+
+using namespace zuma::test;
+using zuma::admin::Json;
+
+namespace {
+
+constexpr uint32_t kBs = 512;
+constexpr uint64_t kDataBlocks = 4 * 1024 * 1024 / kBs;
+constexpr uint64_t kLogsBlocks = 2 * 1024 * 1024 / kBs;
+constexpr const char* kIqn = "iqn.2026-11.org.zuma:db";
+
+// One site: ports 0 iSCSI, 1 metrics; replication on `listen`, its link to `peer`.
+std::string site(const std::string& name, const std::string& role, uint16_t listen, uint16_t peer) {
+  return "node: { name: " + name +
+         ", data_dir: @DIR@/var, reactors: 2, log_level: info,\n"
+         "        metrics: \"127.0.0.1:@PORT1@\", replication_listen: \"127.0.0.1:" +
+         std::to_string(listen) +
+         "\" }\n"
+         "portals: [ \"127.0.0.1:@PORT0@\" ]\n"
+         "targets:\n"
+         "  - iqn: " +
+         std::string(kIqn) +
+         "\n"
+         "    luns:\n"
+         "      - { id: 0, name: data, size: 4MiB, backend: file, path: @DIR@/data.img }\n"
+         "      - { id: 1, name: logs, size: 2MiB, backend: file, path: @DIR@/logs.img }\n"
+         "groups:\n"
+         "  - name: db\n"
+         "    role: " +
+         role +
+         "\n"
+         "    luns: [ data, logs ]\n"
+         "    log: { path: @DIR@/db.rlog, size: 16MiB }\n"
+         "    links:\n"
+         "      - { name: peer, peer: \"127.0.0.1:" +
+         std::to_string(peer) + "\", mode: async }\n";
+}
+
+double metric(Zumad& z, const std::string& series) {
+  return metric_sample(http_get(z.port(1), "/metrics"), series).value_or(-1);
+}
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::seconds limit = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+// `from` (primary) has shipped every record to `to`, which applied them durably.
+void wait_settled(Zumad& from, Zumad& to) {
+  double next = -1, acked = -1, applied = -1;
+  const bool ok = eventually([&] {
+    next = metric(from, "zuma_replication_log_next_seq{group=\"db\"}");
+    acked = metric(from, "zuma_replication_link_acked_seq{group=\"db\",link=\"peer\"}");
+    applied = metric(to, "zuma_replication_replica_applied_seq{group=\"db\"}");
+    return next > 1 && acked == next - 1 && applied == acked;
+  });
+  REQUIRE_MESSAGE(ok, "not settled: next " << next << ", acked " << acked << ", applied " << applied
+                                           << "\n"
+                                           << from.log_tail(3000) << "\n"
+                                           << to.log_tail(3000));
+}
+
+Json call(Zumad& z, const std::string& verb, const Json& args) {
+  auto c = connect_control(z);
+  REQUIRE_MESSAGE(c.has_value(), c.error());
+  auto r = c->call(verb, args);
+  REQUIRE_MESSAGE(r.has_value(), r.error());
+  REQUIRE_MESSAGE(r->ok, verb << ": " << r->error << "\n" << z.log_tail(3000));
+  return r->result;
+}
+
+std::string call_error(Zumad& z, const std::string& verb, const Json& args) {
+  auto c = connect_control(z);
+  REQUIRE_MESSAGE(c.has_value(), c.error());
+  auto r = c->call(verb, args);
+  REQUIRE_MESSAGE(r.has_value(), r.error());
+  return r->ok ? "" : r->error;
+}
+
+std::string generation(Zumad& z) {
+  const Json r = call(z, "group list", Json::object());
+  REQUIRE(r["rows"].size() == 1);
+  return r["rows"][0][8].get<std::string>();
+}
+
+struct Model {
+  std::vector<uint64_t> data = std::vector<uint64_t>(kDataBlocks, 0);
+  std::vector<uint64_t> logs = std::vector<uint64_t>(kLogsBlocks, 0);
+  std::vector<uint64_t>& lun(int l) { return l == 0 ? data : logs; }
+};
+
+// A WRITE of one block; retried past unit attentions (a role change reports 2Ah/01h).
+Task write_block(Session& s, int lun, uint64_t lba, uint64_t seed) {
+  const auto data = make_pattern(1, kBs, lba, seed);
+  for (int i = 0;; ++i) {
+    Task w = s.write16(lun, lba, data, kBs);
+    if (i < 4 && w && w->status == SCSI_STATUS_CHECK_CONDITION &&
+        w->sense.key == SCSI_SENSE_UNIT_ATTENTION)
+      continue;
+    return w;
+  }
+}
+
+// Writes blocks [first, first + n) of `lun` through `z`, in order, one at a time.
+void write_run(Zumad& z, Model& m, int lun, uint64_t first, uint64_t n, uint64_t& seed) {
+  Session s(z.portal(), kIqn);
+  for (uint64_t b = first; b < first + n; ++b) {
+    Task w = write_block(s, lun, b, ++seed);
+    REQUIRE_MESSAGE(is_good(w.get()), describe(s.ctx(), w.get()));
+    m.lun(lun)[b] = seed;
+  }
+}
+
+void check_protected(Zumad& z) {
+  Session s(z.portal(), kIqn);
+  for (int lun : {0, 1}) {
+    Task w = write_block(s, lun, 0, 12345);
+    CHECK_MESSAGE(is_sense(w.get(), 0x07, 0x2700), describe(s.ctx(), w.get()));
+  }
+}
+
+void check_image(const std::string& img, const std::vector<uint64_t>& image) {
+  const std::string bytes = read_file(img);
+  REQUIRE(bytes.size() == image.size() * kBs);
+  for (uint64_t b = 0; b < image.size(); ++b) {
+    std::span<const uint8_t> block(reinterpret_cast<const uint8_t*>(bytes.data()) + b * kBs, kBs);
+    if (image[b] == 0) {
+      REQUIRE_MESSAGE(std::all_of(block.begin(), block.end(), [](uint8_t c) { return c == 0; }),
+                      img << ": block " << b << " is not zero");
+      continue;
+    }
+    const std::string bad = check_pattern(block, kBs, b, image[b]);
+    REQUIRE_MESSAGE(bad.empty(), img << ": " << bad);
+  }
+}
+
+// Both stopped cleanly; each site's images hold `m`.
+void stop_and_check(Zumad& a, Zumad& b, const Model& m) {
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
+  for (Zumad* z : {&a, &b}) {
+    check_image(z->file("data.img"), m.data);
+    check_image(z->file("logs.img"), m.logs);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("switchover and back: no data lost, nothing resynced, generations change") {
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a(site("site-a", "primary", pa, pb), 2);
+  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  b.start();
+  a.start();
+  Model m;
+  uint64_t seed = 0;
+  write_run(a, m, 0, 0, 40, seed);
+  write_run(a, m, 1, 10, 20, seed);
+  const std::string gen1 = generation(a);
+
+  // Demote waits for the link: B has every record when it returns.
+  call(a, "group demote", Json{{"group", "db"}});
+  CHECK(metric(a, "zuma_replication_group_primary{group=\"db\"}") == 0);
+  const double last_a = metric(b, "zuma_replication_replica_applied_seq{group=\"db\"}");
+  check_protected(a);
+  // A secondary whose primary is still connected is not promoted without --force; here the
+  // demoted primary's link is gone, so it is.
+  call(b, "group promote", Json{{"group", "db"}});
+  CHECK(call_error(b, "group promote", Json{{"group", "db"}}) ==
+        "group db is primary here already");
+  const std::string gen2 = generation(b);
+  CHECK(gen2 != gen1);
+  write_run(b, m, 0, 30, 40, seed);  // overwrites 30..39, adds 40..69
+  wait_settled(b, a);
+  // B's log continues the sequence where A's ended.
+  CHECK(metric(b, "zuma_replication_log_next_seq{group=\"db\"}") == last_a + 40 + 1);
+  CHECK(metric(b, "zuma_replication_link_resync_bytes{group=\"db\",link=\"peer\"}") == 0);
+  CHECK(metric(a, "zuma_replication_replica_resync_bytes{group=\"db\"}") == 0);
+  CHECK(generation(a) == gen2);  // A follows B's generation
+
+  // And back.
+  call(b, "group demote", Json{{"group", "db"}});
+  call(a, "group promote", Json{{"group", "db"}});
+  CHECK(generation(a) != gen2);
+  CHECK(generation(a) != gen1);
+  write_run(a, m, 1, 0, 15, seed);
+  wait_settled(a, b);
+  check_protected(b);
+  CHECK(metric(a, "zuma_replication_link_resync_bytes{group=\"db\",link=\"peer\"}") == 0);
+
+  // Roles survive a restart.
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
+  b.start();
+  a.start();
+  CHECK(metric(a, "zuma_replication_group_primary{group=\"db\"}") == 1);
+  CHECK(metric(b, "zuma_replication_group_primary{group=\"db\"}") == 0);
+  write_run(a, m, 0, 100, 5, seed);
+  wait_settled(a, b);
+  stop_and_check(a, b, m);
+}
+
+TEST_CASE(
+    "unplanned failover: split brain detected on both sides, discard, only changed ranges "
+    "resynced") {
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a(site("site-a", "primary", pa, pb), 2);
+  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  b.start();
+  a.start();
+  Model m;
+  uint64_t seed = 0;
+  write_run(a, m, 0, 0, 50, seed);
+  wait_settled(a, b);
+
+  // B stops; A takes writes B never gets (async: acknowledged from A's log), then dies.
+  b.signal(SIGSTOP);
+  Model lost = m;  // what A holds and B may not
+  write_run(a, lost, 0, 100, 50, seed);
+  a.signal(SIGKILL);
+  CHECK(a.wait_exit(std::chrono::seconds(10)).has_value());
+  b.signal(SIGCONT);
+
+  // Failover: B is consistent and its primary is gone.
+  REQUIRE(eventually(
+      [&] { return metric(b, "zuma_replication_replica_connected{group=\"db\"}") == 0; }));
+  call(b, "group promote", Json{{"group", "db"}});
+  // What of A's last writes B had applied before it stopped: a prefix of them (one writer).
+  uint64_t got = 0;
+  {
+    Session s(b.portal(), kIqn);
+    Task r = s.read16(0, 100, 50 * kBs, kBs);
+    REQUIRE(is_good(r.get()));
+    while (got < 50 && check_pattern(std::span<const uint8_t>(r->datain.data + got * kBs, kBs), kBs,
+                                     100 + got, lost.data[100 + got])
+                           .empty())
+      ++got;
+    for (uint64_t i = 0; i < got; ++i) m.data[100 + i] = lost.data[100 + i];
+  }
+  write_run(b, m, 0, 200, 30, seed);  // B's own writes after the failover
+
+  // A comes back as primary (its role never changed) and takes writes too: split brain.
+  a.start();
+  Model a_only;
+  write_run(a, a_only, 0, 300, 20, seed);
+  for (Zumad* z : {&a, &b})
+    CHECK_MESSAGE(eventually([&] {
+                    return metric(*z, "zuma_replication_group_split_brain{group=\"db\"}") == 1;
+                  }),
+                  z->log_tail(3000));
+  const Json st = call(a, "group status", Json{{"group", "db"}});
+  CHECK(st["rows"][0][2] == "split_brain");
+  CHECK(st["rows"][0][8].get<std::string>().find("split brain") != std::string::npos);
+
+  // Resolve: A's changes go. B's link then resyncs exactly the ranges A changed after the
+  // divergence (A's writes 100+got..149 and 300..319), and ships its own records.
+  call(a, "group discard", Json{{"group", "db"}});
+  wait_settled(b, a);
+  CHECK(eventually(
+      [&] { return metric(a, "zuma_replication_group_consistent{group=\"db\"}") == 1; }));
+  const double expected = double((50 - got) + 20) * kBs;
+  CHECK(metric(b, "zuma_replication_link_resync_bytes{group=\"db\",link=\"peer\"}") == expected);
+  CHECK(metric(a, "zuma_replication_replica_resync_bytes{group=\"db\"}") == expected);
+  CHECK(metric(a, "zuma_replication_group_split_brain{group=\"db\"}") == 0);
+  CHECK(metric(b, "zuma_replication_group_split_brain{group=\"db\"}") == 0);
+  check_protected(a);
+  // Only the changed ranges crossed as ranges: far less than the group's 6 MiB.
+  CHECK(expected < 0.02 * double((kDataBlocks + kLogsBlocks) * kBs));
+  stop_and_check(a, b, m);
+}
