@@ -299,6 +299,19 @@ int main(int argc, char** argv) {
   try {
     replication = replication::NodeReplication::create(cfg);
     g_replication = replication.get();
+    replication->set_snapshots({
+        .check = [](const std::string& lu) -> std::string {
+          return g_snapshots.find(lu) ? "" : "the LU has no `snapshots:` in the configuration";
+        },
+        .hold = [](const std::string& lu) { g_snapshots.find(lu)->hold_writes(); },
+        .release = [](const std::string& lu) { g_snapshots.find(lu)->release_writes(); },
+        .create = [](const std::string& lu, const std::string& name) -> std::string {
+          auto s = g_snapshots.find(lu);
+          if (!s) return "the LU has no `snapshots:` in the configuration";
+          auto r = s->create(name);
+          return r ? "" : r.error();
+        },
+    });
     replication->set_protect([](const std::string& name, bool on) {
       std::lock_guard lk(g_group_lus_mu);
       auto it = g_group_lus.find(name);

@@ -127,6 +127,12 @@ void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
     return result(node.promote(g, a.value("force", false)),
                   fmt::format("group {} is primary here now", g));
   });
+  set("group bookmark", [&node](const Json& a) {
+    const std::string g = a.value("group", ""), name = a.value("name", "");
+    auto seq = node.bookmark(g, name);
+    if (!seq) throw admin::CommandError(seq.error());
+    return Json{{"message", fmt::format("bookmark '{}' of group {} at record {}", name, g, *seq)}};
+  });
   set("group discard", [&node, result](const Json& a) {
     const std::string g = a.value("group", "");
     return result(node.discard(g),

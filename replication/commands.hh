@@ -59,6 +59,16 @@ inline void register_replication_commands(admin::CommandTable& t) {
                       "",
                       {}}},
          .example = "group promote db"});
+  t.add({.name = "group bookmark",
+         .summary = "a consistent point: snapshot every LU of the group here and at each secondary",
+         .details = "Writes to all of the group's LUs wait for a moment; a bookmark record goes\n"
+                    "into the log between the writes before and after; every LU is snapshotted\n"
+                    "as NAME; writes go on. Each secondary snapshots its LUs as NAME when it\n"
+                    "applies the record, so the remote snapshots are the same point. Every LU of\n"
+                    "the group needs `snapshots:` (on each side that should keep them).",
+         .options = {{"group", ArgType::kString, "a group name", true, true, "groups", {}},
+                     {"name", ArgType::kString, "the snapshots' name", true, true, "", {}}},
+         .example = "group bookmark db before-upgrade"});
   t.add({.name = "group discard",
          .summary = "resolve a split brain: this side's changes since the divergence go",
          .details =

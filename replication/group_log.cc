@@ -279,6 +279,22 @@ std::expected<std::vector<Region>, std::string> GroupLog::regions_after(uint64_t
   return merge_regions(std::move(out));
 }
 
+std::expected<uint64_t, std::string> GroupLog::append_bookmark(const std::string& name) {
+  if (name.empty() || name.size() > 4096)
+    return std::unexpected(std::string("a bookmark needs a name of 1..4096 bytes"));
+  iovec v{const_cast<char*>(name.data()), name.size()};
+  LogEntry e{};
+  e.rec = AppendRecord{RecordType::kBookmark, 0, 0, uint32_t(name.size()), &v, 1};
+  e.sync = true;
+  e.done = [](LogEntry&) {};
+  submit(e);  // synchronous: this thread has no IoContext
+  if (e.result < 0)
+    return std::unexpected(
+        fmt::format("group {}: appending the bookmark: {}", name_, std::strerror(-e.result)));
+  applied(e.seq);  // nothing to write below
+  return e.seq;
+}
+
 int GroupLog::read_lower(uint32_t lu, uint64_t offset, std::span<uint8_t> out) const {
   if (lu >= lowers_.size() || !lowers_[lu]) return -EINVAL;
   iovec v{out.data(), out.size()};

@@ -135,6 +135,9 @@ class GroupLog {
   // since the point where it diverged from its peer), merged. Error: the log no longer
   // holds them all.
   std::expected<std::vector<Region>, std::string> regions_after(uint64_t after) const;
+  // Appends a bookmark record named `name` (a consistent point, docs/REPLICATION.md
+  // "Bookmarks"), durably, from a thread without an IoContext. Its sequence number, or why not.
+  std::expected<uint64_t, std::string> append_bookmark(const std::string& name);
   // Reads `out.size()` bytes at `offset` of LU `lu`'s backend, below the replication layer
   // (a resync's source), synchronously: a thread without an IoContext. 0 or -errno.
   int read_lower(uint32_t lu, uint64_t offset, std::span<uint8_t> out) const;

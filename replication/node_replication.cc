@@ -210,7 +210,59 @@ void NodeReplication::serve_secondary(Group& g) {
     r.resync.clear();
     if (auto e = store_role(g, r); !e.empty()) spdlog::error("group {}: {}", g.cfg->name, e);
   };
+  o.on_bookmark = [this, &g](const std::string& name, uint64_t seq) {
+    // Every record before it is applied (synchronously, through each LU's snapshot layer).
+    for (const auto& lu : g.cfg->luns) {
+      std::string err = snapshots_.check ? snapshots_.check(lu) : "no snapshots here";
+      if (err.empty()) err = snapshots_.create(lu, name);
+      if (err.empty())
+        spdlog::info("group {}: bookmark '{}' (record {}): snapshot of LU {}", g.cfg->name, name,
+                     seq, lu);
+      else
+        spdlog::warn("group {}: bookmark '{}' (record {}): no snapshot of LU {}: {}", g.cfg->name,
+                     name, seq, lu, err);
+    }
+  };
   if (auto r = replica_->add_group(o); !r) throw std::runtime_error(r.error());
+}
+
+std::expected<uint64_t, std::string> NodeReplication::bookmark(const std::string& group,
+                                                               const std::string& name) {
+  std::lock_guard change(change_mu_);
+  Group* g = find(group);
+  if (!g) return std::unexpected(fmt::format("no group '{}'", group));
+  {
+    std::lock_guard lk(mu_);
+    if (!g->role.primary)
+      return std::unexpected(
+          fmt::format("group {} is secondary here: take bookmarks on its primary", group));
+  }
+  if (!snapshots_.check) return std::unexpected(std::string("snapshots are not available"));
+  for (const auto& lu : g->cfg->luns)
+    if (auto e = snapshots_.check(lu); !e.empty())
+      return std::unexpected(fmt::format(
+          "group {}: LU {}: {} (a bookmark snapshots every LU of the group)", group, lu, e));
+  // Writes to every LU wait above the replication layer and those in flight finish: the
+  // record then divides the group's writes into before and after, and so do the snapshots.
+  for (const auto& lu : g->cfg->luns) snapshots_.hold(lu);
+  std::expected<uint64_t, std::string> seq = std::unexpected(std::string());
+  std::string errors;
+  if (!g->log->wait_idle(std::chrono::seconds(30))) {
+    seq = std::unexpected(fmt::format("group {}: writes did not finish", group));
+  } else {
+    seq = g->log->append_bookmark(name);
+    if (seq)
+      for (const auto& lu : g->cfg->luns)
+        if (auto e = snapshots_.create(lu, name); !e.empty())
+          errors += fmt::format("{}LU {}: {}", errors.empty() ? "" : "; ", lu, e);
+  }
+  for (auto it = g->cfg->luns.rbegin(); it != g->cfg->luns.rend(); ++it) snapshots_.release(*it);
+  if (!seq) return seq;
+  if (!errors.empty())
+    return std::unexpected(fmt::format("group {}: bookmark '{}' logged as record {}, but: {}",
+                                       group, name, *seq, errors));
+  spdlog::info("group {}: bookmark '{}' at record {}", group, name, *seq);
+  return seq;
 }
 
 // Where a connecting primary stands relative to this secondary (docs/REPLICATION.md

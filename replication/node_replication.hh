@@ -58,6 +58,15 @@ class NodeReplication {
   // before start().
   void set_protect(std::function<void(const std::string&, bool)> fn) { protect_ = std::move(fn); }
 
+  // Snapshots of a group's LUs for bookmarks (zumad gives them: snapshot/ is not reachable
+  // from here). Each returns "" or why not.
+  struct SnapshotHooks {
+    std::function<std::string(const std::string& lu)> check;  // the LU can be snapshotted
+    std::function<void(const std::string&lu)> hold, release;  // SnapshotStore::hold_writes
+    std::function<std::string(const std::string& lu, const std::string& name)> create;
+  };
+  void set_snapshots(SnapshotHooks h) { snapshots_ = std::move(h); }
+
   // Replays each primary group's log into its LUs, starts the links, and starts serving
   // the secondary groups. Throws std::runtime_error.
   void start();
@@ -79,6 +88,11 @@ class NodeReplication {
   std::string promote(const std::string& group, bool force);
   std::string demote(const std::string& group, bool force, std::chrono::milliseconds wait);
   std::string discard(const std::string& group);
+  // A consistent point (zumactl group bookmark): writes to every LU of the group are held,
+  // a bookmark record is logged, every LU is snapshotted as `name`, writes go on; each
+  // secondary snapshots its LUs as `name` when it applies the record. Every LU of the group
+  // needs `snapshots:`. Returns the record's sequence number, or why not.
+  std::expected<uint64_t, std::string> bookmark(const std::string& group, const std::string& name);
 
   // Prometheus text: log, link and replica state (docs/REPLICATION.md "In zumad").
   std::string metrics_text() const;
@@ -128,6 +142,7 @@ class NodeReplication {
   std::map<std::string, std::pair<size_t, uint32_t>> lu_;  // LU -> (group, index)
   std::unique_ptr<ReplicaServer> replica_;
   std::function<void(const std::string&, bool)> protect_;
+  SnapshotHooks snapshots_;
   mutable std::mutex mu_;  // role state and split-brain notes (status() reads them)
   std::mutex change_mu_;   // one role change at a time
   bool started_ = false;

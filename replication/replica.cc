@@ -70,8 +70,14 @@ ReplicaServer::~ReplicaServer() {
 std::expected<void, std::string> ReplicaServer::add_group(const ReplicaGroupOptions& opt) {
   auto st = SeqStateFile::open(opt.state_path);
   if (!st) return std::unexpected(st.error());
-  auto g = std::make_unique<Group>(
-      Group{opt.name, opt.luns, std::move(*st), false, {}, opt.admit, opt.on_consistent});
+  auto g = std::make_unique<Group>(Group{opt.name,
+                                         opt.luns,
+                                         std::move(*st),
+                                         false,
+                                         {},
+                                         opt.admit,
+                                         opt.on_consistent,
+                                         opt.on_bookmark});
   g->stats.applied = g->state.value().seq;
   g->stats.log_id = g->state.value().log_id;
   std::lock_guard lk(mu_);
@@ -154,6 +160,8 @@ std::string ReplicaServer::apply_batch(Group& g, std::span<const uint8_t> batch,
         err = e;
         return false;
       }
+    } else if (g.on_bookmark) {
+      g.on_bookmark(std::string(v.payload.begin(), v.payload.end()), v.seq);
     }
     *applied = v.seq;
     std::lock_guard lk(mu_);

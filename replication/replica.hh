@@ -54,6 +54,8 @@ struct ReplicaGroupOptions {
   // holds. Without it: the same log id (or none yet) is admitted, any other is refused.
   std::function<Admission(const HelloInfo&, const SeqState&)> admit;
   std::function<void()> on_consistent;
+  // A bookmark record was reached: every record before it is applied (apply thread).
+  std::function<void(const std::string& name, uint64_t seq)> on_bookmark;
 };
 
 struct ReplicaGroupStats {
@@ -97,6 +99,7 @@ class ReplicaServer {
     ReplicaGroupStats stats;
     std::function<Admission(const HelloInfo&, const SeqState&)> admit;
     std::function<void()> on_consistent;
+    std::function<void(const std::string&, uint64_t)> on_bookmark;
     int fd = -1;  // the connection while busy
   };
   ReplicaServer() = default;

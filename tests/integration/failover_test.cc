@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -37,8 +38,18 @@ constexpr uint64_t kDataBlocks = 4 * 1024 * 1024 / kBs;
 constexpr uint64_t kLogsBlocks = 2 * 1024 * 1024 / kBs;
 constexpr const char* kIqn = "iqn.2026-11.org.zuma:db";
 
+// Each LU with a snapshot store (bookmarks).
+const char* kSnapLuns =
+    "      - { id: 0, name: data, size: 4MiB, backend: file, path: @DIR@/data.img,\n"
+    "          snapshots: { store: { data: @DIR@/data.snap, meta: @DIR@/data.meta, size: 8MiB,\n"
+    "                                meta_size: 1MiB }, chunk_size: 64KiB } }\n"
+    "      - { id: 1, name: logs, size: 2MiB, backend: file, path: @DIR@/logs.img,\n"
+    "          snapshots: { store: { data: @DIR@/logs.snap, meta: @DIR@/logs.meta, size: 8MiB,\n"
+    "                                meta_size: 1MiB }, chunk_size: 64KiB } }\n";
+
 // One site: ports 0 iSCSI, 1 metrics; replication on `listen`, its link to `peer`.
-std::string site(const std::string& name, const std::string& role, uint16_t listen, uint16_t peer) {
+std::string site(const std::string& name, const std::string& role, uint16_t listen, uint16_t peer,
+                 bool snapshots = false) {
   return "node: { name: " + name +
          ", data_dir: @DIR@/var, reactors: 2, log_level: info,\n"
          "        metrics: \"127.0.0.1:@PORT1@\", replication_listen: \"127.0.0.1:" +
@@ -49,9 +60,12 @@ std::string site(const std::string& name, const std::string& role, uint16_t list
          "  - iqn: " +
          std::string(kIqn) +
          "\n"
-         "    luns:\n"
-         "      - { id: 0, name: data, size: 4MiB, backend: file, path: @DIR@/data.img }\n"
-         "      - { id: 1, name: logs, size: 2MiB, backend: file, path: @DIR@/logs.img }\n"
+         "    luns:\n" +
+         std::string(snapshots ? kSnapLuns
+                               : "      - { id: 0, name: data, size: 4MiB, backend: file, path: "
+                                 "@DIR@/data.img }\n"
+                                 "      - { id: 1, name: logs, size: 2MiB, backend: file, path: "
+                                 "@DIR@/logs.img }\n") +
          "groups:\n"
          "  - name: db\n"
          "    role: " +
@@ -300,4 +314,89 @@ TEST_CASE(
   // Only the changed ranges crossed as ranges: far less than the group's 6 MiB.
   CHECK(expected < 0.02 * double((kDataBlocks + kLogsBlocks) * kBs));
   stop_and_check(a, b, m);
+}
+
+TEST_CASE(
+    "bookmark: one consistent point of both LUs, snapshotted on the primary and the secondary") {
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a(site("site-a", "primary", pa, pb, true), 2);
+  Zumad b(site("site-b", "secondary", pb, pa, true), 2);
+  b.start();
+  a.start();
+  // Refused on the secondary, and without a name.
+  CHECK(call_error(b, "group bookmark", Json{{"group", "db"}, {"name", "x"}}) ==
+        "group db is secondary here: take bookmarks on its primary");
+
+  // One writer alternates between the LUs, each write to a fresh block stamped with its
+  // number, one at a time: the writes before any point are exactly a prefix 0..k-1.
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> acked{0};
+  std::thread writer([&] {
+    Session s(a.portal(), kIqn);
+    for (uint64_t i = 0; !stop.load() && i < 2000; ++i) {
+      Task w = write_block(s, int(i % 2), i / 2, 1000 + i);
+      if (!is_good(w.get())) break;
+      acked = i + 1;
+    }
+  });
+  REQUIRE(eventually([&] { return acked.load() >= 20; }));
+  const Json r = call(a, "group bookmark", Json{{"group", "db"}, {"name", "bm1"}});
+  CHECK(r["message"].get<std::string>().starts_with("bookmark 'bm1' of group db at record "));
+  const uint64_t at = acked.load();
+  REQUIRE(eventually([&] { return acked.load() >= at + 20; }));
+  stop = true;
+  writer.join();
+  const uint64_t total = acked.load();
+  wait_settled(a, b);
+  for (Zumad* z : {&a, &b})
+    for (const char* lu : {"data", "logs"}) {
+      const Json l = call(*z, "snapshot list", Json{{"lu", lu}});
+      REQUIRE_MESSAGE(l.size() == 1, z->log_tail(3000));
+      CHECK(l[0]["name"] == "bm1");
+    }
+
+  // The snapshots, exported read-only after a restart, hold the writes 0..k-1 and none
+  // after, on both LUs alike, and the same k on both sites.
+  std::vector<uint64_t> ks;
+  for (Zumad* z : {&a, &b}) {
+    CHECK(z->stop() == 0);
+    std::string text = z->config_text();
+    const std::string logs_end = "chunk_size: 64KiB } }\n";
+    const size_t at_logs = text.find(logs_end, text.find("name: logs"));
+    REQUIRE(at_logs != std::string::npos);
+    text.insert(
+        at_logs + logs_end.size(),
+        "      - { id: 2, name: data-bm1, size: 4MiB, source: { lu: data, snapshot: bm1 } }\n"
+        "      - { id: 3, name: logs-bm1, size: 2MiB, source: { lu: logs, snapshot: bm1 } }\n");
+    write_file(z->config_path(), text);
+  }
+  b.start();
+  a.start();
+  for (Zumad* z : {&a, &b}) {
+    Session s(z->portal(), kIqn);
+    Task d = s.read16(2, 0, uint32_t((total + 1) / 2 * kBs), kBs);
+    Task l = s.read16(3, 0, uint32_t(total / 2 * kBs), kBs);
+    REQUIRE(is_good(d.get()));
+    REQUIRE(is_good(l.get()));
+    uint64_t k = 0;
+    bool ended = false;
+    for (uint64_t i = 0; i < total; ++i) {
+      const uint8_t* p = (i % 2 ? l->datain.data : d->datain.data) + (i / 2) * kBs;
+      const bool has =
+          check_pattern(std::span<const uint8_t>(p, kBs), kBs, i / 2, 1000 + i).empty();
+      if (has) {
+        CHECK_MESSAGE(!ended, "write " << i << " is in the bookmark but an earlier one is not");
+        k = i + 1;
+      } else {
+        CHECK(std::all_of(p, p + kBs, [](uint8_t c) { return c == 0; }));
+        ended = true;
+      }
+    }
+    CHECK(k >= 20);
+    CHECK(k <= at + 1);
+    ks.push_back(k);
+  }
+  CHECK(ks[0] == ks[1]);
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
 }
