@@ -153,9 +153,11 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   } else {
     backend = parts.size() == 1 ? std::move(parts[0]) : storage::make_concat(std::move(parts));
   }
-  // DESIGN.md "The shape": snapshot layer -> replication layer -> sub-units.
-  if (g_replication && !l.source) backend = g_replication->layer(l.name, std::move(backend));
+  // Replication layer -> snapshot layer -> sub-units (docs/ARCHITECTURE.md "Replication
+  // above snapshots": the store redirects writes into its data area, which the group's log
+  // must see as the LU's writes).
   if (l.snapshots) backend = with_snapshots(l, std::move(backend));
+  if (g_replication && !l.source) backend = g_replication->layer(l.name, std::move(backend));
   if (g_replication) g_replication->bind(l.name, backend.get());
   auto uuid = scsi::load_or_create_lu_uuid(cfg.node.data_dir, l.name);
   if (!uuid) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, uuid.error()));
@@ -303,14 +305,31 @@ int main(int argc, char** argv) {
         .check = [](const std::string& lu) -> std::string {
           return g_snapshots.find(lu) ? "" : "the LU has no `snapshots:` in the configuration";
         },
-        .hold = [](const std::string& lu) { g_snapshots.find(lu)->hold_writes(); },
-        .release = [](const std::string& lu) { g_snapshots.find(lu)->release_writes(); },
         .create = [](const std::string& lu, const std::string& name) -> std::string {
           auto s = g_snapshots.find(lu);
           if (!s) return "the LU has no `snapshots:` in the configuration";
           auto r = s->create(name);
           return r ? "" : r.error();
         },
+        .remove = [](const std::string& lu, const std::string& name) -> std::string {
+          auto s = g_snapshots.find(lu);
+          if (!s) return "the LU has no `snapshots:` in the configuration";
+          auto r = s->remove(name);
+          return r ? "" : r.error();
+        },
+    });
+    std::map<std::string, std::string> group_of_lu;
+    for (const auto& g : cfg.groups)
+      for (const auto& lu : g.luns) group_of_lu[lu] = g.name;
+    g_snapshots.set_rollback_guard([group_of_lu](const std::string& lu) -> std::string {
+      auto it = group_of_lu.find(lu);
+      if (it == group_of_lu.end()) return "";
+      return fmt::format(
+          "LU '{}' is in replication group '{}': a rollback would change it behind the group's log "
+          "and "
+          "its peers. Export the snapshot as a LU (source: {{lu: {}, snapshot: ...}}) and copy "
+          "from it",
+          lu, it->second, lu);
     });
     replication->set_protect([](const std::string& name, bool on) {
       std::lock_guard lk(g_group_lus_mu);

@@ -63,9 +63,14 @@ class GroupLog::Layer final : public Backend {
       lower_->submit(req);
       return;
     }
-    // Counted before `logging` is looked at: set_logging(false) then wait_idle() sees every
-    // write that was logged (docs/REPLICATION.md "Roles").
+    // Counted before `logging` and `holding` are looked at: set_logging(false) or
+    // hold_writes(), then wait_idle(), sees every write that got past them.
     group_->inflight_.fetch_add(1, std::memory_order_seq_cst);
+    if (group_->holding_.load(std::memory_order_seq_cst) && !ApplyScope::active()) {
+      group_->inflight_.fetch_sub(1, std::memory_order_seq_cst);
+      if (group_->park(this, req)) return;
+      group_->inflight_.fetch_add(1, std::memory_order_seq_cst);  // released meanwhile
+    }
     if (!group_->logging_.load(std::memory_order_seq_cst)) {
       group_->inflight_.fetch_sub(1, std::memory_order_seq_cst);
       // Secondary: only the replica's own writes (apply, resync) reach the LU; a flush
@@ -208,6 +213,46 @@ void GroupLog::stop_writer() {
   stop_.store(true);
   kick();
   writer_.join();
+}
+
+struct GroupLog::Held {
+  Backend* layer;
+  IoRequest* req;
+  storage::PostedWork work{};
+};
+
+bool GroupLog::park(Backend* layer, IoRequest& req) {
+  std::lock_guard lk(held_mu_);
+  if (!holding_.load(std::memory_order_seq_cst)) return false;
+  held_writes_.push_back(new Held{layer, &req});
+  held_writes_.back()->work.arg = IoContext::current();  // where it is resubmitted
+  return true;
+}
+
+bool GroupLog::hold_writes(std::chrono::milliseconds limit) {
+  holding_.store(true, std::memory_order_seq_cst);
+  return wait_idle(limit);
+}
+
+void GroupLog::release_writes() {
+  std::vector<Held*> held;
+  {
+    std::lock_guard lk(held_mu_);
+    holding_.store(false, std::memory_order_seq_cst);
+    held.swap(held_writes_);
+  }
+  for (Held* h : held) {
+    auto* origin = static_cast<IoContext*>(h->work.arg);
+    h->work.arg = h;
+    h->work.run = [](void* arg) {
+      std::unique_ptr<Held> w(static_cast<Held*>(arg));
+      w->layer->submit(*w->req);
+    };
+    if (origin)
+      origin->post(h->work);  // the request's own reactor: its completion runs there
+    else
+      h->work.run(h);
+  }
 }
 
 bool GroupLog::wait_idle(std::chrono::milliseconds limit) const {

@@ -23,6 +23,7 @@
 // and releases what is then durable; an append that still finds no room waits for that.
 #pragma once
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -122,6 +123,11 @@ class GroupLog {
     std::lock_guard lk(stats_mu_);
     lineage_ = std::move(l);
   }
+  // A consistent point (bookmarks): new writes wait in the layers (each resubmitted on its
+  // own reactor by release_writes()) and hold_writes() returns once none is inside, or false
+  // after `limit` (still holding: call release_writes() either way). Control thread.
+  bool hold_writes(std::chrono::milliseconds limit);
+  void release_writes();
   // Waits up to `limit` until no write is inside the replication layer. False on timeout.
   bool wait_idle(std::chrono::milliseconds limit) const;
   // Stops every site link (each stores what its peer acknowledged).
@@ -135,6 +141,13 @@ class GroupLog {
   // since the point where it diverged from its peer), merged. Error: the log no longer
   // holds them all.
   std::expected<std::vector<Region>, std::string> regions_after(uint64_t after) const;
+  // Provisioning of LU `lu`'s backend at `offset` (Backend::extent_status): a resync sends
+  // deallocated runs as zeros without reading them. 0 or -errno.
+  int lower_extent(uint32_t lu, uint64_t offset, uint64_t max_len,
+                   storage::ExtentStatus* out) const {
+    if (lu >= lowers_.size() || !lowers_[lu]) return -EINVAL;
+    return lowers_[lu]->extent_status(offset, max_len, out);
+  }
   // Appends a bookmark record named `name` (a consistent point, docs/REPLICATION.md
   // "Bookmarks"), durably, from a thread without an IoContext. Its sequence number, or why not.
   std::expected<uint64_t, std::string> append_bookmark(const std::string& name);
@@ -172,6 +185,8 @@ class GroupLog {
   // when the writer must take it (a FUA write or flush, a link holding writes, the log past
   // its flush mark or out of room, the log lock busy).
   bool try_append_inline(LogEntry& e);
+  // Keeps `req` (to `layer`) for release_writes(); false if no longer holding.
+  bool park(storage::Backend* layer, storage::IoRequest& req);
   void complete_held(bool stopping);
   uint64_t links_acked_min() const;  // records every link has (UINT64_MAX without links)
   void publish();
@@ -188,6 +203,10 @@ class GroupLog {
   std::atomic<uint64_t> log_id_{0};
   std::atomic<bool> logging_{true};
   std::atomic<int64_t> inflight_{0};  // writes inside the layers (see Layer::submit)
+  std::atomic<bool> holding_{false};  // hold_writes() .. release_writes()
+  struct Held;                        // a write waiting for release_writes()
+  std::mutex held_mu_;
+  std::vector<Held*> held_writes_;
   std::vector<std::unique_ptr<SiteLink>> links_;
   std::atomic<uint64_t> pub_next_{1}, pub_head_{1};
   // Appended entries waiting for sync links (writer thread only), with when they started.

@@ -42,6 +42,7 @@ std::optional<RoleState> load_role(const std::string& path) {
   r.consistent = j.value("consistent", true);
   for (const auto& e : j.value("lineage", nlohmann::json::array()))
     r.lineage.emplace_back(e.at(0).get<uint64_t>(), e.at(1).get<uint64_t>());
+  r.resync_snapshot = j.value("resync_snapshot", "");
   for (const auto& e : j.value("resync", nlohmann::json::array()))
     r.resync.push_back(
         Region{e.at(0).get<uint32_t>(), e.at(1).get<uint64_t>(), e.at(2).get<uint64_t>()});
@@ -208,9 +209,23 @@ void NodeReplication::serve_secondary(Group& g) {
     }
     r.consistent = true;
     r.resync.clear();
+    const std::string snap = std::exchange(r.resync_snapshot, "");
     if (auto e = store_role(g, r); !e.empty()) spdlog::error("group {}: {}", g.cfg->name, e);
+    // Rolled forward: the image before the resync is no longer needed.
+    if (!snap.empty() && snapshots_.remove)
+      for (const auto& lu : g.cfg->luns)
+        if (auto e = snapshots_.remove(lu, snap); !e.empty())
+          spdlog::warn("group {}: LU {}: removing snapshot {}: {}", g.cfg->name, lu, snap, e);
   };
-  o.on_bookmark = [this, &g](const std::string& name, uint64_t seq) {
+  o.on_bookmark = [this, &g](const std::string& name, uint64_t seq, bool consistent) {
+    if (!consistent) {
+      spdlog::warn(
+          "group {}: bookmark '{}' (record {}) reached during a resync: no snapshots (the image is "
+          "not "
+          "that point yet)",
+          g.cfg->name, name, seq);
+      return;
+    }
     // Every record before it is applied (synchronously, through each LU's snapshot layer).
     for (const auto& lu : g.cfg->luns) {
       std::string err = snapshots_.check ? snapshots_.check(lu) : "no snapshots here";
@@ -242,12 +257,12 @@ std::expected<uint64_t, std::string> NodeReplication::bookmark(const std::string
     if (auto e = snapshots_.check(lu); !e.empty())
       return std::unexpected(fmt::format(
           "group {}: LU {}: {} (a bookmark snapshots every LU of the group)", group, lu, e));
-  // Writes to every LU wait above the replication layer and those in flight finish: the
-  // record then divides the group's writes into before and after, and so do the snapshots.
-  for (const auto& lu : g->cfg->luns) snapshots_.hold(lu);
+  // New writes to every LU wait in the replication layer and those in flight finish: the
+  // record then divides the group's writes into before and after, and so do the snapshots
+  // (taken below, in each LU's snapshot layer).
   std::expected<uint64_t, std::string> seq = std::unexpected(std::string());
   std::string errors;
-  if (!g->log->wait_idle(std::chrono::seconds(30))) {
+  if (!g->log->hold_writes(std::chrono::seconds(30))) {
     seq = std::unexpected(fmt::format("group {}: writes did not finish", group));
   } else {
     seq = g->log->append_bookmark(name);
@@ -256,7 +271,7 @@ std::expected<uint64_t, std::string> NodeReplication::bookmark(const std::string
         if (auto e = snapshots_.create(lu, name); !e.empty())
           errors += fmt::format("{}LU {}: {}", errors.empty() ? "" : "; ", lu, e);
   }
-  for (auto it = g->cfg->luns.rbegin(); it != g->cfg->luns.rend(); ++it) snapshots_.release(*it);
+  g->log->release_writes();
   if (!seq) return seq;
   if (!errors.empty())
     return std::unexpected(fmt::format("group {}: bookmark '{}' logged as record {}, but: {}",
@@ -289,8 +304,54 @@ Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& s
     g.split_brain.clear();
     return Admission{"", applied, std::move(resync)};
   };
-  if (st.log_id == 0 || st.log_id == h.log_id) {
+  // Resyncing: the ranges go in the WELCOME, and the image is inconsistent until the primary's
+  // RESYNC_DONE point is applied. A consistent image is snapshotted first (where the LUs have
+  // snapshots), so a failure mid-resync still leaves it; the snapshot goes once consistent.
+  auto resync = [&](RoleState next, std::vector<Region> ranges, uint64_t applied, bool protect,
+                    const std::string& why) -> Admission {
+    next.lineage = h.lineage;
+    next.discard = false;
+    next.consistent = false;
+    next.resync = std::move(ranges);
+    next.resync_snapshot.clear();
+    if (protect && snapshots_.check) {
+      const std::string snap = fmt::format("pre-resync-{}", st.seq);
+      for (const auto& lu : g.cfg->luns) {
+        std::string err = snapshots_.check(lu);
+        if (err.empty()) err = snapshots_.create(lu, snap);
+        if (err.empty()) {
+          next.resync_snapshot = snap;
+        } else {
+          spdlog::warn(
+              "group {}: LU {}: no snapshot before the resync ({}): its image is inconsistent "
+              "until the "
+              "resync ends",
+              name, lu, err);
+        }
+      }
+    }
+    if (auto err = store_role(g, next); !err.empty()) return refuse(err, false);
+    spdlog::warn("group {}: {}: {} ranges ({} bytes) come from primary {}{}", name, why,
+                 next.resync.size(), bytes_of(next.resync), h.peer,
+                 next.resync_snapshot.empty()
+                     ? ""
+                     : fmt::format("; the image before is snapshot {}", next.resync_snapshot));
+    return admitted(applied, next.resync);
+  };
+  auto everything = [&] {
+    std::vector<Region> all;
+    for (uint32_t i = 0; i < g.tops.size(); ++i) all.push_back(Region{i, 0, g.tops[i]->size()});
+    return all;
+  };
+  if (st.log_id == 0)  // a new replica: whatever its LUs hold, the primary's image replaces it
+    return resync(role, everything(), h.head ? h.head - 1 : 0, false, "initial full sync");
+  if (st.log_id == h.log_id) {
     if (!role.consistent) return admitted(st.seq, role.resync);  // an interrupted resync, again
+    if (st.seq + 1 < h.head)
+      return resync(
+          role, everything(), h.head - 1, true,
+          fmt::format("full resync: the primary's log starts at record {}, this side has up to {}",
+                      h.head, st.seq));
     return admitted(st.seq, std::nullopt);
   }
   // Another generation. Either the primary's began from the one this side follows (its
@@ -303,13 +364,23 @@ Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& s
   if (!branch)
     for (const auto& [id, end] : role.lineage)
       if (id == h.log_id) branch = end;
+  if (!branch && role.discard)
+    return resync(
+        role, everything(), h.head ? h.head - 1 : 0, true,
+        "full resync: no generation in common with the primary, and this side was discarded");
   if (!branch)
     return refuse(
-        fmt::format("group {}: this side follows log {:016x}, the primary's log {:016x} has no "
-                    "generation in common with it: a full resync is needed",
-                    name, st.log_id, h.log_id),
+        fmt::format(
+            "group {}: this side follows log {:016x}, the primary's log {:016x} has no "
+            "generation in common with it: a full resync is needed (`zumactl group discard {}` "
+            "here allows it)",
+            name, st.log_id, h.log_id, name),
         false);
   const uint64_t e = *branch;
+  if (theirs && st.seq < e && role.discard)
+    return resync(
+        role, everything(), h.head ? h.head - 1 : 0, true,
+        "full resync: this side lacks records of an earlier generation, and was discarded");
   if (theirs && st.seq < e)
     return refuse(
         fmt::format("group {}: this side has records up to {} of log {:016x}, the primary's "
@@ -342,14 +413,8 @@ Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& s
           false);
     auto regions = g.log->regions_after(e);
     if (!regions) return refuse(fmt::format("{}: a full resync is needed", regions.error()), false);
-    next.consistent = false;
-    next.resync = std::move(*regions);
-    if (auto err = store_role(g, next); !err.empty()) return refuse(err, false);
-    spdlog::warn(
-        "group {}: discarding this side's records {}..{}: {} ranges ({} bytes) come from primary "
-        "{}",
-        name, e + 1, st.seq, next.resync.size(), bytes_of(next.resync), h.peer);
-    return admitted(e, next.resync);
+    return resync(role, std::move(*regions), e, true,
+                  fmt::format("discarding this side's records {}..{}", e + 1, st.seq));
   }
   if (auto err = store_role(g, next); !err.empty()) return refuse(err, false);
   spdlog::info("group {}: following the primary's new generation (log {:016x}) from record {}",
@@ -530,9 +595,12 @@ std::string NodeReplication::promote(const std::string& group, bool force) {
   if (!r.consistent && !force)
     return fmt::format(
         "group {}: this side is inconsistent (a resync of {} bytes is unfinished): it holds a mix "
-        "of "
-        "two images. Promote with --force only if it is the last copy",
-        group, bytes_of(r.resync));
+        "of two images{}. Promote with --force only if it is the last copy",
+        group, bytes_of(r.resync),
+        r.resync_snapshot.empty()
+            ? ""
+            : fmt::format("; snapshot {} of each LU holds the image before the resync",
+                          r.resync_snapshot));
   if (auto rm = replica_->remove_group(group, force); !rm)
     return fmt::format("{}: demote the primary first (or promote with --force to cut it off)",
                        rm.error());
@@ -677,6 +745,8 @@ std::string NodeReplication::metrics_text() const {
        [](const LinkStats& s) { return double(s.resync_total); }},
       {"zuma_replication_link_resync_sent_bytes", "Bytes of those ranges sent so far.",
        [](const LinkStats& s) { return double(s.resync_done); }},
+      {"zuma_replication_link_resyncs", "Resyncs the link has begun since zumad started.",
+       [](const LinkStats& s) { return double(s.resyncs); }},
   };
   std::vector<std::tuple<std::string, std::string, LinkStats>> links;
   for (const Group* p : primaries)

@@ -34,6 +34,7 @@ struct RoleState {
   bool discard = false;        // secondary: a primary may overwrite this side's own changes
   bool consistent = true;      // false while a resync is unfinished
   std::vector<Region> resync;  // the ranges of that resync
+  std::string resync_snapshot;  // the snapshot of each LU taken before it ("" none)
 };
 
 class NodeReplication {
@@ -62,8 +63,8 @@ class NodeReplication {
   // from here). Each returns "" or why not.
   struct SnapshotHooks {
     std::function<std::string(const std::string& lu)> check;  // the LU can be snapshotted
-    std::function<void(const std::string&lu)> hold, release;  // SnapshotStore::hold_writes
     std::function<std::string(const std::string& lu, const std::string& name)> create;
+    std::function<std::string(const std::string& lu, const std::string& name)> remove;
   };
   void set_snapshots(SnapshotHooks h) { snapshots_ = std::move(h); }
 

@@ -22,7 +22,8 @@ enum class Frame : uint16_t {
   kAck = 4,    // secondary -> primary: u64 LE, highest sequence applied durably
   kError = 5,  // either way: a one-line message; the sender closes the connection
   // primary -> secondary, between WELCOME and the first BATCH when the WELCOME asked for a
-  // resync: u32 LU, u32 0, u64 offset, then the bytes of that range as the primary has them.
+  // resync: u32 LU, u32 flags, u64 offset, then the bytes of that range as the primary has
+  // them; with flags kResyncZeros a u64 length instead: that many bytes read as zeros.
   kResync = 6,
   // primary -> secondary after the last RESYNC frame: u64 LE, the primary's last sequence
   // number when it had read every range; the secondary is consistent again once it has
@@ -30,6 +31,7 @@ enum class Frame : uint16_t {
   kResyncDone = 7,
 };
 
+constexpr uint32_t kResyncZeros = 1;            // RESYNC flag: a deallocated range, no data
 constexpr uint32_t kMagic = 0x4650525a;         // "ZRPF"
 constexpr uint32_t kMaxFrame = 64u << 20;        // above the largest batch the log writes
 // 2: a BATCH frame holds one or more log batches; 3: generations (HELLO lineage), resync

@@ -161,7 +161,7 @@ std::string ReplicaServer::apply_batch(Group& g, std::span<const uint8_t> batch,
         return false;
       }
     } else if (g.on_bookmark) {
-      g.on_bookmark(std::string(v.payload.begin(), v.payload.end()), v.seq);
+      g.on_bookmark(std::string(v.payload.begin(), v.payload.end()), v.seq, !g.resyncing);
     }
     *applied = v.seq;
     std::lock_guard lk(mu_);
@@ -219,6 +219,8 @@ void ReplicaServer::serve(int fd, std::string peer) {
       info.log_id = log_id;
       if (hello.contains("last") && hello["last"].is_number_unsigned())
         info.last = hello["last"].get<uint64_t>();
+      if (hello.contains("head") && hello["head"].is_number_unsigned())
+        info.head = hello["head"].get<uint64_t>();
       if (hello.contains("lineage") && hello["lineage"].is_array())
         for (const auto& e : hello["lineage"])
           if (e.is_array() && e.size() == 2 && e[0].is_number_unsigned() &&
@@ -304,6 +306,7 @@ void ReplicaServer::serve(int fd, std::string peer) {
         for (const Region& r : *admission->resync) ranges.push_back({r.lu, r.offset, r.length});
         welcome["resync"] = ranges;
         resync_pending = true;
+        g->resyncing = true;
         std::lock_guard lk(mu_);
         g->stats.resyncing = true;
         g->stats.resync_bytes = 0;
@@ -322,6 +325,7 @@ void ReplicaServer::serve(int fd, std::string peer) {
           // Every range and every record up to the resync's end point is here, durably.
           resync_target.reset();
           resync_pending = false;
+          g->resyncing = false;
           if (g->on_consistent) g->on_consistent();
           std::lock_guard lk(mu_);
           g->stats.resyncing = false;
@@ -352,27 +356,43 @@ void ReplicaServer::serve(int fd, std::string peer) {
           break;
         }
         if (type == proto::Frame::kResync && resync_pending && !resync_target) {
-          uint32_t lu = 0;
-          uint64_t off = 0;
+          uint32_t lu = 0, flags = 0;
+          uint64_t off = 0, len = 0;
           if (payload.size() > 16) {
             std::memcpy(&lu, payload.data(), 4);
+            std::memcpy(&flags, payload.data() + 4, 4);
             std::memcpy(&off, payload.data() + 8, 8);
+            len = payload.size() - 16;
+            if (flags == proto::kResyncZeros && payload.size() == 24)
+              std::memcpy(&len, payload.data() + 16, 8);
           }
-          const uint64_t len = payload.size() > 16 ? payload.size() - 16 : 0;
-          if (len == 0 || lu >= g->luns.size() || off > g->luns[lu]->size() ||
+          if (len == 0 || (flags & ~proto::kResyncZeros) || (flags && len > (64u << 20)) ||
+              lu >= g->luns.size() || off > g->luns[lu]->size() ||
               len > g->luns[lu]->size() - off) {
             fail("malformed RESYNC frame");
             break;
           }
-          iovec v{payload.data() + 16, len};
-          IoRequest w{IoOp::kWrite};
-          w.offset = off;
-          w.length = len;
-          w.iov = &v;
-          w.iovcnt = 1;
-          if (int wr = submit_and_wait(*g->luns[lu], w); wr < 0) {
-            fail(fmt::format("resync: writing {} at {}: {}", g->luns[lu]->describe(), off,
-                             std::strerror(-wr)));
+          std::string werr;
+          if (flags) {
+            RecordView z{};
+            z.type = RecordType::kWriteZeroes;
+            z.lu = lu;
+            z.offset = off;
+            z.length = uint32_t(len);
+            werr = apply_record(*g->luns[lu], z);
+          } else {
+            iovec v{payload.data() + 16, len};
+            IoRequest w{IoOp::kWrite};
+            w.offset = off;
+            w.length = len;
+            w.iov = &v;
+            w.iovcnt = 1;
+            if (int wr = submit_and_wait(*g->luns[lu], w); wr < 0)
+              werr = fmt::format("writing {} at {}: {}", g->luns[lu]->describe(), off,
+                                 std::strerror(-wr));
+          }
+          if (!werr.empty()) {
+            fail("resync: " + werr);
             break;
           }
           since_ack += len;

@@ -33,6 +33,7 @@ struct HelloInfo {
   std::string peer;  // host:port it connected from
   uint64_t log_id = 0;
   uint64_t last = 0;                                   // its last sequence number
+  uint64_t head = 0;  // the oldest record its log still holds (0: not said)
   std::vector<std::pair<uint64_t, uint64_t>> lineage;  // earlier generations: (log id, end)
 };
 
@@ -55,7 +56,8 @@ struct ReplicaGroupOptions {
   std::function<Admission(const HelloInfo&, const SeqState&)> admit;
   std::function<void()> on_consistent;
   // A bookmark record was reached: every record before it is applied (apply thread).
-  std::function<void(const std::string& name, uint64_t seq)> on_bookmark;
+  // `consistent` is false while a resync runs: the image is then not that point.
+  std::function<void(const std::string& name, uint64_t seq, bool consistent)> on_bookmark;
 };
 
 struct ReplicaGroupStats {
@@ -99,7 +101,8 @@ class ReplicaServer {
     ReplicaGroupStats stats;
     std::function<Admission(const HelloInfo&, const SeqState&)> admit;
     std::function<void()> on_consistent;
-    std::function<void(const std::string&, uint64_t)> on_bookmark;
+    std::function<void(const std::string&, uint64_t, bool)> on_bookmark;
+    bool resyncing = false;  // ranges or records up to the resync's end point still to come
     int fd = -1;  // the connection while busy
   };
   ReplicaServer() = default;

@@ -266,6 +266,7 @@ void SiteLink::run() {
 
 bool SiteLink::send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& ranges) {
   constexpr uint64_t kChunk = 1 << 20;
+  constexpr uint64_t kMaxZeros = 64 << 20;
   const auto sizes = group_.lun_sizes();
   uint64_t total = 0;
   for (const auto& [lu, off, len] : ranges) {
@@ -289,16 +290,32 @@ bool SiteLink::send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& r
                ranges.size(), total, opt_.peer);
   std::vector<uint8_t> buf;
   for (const auto& [lu, off, len] : ranges) {
+    const uint32_t lu32 = uint32_t(lu);
     for (uint64_t at = off; at < off + len && !stop_.load();) {
-      const uint64_t n = std::min(kChunk, off + len - at);
-      buf.assign(16 + n, 0);
-      const uint32_t lu32 = uint32_t(lu);
-      std::memcpy(buf.data(), &lu32, 4);
-      std::memcpy(buf.data() + 8, &at, 8);
-      if (int r = group_.read_lower(lu32, at, std::span<uint8_t>(buf).subspan(16)); r < 0) {
-        set_error(fmt::format("resync: reading LU {} at {}: {}", lu, at, std::strerror(-r)));
-        return false;
+      // A deallocated run goes as one zeros frame (flag 1: u64 length instead of data).
+      storage::ExtentStatus ext{};
+      const uint64_t left = off + len - at;
+      if (group_.lower_extent(lu32, at, std::min<uint64_t>(left, kMaxZeros), &ext) < 0 ||
+          ext.length == 0)
+        ext = {std::min<uint64_t>(left, kChunk), true};
+      uint32_t flags = 0;
+      uint64_t n = 0;
+      if (ext.allocated) {
+        n = std::min({kChunk, left, ext.length});
+        buf.assign(16 + n, 0);
+        if (int r = group_.read_lower(lu32, at, std::span<uint8_t>(buf).subspan(16)); r < 0) {
+          set_error(fmt::format("resync: reading LU {} at {}: {}", lu, at, std::strerror(-r)));
+          return false;
+        }
+      } else {
+        flags = proto::kResyncZeros;
+        n = std::min(left, ext.length);
+        buf.assign(24, 0);
+        std::memcpy(buf.data() + 16, &n, 8);
       }
+      std::memcpy(buf.data(), &lu32, 4);
+      std::memcpy(buf.data() + 4, &flags, 4);
+      std::memcpy(buf.data() + 8, &at, 8);
       if (int r = proto::send_frame(fd, proto::Frame::kResync, buf, kIoTimeoutMs); r < 0) {
         set_error(fmt::format("resync: sending: {}", std::strerror(-r)));
         return false;
@@ -335,6 +352,7 @@ bool SiteLink::session(int fd) {
                           {"link", opt_.name},
                           {"log_id", group_.log_id()},
                           {"last", group_.published_next() - 1},
+                          {"head", group_.published_head()},
                           {"luns", sizes},
                           {"lineage", lineage}};
   if (int r = proto::send_frame(fd, proto::Frame::kHello, hello.dump(), kIoTimeoutMs); r < 0) {

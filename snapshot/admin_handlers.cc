@@ -74,7 +74,10 @@ void bind_snapshot_handlers(admin::CommandTable& t, Registry& reg) {
     return Json{{"deleted", a.value("snapshot", "")}, {"reclaim", "background"}};
   });
   set("snapshot rollback", [&reg](const Json& a) {
-    check(store_of(reg, a)->rollback(a.value("snapshot", "")));
+    auto s = store_of(reg, a);
+    if (auto why = reg.rollback_refused(a.value("lu", "")); !why.empty())
+      throw admin::CommandError(why);
+    check(s->rollback(a.value("snapshot", "")));
     return Json{{"rolled_back_to", a.value("snapshot", "")}};
   });
   set("snapshot clone", [&reg](const Json& a) {

@@ -41,6 +41,12 @@ class Registry {
   // (SnapshotStore::set_rollback_listener). False when there is no such store or clone.
   bool on_rollback(const std::string& lu, const std::string& clone, std::function<void()> fn);
   std::vector<std::string> names() const;
+  // Whether `snapshot rollback` may change LU `lu` ("" yes, else why not): zumad refuses it
+  // for a LU of a replication group, whose writes must all pass the group's log.
+  void set_rollback_guard(std::function<std::string(const std::string& lu)> fn) {
+    guard_ = std::move(fn);
+  }
+  std::string rollback_refused(const std::string& lu) const { return guard_ ? guard_(lu) : ""; }
   // Drops every store (shutdown: a store's backends may sit on layers, such as a
   // replication group's, that must be gone before what they use).
   void clear();
@@ -53,6 +59,7 @@ class Registry {
   int run_due(std::chrono::system_clock::time_point now);
 
  private:
+  std::function<std::string(const std::string&)> guard_;
   struct Entry {
     std::shared_ptr<SnapshotStore> store;
     std::vector<Schedule> schedules;

@@ -717,24 +717,9 @@ std::optional<uint64_t> SnapshotStore::find_clone(const std::string& name_or_id)
   return std::nullopt;
 }
 
-void SnapshotStore::hold_writes() {
-  admin_mu_.lock();
-  freeze(kFreezeWrites);
-  holder_.store(std::this_thread::get_id());
-}
-
-void SnapshotStore::release_writes() {
-  holder_.store(std::thread::id());
-  thaw();
-  admin_mu_.unlock();
-}
-
 std::expected<Epoch, std::string> SnapshotStore::create(const std::string& name,
                                                         const std::string& clone) {
-  // Held by this thread (hold_writes): it owns admin_mu_ and the freeze already.
-  const bool held = holder_.load() == std::this_thread::get_id();
-  std::unique_lock admin(admin_mu_, std::defer_lock);
-  if (!held) admin.lock();
+  std::lock_guard admin(admin_mu_);
   if (failed_) return std::unexpected(std::string("the store failed a metadata write"));
   uint64_t clone_id = 0;
   if (!clone.empty()) {
@@ -751,7 +736,7 @@ std::expected<Epoch, std::string> SnapshotStore::create(const std::string& name,
           "metadata area full ({} of {} bytes used): delete snapshots or enlarge store.meta",
           md_->serialized_size(), log_->checkpoint_capacity()));
   }
-  if (!held) freeze(kFreezeWrites);
+  freeze(kFreezeWrites);
   Epoch e = 0;
   std::optional<std::string> err;
   {
@@ -760,7 +745,7 @@ std::expected<Epoch, std::string> SnapshotStore::create(const std::string& name,
                         : md_->create_clone_snapshot(clone_id, name, now_unix(), &e);
   }
   int r = err ? 0 : commit_round();
-  if (!held) thaw();
+  thaw();
   if (err) return std::unexpected(*err);
   if (r != 0) return std::unexpected(fmt::format("cannot commit the snapshot: {}", std::strerror(-r)));
   if (clone_id == 0) {

@@ -103,12 +103,6 @@ class SnapshotStore : public std::enable_shared_from_this<SnapshotStore> {
   // Quiesces writes, flushes, records the snapshot and commits it. `clone` (name or id):
   // a snapshot of that clone instead of the LU.
   std::expected<Epoch, std::string> create(const std::string& name, const std::string& clone = "");
-  // Snapshots consistent across several LUs (a replication group's bookmark): hold_writes()
-  // quiesces the LU's writes (those in flight complete, new ones wait) and keeps them held,
-  // with the store's other operations, until release_writes() on the same thread; create()
-  // there takes its snapshot without quiescing again.
-  void hold_writes();
-  void release_writes();
   // Forgets the snapshot at once; its chunks are reclaimed in the background.
   std::expected<void, std::string> remove(const std::string& name_or_id);
   // Makes the live LU (or, for a clone's snapshot, that clone) hold what the snapshot holds.
@@ -218,7 +212,6 @@ class SnapshotStore : public std::enable_shared_from_this<SnapshotStore> {
   std::vector<Op*> frozen_q_;
 
   std::mutex admin_mu_;   // one operation at a time
-  std::atomic<std::thread::id> holder_{};  // the thread between hold_writes() and release_writes()
   std::mutex commit_mu_;  // one commit round at a time
   std::mutex q_mu_;
   std::condition_variable q_cv_;

@@ -181,6 +181,29 @@ void check_image(const std::string& img, const std::vector<uint64_t>& image) {
   }
 }
 
+// What initiators read from `z`'s LUs is `m` (LUs with snapshots keep data in their stores,
+// not in the image files).
+void check_reads(Zumad& z, const Model& m) {
+  Session s(z.portal(), kIqn);
+  for (int lun : {0, 1}) {
+    const auto& image = lun == 0 ? m.data : m.logs;
+    constexpr uint64_t kStep = 1024;
+    for (uint64_t first = 0; first < image.size(); first += kStep) {
+      Task r = s.read16(lun, first, uint32_t(kStep * kBs), kBs);
+      REQUIRE_MESSAGE(is_good(r.get()), describe(s.ctx(), r.get()));
+      for (uint64_t b = first; b < first + kStep; ++b) {
+        std::span<const uint8_t> block(r->datain.data + (b - first) * kBs, kBs);
+        if (image[b] == 0)
+          REQUIRE_MESSAGE(std::all_of(block.begin(), block.end(), [](uint8_t c) { return c == 0; }),
+                          "LUN " << lun << " block " << b << " is not zero");
+        else
+          REQUIRE_MESSAGE(check_pattern(block, kBs, b, image[b]).empty(),
+                          "LUN " << lun << " block " << b);
+      }
+    }
+  }
+}
+
 // Both stopped cleanly; each site's images hold `m`.
 void stop_and_check(Zumad& a, Zumad& b, const Model& m) {
   CHECK(a.stop() == 0);
@@ -204,6 +227,13 @@ TEST_CASE("switchover and back: no data lost, nothing resynced, generations chan
   write_run(a, m, 0, 0, 40, seed);
   write_run(a, m, 1, 10, 20, seed);
   const std::string gen1 = generation(a);
+  // B was new: its first connection was an initial full sync of both LUs (6 MiB, mostly sent
+  // as zero ranges), then records.
+  wait_settled(a, b);
+  CHECK(metric(a, "zuma_replication_link_resyncs{group=\"db\",link=\"peer\"}") == 1);
+  CHECK(metric(a, "zuma_replication_link_resync_bytes{group=\"db\",link=\"peer\"}") ==
+        double(6 << 20));
+  CHECK(metric(b, "zuma_replication_replica_resync_bytes{group=\"db\"}") == double(6 << 20));
 
   // Demote waits for the link: B has every record when it returns.
   call(a, "group demote", Json{{"group", "db"}});
@@ -221,7 +251,7 @@ TEST_CASE("switchover and back: no data lost, nothing resynced, generations chan
   wait_settled(b, a);
   // B's log continues the sequence where A's ended.
   CHECK(metric(b, "zuma_replication_log_next_seq{group=\"db\"}") == last_a + 40 + 1);
-  CHECK(metric(b, "zuma_replication_link_resync_bytes{group=\"db\",link=\"peer\"}") == 0);
+  CHECK(metric(b, "zuma_replication_link_resyncs{group=\"db\",link=\"peer\"}") == 0);
   CHECK(metric(a, "zuma_replication_replica_resync_bytes{group=\"db\"}") == 0);
   CHECK(generation(a) == gen2);  // A follows B's generation
 
@@ -233,7 +263,8 @@ TEST_CASE("switchover and back: no data lost, nothing resynced, generations chan
   write_run(a, m, 1, 0, 15, seed);
   wait_settled(a, b);
   check_protected(b);
-  CHECK(metric(a, "zuma_replication_link_resync_bytes{group=\"db\",link=\"peer\"}") == 0);
+  CHECK(metric(a, "zuma_replication_link_resyncs{group=\"db\",link=\"peer\"}") ==
+        1);  // the initial one
 
   // Roles survive a restart.
   CHECK(a.stop() == 0);
@@ -247,12 +278,14 @@ TEST_CASE("switchover and back: no data lost, nothing resynced, generations chan
   stop_and_check(a, b, m);
 }
 
-TEST_CASE(
-    "unplanned failover: split brain detected on both sides, discard, only changed ranges "
-    "resynced") {
+namespace {
+
+// With `snapshots`, the discarding side snapshots its LUs before the resync and removes
+// the snapshots once it is consistent again.
+void unplanned_failover(bool snapshots) {
   const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb), 2);
-  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  Zumad a(site("site-a", "primary", pa, pb, snapshots), 2);
+  Zumad b(site("site-b", "secondary", pb, pa, snapshots), 2);
   b.start();
   a.start();
   Model m;
@@ -313,6 +346,48 @@ TEST_CASE(
   check_protected(a);
   // Only the changed ranges crossed as ranges: far less than the group's 6 MiB.
   CHECK(expected < 0.02 * double((kDataBlocks + kLogsBlocks) * kBs));
+  if (snapshots) {
+    // A's image before the resync was kept as a snapshot while the resync ran, then dropped.
+    CHECK(a.log().find("the image before is snapshot pre-resync-") != std::string::npos);
+    for (const char* lu : {"data", "logs"})
+      CHECK(eventually([&] { return call(a, "snapshot list", Json{{"lu", lu}}).empty(); }));
+    check_reads(a, m);
+    check_reads(b, m);
+    CHECK(a.stop() == 0);
+    CHECK(b.stop() == 0);
+    return;
+  }
+  stop_and_check(a, b, m);
+}
+
+}  // namespace
+
+TEST_CASE("unplanned failover: split brain on both sides, discard, only changed ranges resynced") {
+  unplanned_failover(false);
+}
+
+TEST_CASE("unplanned failover, LUs with snapshots: the image before the resync is kept meanwhile") {
+  unplanned_failover(true);
+}
+
+TEST_CASE("a new secondary joining a primary with data: initial full sync replaces what it held") {
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a(site("site-a", "primary", pa, pb), 2);
+  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  a.start();
+  Model m;
+  uint64_t seed = 0;
+  write_run(a, m, 0, 1000, 64, seed);
+  write_run(a, m, 1, 7, 9, seed);
+  // B's LU files hold junk everywhere before it first starts.
+  write_file(b.file("data.img"), std::string(kDataBlocks * kBs, '\xab'));
+  write_file(b.file("logs.img"), std::string(kLogsBlocks * kBs, '\xcd'));
+  b.start();
+  wait_settled(a, b);
+  CHECK(metric(b, "zuma_replication_group_consistent{group=\"db\"}") == 1);
+  CHECK(metric(a, "zuma_replication_link_resyncs{group=\"db\",link=\"peer\"}") == 1);
+  write_run(a, m, 0, 0, 10, seed);
+  wait_settled(a, b);
   stop_and_check(a, b, m);
 }
 
@@ -326,6 +401,12 @@ TEST_CASE(
   // Refused on the secondary, and without a name.
   CHECK(call_error(b, "group bookmark", Json{{"group", "db"}, {"name", "x"}}) ==
         "group db is secondary here: take bookmarks on its primary");
+  // B's initial sync first: a bookmark B reaches before it is consistent is not snapshotted
+  // there (its image is not that point yet).
+  REQUIRE(eventually([&] {
+    return metric(a, "zuma_replication_link_connected{group=\"db\",link=\"peer\"}") == 1 &&
+           metric(b, "zuma_replication_group_consistent{group=\"db\"}") == 1;
+  }));
 
   // One writer alternates between the LUs, each write to a fresh block stamped with its
   // number, one at a time: the writes before any point are exactly a prefix 0..k-1.
@@ -355,6 +436,9 @@ TEST_CASE(
       CHECK(l[0]["name"] == "bm1");
     }
 
+  // A rollback would change a LU behind the group's log: refused.
+  CHECK(call_error(a, "snapshot rollback", Json{{"lu", "data"}, {"snapshot", "bm1"}})
+            .starts_with("LU 'data' is in replication group 'db': a rollback would change it"));
   // The snapshots, exported read-only after a restart, hold the writes 0..k-1 and none
   // after, on both LUs alike, and the same k on both sites.
   std::vector<uint64_t> ks;
@@ -385,7 +469,9 @@ TEST_CASE(
       const bool has =
           check_pattern(std::span<const uint8_t>(p, kBs), kBs, i / 2, 1000 + i).empty();
       if (has) {
-        CHECK_MESSAGE(!ended, "write " << i << " is in the bookmark but an earlier one is not");
+        CHECK_MESSAGE(!ended, std::string(z == &a ? "primary" : "secondary")
+                                  << ": write " << i
+                                  << " is in the bookmark but an earlier one is not");
         k = i + 1;
       } else {
         CHECK(std::all_of(p, p + kBs, [](uint8_t c) { return c == 0; }));
