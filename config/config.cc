@@ -677,12 +677,8 @@ class Parser {
           if (const Item* v = lf.get("on_full")) {
             if (!fb) fail(*v, "on_full needs fallbehind limits on this link");
             const std::string p = text(*v);
-            if (p == "bitmap")
-              fail(
-                  *v,
-                  "on_full: bitmap is not supported yet (issue 8: dirty-region tracking and resync "
-                  "are a later step); use sync or block");
-            if (p != "sync" && p != "block") fail(*v, "expected sync or block");
+            if (p != "sync" && p != "block" && p != "bitmap")
+              fail(*v, "expected sync, block or bitmap");
             link.on_full = p;
           }
           g.links.push_back(std::move(link));

@@ -96,7 +96,9 @@ void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
           const LinkStats& s = k.stats;
           std::string mode = k.sync ? "sync" : "async";
           if (k.sync && s.degraded) mode += " (degraded)";
-          if (!k.sync && s.holding)
+          if (!k.sync && s.bitmap)
+            mode += fmt::format(" (bitmap: {} dirty regions)", s.bitmap_regions);
+          else if (!k.sync && s.holding)
             mode += " (fell behind: holding writes)";
           else if (!k.sync && s.fell_behind)
             mode += " (fell behind)";

@@ -422,8 +422,26 @@ void GroupLog::publish() {
 
 uint64_t GroupLog::links_acked_min() const {
   uint64_t m = std::numeric_limits<uint64_t>::max();
-  for (auto& l : links_) m = std::min(m, l->acked());
+  for (auto& l : links_)
+    if (!l->in_bitmap_mode()) m = std::min(m, l->acked());  // its map takes over (bitmap_cover)
   return m;
+}
+
+uint64_t GroupLog::bitmap_cover(uint64_t upto) {
+  for (auto& l : links_) {
+    if (!l->bitmap_policy()) continue;
+    upto = l->cover(upto, [this](uint64_t from, uint64_t to) {
+      std::vector<Region> out;
+      if (from < log_->head_seq()) from = log_->head_seq();
+      log_->read(from, [&](const RecordView& v) {
+        if (v.seq > to) return false;
+        if (v.type != RecordType::kBookmark) out.push_back(Region{v.lu, v.offset, v.length});
+        return true;
+      });
+      return out;
+    });
+  }
+  return upto;
 }
 
 std::vector<std::pair<std::string, LinkStats>> GroupLog::link_stats() const {
@@ -461,7 +479,8 @@ std::expected<void, std::string> GroupLog::start() {
       return std::unexpected(fmt::format("group {}: flushing {}: {}", name_, b->describe(), std::strerror(-res)));
   }
   // The backends have everything now; the links still need what they have not acknowledged.
-  const uint64_t upto = std::min(log_->next_seq() - 1, links_acked_min());
+  uint64_t upto = std::min(log_->next_seq() - 1, links_acked_min());
+  if (upto >= log_->head_seq()) upto = bitmap_cover(upto);
   if (upto >= log_->head_seq()) log_->release(upto);
   if (int c = log_->checkpoint(); c < 0)
     return std::unexpected(fmt::format("group {}: writing the log superblock: {}", name_, std::strerror(-c)));
@@ -613,9 +632,11 @@ void GroupLog::complete(LogEntry& e) {
 
 bool GroupLog::relieve_pressure(bool force) {
   advance_applied();
-  const uint64_t upto = std::min(applied_upto_, links_acked_min());
+  uint64_t upto = std::min(applied_upto_, links_acked_min());
   if (upto < log_->head_seq()) return false;  // nothing releasable
   if (!force && log_->used_bytes() * 100 < log_->capacity() * flush_at_percent_) return false;
+  upto = bitmap_cover(upto);  // links in bitmap mode: their maps get the regions first
+  if (upto < log_->head_seq()) return false;
   for (Backend* b : lowers_) {
     IoRequest req{IoOp::kFlush};
     if (int r = submit_and_wait(*b, req); r < 0) {
@@ -642,6 +663,11 @@ int GroupLog::append_one_batch(std::vector<LogEntry*>& entries, size_t begin, si
   // (bounded: 30 s, then the writes fail; the fall-behind policies will act earlier).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (r == -ENOSPC) {
+    // A full log is a fall-behind too: links with the `bitmap` policy that hold records
+    // stop doing so.
+    for (auto& l : links_)
+      if (l->bitmap_policy() && !l->in_bitmap_mode() && l->acked() + 1 < log_->next_seq())
+        l->enter_bitmap("the log is full");
     relieve_pressure(true);
     r = log_->append(recs, &first);
     if (r != -ENOSPC) break;

@@ -189,6 +189,9 @@ class GroupLog {
   bool park(storage::Backend* layer, storage::IoRequest& req);
   void complete_held(bool stopping);
   uint64_t links_acked_min() const;  // records every link has (UINT64_MAX without links)
+  // How far the log may release towards `upto` given the links with the `bitmap` policy
+  // (those in bitmap mode first record the regions in their maps). Log lock held.
+  uint64_t bitmap_cover(uint64_t upto);
   void publish();
   void complete(LogEntry& e);
   void advance_applied();

@@ -130,8 +130,10 @@ std::unique_ptr<NodeReplication> NodeReplication::create(const config::Config& c
         lo.fallbehind_ios = l.fallbehind_ios;
         lo.fallbehind_bytes = l.fallbehind_bytes;
         lo.fallbehind_seconds = l.fallbehind_seconds;
-        lo.on_fallbehind =
-            l.on_full == "block" ? LinkOptions::Policy::kBlock : LinkOptions::Policy::kSync;
+        lo.on_fallbehind = l.on_full == "block"    ? LinkOptions::Policy::kBlock
+                           : l.on_full == "bitmap" ? LinkOptions::Policy::kBitmap
+                                                   : LinkOptions::Policy::kSync;
+        lo.bitmap_path = fmt::format("{}/{}.{}.bitmap", state_dir(cfg), g.name, l.name);
         if (auto r = (*log)->add_link(lo); !r)
           throw std::runtime_error(
               fmt::format("group '{}': link '{}': {}", g.name, l.name, r.error()));
@@ -347,6 +349,13 @@ Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& s
     return resync(role, everything(), h.head ? h.head - 1 : 0, false, "initial full sync");
   if (st.log_id == h.log_id) {
     if (!role.consistent) return admitted(st.seq, role.resync);  // an interrupted resync, again
+    if (st.seq + 1 < h.head && h.dirty)
+      return resync(
+          role, *h.dirty, h.head - 1, true,
+          fmt::format(
+              "resync of the primary's dirty regions (bitmap mode): its log starts at record "
+              "{}, this side has up to {}",
+              h.head, st.seq));
     if (st.seq + 1 < h.head)
       return resync(
           role, everything(), h.head - 1, true,
@@ -745,6 +754,10 @@ std::string NodeReplication::metrics_text() const {
        [](const LinkStats& s) { return double(s.resync_total); }},
       {"zuma_replication_link_resync_sent_bytes", "Bytes of those ranges sent so far.",
        [](const LinkStats& s) { return double(s.resync_done); }},
+      {"zuma_replication_link_bitmap", "1 while the link is in bitmap mode (on_full: bitmap).",
+       [](const LinkStats& s) { return s.bitmap ? 1.0 : 0.0; }},
+      {"zuma_replication_link_bitmap_regions", "64 KiB regions in the link's dirty-region map.",
+       [](const LinkStats& s) { return double(s.bitmap_regions); }},
       {"zuma_replication_link_resyncs", "Resyncs the link has begun since zumad started.",
        [](const LinkStats& s) { return double(s.resyncs); }},
   };

@@ -221,6 +221,14 @@ void ReplicaServer::serve(int fd, std::string peer) {
         info.last = hello["last"].get<uint64_t>();
       if (hello.contains("head") && hello["head"].is_number_unsigned())
         info.head = hello["head"].get<uint64_t>();
+      if (hello.contains("dirty") && hello["dirty"].is_array()) {
+        info.dirty.emplace();
+        for (const auto& e : hello["dirty"])
+          if (e.is_array() && e.size() == 3 && e[0].is_number_unsigned() &&
+              e[1].is_number_unsigned() && e[2].is_number_unsigned())
+            info.dirty->push_back(
+                Region{e[0].get<uint32_t>(), e[1].get<uint64_t>(), e[2].get<uint64_t>()});
+      }
       if (hello.contains("lineage") && hello["lineage"].is_array())
         for (const auto& e : hello["lineage"])
           if (e.is_array() && e.size() == 2 && e[0].is_number_unsigned() &&

@@ -35,6 +35,9 @@ struct HelloInfo {
   uint64_t last = 0;                                   // its last sequence number
   uint64_t head = 0;  // the oldest record its log still holds (0: not said)
   std::vector<std::pair<uint64_t, uint64_t>> lineage;  // earlier generations: (log id, end)
+  // A link in bitmap mode: the regions of the records its log released before this side
+  // had them.
+  std::optional<std::vector<Region>> dirty;
 };
 
 // The group owner's answer to a HELLO (roles: docs/REPLICATION.md "Roles").

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "replication/dirty_map.hh"
 #include "replication/group_log.hh"
 #include "replication/protocol.hh"
 #include "replication/ring_log.hh"
@@ -65,6 +67,19 @@ std::expected<std::unique_ptr<SiteLink>, std::string> SiteLink::create(GroupLog&
   }
   std::unique_ptr<SiteLink> l(new SiteLink(group, opt, std::move(*st)));
   if (!l->wake_fd_) return std::unexpected(fmt::format("link {}: eventfd: {}", opt.name, std::strerror(errno)));
+  l->dirty_ = std::make_unique<DirtyMap>();
+  if (!opt.bitmap_path.empty()) {
+    if (auto e = l->dirty_->load(opt.bitmap_path, &l->covered_); !e.empty())
+      return std::unexpected(fmt::format("link {}: {}", opt.name, e));
+    if (::access(opt.bitmap_path.c_str(), F_OK) == 0) {
+      l->bitmap_mode_.store(true);
+      spdlog::warn(
+          "group {}: link {} is in bitmap mode ({} dirty regions up to record {}): they are "
+          "resynced "
+          "when the peer is back",
+          group.name(), opt.name, l->dirty_->regions(), l->covered_);
+    }
+  }
   return l;
 }
 
@@ -86,6 +101,11 @@ void SiteLink::stop() {
   stop_.store(true);
   uint64_t one = 1;
   (void)!::write(wake_fd_.get(), &one, sizeof(one));
+  {
+    // A send to a peer that does not read (stopped, hung) would block up to its timeout.
+    std::lock_guard lk(sock_mu_);
+    if (sock_fd_ >= 0) ::shutdown(sock_fd_, SHUT_RDWR);
+  }
   thread_.join();
   state_.store(SeqState{acked(), group_.log_id()});
   state_value_.store(uint8_t(LinkState::kStopped));
@@ -103,6 +123,60 @@ void SiteLink::restart(uint64_t acked) {
   uint64_t v;
   (void)!::read(wake_fd_.get(), &v, sizeof(v));  // the stop's wake-up
   start();
+}
+
+void SiteLink::enter_bitmap(const std::string& why) {
+  std::lock_guard lk(dirty_mu_);
+  if (bitmap_mode_.load()) return;
+  // The map starts empty, covering up to what the peer has: records after it stay in the
+  // log until cover() has their regions.
+  covered_ = acked();
+  dirty_->clear();
+  if (auto e = dirty_->save(opt_.bitmap_path, covered_); !e.empty()) {
+    spdlog::error("group {}: link {}: cannot enter bitmap mode: {}", group_.name(), opt_.name, e);
+    return;
+  }
+  bitmap_mode_.store(true, std::memory_order_release);
+  throttled_.store(false);
+  spdlog::warn(
+      "group {}: async link {} enters bitmap mode ({}): writes no longer wait for it nor keep log "
+      "space; regions the peer misses are tracked in {} and resynced when it is back",
+      group_.name(), opt_.name, why, opt_.bitmap_path);
+  group_.kick();
+}
+
+uint64_t SiteLink::covered() const {
+  std::lock_guard lk(dirty_mu_);
+  return covered_;
+}
+
+uint64_t SiteLink::cover(uint64_t upto,
+                         const std::function<std::vector<Region>(uint64_t, uint64_t)>& regions) {
+  std::lock_guard lk(dirty_mu_);
+  if (!bitmap_mode_.load(std::memory_order_acquire)) return std::min(upto, acked());
+  const uint64_t from = std::max(acked(), covered_) + 1;
+  if (from > upto) return upto;
+  for (const Region& r : regions(from, upto)) dirty_->add(r.lu, r.offset, r.length);
+  if (auto e = dirty_->save(opt_.bitmap_path, upto); !e.empty()) {
+    spdlog::error("group {}: link {}: storing its dirty-region map: {}", group_.name(), opt_.name,
+                  e);
+    return covered_;
+  }
+  covered_ = upto;
+  return upto;
+}
+
+void SiteLink::leave_bitmap_if_done(uint64_t peer_has) {
+  if (!bitmap_mode_.load(std::memory_order_acquire)) return;
+  std::lock_guard lk(dirty_mu_);
+  // The peer has every record the map covers, and every record the log still holds is
+  // after what it has or will be sent: the map is no longer needed.
+  if (peer_has < covered_ || peer_has + 1 < group_.published_head()) return;
+  bitmap_mode_.store(false, std::memory_order_release);
+  dirty_->clear();
+  ::unlink(opt_.bitmap_path.c_str());
+  spdlog::info("group {}: link {} leaves bitmap mode: its peer has caught up", group_.name(),
+               opt_.name);
 }
 
 void SiteLink::notify() {
@@ -134,7 +208,7 @@ void SiteLink::degrade(const std::string& why) {
 }
 
 void SiteLink::check_fallbehind() {
-  if (opt_.mode != LinkMode::kAsync) return;
+  if (opt_.mode != LinkMode::kAsync || bitmap_mode_.load(std::memory_order_acquire)) return;
   // Bytes and age need a walk of the log's batch index; the record count is two atomics.
   const bool costly = opt_.fallbehind_bytes || opt_.fallbehind_seconds > 0;
   if (!opt_.fallbehind_ios && !costly) return;
@@ -192,6 +266,10 @@ void SiteLink::check_fallbehind() {
     }
     return;
   }
+  if (over && bitmap_policy()) {
+    enter_bitmap(what);
+    return;
+  }
   if (over && (block || connected)) {
     throttled_.store(true);
     spdlog::warn(
@@ -208,7 +286,12 @@ LinkStats SiteLink::stats() const {
   s.state = LinkState(state_value_.load());
   s.degraded = opt_.mode == LinkMode::kSync && degraded_.load();
   s.holding = holding();
-  s.fell_behind = throttled_.load() || suspended_.load();
+  s.fell_behind = throttled_.load() || suspended_.load() || bitmap_mode_.load();
+  s.bitmap = bitmap_mode_.load();
+  if (s.bitmap) {
+    std::lock_guard dl(dirty_mu_);
+    s.bitmap_regions = dirty_->regions();
+  }
   s.acked = acked();
   const uint64_t last = group_.published_next() - 1;
   s.lag_records = last > s.acked ? last - s.acked : 0;
@@ -246,7 +329,16 @@ void SiteLink::run() {
       set_error(fmt::format("cannot connect: {}", std::strerror(-fd)));
     } else {
       storage::UniqueFd sock(fd);
-      if (!session(fd)) break;
+      {
+        std::lock_guard lk(sock_mu_);
+        sock_fd_ = fd;
+      }
+      const bool go_on = !stop_.load() && session(fd);
+      {
+        std::lock_guard lk(sock_mu_);
+        sock_fd_ = -1;
+      }
+      if (!go_on) break;
       {
         std::lock_guard lk(mu_);
         ++counters_.reconnects;
@@ -347,6 +439,13 @@ bool SiteLink::session(int fd) {
   std::vector<uint64_t> sizes = group_.lun_sizes();
   nlohmann::json lineage = nlohmann::json::array();
   for (const auto& [id, end] : group_.lineage()) lineage.push_back({id, end});
+  // In bitmap mode: the regions of the records released before the peer had them (it asks
+  // for them as a resync when it lacks records the log no longer holds).
+  nlohmann::json dirty = nlohmann::json::array();
+  if (bitmap_mode_.load()) {
+    std::lock_guard dl(dirty_mu_);
+    for (const Region& r : dirty_->ranges(sizes)) dirty.push_back({r.lu, r.offset, r.length});
+  }
   nlohmann::json hello = {{"protocol", proto::kProtocolVersion},
                           {"group", group_.name()},
                           {"link", opt_.name},
@@ -355,6 +454,7 @@ bool SiteLink::session(int fd) {
                           {"head", group_.published_head()},
                           {"luns", sizes},
                           {"lineage", lineage}};
+  if (bitmap_mode_.load()) hello["dirty"] = dirty;
   if (int r = proto::send_frame(fd, proto::Frame::kHello, hello.dump(), kIoTimeoutMs); r < 0) {
     set_error(fmt::format("sending HELLO: {}", std::strerror(-r)));
     return !stop_.load();
@@ -402,6 +502,7 @@ bool SiteLink::session(int fd) {
   if (welcome.contains("resync")) {
     if (!send_resync(fd, ranges)) return !stop_.load();
   }
+  leave_bitmap_if_done(peer_applied);
   state_value_.store(uint8_t(LinkState::kConnected));
   set_error("");
   if (opt_.mode == LinkMode::kSync && from >= group_.published_next() && degraded_.exchange(false))
@@ -499,6 +600,7 @@ bool SiteLink::session(int fd) {
       uint64_t seq = 0;
       std::memcpy(&seq, payload.data(), 8);
       if (seq > acked()) acked_.store(seq, std::memory_order_release);
+      leave_bitmap_if_done(seq);
       while (!in_flight.empty() && in_flight.front().first <= seq) {
         in_flight_bytes -= in_flight.front().second;
         in_flight.pop_front();

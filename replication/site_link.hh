@@ -19,6 +19,8 @@
 #include <chrono>
 #include <cstdint>
 #include <expected>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -30,6 +32,8 @@
 namespace zuma::replication {
 
 class GroupLog;
+class DirtyMap;
+struct Region;
 
 enum class LinkMode : uint8_t { kAsync, kSync };
 enum class LinkState : uint8_t {
@@ -57,7 +61,11 @@ struct LinkOptions {
   uint64_t fallbehind_ios = 0;
   uint64_t fallbehind_bytes = 0;
   double fallbehind_seconds = 0;
-  enum class Policy : uint8_t { kSync, kBlock } on_fallbehind = Policy::kSync;
+  // kBitmap: the link stops holding log space and writes instead: records the log releases
+  // before the peer has them go into a dirty-region map (bitmap_path), which is resynced
+  // when the peer is back; the same when the log is full because of this link.
+  enum class Policy : uint8_t { kSync, kBlock, kBitmap } on_fallbehind = Policy::kSync;
+  std::string bitmap_path;  // kBitmap: the dirty-region map
 };
 
 struct LinkStats {
@@ -76,6 +84,8 @@ struct LinkStats {
   uint64_t resync_total = 0, resync_done = 0;
   std::chrono::steady_clock::time_point resync_started{};
   uint64_t resyncs = 0;  // resyncs begun since start
+  bool bitmap = false;   // in bitmap mode (the `bitmap` fall-behind policy)
+  uint64_t bitmap_regions = 0;  // 64 KiB regions in its dirty map
 };
 
 class SiteLink {
@@ -114,6 +124,20 @@ class SiteLink {
   void check_fallbehind();
   LinkStats stats() const;
 
+  // The `bitmap` policy. While in bitmap mode the link does not keep records in the log:
+  // before the log releases records the peer lacks, the group's writer adds their regions
+  // (cover). The link leaves the mode once its peer has everything the map covers.
+  bool bitmap_policy() const { return opt_.on_fallbehind == LinkOptions::Policy::kBitmap; }
+  bool in_bitmap_mode() const { return bitmap_mode_.load(std::memory_order_acquire); }
+  void enter_bitmap(const std::string& why);
+  uint64_t covered() const;  // the highest record whose regions are in the map
+  // Before the log releases records up to `upto`: in bitmap mode the regions of the records
+  // the map does not cover yet (`regions(from, to)`) are added and the map stored durably;
+  // returns how far the log may release for this link (`upto`, less if storing failed or
+  // the link is not in bitmap mode and lacks records).
+  uint64_t cover(uint64_t upto,
+                 const std::function<std::vector<Region>(uint64_t, uint64_t)>& regions);
+
  private:
   SiteLink(GroupLog& g, const LinkOptions& opt, SeqStateFile state);
   void run();
@@ -132,11 +156,18 @@ class SiteLink {
   std::atomic<bool> degraded_{false};
   std::atomic<bool> throttled_{false};  // async link holding writes (fall-behind)
   std::atomic<bool> suspended_{false};  // timed out while holding: not again until caught up
+  std::atomic<bool> bitmap_mode_{false};
+  mutable std::mutex dirty_mu_;  // dirty_, covered_
+  std::unique_ptr<DirtyMap> dirty_;
+  uint64_t covered_ = 0;
+  void leave_bitmap_if_done(uint64_t peer_has);
   std::mutex fb_mu_;                    // check_fallbehind's decisions
   std::chrono::steady_clock::time_point fb_costly_at_{};  // last byte/second lag look-up
   std::atomic<uint64_t> acked_{0};
   std::atomic<uint8_t> state_value_{uint8_t(LinkState::kConnecting)};
   std::thread thread_;
+  std::mutex sock_mu_;  // sock_fd_: the connection, shut down by stop()
+  int sock_fd_ = -1;
   mutable std::mutex mu_;  // the fields below
   LinkStats counters_;
   std::chrono::steady_clock::time_point stored_at_{};

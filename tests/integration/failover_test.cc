@@ -486,3 +486,59 @@ TEST_CASE(
   CHECK(a.stop() == 0);
   CHECK(b.stop() == 0);
 }
+
+TEST_CASE(
+    "on_full: bitmap: writes never wait for a stopped peer; it resyncs only the dirty regions") {
+  const uint16_t pa = free_port(), pb = free_port();
+  std::string cfg = site("site-a", "primary", pa, pb);
+  cfg =
+      replace_all(cfg, "mode: async }", "mode: async, fallbehind: { ios: 100 }, on_full: bitmap }");
+  Zumad a(cfg, 2);
+  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  b.start();
+  a.start();
+  Model m;
+  uint64_t seed = 0;
+  write_run(a, m, 1, 0, 20, seed);
+  wait_settled(a, b);
+
+  // The peer stops; 12 MiB of 4 KiB writes over the first 512 KiB of LU data: far past the
+  // fall-behind limit, and more than the log's flush mark (half of 16 MiB), so records the
+  // peer lacks are released and their regions go to the link's map.
+  b.signal(SIGSTOP);
+  double slowest = 0;
+  {
+    Session s(a.portal(), kIqn);
+    for (int i = 0; i < 3072; ++i) {
+      const uint64_t lba = uint64_t(i * 8) % 1024;
+      const auto data = make_pattern(8, kBs, lba, ++seed);
+      const auto t0 = std::chrono::steady_clock::now();
+      Task w = s.write16(0, lba, data, kBs);
+      slowest = std::max(
+          slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      REQUIRE_MESSAGE(is_good(w.get()), describe(s.ctx(), w.get()));
+      for (uint64_t k = 0; k < 8; ++k) m.data[lba + k] = seed;
+    }
+  }
+  CHECK(slowest < 2.0);  // never held for the peer
+  CHECK(metric(a, "zuma_replication_link_bitmap{group=\"db\",link=\"peer\"}") == 1);
+  CHECK(metric(a, "zuma_replication_link_bitmap_regions{group=\"db\",link=\"peer\"}") == 8);
+  const Json st = call(a, "group status", Json{{"group", "db"}});
+  CHECK(st["rows"][0][1] == "async (bitmap: 8 dirty regions)");
+  // The map survives a restart of the primary.
+  CHECK(a.stop() == 0);
+  a.start();
+  CHECK(metric(a, "zuma_replication_link_bitmap{group=\"db\",link=\"peer\"}") == 1);
+
+  // The peer is back: it gets the 8 regions (512 KiB) as a resync, then the records.
+  b.signal(SIGCONT);
+  wait_settled(a, b);
+  CHECK(eventually(
+      [&] { return metric(a, "zuma_replication_link_bitmap{group=\"db\",link=\"peer\"}") == 0; }));
+  CHECK(eventually(
+      [&] { return metric(b, "zuma_replication_group_consistent{group=\"db\"}") == 1; }));
+  CHECK(metric(b, "zuma_replication_replica_resync_bytes{group=\"db\"}") == double(8 * 64 * 1024));
+  write_run(a, m, 1, 100, 5, seed);
+  wait_settled(a, b);
+  stop_and_check(a, b, m);
+}

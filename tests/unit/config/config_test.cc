@@ -559,12 +559,13 @@ TEST_CASE("groups: errors") {
   CHECK(group("{name: db, luns: [a]" + log +
               ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, on_full: block}]}") ==
         "t.yaml:9:126: groups[0].links[0].on_full: on_full needs fallbehind limits on this link");
-  // Not implemented yet: refused by name rather than accepted and ignored.
   CHECK(group("{name: db, luns: [a]" + log +
               ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, fallbehind: {ios: 10}, "
-              "on_full: bitmap}]}") ==
-        "t.yaml:9:149: groups[0].links[0].on_full: on_full: bitmap is not supported yet (issue 8: "
-        "dirty-region tracking and resync are a later step); use sync or block");
+              "on_full: bitmap}]}") == "OK");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, fallbehind: {ios: 10}, "
+              "on_full: drop}]}") ==
+        "t.yaml:9:149: groups[0].links[0].on_full: expected sync, block or bitmap");
   // Secondary groups.
   CHECK(group("{name: db, role: secondary, luns: [a]}") ==
         "t.yaml:9:22: groups[0].role: a secondary group needs node.replication_listen (where its "
