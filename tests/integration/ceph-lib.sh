@@ -141,7 +141,7 @@ EOF
 # (Re)starts the watchdog over the current daemon pids: it kills them when this shell is
 # gone or after CEPH_TTL seconds.
 _ceph_watchdog() {
-  [[ -n $CEPH_WATCHDOG_PID ]] && kill "$CEPH_WATCHDOG_PID" 2>/dev/null
+  [[ -z $CEPH_WATCHDOG_PID ]] || kill "$CEPH_WATCHDOG_PID" 2>/dev/null || true
   local parent=$$ ttl=${CEPH_TTL:-1800} pids="$CEPH_MON_PID $CEPH_OSD_PID" dir=$CEPH_DIR
   (
     trap - EXIT INT TERM
@@ -167,12 +167,12 @@ _ceph_dump() {
 # takes seconds to shut down) and removes the cluster's files.
 ceph_stop() {
   local pid
-  [[ -n $CEPH_WATCHDOG_PID ]] && kill "$CEPH_WATCHDOG_PID" 2>/dev/null
+  [[ -z $CEPH_WATCHDOG_PID ]] || kill "$CEPH_WATCHDOG_PID" 2>/dev/null || true
   CEPH_WATCHDOG_PID=""
-  for pid in $CEPH_OSD_PID $CEPH_MON_PID; do kill -KILL "$pid" 2>/dev/null; done
-  for pid in $CEPH_OSD_PID $CEPH_MON_PID; do wait "$pid" 2>/dev/null; done
+  for pid in $CEPH_OSD_PID $CEPH_MON_PID; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $CEPH_OSD_PID $CEPH_MON_PID; do wait "$pid" 2>/dev/null || true; done
   CEPH_OSD_PID=""
   CEPH_MON_PID=""
-  [[ -n $CEPH_DIR && ${ZUMA_TEST_KEEP:-0} == 0 ]] && rm -rf "$CEPH_DIR"
+  if [[ -n $CEPH_DIR && ${ZUMA_TEST_KEEP:-0} == 0 ]]; then rm -rf "$CEPH_DIR"; fi
   return 0
 }
