@@ -24,8 +24,8 @@ zuma_log "Ceph cluster up, images created in $((SECONDS - start)) s"
 
 PORT=$(zuma_free_port)
 IQN=iqn.2026-11.org.zuma:rbd
-rbd_su() {  # rbd_su IMAGE: one sub-unit in flow style
-  echo "{ backend: rbd, pool: rbd, image: $1, user: zuma, keyring: $CEPH_KEYRING, ceph_conf: $CEPH_CONF, timeout: 10 }"
+rbd_su() {  # rbd_su IMAGE [TIMEOUT]: one sub-unit in flow style
+  echo "{ backend: rbd, pool: rbd, image: $1, user: zuma, keyring: $CEPH_KEYRING, ceph_conf: $CEPH_CONF, timeout: ${2:-10} }"
 }
 cat >"$ZUMA_DIR/zumad.yaml" <<YAML
 node: { name: rbd-it, data_dir: $ZUMA_DIR/var, reactors: 2, log_level: info }
@@ -33,7 +33,7 @@ portals: [ "127.0.0.1:$PORT" ]
 targets:
   - iqn: $IQN
     luns:
-      - { id: 0, name: a, size: 64MiB, block_size: 512, thin: true, subunits: [ $(rbd_su a) ] }
+      - { id: 0, name: a, size: 64MiB, block_size: 512, thin: true, subunits: [ $(rbd_su a 3) ] }
       - { id: 1, name: s, size: 64MiB, block_size: 512, thin: true, layout: striped, stripe_unit: 64KiB,
           subunits: [ $(rbd_su s0), $(rbd_su s1) ] }
 YAML
@@ -77,6 +77,26 @@ for range in "1028 12" "3076 8" "5124 4"; do
   cmp <(got $((off - 4)) 4) <(want $((off - 4)) 4) || fail "image a: the 4 KiB before ${off} KiB changed"
   cmp <(got $((off + n)) 4) <(want $((off + n)) 4) || fail "image a: the 4 KiB after $((off + n)) KiB changed"
 done
+
+# The OSD stops answering (frozen, as a partition looks to the client): a read fails with
+# NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY (SPC-5: 04h/01h) after the
+# sub-unit's 3 s timeout, never hangs; once the OSD answers again the LU serves its data.
+zuma_log "freezing the OSD (pid $CEPH_OSD_PID)"
+kill -STOP "$CEPH_OSD_PID"
+t=$SECONDS
+out=$(timeout 60 qemu-io -f raw -c "read 8M 64k" "$URL0" 2>&1) || true
+kill -CONT "$CEPH_OSD_PID"
+grep -q "NOT READY(2) ASCQ:(null)(0x0401)" <<<"$out" ||
+  fail "a read with the OSD frozen did not fail with NOT READY 04h/01h: $out"
+((SECONDS - t < 15)) || fail "the read took $((SECONDS - t)) s to fail"
+grep -q "I/O fails with NOT READY until the cluster answers" "$ZUMA_DIR/zumad.log" ||
+  fail "zumad did not log the outage"
+zuma_log "read failed with NOT READY in $((SECONDS - t)) s; OSD resumed"
+for _ in $(seq 10); do
+  qemu-io -f raw -c "read 8M 64k" "$URL0" >/dev/null 2>&1 && break
+done
+qemu-img convert -f raw -O raw "$URL0" "$ZUMA_DIR/after.img" || fail "qemu-img convert after the outage"
+cmp "$ZUMA_DIR/after.img" "$ZUMA_DIR/a.img" || fail "LU a does not read back its data after the outage"
 
 zuma_log "stopping zumad"
 rc=0; zuma_stop || rc=$?
