@@ -10,6 +10,7 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -56,12 +57,70 @@ std::string error_text(int r) {
   return std::strerror(r < 0 ? -r : r);
 }
 
+// A connected librados handle, shared by every image opened with the same connection
+// settings: each handle runs its own messenger, timer and completion threads and monitor
+// session, which one zumad needs once per cluster and user, not once per sub-unit.
+struct Cluster {
+  rados_t handle = nullptr;
+  ~Cluster() {
+    if (handle != nullptr) rados_shutdown(handle);
+  }
+};
+
+std::mutex g_clusters_mu;
+std::map<std::string, std::weak_ptr<Cluster>> g_clusters;  // by connection settings
+
+// Connects as spec.user with spec's settings, or returns the live connection made with the
+// same ones. Error: what failed and its errno text.
+std::expected<std::shared_ptr<Cluster>, std::string> connect(const RbdSpec& spec) {
+  using R = std::expected<std::shared_ptr<Cluster>, std::string>;
+  std::string user = spec.user.empty() ? "admin" : spec.user;
+  if (user.starts_with("client.")) user.erase(0, 7);
+  const std::string timeout = std::to_string(spec.timeout_s ? spec.timeout_s : 10);
+  const std::string key =
+      fmt::format("{}\n{}\n{}\n{}\n{}", spec.ceph_conf, user, spec.keyring, spec.mon_host, timeout);
+  // Held while connecting: opens happen at startup or on a live LU change, one at a time.
+  std::lock_guard lock(g_clusters_mu);
+  if (auto live = g_clusters[key].lock()) return R(std::move(live));
+  auto c = std::make_shared<Cluster>();
+  const auto fail = [](std::string_view what, int r) {
+    return R(std::unexpect, fmt::format("{}: {}", what, error_text(r)));
+  };
+  int r = rados_create(&c->handle, user.c_str());
+  if (r < 0) return fail("cannot create a cluster handle", r);
+  r = rados_conf_read_file(c->handle, spec.ceph_conf.empty() ? nullptr : spec.ceph_conf.c_str());
+  // No ceph.conf is fine when mon_host says where the cluster is.
+  if (r < 0 && !(r == -ENOENT && spec.ceph_conf.empty() && !spec.mon_host.empty()))
+    return fail(spec.ceph_conf.empty() ? "ceph.conf" : spec.ceph_conf, r);
+  const std::pair<const char*, std::string> options[] = {
+      {"keyring", spec.keyring},
+      {"mon_host", spec.mon_host},
+      {"client_mount_timeout", timeout},
+      {"rados_mon_op_timeout", timeout},
+      {"rados_osd_op_timeout", timeout},
+      {"rbd_cache", "false"},
+      {"rbd_skip_partial_discard", "false"},
+  };
+  for (const auto& [k, value] : options) {
+    if (value.empty()) continue;
+    if ((r = rados_conf_set(c->handle, k, value.c_str())) < 0)
+      return fail(fmt::format("setting {}", k), r);
+  }
+  if ((r = rados_connect(c->handle)) < 0) {
+    return fail(r == -ETIMEDOUT ? fmt::format("no cluster answered within {} s", timeout)
+                                : std::string("connecting to the cluster"),
+                r);
+  }
+  g_clusters[key] = c;
+  return R(std::move(c));
+}
+
 }  // namespace
 
 struct RbdBackend::Impl {
   RbdSpec spec;
   uint64_t size = 0;
-  rados_t cluster = nullptr;
+  std::shared_ptr<Cluster> cluster;  // released last (after the image and the pool context)
   rados_ioctx_t io = nullptr;
   rbd_image_t image = nullptr;
 
@@ -74,7 +133,6 @@ struct RbdBackend::Impl {
   ~Impl() {
     if (image != nullptr) rbd_close(image);
     if (io != nullptr) rados_ioctx_destroy(io);
-    if (cluster != nullptr) rados_shutdown(cluster);
   }
 
   Op* get_op() {
@@ -180,36 +238,11 @@ std::expected<std::unique_ptr<RbdBackend>, std::string> RbdBackend::open(const R
     return R(std::unexpect, "rbd: the sub-unit needs a pool and an image");
   if (spec.size == 0) return R(std::unexpect, name + ": the sub-unit needs a size");
 
-  std::string user = spec.user.empty() ? "admin" : spec.user;
-  if (user.starts_with("client.")) user.erase(0, 7);
-  int r = rados_create(&im.cluster, user.c_str());
-  if (r < 0) return fail("cannot create a cluster handle", r);
-  r = rados_conf_read_file(im.cluster, spec.ceph_conf.empty() ? nullptr : spec.ceph_conf.c_str());
-  // No ceph.conf is fine when mon_host says where the cluster is.
-  if (r < 0 && !(r == -ENOENT && spec.ceph_conf.empty() && !spec.mon_host.empty()))
-    return fail(spec.ceph_conf.empty() ? "ceph.conf" : spec.ceph_conf, r);
-  const std::string timeout = std::to_string(spec.timeout_s ? spec.timeout_s : 10);
-  const std::pair<const char*, std::string> options[] = {
-      {"keyring", spec.keyring},
-      {"mon_host", spec.mon_host},
-      {"client_mount_timeout", timeout},
-      {"rados_mon_op_timeout", timeout},
-      {"rados_osd_op_timeout", timeout},
-      {"rbd_cache", "false"},
-      {"rbd_skip_partial_discard", "false"},
-  };
-  for (const auto& [key, value] : options) {
-    if (value.empty()) continue;
-    if ((r = rados_conf_set(im.cluster, key, value.c_str())) < 0)
-      return fail(fmt::format("setting {}", key), r);
-  }
-  if ((r = rados_connect(im.cluster)) < 0) {
-    // The handle is unusable after a failed connect; only shut it down.
-    return fail(r == -ETIMEDOUT ? fmt::format("no cluster answered within {} s", timeout)
-                                : std::string("connecting to the cluster"),
-                r);
-  }
-  if ((r = rados_ioctx_create(im.cluster, spec.pool.c_str(), &im.io)) < 0)
+  auto cluster = connect(spec);
+  if (!cluster) return R(std::unexpect, fmt::format("{}: {}", name, cluster.error()));
+  im.cluster = std::move(*cluster);
+  int r;
+  if ((r = rados_ioctx_create(im.cluster->handle, spec.pool.c_str(), &im.io)) < 0)
     return fail(r == -ENOENT ? "no such pool" : "opening the pool", r);
   if ((r = rbd_open(im.io, spec.image.c_str(), &im.image, nullptr)) < 0) {
     if (r == -ENOENT) {

@@ -11,6 +11,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -104,6 +107,25 @@ int run_sync(Backend& b, IoOp op, uint64_t off, std::vector<uint8_t>& buf, uint6
   b.submit(r);
   REQUIRE(d.calls == 1);  // no IoContext here: complete when submit() returns
   return d.result;
+}
+
+// Every thread of `pid` stopped (SIGSTOP takes effect thread by thread: one still running
+// can answer a request sent meanwhile). False after 5 s.
+bool all_stopped(pid_t pid) {
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    bool all = true;
+    for (const auto& t : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+      std::ifstream f(t.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(f)), {});
+      const auto paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T')
+        all = false;
+    }
+    if (all) return true;
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 int run_range(Backend& b, IoOp op, uint64_t off, uint64_t len) {
@@ -234,7 +256,7 @@ TEST_CASE("rbd backend: against a single-node Ceph cluster") {
     }
     ctx->make_current();
 
-    // The data is in the cluster, not in this client: a second handle reads it.
+    // The data is in the cluster, not in this image handle: a second one reads it.
     IoContext::clear_current();
     auto again = RbdBackend::open(spec_for(cl, "img", kImageBytes));
     REQUIRE(again.has_value());
@@ -251,6 +273,7 @@ TEST_CASE("rbd backend: against a single-node Ceph cluster") {
 
     // The OSD stops answering (frozen: to the client, as a partition looks).
     REQUIRE(::kill(cl.osd(), SIGSTOP) == 0);
+    REQUIRE(all_stopped(cl.osd()));
     auto t0 = Clock::now();
     std::vector<uint8_t> back(data.size());
     CHECK(run_sync(be, IoOp::kRead, 1 << 20, back) == kUnreachable);

@@ -83,6 +83,11 @@ done
 # sub-unit's 3 s timeout, never hangs; once the OSD answers again the LU serves its data.
 zuma_log "freezing the OSD (pid $CEPH_OSD_PID)"
 kill -STOP "$CEPH_OSD_PID"
+# SIGSTOP takes effect thread by thread: wait until none of the OSD's threads can answer.
+for _ in $(seq 500); do
+  awk '{ sub(/.*\) /, ""); if ($1 != "T") bad = 1 } END { exit bad }' /proc/"$CEPH_OSD_PID"/task/*/stat && break
+  sleep 0.01
+done
 t=$SECONDS
 out=$(timeout 60 qemu-io -f raw -c "read 8M 64k" "$URL0" 2>&1) || true
 kill -CONT "$CEPH_OSD_PID"
