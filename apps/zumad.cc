@@ -99,7 +99,7 @@ struct BuiltLu {
   std::shared_ptr<scsi::LogicalUnit> lu;
 };
 
-// A config sub-unit as storage opens it (docs/DISTRIBUTED.md: iscsi and mirror backends).
+// A config sub-unit as storage opens it (docs/DISTRIBUTED.md: iscsi, rbd and mirror backends).
 storage::SubUnitSpec subunit_spec(const config::Config& cfg, const config::Lun& l,
                                   const config::SubUnit& su, size_t index, uint64_t size) {
   storage::SubUnitSpec spec;
@@ -118,6 +118,14 @@ storage::SubUnitSpec subunit_spec(const config::Config& cfg, const config::Lun& 
     out.iscsi.size = size;
     out.iscsi.block_size = l.block_size;
     out.iscsi.timeout_s = m.timeout;
+    out.rbd.pool = m.pool;
+    out.rbd.image = m.image;
+    if (!m.user.empty()) out.rbd.user = m.user;
+    out.rbd.keyring = m.keyring;
+    out.rbd.ceph_conf = m.ceph_conf;
+    out.rbd.mon_host = m.mon_host;
+    out.rbd.size = size;
+    out.rbd.timeout_s = m.timeout;
     return out;
   };
   if (su.mirror.empty()) {

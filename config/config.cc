@@ -1060,8 +1060,9 @@ class Parser {
       if (items.empty()) fail(*subunits, "a LUN needs at least one sub-unit");
       std::vector<std::optional<Item>> sizes;  // as written; nullopt where left out
       for (const Item& sub : items) {
-        const Fields sf = fields(sub, {"backend", "path", "size", "url", "initiator", "chap",
-                                       "timeout", "mirror"});
+        const Fields sf =
+            fields(sub, {"backend", "path", "size", "url", "initiator", "chap", "timeout", "mirror",
+                         "pool", "image", "user", "keyring", "ceph_conf", "mon_host"});
         if (const Item* m = sf.get("mirror")) {
           lun.subunits.push_back(parse_mirror(sf, *m, lun.name, sub.mark));
         } else {
@@ -1233,13 +1234,14 @@ class Parser {
     SubUnit su;
     su.loc = location(mark);
     su.backend =
-        written_null(backend) ? "null" : text(backend, "expected file, memory, null or iscsi");
+        written_null(backend) ? "null" : text(backend, "expected file, memory, null, iscsi or rbd");
     if (su.backend != "file" && su.backend != "memory" && su.backend != "null" &&
-        su.backend != "iscsi") {
+        su.backend != "iscsi" && su.backend != "rbd") {
       fail(backend, su.backend == "mirror" ? "a mirror is written mirror: [member, member]"
-                                           : "expected file, memory, null or iscsi");
+                                           : "expected file, memory, null, iscsi or rbd");
     }
     parse_remote(owner, su);
+    parse_rbd(owner, su, lu_name);
     if (su.backend == "file") {
       if (!path) fail(owner.self, "missing key 'path' (the file backend needs one)");
       su.path = text(*path);
@@ -1261,13 +1263,15 @@ class Parser {
   }
 
   // backend iscsi: url (iscsi://HOST[:PORT]/IQN/LUN), initiator, chap, timeout; other
-  // backends take none of these (docs/DISTRIBUTED.md).
+  // backends take none of these but timeout, which rbd takes too (docs/DISTRIBUTED.md).
   void parse_remote(const Fields& owner, SubUnit& su) const {
     const bool remote = su.backend == "iscsi";
     for (std::string_view key : {"url", "initiator", "chap", "timeout"}) {
+      if (key == "timeout" && su.backend == "rbd") continue;
       if (const Item* v = owner.get(key); v && !remote)
-        fail(*v, fmt::format("the {} backend takes no {} (only backend iscsi does)", su.backend,
-                             key));
+        fail(*v,
+             fmt::format("the {} backend takes no {} (only {})", su.backend, key,
+                         key == "timeout" ? "backends iscsi and rbd do" : "backend iscsi does"));
     }
     if (!remote) return;
     if (const Item* p = owner.get("path")) fail(*p, "the iscsi backend takes url, not path");
@@ -1284,6 +1288,63 @@ class Parser {
       su.chap.push_back(std::move(c));
     }
     if (const Item* v = owner.get("timeout")) su.timeout = static_cast<uint32_t>(integer(*v, 1, 3600));
+  }
+
+  // backend rbd: pool and image (required), user, keyring, ceph_conf, mon_host, timeout;
+  // other backends take none of these (docs/DISTRIBUTED.md "Ceph RBD sub-units").
+  void parse_rbd(const Fields& owner, SubUnit& su, const std::string& lu_name) {
+    const bool rbd = su.backend == "rbd";
+    for (std::string_view key : {"pool", "image", "user", "keyring", "ceph_conf", "mon_host"}) {
+      if (const Item* v = owner.get(key); v && !rbd)
+        fail(*v,
+             fmt::format("the {} backend takes no {} (only backend rbd does)", su.backend, key));
+    }
+    if (!rbd) return;
+    if (const Item* p = owner.get("path"))
+      fail(*p, "the rbd backend takes pool and image, not path");
+    // Ceph names: pools and images are non-empty and hold no '/' or '@' (rbd's POOL/IMAGE@SNAP).
+    const auto ceph_name = [&](std::string_view key) {
+      const Item* v = owner.get(key);
+      if (!v)
+        fail(owner.self,
+             fmt::format("missing key '{}' (the rbd backend needs pool and image)", key));
+      std::string s = text(*v);
+      if (s.empty() || s.find_first_of("/@ \t") != std::string::npos)
+        fail(*v, fmt::format("expected a Ceph {} name (no '/', '@' or blanks)", key));
+      return s;
+    };
+    su.pool = ceph_name("pool");
+    su.image = ceph_name("image");
+    if (const Item* v = owner.get("user")) {
+      su.user = text(*v);
+      if (su.user.empty() || su.user == "client.")
+        fail(*v, "expected a cephx client id, e.g. zuma (client.zuma)");
+    }
+    const auto file = [&](std::string_view key, std::string& out) {
+      if (const Item* v = owner.get(key)) {
+        out = text(*v);
+        if (out.empty()) fail(*v, "expected a path, got an empty string");
+      }
+    };
+    file("keyring", su.keyring);
+    file("ceph_conf", su.ceph_conf);
+    if (const Item* v = owner.get("mon_host")) {
+      su.mon_host = text(*v);
+      if (su.mon_host.empty()) fail(*v, "expected monitor addresses, e.g. 10.0.0.1:6789");
+    }
+    if (const Item* v = owner.get("timeout"))
+      su.timeout = static_cast<uint32_t>(integer(*v, 1, 3600));
+    // Two sub-units on one image would overwrite each other (unless they are in different
+    // clusters, which the cluster's config file or monitors tell apart).
+    const std::string key =
+        fmt::format("rbd:{}|{}|{}/{}", su.ceph_conf, su.mon_host, su.pool, su.image);
+    const auto [first, inserted] =
+        file_users_.emplace(key, SeenAt{lu_name, owner.get("image")->mark});
+    if (!inserted) {
+      fail(*owner.get("image"),
+           fmt::format("image {}/{} is already used by LU '{}' (at {})", su.pool, su.image,
+                       first->second.owner, at(first->second.mark)));
+    }
   }
 
   // iscsi://HOST[:PORT]/IQN/LUN, HOST an IPv4 address, [IPv6] or a host name. Credentials
@@ -1319,7 +1380,8 @@ class Parser {
     if (const Item* b = owner.get("backend")) {
       if (text(*b) != "mirror") fail(*b, "give either backend or mirror, not both");
     }
-    for (std::string_view key : {"path", "url", "initiator", "chap", "timeout"}) {
+    for (std::string_view key : {"path", "url", "initiator", "chap", "timeout", "pool", "image",
+                                 "user", "keyring", "ceph_conf", "mon_host"}) {
       if (const Item* v = owner.get(key))
         fail(*v, fmt::format("{} belongs to a mirror member, not to the mirror", key));
     }
@@ -1330,7 +1392,8 @@ class Parser {
     if (members.size() != 2)
       fail(item, fmt::format("a mirror has exactly two members, this one has {}", members.size()));
     for (const Item& m : members) {
-      const Fields mf = fields(m, {"backend", "path", "url", "initiator", "chap", "timeout"});
+      const Fields mf = fields(m, {"backend", "path", "url", "initiator", "chap", "timeout", "pool",
+                                   "image", "user", "keyring", "ceph_conf", "mon_host"});
       SubUnit member = parse_subunit(mf, require(mf, "backend"), mf.get("path"), lu_name, m.mark);
       if (member.backend == "null") fail(require(mf, "backend"), "a null backend cannot mirror data");
       su.mirror.push_back(std::move(member));

@@ -74,7 +74,7 @@ struct Iscsi {
 struct Chap;
 
 struct SubUnit {
-  std::string backend;  // "file", "memory", "null", "iscsi"; "mirror" when `mirror` is set
+  std::string backend;  // "file", "memory", "null", "iscsi", "rbd"; "mirror" when `mirror` is set
   std::string path;     // file backend: path (relative paths are relative to the cwd)
   uint64_t size = 0;    // bytes; 0 = whatever of the LU's size the other sub-units leave
   Location loc;
@@ -83,7 +83,14 @@ struct SubUnit {
   std::string initiator;           // our initiator name; empty: <node name>-derived default
   std::vector<Chap> chap;          // zero or one: CHAP credentials to log in with
   uint32_t timeout = 10;           // seconds a remote command may take before the session is reset
-  std::vector<SubUnit> mirror;     // backend "mirror": its two members (each file/memory/iscsi)
+  std::vector<SubUnit> mirror;     // backend "mirror": its two members (each file/memory/iscsi/rbd)
+  // backend rbd (docs/DISTRIBUTED.md): an existing image of a Ceph pool; `timeout` bounds
+  // connecting and each operation.
+  std::string pool, image;
+  std::string user;       // cephx client id (client.<user>); empty: admin
+  std::string keyring;    // keyring file; empty: as ceph.conf says
+  std::string ceph_conf;  // ceph.conf; empty: librados' default search
+  std::string mon_host;   // monitor addresses; empty: ceph.conf's
 };
 
 // Snapshots of one LU (issue 7): the store's data and metadata files, the chunk size and

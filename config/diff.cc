@@ -28,8 +28,10 @@ std::map<std::string, const Lun*> lus_of(const Config& c) {
 
 bool same_subunit(const SubUnit& x, const SubUnit& y) {
   if (x.backend != y.backend || x.path != y.path || x.size != y.size || x.url != y.url ||
-      x.initiator != y.initiator || x.timeout != y.timeout ||
-      x.chap.size() != y.chap.size() || x.mirror.size() != y.mirror.size())
+      x.initiator != y.initiator || x.timeout != y.timeout || x.chap.size() != y.chap.size() ||
+      x.mirror.size() != y.mirror.size() || x.pool != y.pool || x.image != y.image ||
+      x.user != y.user || x.keyring != y.keyring || x.ceph_conf != y.ceph_conf ||
+      x.mon_host != y.mon_host)
     return false;
   if (!x.chap.empty() && !same_chap(x.chap.front(), y.chap.front())) return false;
   for (size_t i = 0; i < x.mirror.size(); ++i)

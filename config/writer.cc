@@ -54,11 +54,21 @@ void chap(std::string& out, const Chap& c, const std::string& indent) {
   }
 }
 
-// A sub-unit's backend keys in block style (iscsi sub-units and mirror members).
+// A sub-unit's backend keys in block style (iscsi and rbd sub-units, mirror members).
 void subunit_fields(std::string& out, const SubUnit& s, const std::string& indent,
                     bool with_backend = true) {
   if (with_backend) out += indent + "backend: " + q(s.backend) + "\n";
   if (!s.path.empty()) out += indent + "path: " + q(s.path) + "\n";
+  if (s.backend == "rbd") {
+    out += indent + "pool: " + q(s.pool) + "\n";
+    out += indent + "image: " + q(s.image) + "\n";
+    if (!s.user.empty()) out += indent + "user: " + q(s.user) + "\n";
+    if (!s.keyring.empty()) out += indent + "keyring: " + q(s.keyring) + "\n";
+    if (!s.ceph_conf.empty()) out += indent + "ceph_conf: " + q(s.ceph_conf) + "\n";
+    if (!s.mon_host.empty()) out += indent + "mon_host: " + q(s.mon_host) + "\n";
+    out += fmt::format("{}timeout: {}\n", indent, s.timeout);
+    return;
+  }
   if (s.backend != "iscsi") return;
   out += indent + "url: " + q(s.url) + "\n";
   if (!s.initiator.empty()) out += indent + "initiator: " + q(s.initiator) + "\n";
@@ -187,7 +197,8 @@ std::string to_yaml(const Config& c, const std::string& header) {
       }
       out += "        subunits:\n";
       for (const SubUnit& s : l.subunits) {
-        if (s.backend == "iscsi" || !s.mirror.empty()) {  // block style (docs/DISTRIBUTED.md)
+        // Block style (docs/DISTRIBUTED.md).
+        if (s.backend == "iscsi" || s.backend == "rbd" || !s.mirror.empty()) {
           out += fmt::format("          - size: {}\n", s.size);
           if (s.mirror.empty()) {
             subunit_fields(out, s, "            ");

@@ -12,6 +12,9 @@ PACKAGES=(
   libxxhash-dev libcpp-httplib-dev
   # peers for tests and benchmarks
   libiscsi-bin tgt qemu-utils qemu-block-extra
+  # the rbd backend (librbd) and the single-node Ceph cluster its tests start
+  # (tests/integration/ceph-lib.sh): mon, osd, and the ceph/rbd command-line tools
+  librbd-dev ceph-mon ceph-osd ceph-common
   # libFuzzer targets (tests/fuzz/run.sh): clang with its sanitizer and fuzzer runtimes
   clang-16 libclang-rt-16-dev
   # used by the test scripts (timeout, stdbuf; Essential, listed for minimal images)

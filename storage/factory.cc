@@ -31,9 +31,9 @@ std::expected<std::unique_ptr<Backend>, std::string> open_backend(const BackendS
                fmt::format("memory backend: cannot allocate the table for {} bytes", spec.size));
     }
   }
-  return R(
-      std::unexpect,
-      fmt::format("unknown backend kind \"{}\" (expected file, memory, null or iscsi)", spec.kind));
+  return R(std::unexpect,
+           fmt::format("unknown backend kind \"{}\" (expected file, memory, null, iscsi or rbd)",
+                       spec.kind));
 }
 
 std::expected<std::unique_ptr<Backend>, std::string> open_subunit(const SubUnitSpec& spec) {
@@ -50,6 +50,12 @@ std::expected<std::unique_ptr<Backend>, std::string> open_subunit(const SubUnitS
       is.size = size;
       is.allow_offline = mirror;
       auto b = IscsiBackend::open(is);
+      if (!b) return R(std::unexpect, std::move(b.error()));
+      opened[i] = std::move(*b);
+    } else if (m.backend.kind == "rbd") {
+      RbdSpec rs = m.rbd;
+      rs.size = size;
+      auto b = RbdBackend::open(rs);
       if (!b) return R(std::unexpect, std::move(b.error()));
       opened[i] = std::move(*b);
     } else {

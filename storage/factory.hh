@@ -9,11 +9,12 @@
 
 #include "storage/backend.hh"
 #include "storage/iscsi_backend.hh"
+#include "storage/rbd_backend.hh"
 
 namespace zuma::storage {
 
 struct BackendSpec {
-  std::string kind;   // "file" (regular file or block device), "memory", "null", "iscsi"
+  std::string kind;   // "file" (regular file or block device), "memory", "null", "iscsi", "rbd"
   std::string path;   // file: path; created as a sparse file of `size` when missing
   uint64_t size = 0;  // bytes; for an existing block device 0 means its whole size
 };
@@ -25,8 +26,9 @@ std::expected<std::unique_ptr<Backend>, std::string> open_backend(const BackendS
 // (docs/DISTRIBUTED.md).
 struct SubUnitSpec {
   struct Member {
-    BackendSpec backend;  // kind "iscsi": `iscsi` says where (its size is set by open_subunit)
+    BackendSpec backend;  // kind "iscsi"/"rbd": `iscsi`/`rbd` says where (open_subunit sets size)
     IscsiSpec iscsi;
+    RbdSpec rbd;
   };
   std::vector<Member> members;  // one, or two for a mirror
   std::string mirror_state;     // mirror: path prefix of its state files in data_dir

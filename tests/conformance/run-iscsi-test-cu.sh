@@ -4,10 +4,13 @@
 #
 #   run-iscsi-test-cu.sh --zumad PATH [--out DIR] [--update] [--expected FILE] [--skips FILE]
 #                        [--runs thin,full,pbs,ro] [--timeout SECONDS] [--target zuma|tgt]
+#                        [--luns FILE]
 #
 # zumad gets two portals on free 127.0.0.1 ports and one target with LUN 0 thin (file),
 # LUN 1 fully provisioned (file), LUN 2 thin with 4 KiB physical blocks (LBPPBE 3) and
-# LUN 3 thin and write protected (read_only: true). The pbs and ro runs are short: the pbs
+# LUN 3 thin and write protected (read_only: true); --luns FILE replaces these four with
+# the LU entries in FILE (YAML list items under `luns:`, with the same ids and properties,
+# e.g. on other backends: run-on-rbd.sh). The pbs and ro runs are short: the pbs
 # run only the tests that need several logical blocks per physical block (PBS_TESTS; they
 # skip on the other LUs, which keep LBPPBE 0 because libiscsi 1.19's
 # GetLBAStatus.UnmapSingle expects the first descriptor at LBA i+LBPPB), the ro run only
@@ -45,9 +48,10 @@ RUN_TIMEOUT=300
 PBS_TESTS=ALL.CompareAndWrite.InvalidDataOutSize,ALL.WriteSame10.InvalidDataOutSize,ALL.WriteSame16.InvalidDataOutSize,ALL.WriteSame10.UnmapUnaligned,ALL.WriteSame16.UnmapUnaligned
 RO_TESTS=ALL.ReadOnly.ReadOnlySBC
 TARGET=zuma
+LUNS_FILE=""
 IQN=iqn.2026-11.org.zuma:conformance
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case $1 in
     --zumad) ZUMAD=$2; shift 2 ;;
@@ -58,6 +62,7 @@ while (($#)); do
     --runs) RUNS=$2; shift 2 ;;
     --timeout) RUN_TIMEOUT=$2; shift 2 ;;
     --target) TARGET=$2; shift 2 ;;
+    --luns) LUNS_FILE=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
   esac
@@ -103,11 +108,17 @@ portals: [ "127.0.0.1:$PORT0", "127.0.0.1:$PORT1" ]
 targets:
   - iqn: $IQN
     luns:
+YAML
+  if [[ -n $LUNS_FILE ]]; then
+    cat "$LUNS_FILE" >>"$ZUMA_DIR/zumad.yaml"
+  else
+    cat >>"$ZUMA_DIR/zumad.yaml" <<YAML
       - { id: 0, name: thin, size: 64MiB, block_size: 512, thin: true, subunits: [ {backend: file, path: $ZUMA_DIR/thin.img} ] }
       - { id: 1, name: full, size: 64MiB, block_size: 512, subunits: [ {backend: file, path: $ZUMA_DIR/full.img} ] }
       - { id: 2, name: pbs, size: 64MiB, block_size: 512, physical_block_size: 4KiB, thin: true, subunits: [ {backend: file, path: $ZUMA_DIR/pbs.img} ] }
       - { id: 3, name: ro, size: 64MiB, block_size: 512, thin: true, read_only: true, subunits: [ {backend: file, path: $ZUMA_DIR/ro.img} ] }
 YAML
+  fi
   zuma_start "$ZUMA_DIR/zumad.yaml" "$PORT0" "$PORT1"
   LUN_OF[thin]=0
   LUN_OF[full]=1

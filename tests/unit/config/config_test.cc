@@ -311,7 +311,7 @@ TEST_CASE("the null backend may be written unquoted, as YAML null") {
   const Config c = parse(yaml, "t.yaml");
   for (const Lun& lun : c.targets[0].luns) CHECK(lun.subunits[0].backend == "null");
   CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: }")) ==
-        "t.yaml:5:38: targets[0].luns[0].backend: expected file, memory, null or iscsi");
+        "t.yaml:5:38: targets[0].luns[0].backend: expected file, memory, null, iscsi or rbd");
 }
 
 TEST_CASE("error: file cannot be read") {
@@ -1021,7 +1021,7 @@ TEST_CASE("error: LU sizes") {
 
 TEST_CASE("error: backends and the backend/path shorthand") {
   CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: disk}")) ==
-        "t.yaml:5:47: targets[0].luns[0].backend: expected file, memory, null or iscsi");
+        "t.yaml:5:47: targets[0].luns[0].backend: expected file, memory, null, iscsi or rbd");
   CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: file}")) ==
         "t.yaml:5:9: targets[0].luns[0]: missing key 'path' (the file backend needs one)");
   CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: memory, path: x.img}")) ==

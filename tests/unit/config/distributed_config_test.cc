@@ -159,3 +159,75 @@ TEST_CASE("mirrors: exactly two members, each a backend") {
         "t.yaml:5:60: targets[0].luns[0].subunits[0].backend: a mirror is written mirror: [member, "
         "member]");
 }
+
+TEST_CASE("rbd sub-units: pool, image, user, keyring, ceph_conf, mon_host, timeout") {
+  const Config c =
+      parse(with_lun("{id: 0, name: a, size: 2MiB, layout: striped, subunits: [ "
+                     "{backend: rbd, pool: rbd, image: a0, user: zuma, keyring: /k/zuma.keyring, "
+                     "ceph_conf: /c/ceph.conf, timeout: 4}, "
+                     "{backend: rbd, pool: rbd, image: a1, mon_host: \"[v2:127.0.0.1:3300]\"} ] }"),
+            "t.yaml");
+  const SubUnit& s = only_lun(c).subunits.at(0);
+  CHECK(s.backend == "rbd");
+  CHECK(s.pool == "rbd");
+  CHECK(s.image == "a0");
+  CHECK(s.user == "zuma");
+  CHECK(s.keyring == "/k/zuma.keyring");
+  CHECK(s.ceph_conf == "/c/ceph.conf");
+  CHECK(s.mon_host.empty());
+  CHECK(s.timeout == 4);
+  CHECK(s.size == 1 << 20);
+  const SubUnit& t = only_lun(c).subunits.at(1);
+  CHECK(t.image == "a1");
+  CHECK(t.user.empty());  // librados' default: client.admin
+  CHECK(t.mon_host == "[v2:127.0.0.1:3300]");
+  CHECK(t.timeout == 10);
+  // Written out and read back, it is the same LU; a changed image is a different one.
+  const Config again = parse(to_yaml(c), "again.yaml");
+  CHECK(same_lun(only_lun(again), only_lun(c)));
+  Lun other = only_lun(c);
+  other.subunits[1].image = "b1";
+  CHECK_FALSE(same_lun(other, only_lun(c)));
+
+  const auto sub = [](const std::string& body) {
+    return with_lun("{id: 0, name: a, size: 1MiB, subunits: [ " + body + " ] }");
+  };
+  CHECK(error_of(sub("{backend: rbd, image: a}")) ==
+        "t.yaml:5:50: targets[0].luns[0].subunits[0]: missing key 'pool' (the rbd backend needs "
+        "pool and image)");
+  CHECK(error_of(sub("{backend: rbd, pool: rbd}")) ==
+        "t.yaml:5:50: targets[0].luns[0].subunits[0]: missing key 'image' (the rbd backend needs "
+        "pool and image)");
+  CHECK(error_of(sub("{backend: rbd, pool: rbd, image: \"a@snap\"}")) ==
+        "t.yaml:5:83: targets[0].luns[0].subunits[0].image: expected a Ceph image name (no '/', "
+        "'@' or blanks)");
+  CHECK(error_of(sub("{backend: rbd, pool: rbd, image: a, path: /x}")) ==
+        "t.yaml:5:92: targets[0].luns[0].subunits[0].path: the rbd backend takes pool and image, "
+        "not path");
+  CHECK(error_of(sub("{backend: file, path: /tmp/x.img, pool: rbd}")) ==
+        "t.yaml:5:90: targets[0].luns[0].subunits[0].pool: the file backend takes no pool (only "
+        "backend rbd does)");
+  CHECK(error_of(sub("{backend: memory, timeout: 3}")) ==
+        "t.yaml:5:77: targets[0].luns[0].subunits[0].timeout: the memory backend takes no timeout "
+        "(only backends iscsi and rbd do)");
+  CHECK(
+      error_of(sub("{backend: rbd, pool: rbd, image: a, keyring: \"\"}")) ==
+      "t.yaml:5:95: targets[0].luns[0].subunits[0].keyring: expected a path, got an empty string");
+  // One image, two sub-units: refused, naming the first user.
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 2MiB, subunits: [ "
+                          "{backend: rbd, pool: p, image: i, size: 1MiB}, "
+                          "{backend: rbd, pool: p, image: i} ] }")) ==
+        "t.yaml:5:128: targets[0].luns[0].subunits[1].image: image p/i is already used by LU 'a' "
+        "(at line 5, column 81)");
+  // The same name in another cluster is another image.
+  CHECK_NOTHROW(parse(with_lun("{id: 0, name: a, size: 2MiB, subunits: [ "
+                               "{backend: rbd, pool: p, image: i, size: 1MiB}, "
+                               "{backend: rbd, pool: p, image: i, ceph_conf: /other.conf} ] }"),
+                      "t.yaml"));
+  // A mirror member may be an RBD image.
+  const Config m = parse(with_lun("{id: 0, name: a, size: 1MiB, subunits: [ {mirror: [ "
+                                  "{backend: rbd, pool: p, image: m0}, {backend: file, "
+                                  "path: /tmp/zuma-m1.img} ] } ] }"),
+                         "t.yaml");
+  CHECK(only_lun(m).subunits.at(0).mirror.at(0).image == "m0");
+}

@@ -26,7 +26,7 @@ TEST_CASE("open_backend: dispatches on kind") {
 TEST_CASE("open_backend: errors are one line") {
   auto u = open_backend({"tape", "/dev/st0", 0});
   REQUIRE_FALSE(u.has_value());
-  CHECK(u.error() == "unknown backend kind \"tape\" (expected file, memory, null or iscsi)");
+  CHECK(u.error() == "unknown backend kind \"tape\" (expected file, memory, null, iscsi or rbd)");
 
   auto m = open_backend({"memory", "", 0});
   REQUIRE_FALSE(m.has_value());
