@@ -298,6 +298,26 @@ TEST_CASE("the link blackholed during load, then restored: a prefix, then equal"
   r.stop_both();
 }
 
+// A partition the primary noticed and the secondary did not: the primary's side of the
+// connection is reset, the secondary's stays open and silent. The primary's new connection
+// must be served all the same.
+TEST_CASE("the link blackholed, the primary's side reset, the secondary's left half open") {
+  Rig r("async", 2000);
+  for (int i = 0; i < iterations(); ++i) {
+    r.new_plan();
+    auto load = r.start_load();
+    load->wait_acked(kBeforeFault);
+    r.proxy.blackhole();
+    load->wait_acked(load->acked() + kDuringFault, 1);
+    r.proxy.cut(FaultProxy::Cut::kClientOnly);
+    r.check_prefix(false, false, "half-open link");
+    r.proxy.restore();
+    load->wait_acked(load->acked() + kAfterFault);
+    r.settle_and_compare(*load);
+  }
+  r.stop_both();
+}
+
 // The primary SIGKILLed during load. Sync: every acknowledged write is on the secondary.
 // Both: the secondary holds a prefix; the restarted primary replays its log and the link
 // brings the two sites to equal.
