@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <numeric>
 #include <stdexcept>
 
+#include "replication/ring_log.hh"
 #include "tests/integration/harness.hh"
 
 extern "C" {
@@ -91,11 +93,103 @@ void stamp(std::span<uint8_t> block, const Plan& plan, const Write& w) {
 
 std::string Verdict::summary() const {
   return std::to_string(present) + " of " + std::to_string(issued) + " issued writes present, " +
-         std::to_string(acked_present) + " of " + std::to_string(acked) + " acknowledged ones";
+         std::to_string(acked_present) + " of " + std::to_string(acked) + " acknowledged ones" +
+         (in_log ? ", the first " + std::to_string(present) + " of " + std::to_string(in_log) +
+                       " in the primary's log"
+                 : std::string());
 }
 
+std::optional<GroupOrder> group_order(const Plan& plan, const std::string& log_path,
+                                      const std::string& scratch_dir, uint64_t from_seq,
+                                      std::string* error) {
+  using namespace zuma::replication;
+  GroupOrder order;
+  order.tick = plan.tick.load();
+  const std::string copy = scratch_dir + "/group-order.rlog";
+  std::error_code ec;
+  std::filesystem::copy_file(log_path, copy, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) {
+    *error = "copying " + log_path + ": " + ec.message();
+    return std::nullopt;
+  }
+  auto log = RingLog::open({copy, 0, false});
+  std::filesystem::remove(copy, ec);
+  if (!log) {
+    *error = log.error();
+    return std::nullopt;
+  }
+  if ((*log)->head_seq() > from_seq) {
+    *error = "the log no longer has record " + std::to_string(from_seq);
+    return std::nullopt;
+  }
+  std::vector<uint8_t> expect(kBs);
+  int r = (*log)->read(from_seq, [&](const RecordView& v) {
+    if (v.type != RecordType::kWrite || v.length != kBs || get64(v.payload.data()) != kMagic ||
+        get64(v.payload.data() + 8) != plan.cycle)
+      return true;
+    const uint64_t id = get64(v.payload.data() + 16);
+    if (id >= plan.count) return true;
+    const Write& w = plan.writes[id];
+    stamp(expect, plan, w);
+    if (v.lu != w.lun || v.offset != w.lba * kBs ||
+        !std::equal(expect.begin(), expect.end(), v.payload.begin())) {
+      *error = "record " + std::to_string(v.seq) + " holds write " + std::to_string(id) +
+               "'s stamp, but not as written";
+      return false;
+    }
+    order.ids.push_back(uint32_t(id));
+    return true;
+  });
+  if (r < 0) *error = "reading the log: " + std::string(std::strerror(-r));
+  if (!error->empty()) return std::nullopt;
+  return order;
+}
+
+namespace {
+
+// The checks a GroupOrder adds; an error message or "".
+std::string check_order(const Plan& plan, const std::vector<bool>& present, size_t npresent,
+                        const GroupOrder& order) {
+  std::vector<int64_t> pos(plan.count, -1);
+  uint64_t max_issued = 0;
+  size_t max_issued_id = 0;
+  for (size_t i = 0; i < order.ids.size(); ++i) {
+    const uint32_t id = order.ids[i];
+    if (pos[id] >= 0) return "write " + std::to_string(id) + " is twice in the primary's log";
+    pos[id] = int64_t(i);
+    // Acknowledged before an earlier one in the log was issued: the log broke the rule.
+    const uint64_t acked = plan.writes[id].acked.load();
+    if (acked && acked < max_issued)
+      return "the primary's log has write " + std::to_string(id) + " after write " +
+             std::to_string(max_issued_id) + ", which was issued after it was acknowledged";
+    if (plan.writes[id].issued.load() > max_issued) {
+      max_issued = plan.writes[id].issued.load();
+      max_issued_id = id;
+    }
+  }
+  for (size_t i = 0; i < plan.count; ++i) {
+    const uint64_t acked = plan.writes[i].acked.load();
+    if (acked && acked <= order.tick && pos[i] < 0)
+      return "write " + std::to_string(i) + " was acknowledged but is not in the primary's log";
+    if (present[i] && pos[i] < 0)
+      return "write " + std::to_string(i) + " is on the secondary but not in the primary's log";
+  }
+  // The present writes are the log's first `npresent`.
+  for (size_t i = 0; i < order.ids.size() && i < npresent; ++i)
+    if (!present[order.ids[i]])
+      return "not a prefix of the primary's log: write " + std::to_string(order.ids[i]) +
+             " (position " + std::to_string(i) + ") is missing, but " + std::to_string(npresent) +
+             " writes are present";
+  if (npresent > order.ids.size())
+    return std::to_string(npresent) + " writes are present, the primary's log has " +
+           std::to_string(order.ids.size());
+  return "";
+}
+
+}  // namespace
+
 Verdict check_prefix(const Plan& plan, std::span<const std::string> before,
-                     std::span<const std::string> now, bool all_acked) {
+                     std::span<const std::string> now, bool all_acked, const GroupOrder* order) {
   Verdict v;
   const size_t nluns = plan.lun_blocks.size();
   if (before.size() != nluns || now.size() != nluns) {
@@ -176,6 +270,10 @@ Verdict check_prefix(const Plan& plan, std::span<const std::string> before,
           std::to_string(plan.writes[missing].lba) + "), acknowledged before it was issued, is not";
       return v;
     }
+  }
+  if (order) {
+    v.in_log = order->ids.size();
+    v.error = check_order(plan, present, v.present, *order);
   }
   return v;
 }

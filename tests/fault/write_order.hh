@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -56,13 +57,30 @@ void stamp(std::span<uint8_t> block, const Plan& plan, const Write& w);
 struct Verdict {
   std::string error;  // empty: a prefix
   size_t present = 0, acked = 0, acked_present = 0, issued = 0;
+  size_t in_log = 0;  // with a GroupOrder: the plan's writes in the primary's log
   std::string summary() const;
 };
 
+// The primary's group order, read from its log (docs/REPLICATION.md "The log").
+struct GroupOrder {
+  std::vector<uint32_t> ids;  // the plan's writes found in the log, in sequence order
+  uint64_t tick = 0;          // the plan's tick just before the log was read
+};
+
+// Reads the group's log at `log_path` (a copy in `scratch_dir`, as a log being appended may
+// be read: a torn last batch is cut). Every record from `from_seq` on (the log's next
+// sequence number before the plan started) must still be kept. Error: a message.
+std::optional<GroupOrder> group_order(const Plan& plan, const std::string& log_path,
+                                      const std::string& scratch_dir, uint64_t from_seq,
+                                      std::string* error);
+
 // `before` and `now` hold each LU's image (the LUs in plan order). With `all_acked`, every
-// acknowledged write must be present too (a sync link).
+// acknowledged write must be present too (a sync link). With `order` (read after `now`),
+// also: the log's order agrees with the ticks, holds every write acknowledged before it was
+// read, and the present writes are exactly its first ones.
 Verdict check_prefix(const Plan& plan, std::span<const std::string> before,
-                     std::span<const std::string> now, bool all_acked);
+                     std::span<const std::string> now, bool all_acked,
+                     const GroupOrder* order = nullptr);
 
 // Concurrent writers: `writers` libiscsi sessions to `portal`, each `depth` writes in flight
 // (libiscsi's async API), taking the plan's writes in order until it is exhausted or stop().

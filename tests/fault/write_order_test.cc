@@ -116,3 +116,29 @@ TEST_CASE("every acknowledged write, when asked; old values, torn and stray bloc
     }
   FAIL("no unplanned block");
 }
+
+TEST_CASE("with the primary's log order: the present writes must be exactly its first ones") {
+  std::mt19937_64 rng(5);
+  Plan p(3, kBlocks, 12, rng);
+  run(p, 12, 4);  // 0-3 together, then 4-7, then 8-11
+  const auto before = zeros();
+  GroupOrder order{{2, 0, 3, 1, 4, 5, 6, 7, 8, 9, 10, 11}, p.tick.load()};
+  Verdict v = check_prefix(p, before, with(p, before, {2, 0}), false, &order);
+  CHECK_MESSAGE(v.error.empty(), v.error);
+  CHECK(v.in_log == 12);
+  // Allowed by the ticks alone (0-3 were in flight together), not by the log.
+  v = check_prefix(p, before, with(p, before, {0, 1}), false, &order);
+  CHECK(v.error.find("not a prefix of the primary's log: write 2 (position 0)") == 0);
+  // A log that puts a write after one issued once it was acknowledged.
+  GroupOrder wrong{{0, 1, 2, 4, 3, 5, 6, 7, 8, 9, 10, 11}, p.tick.load()};
+  v = check_prefix(p, before, with(p, before, {0}), false, &wrong);
+  CHECK(v.error.find("the primary's log has write 3 after write 4") == 0);
+  // An acknowledged write missing from the log, or a present one.
+  GroupOrder short_log{{0, 1, 2, 3}, p.tick.load()};
+  v = check_prefix(p, before, with(p, before, {0}), false, &short_log);
+  CHECK(v.error.find("write 4 was acknowledged but is not in the primary's log") == 0);
+  GroupOrder early{{0, 1, 2, 3}, 8};  // read when only 0-3 were acknowledged
+  v = check_prefix(p, before, with(p, before, upto(5)), false, &early);
+  CHECK(v.error.find("write 4 is on the secondary but not in the primary's log") == 0);
+  CHECK(check_prefix(p, before, with(p, before, upto(4)), false, &early).error.empty());
+}
