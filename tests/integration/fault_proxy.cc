@@ -120,8 +120,11 @@ struct FaultProxy::Impl {
     // The port may be in use for a moment after refuse() (another test's free_port()).
     for (int tries = 0;; ++tries) {
       if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) break;
-      if (tries == 50)
-        throw std::runtime_error(std::string("proxy: bind: ") + std::strerror(errno));
+      if (tries == 50) {
+        const std::string why = std::strerror(errno);
+        close_fd(listen_fd, false);
+        throw std::runtime_error("proxy: bind 127.0.0.1:" + std::to_string(port) + ": " + why);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (::listen(listen_fd, 64) != 0) throw std::runtime_error("proxy: listen failed");
@@ -323,11 +326,17 @@ void FaultProxy::delay(std::chrono::milliseconds d) {
 }
 
 void FaultProxy::restore() {
-  impl_->run([this] {
+  std::string error;
+  impl_->run([this, &error] {
     impl_->blackholed = false;
     impl_->delay = std::chrono::milliseconds(0);
-    if (impl_->listen_fd < 0) impl_->listen_now();
+    try {
+      if (impl_->listen_fd < 0) impl_->listen_now();
+    } catch (const std::exception& e) {  // thrown on the caller's thread instead
+      error = e.what();
+    }
   });
+  if (!error.empty()) throw std::runtime_error(error);
 }
 
 uint64_t FaultProxy::accepted() const {
