@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -202,7 +203,7 @@ void ReplicaServer::serve(int fd, std::string peer) {
     fail("expected HELLO");
   } else {
     nlohmann::json hello = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
-    std::string group_name, err;
+    std::string group_name, link_name, err;
     uint64_t log_id = 0;
     std::vector<uint64_t> sizes;
     HelloInfo info;
@@ -213,6 +214,8 @@ void ReplicaServer::serve(int fd, std::string peer) {
       err = "malformed HELLO (or another protocol version)";
     } else {
       group_name = hello["group"].get<std::string>();
+      if (hello.contains("link") && hello["link"].is_string())
+        link_name = hello["link"].get<std::string>();
       log_id = hello["log_id"].get<uint64_t>();
       for (auto& s : hello["luns"])
         if (s.is_number_unsigned()) sizes.push_back(s.get<uint64_t>());
@@ -236,7 +239,12 @@ void ReplicaServer::serve(int fd, std::string peer) {
             info.lineage.emplace_back(e[0].get<uint64_t>(), e[1].get<uint64_t>());
     }
     std::optional<Admission> admission;
-    if (err.empty()) {
+    // The same link of the same primary log saying HELLO again means its previous connection
+    // is dead, even if this side never heard (a half-open connection after a partition, which
+    // would otherwise keep the group busy until the old connection times out, or forever
+    // while it is idle): that connection is shut down and this one waits for the group.
+    bool replaced = false;
+    for (int tries = 0; err.empty() && !g; ++tries) {
       std::unique_lock lk(mu_);
       auto it = groups_.find(group_name);
       if (it == groups_.end()) {
@@ -245,7 +253,22 @@ void ReplicaServer::serve(int fd, std::string peer) {
         if (unserved) err = unserved(group_name, info);
         if (err.empty()) err = fmt::format("no replica group {} here", group_name);
       } else if (it->second->busy) {
-        err = fmt::format("group {} already has a primary connected", group_name);
+        Group& cand = *it->second;
+        if (cand.state.value().log_id != log_id || cand.link != link_name || tries == 500 ||
+            stop_.load()) {
+          err = fmt::format("group {} already has a primary connected", group_name);
+        } else {
+          if (!replaced && cand.fd >= 0) {
+            spdlog::warn(
+                "replication: group {}: link {} reconnects from {}: closing its previous "
+                "connection",
+                cand.name, link_name, peer);
+            ::shutdown(cand.fd, SHUT_RDWR);
+            replaced = true;
+          }
+          lk.unlock();
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
       } else {
         Group& cand = *it->second;
         std::string mine, theirs;
@@ -277,6 +300,7 @@ void ReplicaServer::serve(int fd, std::string peer) {
           cand.busy = true;
         }
         if (err.empty()) {
+          cand.link = link_name;
           cand.stats.connected = true;
           cand.fd = fd;
           g = &cand;

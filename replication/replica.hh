@@ -107,6 +107,7 @@ class ReplicaServer {
     std::function<void(const std::string&, uint64_t, bool)> on_bookmark;
     bool resyncing = false;  // ranges or records up to the resync's end point still to come
     int fd = -1;  // the connection while busy
+    std::string link{};  // and its link's name: a HELLO from that link again replaces it
   };
   ReplicaServer() = default;
   void accept_loop();

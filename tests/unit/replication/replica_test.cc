@@ -43,9 +43,14 @@ struct Fixture {
     return fd;
   }
   // Sends HELLO; returns the answer's type and text.
-  std::pair<proto::Frame, std::string> hello(int fd, const std::string& group, std::vector<uint64_t> sizes,
-                                             uint64_t log_id) {
-    nlohmann::json h = {{"protocol", proto::kProtocolVersion}, {"group", group}, {"link", "t"}, {"log_id", log_id}, {"luns", sizes}};
+  std::pair<proto::Frame, std::string> hello(int fd, const std::string& group,
+                                             std::vector<uint64_t> sizes, uint64_t log_id,
+                                             const std::string& link = "t") {
+    nlohmann::json h = {{"protocol", proto::kProtocolVersion},
+                        {"group", group},
+                        {"link", link},
+                        {"log_id", log_id},
+                        {"luns", sizes}};
     REQUIRE(proto::send_frame(fd, proto::Frame::kHello, h.dump(), 2000) == 0);
     proto::Frame type{};
     std::vector<uint8_t> p;
@@ -169,5 +174,29 @@ TEST_CASE("a secondary bound to one primary log refuses another log") {
   auto b = f.hello_retry(&fd, f.log->log_id() ^ 0xff);
   CHECK(b.first == proto::Frame::kError);
   CHECK(b.second.find("a full resync is needed") != std::string::npos);
+  ::close(fd);
+}
+
+TEST_CASE(
+    "the same link saying HELLO again replaces its half-open connection; another link is refused") {
+  Fixture f;
+  const uint64_t id = f.log->log_id();
+  // A connection the primary has given up on (a partition) but that is open and silent here.
+  int stale = f.connect();
+  REQUIRE(f.hello(stale, "db", {1 << 20}, id).first == proto::Frame::kWelcome);
+  int other = f.connect();
+  auto refused = f.hello(other, "db", {1 << 20}, id, "another");
+  CHECK(refused.first == proto::Frame::kError);
+  CHECK(refused.second == "group db already has a primary connected");
+  ::close(other);
+  // The same link reconnects: welcomed at once, and the stale connection is closed.
+  int fd = f.connect();
+  auto again = f.hello(fd, "db", {1 << 20}, id);
+  CHECK(again.first == proto::Frame::kWelcome);
+  CHECK(f.server->stats("db")->connected);
+  proto::Frame type{};
+  std::vector<uint8_t> p;
+  CHECK(proto::recv_frame(stale, &type, &p, 5000) == -ECONNRESET);
+  ::close(stale);
   ::close(fd);
 }
