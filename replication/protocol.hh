@@ -54,6 +54,9 @@ int recv_frame(int fd, Frame* type, std::vector<uint8_t>* payload, int timeout_m
 
 // A TCP connection to "host:port" (IPv4 or [IPv6]) within timeout_ms: fd or -errno.
 int connect_to(const std::string& address, int timeout_ms);
+// TCP_NODELAY, keepalive (a dead peer is noticed in about 11 s when idle) and
+// TCP_USER_TIMEOUT (15 s of unacknowledged data) on a link's socket, either side.
+void tune_socket(int fd);
 // A listening socket on "host:port" (port 0: any); *port gets the bound port. fd or -errno.
 int listen_on(const std::string& address, uint16_t* port);
 

@@ -122,8 +122,7 @@ void ReplicaServer::accept_loop() {
     socklen_t len = sizeof(ss);
     int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) continue;
-    int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // ACKs are small and urgent
+    proto::tune_socket(fd);
     std::lock_guard lk(mu_);
     // Join the threads of connections that have ended.
     for (auto it = conns_.begin(); it != conns_.end();) {
