@@ -57,10 +57,11 @@ fi
 
 if [[ ${ZUMA_SKIP_ASAN:-0} == 0 ]]; then
   note "build (build-asan/, address+undefined sanitizers)"
-  # -O1 -g1: the sanitizers need no more to find what they find and report lines; on
-  # two cores it compiles in about a third of the time of -O2 -g.
+  # -O0 -g1: the sanitizers need no optimisation to find what they find and report lines;
+  # on two cores it compiles in about a quarter less time than -O1 (525 s against 709 s
+  # here) and the tests run about as fast (194 s against 181 s).
   if bash scripts/build.sh build-asan -DZUMA_SANITIZE=address,undefined \
-      "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"; then
+      "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O0 -g1 -DNDEBUG"; then
     note "ctest build-asan/ (labels: $ASAN_LABELS)"
     # Sanitizer reports fail the process (-fno-sanitize-recover=all, exit code != 0).
     export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:strict_string_checks=1}
