@@ -1,6 +1,7 @@
 // IscsiBackend (iscsi_backend.hh): a remote iSCSI LUN through libiscsi's async API, driven
 // by one service thread per backend (docs/ARCHITECTURE.md explains the choice).
 #include "storage/iscsi_backend.hh"
+#include "storage/op_pool.hh"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -86,8 +87,7 @@ struct IscsiBackend::Impl {
   std::mutex mu;
   Op* queue_head = nullptr;
   Op* queue_tail = nullptr;
-  Op* free_ops = nullptr;
-  std::vector<std::unique_ptr<Op>> all_ops;
+  OpPool<Op, Impl> ops{this};
   // open() waits for the first login's outcome.
   std::condition_variable first_cv;
   int first_result = 1;  // 1: pending, 0: logged in, <0: failed
@@ -109,21 +109,8 @@ struct IscsiBackend::Impl {
   bool logged_warning = false;
 
   // --- pool (any thread) ---
-  Op* get_op() {
-    std::lock_guard lock(mu);
-    if (free_ops == nullptr) {
-      all_ops.push_back(std::make_unique<Op>());
-      all_ops.back()->impl = this;
-      return all_ops.back().get();
-    }
-    return std::exchange(free_ops, free_ops->next);
-  }
-  void put_op(Op* op) {
-    op->req = nullptr;
-    std::lock_guard lock(mu);
-    op->next = free_ops;
-    free_ops = op;
-  }
+  Op* get_op() { return ops.get(); }
+  void put_op(Op* op) { ops.put(op); }
 
   // --- completion (service thread, or inline) ---
   static void run_posted(void* arg) {

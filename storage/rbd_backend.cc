@@ -1,5 +1,6 @@
 // RbdBackend (rbd_backend.hh): an RBD image through librbd's async C API.
 #include "storage/rbd_backend.hh"
+#include "storage/op_pool.hh"
 
 #include <rados/librados.h>
 #include <rbd/librbd.h>
@@ -124,9 +125,7 @@ struct RbdBackend::Impl {
   rados_ioctx_t io = nullptr;
   rbd_image_t image = nullptr;
 
-  std::mutex mu;
-  Op* free_ops = nullptr;
-  std::vector<std::unique_ptr<Op>> all_ops;
+  OpPool<Op, Impl> ops{this};
   std::atomic<uint64_t> in_flight{0};
   std::atomic<bool> warned{false};  // one warning per outage, not one per failed I/O
 
@@ -135,21 +134,8 @@ struct RbdBackend::Impl {
     if (io != nullptr) rados_ioctx_destroy(io);
   }
 
-  Op* get_op() {
-    std::lock_guard lock(mu);
-    if (free_ops == nullptr) {
-      all_ops.push_back(std::make_unique<Op>());
-      all_ops.back()->impl = this;
-      return all_ops.back().get();
-    }
-    return std::exchange(free_ops, free_ops->next);
-  }
-  void put_op(Op* op) {
-    op->req = nullptr;
-    std::lock_guard lock(mu);
-    op->next = free_ops;
-    free_ops = op;
-  }
+  Op* get_op() { return ops.get(); }
+  void put_op(Op* op) { ops.put(op); }
 
   static void run_posted(void* arg) {
     Op* op = static_cast<Op*>(arg);
