@@ -268,12 +268,18 @@ void GroupLog::stop_links() {
   for (auto& l : links_) l->stop();
 }
 
-std::string GroupLog::flush_lowers() {
+std::string GroupLog::flush_backends(const char* why) const {
   for (Backend* b : lowers_) {
     IoRequest req{IoOp::kFlush};
     if (int r = submit_and_wait(*b, req); r < 0)
-      return fmt::format("group {}: flushing {}: {}", name_, b->describe(), std::strerror(-r));
+      return fmt::format("group {}: flushing {}{}: {}", name_, b->describe(), why,
+                         std::strerror(-r));
   }
+  return "";
+}
+
+std::string GroupLog::flush_lowers() {
+  if (auto e = flush_backends(""); !e.empty()) return e;
   std::lock_guard lk(log_mu_);
   if (int r = log_->sync(); r < 0)
     return fmt::format("group {}: syncing the log: {}", name_, std::strerror(-r));
@@ -473,11 +479,7 @@ std::expected<void, std::string> GroupLog::start() {
   });
   if (r < 0 && err.empty()) err = fmt::format("group {}: reading the log: {}", name_, std::strerror(-r));
   if (!err.empty()) return std::unexpected(err);
-  for (Backend* b : lowers_) {
-    IoRequest req{IoOp::kFlush};
-    if (int res = submit_and_wait(*b, req); res < 0)
-      return std::unexpected(fmt::format("group {}: flushing {}: {}", name_, b->describe(), std::strerror(-res)));
-  }
+  if (auto e = flush_backends(""); !e.empty()) return std::unexpected(e);
   // The backends have everything now; the links still need what they have not acknowledged.
   uint64_t upto = std::min(log_->next_seq() - 1, links_acked_min());
   if (upto >= log_->head_seq()) upto = bitmap_cover(upto);
@@ -637,12 +639,9 @@ bool GroupLog::relieve_pressure(bool force) {
   if (!force && log_->used_bytes() * 100 < log_->capacity() * flush_at_percent_) return false;
   upto = bitmap_cover(upto);  // links in bitmap mode: their maps get the regions first
   if (upto < log_->head_seq()) return false;
-  for (Backend* b : lowers_) {
-    IoRequest req{IoOp::kFlush};
-    if (int r = submit_and_wait(*b, req); r < 0) {
-      spdlog::error("group {}: flushing {} to free log space: {}", name_, b->describe(), std::strerror(-r));
-      return false;
-    }
+  if (auto e = flush_backends(" to free log space"); !e.empty()) {
+    spdlog::error("{}", e);
+    return false;
   }
   log_->release(upto);
   publish();

@@ -188,6 +188,8 @@ class GroupLog {
   // Keeps `req` (to `layer`) for release_writes(); false if no longer holding.
   bool park(storage::Backend* layer, storage::IoRequest& req);
   void complete_held(bool stopping);
+  // Flushes every attached backend: "" or "group G: flushing B<why>: error".
+  std::string flush_backends(const char* why) const;
   uint64_t links_acked_min() const;  // records every link has (UINT64_MAX without links)
   // How far the log may release towards `upto` given the links with the `bitmap` policy
   // (those in bitmap mode first record the regions in their maps). Log lock held.
