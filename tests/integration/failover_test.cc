@@ -82,16 +82,6 @@ double metric(Zumad& z, const std::string& series) {
   return metric_sample(http_get(z.port(1), "/metrics"), series).value_or(-1);
 }
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::seconds limit = std::chrono::seconds(20)) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
-
 // `from` (primary) has shipped every record to `to`, which applied them durably.
 void wait_settled(Zumad& from, Zumad& to) {
   double next = -1, acked = -1, applied = -1;
@@ -167,18 +157,7 @@ void check_protected(Zumad& z) {
 }
 
 void check_image(const std::string& img, const std::vector<uint64_t>& image) {
-  const std::string bytes = read_file(img);
-  REQUIRE(bytes.size() == image.size() * kBs);
-  for (uint64_t b = 0; b < image.size(); ++b) {
-    std::span<const uint8_t> block(reinterpret_cast<const uint8_t*>(bytes.data()) + b * kBs, kBs);
-    if (image[b] == 0) {
-      REQUIRE_MESSAGE(std::all_of(block.begin(), block.end(), [](uint8_t c) { return c == 0; }),
-                      img << ": block " << b << " is not zero");
-      continue;
-    }
-    const std::string bad = check_pattern(block, kBs, b, image[b]);
-    REQUIRE_MESSAGE(bad.empty(), img << ": " << bad);
-  }
+  zuma::test::check_image(img, image, kBs);
 }
 
 // What initiators read from `z`'s LUs is `m` (LUs with snapshots keep data in their stores,

@@ -158,6 +158,22 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+void check_image(const std::string& img, const std::vector<uint64_t>& seeds, uint32_t block_size) {
+  const std::string bytes = read_file(img);
+  REQUIRE(bytes.size() == seeds.size() * block_size);
+  for (uint64_t b = 0; b < seeds.size(); ++b) {
+    std::span<const uint8_t> block(reinterpret_cast<const uint8_t*>(bytes.data()) + b * block_size,
+                                   block_size);
+    if (seeds[b] == 0) {
+      REQUIRE_MESSAGE(std::all_of(block.begin(), block.end(), [](uint8_t c) { return c == 0; }),
+                      img << ": block " << b << " is not zero");
+      continue;
+    }
+    const std::string bad = check_pattern(block, block_size, b, seeds[b]);
+    REQUIRE_MESSAGE(bad.empty(), img << ": " << bad);
+  }
+}
+
 void write_file(const std::string& path, std::string_view text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));

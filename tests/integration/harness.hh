@@ -22,6 +22,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 struct iscsi_context;
@@ -192,6 +193,21 @@ std::vector<uint8_t> make_pattern(uint64_t nblocks, uint32_t block_size, uint64_
 // Empty if `buf` holds exactly that pattern, else a description of the first bad block.
 std::string check_pattern(std::span<const uint8_t> buf, uint32_t block_size, uint64_t first_lba,
                           uint64_t seed);
+
+// `img` (a LU image file) holds, block by block, the pattern of seed `seeds[b]` for block b
+// (fill_pattern), or zeros where the seed is 0. REQUIRE-fails naming the first bad block.
+void check_image(const std::string& img, const std::vector<uint64_t>& seeds, uint32_t block_size);
+
+// Polls `pred` every 20 ms until it holds (true) or `limit` has passed (false).
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 
 // ---- raw iSCSI over TCP (for malformed input) -----------------------------------------
 

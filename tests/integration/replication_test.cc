@@ -76,17 +76,6 @@ double sample(const std::string& page, const std::string& series) {
   return metric_sample(page, series).value_or(-1);
 }
 
-// Polls `pred` every 20 ms for up to 20 s.
-template <class Pred>
-bool eventually_true(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
-
 struct LinkView {
   double next = -1, acked = -1, connected = -1, degraded = -1, applied = -1;
 };
@@ -148,21 +137,8 @@ void write_some(Session& s, Model& m, std::mt19937_64& rng, int count, uint64_t&
   }
 }
 
-// `img` (a LU image file) holds what `image` says, block by block (zeros where unwritten).
 void check_image(const std::string& img, const std::vector<uint64_t>& image) {
-  const std::string bytes = read_file(img);
-  REQUIRE(bytes.size() == image.size() * kBs);
-  const std::vector<uint8_t> zero(kBs, 0);
-  for (uint64_t b = 0; b < image.size(); ++b) {
-    std::span<const uint8_t> block(reinterpret_cast<const uint8_t*>(bytes.data()) + b * kBs, kBs);
-    if (image[b] == 0) {
-      REQUIRE_MESSAGE(std::equal(block.begin(), block.end(), zero.begin()), img << ": block " << b
-                                                                                << " is not zero");
-      continue;
-    }
-    const std::string bad = check_pattern(block, kBs, b, image[b]);
-    REQUIRE_MESSAGE(bad.empty(), img << ": " << bad);
-  }
+  zuma::test::check_image(img, image, kBs);
 }
 
 void check_same_files(Zumad& primary, Zumad& secondary) {
@@ -409,7 +385,7 @@ TEST_CASE(
   // held write completes as soon as the peer has it (no second timeout).
   secondary.signal(SIGCONT);
   wait_settled(primary, secondary);
-  CHECK(eventually_true([&] { return metric_of(primary, kFellBehind) == 0; }));
+  CHECK(eventually([&] { return metric_of(primary, kFellBehind) == 0; }));
   CHECK(primary.log().find("async link dr has caught up") != std::string::npos);
   secondary.signal(SIGSTOP);
   std::atomic<bool> done{false};
@@ -417,7 +393,7 @@ TEST_CASE(
     for (int i = 0; i < 30; ++i) pair.write(uint64_t(200 + i));
     done = true;
   });
-  const bool held = eventually_true([&] { return metric_of(primary, kHolding) == 1; });
+  const bool held = eventually([&] { return metric_of(primary, kHolding) == 1; });
   CHECK(held);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK_FALSE(done.load());  // a write waits for the stopped peer
@@ -442,7 +418,7 @@ TEST_CASE("fall-behind limits, on_full: block: writes wait for the peer however 
       ++completed;
     }
   });
-  CHECK(eventually_true([&] { return metric_of(primary, kHolding) == 1; }));
+  CHECK(eventually([&] { return metric_of(primary, kHolding) == 1; }));
   // Ten times sync_timeout_ms later the write still waits, and zumactl says why.
   std::this_thread::sleep_for(std::chrono::milliseconds(3000));
   CHECK(completed.load() >= 9);

@@ -273,15 +273,6 @@ long rss_kib(pid_t pid);
 int open_fds(pid_t pid);
 
 void sleep_ms(int ms);
-// Waits up to `timeout` until `pred` holds, polling every 20 ms.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (pred()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    sleep_ms(20);
-  }
-}
+// eventually(pred, timeout): harness.hh.
 
 }  // namespace zuma::test::sec
