@@ -14,6 +14,10 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 #include <unistd.h>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
@@ -83,6 +87,27 @@ std::optional<std::pair<std::string, unsigned>> parse_network(const std::string&
     if (prefix > max) return std::nullopt;
   }
   return std::make_pair(addr, prefix);
+}
+
+std::expected<std::string, std::string> read_secret_file(const std::string& path, size_t min) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    return std::unexpected(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+  if (!S_ISREG(st.st_mode)) return std::unexpected(fmt::format("'{}' is not a regular file", path));
+  if (st.st_mode & S_IROTH)
+    return std::unexpected(fmt::format("'{}' is world-readable; chmod o-r it (a secret)", path));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::unexpected(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+  std::string secret(std::istreambuf_iterator<char>(in), {});
+  // One trailing newline (LF or CRLF) is dropped, as for CHAP secrets (docs/CONFIG.md).
+  if (secret.ends_with("\r\n"))
+    secret.resize(secret.size() - 2);
+  else if (secret.ends_with('\n'))
+    secret.pop_back();
+  if (secret.size() < min || secret.size() > 255)
+    return std::unexpected(fmt::format("'{}': a secret needs {} to 255 bytes, this one has {}",
+                                       path, min, secret.size()));
+  return secret;
 }
 
 std::optional<uint64_t> parse_size(const std::string& text) {
@@ -529,10 +554,10 @@ class Parser {
   }
 
   void parse_node(const Item& item, Node& node) {
-    const Fields f =
-        fields(item, {"name", "data_dir", "control_socket", "reactors", "log_level", "metrics",
-                      "replication_listen"},
-               {}, true);
+    const Fields f = fields(item,
+                            {"name", "data_dir", "control_socket", "reactors", "log_level",
+                             "metrics", "replication_listen", "replication_tls"},
+                            {}, true);
     if (const Item* v = f.get("name")) node.name = plain_name(*v);
     if (const Item* v = f.get("data_dir")) {
       node.data_dir = text(*v);
@@ -580,6 +605,121 @@ class Parser {
         fail(*v, "give the port too, e.g. \"127.0.0.1:3270\"");
       node.replication_listen = a;
     }
+    if (const Item* v = f.get("replication_tls")) {
+      if (node.replication_listen.empty())
+        fail(*v, "replication_tls needs node.replication_listen (the listener it secures)");
+      node.replication_tls = parse_tls(*v, true);
+    }
+  }
+
+  // A replication secret (docs/REPLICATION.md "Authentication"): `secret` or `secret_file`
+  // (at most one), 12..255 bytes; the file's path is kept too (read again at each
+  // connection). Neither: "".
+  void replication_secret(const Fields& f, std::string* secret, std::string* file) const {
+    const Item* inline_secret = f.get("secret");
+    const Item* path = f.get("secret_file");
+    if (inline_secret && path) fail(*path, "give either secret or secret_file, not both");
+    if (inline_secret) {
+      *secret = text(*inline_secret);
+      if (secret->size() < 12 || secret->size() > kMaxTextValueBytes)
+        fail(*inline_secret,
+             fmt::format("a replication secret needs 12 to {} bytes, this one has {}",
+                         kMaxTextValueBytes, secret->size()));
+    } else if (path) {
+      *file = text(*path);
+      auto r = read_secret_file(*file);
+      if (!r) fail(*path, r.error());
+      *secret = *r;
+    }
+  }
+
+  // tls: {cert, key, ca, peer_name} or {psk_file, psk_identity} (docs/CONFIG.md "groups").
+  // The files are checked here as zumad will use them: the certificate and key parse and
+  // match, the CA file holds certificates, key and PSK files are not world-readable.
+  ReplicationTls parse_tls(const Item& item, bool listener) const {
+    const Fields f = fields(item, {"cert", "key", "ca", "peer_name", "psk_file", "psk_identity"});
+    ReplicationTls t;
+    t.loc = location(item.mark);
+    const Item* psk = f.get("psk_file");
+    const Item* cert = f.get("cert");
+    if (psk) {
+      for (const char* k : {"cert", "key", "ca", "peer_name"})
+        if (const Item* v = f.get(k))
+          fail(*v,
+               fmt::format("{} is for certificates; this tls uses psk_file (give one or the other)",
+                           k));
+      t.psk_file = text(*psk);
+      auto r = read_secret_file(t.psk_file, 16);
+      if (!r) fail(*psk, r.error());
+      if (r->size() > 64)
+        fail(*psk, fmt::format("'{}': a PSK may have at most 64 bytes", t.psk_file));
+      if (const Item* v = f.get("psk_identity")) {
+        t.psk_identity = text(*v);
+        if (t.psk_identity.empty() || t.psk_identity.size() > 128)
+          fail(*v, "expected an identity of 1 to 128 bytes");
+      }
+      return t;
+    }
+    if (const Item* v = f.get("psk_identity")) fail(*v, "psk_identity needs psk_file");
+    if (!cert)
+      fail(item, listener ? "give cert, key and ca (mutual TLS), or psk_file"
+                          : "give cert, key and ca (mutual TLS), or psk_file");
+    const Item& key = require(f, "key");
+    const Item& ca = require(f, "ca");
+    t.cert = text(*cert);
+    t.key = text(key);
+    t.ca = text(ca);
+    if (const Item* v = f.get("peer_name")) {
+      t.peer_name = text(*v);
+      if (t.peer_name.empty()) fail(*v, "expected a name, got an empty string");
+    }
+    check_tls_files(t, *cert, key, ca);
+    return t;
+  }
+
+  void check_tls_files(const ReplicationTls& t, const Item& cert_item, const Item& key_item,
+                       const Item& ca_item) const {
+    auto openssl_reason = [] {
+      const unsigned long e = ERR_get_error();
+      ERR_clear_error();
+      const char* r = e ? ERR_reason_error_string(e) : nullptr;
+      return std::string(r ? r : "not PEM");
+    };
+    auto open = [&](const std::string& path, const Item& where) {
+      FILE* fp = std::fopen(path.c_str(), "r");
+      if (!fp) fail(where, fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+      return std::unique_ptr<FILE, int (*)(FILE*)>(fp, &std::fclose);
+    };
+    std::unique_ptr<X509, void (*)(X509*)> x(nullptr, &X509_free);
+    {
+      auto fp = open(t.cert, cert_item);
+      x.reset(PEM_read_X509(fp.get(), nullptr, nullptr, nullptr));
+      if (!x)
+        fail(cert_item,
+             fmt::format("'{}' is not a PEM certificate ({})", t.cert, openssl_reason()));
+    }
+    struct stat st {};
+    if (::stat(t.key.c_str(), &st) == 0 && (st.st_mode & S_IROTH))
+      fail(key_item, fmt::format("'{}' is world-readable; chmod o-r it (a private key)", t.key));
+    {
+      auto fp = open(t.key, key_item);
+      std::unique_ptr<EVP_PKEY, void (*)(EVP_PKEY*)> k(
+          PEM_read_PrivateKey(fp.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
+      if (!k)
+        fail(key_item, fmt::format("'{}' is not a PEM private key without a passphrase ({})", t.key,
+                                   openssl_reason()));
+      if (X509_check_private_key(x.get(), k.get()) != 1) {
+        ERR_clear_error();
+        fail(key_item, fmt::format("'{}' is not the key of the certificate '{}'", t.key, t.cert));
+      }
+    }
+    {
+      auto fp = open(t.ca, ca_item);
+      std::unique_ptr<X509, void (*)(X509*)> c(PEM_read_X509(fp.get(), nullptr, nullptr, nullptr),
+                                               &X509_free);
+      if (!c)
+        fail(ca_item, fmt::format("'{}' holds no PEM certificate ({})", t.ca, openssl_reason()));
+    }
   }
 
   // groups: replication consistency groups (issue 8, docs/CONFIG.md "groups"). After the
@@ -592,7 +732,8 @@ class Parser {
     std::map<std::string, YAML::Mark> names;
     std::map<std::string, std::pair<std::string, YAML::Mark>> members;  // LU -> group, where
     for (const Item& entry : list(item, "groups like {name: db, luns: [data], log: {...}}")) {
-      const Fields f = fields(entry, {"name", "role", "luns", "log", "links"});
+      const Fields f =
+          fields(entry, {"name", "role", "luns", "log", "links", "secret", "secret_file"});
       Group g;
       g.loc = location(entry.mark);
       const Item& name = require(f, "name");
@@ -621,6 +762,7 @@ class Parser {
                               at(first->second.second)));
         g.luns.push_back(lu);
       }
+      replication_secret(f, &g.secret, &g.secret_file);
       const Item* log = f.get("log");
       const Item* links = f.get("links");
       // A secondary group's log and links are what it uses once promoted (docs/REPLICATION.md
@@ -635,8 +777,8 @@ class Parser {
       if (links) {
         std::map<std::string, YAML::Mark> link_names;
         for (const Item& le : list(*links, "links like {name: dr, peer: \"127.0.0.1:3270\", mode: async}")) {
-          const Fields lf =
-              fields(le, {"name", "peer", "mode", "sync_timeout_ms", "fallbehind", "on_full"});
+          const Fields lf = fields(le, {"name", "peer", "mode", "sync_timeout_ms", "fallbehind",
+                                        "on_full", "secret", "secret_file", "tls"});
           ReplicationLink link;
           link.loc = location(le.mark);
           const Item& ln = require(lf, "name");
@@ -681,6 +823,14 @@ class Parser {
               fail(*v, "expected sync, block or bitmap");
             link.on_full = p;
           }
+          // Without its own, a link uses the group's secret (a pair of sites that can each be
+          // primary then shares one secret per group).
+          replication_secret(lf, &link.secret, &link.secret_file);
+          if (link.secret.empty()) {
+            link.secret = g.secret;
+            link.secret_file = g.secret_file;
+          }
+          if (const Item* v = lf.get("tls")) link.tls = parse_tls(*v, false);
           g.links.push_back(std::move(link));
         }
       }

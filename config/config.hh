@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <expected>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,18 @@ class ConfigError : public std::runtime_error {
   std::string key;  // dotted path, e.g. "targets[0].luns[1].size"
 };
 
+// TLS on replication links (docs/REPLICATION.md "TLS"): certificates (mutual TLS: each side
+// presents `cert` and checks the other's against `ca`) or a TLS 1.3 pre-shared key. Files
+// are read again for each connection, so rotated ones are used without a restart.
+struct ReplicationTls {
+  std::string cert, key, ca;  // PEM files: this side's certificate (chain), its key, the CA
+  std::string peer_name;      // the name the peer's certificate must have (DNS SAN or CN); optional
+  std::string psk_file;       // or a TLS 1.3 external PSK: 16..64 bytes from this file
+  std::string psk_identity = "zuma-replication";
+  Location loc;
+  bool psk() const { return !psk_file.empty(); }
+};
+
 struct Node {
   std::string name = "zuma";
   std::string data_dir = "./var";  // LU identities, reservations, ... live here
@@ -37,6 +50,8 @@ struct Node {
   // "HOST:PORT" where this node, as a secondary, accepts primaries' site links (groups
   // with role: secondary); empty = none.
   std::string replication_listen;
+  // TLS on that listener; every primary's link must then use TLS too.
+  std::optional<ReplicationTls> replication_tls;
 };
 
 struct Portal {
@@ -195,6 +210,12 @@ struct ReplicationLink {
   uint64_t fallbehind_bytes = 0;
   uint32_t fallbehind_seconds = 0;
   std::string on_full = "sync";
+  // Authentication (docs/REPLICATION.md "Authentication"): the secret this link and its
+  // peer's group share (`secret` or `secret_file`; default: the group's). Empty: none, and
+  // the peer must have none either.
+  std::string secret;
+  std::string secret_file;  // read again at each connection (rotation without a restart)
+  std::optional<ReplicationTls> tls;
   Location loc;
 };
 
@@ -208,6 +229,10 @@ struct Group {
   std::string log_path;           // primary: the ring-buffer log
   uint64_t log_size = 0;
   std::vector<ReplicationLink> links;  // primary only
+  // The secret a primary's link must prove to replicate into this group here (secondary
+  // side), and the default of the group's own links. Empty: no authentication.
+  std::string secret;
+  std::string secret_file;
   Location loc;
 };
 
@@ -228,6 +253,10 @@ const Group* group_of(const Config& config, const std::string& lu);
 Config load(const std::string& path);
 // The same from text, `path` used only in messages.
 Config parse(const std::string& text, const std::string& path);
+
+// A secret file (CHAP, replication): a regular file that is not world-readable, one
+// trailing newline dropped, `min`..255 bytes. The secret, or why not (naming the file).
+std::expected<std::string, std::string> read_secret_file(const std::string& path, size_t min = 12);
 
 // "1GiB" -> 1073741824. Accepts a plain integer (bytes) or an integer with one of
 // B, KiB, MiB, GiB, TiB, K, M, G, T (binary). Returns nullopt on anything else.

@@ -84,16 +84,23 @@ bool same_target(const Target& a, const Target& b) {
   return true;
 }
 
+static bool same_tls(const ReplicationTls& a, const ReplicationTls& b) {
+  return a.cert == b.cert && a.key == b.key && a.ca == b.ca && a.peer_name == b.peer_name &&
+         a.psk_file == b.psk_file && a.psk_identity == b.psk_identity;
+}
+
 bool same_group(const Group& a, const Group& b) {
-  if (a.name != b.name || a.secondary != b.secondary || a.luns != b.luns ||
-      a.log_path != b.log_path || a.log_size != b.log_size || a.links.size() != b.links.size())
+  if (a.name != b.name || a.secondary != b.secondary || a.luns != b.luns || a.secret != b.secret ||
+      a.secret_file != b.secret_file || a.log_path != b.log_path || a.log_size != b.log_size ||
+      a.links.size() != b.links.size())
     return false;
   for (size_t i = 0; i < a.links.size(); ++i) {
     const ReplicationLink &x = a.links[i], &y = b.links[i];
     if (x.name != y.name || x.peer != y.peer || x.sync != y.sync ||
         x.sync_timeout_ms != y.sync_timeout_ms || x.fallbehind_ios != y.fallbehind_ios ||
         x.fallbehind_bytes != y.fallbehind_bytes || x.fallbehind_seconds != y.fallbehind_seconds ||
-        x.on_full != y.on_full)
+        x.on_full != y.on_full || x.secret != y.secret || x.secret_file != y.secret_file ||
+        x.tls.has_value() != y.tls.has_value() || (x.tls && !same_tls(*x.tls, *y.tls)))
       return false;
   }
   return true;
@@ -115,6 +122,9 @@ ConfigDiff diff(const Config& from, const Config& to) {
   if (a.metrics != b.metrics) d.restart_needed.push_back("node.metrics");
   if (a.replication_listen != b.replication_listen)
     d.restart_needed.push_back("node.replication_listen");
+  if (a.replication_tls.has_value() != b.replication_tls.has_value() ||
+      (a.replication_tls && !same_tls(*a.replication_tls, *b.replication_tls)))
+    d.restart_needed.push_back("node.replication_tls");
   // The replication layer is put into a LU's backend stack at startup only.
   bool groups_same = from.groups.size() == to.groups.size();
   for (size_t i = 0; groups_same && i < from.groups.size(); ++i)

@@ -54,6 +54,20 @@ void chap(std::string& out, const Chap& c, const std::string& indent) {
   }
 }
 
+// A replication secret: its file when it came from one.
+std::string secret_keys(const std::string& secret, const std::string& file) {
+  if (!file.empty()) return ", secret_file: " + q(file);
+  if (!secret.empty()) return ", secret: " + q(secret);
+  return "";
+}
+
+std::string tls_map(const ReplicationTls& t) {
+  if (t.psk()) return "{psk_file: " + q(t.psk_file) + ", psk_identity: " + q(t.psk_identity) + "}";
+  std::string out = "{cert: " + q(t.cert) + ", key: " + q(t.key) + ", ca: " + q(t.ca);
+  if (!t.peer_name.empty()) out += ", peer_name: " + q(t.peer_name);
+  return out + "}";
+}
+
 // A sub-unit's backend keys in block style (iscsi and rbd sub-units, mirror members).
 void subunit_fields(std::string& out, const SubUnit& s, const std::string& indent,
                     bool with_backend = true) {
@@ -113,6 +127,7 @@ std::string to_yaml(const Config& c, const std::string& header) {
   out += "  log_level: " + q(n.log_level) + "\n";
   if (!n.metrics.empty()) out += "  metrics: " + q(n.metrics) + "\n";
   if (!n.replication_listen.empty()) out += "  replication_listen: " + q(n.replication_listen) + "\n";
+  if (n.replication_tls) out += "  replication_tls: " + tls_map(*n.replication_tls) + "\n";
   out += "\nportals:\n";
   for (const Portal& p : c.portals)
     out += fmt::format("  - {{ address: {}, tpgt: {} }}\n", q(portal_address(p)), p.tpgt);
@@ -224,6 +239,10 @@ std::string to_yaml(const Config& c, const std::string& header) {
     std::string luns;
     for (const auto& l : g.luns) luns += (luns.empty() ? "" : ", ") + q(l);
     out += "    luns: [" + luns + "]\n";
+    if (!g.secret_file.empty())
+      out += "    secret_file: " + q(g.secret_file) + "\n";
+    else if (!g.secret.empty())
+      out += "    secret: " + q(g.secret) + "\n";
     if (g.log_path.empty()) continue;
     out += fmt::format("    log: {{path: {}, size: {}}}\n", q(g.log_path), g.log_size);
     if (!g.links.empty()) out += "    links:\n";
@@ -239,6 +258,10 @@ std::string to_yaml(const Config& c, const std::string& header) {
           lim += fmt::format("{}seconds: {}", lim.empty() ? "" : ", ", l.fallbehind_seconds);
         extra = fmt::format(", fallbehind: {{{}}}, on_full: {}", lim, l.on_full);
       }
+      // A link without its own secret took the group's: written only when it differs.
+      if (l.secret != g.secret || l.secret_file != g.secret_file)
+        extra += secret_keys(l.secret, l.secret_file);
+      if (l.tls) extra += ", tls: " + tls_map(*l.tls);
       out += fmt::format(
           "      - {{name: {}, peer: {}, mode: {}{}{}}}\n", q(l.name), q(l.peer),
           l.sync ? "sync" : "async",

@@ -85,11 +85,16 @@ void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
           const auto& r = *g.replica;
           std::string state = r.connected ? "connected" : "disconnected";
           if (r.resyncing) state += " (resyncing)";
-          rows.push_back({"(from primary)", "secondary", state, r.applied, 0, 0, 0.0, 0,
-                          g.split_brain.empty() ? r.last_error : g.split_brain,
+          // Not connected and nothing said of this group: what the listener last refused
+          // (a TLS failure comes before any group is named).
+          std::string err = g.split_brain.empty() ? r.last_error : g.split_brain;
+          if (err.empty() && !r.connected && !g.listener_refusal.empty())
+            err = "listener: " + g.listener_refusal;
+          rows.push_back({"(from primary)", "secondary", state, r.applied, 0, 0, 0.0, 0, err,
                           r.resyncing || r.resync_bytes
                               ? fmt::format("{} bytes received", r.resync_bytes)
-                              : ""});
+                              : "",
+                          ""});
         }
       } else {
         for (const auto& k : g.links) {
@@ -104,12 +109,12 @@ void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
             mode += " (fell behind)";
           rows.push_back({k.name + " -> " + k.peer, mode, to_string(s.state), s.acked,
                           s.lag_records, s.lag_bytes, s.lag_seconds, s.reconnects, s.last_error,
-                          resync_progress(s)});
+                          resync_progress(s), s.security});
         }
       }
       return Json{{"columns",
                    {"LINK", "MODE", "STATE", "ACKED_SEQ", "LAG_IOS", "LAG_BYTES", "LAG_SECONDS",
-                    "RECONNECTS", "LAST_ERROR", "RESYNC"}},
+                    "RECONNECTS", "LAST_ERROR", "RESYNC", "SECURITY"}},
                   {"rows", rows}};
     }
     throw admin::CommandError(fmt::format("no group '{}'", want));

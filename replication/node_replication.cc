@@ -134,6 +134,9 @@ std::unique_ptr<NodeReplication> NodeReplication::create(const config::Config& c
                            : l.on_full == "bitmap" ? LinkOptions::Policy::kBitmap
                                                    : LinkOptions::Policy::kSync;
         lo.bitmap_path = fmt::format("{}/{}.{}.bitmap", state_dir(cfg), g.name, l.name);
+        lo.secret = l.secret;
+        lo.secret_file = l.secret_file;
+        lo.tls = l.tls;
         if (auto r = (*log)->add_link(lo); !r)
           throw std::runtime_error(
               fmt::format("group '{}': link '{}': {}", g.name, l.name, r.error()));
@@ -433,9 +436,26 @@ Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& s
 
 void NodeReplication::start() {
   if (!groups_.empty() && !cfg_.node.replication_listen.empty()) {
-    auto rs = ReplicaServer::start(cfg_.node.replication_listen);
+    auto rs = ReplicaServer::start(cfg_.node.replication_listen, cfg_.node.replication_tls);
     if (!rs) throw std::runtime_error(rs.error());
     replica_ = std::move(*rs);
+    // Each HELLO's group secret as it is now: a secret_file is read again, so a new secret
+    // is used at the next connection without a restart.
+    replica_->set_secrets([this](const std::string& group) {
+      GroupSecret s;
+      for (const config::Group& g : cfg_.groups) {
+        if (g.name != group) continue;
+        s.known = true;
+        if (g.secret_file.empty()) {
+          s.secret = g.secret;
+        } else if (auto r = config::read_secret_file(g.secret_file); r) {
+          s.secret = std::move(*r);
+        } else {
+          s.error = r.error();
+        }
+      }
+      return s;
+    });
     // A primary connecting to a group that is primary here too: two primaries.
     replica_->set_unserved([this](const std::string& group, const HelloInfo& h) -> std::string {
       Group* g = find(group);
@@ -680,6 +700,7 @@ std::vector<NodeReplication::GroupStatus> NodeReplication::status() const {
     } else if (replica_) {
       g.replica = replica_->stats(grp.cfg->name);
       if (g.replica) g.generation = g.replica->log_id;
+      g.listener_refusal = replica_->last_refusal();
     }
     out.push_back(std::move(g));
   }
@@ -769,7 +790,20 @@ std::string NodeReplication::metrics_text() const {
     for (const auto& [g, l, st] : links)
       out += fmt::format("{}{{group=\"{}\",link=\"{}\"}} {}\n", f.name, g, l, f.get(st));
   }
+  out +=
+      "# HELP zuma_replication_link_auth_failures_total Connections of the link refused by TLS or "
+      "authentication (either side).\n# TYPE zuma_replication_link_auth_failures_total counter\n";
+  for (const auto& [g, l, st] : links)
+    out += fmt::format("zuma_replication_link_auth_failures_total{{group=\"{}\",link=\"{}\"}} {}\n",
+                       g, l, st.auth_failures);
   if (replica_) {
+    out +=
+        "# HELP zuma_replication_listener_auth_failures_total Primaries' connections the "
+        "replication "
+        "listener refused by TLS or authentication.\n# TYPE "
+        "zuma_replication_listener_auth_failures_total counter\n";
+    out += fmt::format("zuma_replication_listener_auth_failures_total {}\n",
+                       replica_->auth_failures());
     metric("zuma_replication_replica_applied_seq",
            "The highest sequence number a secondary group has applied durably.");
     for (const auto& g : groups)

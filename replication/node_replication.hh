@@ -115,6 +115,7 @@ class NodeReplication {
     };
     std::vector<Link> links;                   // primary
     std::optional<ReplicaGroupStats> replica;  // secondary
+    std::string listener_refusal;              // secondary: the listener's last TLS/auth refusal
   };
   std::vector<GroupStatus> status() const;
   uint16_t listen_port() const { return replica_ ? replica_->port() : 0; }

@@ -9,9 +9,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 namespace zuma::replication::proto {
 namespace {
@@ -70,6 +74,67 @@ int recv_all(int fd, void* buf, size_t len, Clock::time_point deadline) {
   return 0;
 }
 
+thread_local std::string t_tls_error;
+
+// After a failed SSL_read/SSL_write/SSL_peek: what to wait for (POLLIN, POLLOUT), or -errno
+// (the reason kept for tls_error()).
+int tls_wait_or_fail(SSL* ssl, int ret) {
+  const int e = SSL_get_error(ssl, ret);
+  if (e == SSL_ERROR_WANT_READ) return POLLIN;
+  if (e == SSL_ERROR_WANT_WRITE) return POLLOUT;
+  if (e == SSL_ERROR_ZERO_RETURN) return -ECONNRESET;  // close_notify: the peer closed
+  const unsigned long err = ERR_peek_error();
+  if (e == SSL_ERROR_SYSCALL && !err) {
+    const int saved = errno;
+    ERR_clear_error();
+    return saved && saved != EAGAIN ? -saved : -ECONNRESET;
+  }
+  if (ERR_GET_LIB(err) == ERR_LIB_SSL &&
+      ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+    ERR_clear_error();
+    return -ECONNRESET;
+  }
+  char buf[256] = "TLS error";
+  if (err) ERR_error_string_n(err, buf, sizeof(buf));
+  t_tls_error = buf;
+  ERR_clear_error();
+  return -EPROTO;
+}
+
+int tls_send_all(SSL* ssl, int fd, const void* buf, size_t len, Clock::time_point deadline) {
+  auto* p = static_cast<const uint8_t*>(buf);
+  while (len) {
+    size_t n = 0;
+    ERR_clear_error();
+    const int r = SSL_write_ex(ssl, p, len, &n);  // SSL_MODE_ENABLE_PARTIAL_WRITE: like send()
+    if (r == 1) {
+      p += n, len -= n;
+      continue;
+    }
+    const int w = tls_wait_or_fail(ssl, r);
+    if (w < 0) return w;
+    if (int e = wait_fd(fd, short(w), deadline); e < 0) return e;
+  }
+  return 0;
+}
+
+int tls_recv_all(SSL* ssl, int fd, void* buf, size_t len, Clock::time_point deadline) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (len) {
+    size_t n = 0;
+    ERR_clear_error();
+    const int r = SSL_read_ex(ssl, p, len, &n);
+    if (r == 1) {
+      p += n, len -= n;
+      continue;
+    }
+    const int w = tls_wait_or_fail(ssl, r);
+    if (w < 0) return w;
+    if (int e = wait_fd(fd, short(w), deadline); e < 0) return e;
+  }
+  return 0;
+}
+
 // "host:port" or "[v6]:port" -> host, port.
 bool split_address(const std::string& a, std::string* host, std::string* port) {
   if (!a.empty() && a[0] == '[') {
@@ -87,6 +152,79 @@ bool split_address(const std::string& a, std::string* host, std::string* port) {
 }
 
 }  // namespace
+
+void SslFree::operator()(ssl_st* s) const {
+  SSL_free(s);
+}
+
+bool Conn::buffered() const {
+  return ssl_ && SSL_has_pending(ssl_.get());
+}
+
+bool Conn::frame_ready() {
+  if (!ssl_) return true;
+  if (SSL_pending(ssl_.get()) > 0) return true;
+  uint8_t b;
+  size_t n = 0;
+  ERR_clear_error();
+  const int r = SSL_peek_ex(ssl_.get(), &b, 1, &n);
+  if (r == 1) return true;
+  const int e = SSL_get_error(ssl_.get(), r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return false;
+  ERR_clear_error();  // recv_frame meets the error again and reports it
+  return true;
+}
+
+std::string tls_error() {
+  return t_tls_error;
+}
+
+bool known_frame(uint16_t type) {
+  return (type >= uint16_t(Frame::kHello) && type <= uint16_t(Frame::kResyncDone)) ||
+         (type >= uint16_t(Frame::kAuthChallenge) && type <= uint16_t(Frame::kAuthOk));
+}
+
+int send_frame(Conn& c, Frame type, std::span<const uint8_t> payload, int timeout_ms) {
+  if (!c.tls()) return send_frame(c.fd(), type, payload, timeout_ms);
+  if (payload.size() > kMaxFrame) return -EMSGSIZE;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  FrameHeader h{kMagic, uint16_t(type), 0, uint32_t(payload.size()), 0};
+  // A small frame goes as one TLS record (ACKs, the handshake); a large one as two writes,
+  // which TLS cuts into 16 KiB records anyway.
+  constexpr size_t kJoin = 16384 - sizeof(FrameHeader);
+  if (payload.size() <= kJoin) {
+    uint8_t one[sizeof(FrameHeader) + kJoin];
+    std::memcpy(one, &h, sizeof(h));
+    if (!payload.empty()) std::memcpy(one + sizeof(h), payload.data(), payload.size());
+    return tls_send_all(c.ssl(), c.fd(), one, sizeof(h) + payload.size(), deadline);
+  }
+  if (int e = tls_send_all(c.ssl(), c.fd(), &h, sizeof(h), deadline); e < 0) return e;
+  return tls_send_all(c.ssl(), c.fd(), payload.data(), payload.size(), deadline);
+}
+
+int send_frame(Conn& c, Frame type, const std::string& payload, int timeout_ms) {
+  return send_frame(c, type,
+                    std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()),
+                    timeout_ms);
+}
+
+int recv_frame(Conn& c, Frame* type, std::vector<uint8_t>* payload, int timeout_ms,
+               uint32_t max_len) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto recv = [&](void* buf, size_t len) {
+    return c.tls() ? tls_recv_all(c.ssl(), c.fd(), buf, len, deadline)
+                   : recv_all(c.fd(), buf, len, deadline);
+  };
+  FrameHeader h{};
+  if (int r = recv(&h, sizeof(h)); r < 0) return r;
+  // Lengths are checked before anything is allocated for them.
+  if (h.magic != kMagic || !known_frame(h.type) || h.length > std::min(max_len, kMaxFrame))
+    return -EPROTO;
+  payload->resize(h.length);
+  if (int r = recv(payload->data(), h.length); r < 0) return r;
+  *type = Frame(h.type);
+  return 0;
+}
 
 int send_frame(int fd, Frame type, std::span<const uint8_t> payload, int timeout_ms) {
   if (payload.size() > kMaxFrame) return -EMSGSIZE;
@@ -118,17 +256,8 @@ int send_frame(int fd, Frame type, const std::string& payload, int timeout_ms) {
 }
 
 int recv_frame(int fd, Frame* type, std::vector<uint8_t>* payload, int timeout_ms) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  FrameHeader h{};
-  if (int r = recv_all(fd, &h, sizeof(h), deadline); r < 0) return r;
-  // Lengths are checked before anything is allocated for them.
-  if (h.magic != kMagic || h.type < uint16_t(Frame::kHello) ||
-      h.type > uint16_t(Frame::kResyncDone) || h.length > kMaxFrame)
-    return -EPROTO;
-  payload->resize(h.length);
-  if (int r = recv_all(fd, payload->data(), h.length, deadline); r < 0) return r;
-  *type = Frame(h.type);
-  return 0;
+  Conn c(fd);
+  return recv_frame(c, type, payload, timeout_ms);
 }
 
 // A non-blocking socket for a numeric "host:port"; *res is what to bind or connect to.

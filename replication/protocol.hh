@@ -5,9 +5,12 @@
 // number it has applied durably.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
+
+struct ssl_st;  // OpenSSL's SSL
 
 namespace zuma::replication::proto {
 
@@ -29,7 +32,17 @@ enum class Frame : uint16_t {
   // number when it had read every range; the secondary is consistent again once it has
   // applied up to it.
   kResyncDone = 7,
+  // Authentication (docs/REPLICATION.md "Authentication"), between HELLO and WELCOME when
+  // the HELLO carries "auth": secondary -> primary, 32 random bytes (its nonce);
+  kAuthChallenge = 16,
+  // primary -> secondary, 32 bytes: HMAC-SHA256 proof of the link's secret (link_auth.hh);
+  kAuthProof = 17,
+  // secondary -> primary, 32 bytes: the secondary's proof, after it checked the primary's.
+  kAuthOk = 18,
 };
+// Whether a frame header's type is one of the above.
+bool known_frame(uint16_t type);
+constexpr uint32_t kMaxAuthFrame = 64;  // an auth frame is read with this limit
 
 constexpr uint32_t kResyncZeros = 1;            // RESYNC flag: a deallocated range, no data
 constexpr uint32_t kMagic = 0x4650525a;         // "ZRPF"
@@ -46,11 +59,47 @@ struct FrameHeader {
 };
 static_assert(sizeof(FrameHeader) == 16);
 
+struct SslFree {
+  void operator()(ssl_st* s) const;
+};
+using SslPtr = std::unique_ptr<ssl_st, SslFree>;
+
+// One end of a link's connection: the (non-blocking) socket, not owned, and the TLS session
+// on it when the link uses TLS (link_tls.hh), owned. Without TLS, frames are the socket
+// calls themselves. Used by one thread at a time; another thread may shutdown() the socket
+// to end it (the TLS calls then fail like the socket ones).
+class Conn {
+ public:
+  explicit Conn(int fd) : fd_(fd) {}
+  Conn(int fd, SslPtr ssl) : fd_(fd), ssl_(std::move(ssl)) {}
+  int fd() const { return fd_; }
+  ssl_st* ssl() const { return ssl_.get(); }
+  bool tls() const { return ssl_ != nullptr; }
+  // TLS only: bytes already taken off the socket and not yet read (poll() cannot see them).
+  bool buffered() const;
+  // After poll() said the socket is readable: whether a frame has begun to arrive. TLS
+  // handshake messages (a session ticket) make the socket readable with no frame; false
+  // then. True on an error or EOF too, so that the next recv_frame reports it.
+  bool frame_ready();
+
+ private:
+  int fd_;
+  SslPtr ssl_;
+};
+
 // Blocking I/O with a timeout (milliseconds, for the whole frame). 0 or -errno:
-// -ETIMEDOUT, -ECONNRESET (peer closed), -EPROTO (bad magic, unknown type, oversize).
+// -ETIMEDOUT, -ECONNRESET (peer closed), -EPROTO (bad magic, unknown type, a payload
+// longer than max_len, or a TLS error: see tls_error()).
+int send_frame(Conn& c, Frame type, std::span<const uint8_t> payload, int timeout_ms);
+int send_frame(Conn& c, Frame type, const std::string& payload, int timeout_ms);
+int recv_frame(Conn& c, Frame* type, std::vector<uint8_t>* payload, int timeout_ms,
+               uint32_t max_len = kMaxFrame);
+// The same on a plain socket.
 int send_frame(int fd, Frame type, std::span<const uint8_t> payload, int timeout_ms);
 int send_frame(int fd, Frame type, const std::string& payload, int timeout_ms);
 int recv_frame(int fd, Frame* type, std::vector<uint8_t>* payload, int timeout_ms);
+// What the last failed TLS call on this thread said (OpenSSL's reason), or "".
+std::string tls_error();
 
 // A TCP connection to "host:port" (IPv4 or [IPv6]) within timeout_ms: fd or -errno.
 int connect_to(const std::string& address, int timeout_ms);

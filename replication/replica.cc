@@ -18,6 +18,8 @@
 #include <spdlog/spdlog.h>
 
 #include "replication/apply.hh"
+#include "replication/link_auth.hh"
+#include "replication/link_tls.hh"
 #include "replication/protocol.hh"
 #include "replication/ring_log.hh"
 
@@ -47,8 +49,10 @@ std::string peer_name(const sockaddr_storage& ss) {
 
 }  // namespace
 
-std::expected<std::unique_ptr<ReplicaServer>, std::string> ReplicaServer::start(const std::string& address) {
+std::expected<std::unique_ptr<ReplicaServer>, std::string> ReplicaServer::start(
+    const std::string& address, std::optional<config::ReplicationTls> tls) {
   std::unique_ptr<ReplicaServer> s(new ReplicaServer());
+  s->tls_ = std::move(tls);
   int fd = proto::listen_on(address, &s->port_);
   if (fd < 0) return std::unexpected(fmt::format("replication listener {}: {}", address, std::strerror(-fd)));
   s->listen_fd_.reset(fd);
@@ -184,8 +188,57 @@ std::string ReplicaServer::make_durable(Group& g, uint64_t applied) {
   return "";
 }
 
+std::string ReplicaServer::last_refusal() const {
+  std::lock_guard lk(mu_);
+  return last_refusal_;
+}
+
+void ReplicaServer::refused(const std::string& peer, const std::string& group,
+                            const std::string& why) {
+  auth_failures_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::error("replication: {}{}: refused: {}", group.empty() ? "" : "group " + group + ", ",
+                peer, why);
+  std::lock_guard lk(mu_);
+  last_refusal_ = fmt::format("{}: {}", peer, why);
+  if (auto it = groups_.find(group); it != groups_.end()) it->second->stats.last_error = why;
+}
+
 void ReplicaServer::serve(int fd, std::string peer) {
   storage::UniqueFd sock(fd);
+  // What the first bytes are tells a TLS primary from a plaintext one, so a mismatch of the
+  // two sides' settings is said plainly on both instead of as a garbled handshake.
+  const tls::FirstBytes first = tls::peek_first_bytes(fd, 10000);
+  std::optional<proto::Conn> conn;
+  if (first == tls::FirstBytes::kNothing) {
+    // closed or silent: nothing to say
+  } else if (!tls_) {
+    if (first == tls::FirstBytes::kTls)
+      refused(peer, "",
+              "TLS: the primary's link uses TLS, this node's replication listener does not (set "
+              "node.replication_tls here, or remove tls from the link)");
+    else
+      conn.emplace(fd);
+  } else if (first == tls::FirstBytes::kFrame) {
+    const std::string why =
+        "TLS required: this node's replication listener uses TLS (node.replication_tls); the "
+        "primary's link does not (set tls on it)";
+    refused(peer, "", why);
+    proto::send_frame(fd, proto::Frame::kError, why, 1000);
+  } else if (auto ctx = tls::make_context(*tls_, true); !ctx) {
+    spdlog::error("replication: {}: TLS: {}", peer, ctx.error());
+  } else if (auto c = tls::handshake(*ctx, *tls_, fd, true, 10000); !c) {
+    refused(peer, "", c.error());
+  } else {
+    spdlog::info("replication: {}: TLS {}, {}", peer, tls::describe(*c), tls::peer_identity(*c));
+    conn.emplace(std::move(*c));
+  }
+  if (conn) serve_conn(*conn, peer);
+  std::lock_guard lk(mu_);
+  conn_fds_.erase(std::remove(conn_fds_.begin(), conn_fds_.end(), fd), conn_fds_.end());
+}
+
+void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
+  const int fd = conn.fd();
   ApplyScope applying;  // this thread writes into the group's LUs while they are secondary
   Group* g = nullptr;
   auto fail = [&](const std::string& msg) {
@@ -194,11 +247,11 @@ void ReplicaServer::serve(int fd, std::string peer) {
       std::lock_guard lk(mu_);
       g->stats.last_error = msg;
     }
-    proto::send_frame(fd, proto::Frame::kError, msg, 1000);
+    proto::send_frame(conn, proto::Frame::kError, msg, 1000);
   };
   proto::Frame type{};
   std::vector<uint8_t> payload;
-  if (proto::recv_frame(fd, &type, &payload, 10000) < 0 || type != proto::Frame::kHello) {
+  if (proto::recv_frame(conn, &type, &payload, 10000) < 0 || type != proto::Frame::kHello) {
     fail("expected HELLO");
   } else {
     nlohmann::json hello = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
@@ -236,6 +289,48 @@ void ReplicaServer::serve(int fd, std::string peer) {
           if (e.is_array() && e.size() == 2 && e[0].is_number_unsigned() &&
               e[1].is_number_unsigned())
             info.lineage.emplace_back(e[0].get<uint64_t>(), e[1].get<uint64_t>());
+    }
+    // Authentication (link_auth.hh) before anything about the group is decided or said.
+    if (err.empty()) {
+      GroupSecret gs = secrets_ ? secrets_(group_name) : GroupSecret{};
+      const bool offered = hello.contains("auth");
+      std::string why;
+      if (!gs.error.empty()) {
+        why = fmt::format("authentication: this side cannot read group {}'s secret: {}", group_name,
+                          gs.error);
+      } else if (offered) {
+        const auto& a = hello["auth"];
+        const bool well_formed = a.is_object() && a.value("method", "") == auth::kMethod &&
+                                 a.contains("nonce") && a["nonce"].is_string() &&
+                                 a["nonce"].get<std::string>().size() == 2 * auth::kNonceBytes &&
+                                 auth::unhex(a["nonce"].get<std::string>());
+        if (!well_formed) {
+          why = "authentication failed: malformed HELLO (auth)";
+        } else if (gs.known && gs.secret.empty()) {
+          why = fmt::format(
+              "authentication not configured here: group {} has no secret on this side, link {} of "
+              "the primary has one (give the group here the same secret)",
+              group_name, link_name);
+        } else if (gs.known) {
+          auth::Result r = auth::check_primary(conn, gs.secret, payload, 10000);
+          if (!r.ok) why = r.error;
+          if (!r.ok && !r.auth_failure) err = r.error;  // I/O: nothing to refuse
+        }
+      } else if (!gs.secret.empty()) {
+        why = fmt::format(
+            "authentication required: group {} has a secret on this side, link {} of the primary "
+            "has none (set secret or secret_file on it)",
+            group_name, link_name);
+      }
+      if (!why.empty() && err.empty()) {
+        refused(peer, group_name, why);
+        proto::send_frame(conn, proto::Frame::kError, why, 1000);
+        return;
+      }
+      if (!err.empty()) {
+        spdlog::warn("replication: group {}, {}: {}", group_name, peer, err);
+        return;
+      }
     }
     std::optional<Admission> admission;
     // The same link of the same primary log saying HELLO again means its previous connection
@@ -342,7 +437,7 @@ void ReplicaServer::serve(int fd, std::string peer) {
         g->stats.resyncing = true;
         g->stats.resync_bytes = 0;
       }
-      int r = proto::send_frame(fd, proto::Frame::kWelcome, welcome.dump(), kIoTimeoutMs);
+      int r = proto::send_frame(conn, proto::Frame::kWelcome, welcome.dump(), kIoTimeoutMs);
       uint64_t durable = applied;
       size_t since_ack = 0;
       // Flush the LUs, store the applied sequence, then acknowledge it.
@@ -364,7 +459,8 @@ void ReplicaServer::serve(int fd, std::string peer) {
         }
         uint8_t ack[8];
         std::memcpy(ack, &durable, 8);
-        r = proto::send_frame(fd, proto::Frame::kAck, std::span<const uint8_t>(ack, 8), kIoTimeoutMs);
+        r = proto::send_frame(conn, proto::Frame::kAck, std::span<const uint8_t>(ack, 8),
+                              kIoTimeoutMs);
         since_ack = 0;
         std::lock_guard lk(mu_);
         ++g->stats.acks;
@@ -374,12 +470,13 @@ void ReplicaServer::serve(int fd, std::string peer) {
         // Wait for the next frame; acknowledge what was applied when the stream pauses
         // (and at least every kAckEveryBytes).
         pollfd p{fd, POLLIN, 0};
-        const int ready = ::poll(&p, 1, since_ack ? 0 : 200);
+        const int ready = conn.buffered() ? 1 : ::poll(&p, 1, since_ack ? 0 : 200);
         if (ready == 0) {
           if (since_ack && !ack_now()) break;
           continue;
         }
-        r = proto::recv_frame(fd, &type, &payload, kIoTimeoutMs);
+        if (ready > 0 && !conn.frame_ready()) continue;  // a TLS message that is no frame
+        r = proto::recv_frame(conn, &type, &payload, kIoTimeoutMs);
         if (r < 0) break;
         if (type == proto::Frame::kError) {
           spdlog::warn("replication: group {}: primary {} says: {}", g->name, peer,
@@ -478,8 +575,6 @@ void ReplicaServer::serve(int fd, std::string peer) {
       g->stats.connected = false;
     }
   }
-  std::lock_guard lk(mu_);
-  conn_fds_.erase(std::remove(conn_fds_.begin(), conn_fds_.end(), fd), conn_fds_.end());
 }
 
 }  // namespace zuma::replication

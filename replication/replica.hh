@@ -21,12 +21,17 @@
 #include <thread>
 #include <vector>
 
+#include "config/config.hh"
 #include "replication/group_log.hh"
 #include "replication/seq_state.hh"
 #include "storage/backend.hh"
 #include "storage/unique_fd.hh"
 
 namespace zuma::replication {
+
+namespace proto {
+class Conn;
+}
 
 // What a primary says of itself in its HELLO.
 struct HelloInfo {
@@ -73,10 +78,21 @@ struct ReplicaGroupStats {
   uint64_t resync_bytes = 0;  // range bytes received in the current (or last) resync
 };
 
+// The secret a group has here (docs/REPLICATION.md "Authentication"), looked up for each
+// HELLO: a primary's link must prove it. Not `known`: no such group here (the HELLO is
+// refused for that). `error`: the secret cannot be read now (the HELLO is refused).
+struct GroupSecret {
+  bool known = false;
+  std::string secret;  // "": the group has none, and the primary must have none either
+  std::string error;
+};
+
 class ReplicaServer {
  public:
-  // Listens on `address` ("127.0.0.1:0": a free port). Error: a message.
-  static std::expected<std::unique_ptr<ReplicaServer>, std::string> start(const std::string& address);
+  // Listens on `address` ("127.0.0.1:0": a free port), with TLS when `tls` is given (every
+  // connection must then be TLS; link_tls.hh). Error: a message.
+  static std::expected<std::unique_ptr<ReplicaServer>, std::string> start(
+      const std::string& address, std::optional<config::ReplicationTls> tls = std::nullopt);
   // Stops accepting, closes every connection, joins the threads.
   ~ReplicaServer();
   ReplicaServer(const ReplicaServer&) = delete;
@@ -94,6 +110,14 @@ class ReplicaServer {
   void set_unserved(std::function<std::string(const std::string& group, const HelloInfo&)> fn) {
     unserved_ = std::move(fn);
   }
+  // Where a HELLO's group's secret comes from (any connection thread). Without it no group
+  // has a secret. Set before primaries connect.
+  void set_secrets(std::function<GroupSecret(const std::string& group)> fn) {
+    secrets_ = std::move(fn);
+  }
+  // Connections refused by TLS or authentication since start, and the last such refusal.
+  uint64_t auth_failures() const { return auth_failures_.load(std::memory_order_relaxed); }
+  std::string last_refusal() const;
 
  private:
   struct Group {
@@ -111,7 +135,9 @@ class ReplicaServer {
   };
   ReplicaServer() = default;
   void accept_loop();
-  void serve(int fd, std::string peer);
+  void serve(int fd, std::string peer);  // TLS (when set), then serve_conn
+  void serve_conn(proto::Conn& conn, const std::string& peer);
+  void refused(const std::string& peer, const std::string& group, const std::string& why);
   // Applies a burst; returns an error message or "".
   std::string apply_batch(Group& g, std::span<const uint8_t> batch, uint64_t* applied);
   std::string make_durable(Group& g, uint64_t applied);
@@ -129,6 +155,10 @@ class ReplicaServer {
   std::vector<Conn> conns_;
   std::vector<int> conn_fds_;
   std::function<std::string(const std::string&, const HelloInfo&)> unserved_;
+  std::function<GroupSecret(const std::string&)> secrets_;
+  std::optional<config::ReplicationTls> tls_;
+  std::atomic<uint64_t> auth_failures_{0};
+  std::string last_refusal_;  // mu_
 };
 
 }  // namespace zuma::replication

@@ -16,6 +16,8 @@
 
 #include "replication/dirty_map.hh"
 #include "replication/group_log.hh"
+#include "replication/link_auth.hh"
+#include "replication/link_tls.hh"
 #include "replication/protocol.hh"
 #include "replication/ring_log.hh"
 
@@ -47,6 +49,8 @@ const char* to_string(LinkState s) {
       return "resyncing";
     case LinkState::kSplitBrain:
       return "split_brain";
+    case LinkState::kAuthFailed:
+      return "auth_failed";
   }
   return "?";
 }
@@ -308,6 +312,15 @@ void SiteLink::set_error(const std::string& e) {
   counters_.last_error = e;
 }
 
+void SiteLink::auth_failed(const std::string& e) {
+  state_value_.store(uint8_t(LinkState::kAuthFailed));
+  {
+    std::lock_guard lk(mu_);
+    ++counters_.auth_failures;
+  }
+  set_error(e);
+}
+
 void SiteLink::wait_backoff(std::chrono::milliseconds d) {
   pollfd p{wake_fd_.get(), POLLIN, 0};
   const auto deadline = std::chrono::steady_clock::now() + d;
@@ -333,7 +346,19 @@ void SiteLink::run() {
         std::lock_guard lk(sock_mu_);
         sock_fd_ = fd;
       }
-      const bool go_on = !stop_.load() && session(fd);
+      // TLS first when the link has it: a context from the files as they are now (rotated
+      // ones are picked up here), then the handshake, which stop() cuts short like any I/O.
+      std::optional<proto::Conn> conn;
+      if (!opt_.tls) {
+        conn.emplace(fd);
+      } else if (auto ctx = tls::make_context(*opt_.tls, false); !ctx) {
+        set_error(fmt::format("TLS: {}", ctx.error()));
+      } else if (auto c = tls::handshake(*ctx, *opt_.tls, fd, false, kConnectTimeoutMs * 5); !c) {
+        if (!stop_.load()) auth_failed(c.error());
+      } else {
+        conn.emplace(std::move(*c));
+      }
+      const bool go_on = !stop_.load() && (!conn || session(*conn));
       {
         std::lock_guard lk(sock_mu_);
         sock_fd_ = -1;
@@ -344,7 +369,8 @@ void SiteLink::run() {
         ++counters_.reconnects;
       }
       if (LinkState(state_value_.load()) != LinkState::kNeedsResync &&
-          LinkState(state_value_.load()) != LinkState::kSplitBrain)
+          LinkState(state_value_.load()) != LinkState::kSplitBrain &&
+          LinkState(state_value_.load()) != LinkState::kAuthFailed)
         state_value_.store(uint8_t(LinkState::kDisconnected));
       // A session that got going resets the backoff (session() sets it via last_error "").
       std::lock_guard lk(mu_);
@@ -356,7 +382,7 @@ void SiteLink::run() {
   }
 }
 
-bool SiteLink::send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& ranges) {
+bool SiteLink::send_resync(proto::Conn& conn, const std::vector<std::array<uint64_t, 3>>& ranges) {
   constexpr uint64_t kChunk = 1 << 20;
   constexpr uint64_t kMaxZeros = 64 << 20;
   const auto sizes = group_.lun_sizes();
@@ -408,7 +434,7 @@ bool SiteLink::send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& r
       std::memcpy(buf.data(), &lu32, 4);
       std::memcpy(buf.data() + 4, &flags, 4);
       std::memcpy(buf.data() + 8, &at, 8);
-      if (int r = proto::send_frame(fd, proto::Frame::kResync, buf, kIoTimeoutMs); r < 0) {
+      if (int r = proto::send_frame(conn, proto::Frame::kResync, buf, kIoTimeoutMs); r < 0) {
         set_error(fmt::format("resync: sending: {}", std::strerror(-r)));
         return false;
       }
@@ -423,7 +449,7 @@ bool SiteLink::send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& r
   const uint64_t target = group_.published_next() - 1;
   uint8_t t[8];
   std::memcpy(t, &target, 8);
-  if (int r = proto::send_frame(fd, proto::Frame::kResyncDone, std::span<const uint8_t>(t, 8),
+  if (int r = proto::send_frame(conn, proto::Frame::kResyncDone, std::span<const uint8_t>(t, 8),
                                 kIoTimeoutMs);
       r < 0) {
     set_error(fmt::format("resync: sending: {}", std::strerror(-r)));
@@ -435,7 +461,17 @@ bool SiteLink::send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& r
   return !stop_.load();
 }
 
-bool SiteLink::session(int fd) {
+bool SiteLink::session(proto::Conn& conn) {
+  // The secret as it is now (a file is read at each connection: a new one needs no restart).
+  std::string secret = opt_.secret;
+  if (!opt_.secret_file.empty()) {
+    auto s = config::read_secret_file(opt_.secret_file);
+    if (!s) {
+      auth_failed(fmt::format("secret_file: {}", s.error()));
+      return !stop_.load();
+    }
+    secret = std::move(*s);
+  }
   std::vector<uint64_t> sizes = group_.lun_sizes();
   nlohmann::json lineage = nlohmann::json::array();
   for (const auto& [id, end] : group_.lineage()) lineage.push_back({id, end});
@@ -455,20 +491,56 @@ bool SiteLink::session(int fd) {
                           {"luns", sizes},
                           {"lineage", lineage}};
   if (bitmap_mode_.load()) hello["dirty"] = dirty;
-  if (int r = proto::send_frame(fd, proto::Frame::kHello, hello.dump(), kIoTimeoutMs); r < 0) {
-    set_error(fmt::format("sending HELLO: {}", std::strerror(-r)));
+  if (!secret.empty())
+    hello["auth"] = {{"method", auth::kMethod}, {"nonce", auth::hex(auth::random_nonce())}};
+  const std::string hello_text = hello.dump();
+  if (int r = proto::send_frame(conn, proto::Frame::kHello, hello_text, kIoTimeoutMs); r < 0) {
+    set_error(
+        fmt::format("sending HELLO: {}", r == -EPROTO ? proto::tls_error() : std::strerror(-r)));
     return !stop_.load();
+  }
+  if (!secret.empty()) {
+    const auto hello_bytes =
+        std::span(reinterpret_cast<const uint8_t*>(hello_text.data()), hello_text.size());
+    auth::Result a = auth::prove_to_secondary(conn, secret, hello_bytes, kIoTimeoutMs);
+    if (!a.ok) {
+      // This side refuses the peer: it says why before closing.
+      if (a.error.starts_with("authentication"))
+        proto::send_frame(conn, proto::Frame::kError, a.error, 1000);
+      if (a.auth_failure)
+        auth_failed(a.error);
+      else
+        set_error(a.error);
+      return !stop_.load();
+    }
+  }
+  std::string security = conn.tls() ? tls::describe(conn) : "plaintext";
+  if (!secret.empty()) security += ", secret";
+  {
+    std::lock_guard lk(mu_);
+    counters_.security = security;
   }
   proto::Frame type{};
   std::vector<uint8_t> payload;
-  if (int r = proto::recv_frame(fd, &type, &payload, kIoTimeoutMs); r < 0) {
-    set_error(fmt::format("no answer to HELLO: {}", std::strerror(-r)));
+  if (int r = proto::recv_frame(conn, &type, &payload, kIoTimeoutMs); r < 0) {
+    // TLS 1.3: the peer checks this side's certificate after this side's handshake is done;
+    // its refusal is the alert read here.
+    if (r == -EPROTO && conn.tls())
+      auth_failed(
+          fmt::format("TLS handshake failed: the peer refused this side: {}", proto::tls_error()));
+    else
+      set_error(fmt::format("no answer to HELLO: {}", r == -ECONNRESET
+                                                          ? "the peer closed the connection"
+                                                          : std::strerror(-r)));
     return !stop_.load();
   }
   if (type == proto::Frame::kError) {
     const std::string msg(payload.begin(), payload.end());
     if (msg.starts_with("split brain")) state_value_.store(uint8_t(LinkState::kSplitBrain));
-    set_error(fmt::format("the peer refused: {}", msg));
+    if (msg.starts_with("authentication") || msg.starts_with("TLS"))
+      auth_failed(fmt::format("the peer refused: {}", msg));
+    else
+      set_error(fmt::format("the peer refused: {}", msg));
     return !stop_.load();
   }
   auto welcome = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
@@ -500,7 +572,7 @@ bool SiteLink::session(int fd) {
       ranges.push_back({r[0].get<uint64_t>(), r[1].get<uint64_t>(), r[2].get<uint64_t>()});
     }
   if (welcome.contains("resync")) {
-    if (!send_resync(fd, ranges)) return !stop_.load();
+    if (!send_resync(conn, ranges)) return !stop_.load();
   }
   leave_bitmap_if_done(peer_applied);
   state_value_.store(uint8_t(LinkState::kConnected));
@@ -549,7 +621,7 @@ bool SiteLink::session(int fd) {
       }
       if (count) {
         const auto frame = std::span<const uint8_t>(buf).first(off);
-        if (int s = proto::send_frame(fd, proto::Frame::kBatch, frame, kIoTimeoutMs); s < 0) {
+        if (int s = proto::send_frame(conn, proto::Frame::kBatch, frame, kIoTimeoutMs); s < 0) {
           set_error(fmt::format("sending: {}", std::strerror(-s)));
           return !stop_.load();
         }
@@ -572,7 +644,8 @@ bool SiteLink::session(int fd) {
       if (!more && from < group_.published_next() && in_flight_bytes < kMaxInFlight) more = true;  // raced
       if (more) timeout = 0;
     }
-    pollfd p[2] = {{fd, POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
+    if (conn.buffered()) timeout = 0;  // TLS holds bytes poll() cannot see
+    pollfd p[2] = {{conn.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
     int n = ::poll(p, 2, std::max(timeout, 0));
     waiting_.store(false);
     if (n < 0 && errno != EINTR) {
@@ -583,10 +656,13 @@ bool SiteLink::session(int fd) {
       uint64_t v;
       (void)!::read(wake_fd_.get(), &v, sizeof(v));
     }
-    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      int r = proto::recv_frame(fd, &type, &payload, kIoTimeoutMs);
+    if (((p[0].revents & (POLLIN | POLLHUP | POLLERR)) || conn.buffered()) && conn.frame_ready()) {
+      int r = proto::recv_frame(conn, &type, &payload, kIoTimeoutMs);
       if (r < 0) {
-        set_error(r == -ECONNRESET ? "the peer closed the connection" : fmt::format("receiving: {}", std::strerror(-r)));
+        set_error(r == -ECONNRESET ? "the peer closed the connection"
+                                   : fmt::format("receiving: {}", r == -EPROTO && conn.tls()
+                                                                      ? proto::tls_error()
+                                                                      : std::strerror(-r)));
         return !stop_.load();
       }
       if (type == proto::Frame::kError) {

@@ -22,15 +22,20 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "config/config.hh"
 #include "replication/seq_state.hh"
 #include "storage/unique_fd.hh"
 
 namespace zuma::replication {
 
+namespace proto {
+class Conn;
+}
 class GroupLog;
 class DirtyMap;
 struct Region;
@@ -44,6 +49,7 @@ enum class LinkState : uint8_t {
   kStopped,
   kResyncing,   // sending the ranges the peer asked for (delta resync), then records
   kSplitBrain,  // the peer is primary too, or holds changes this side lacks: needs `discard`
+  kAuthFailed,  // TLS or the secret refused (either side): retried with the backoff
 };
 const char* to_string(LinkState s);
 
@@ -66,6 +72,11 @@ struct LinkOptions {
   // when the peer is back; the same when the log is full because of this link.
   enum class Policy : uint8_t { kSync, kBlock, kBitmap } on_fallbehind = Policy::kSync;
   std::string bitmap_path;  // kBitmap: the dirty-region map
+  // Authentication (link_auth.hh): the secret, or the file it is read from at each
+  // connection (so a new secret is used at the next one); both empty: none.
+  std::string secret;
+  std::string secret_file;
+  std::optional<config::ReplicationTls> tls;  // TLS to the peer (link_tls.hh)
 };
 
 struct LinkStats {
@@ -86,6 +97,8 @@ struct LinkStats {
   uint64_t resyncs = 0;  // resyncs begun since start
   bool bitmap = false;   // in bitmap mode (the `bitmap` fall-behind policy)
   uint64_t bitmap_regions = 0;  // 64 KiB regions in its dirty map
+  uint64_t auth_failures = 0;   // connections refused by TLS or authentication, either side
+  std::string security;         // of the last connection: "plaintext", "TLSv1.3 ...", "+ secret"
 };
 
 class SiteLink {
@@ -141,10 +154,11 @@ class SiteLink {
  private:
   SiteLink(GroupLog& g, const LinkOptions& opt, SeqStateFile state);
   void run();
-  bool session(int fd);  // false: stop
+  bool session(proto::Conn& conn);  // false: stop
   // Sends the ranges the WELCOME asked for, then RESYNC_DONE. False (error set) on failure.
-  bool send_resync(int fd, const std::vector<std::array<uint64_t, 3>>& ranges);
+  bool send_resync(proto::Conn& conn, const std::vector<std::array<uint64_t, 3>>& ranges);
   void set_error(const std::string& e);
+  void auth_failed(const std::string& e);  // state kAuthFailed, counted, the error set
   void wait_backoff(std::chrono::milliseconds d);
 
   GroupLog& group_;

@@ -800,7 +800,7 @@ TEST_CASE("error: wrong types") {
         "thin, write_cache, read_only, subunits, backend, path, layout, stripe_unit, snapshots, source");
   CHECK(error_of("node: [a]\n") ==
         "t.yaml:1:7: node: expected a mapping with keys name, data_dir, control_socket, reactors, "
-        "log_level, metrics, replication_listen");
+        "log_level, metrics, replication_listen, replication_tls");
   CHECK(error_of("{[a]: 1}\n") == "t.yaml:1:2: expected a key name");
 }
 
