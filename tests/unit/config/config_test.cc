@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -583,6 +585,126 @@ TEST_CASE("groups: errors") {
         "t.yaml:1:47: node.replication_listen: give the port too, e.g. \"127.0.0.1:3270\"");
   CHECK(error_of("groups: {}\n" + with_lun("{id: 0, name: a, size: 1MiB, backend: memory}")) ==
         "t.yaml:1:9: groups: expected a list of groups like {name: db, luns: [data], log: {...}}");
+}
+
+namespace {
+
+// Files for the replication tls and secret keys, made with the openssl CLI: a CA, a
+// certificate and its key, another key, a PSK; removed at the end.
+struct TlsFiles {
+  std::string dir;
+  TlsFiles() {
+    char t[] = "/tmp/zuma-config-tls-XXXXXX";
+    REQUIRE(::mkdtemp(t));
+    dir = t;
+    const std::string req =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 ";
+    REQUIRE(std::system((req + "-keyout " + f("ca.key") + " -out " + f("ca.pem") +
+                         " -subj /CN=ca >/dev/null 2>&1")
+                            .c_str()) == 0);
+    REQUIRE(
+        std::system((req + "-keyout " + f("a.key") + " -out " + f("a.pem") + " -subj /CN=a -CA " +
+                     f("ca.pem") + " -CAkey " + f("ca.key") + " >/dev/null 2>&1")
+                        .c_str()) == 0);
+    for (const char* k : {"ca.key", "a.key"}) ::chmod(f(k).c_str(), 0600);
+    write("psk", "0123456789abcdef0123\n", 0600);
+    write("short", "0123456789\n", 0600);
+    write("secret", "a-replication-secret\n", 0600);
+    write("open", "a-replication-secret\n", 0644);
+  }
+  ~TlsFiles() { std::filesystem::remove_all(dir); }
+  std::string f(const std::string& n) const { return dir + "/" + n; }
+  void write(const std::string& n, const std::string& text, mode_t mode) {
+    std::ofstream(f(n)) << text;
+    ::chmod(f(n).c_str(), mode);
+  }
+  std::string certs(const std::string& key = "a.key") const {
+    return "{cert: " + f("a.pem") + ", key: " + f(key) + ", ca: " + f("ca.pem") + "}";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("groups: secrets and tls on links and the listener") {
+  TlsFiles t;
+  const std::string log = ", log: {path: /tmp/zt/l, size: 16MiB}";
+  const Config c = parse(
+      with_groups(
+          "  - {name: db, luns: [a]" + log + ", secret_file: " + t.f("secret") +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, tls: " + t.certs() +
+              "}, {name: dr2, peer: \"127.0.0.1:2\", mode: async, secret: \"another-secret-1\", "
+              "tls: {psk_file: " +
+              t.f("psk") + ", psk_identity: site-a}}]}\n",
+          std::string(kListen) + ", replication_tls: {psk_file: " + t.f("psk") + "}"),
+      "t");
+  REQUIRE(c.node.replication_tls);
+  CHECK(c.node.replication_tls->psk_file == t.f("psk"));
+  CHECK(c.node.replication_tls->psk_identity == "zuma-replication");
+  const Group& g = c.groups[0];
+  CHECK(g.secret == "a-replication-secret");
+  CHECK(g.secret_file == t.f("secret"));
+  REQUIRE(g.links.size() == 2);
+  CHECK(g.links[0].secret == g.secret);  // the group's, by default
+  CHECK(g.links[0].secret_file == g.secret_file);
+  REQUIRE(g.links[0].tls);
+  CHECK(g.links[0].tls->cert == t.f("a.pem"));
+  CHECK(g.links[1].secret == "another-secret-1");
+  CHECK(g.links[1].secret_file.empty());
+  REQUIRE(g.links[1].tls);
+  CHECK(g.links[1].tls->psk_identity == "site-a");
+  // Written back, read again the same; a changed tls needs a restart.
+  const Config back = parse(to_yaml(c), "back");
+  CHECK(diff(c, back).empty());
+  Config other = c;
+  other.node.replication_tls->psk_identity = "x";
+  CHECK(diff(c, other).summary().find("node.replication_tls") != std::string::npos);
+  other = c;
+  other.groups[0].links[1].tls.reset();
+  CHECK(!same_group(c.groups[0], other.groups[0]));
+}
+
+TEST_CASE("groups: secret and tls errors name the file, line and key") {
+  TlsFiles t;
+  const auto link = [&](const std::string& extra, const std::string& node = "") {
+    return error_of(with_groups(
+        "  - {name: db, luns: [a], log: {path: /tmp/zt/l, size: 16MiB}, links: [{name: dr, "
+        "peer: \"127.0.0.1:1\", mode: async" +
+            extra + "}]}\n",
+        node));
+  };
+  auto has = [](const std::string& err, const std::string& want) {
+    CHECK_MESSAGE(err.find(want) != std::string::npos, err);
+  };
+  has(link(", secret: short"),
+      "t.yaml:9:125: groups[0].links[0].secret: a replication secret needs 12 to 255 bytes, this "
+      "one has 5");
+  has(link(", secret_file: " + t.f("open")),
+      "groups[0].links[0].secret_file: '" + t.f("open") + "' is world-readable");
+  has(link(", secret: \"long-enough-secret\", secret_file: " + t.f("secret")),
+      "groups[0].links[0].secret_file: give either secret or secret_file, not both");
+  has(link(", tls: {cert: " + t.f("a.pem") + ", ca: " + t.f("ca.pem") + "}"),
+      "groups[0].links[0].tls: missing key 'key'");
+  has(link(", tls: " + t.certs("ca.key")), "groups[0].links[0].tls.key: '" + t.f("ca.key") +
+                                               "' is not the key of the certificate '" +
+                                               t.f("a.pem") + "'");
+  has(link(", tls: {cert: " + t.f("nope.pem") + ", key: " + t.f("a.key") +
+           ", ca: " + t.f("ca.pem") + "}"),
+      "groups[0].links[0].tls.cert: cannot read '" + t.f("nope.pem") +
+          "': No such file or directory");
+  has(link(", tls: {cert: " + t.f("a.pem") + ", key: " + t.f("a.key") + ", ca: " + t.f("secret") +
+           "}"),
+      "groups[0].links[0].tls.ca: '" + t.f("secret") + "' holds no PEM certificate");
+  has(link(", tls: {psk_file: " + t.f("short") + "}"),
+      "groups[0].links[0].tls.psk_file: '" + t.f("short") +
+          "': a secret needs 16 to 255 bytes, this one has 10");
+  has(link(", tls: {psk_file: " + t.f("psk") + ", cert: " + t.f("a.pem") + "}"),
+      "groups[0].links[0].tls.cert: cert is for certificates; this tls uses psk_file");
+  has(link(", tls: {}"), "groups[0].links[0].tls: give cert, key and ca (mutual TLS), or psk_file");
+  has(error_of(with_groups("  - {name: db, luns: [a], log: {path: /tmp/zt/l, size: 16MiB}}\n",
+                           ", replication_tls: {psk_file: " + t.f("psk") + "}")),
+      "node.replication_tls: replication_tls needs node.replication_listen");
+  has(error_of(with_groups("  - {name: db, role: secondary, luns: [a], secret: tiny}\n", kListen)),
+      "groups[0].secret: a replication secret needs 12 to 255 bytes");
 }
 
 TEST_CASE("groups: a snapshot export cannot be replicated") {
