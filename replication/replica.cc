@@ -238,7 +238,9 @@ void ReplicaServer::serve(int fd, std::string peer) {
 }
 
 void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
-  const int fd = conn.fd();
+  // The socket, for bookkeeping only (shutdown by remove_group, poll): frames go through
+  // `conn`, which may be TLS.
+  const int sock = conn.fd();
   ApplyScope applying;  // this thread writes into the group's LUs while they are secondary
   Group* g = nullptr;
   auto fail = [&](const std::string& msg) {
@@ -396,7 +398,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
         if (err.empty()) {
           cand.link = link_name;
           cand.stats.connected = true;
-          cand.fd = fd;
+          cand.fd = sock;
           g = &cand;
         }
       }
@@ -412,7 +414,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
             std::lock_guard lk(mu_);
             g->busy = false;
             g->stats.connected = false;
-            conn_fds_.erase(std::remove(conn_fds_.begin(), conn_fds_.end(), fd), conn_fds_.end());
+            conn_fds_.erase(std::remove(conn_fds_.begin(), conn_fds_.end(), sock), conn_fds_.end());
             return;
           }
           std::lock_guard lk(mu_);
@@ -469,7 +471,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
       while (r == 0 && !stop_.load()) {
         // Wait for the next frame; acknowledge what was applied when the stream pauses
         // (and at least every kAckEveryBytes).
-        pollfd p{fd, POLLIN, 0};
+        pollfd p{sock, POLLIN, 0};
         const int ready = conn.buffered() ? 1 : ::poll(&p, 1, since_ack ? 0 : 200);
         if (ready == 0) {
           if (since_ack && !ack_now()) break;
