@@ -402,6 +402,7 @@ int main(int argc, char** argv) {
   control->stop();  // no more live changes; then the LUs in use now are final
   service->stop_jobs();  // copy lun jobs: cancelled, their threads joined
   g_snapshots.stop();
+  replication->stop_background();  // verifies, bookmark schedules: before the portals stop
   auto live_lus = service->lus();
   server->stop();
   // The reactors are gone; their IoContexts live until server.reset(). Replication stops

@@ -36,6 +36,60 @@ std::string resync_progress(const LinkStats& s) {
                      double(s.resync_total) / kMiB, pct, eta);
 }
 
+// The VERIFY column of a link: "running: 12/96 regions, 0 mismatched", "done: ...", or
+// "cancelled: why".
+std::string verify_cell(const std::optional<VerifyStatus>& v, const std::string& link) {
+  if (!v) return "";
+  for (const auto& l : v->links) {
+    if (l.name != link) continue;
+    std::string s = fmt::format("{}: {}/{} regions, {} mismatched", to_string(v->state), l.compared,
+                                v->regions, l.mismatched.size());
+    if (v->state == VerifyStatus::State::kCancelled || v->state == VerifyStatus::State::kFailed)
+      s += " (" + v->message + ")";
+    return s;
+  }
+  return "";
+}
+
+admin::Json verify_json(const VerifyStatus& v, const std::vector<std::string>& luns) {
+  using admin::Json;
+  Json links = Json::array();
+  for (const auto& l : v.links) {
+    Json m = Json::array();
+    for (const Region& r : l.mismatched)
+      m.push_back({{"lu", r.lu < luns.size() ? luns[r.lu] : std::to_string(r.lu)},
+                   {"offset", r.offset},
+                   {"length", r.length}});
+    links.push_back({{"link", l.name}, {"compared", l.compared}, {"mismatched", m}});
+  }
+  return Json{{"id", fmt::format("{:016x}", v.id)},
+              {"state", to_string(v.state)},
+              {"repair", v.repair},
+              {"regions", v.regions},
+              {"hashed", v.hashed},
+              {"seconds", v.seconds},
+              {"max_stall_us", v.max_stall_us},
+              {"message", v.message},
+              {"links", links}};
+}
+
+// One line per link, then one per mismatching region, for people.
+std::string verify_text(const VerifyStatus& v, const std::vector<std::string>& luns) {
+  std::string out =
+      fmt::format("verify {:016x}{}: {} after {:.1f} s, {} of {} regions hashed here", v.id,
+                  v.repair ? " --repair" : "", to_string(v.state), v.seconds, v.hashed, v.regions);
+  if (!v.message.empty()) out += ": " + v.message;
+  for (const auto& l : v.links) {
+    out += fmt::format("\n  link {}: {} regions compared, {} mismatched", l.name, l.compared,
+                       l.mismatched.size());
+    for (const Region& r : l.mismatched)
+      out +=
+          fmt::format("\n    LU {} offset {} length {}",
+                      r.lu < luns.size() ? luns[r.lu] : std::to_string(r.lu), r.offset, r.length);
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
@@ -94,7 +148,10 @@ void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
                           r.resyncing || r.resync_bytes
                               ? fmt::format("{} bytes received", r.resync_bytes)
                               : "",
-                          ""});
+                          "",
+                          r.verify_regions ? fmt::format("{} regions hashed, {} differed",
+                                                         r.verify_regions, r.verify_mismatched)
+                                           : ""});
         }
       } else {
         for (const auto& k : g.links) {
@@ -109,13 +166,18 @@ void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
             mode += " (fell behind)";
           rows.push_back({k.name + " -> " + k.peer, mode, to_string(s.state), s.acked,
                           s.lag_records, s.lag_bytes, s.lag_seconds, s.reconnects, s.last_error,
-                          resync_progress(s), s.security});
+                          resync_progress(s), s.security, verify_cell(g.verify, k.name)});
         }
       }
-      return Json{{"columns",
-                   {"LINK", "MODE", "STATE", "ACKED_SEQ", "LAG_IOS", "LAG_BYTES", "LAG_SECONDS",
-                    "RECONNECTS", "LAST_ERROR", "RESYNC", "SECURITY"}},
-                  {"rows", rows}};
+      Json out{{"columns",
+                {"LINK", "MODE", "STATE", "ACKED_SEQ", "LAG_IOS", "LAG_BYTES", "LAG_SECONDS",
+                 "RECONNECTS", "LAST_ERROR", "RESYNC", "SECURITY", "VERIFY"}},
+               {"rows", rows}};
+      if (g.verify) {
+        out["verify"] = verify_json(*g.verify, g.luns);
+        out["message"] = verify_text(*g.verify, g.luns);
+      }
+      return out;
     }
     throw admin::CommandError(fmt::format("no group '{}'", want));
   });
@@ -139,6 +201,17 @@ void bind_replication_handlers(admin::CommandTable& t, NodeReplication& node) {
     auto seq = node.bookmark(g, name);
     if (!seq) throw admin::CommandError(seq.error());
     return Json{{"message", fmt::format("bookmark '{}' of group {} at record {}", name, g, *seq)}};
+  });
+  set("group verify", [&node](const Json& a) {
+    const std::string g = a.value("group", ""), link = a.value("link", "");
+    auto id = node.verify(g, link, a.value("repair", false));
+    if (!id) throw admin::CommandError(id.error());
+    return Json{
+        {"id", fmt::format("{:016x}", *id)},
+        {"message",
+         fmt::format("verify {:016x} of group {} started{}: `zumactl group status {}` shows "
+                     "its progress and result",
+                     *id, g, link.empty() ? "" : " (link " + link + ")", g)}};
   });
   set("group discard", [&node, result](const Json& a) {
     const std::string g = a.value("group", "");

@@ -34,7 +34,7 @@ int submit_and_wait(storage::Backend& b, IoRequest& req) {
 }
 
 std::string apply_record(storage::Backend& b, const RecordView& v) {
-  if (v.type == RecordType::kBookmark) return "";
+  if (is_marker(v.type)) return "";
   if (v.offset + v.length < v.offset || v.offset + v.length > b.size())
     return fmt::format("record {} (LU {}, offset {}, {} bytes) is beyond the LU's end", v.seq, v.lu, v.offset,
                        v.length);

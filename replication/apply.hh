@@ -28,8 +28,8 @@ class ApplyScope {
 // that does not is waited for). Returns 0 or -errno.
 int submit_and_wait(storage::Backend& b, storage::IoRequest& req);
 
-// Writes one record (kWrite, kDiscard, kWriteZeroes; a kBookmark is a no-op) to `b`.
-// Returns "" or a message naming the record. A discard the backend cannot do is skipped
+// Writes one record (kWrite, kDiscard, kWriteZeroes; a bookmark or verify marker is a no-op) to
+// `b`. Returns "" or a message naming the record. A discard the backend cannot do is skipped
 // (SBC-4: deallocation is advisory); write-zeroes falls back to writing zeros.
 std::string apply_record(storage::Backend& b, const RecordView& v);
 

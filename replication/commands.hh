@@ -69,6 +69,22 @@ inline void register_replication_commands(admin::CommandTable& t) {
          .options = {{"group", ArgType::kString, "a group name", true, true, "groups", {}},
                      {"name", ArgType::kString, "the snapshots' name", true, true, "", {}}},
          .example = "group bookmark db before-upgrade"});
+  t.add(
+      {.name = "group verify",
+       .summary = "compare every region of the group's LUs with the peers, while writes go on",
+       .details =
+           "Online verify (docs/REPLICATION.md \"Online verify\"): region by region (1 MiB), the\n"
+           "primary hashes the region (XXH3-128) at a point of the group's write order and puts\n"
+           "a verify marker there in the log; each peer hashes the region when it applies the\n"
+           "marker. Runs in the background: `group status GROUP` shows the progress and the\n"
+           "mismatching regions (LU, offset, length). Only LINK's peer with a link name.\n"
+           "Cancelled if a link drops. --repair: the mismatching regions are then resent to\n"
+           "the peer as a resync.",
+       .options =
+           {{"group", ArgType::kString, "a group name", true, true, "groups", {}},
+            {"link", ArgType::kString, "only this link's peer", false, true, "", {}},
+            {"repair", ArgType::kFlag, "resend the regions that differ", false, false, "", {}}},
+       .example = "group verify db dr --repair"});
   t.add({.name = "group discard",
          .summary = "resolve a split brain: this side's changes since the divergence go",
          .details =

@@ -1,6 +1,7 @@
 #include "replication/group_log.hh"
 
 #include "replication/apply.hh"
+#include "replication/verify.hh"
 
 #include <linux/futex.h>
 #include <spdlog/spdlog.h>
@@ -86,7 +87,25 @@ class GroupLog::Layer final : public Backend {
       req.done(req, -EINVAL);  // the log's records hold at most 4 GiB - 1 (far above any transfer limit)
       return;
     }
+    // Online verify (with_region_fenced): counted in the current epoch, then a write that
+    // overlaps the fenced region waits for the fence's end.
+    uint32_t epoch = 0;
+    for (;;) {
+      const uint32_t e = group_->vepoch_.load(std::memory_order_seq_cst);
+      epoch = e & 1;
+      group_->vcount_[epoch].fetch_add(1, std::memory_order_seq_cst);
+      if (group_->vepoch_.load(std::memory_order_seq_cst) == e) break;
+      group_->vcount_[epoch].fetch_sub(1, std::memory_order_seq_cst);  // flipped meanwhile
+    }
+    if (req.op != IoOp::kFlush && group_->fence_on_.load(std::memory_order_seq_cst) &&
+        group_->fenced(index_, req.offset, req.length)) {
+      group_->vcount_[epoch].fetch_sub(1, std::memory_order_seq_cst);
+      group_->inflight_.fetch_sub(1, std::memory_order_seq_cst);
+      if (!group_->park_fenced(this, req)) submit(req);  // the fence ended meanwhile
+      return;
+    }
     Op* op = get_op();
+    op->epoch = epoch;
     op->layer = this;
     op->orig = &req;
     op->seqs.clear();
@@ -103,6 +122,7 @@ class GroupLog::Layer final : public Backend {
     IoRequest lower{};
     std::vector<uint64_t> seqs;  // the records this request was logged as
     uint64_t next_off = 0, end_off = 0;
+    uint32_t epoch = 0;  // the verify epoch it is counted in
   };
 
   // Ops are completed on the thread that submitted them, so a thread-local pool makes
@@ -178,9 +198,11 @@ class GroupLog::Layer final : public Backend {
   static void finish(Op& op, int result) {
     IoRequest* orig = op.orig;
     GroupLog* g = op.layer->group_;
+    const uint32_t epoch = op.epoch;
     op.orig = nullptr;
     put_op(&op);
     orig->done(*orig, result);
+    g->vcount_[epoch].fetch_sub(1, std::memory_order_seq_cst);
     g->inflight_.fetch_sub(1, std::memory_order_seq_cst);
   }
 
@@ -241,6 +263,60 @@ void GroupLog::release_writes() {
     holding_.store(false, std::memory_order_seq_cst);
     held.swap(held_writes_);
   }
+  resubmit(held);
+}
+
+bool GroupLog::fenced(uint32_t lu, uint64_t offset, uint64_t length) const {
+  const uint64_t end = offset + std::max<uint64_t>(length, 1);
+  return fence_lu_.load(std::memory_order_relaxed) == lu &&
+         offset < fence_end_.load(std::memory_order_relaxed) &&
+         end > fence_begin_.load(std::memory_order_relaxed);
+}
+
+bool GroupLog::park_fenced(Backend* layer, IoRequest& req) {
+  std::lock_guard lk(held_mu_);
+  if (!fence_on_.load(std::memory_order_seq_cst)) return false;
+  fenced_writes_.push_back(new Held{layer, &req});
+  fenced_writes_.back()->work.arg = IoContext::current();
+  return true;
+}
+
+bool GroupLog::with_region_fenced(uint32_t lu, uint64_t offset, uint64_t length,
+                                  std::chrono::milliseconds limit,
+                                  const std::function<void()>& fn) {
+  std::lock_guard one(fence_mu_);
+  fence_lu_.store(lu, std::memory_order_relaxed);
+  fence_begin_.store(offset, std::memory_order_relaxed);
+  fence_end_.store(offset + length, std::memory_order_relaxed);
+  fence_on_.store(true, std::memory_order_seq_cst);
+  // Every write counted in the old epoch may have missed the fence: wait until they are done.
+  const uint32_t old = vepoch_.fetch_add(1, std::memory_order_seq_cst) & 1;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  bool drained = true;
+  while (vcount_[old].load(std::memory_order_seq_cst) != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      drained = false;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  if (drained) fn();
+  std::vector<Held*> held;
+  {
+    std::lock_guard lk(held_mu_);
+    fence_on_.store(false, std::memory_order_seq_cst);
+    held.swap(fenced_writes_);
+  }
+  resubmit(held);
+  return drained;
+}
+
+int GroupLog::hash_lower(uint32_t lu, uint64_t offset, uint64_t length, XXH128_hash_t* out) const {
+  if (lu >= lowers_.size() || !lowers_[lu]) return -EINVAL;
+  return hash_region(*lowers_[lu], offset, length, out);
+}
+
+void GroupLog::resubmit(std::vector<Held*>& held) {
   for (Held* h : held) {
     auto* origin = static_cast<IoContext*>(h->work.arg);
     h->work.arg = h;
@@ -322,7 +398,7 @@ std::expected<std::vector<Region>, std::string> GroupLog::regions_after(uint64_t
         fmt::format("group {}: the log no longer holds records {}..{} (it starts at {})", name_,
                     after + 1, log_->head_seq() - 1, log_->head_seq()));
   int r = log_->read(after + 1, [&](const RecordView& v) {
-    if (v.type != RecordType::kBookmark) out.push_back(Region{v.lu, v.offset, v.length});
+    if (!is_marker(v.type)) out.push_back(Region{v.lu, v.offset, v.length});
     return true;
   });
   if (r < 0)
@@ -333,15 +409,23 @@ std::expected<std::vector<Region>, std::string> GroupLog::regions_after(uint64_t
 std::expected<uint64_t, std::string> GroupLog::append_bookmark(const std::string& name) {
   if (name.empty() || name.size() > 4096)
     return std::unexpected(std::string("a bookmark needs a name of 1..4096 bytes"));
-  iovec v{const_cast<char*>(name.data()), name.size()};
+  return append_marker(RecordType::kBookmark,
+                       std::span(reinterpret_cast<const uint8_t*>(name.data()), name.size()), true);
+}
+
+std::expected<uint64_t, std::string> GroupLog::append_marker(RecordType type,
+                                                             std::span<const uint8_t> payload,
+                                                             bool sync) {
+  iovec v{const_cast<uint8_t*>(payload.data()), payload.size()};
   LogEntry e{};
-  e.rec = AppendRecord{RecordType::kBookmark, 0, 0, uint32_t(name.size()), &v, 1};
-  e.sync = true;
+  e.rec = AppendRecord{type, 0, 0, uint32_t(payload.size()), &v, 1};
+  e.sync = sync;
   e.done = [](LogEntry&) {};
   submit(e);  // synchronous: this thread has no IoContext
   if (e.result < 0)
-    return std::unexpected(
-        fmt::format("group {}: appending the bookmark: {}", name_, std::strerror(-e.result)));
+    return std::unexpected(fmt::format("group {}: appending a {} record: {}", name_,
+                                       type == RecordType::kBookmark ? "bookmark" : "verify",
+                                       std::strerror(-e.result)));
   applied(e.seq);  // nothing to write below
   return e.seq;
 }
@@ -441,7 +525,7 @@ uint64_t GroupLog::bitmap_cover(uint64_t upto) {
       if (from < log_->head_seq()) from = log_->head_seq();
       log_->read(from, [&](const RecordView& v) {
         if (v.seq > to) return false;
-        if (v.type != RecordType::kBookmark) out.push_back(Region{v.lu, v.offset, v.length});
+        if (!is_marker(v.type)) out.push_back(Region{v.lu, v.offset, v.length});
         return true;
       });
       return out;
@@ -463,7 +547,7 @@ std::expected<void, std::string> GroupLog::start() {
   uint64_t replayed = 0;
   std::string err;
   int r = log_->read(log_->head_seq(), [&](const RecordView& v) {
-    if (v.type == RecordType::kBookmark) return true;
+    if (is_marker(v.type)) return true;
     if (v.lu >= lowers_.size()) {
       err = fmt::format("group {}: log record {} is for LU {} but the group has {} LUs (was a LU removed "
                         "from the group while the log still held its writes?)",

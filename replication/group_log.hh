@@ -28,12 +28,15 @@
 #include <cstdint>
 #include <deque>
 #include <expected>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <xxhash.h>
 
 #include "replication/ring_log.hh"
 #include "replication/site_link.hh"
@@ -151,6 +154,27 @@ class GroupLog {
   // Appends a bookmark record named `name` (a consistent point, docs/REPLICATION.md
   // "Bookmarks"), durably, from a thread without an IoContext. Its sequence number, or why not.
   std::expected<uint64_t, std::string> append_bookmark(const std::string& name);
+  // Appends a record that changes no data (is_marker: a bookmark, a verify marker) with
+  // `payload`, from a thread without an IoContext; durably with `sync`. Its sequence number.
+  std::expected<uint64_t, std::string> append_marker(RecordType type,
+                                                     std::span<const uint8_t> payload,
+                                                     bool sync = false);
+  // Online verify (replication/verify.hh): runs `fn` while LU `lu`'s bytes [offset, offset +
+  // length) are fenced: new writes that overlap them wait in the layers (each resubmitted on
+  // its own reactor afterwards), and every write that entered a layer before the fence has
+  // completed (it is in the log and in the LU's backend). Writes elsewhere go on. A thread
+  // without an IoContext; one fence at a time. False (fn not run) if the writes in flight
+  // did not complete within `limit`.
+  bool with_region_fenced(uint32_t lu, uint64_t offset, uint64_t length,
+                          std::chrono::milliseconds limit, const std::function<void()>& fn);
+  // XXH3-128 of LU `lu`'s bytes below the replication layer (synchronously). 0 or -errno.
+  int hash_lower(uint32_t lu, uint64_t offset, uint64_t length, XXH128_hash_t* out) const;
+  // The group's site links (for verify), in the order they were added.
+  std::vector<SiteLink*> links() const {
+    std::vector<SiteLink*> v;
+    for (auto& l : links_) v.push_back(l.get());
+    return v;
+  }
   // Reads `out.size()` bytes at `offset` of LU `lu`'s backend, below the replication layer
   // (a resync's source), synchronously: a thread without an IoContext. 0 or -errno.
   int read_lower(uint32_t lu, uint64_t offset, std::span<uint8_t> out) const;
@@ -177,6 +201,7 @@ class GroupLog {
 
  private:
   class Layer;
+  struct Held;  // a write waiting for release_writes() or the end of a verify fence
   GroupLog() = default;
   void writer_loop();
   void process(std::vector<LogEntry*>& batch, std::unique_lock<std::mutex>& lk);
@@ -188,6 +213,11 @@ class GroupLog {
   // Keeps `req` (to `layer`) for release_writes(); false if no longer holding.
   bool park(storage::Backend* layer, storage::IoRequest& req);
   void complete_held(bool stopping);
+  // Online verify's fence: parks `req` for the end of the fence; false if it has ended.
+  bool park_fenced(storage::Backend* layer, storage::IoRequest& req);
+  // Whether a write to LU `lu` at [offset, offset + length) overlaps the current fence.
+  bool fenced(uint32_t lu, uint64_t offset, uint64_t length) const;
+  static void resubmit(std::vector<Held*>& held);
   // Flushes every attached backend: "" or "group G: flushing B<why>: error".
   std::string flush_backends(const char* why) const;
   uint64_t links_acked_min() const;  // records every link has (UINT64_MAX without links)
@@ -209,9 +239,20 @@ class GroupLog {
   std::atomic<bool> logging_{true};
   std::atomic<int64_t> inflight_{0};  // writes inside the layers (see Layer::submit)
   std::atomic<bool> holding_{false};  // hold_writes() .. release_writes()
-  struct Held;                        // a write waiting for release_writes()
   std::mutex held_mu_;
   std::vector<Held*> held_writes_;
+  // Online verify. Each write inside a layer is counted in vcount_[its epoch]; a fence is set,
+  // then the epoch flipped, then the old epoch's count drained: every write that may have
+  // looked at the fence before it was set has completed, and every later one saw it
+  // (Layer::submit re-checks the epoch after counting itself, as SRCU readers do).
+  std::atomic<uint32_t> vepoch_{0};
+  std::atomic<int64_t> vcount_[2] = {0, 0};
+  std::atomic<bool> fence_on_{false};
+  // Written only while fence_on_ is false (one fence at a time). A layer that reads them
+  // while the next fence is being set is one the next fence's drain waits for.
+  std::atomic<uint64_t> fence_lu_{0}, fence_begin_{0}, fence_end_{0};
+  std::mutex fence_mu_;               // one fence at a time
+  std::vector<Held*> fenced_writes_;  // held_mu_
   std::vector<std::unique_ptr<SiteLink>> links_;
   std::atomic<uint64_t> pub_next_{1}, pub_head_{1};
   // Appended entries waiting for sync links (writer thread only), with when they started.

@@ -101,7 +101,8 @@ std::unique_ptr<NodeReplication> NodeReplication::create(const config::Config& c
               std::vector<bool>(g.luns.size(), false),
               std::vector<storage::Backend*>(g.luns.size(), nullptr),
               {},
-              ""};
+              "",
+              nullptr};
     grp.role.primary = !g.secondary;
     if (auto r = load_role(fmt::format("{}/{}.role", state_dir(cfg), g.name))) {
       if (r->primary != !g.secondary)
@@ -350,11 +351,23 @@ Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& s
   };
   if (st.log_id == 0)  // a new replica: whatever its LUs hold, the primary's image replaces it
     return resync(role, everything(), h.head ? h.head - 1 : 0, false, "initial full sync");
+  // Regions an online verify found different (`group verify --repair`) join any resync.
+  const std::vector<Region> repair = h.repair ? *h.repair : std::vector<Region>{};
+  auto with_repair = [&](std::vector<Region> v) {
+    v.insert(v.end(), repair.begin(), repair.end());
+    return merge_regions(std::move(v));
+  };
   if (st.log_id == h.log_id) {
+    if (!role.consistent && !repair.empty()) {
+      RoleState next = role;
+      next.resync = with_repair(role.resync);
+      if (auto err = store_role(g, next); !err.empty()) return refuse(err, false);
+      return admitted(st.seq, next.resync);
+    }
     if (!role.consistent) return admitted(st.seq, role.resync);  // an interrupted resync, again
     if (st.seq + 1 < h.head && h.dirty)
       return resync(
-          role, *h.dirty, h.head - 1, true,
+          role, with_repair(*h.dirty), h.head - 1, true,
           fmt::format(
               "resync of the primary's dirty regions (bitmap mode): its log starts at record "
               "{}, this side has up to {}",
@@ -364,6 +377,10 @@ Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& s
           role, everything(), h.head - 1, true,
           fmt::format("full resync: the primary's log starts at record {}, this side has up to {}",
                       h.head, st.seq));
+    if (!repair.empty())
+      return resync(
+          role, with_repair({}), st.seq, true,
+          fmt::format("repair of {} ranges online verify found different", repair.size()));
     return admitted(st.seq, std::nullopt);
   }
   // Another generation. Either the primary's began from the one this side follows (its
@@ -493,6 +510,7 @@ void NodeReplication::start() {
 }
 
 void NodeReplication::quiesce() {
+  stop_background();
   replica_.reset();  // joins its threads: nothing applies into the LUs afterwards
   for (Group& g : groups_)
     if (g.log) g.log->stop_writer();
@@ -520,6 +538,7 @@ std::string NodeReplication::stop_primary(Group& g, bool discard, bool force,
   if (!replica_)
     return fmt::format(
         "group {}: node.replication_listen is not set, so it cannot be secondary here", name);
+  stop_verify(g, discard ? "the group was discarded here" : "the group was demoted here");
   set_protected(g, true);
   g.log->set_logging(false);
   auto undo = [&](std::string why) {
@@ -575,6 +594,47 @@ std::string NodeReplication::stop_primary(Group& g, bool discard, bool force,
   spdlog::warn("group {}: {} at record {} of log {:016x}: secondary now", name,
                discard ? "discarding" : "demoted", last, g.log->log_id());
   return "";
+}
+
+void NodeReplication::stop_verify(Group& g, const std::string& why) {
+  std::shared_ptr<Verifier> v;
+  {
+    std::lock_guard lk(verify_mu_);
+    v = g.verifier;
+  }
+  if (!v) return;
+  v->cancel(why);
+  v->join();
+}
+
+void NodeReplication::stop_background() {
+  for (Group& g : groups_) stop_verify(g, "zumad is stopping");
+}
+
+std::expected<uint64_t, std::string> NodeReplication::verify(const std::string& group,
+                                                             const std::string& link, bool repair) {
+  std::lock_guard change(change_mu_);
+  Group* g = find(group);
+  if (!g) return std::unexpected(fmt::format("no group '{}'", group));
+  {
+    std::lock_guard lk(mu_);
+    if (!g->role.primary)
+      return std::unexpected(
+          fmt::format("group {} is secondary here: verify it from its primary", group));
+  }
+  std::vector<SiteLink*> links;
+  for (SiteLink* l : g->log->links())
+    if (link.empty() || l->name() == link) links.push_back(l);
+  if (links.empty() && !link.empty())
+    return std::unexpected(fmt::format("group {} has no link '{}'", group, link));
+  std::lock_guard lk(verify_mu_);
+  if (g->verifier && g->verifier->running())
+    return std::unexpected(
+        fmt::format("group {}: verify {:016x} is running", group, g->verifier->status().id));
+  auto v = Verifier::start(*g->log, std::move(links), repair);
+  if (!v) return std::unexpected(v.error());
+  g->verifier = std::move(*v);
+  return g->verifier->status().id;
 }
 
 std::string NodeReplication::demote(const std::string& group, bool force,
@@ -702,6 +762,10 @@ std::vector<NodeReplication::GroupStatus> NodeReplication::status() const {
       if (g.replica) g.generation = g.replica->log_id;
       g.listener_refusal = replica_->last_refusal();
     }
+    {
+      std::lock_guard lk(verify_mu_);
+      if (grp.verifier) g.verify = grp.verifier->status();
+    }
     out.push_back(std::move(g));
   }
   return out;
@@ -790,6 +854,26 @@ std::string NodeReplication::metrics_text() const {
     for (const auto& [g, l, st] : links)
       out += fmt::format("{}{{group=\"{}\",link=\"{}\"}} {}\n", f.name, g, l, f.get(st));
   }
+  metric("zuma_replication_verify_running", "1 while an online verify of the group runs.");
+  for (const auto& g : groups)
+    if (g.verify)
+      out += fmt::format("zuma_replication_verify_running{{group=\"{}\"}} {}\n", g.name,
+                         g.verify->state == VerifyStatus::State::kRunning ? 1 : 0);
+  metric("zuma_replication_verify_regions",
+         "Regions the running or last online verify compared with the link's peer.");
+  for (const auto& g : groups)
+    if (g.verify)
+      for (const auto& l : g.verify->links)
+        out += fmt::format("zuma_replication_verify_regions{{group=\"{}\",link=\"{}\"}} {}\n",
+                           g.name, l.name, l.compared);
+  metric("zuma_replication_verify_mismatched_regions",
+         "Regions whose checksums differed from the link's peer's in the running or last verify.");
+  for (const auto& g : groups)
+    if (g.verify)
+      for (const auto& l : g.verify->links)
+        out += fmt::format(
+            "zuma_replication_verify_mismatched_regions{{group=\"{}\",link=\"{}\"}} {}\n", g.name,
+            l.name, l.mismatched.size());
   out +=
       "# HELP zuma_replication_link_auth_failures_total Connections of the link refused by TLS or "
       "authentication (either side).\n# TYPE zuma_replication_link_auth_failures_total counter\n";
@@ -804,6 +888,19 @@ std::string NodeReplication::metrics_text() const {
         "zuma_replication_listener_auth_failures_total counter\n";
     out += fmt::format("zuma_replication_listener_auth_failures_total {}\n",
                        replica_->auth_failures());
+    metric("zuma_replication_replica_verify_regions",
+           "Regions a secondary group hashed for its primary's online verifies since start.");
+    for (const auto& g : groups)
+      if (g.replica)
+        out += fmt::format("zuma_replication_replica_verify_regions{{group=\"{}\"}} {}\n", g.name,
+                           g.replica->verify_regions);
+    metric("zuma_replication_replica_verify_mismatched_regions",
+           "Of those, regions whose checksum differed from the primary's.");
+    for (const auto& g : groups)
+      if (g.replica)
+        out +=
+            fmt::format("zuma_replication_replica_verify_mismatched_regions{{group=\"{}\"}} {}\n",
+                        g.name, g.replica->verify_mismatched);
     metric("zuma_replication_replica_applied_seq",
            "The highest sequence number a secondary group has applied durably.");
     for (const auto& g : groups)

@@ -22,6 +22,7 @@
 #include "config/config.hh"
 #include "replication/group_log.hh"
 #include "replication/replica.hh"
+#include "replication/verify.hh"
 #include "storage/backend.hh"
 
 namespace zuma::replication {
@@ -95,6 +96,16 @@ class NodeReplication {
   // needs `snapshots:`. Returns the record's sequence number, or why not.
   std::expected<uint64_t, std::string> bookmark(const std::string& group, const std::string& name);
 
+  // Online verify (zumactl group verify; docs/REPLICATION.md "Online verify"): compares every
+  // region of the group's LUs with the peers of `link` (empty: every link) while writes go
+  // on; runs in the background (progress and result in status()). With `repair`, mismatching
+  // regions are then resynced. One verify per group at a time. Its id, or why not.
+  std::expected<uint64_t, std::string> verify(const std::string& group, const std::string& link,
+                                              bool repair);
+  // Stops what runs in the background (verifies, bookmark schedules) before the portals
+  // stop: a verify's fence parks writes for their reactors.
+  void stop_background();
+
   // Prometheus text: log, link and replica state (docs/REPLICATION.md "In zumad").
   std::string metrics_text() const;
 
@@ -116,6 +127,7 @@ class NodeReplication {
     std::vector<Link> links;                   // primary
     std::optional<ReplicaGroupStats> replica;  // secondary
     std::string listener_refusal;              // secondary: the listener's last TLS/auth refusal
+    std::optional<VerifyStatus> verify;        // the running or last verify, if any
   };
   std::vector<GroupStatus> status() const;
   uint16_t listen_port() const { return replica_ ? replica_->port() : 0; }
@@ -129,6 +141,7 @@ class NodeReplication {
     std::vector<storage::Backend*> tops;
     RoleState role;                   // mu_
     mutable std::string split_brain;  // mu_ (status() clears it once a link is through)
+    std::shared_ptr<Verifier> verifier;  // verify_mu_: the running or last verify
   };
   NodeReplication() = default;
   std::string role_path(const Group& g) const;
@@ -147,6 +160,9 @@ class NodeReplication {
   SnapshotHooks snapshots_;
   mutable std::mutex mu_;  // role state and split-brain notes (status() reads them)
   std::mutex change_mu_;   // one role change at a time
+  mutable std::mutex verify_mu_;  // each group's verifier pointer
+  // Cancels a group's running verify and waits for its end (role changes, shutdown).
+  void stop_verify(Group& g, const std::string& why);
   bool started_ = false;
 };
 

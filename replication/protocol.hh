@@ -32,6 +32,9 @@ enum class Frame : uint16_t {
   // number when it had read every range; the secondary is consistent again once it has
   // applied up to it.
   kResyncDone = 7,
+  // secondary -> primary, once it has applied a verify marker record (replication/verify.hh):
+  // the region's checksum at that point (VerifyReply, 48 bytes). Protocol 4.
+  kVerifyResult = 8,
   // Authentication (docs/REPLICATION.md "Authentication"), between HELLO and WELCOME when
   // the HELLO carries "auth": secondary -> primary, 32 random bytes (its nonce);
   kAuthChallenge = 16,
@@ -47,8 +50,9 @@ constexpr uint32_t kMaxAuthFrame = 64;  // an auth frame is read with this limit
 constexpr uint32_t kResyncZeros = 1;            // RESYNC flag: a deallocated range, no data
 constexpr uint32_t kMagic = 0x4650525a;         // "ZRPF"
 constexpr uint32_t kMaxFrame = 64u << 20;        // above the largest batch the log writes
-// 2: a BATCH frame holds one or more log batches; 3: generations (HELLO lineage), resync
-constexpr int kProtocolVersion = 3;
+// 2: a BATCH frame holds one or more log batches; 3: generations (HELLO lineage), resync;
+// 4: verify markers (record type 8), VERIFY_RESULT, the HELLO's "repair" ranges
+constexpr int kProtocolVersion = 4;
 
 struct FrameHeader {
   uint32_t magic;

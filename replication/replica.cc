@@ -22,6 +22,7 @@
 #include "replication/link_tls.hh"
 #include "replication/protocol.hh"
 #include "replication/ring_log.hh"
+#include "replication/verify.hh"
 
 namespace zuma::replication {
 namespace {
@@ -147,7 +148,42 @@ void ReplicaServer::accept_loop() {
   }
 }
 
-std::string ReplicaServer::apply_batch(Group& g, std::span<const uint8_t> batch, uint64_t* applied) {
+std::vector<uint8_t> ReplicaServer::verify(Group& g, std::span<const uint8_t> payload,
+                                           uint64_t seq) {
+  auto m = VerifyMarker::decode(payload);
+  if (!m) {
+    spdlog::warn("replication: group {}: verify marker {} is malformed: ignored", g.name, seq);
+    return {};
+  }
+  std::string link;
+  {
+    std::lock_guard lk(mu_);
+    link = g.link;
+  }
+  if (!m->link.empty() && m->link != link) return {};  // another link's peer is asked
+  VerifyReply r;
+  r.id = m->id;
+  r.index = m->index;
+  if (g.resyncing) {
+    r.status = VerifyReply::kInconsistent;  // the image is not that point yet
+  } else if (m->lu >= g.luns.size() ||
+             hash_region(*g.luns[m->lu], m->offset, m->length, &r.hash) < 0) {
+    r.status = VerifyReply::kUnreadable;
+  } else {
+    const bool differs = !XXH128_isEqual(r.hash, m->hash);
+    if (differs)
+      spdlog::warn(
+          "replication: group {}: verify (record {}): LU {} bytes {}+{} differ from the primary's",
+          g.name, seq, m->lu, m->offset, m->length);
+    std::lock_guard lk(mu_);
+    ++g.stats.verify_regions;
+    g.stats.verify_mismatched += differs;
+  }
+  return r.encode();
+}
+
+std::string ReplicaServer::apply_batch(Group& g, std::span<const uint8_t> batch, uint64_t* applied,
+                                       std::vector<std::vector<uint8_t>>* replies) {
   std::string why, err;
   const bool ok = RingLog::parse_batch(batch, g.state.value().log_id, [&](const RecordView& v) {
     if (v.seq <= *applied) return true;  // sent again after a reconnect: already here
@@ -155,7 +191,10 @@ std::string ReplicaServer::apply_batch(Group& g, std::span<const uint8_t> batch,
       err = fmt::format("gap in the sequence: expected {}, got {}", *applied + 1, v.seq);
       return false;
     }
-    if (v.type != RecordType::kBookmark) {
+    if (v.type == RecordType::kVerify) {
+      // Every record before it is applied and none after: the region as the primary hashed it.
+      if (auto r = verify(g, v.payload, v.seq); !r.empty()) replies->push_back(std::move(r));
+    } else if (v.type != RecordType::kBookmark) {
       if (v.lu >= g.luns.size()) {
         err = fmt::format("record {} is for LU {} but the group has {} LUs here", v.seq, v.lu, g.luns.size());
         return false;
@@ -284,6 +323,14 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
           if (e.is_array() && e.size() == 3 && e[0].is_number_unsigned() &&
               e[1].is_number_unsigned() && e[2].is_number_unsigned())
             info.dirty->push_back(
+                Region{e[0].get<uint32_t>(), e[1].get<uint64_t>(), e[2].get<uint64_t>()});
+      }
+      if (hello.contains("repair") && hello["repair"].is_array()) {
+        info.repair.emplace();
+        for (const auto& e : hello["repair"])
+          if (e.is_array() && e.size() == 3 && e[0].is_number_unsigned() &&
+              e[1].is_number_unsigned() && e[2].is_number_unsigned())
+            info.repair->push_back(
                 Region{e[0].get<uint32_t>(), e[1].get<uint64_t>(), e[2].get<uint64_t>()});
       }
       if (hello.contains("lineage") && hello["lineage"].is_array())
@@ -546,6 +593,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
         // length and checksum, checked by apply_batch.
         std::string e;
         size_t batches = 0;
+        std::vector<std::vector<uint8_t>> replies;
         for (size_t off = 0; off < payload.size() && e.empty(); ++batches) {
           const auto rest = std::span<const uint8_t>(payload).subspan(off);
           const uint64_t len = RingLog::batch_length(rest);
@@ -553,13 +601,16 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
             e = fmt::format("a batch frame ends inside a log batch (at byte {} of {})", off, payload.size());
             break;
           }
-          e = apply_batch(*g, rest.first(len), &applied);
+          e = apply_batch(*g, rest.first(len), &applied, &replies);
           off += len;
         }
         if (!e.empty()) {
           fail(e);
           break;
         }
+        for (const auto& rep : replies)
+          if (r == 0) r = proto::send_frame(conn, proto::Frame::kVerifyResult, rep, kIoTimeoutMs);
+        if (r < 0) break;
         since_ack += payload.size();
         {
           std::lock_guard lk(mu_);

@@ -43,6 +43,8 @@ struct HelloInfo {
   // A link in bitmap mode: the regions of the records its log released before this side
   // had them.
   std::optional<std::vector<Region>> dirty;
+  // Regions an online verify found different (`group verify --repair`): to be resynced.
+  std::optional<std::vector<Region>> repair;
 };
 
 // The group owner's answer to a HELLO (roles: docs/REPLICATION.md "Roles").
@@ -76,6 +78,9 @@ struct ReplicaGroupStats {
   std::string last_error;
   bool resyncing = false;     // ranges arriving, or applying up to the resync's end point
   uint64_t resync_bytes = 0;  // range bytes received in the current (or last) resync
+  // Online verify: regions hashed for the primary's verify markers since start, and those
+  // whose checksum differed from the primary's.
+  uint64_t verify_regions = 0, verify_mismatched = 0;
 };
 
 // The secret a group has here (docs/REPLICATION.md "Authentication"), looked up for each
@@ -139,7 +144,10 @@ class ReplicaServer {
   void serve_conn(proto::Conn& conn, const std::string& peer);
   void refused(const std::string& peer, const std::string& group, const std::string& why);
   // Applies a burst; returns an error message or "".
-  std::string apply_batch(Group& g, std::span<const uint8_t> batch, uint64_t* applied);
+  // Verify markers reached append their VERIFY_RESULT payloads to *replies.
+  std::string apply_batch(Group& g, std::span<const uint8_t> batch, uint64_t* applied,
+                          std::vector<std::vector<uint8_t>>* replies);
+  std::vector<uint8_t> verify(Group& g, std::span<const uint8_t> marker, uint64_t seq);
   std::string make_durable(Group& g, uint64_t applied);
 
   storage::UniqueFd listen_fd_;

@@ -73,8 +73,12 @@ BatchHeader batch_header(uint16_t flags, uint32_t nrecords, uint64_t len, uint64
   return h;  // checksum still zero
 }
 
-bool has_payload(RecordType t) { return t == RecordType::kWrite || t == RecordType::kBookmark; }
-bool valid_type(uint8_t t) { return t >= 1 && t <= 4; }
+bool has_payload(RecordType t) {
+  return t == RecordType::kWrite || is_marker(t);
+}
+bool valid_type(uint8_t t) {
+  return (t >= 1 && t <= 4) || t == uint8_t(RecordType::kVerify);
+}
 
 int pread_all(int fd, void* buf, size_t len, uint64_t off) {
   auto* p = static_cast<uint8_t*>(buf);

@@ -38,7 +38,14 @@ enum class RecordType : uint8_t {
   kDiscard = 2,      // no payload; `length` bytes at `offset` deallocated
   kWriteZeroes = 3,  // no payload; `length` bytes at `offset` read as zeros
   kBookmark = 4,     // payload: the bookmark's name (a consistent point of the group)
+  // payload: a VerifyMarker (replication/verify.hh): compare one region's checksum with the
+  // peers at this point of the group's order (docs/REPLICATION.md "Online verify")
+  kVerify = 8,
 };
+// Records that change no data (bookmarks, verify markers): skipped by replay and apply.
+inline bool is_marker(RecordType t) {
+  return t == RecordType::kBookmark || t == RecordType::kVerify;
+}
 
 // A record to append. Payload bytes come from `iov` (kWrite, kBookmark): `length` bytes.
 struct AppendRecord {

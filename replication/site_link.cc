@@ -20,6 +20,7 @@
 #include "replication/link_tls.hh"
 #include "replication/protocol.hh"
 #include "replication/ring_log.hh"
+#include "replication/verify.hh"
 
 namespace zuma::replication {
 namespace {
@@ -168,6 +169,27 @@ uint64_t SiteLink::cover(uint64_t upto,
   }
   covered_ = upto;
   return upto;
+}
+
+void SiteLink::set_verify_sink(std::function<void(const VerifyReply&)> sink) {
+  std::lock_guard lk(verify_mu_);
+  verify_sink_ = std::move(sink);
+}
+
+void SiteLink::request_repair(std::vector<Region> regions) {
+  {
+    std::lock_guard lk(verify_mu_);
+    regions.insert(regions.end(), repair_.begin(), repair_.end());
+    repair_ = merge_regions(std::move(regions));
+  }
+  spdlog::warn(
+      "group {}: link {}: reconnecting to have the peer resync the regions verify found different",
+      group_.name(), opt_.name);
+  repair_now_.store(true);
+  uint64_t one = 1;
+  (void)!::write(wake_fd_.get(), &one, sizeof(one));
+  std::lock_guard lk(sock_mu_);
+  if (sock_fd_ >= 0) ::shutdown(sock_fd_, SHUT_RDWR);
 }
 
 void SiteLink::leave_bitmap_if_done(uint64_t peer_has) {
@@ -377,6 +399,7 @@ void SiteLink::run() {
       if (counters_.last_error.empty()) backoff = std::chrono::milliseconds(100);
     }
     state_.store(SeqState{acked(), group_.log_id()});
+    if (repair_now_.exchange(false)) continue;  // verify --repair: reconnect at once
     wait_backoff(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
@@ -491,6 +514,17 @@ bool SiteLink::session(proto::Conn& conn) {
                           {"luns", sizes},
                           {"lineage", lineage}};
   if (bitmap_mode_.load()) hello["dirty"] = dirty;
+  // Regions online verify found different: the peer takes them as a resync.
+  bool repair = false;
+  {
+    std::lock_guard vl(verify_mu_);
+    if (!repair_.empty()) {
+      nlohmann::json r = nlohmann::json::array();
+      for (const Region& x : repair_) r.push_back({x.lu, x.offset, x.length});
+      hello["repair"] = r;
+      repair = true;
+    }
+  }
   if (!secret.empty())
     hello["auth"] = {{"method", auth::kMethod}, {"nonce", auth::hex(auth::random_nonce())}};
   const std::string hello_text = hello.dump();
@@ -550,6 +584,11 @@ bool SiteLink::session(proto::Conn& conn) {
     return !stop_.load();
   }
   const uint64_t peer_applied = welcome["applied"].get<uint64_t>();
+  if (repair) {
+    // The peer keeps the ranges durably (inconsistent until their resync is done).
+    std::lock_guard vl(verify_mu_);
+    repair_.clear();
+  }
   // The peer is the authority on what it holds (it may have been restored from older state).
   acked_.store(peer_applied, std::memory_order_release);
   uint64_t from = peer_applied + 1;
@@ -668,6 +707,16 @@ bool SiteLink::session(proto::Conn& conn) {
       if (type == proto::Frame::kError) {
         set_error(fmt::format("the peer failed: {}", std::string(payload.begin(), payload.end())));
         return !stop_.load();
+      }
+      if (type == proto::Frame::kVerifyResult) {
+        auto reply = VerifyReply::decode(payload);
+        if (!reply) {
+          set_error("malformed VERIFY_RESULT from the peer");
+          return !stop_.load();
+        }
+        std::lock_guard vl(verify_mu_);
+        if (verify_sink_) verify_sink_(*reply);
+        continue;
       }
       if (type != proto::Frame::kAck || payload.size() != 8) {
         set_error("unexpected frame from the peer");

@@ -39,6 +39,7 @@ class Conn;
 class GroupLog;
 class DirtyMap;
 struct Region;
+struct VerifyReply;
 
 enum class LinkMode : uint8_t { kAsync, kSync };
 enum class LinkState : uint8_t {
@@ -151,6 +152,13 @@ class SiteLink {
   uint64_t cover(uint64_t upto,
                  const std::function<std::vector<Region>(uint64_t, uint64_t)>& regions);
 
+  // Online verify (replication/verify.hh): the peer's VERIFY_RESULT frames go to `sink` (on
+  // the link's thread; nullptr: dropped). Returns once no call to the previous sink runs.
+  void set_verify_sink(std::function<void(const VerifyReply&)> sink);
+  // `group verify --repair`: the link reconnects at once and its HELLO asks the peer to take
+  // `regions` as a resync (docs/REPLICATION.md "Online verify"), until a WELCOME answers it.
+  void request_repair(std::vector<Region> regions);
+
  private:
   SiteLink(GroupLog& g, const LinkOptions& opt, SeqStateFile state);
   void run();
@@ -182,6 +190,10 @@ class SiteLink {
   std::thread thread_;
   std::mutex sock_mu_;  // sock_fd_: the connection, shut down by stop()
   int sock_fd_ = -1;
+  std::mutex verify_mu_;  // verify_sink_, repair_
+  std::function<void(const VerifyReply&)> verify_sink_;
+  std::vector<Region> repair_;
+  std::atomic<bool> repair_now_{false};  // skip the reconnection backoff once
   mutable std::mutex mu_;  // the fields below
   LinkStats counters_;
   std::chrono::steady_clock::time_point stored_at_{};
