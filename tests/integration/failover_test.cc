@@ -13,9 +13,11 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -520,4 +522,189 @@ TEST_CASE(
   write_run(a, m, 1, 100, 5, seed);
   wait_settled(a, b);
   stop_and_check(a, b, m);
+}
+
+// ---- online verify (docs/REPLICATION.md "Online verify") ----------------------------------
+
+namespace {
+
+// Starts `group verify` on `z` and waits for its end; the `verify` object of `group status`.
+Json run_verify(Zumad& z, bool repair = false,
+                std::chrono::seconds limit = std::chrono::seconds(60)) {
+  Json args{{"group", "db"}};
+  if (repair) args["repair"] = true;
+  const Json started = call(z, "group verify", args);
+  const std::string id = started["id"].get<std::string>();
+  Json v;
+  const bool ended = eventually(
+      [&] {
+        const Json st = call(z, "group status", Json{{"group", "db"}});
+        if (!st.contains("verify")) return false;
+        v = st["verify"];
+        return v["id"] == id && v["state"] != "running";
+      },
+      limit);
+  REQUIRE_MESSAGE(ended, "verify " << id << " did not end: " << v.dump() << "\n"
+                                   << z.log_tail(3000));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("verify: a byte changed behind the secondary's back is found, repaired, then clean") {
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a(site("site-a", "primary", pa, pb), 2);
+  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  b.start();
+  a.start();
+  Model m;
+  uint64_t seed = 0;
+  write_run(a, m, 0, 0, 100, seed);
+  write_run(a, m, 1, 3000, 20, seed);
+  wait_settled(a, b);
+  // Refused on the secondary and for a link the group does not have.
+  CHECK(call_error(b, "group verify", Json{{"group", "db"}}) ==
+        "group db is secondary here: verify it from its primary");
+  CHECK(call_error(a, "group verify", Json{{"group", "db"}, {"link", "x"}}) ==
+        "group db has no link 'x'");
+  // Both sides equal: nothing differs.
+  Json v = run_verify(a);
+  CHECK(v["state"] == "done");
+  CHECK(v["regions"] == 6);  // 4 MiB + 2 MiB in 1 MiB regions
+  CHECK(v["links"][0]["compared"] == 6);
+  CHECK(v["links"][0]["mismatched"].empty());
+
+  // One byte of the secondary's LU `data`, in its second MiB, changed while it is down.
+  CHECK(b.stop() == 0);
+  {
+    std::string img = read_file(b.file("data.img"));
+    img[(1 << 20) + 12345] ^= 0x5a;
+    write_file(b.file("data.img"), img);
+  }
+  b.start();
+  REQUIRE(eventually([&] {
+    return metric(a, "zuma_replication_link_connected{group=\"db\",link=\"peer\"}") == 1;
+  }));
+  v = run_verify(a);
+  CHECK(v["state"] == "done");
+  CHECK(v["links"][0]["compared"] == 6);
+  REQUIRE(v["links"][0]["mismatched"].size() == 1);
+  CHECK(v["links"][0]["mismatched"][0] ==
+        Json({{"lu", "data"}, {"offset", 1 << 20}, {"length", 1 << 20}}));
+  CHECK(metric(a, "zuma_replication_verify_regions{group=\"db\",link=\"peer\"}") == 6);
+  CHECK(metric(a, "zuma_replication_verify_mismatched_regions{group=\"db\",link=\"peer\"}") == 1);
+  CHECK(metric(b, "zuma_replication_replica_verify_mismatched_regions{group=\"db\"}") == 1);
+  CHECK(a.log().find("verify: link peer: LU 0 bytes 1048576+1048576 differ") != std::string::npos);
+  const Json st = call(a, "group status", Json{{"group", "db"}});
+  CHECK(st["rows"][0][10] == "done: 6/6 regions, 1 mismatched");
+  CHECK(st["message"].get<std::string>().find("LU data offset 1048576 length 1048576") !=
+        std::string::npos);
+
+  // --repair: the region is found again and resent to the peer as a resync (1 MiB).
+  v = run_verify(a, true);
+  REQUIRE(v["links"][0]["mismatched"].size() == 1);
+  CHECK(v["message"].get<std::string>() == "repair: link peer: 1048576 bytes in 1 ranges resent");
+  CHECK(eventually([&] {
+    return metric(b, "zuma_replication_replica_resync_bytes{group=\"db\"}") == double(1 << 20) &&
+           metric(b, "zuma_replication_group_consistent{group=\"db\"}") == 1 &&
+           metric(a, "zuma_replication_link_connected{group=\"db\",link=\"peer\"}") == 1;
+  }));
+  v = run_verify(a);
+  CHECK(v["state"] == "done");
+  CHECK(v["links"][0]["compared"] == 6);
+  CHECK(v["links"][0]["mismatched"].empty());
+  write_run(a, m, 0, 2000, 10, seed);
+  wait_settled(a, b);
+  stop_and_check(a, b, m);
+}
+
+TEST_CASE("verify during concurrent writes to every region: no mismatch, writes go on") {
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a(site("site-a", "primary", pa, pb), 2);
+  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  b.start();
+  a.start();
+  REQUIRE(eventually([&] {
+    return metric(a, "zuma_replication_link_connected{group=\"db\",link=\"peer\"}") == 1 &&
+           metric(b, "zuma_replication_group_consistent{group=\"db\"}") == 1;
+  }));
+  // Two writers, each a session writing 8-block runs at random places of both LUs (every
+  // region is written again and again, also across region boundaries), as fast as they can.
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> acked{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 2; ++w)
+    writers.emplace_back([&, w] {
+      Session s(a.portal(), kIqn);
+      std::mt19937_64 rng(w + 1);
+      for (uint64_t i = 0; !stop.load(); ++i) {
+        const int lun = int(rng() % 3 == 0);
+        const uint64_t blocks = lun ? kLogsBlocks : kDataBlocks;
+        const uint64_t lba = rng() % (blocks - 8);
+        Task t = s.write16(lun, lba, make_pattern(8, kBs, lba, rng() | 1), kBs);
+        if (!is_good(t.get())) {
+          ++failed;
+          return;
+        }
+        ++acked;
+      }
+    });
+  REQUIRE(eventually([&] { return acked.load() >= 200; }));
+  for (int round = 0; round < 5; ++round) {
+    const uint64_t before = acked.load();
+    const Json v = run_verify(a);
+    CHECK(v["state"] == "done");
+    CHECK(v["links"][0]["compared"] == 6);
+    CHECK_MESSAGE(v["links"][0]["mismatched"].empty(), v.dump());
+    // The writes went on meanwhile (a verify holds only writes to the region it hashes).
+    CHECK(eventually([&] { return acked.load() >= before + 50; }));
+    MESSAGE("round " << round << ": " << acked.load() - before << " writes, longest region hold "
+                     << v["max_stall_us"] << " us");
+  }
+  stop = true;
+  for (auto& t : writers) t.join();
+  CHECK(failed.load() == 0);
+  wait_settled(a, b);
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
+  CHECK(read_file(a.file("data.img")) == read_file(b.file("data.img")));
+  CHECK(read_file(a.file("logs.img")) == read_file(b.file("logs.img")));
+}
+
+TEST_CASE("verify is cancelled when the link drops, with the reason in group status") {
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a(site("site-a", "primary", pa, pb), 2);
+  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  b.start();
+  a.start();
+  Model m;
+  uint64_t seed = 0;
+  write_run(a, m, 0, 0, 10, seed);
+  wait_settled(a, b);
+  // The peer stops answering (stopped), then dies: the link drops mid-verify.
+  b.signal(SIGSTOP);
+  call(a, "group verify", Json{{"group", "db"}});
+  b.signal(SIGKILL);
+  CHECK(b.wait_exit(std::chrono::seconds(10)).has_value());
+  Json v;
+  REQUIRE(eventually([&] {
+    v = call(a, "group status", Json{{"group", "db"}})["verify"];
+    return v["state"] != "running";
+  }));
+  CHECK(v["state"] == "cancelled");
+  CHECK(v["message"].get<std::string>().starts_with("link peer disconnected"));
+  CHECK(metric(a, "zuma_replication_verify_running{group=\"db\"}") == 0);
+  // Refused while the link is down; runs again once it is back.
+  CHECK(call_error(a, "group verify", Json{{"group", "db"}}).find("not connected") !=
+        std::string::npos);
+  b.start();
+  REQUIRE(eventually([&] {
+    return metric(a, "zuma_replication_link_connected{group=\"db\",link=\"peer\"}") == 1;
+  }));
+  v = run_verify(a);
+  CHECK(v["state"] == "done");
+  CHECK(v["links"][0]["mismatched"].empty());
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
 }
