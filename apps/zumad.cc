@@ -325,6 +325,14 @@ int main(int argc, char** argv) {
           auto r = s->remove(name);
           return r ? "" : r.error();
         },
+        .list =
+            [](const std::string& lu) {
+              std::vector<std::string> names;  // oldest first (epochs grow with time)
+              if (auto s = g_snapshots.find(lu))
+                for (const auto& e : s->list(false))
+                  if (e.clone == 0) names.push_back(e.name);
+              return names;
+            },
     });
     std::map<std::string, std::string> group_of_lu;
     for (const auto& g : cfg.groups)

@@ -732,8 +732,8 @@ class Parser {
     std::map<std::string, YAML::Mark> names;
     std::map<std::string, std::pair<std::string, YAML::Mark>> members;  // LU -> group, where
     for (const Item& entry : list(item, "groups like {name: db, luns: [data], log: {...}}")) {
-      const Fields f =
-          fields(entry, {"name", "role", "luns", "log", "links", "secret", "secret_file"});
+      const Fields f = fields(
+          entry, {"name", "role", "luns", "log", "links", "secret", "secret_file", "bookmarks"});
       Group g;
       g.loc = location(entry.mark);
       const Item& name = require(f, "name");
@@ -770,6 +770,8 @@ class Parser {
       if (g.secondary && !log) {
         if (links)
           fail(*links, "a secondary group's links are used once it is promoted, which needs a log");
+        if (const Item* b = f.get("bookmarks"))
+          fail(*b, "bookmarks are taken while the group is primary, which needs a log");
         groups.push_back(std::move(g));
         continue;
       }
@@ -834,9 +836,45 @@ class Parser {
           g.links.push_back(std::move(link));
         }
       }
+      if (const Item* b = f.get("bookmarks")) parse_bookmarks(*b, g, lus);
       groups.push_back(std::move(g));
     }
     return groups;
+  }
+
+  // bookmarks: [{every, keep, name}]: scheduled bookmarks of a group (docs/REPLICATION.md
+  // "Bookmarks"), the keys of a LU's snapshots.schedules.
+  void parse_bookmarks(const Item& item, Group& g, const std::map<std::string, const Lun*>& lus) {
+    std::map<std::string, YAML::Mark> names;
+    for (const Item& e : list(item, "bookmarks like [{every: 15m, keep: 24, name: quarter}]")) {
+      const Fields ef = fields(e, {"every", "keep", "name"});
+      BookmarkSchedule b;
+      b.loc = location(e.mark);
+      const Item& every = require(ef, "every");
+      b.every = duration(every);
+      if (b.every < 1) fail(every, "expected at least 1s");
+      b.keep = static_cast<uint32_t>(integer(require(ef, "keep"), 1, 100000));
+      b.name = ef.get("name") ? plain_name(*ef.get("name")) : fmt::format("bookmark-{}", b.every);
+      if (auto [first, inserted] = names.emplace(b.name, e.mark); !inserted)
+        fail(e, fmt::format("two bookmark schedules named '{}' (first at {}); give each a name",
+                            b.name, at(first->second)));
+      // Retention deletes by name prefix: it must not meet a LU's own scheduled snapshots.
+      for (const auto& lu : g.luns) {
+        const Lun& l = *lus.at(lu);
+        if (!l.snapshots)
+          fail(item,
+               fmt::format("LU '{}' of the group has no snapshots: a bookmark snapshots every "
+                           "LU of the group",
+                           lu));
+        for (const auto& sch : l.snapshots->schedules)
+          if (sch.name == b.name)
+            fail(ef.get("name") ? *ef.get("name") : e,
+                 fmt::format("LU '{}' has a snapshot schedule named '{}' too (at line {}, column "
+                             "{}): retention would delete the other's snapshots",
+                             lu, b.name, sch.loc.line, sch.loc.column));
+      }
+      g.bookmarks.push_back(std::move(b));
+    }
   }
 
   // log: {path, size}: the group's ring-buffer log (docs/REPLICATION.md "The log").

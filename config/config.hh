@@ -219,6 +219,15 @@ struct ReplicationLink {
   Location loc;
 };
 
+// Bookmarks of a group taken on a schedule by its primary (docs/REPLICATION.md "Bookmarks"),
+// as `snapshots.schedules` are for one LU.
+struct BookmarkSchedule {
+  uint64_t every = 0;  // seconds between bookmarks
+  uint32_t keep = 0;   // bookmarks of this schedule kept (the oldest go first, on every site)
+  std::string name;    // name prefix; bookmarks are "<name>-<UTC time>"
+  Location loc;
+};
+
 // A replication consistency group (issue 8, docs/CONFIG.md "groups"): LUs whose writes
 // are logged in one order. On a primary they are logged and shipped over the links; on a
 // secondary the primary's records are applied to them, and they are read-only.
@@ -233,6 +242,7 @@ struct Group {
   // side), and the default of the group's own links. Empty: no authentication.
   std::string secret;
   std::string secret_file;
+  std::vector<BookmarkSchedule> bookmarks;  // taken while primary; every LU has snapshots
   Location loc;
 };
 

@@ -92,8 +92,12 @@ static bool same_tls(const ReplicationTls& a, const ReplicationTls& b) {
 bool same_group(const Group& a, const Group& b) {
   if (a.name != b.name || a.secondary != b.secondary || a.luns != b.luns || a.secret != b.secret ||
       a.secret_file != b.secret_file || a.log_path != b.log_path || a.log_size != b.log_size ||
-      a.links.size() != b.links.size())
+      a.links.size() != b.links.size() || a.bookmarks.size() != b.bookmarks.size())
     return false;
+  for (size_t i = 0; i < a.bookmarks.size(); ++i)
+    if (a.bookmarks[i].every != b.bookmarks[i].every ||
+        a.bookmarks[i].keep != b.bookmarks[i].keep || a.bookmarks[i].name != b.bookmarks[i].name)
+      return false;
   for (size_t i = 0; i < a.links.size(); ++i) {
     const ReplicationLink &x = a.links[i], &y = b.links[i];
     if (x.name != y.name || x.peer != y.peer || x.sync != y.sync ||

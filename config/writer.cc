@@ -245,6 +245,9 @@ std::string to_yaml(const Config& c, const std::string& header) {
       out += "    secret: " + q(g.secret) + "\n";
     if (g.log_path.empty()) continue;
     out += fmt::format("    log: {{path: {}, size: {}}}\n", q(g.log_path), g.log_size);
+    if (!g.bookmarks.empty()) out += "    bookmarks:\n";
+    for (const BookmarkSchedule& b : g.bookmarks)
+      out += fmt::format("      - {{every: {}, keep: {}, name: {}}}\n", b.every, b.keep, q(b.name));
     if (!g.links.empty()) out += "    links:\n";
     for (const ReplicationLink& l : g.links) {
       const bool fb = l.fallbehind_ios || l.fallbehind_bytes || l.fallbehind_seconds;

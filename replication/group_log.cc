@@ -424,7 +424,7 @@ std::expected<uint64_t, std::string> GroupLog::append_marker(RecordType type,
   submit(e);  // synchronous: this thread has no IoContext
   if (e.result < 0)
     return std::unexpected(fmt::format("group {}: appending a {} record: {}", name_,
-                                       type == RecordType::kBookmark ? "bookmark" : "verify",
+                                       type == RecordType::kVerify ? "verify" : "bookmark",
                                        std::strerror(-e.result)));
   applied(e.seq);  // nothing to write below
   return e.seq;

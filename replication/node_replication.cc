@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -96,13 +97,10 @@ std::unique_ptr<NodeReplication> NodeReplication::create(const config::Config& c
   if (ec) throw std::runtime_error(fmt::format("cannot create {}: {}", state_dir(cfg), ec.message()));
   n->groups_.reserve(n->cfg_.groups.size());
   for (const config::Group& g : n->cfg_.groups) {
-    Group grp{&g,
-              nullptr,
-              std::vector<bool>(g.luns.size(), false),
-              std::vector<storage::Backend*>(g.luns.size(), nullptr),
-              {},
-              "",
-              nullptr};
+    Group grp;
+    grp.cfg = &g;
+    grp.attached.assign(g.luns.size(), false);
+    grp.tops.assign(g.luns.size(), nullptr);
     grp.role.primary = !g.secondary;
     if (auto r = load_role(fmt::format("{}/{}.role", state_dir(cfg), g.name))) {
       if (r->primary != !g.secondary)
@@ -242,6 +240,19 @@ void NodeReplication::serve_secondary(Group& g) {
       else
         spdlog::warn("group {}: bookmark '{}' (record {}): no snapshot of LU {}: {}", g.cfg->name,
                      name, seq, lu, err);
+    }
+  };
+  o.on_bookmark_remove = [this, &g](const std::string& name, uint64_t seq) {
+    // The primary's bookmark schedule let this bookmark go: so do the copies here.
+    for (const auto& lu : g.cfg->luns) {
+      std::string err = snapshots_.check ? snapshots_.check(lu) : "no snapshots here";
+      if (err.empty()) err = snapshots_.remove(lu, name);
+      if (err.empty())
+        spdlog::info("group {}: bookmark '{}' removed (record {}): snapshot of LU {} deleted",
+                     g.cfg->name, name, seq, lu);
+      else
+        spdlog::warn("group {}: bookmark '{}' removed (record {}): LU {}: {}", g.cfg->name, name,
+                     seq, lu, err);
     }
   };
   if (auto r = replica_->add_group(o); !r) throw std::runtime_error(r.error());
@@ -507,6 +518,15 @@ void NodeReplication::start() {
       spdlog::info("  link {}: {} to {}", l.name, l.sync ? "sync" : "async", l.peer);
   }
   started_ = true;
+  // Bookmark schedules: the first of each is due one interval from now.
+  bool schedules = false;
+  const auto now = std::chrono::steady_clock::now();
+  for (Group& g : groups_) {
+    for (const auto& b : g.cfg->bookmarks)
+      g.bookmark_due.push_back(now + std::chrono::seconds(b.every));
+    schedules |= !g.cfg->bookmarks.empty() && g.log;
+  }
+  if (schedules) scheduler_ = std::thread([this] { schedule_loop(); });
 }
 
 void NodeReplication::quiesce() {
@@ -608,7 +628,95 @@ void NodeReplication::stop_verify(Group& g, const std::string& why) {
 }
 
 void NodeReplication::stop_background() {
+  {
+    std::lock_guard lk(sched_mu_);
+    sched_stop_ = true;
+  }
+  sched_cv_.notify_all();
+  if (scheduler_.joinable()) scheduler_.join();
   for (Group& g : groups_) stop_verify(g, "zumad is stopping");
+}
+
+namespace {
+
+// "<prefix>-YYYYmmddTHHMMSSZ" (UTC), as a LU's scheduled snapshots are named.
+std::string scheduled_name(const std::string& prefix, std::chrono::system_clock::time_point t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return fmt::format("{}-{}", prefix, buf);
+}
+
+}  // namespace
+
+std::string NodeReplication::remove_bookmark(Group& g, const std::string& name) {
+  // In the log first: each secondary deletes its copies when it gets there, in order with
+  // the bookmarks that follow.
+  auto seq =
+      g.log->append_marker(RecordType::kBookmarkRemove,
+                           std::span(reinterpret_cast<const uint8_t*>(name.data()), name.size()));
+  if (!seq) return seq.error();
+  std::string errors;
+  for (const auto& lu : g.cfg->luns)
+    if (auto e = snapshots_.remove(lu, name); !e.empty())
+      errors += fmt::format("{}LU {}: {}", errors.empty() ? "" : "; ", lu, e);
+  spdlog::info("group {}: bookmark '{}' removed (record {}){}", g.cfg->name, name, *seq,
+               errors.empty() ? "" : ": " + errors);
+  return errors;
+}
+
+void NodeReplication::run_schedules(Group& g, std::chrono::steady_clock::time_point now) {
+  for (size_t i = 0; i < g.cfg->bookmarks.size(); ++i) {
+    if (now < g.bookmark_due[i]) continue;
+    const config::BookmarkSchedule& s = g.cfg->bookmarks[i];
+    g.bookmark_due[i] = now + std::chrono::seconds(s.every);
+    {
+      std::lock_guard lk(mu_);
+      if (!g.role.primary) continue;  // the primary of the moment takes them
+    }
+    const std::string name = scheduled_name(s.name, std::chrono::system_clock::now());
+    if (auto seq = bookmark(g.cfg->name, name); !seq) {
+      spdlog::warn("group {}: scheduled bookmark ({}) failed: {}", g.cfg->name, s.name,
+                   seq.error());
+      continue;
+    }
+    g.bookmarks_taken->fetch_add(1);
+    // Retention: this schedule's bookmarks, oldest first (the first LU's snapshots; every LU
+    // has the same ones).
+    if (!snapshots_.list) continue;
+    std::vector<std::string> mine;
+    for (auto& n : snapshots_.list(g.cfg->luns.front()))
+      if (n.starts_with(s.name + "-")) mine.push_back(std::move(n));
+    for (size_t k = 0; k + s.keep < mine.size(); ++k) {
+      std::lock_guard change(change_mu_);
+      {
+        std::lock_guard lk(mu_);
+        if (!g.role.primary) break;
+      }
+      if (auto e = remove_bookmark(g, mine[k]); !e.empty())
+        spdlog::warn("group {}: retention of bookmark '{}': {}", g.cfg->name, mine[k], e);
+      else
+        g.bookmarks_pruned->fetch_add(1);
+    }
+  }
+}
+
+void NodeReplication::schedule_loop() {
+  std::unique_lock lk(sched_mu_);
+  while (!sched_stop_) {
+    auto next = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    for (const Group& g : groups_)
+      for (const auto& due : g.bookmark_due) next = std::min(next, due);
+    sched_cv_.wait_until(lk, next);
+    if (sched_stop_) break;
+    lk.unlock();
+    const auto now = std::chrono::steady_clock::now();
+    for (Group& g : groups_)
+      if (!g.bookmark_due.empty() && g.log) run_schedules(g, now);
+    lk.lock();
+  }
 }
 
 std::expected<uint64_t, std::string> NodeReplication::verify(const std::string& group,
@@ -766,6 +874,8 @@ std::vector<NodeReplication::GroupStatus> NodeReplication::status() const {
       std::lock_guard lk(verify_mu_);
       if (grp.verifier) g.verify = grp.verifier->status();
     }
+    g.bookmarks_taken = grp.bookmarks_taken->load();
+    g.bookmarks_pruned = grp.bookmarks_pruned->load();
     out.push_back(std::move(g));
   }
   return out;
@@ -854,6 +964,16 @@ std::string NodeReplication::metrics_text() const {
     for (const auto& [g, l, st] : links)
       out += fmt::format("{}{{group=\"{}\",link=\"{}\"}} {}\n", f.name, g, l, f.get(st));
   }
+  metric("zuma_replication_group_scheduled_bookmarks",
+         "Bookmarks the group's bookmark schedules took here since zumad started.");
+  for (const auto& g : groups)
+    out += fmt::format("zuma_replication_group_scheduled_bookmarks{{group=\"{}\"}} {}\n", g.name,
+                       g.bookmarks_taken);
+  metric("zuma_replication_group_pruned_bookmarks",
+         "Scheduled bookmarks removed here by retention (keep) since zumad started.");
+  for (const auto& g : groups)
+    out += fmt::format("zuma_replication_group_pruned_bookmarks{{group=\"{}\"}} {}\n", g.name,
+                       g.bookmarks_pruned);
   metric("zuma_replication_verify_running", "1 while an online verify of the group runs.");
   for (const auto& g : groups)
     if (g.verify)

@@ -9,7 +9,9 @@
 // their IoContexts; the replica's threads write into the LUs), then the LUs' final flush,
 // then drain_links(), then the LUs go, then this object.
 #pragma once
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -17,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "config/config.hh"
@@ -66,6 +69,8 @@ class NodeReplication {
     std::function<std::string(const std::string& lu)> check;  // the LU can be snapshotted
     std::function<std::string(const std::string& lu, const std::string& name)> create;
     std::function<std::string(const std::string& lu, const std::string& name)> remove;
+    // The names of the LU's snapshots, oldest first (bookmark schedules' retention).
+    std::function<std::vector<std::string>(const std::string& lu)> list;
   };
   void set_snapshots(SnapshotHooks h) { snapshots_ = std::move(h); }
 
@@ -128,6 +133,7 @@ class NodeReplication {
     std::optional<ReplicaGroupStats> replica;  // secondary
     std::string listener_refusal;              // secondary: the listener's last TLS/auth refusal
     std::optional<VerifyStatus> verify;        // the running or last verify, if any
+    uint64_t bookmarks_taken = 0, bookmarks_pruned = 0;  // by schedule, since start
   };
   std::vector<GroupStatus> status() const;
   uint16_t listen_port() const { return replica_ ? replica_->port() : 0; }
@@ -142,6 +148,12 @@ class NodeReplication {
     RoleState role;                   // mu_
     mutable std::string split_brain;  // mu_ (status() clears it once a link is through)
     std::shared_ptr<Verifier> verifier;  // verify_mu_: the running or last verify
+    // Bookmark schedules (cfg->bookmarks): when each is due next (the scheduler's thread).
+    std::vector<std::chrono::steady_clock::time_point> bookmark_due;
+    std::shared_ptr<std::atomic<uint64_t>> bookmarks_taken =
+        std::make_shared<std::atomic<uint64_t>>(0);
+    std::shared_ptr<std::atomic<uint64_t>> bookmarks_pruned =
+        std::make_shared<std::atomic<uint64_t>>(0);
   };
   NodeReplication() = default;
   std::string role_path(const Group& g) const;
@@ -161,6 +173,16 @@ class NodeReplication {
   mutable std::mutex mu_;  // role state and split-brain notes (status() reads them)
   std::mutex change_mu_;   // one role change at a time
   mutable std::mutex verify_mu_;  // each group's verifier pointer
+  // Bookmark schedules (docs/REPLICATION.md "Bookmarks"): a thread takes each primary group's
+  // scheduled bookmarks and applies their retention (on this side, and in the log for the
+  // secondaries: a kBookmarkRemove record per bookmark that goes).
+  void schedule_loop();
+  void run_schedules(Group& g, std::chrono::steady_clock::time_point now);
+  std::string remove_bookmark(Group& g, const std::string& name);  // "" or why not
+  std::thread scheduler_;
+  std::mutex sched_mu_;
+  std::condition_variable sched_cv_;
+  bool sched_stop_ = false;
   // Cancels a group's running verify and waits for its end (role changes, shutdown).
   void stop_verify(Group& g, const std::string& why);
   bool started_ = false;

@@ -83,7 +83,8 @@ std::expected<void, std::string> ReplicaServer::add_group(const ReplicaGroupOpti
                                          {},
                                          opt.admit,
                                          opt.on_consistent,
-                                         opt.on_bookmark});
+                                         opt.on_bookmark,
+                                         opt.on_bookmark_remove});
   g->stats.applied = g->state.value().seq;
   g->stats.log_id = g->state.value().log_id;
   std::lock_guard lk(mu_);
@@ -191,7 +192,10 @@ std::string ReplicaServer::apply_batch(Group& g, std::span<const uint8_t> batch,
       err = fmt::format("gap in the sequence: expected {}, got {}", *applied + 1, v.seq);
       return false;
     }
-    if (v.type == RecordType::kVerify) {
+    if (v.type == RecordType::kBookmarkRemove) {
+      if (g.on_bookmark_remove)
+        g.on_bookmark_remove(std::string(v.payload.begin(), v.payload.end()), v.seq);
+    } else if (v.type == RecordType::kVerify) {
       // Every record before it is applied and none after: the region as the primary hashed it.
       if (auto r = verify(g, v.payload, v.seq); !r.empty()) replies->push_back(std::move(r));
     } else if (v.type != RecordType::kBookmark) {

@@ -68,6 +68,8 @@ struct ReplicaGroupOptions {
   // A bookmark record was reached: every record before it is applied (apply thread).
   // `consistent` is false while a resync runs: the image is then not that point.
   std::function<void(const std::string& name, uint64_t seq, bool consistent)> on_bookmark;
+  // A bookmark's snapshots are to go (the primary's bookmark schedule retention).
+  std::function<void(const std::string& name, uint64_t seq)> on_bookmark_remove;
 };
 
 struct ReplicaGroupStats {
@@ -134,6 +136,7 @@ class ReplicaServer {
     std::function<Admission(const HelloInfo&, const SeqState&)> admit;
     std::function<void()> on_consistent;
     std::function<void(const std::string&, uint64_t, bool)> on_bookmark;
+    std::function<void(const std::string&, uint64_t)> on_bookmark_remove;
     bool resyncing = false;  // ranges or records up to the resync's end point still to come
     int fd = -1;  // the connection while busy
     std::string link{};  // and its link's name: a HELLO from that link again replaces it

@@ -77,7 +77,8 @@ bool has_payload(RecordType t) {
   return t == RecordType::kWrite || is_marker(t);
 }
 bool valid_type(uint8_t t) {
-  return (t >= 1 && t <= 4) || t == uint8_t(RecordType::kVerify);
+  return (t >= 1 && t <= 4) || t == uint8_t(RecordType::kVerify) ||
+         t == uint8_t(RecordType::kBookmarkRemove);
 }
 
 int pread_all(int fd, void* buf, size_t len, uint64_t off) {

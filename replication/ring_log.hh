@@ -41,10 +41,14 @@ enum class RecordType : uint8_t {
   // payload: a VerifyMarker (replication/verify.hh): compare one region's checksum with the
   // peers at this point of the group's order (docs/REPLICATION.md "Online verify")
   kVerify = 8,
+  // payload: the name of a bookmark whose snapshots go (a bookmark schedule's retention,
+  // docs/REPLICATION.md "Bookmarks"): each secondary deletes its copies when it applies it
+  kBookmarkRemove = 9,
 };
-// Records that change no data (bookmarks, verify markers): skipped by replay and apply.
+// Records that change no data (bookmarks, their removal, verify markers): skipped by
+// replay and apply.
 inline bool is_marker(RecordType t) {
-  return t == RecordType::kBookmark || t == RecordType::kVerify;
+  return t == RecordType::kBookmark || t == RecordType::kVerify || t == RecordType::kBookmarkRemove;
 }
 
 // A record to append. Payload bytes come from `iov` (kWrite, kBookmark): `length` bytes.

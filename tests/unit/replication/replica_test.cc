@@ -32,7 +32,7 @@ struct Fixture {
     auto s = ReplicaServer::start("127.0.0.1:0");
     REQUIRE(s);
     server = std::move(*s);
-    REQUIRE(server->add_group({"db", (t / "replica.state"), {&lu0}, {}, {}, {}}));
+    REQUIRE(server->add_group({"db", (t / "replica.state"), {&lu0}, {}, {}, {}, {}}));
     auto l = RingLog::open({(t / "primary.rlog"), 1 << 20, true});
     REQUIRE(l);
     log = std::move(*l);

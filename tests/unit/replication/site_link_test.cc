@@ -93,7 +93,7 @@ struct Secondary {
     auto s = ReplicaServer::start(address);
     REQUIRE(s);
     server = std::move(*s);
-    REQUIRE(server->add_group({"db", (t / "replica.state"), {&lu0, &lu1}, {}, {}, {}}));
+    REQUIRE(server->add_group({"db", (t / "replica.state"), {&lu0, &lu1}, {}, {}, {}, {}}));
   }
   uint64_t applied() const { return server->stats("db")->applied; }
 };
