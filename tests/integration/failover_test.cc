@@ -708,3 +708,60 @@ TEST_CASE("verify is cancelled when the link drops, with the reason in group sta
   CHECK(a.stop() == 0);
   CHECK(b.stop() == 0);
 }
+
+TEST_CASE("bookmark schedules: taken on the primary, the oldest pruned on both sites") {
+  const uint16_t pa = free_port(), pb = free_port();
+  auto scheduled = [](std::string cfg) {
+    return replace_all(cfg, "    log: { path: @DIR@/db.rlog, size: 16MiB }\n",
+                       "    log: { path: @DIR@/db.rlog, size: 16MiB }\n"
+                       "    bookmarks: [ { every: 1s, keep: 2, name: auto } ]\n");
+  };
+  Zumad a(scheduled(site("site-a", "primary", pa, pb, true)), 2);
+  Zumad b(scheduled(site("site-b", "secondary", pb, pa, true)), 2);
+  // zumad --check-config reads the schedule too.
+  const RunResult check = run_program({zumad_path(), "--check-config", a.config_path()});
+  CHECK_MESSAGE(check.exit_code == 0, check.output);
+  b.start();
+  a.start();
+  Model m;
+  uint64_t seed = 0;
+  write_run(a, m, 0, 0, 10, seed);
+  // Several bookmarks taken and the oldest pruned here...
+  REQUIRE_MESSAGE(
+      eventually(
+          [&] {
+            return metric(a, "zuma_replication_group_scheduled_bookmarks{group=\"db\"}") >= 4 &&
+                   metric(a, "zuma_replication_group_pruned_bookmarks{group=\"db\"}") >= 2;
+          },
+          std::chrono::seconds(30)),
+      a.log_tail(3000));
+  write_run(a, m, 1, 0, 10, seed);
+  // ... and on the secondary, which follows the primary's retention (removal records in the
+  // log): both sites list the same two newest scheduled bookmarks on both LUs.
+  auto names = [&](Zumad& z, const char* lu) {
+    std::vector<std::string> v;
+    for (const Json& s : call(z, "snapshot list", Json{{"lu", lu}})) v.push_back(s["name"]);
+    return v;
+  };
+  std::vector<std::string> on_a, on_b;
+  const bool same = eventually([&] {
+    for (const char* lu : {"data", "logs"}) {
+      on_a = names(a, lu);
+      on_b = names(b, lu);
+      if (on_a != on_b || on_a.size() != 2) return false;
+      for (const auto& n : on_a)
+        if (!n.starts_with("auto-")) return false;
+    }
+    return true;
+  });
+  CHECK_MESSAGE(same, "primary " << Json(on_a).dump() << ", secondary " << Json(on_b).dump() << "\n"
+                                 << b.log_tail(3000));
+  CHECK(b.log().find("removed (record ") != std::string::npos);
+  CHECK(metric(b, "zuma_replication_group_scheduled_bookmarks{group=\"db\"}") == 0);
+  // Scheduled bookmarks are ordinary bookmarks: the data reads back on both sites.
+  wait_settled(a, b);
+  check_reads(a, m);
+  check_reads(b, m);
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
+}

@@ -1257,3 +1257,92 @@ TEST_CASE("ConfigError is one line whatever the input holds") {
   CHECK(e.where.str() == "f.yaml:3:7");
   CHECK(e.key == "node.name");
 }
+
+// ---- bookmark schedules of a group (docs/CONFIG.md "groups", bookmarks) -----------------
+
+namespace {
+
+// LU a with snapshots (and a snapshot schedule named `nightly`), LU b with or without; the
+// group `db` of both from line 12 on, its `bookmarks` given.
+std::string with_bookmarks(const std::string& bookmarks, bool b_snapshots = true,
+                           const std::string& group_extra =
+                               ", log: {path: /tmp/zt/db.rlog, size: "
+                               "16MiB}") {
+  return std::string(
+             "node: {data_dir: /tmp/zt, replication_listen: \"127.0.0.1:3270\"}\n"
+             "portals: [\"127.0.0.1:3260\"]\n"
+             "targets:\n"
+             "  - iqn: iqn.2026-11.org.zuma:t\n"
+             "    luns:\n"
+             "      - {id: 0, name: a, size: 1MiB, backend: file, path: /tmp/zt/a.img,\n"
+             "         snapshots: {store: {data: /tmp/zt/a.s, meta: /tmp/zt/a.m, size: 1MiB},\n"
+             "                     schedules: [{every: 1d, keep: 7, name: nightly}]}}\n"
+             "      - {id: 1, name: b, size: 1MiB, backend: file, path: /tmp/zt/b.img") +
+         (b_snapshots ? ",\n         snapshots: {store: {data: /tmp/zt/b.s, meta: /tmp/zt/b.m, "
+                        "size: 1MiB}}}\n"
+                      : "}\n") +
+         "groups:\n"
+         "  - {name: db, luns: [a, b]" +
+         group_extra + ",\n     bookmarks: " + bookmarks + "}\n";
+}
+
+}  // namespace
+
+TEST_CASE("groups: bookmark schedules") {
+  const Config c = parse(
+      with_bookmarks("[{every: 15m, keep: 24, name: quarter}, {every: 1d, keep: 7}, {every: 1s, "
+                     "keep: 2, name: auto}]"),
+      "t.yaml");
+  const auto& b = c.groups.at(0).bookmarks;
+  REQUIRE(b.size() == 3);
+  CHECK(b[0].every == 900);
+  CHECK(b[0].keep == 24);
+  CHECK(b[0].name == "quarter");
+  CHECK(b[1].every == 86400);
+  CHECK(b[1].name == "bookmark-86400");  // the default prefix
+  CHECK(b[2].every == 1);
+  CHECK(b[2].name == "auto");
+  CHECK(b[0].loc.str() == "t.yaml:13:18");
+  // Written back and read again: the same.
+  const Config again = parse(to_yaml(c), "t2.yaml");
+  CHECK(same_group(again.groups.at(0), c.groups.at(0)));
+  CHECK(again.groups.at(0).bookmarks.at(1).name == "bookmark-86400");
+  // A change of the schedules needs a restart, as any change to groups.
+  Config other = c;
+  other.groups[0].bookmarks[0].keep = 25;
+  CHECK_FALSE(same_group(other.groups[0], c.groups[0]));
+  // A secondary with a log may have them (used while it is primary).
+  CHECK(parse(with_bookmarks("[{every: 1h, keep: 3}]", true,
+                             ", role: secondary, log: {path: /tmp/zt/db.rlog, size: 16MiB}"),
+              "t")
+            .groups.at(0)
+            .bookmarks.size() == 1);
+}
+
+TEST_CASE("groups: bookmark schedule errors name the file, line and key") {
+  CHECK(error_of(with_bookmarks("[{every: 15m}]")) ==
+        "t.yaml:13:18: groups[0].bookmarks[0]: missing key 'keep'");
+  CHECK(error_of(with_bookmarks("[{every: 15x, keep: 2}]")) ==
+        "t.yaml:13:26: groups[0].bookmarks[0].every: expected a duration like 90s, 15m, 1h or 1d");
+  CHECK(error_of(with_bookmarks("[{every: 0, keep: 2}]")) ==
+        "t.yaml:13:26: groups[0].bookmarks[0].every: expected at least 1s");
+  CHECK(error_of(with_bookmarks("[{every: 1h, keep: 0}]")) ==
+        "t.yaml:13:36: groups[0].bookmarks[0].keep: expected an integer 1..100000");
+  CHECK(error_of(with_bookmarks("[{every: 1h, keep: 2, when: now}]")) ==
+        "t.yaml:13:39: groups[0].bookmarks[0].when: unknown key 'when'");
+  CHECK(error_of(with_bookmarks("[{every: 1h, keep: 2}, {every: 1h, keep: 3}]")) ==
+        "t.yaml:13:40: groups[0].bookmarks[1]: two bookmark schedules named 'bookmark-3600' (first "
+        "at line 13, column 18); give each a name");
+  CHECK(error_of(with_bookmarks("{every: 1h, keep: 2}")) ==
+        "t.yaml:13:17: groups[0].bookmarks: expected a list of bookmarks like [{every: 15m, keep: "
+        "24, name: quarter}]");
+  CHECK(error_of(with_bookmarks("[{every: 1h, keep: 2}]", false)) ==
+        "t.yaml:12:17: groups[0].bookmarks: LU 'b' of the group has no snapshots: a bookmark "
+        "snapshots every LU of the group");
+  CHECK(error_of(with_bookmarks("[{every: 1h, keep: 2, name: nightly}]")) ==
+        "t.yaml:13:45: groups[0].bookmarks[0].name: LU 'a' has a snapshot schedule named 'nightly' "
+        "too (at line 8, column 34): retention would delete the other's snapshots");
+  CHECK(error_of(with_bookmarks("[{every: 1h, keep: 2}]", true, ", role: secondary")) ==
+        "t.yaml:13:17: groups[0].bookmarks: bookmarks are taken while the group is primary, which "
+        "needs a log");
+}
