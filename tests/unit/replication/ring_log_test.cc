@@ -197,8 +197,10 @@ TEST_CASE("bad arguments") {
   iovec iov{data, sizeof(data)};
   AppendRecord r{RecordType::kWrite, 0, 0, 32, &iov, 1};  // says 32, gives 16
   CHECK(log->append({&r, 1}, &seq) == -EINVAL);
-  AppendRecord bad{RecordType(9), 0, 0, 0, nullptr, 0};
-  CHECK(log->append({&bad, 1}, &seq) == -EINVAL);
+  for (uint8_t type : {0, 5, 7, 10}) {  // 1-4, 8 (verify), 9 (bookmark removal) exist
+    AppendRecord bad{RecordType(type), 0, 0, 0, nullptr, 0};
+    CHECK(log->append({&bad, 1}, &seq) == -EINVAL);
+  }
   CHECK(log->next_seq() == 1);
 }
 
