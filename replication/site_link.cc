@@ -515,15 +515,15 @@ bool SiteLink::session(proto::Conn& conn) {
                           {"lineage", lineage}};
   if (bitmap_mode_.load()) hello["dirty"] = dirty;
   // Regions online verify found different: the peer takes them as a resync.
-  bool repair = false;
+  std::vector<Region> repair;
   {
     std::lock_guard vl(verify_mu_);
-    if (!repair_.empty()) {
-      nlohmann::json r = nlohmann::json::array();
-      for (const Region& x : repair_) r.push_back({x.lu, x.offset, x.length});
-      hello["repair"] = r;
-      repair = true;
-    }
+    repair = repair_;
+  }
+  if (!repair.empty()) {
+    nlohmann::json r = nlohmann::json::array();
+    for (const Region& x : repair) r.push_back({x.lu, x.offset, x.length});
+    hello["repair"] = r;
   }
   if (!secret.empty())
     hello["auth"] = {{"method", auth::kMethod}, {"nonce", auth::hex(auth::random_nonce())}};
@@ -584,10 +584,11 @@ bool SiteLink::session(proto::Conn& conn) {
     return !stop_.load();
   }
   const uint64_t peer_applied = welcome["applied"].get<uint64_t>();
-  if (repair) {
-    // The peer keeps the ranges durably (inconsistent until their resync is done).
+  if (!repair.empty()) {
+    // The peer keeps the ranges durably (inconsistent until their resync is done); ranges
+    // asked for since the HELLO go with the next one.
     std::lock_guard vl(verify_mu_);
-    repair_.clear();
+    if (repair_ == repair) repair_.clear();
   }
   // The peer is the authority on what it holds (it may have been restored from older state).
   acked_.store(peer_applied, std::memory_order_release);
