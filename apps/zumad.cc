@@ -379,6 +379,9 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& e) {
     spdlog::critical("startup failed: {}", e.what());
+    // The replica listener may already serve a primary that writes into the LUs, which go
+    // before `replication` does: stop it first.
+    if (replication) replication->quiesce();
     return 1;
   }
   const auto ports = server->bound_ports();
