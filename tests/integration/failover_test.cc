@@ -596,7 +596,7 @@ TEST_CASE("verify: a byte changed behind the secondary's back is found, repaired
   CHECK(metric(b, "zuma_replication_replica_verify_mismatched_regions{group=\"db\"}") == 1);
   CHECK(a.log().find("verify: link peer: LU 0 bytes 1048576+1048576 differ") != std::string::npos);
   const Json st = call(a, "group status", Json{{"group", "db"}});
-  CHECK(st["rows"][0][10] == "done: 6/6 regions, 1 mismatched");
+  CHECK(st["rows"][0][11] == "done: 6/6 regions, 1 mismatched");
   CHECK(st["message"].get<std::string>().find("LU data offset 1048576 length 1048576") !=
         std::string::npos);
 
