@@ -402,9 +402,9 @@ TEST_CASE("malformed authentication frames close that connection only") {
   secondary.start();
   const std::string listen = "127.0.0.1:" + std::to_string(secondary.port(2));
   auto hello = [](const std::string& nonce) {
-    return std::string(
-               R"({"protocol":3,"group":"db","link":"dr","log_id":7,"last":0,"head":1,)"
-               R"("luns":[4194304,2097152],"lineage":[],"auth":{"method":"hmac-sha256","nonce":")") +
+    return R"({"protocol":)" + std::to_string(proto::kProtocolVersion) +
+           R"(,"group":"db","link":"dr","log_id":7,"last":0,"head":1,)"
+           R"("luns":[4194304,2097152],"lineage":[],"auth":{"method":"hmac-sha256","nonce":")" +
            nonce + "\"}}";
   };
   const std::string good_nonce(64, 'a');
