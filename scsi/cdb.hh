@@ -30,6 +30,7 @@ inline constexpr uint8_t kSynchronizeCache16 = 0x91;
 inline constexpr uint8_t kServiceActionIn16 = 0x9E;
 inline constexpr uint8_t kReportLuns = 0xA0;
 inline constexpr uint8_t kMaintenanceIn = 0xA3;
+inline constexpr uint8_t kMaintenanceOut = 0xA4;
 inline constexpr uint8_t kRead12 = 0xA8;
 inline constexpr uint8_t kWrite12 = 0xAA;
 inline constexpr uint8_t kVerify12 = 0xAF;
@@ -86,6 +87,7 @@ inline constexpr uint8_t kReceiveCopyResults = 0x84;  // THIRD-PARTY COPY IN
 }  // namespace op
 namespace sa {
 inline constexpr uint16_t kReportTargetPortGroups = 0x0A;    // MAINTENANCE IN
+inline constexpr uint16_t kSetTargetPortGroups = 0x0A;       // MAINTENANCE OUT
 inline constexpr uint16_t kReportSupportedTmfs = 0x0D;       // MAINTENANCE IN
 inline constexpr uint16_t kExtendedCopyLid1 = 0x00;          // THIRD-PARTY COPY OUT
 inline constexpr uint16_t kCopyStatusLid1 = 0x00;            // THIRD-PARTY COPY IN

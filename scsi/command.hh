@@ -76,6 +76,8 @@ inline constexpr uint16_t kNotListed = 1 << 7;
 // write-protected LU (LuParams::read_only) it ends with DATA PROTECT, WRITE PROTECTED
 // (27h/00h) before the handler runs (SBC-4 write protection).
 inline constexpr uint16_t kWritesMedium = 1 << 8;
+// Only on a LU with an ALUA view (alua.hh: several nodes export it): SET TARGET PORT GROUPS.
+inline constexpr uint16_t kAluaOnly = 1 << 9;
 }  // namespace cmd_flag
 
 // Longest CDB in the table: WRITE SAME (32), a variable length CDB.

@@ -232,6 +232,11 @@ constexpr CommandInfo kCommands[] = {
     {"REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", op::kMaintenanceIn, true,
      sa::kReportSupportedTmfs, 12, DataDir::kIn, kPrAllowed, handle_report_supported_tmfs,
      {op::kMaintenanceIn, sa::kReportSupportedTmfs, 0x80, 0, 0, 0, kFF, kFF, kFF, kFF, 0, 0}},
+    // SET TARGET PORT GROUPS (SPC-5): bytes 6-9 PARAMETER LIST LENGTH. Only LUs with an
+    // ALUA view (several nodes) support it; the others answer INVALID COMMAND OPERATION CODE.
+    {"SET TARGET PORT GROUPS", op::kMaintenanceOut, true, sa::kSetTargetPortGroups, 12,
+     DataDir::kOut, kAluaOnly, handle_set_target_port_groups,
+     {op::kMaintenanceOut, sa::kSetTargetPortGroups, 0, 0, 0, 0, kFF, kFF, kFF, kFF, 0, 0}},
     {"READ(12)", op::kRead12, false, kNoSa, 12, DataDir::kIn, kRead, handle_read,
      {op::kRead12, kRwFlags, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kFF, kGroup, 0}},
     {"WRITE(12)", op::kWrite12, false, kNoSa, 12, DataDir::kOut, kWrite, handle_write,
@@ -364,6 +369,7 @@ std::array<uint8_t, kMaxCdbLen> usage_for(const CommandInfo& info, const Logical
 }
 
 bool supported_on(const CommandInfo& info, const LogicalUnit* lu) {
+  if ((info.flags & kAluaOnly) && !(lu && lu->alua())) return false;
   return !(info.flags & kThinOnly) || (lu && lu->params().thin);
 }
 

@@ -53,6 +53,14 @@ void run(LogicalUnit* lu, const LunTable& table, const CommandInfo& info, Task& 
         return;
       }
     }
+    // ALUA: what this node's target port group may serve (alua.hh).
+    if (const uint8_t st = lu->alua_state(); st > alua::kActiveNonOptimized) {
+      Reason why;
+      if (!alua_allows(st, task.cdb.data(), &why)) {
+        finish(task, why, d_sense);
+        return;
+      }
+    }
     Reservations& res = lu->reservations();
     if (task.nexus && res.any()) {
       // The nexus's standing is cached in its task set until the reservations change.
@@ -190,6 +198,9 @@ void reset_logical_unit(LogicalUnit& lu, const Nexus& from, std::function<void()
   UnitAttentions& uas = lu.unit_attentions();
   uas.touch(from.id);
   uas.establish_all(Reason::kUaBusDeviceResetOccurred);
+  // A LU that several nodes export is reset on every node before the reset completes
+  // (libiscsi's MultipathIO.Reset expects 29h/03h on every path).
+  if (LogicalUnit::Peers* peers = lu.peers()) peers->reset();
   waiter->release();
 }
 

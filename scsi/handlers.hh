@@ -19,6 +19,7 @@ CmdResult handle_release(Cmd& c);
 CmdResult handle_persistent_reserve_in(Cmd& c);
 CmdResult handle_persistent_reserve_out(Cmd& c);
 CmdResult handle_report_target_port_groups(Cmd& c);
+CmdResult handle_set_target_port_groups(Cmd& c);
 CmdResult handle_report_supported_tmfs(Cmd& c);
 // SPC-5 third-party copy (extended_copy.cc)
 CmdResult handle_extended_copy(Cmd& c);

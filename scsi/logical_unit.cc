@@ -216,6 +216,11 @@ void LogicalUnit::set_write_protected(bool on) {
   uas_.establish_all(Reason::kUaModeParametersChanged);
 }
 
+void LogicalUnit::set_alua_state(uint8_t state) {
+  if (alua_state_.exchange(state, std::memory_order_acq_rel) == state) return;
+  uas_.establish_all(Reason::kUaAsymmetricStateChanged);
+}
+
 void LogicalUnit::set_mode_params(const ModeParams& v, uint64_t from_nexus) {
   if (v == mode_params()) return;
   wce_.store(v.wce, std::memory_order_relaxed);

@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 
+#include "scsi/alua.hh"
 #include "scsi/device_server.hh"
 #include "scsi/mode_pages.hh"
 #include "scsi/persistent_reservation.hh"
@@ -70,6 +71,24 @@ class LogicalUnit {
   // A change that takes effect gives every known I_T nexus MODE PARAMETERS CHANGED
   // (2Ah/01h): the WP bit of the mode parameter header changed (SPC-5 6.14).
   void set_write_protected(bool on);
+  // ALUA (alua.hh; issue 9): the access state of the target port group that this node's
+  // ports form for the LU, and the view of every group. Without a view: active/optimized,
+  // implicit ALUA. set_alua_state() gives every known I_T nexus ASYMMETRIC ACCESS STATE
+  // CHANGED (2Ah/06h) when the state changes (SPC-5 5.16.2.5).
+  void set_alua(std::shared_ptr<AluaView> view) { alua_ = std::move(view); }
+  AluaView* alua() const { return alua_.get(); }
+  uint8_t alua_state() const { return alua_state_.load(std::memory_order_acquire); }
+  void set_alua_state(uint8_t state);
+  // The other nodes that export this LU (issue 9, target/cluster.hh), or nullptr.
+  class Peers {
+   public:
+    virtual ~Peers() = default;
+    // A LOGICAL UNIT RESET happened here: the other nodes abort their nexuses' tasks and
+    // establish 29h/03h too. Returns once they have (or have left the cluster).
+    virtual void reset() = 0;
+  };
+  void set_peers(std::shared_ptr<Peers> p) { peers_ = std::move(p); }
+  Peers* peers() const { return peers_.get(); }
   storage::Backend& backend() { return *backend_; }
   uint32_t block_size() const { return params_.block_size; }
   // The capacity now (params().num_blocks is the one it was created with). A command
@@ -139,6 +158,9 @@ class LogicalUnit {
   std::unique_ptr<storage::Backend> backend_;
   std::atomic<uint64_t> num_blocks_;
   std::atomic<bool> write_protected_{false};
+  std::shared_ptr<AluaView> alua_;
+  std::shared_ptr<Peers> peers_;
+  std::atomic<uint8_t> alua_state_{alua::kActiveOptimized};
   std::mutex resize_mu_;
   std::array<uint8_t, 16> naa_{};
   std::string serial_;

@@ -176,7 +176,7 @@ uint8_t Reservations::verdict(const Nexus& n, uint64_t* version) const {
   uint8_t v = 0;
   // SPC-2 RESERVE: every command of another I_T nexus conflicts but INQUIRY, REQUEST SENSE,
   // REPORT LUNS and RELEASE (which then does nothing).
-  if (spc2_holder_ && *spc2_holder_ != n.id) v |= kSpc2Blocked;
+  if (spc2_holder_ && !spc2_is(n)) v |= kSpc2Blocked;
   if (!st_.reserved) return v;
   const Registration* r = find_locked(n);
   if (is_holder_locked(r)) return v;
@@ -210,58 +210,98 @@ bool Reservations::conflicts(const Nexus& n, uint16_t flags, const uint8_t* cdb)
   return conflicts(verdict(n, nullptr), flags, cdb);
 }
 
+bool Reservations::spc2_is(const Nexus& n) const {
+  // A holder on another node is never a nexus of this one.
+  return spc2_holder_ && spc2_holder_->node == node_ && spc2_holder_->id == n.id;
+}
+
 CmdResult Reservations::reserve(const Nexus& n) {
-  std::lock_guard lock(mu_);
-  // SPC-5 (exceptions to SPC-2 RESERVE and RELEASE behavior, CRH=1): a persistent reservation
-  // holder, or a registrant while a registrants-only or all-registrants reservation exists,
-  // gets GOOD and nothing changes; another registrant, or anyone while a persistent
-  // reservation exists, gets RESERVATION CONFLICT.
-  const Registration* r = find_locked(n);
-  if (r) {
-    if (is_holder_locked(r)) return CmdResult::good();
-    if (st_.reserved && (registrants_only(st_.type) || all_registrants(st_.type)))
-      return CmdResult::good();
-    return conflict();
-  }
-  if (st_.reserved) return conflict();
-  // SPC-2 RESERVE (6)/(10): the holder may reserve again; another nexus conflicts (the
-  // execute() check already refused it).
-  if (spc2_holder_ && *spc2_holder_ != n.id) return conflict();
-  spc2_holder_ = n.id;
-  changed_locked();
-  return CmdResult::good();
+  return change(
+      n.id,
+      [&](Change& c) -> CmdResult {
+        // SPC-5 (exceptions to SPC-2 RESERVE and RELEASE behavior, CRH=1): a persistent
+        // reservation holder, or a registrant while a registrants-only or all-registrants
+        // reservation exists, gets GOOD and nothing changes; another registrant, or anyone
+        // while a persistent reservation exists, gets RESERVATION CONFLICT.
+        const Registration* r = find_locked(n);
+        if (r) {
+          if (is_holder_locked(r)) return CmdResult::good();
+          if (st_.reserved && (registrants_only(st_.type) || all_registrants(st_.type)))
+            return CmdResult::good();
+          return conflict();
+        }
+        if (st_.reserved) return conflict();
+        // SPC-2 RESERVE (6)/(10): the holder may reserve again; another nexus conflicts (the
+        // execute() check already refused it).
+        if (spc2_holder_) return spc2_is(n) ? CmdResult::good() : conflict();
+        c.spc2 = Spc2Holder{node_, n.id, n.initiator_port, n.target_name, n.relative_port_id};
+        c.changed = true;
+        return CmdResult::good();
+      },
+      nullptr);
 }
 
 CmdResult Reservations::release(const Nexus& n) {
-  std::lock_guard lock(mu_);
-  const Registration* r = find_locked(n);
-  if (r) {
-    if (is_holder_locked(r)) return CmdResult::good();
-    if (st_.reserved && (registrants_only(st_.type) || all_registrants(st_.type)))
-      return CmdResult::good();
-    return conflict();
-  }
-  if (st_.reserved) return conflict();
-  // SPC-2 RELEASE: releases the nexus's own reservation; from any other nexus it does nothing.
-  if (spc2_holder_ && *spc2_holder_ == n.id) {
-    spc2_holder_.reset();
-    changed_locked();
-  }
-  return CmdResult::good();
+  return change(
+      n.id,
+      [&](Change& c) -> CmdResult {
+        const Registration* r = find_locked(n);
+        if (r) {
+          if (is_holder_locked(r)) return CmdResult::good();
+          if (st_.reserved && (registrants_only(st_.type) || all_registrants(st_.type)))
+            return CmdResult::good();
+          return conflict();
+        }
+        if (st_.reserved) return conflict();
+        // SPC-2 RELEASE: releases the nexus's own reservation; from any other nexus it does
+        // nothing.
+        if (spc2_is(n)) {
+          c.spc2.reset();
+          c.changed = true;
+        }
+        return CmdResult::good();
+      },
+      nullptr);
 }
 
 void Reservations::nexus_lost(uint64_t nexus_id) {
-  std::lock_guard lock(mu_);
-  if (spc2_holder_ && *spc2_holder_ == nexus_id) {
-    spc2_holder_.reset();
-    changed_locked();
-  }
+  Nexus n;
+  n.id = nexus_id;
+  change(
+      nexus_id,
+      [&](Change& c) -> CmdResult {
+        if (spc2_is(n)) {
+          c.spc2.reset();
+          c.changed = true;
+        }
+        return CmdResult::good();
+      },
+      nullptr);
+}
+
+void Reservations::node_lost(const std::string& node) {
+  change(
+      0,
+      [&](Change& c) -> CmdResult {
+        if (spc2_holder_ && spc2_holder_->node == node) {
+          c.spc2.reset();
+          c.changed = true;
+        }
+        return CmdResult::good();
+      },
+      nullptr);
 }
 
 void Reservations::reset() {
-  std::lock_guard lock(mu_);
-  spc2_holder_.reset();
-  changed_locked();
+  // LOGICAL UNIT RESET releases a RESERVE (6)/(10) reservation, whichever node holds it.
+  change(
+      0,
+      [&](Change& c) -> CmdResult {
+        c.changed = spc2_holder_.has_value();
+        c.spc2.reset();
+        return CmdResult::good();
+      },
+      nullptr);
 }
 
 PrState Reservations::state() const {
@@ -271,7 +311,13 @@ PrState Reservations::state() const {
 
 std::optional<uint64_t> Reservations::spc2_holder() const {
   std::lock_guard lock(mu_);
-  return spc2_holder_;
+  if (!spc2_holder_ || spc2_holder_->node != node_) return std::nullopt;
+  return spc2_holder_->id;
+}
+
+uint64_t Reservations::shared_version() const {
+  std::lock_guard lock(mu_);
+  return shared_version_;
 }
 
 CmdResult Reservations::persistent_reserve_in(const Nexus& n, uint8_t sa,
@@ -313,7 +359,7 @@ CmdResult Reservations::persistent_reserve_in(const Nexus& n, uint8_t sa,
     case prin_sa::kReportCapabilities: {  // SPC-5 REPORT CAPABILITIES parameter data
       put_be16(p, 8);
       // CRH, SIP_C, ATP_C, PTPL_C (PTPL_C only when there is somewhere to keep the state).
-      p[2] = static_cast<uint8_t>(0x10 | 0x08 | 0x04 | (path_.empty() ? 0x00 : 0x01));
+      p[2] = static_cast<uint8_t>(0x10 | 0x08 | 0x04 | (can_persist() ? 0x01 : 0x00));
       // TMV; ALLOW COMMANDS 001b (TEST UNIT READY allowed through WE and EA); PTPL_A.
       p[3] = static_cast<uint8_t>(0x80 | 0x10 | (st_.aptpl ? 0x01 : 0x00));
       p[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;  // WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX
@@ -349,81 +395,133 @@ CmdResult Reservations::persistent_reserve_out(const Nexus& n, const uint8_t* cd
   const uint8_t sa = cdb[1] & 0x1F;
   const uint8_t scope = cdb[2] >> 4;
   const uint8_t type = cdb[2] & 0x0F;
-  std::lock_guard lock(mu_);
-  if (spc2_holder_) return conflict();  // SPC-2 5.5.1, see persistent_reserve_in
+  return change(
+      n.id,
+      [&](Change& c) -> CmdResult {
+        if (spc2_holder_) return conflict();  // SPC-2 5.5.1, see persistent_reserve_in
 
-  if (sa != prout_sa::kRegisterAndMove) {
-    // The basic parameter list: 24 bytes, longer only with SPEC_I_PT (SPC-5 PERSISTENT
-    // RESERVE OUT parameter list).
-    if (p.size() < 24) return Reason::kParameterListLengthError;
-    if (p[20] & 0xF2)
-      return CmdResult::invalid_param(20, 7 - std::countl_zero<uint8_t>(p[20] & 0xF2));
-    const bool spec_i_pt = p[20] & 0x08;
-    if (spec_i_pt && sa != prout_sa::kRegister) return CmdResult::invalid_param(20, 3);
-    if (!spec_i_pt && p.size() != 24) return Reason::kParameterListLengthError;
-  } else if (p.size() < 24) {
-    return Reason::kParameterListLengthError;
-  }
-  const uint64_t key = get_be64(p.data());
-  const uint64_t sark = get_be64(p.data() + 8);
+        if (sa != prout_sa::kRegisterAndMove) {
+          // The basic parameter list: 24 bytes, longer only with SPEC_I_PT (SPC-5 PERSISTENT
+          // RESERVE OUT parameter list).
+          if (p.size() < 24) return Reason::kParameterListLengthError;
+          if (p[20] & 0xF2)
+            return CmdResult::invalid_param(20, 7 - std::countl_zero<uint8_t>(p[20] & 0xF2));
+          const bool spec_i_pt = p[20] & 0x08;
+          if (spec_i_pt && sa != prout_sa::kRegister) return CmdResult::invalid_param(20, 3);
+          if (!spec_i_pt && p.size() != 24) return Reason::kParameterListLengthError;
+        } else if (p.size() < 24) {
+          return Reason::kParameterListLengthError;
+        }
+        const uint64_t key = get_be64(p.data());
+        const uint64_t sark = get_be64(p.data() + 8);
 
-  PrState next = st_;
-  std::vector<Registration> preempted, released_to, cleared;
-  CmdResult r;
-  bool bump = true;  // PRGENERATION counts REGISTER*, CLEAR, PREEMPT*, REGISTER AND MOVE
-  switch (sa) {
-    case prout_sa::kRegister:
-    case prout_sa::kRegisterAndIgnore:
-      r = do_register(n, sa, p, next, &released_to);
-      if (r.reason == Reason::kNoSense) {  // nothing to do
+        PrState& next = c.next;
+        CmdResult r;
+        bool bump = true;  // PRGENERATION counts REGISTER*, CLEAR, PREEMPT*, REGISTER AND MOVE
+        switch (sa) {
+          case prout_sa::kRegister:
+          case prout_sa::kRegisterAndIgnore:
+            r = do_register(n, sa, p, next, &c.released_to);
+            if (r.reason == Reason::kNoSense) {  // nothing to do
+              return CmdResult::good();
+            }
+            break;
+          case prout_sa::kReserve:
+            r = do_reserve(n, scope, type, key, next);
+            bump = false;
+            break;
+          case prout_sa::kRelease:
+            r = do_release(n, scope, type, key, next, &c.released_to);
+            bump = false;
+            break;
+          case prout_sa::kClear: {
+            // SPC-5 CLEAR: the sender must be registered with that key; every registration and
+            // the reservation go; RESERVATIONS PREEMPTED for every other registered nexus.
+            const Registration* me = find_locked(n);
+            if (!me || me->key != key) return conflict();
+            c.cleared = next.regs;
+            next.regs.clear();
+            next.reserved = false;
+            next.type = next.scope = 0;
+            r = CmdResult::good();
+            break;
+          }
+          case prout_sa::kPreempt:
+          case prout_sa::kPreemptAndAbort:
+            r = do_preempt(n, scope, type, key, sark, next, &c.preempted, &c.released_to);
+            c.abort = sa == prout_sa::kPreemptAndAbort;
+            break;
+          case prout_sa::kRegisterAndMove:
+            r = do_register_and_move(n, p, ports, next);
+            break;
+          default:
+            return CmdResult::invalid_cdb(1, 4);
+        }
+        if (!r.ok()) return r;
+        if (bump) ++next.generation;
+        c.changed = true;
+        c.persist = true;
         return CmdResult::good();
-      }
-      break;
-    case prout_sa::kReserve:
-      r = do_reserve(n, scope, type, key, next);
-      bump = false;
-      break;
-    case prout_sa::kRelease:
-      r = do_release(n, scope, type, key, next, &released_to);
-      bump = false;
-      break;
-    case prout_sa::kClear: {
-      // SPC-5 CLEAR: the sender must be registered with that key; every registration and the
-      // reservation go; RESERVATIONS PREEMPTED for every other registered nexus.
-      const Registration* me = find_locked(n);
-      if (!me || me->key != key) return conflict();
-      cleared = next.regs;
-      next.regs.clear();
-      next.reserved = false;
-      next.type = next.scope = 0;
-      r = CmdResult::good();
-      break;
-    }
-    case prout_sa::kPreempt:
-    case prout_sa::kPreemptAndAbort:
-      r = do_preempt(n, scope, type, key, sark, next, &preempted, &released_to);
-      break;
-    case prout_sa::kRegisterAndMove:
-      r = do_register_and_move(n, p, ports, next);
-      break;
-    default:
-      return CmdResult::invalid_cdb(1, 4);
-  }
-  if (!r.ok()) return r;
-  if (bump) ++next.generation;
-  if (!persist(next)) return Reason::kInsufficientRegistrationResources;
-  st_ = std::move(next);
-  changed_locked();
+      },
+      abort);
+}
 
+template <class F>
+CmdResult Reservations::change(uint64_t sender, F&& compute, std::vector<uint64_t>* abort) {
+  for (int attempt = 0;; ++attempt) {
+    std::unique_lock lock(mu_);
+    Change c;
+    c.next = st_;
+    c.spc2 = spc2_holder_;
+    const CmdResult r = compute(c);
+    if (!r.ok() || !c.changed) return r;
+    if (!store_) {
+      if (c.persist && !persist(c.next)) return Reason::kInsufficientRegistrationResources;
+      st_ = std::move(c.next);
+      spc2_holder_ = c.spc2;
+      changed_locked();
+      install_events_locked(c, sender, abort);
+      return r;
+    }
+    // Shared: the store decides the order of changes. Committed against the version this
+    // state came from; another node's change in between makes it stale: reload, recompute.
+    const std::string doc = document(c);
+    const uint64_t base = shared_version_;
+    lock.unlock();
+    uint64_t now = 0;
+    const PrStore::Commit done = store_->commit(doc, base, &now);
+    if (done == PrStore::Commit::kDone) {
+      lock.lock();
+      if (now >= shared_version_) {  // the watch may have brought this very version already
+        st_ = std::move(c.next);
+        spc2_holder_ = c.spc2;
+        shared_version_ = now;
+        changed_locked();
+      }
+      events_version_ = std::max(events_version_, now);
+      install_events_locked(c, sender, abort);
+      lock.unlock();
+      store_->wait_applied(now);
+      return r;
+    }
+    // Unreachable store, or a store that keeps changing under us: the target port cannot
+    // serve the change (SPC-5 target port in unavailable state).
+    if (done == PrStore::Commit::kUnavailable || attempt >= 50 || !refresh())
+      return Reason::kNotReadyPortUnavailable;
+  }
+}
+
+void Reservations::install_events_locked(const Change& c, uint64_t sender,
+                                         std::vector<uint64_t>* abort) {
   // Unit attentions (SPC-5 5.14.11: preempting, clearing, releasing).
-  ua_locked(cleared, Reason::kUaReservationsPreempted, n.id);
-  ua_locked(preempted, Reason::kUaRegistrationsPreempted, n.id);
-  ua_locked(released_to, Reason::kUaReservationsReleased, n.id);
-  if (sa == prout_sa::kPreemptAndAbort && abort) {
+  ua_locked(c.cleared, Reason::kUaReservationsPreempted, sender);
+  ua_locked(c.preempted, Reason::kUaRegistrationsPreempted, sender);
+  ua_locked(c.released_to, Reason::kUaReservationsReleased, sender);
+  if (c.abort && abort) {
     for (const auto& set : nexuses_.all()) {
-      if (set->nexus_id() == n.id) continue;
+      if (set->nexus_id() == sender) continue;
       const NexusIdentity& id = set->identity();
-      for (const Registration& pr : preempted) {
+      for (const Registration& pr : c.preempted) {
         if (pr.matches(id.initiator_port, id.initiator_name, id.target_name, id.relative_port_id)) {
           abort->push_back(set->nexus_id());
           break;
@@ -431,7 +529,6 @@ CmdResult Reservations::persistent_reserve_out(const Nexus& n, const uint8_t* cd
       }
     }
   }
-  return CmdResult::good();
 }
 
 CmdResult Reservations::do_register(const Nexus& n, uint8_t sa, std::span<const uint8_t> p,
@@ -442,7 +539,7 @@ CmdResult Reservations::do_register(const Nexus& n, uint8_t sa, std::span<const 
   const bool spec_i_pt = p[20] & 0x08;
   const bool all_tg_pt = p[20] & 0x04;
   const bool aptpl = p[20] & 0x01;
-  if (aptpl && path_.empty()) return Reason::kInsufficientRegistrationResources;
+  if (aptpl && !can_persist()) return Reason::kInsufficientRegistrationResources;
   const bool ignore = sa == prout_sa::kRegisterAndIgnore;
 
   auto mine = std::find_if(next.regs.begin(), next.regs.end(), [&](const Registration& r) {
@@ -641,7 +738,7 @@ CmdResult Reservations::do_register_and_move(const Nexus& n, std::span<const uin
     return CmdResult::invalid_param(17, 7 - std::countl_zero<uint8_t>(p[17] & 0xFC));
   const bool unreg = p[17] & 0x02;
   const bool aptpl = p[17] & 0x01;
-  if (aptpl && path_.empty()) return Reason::kInsufficientRegistrationResources;
+  if (aptpl && !can_persist()) return Reason::kInsufficientRegistrationResources;
   const uint16_t rel = get_be16(p.data() + 18);
   const size_t tid_len = get_be32(p.data() + 20);
   if (24 + tid_len != p.size()) return Reason::kParameterListLengthError;
@@ -670,40 +767,68 @@ CmdResult Reservations::do_register_and_move(const Nexus& n, std::span<const uin
 
 // --- persistence ---------------------------------------------------------------------------
 //
-// Text, one record a line:
+// Text, one record a line (the APTPL state file, and the shared document of a cluster):
 //   zuma-persistent-reservations 1
+//   generation <PRgeneration>                       (shared document)
 //   reservation <type> <scope>                      (when reserved)
 //   reg <key hex> <relative port> <all_tg_pt> <holder> <port_specific> <target> <initiator>
+// The shared document adds the RESERVE (6)/(10) holder and the change's events, which every
+// node applies to its own nexuses:
+//   spc2 <node> <nexus id> <relative port> <target> <initiator port>
+//   from <node>
+//   ua <code> <reg fields as above>                 (1 preempted, 2 registrations preempted,
+//   abort <reg fields>                               3 released)
 // iSCSI names hold no white space (RFC 3722).
 
-bool Reservations::persist(const PrState& next) {
-  if (path_.empty()) return !next.aptpl;
-  if (!next.aptpl) {
-    // APTPL off: what was saved must not come back at the next start.
-    return !st_.aptpl || remove_state_file(path_) == 0;
-  }
-  std::ostringstream o;
-  o << "zuma-persistent-reservations 1\n";
-  if (next.reserved) o << "reservation " << int(next.type) << ' ' << int(next.scope) << '\n';
-  for (const Registration& r : next.regs) {
-    char key[17];
-    std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(r.key));
-    o << "reg " << key << ' ' << r.relative_port_id << ' ' << int(r.all_tg_pt) << ' '
-      << int(r.holder) << ' ' << int(r.port_specific) << ' ' << r.target_name << ' ' << r.initiator
-      << '\n';
-  }
-  return write_state_file(path_, o.str()) == 0;
+namespace {
+
+void put_reg(std::ostringstream& o, const Registration& r) {
+  char key[17];
+  std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(r.key));
+  o << key << ' ' << r.relative_port_id << ' ' << int(r.all_tg_pt) << ' ' << int(r.holder) << ' '
+    << int(r.port_specific) << ' ' << r.target_name << ' ' << r.initiator;
 }
 
-void Reservations::load() {
-  const std::optional<std::string> text = read_state_file(path_);
-  if (!text) return;
-  const auto bad = [&](size_t line) {
-    return std::runtime_error(path_ + ":" + std::to_string(line) +
-                              ": not a persistent reservation state file");
-  };
-  PrState s;
-  std::istringstream in(*text);
+bool get_reg(std::istringstream& l, Registration* r) {
+  std::string key;
+  int rel = 0, all = 0, holder = 0, port = 0;
+  if (!(l >> key >> rel >> all >> holder >> port >> r->target_name >> r->initiator) ||
+      key.size() != 16 || rel < 0 || rel > 0xFFFF)
+    return false;
+  char* end = nullptr;
+  r->key = std::strtoull(key.c_str(), &end, 16);
+  if (*end != '\0') return false;
+  r->relative_port_id = static_cast<uint16_t>(rel);
+  r->all_tg_pt = all != 0;
+  r->holder = holder != 0;
+  r->port_specific = port != 0;
+  return true;
+}
+
+std::string state_text(const PrState& s) {
+  std::ostringstream o;
+  o << "zuma-persistent-reservations 1\n";
+  o << "generation " << s.generation << "\naptpl " << int(s.aptpl) << '\n';
+  if (s.reserved) o << "reservation " << int(s.type) << ' ' << int(s.scope) << '\n';
+  for (const Registration& r : s.regs) {
+    o << "reg ";
+    put_reg(o, r);
+    o << '\n';
+  }
+  return o.str();
+}
+
+struct Parsed {
+  PrState st;
+  bool has_aptpl = false;
+  std::optional<Spc2Holder> spc2;
+  std::string from;
+  std::vector<Registration> cleared, preempted, released_to, abort;
+};
+
+// Parses a state file or shared document; the line number of the first bad line, or 0.
+size_t parse_text(const std::string& text, Parsed* out) {
+  std::istringstream in(text);
   std::string line;
   size_t no = 0;
   while (std::getline(in, line)) {
@@ -713,40 +838,175 @@ void Reservations::load() {
     l >> what;
     if (no == 1) {
       int version = 0;
-      if (what != "zuma-persistent-reservations" || !(l >> version) || version != 1) throw bad(no);
+      if (what != "zuma-persistent-reservations" || !(l >> version) || version != 1) return no;
       continue;
     }
     if (what.empty()) continue;
     if (what == "reservation") {
       int type = 0, scope = 0;
-      if (!(l >> type >> scope) || !valid_type(static_cast<uint8_t>(type)) || scope != 0)
-        throw bad(no);
-      s.reserved = true;
-      s.type = static_cast<uint8_t>(type);
-      s.scope = static_cast<uint8_t>(scope);
+      if (!(l >> type >> scope) || !valid_type(static_cast<uint8_t>(type)) || scope != 0) return no;
+      out->st.reserved = true;
+      out->st.type = static_cast<uint8_t>(type);
+      out->st.scope = static_cast<uint8_t>(scope);
+    } else if (what == "generation") {
+      if (!(l >> out->st.generation)) return no;
+    } else if (what == "aptpl") {
+      int a = 0;
+      if (!(l >> a)) return no;
+      out->st.aptpl = a != 0;
+      out->has_aptpl = true;
     } else if (what == "reg") {
       Registration r;
-      std::string key;
-      int rel = 0, all = 0, holder = 0, port = 0;
-      if (!(l >> key >> rel >> all >> holder >> port >> r.target_name >> r.initiator) ||
-          key.size() != 16 || rel < 0 || rel > 0xFFFF)
-        throw bad(no);
-      char* end = nullptr;
-      r.key = std::strtoull(key.c_str(), &end, 16);
-      if (*end != '\0') throw bad(no);
-      r.relative_port_id = static_cast<uint16_t>(rel);
-      r.all_tg_pt = all != 0;
-      r.holder = holder != 0;
-      r.port_specific = port != 0;
-      s.regs.push_back(std::move(r));
+      if (!get_reg(l, &r)) return no;
+      out->st.regs.push_back(std::move(r));
+    } else if (what == "spc2") {
+      Spc2Holder h;
+      int rel = 0;
+      if (!(l >> h.node >> h.id >> rel >> h.target_name >> h.initiator_port) || rel < 0 ||
+          rel > 0xFFFF)
+        return no;
+      h.relative_port_id = static_cast<uint16_t>(rel);
+      out->spc2 = std::move(h);
+    } else if (what == "from") {
+      if (!(l >> out->from)) return no;
+    } else if (what == "ua") {
+      int code = 0;
+      Registration r;
+      if (!(l >> code) || !get_reg(l, &r)) return no;
+      if (code == 1)
+        out->cleared.push_back(std::move(r));
+      else if (code == 2)
+        out->preempted.push_back(std::move(r));
+      else if (code == 3)
+        out->released_to.push_back(std::move(r));
+      else
+        return no;
+    } else if (what == "abort") {
+      Registration r;
+      if (!get_reg(l, &r)) return no;
+      out->abort.push_back(std::move(r));
     } else {
-      throw bad(no);
+      return no;
     }
   }
-  if (no == 0) throw bad(1);
-  s.aptpl = true;
-  st_ = std::move(s);
+  return no == 0 ? 1 : 0;
+}
+
+}  // namespace
+
+bool Reservations::persist(const PrState& next) {
+  if (path_.empty()) return !next.aptpl;
+  if (!next.aptpl) {
+    // APTPL off: what was saved must not come back at the next start.
+    return !st_.aptpl || remove_state_file(path_) == 0;
+  }
+  return write_state_file(path_, state_text(next)) == 0;
+}
+
+void Reservations::load() {
+  const std::optional<std::string> text = read_state_file(path_);
+  if (!text) return;
+  Parsed p;
+  if (const size_t bad = parse_text(*text, &p))
+    throw std::runtime_error(path_ + ":" + std::to_string(bad) +
+                             ": not a persistent reservation state file");
+  p.st.aptpl = true;
+  st_ = std::move(p.st);
   changed_locked();
+}
+
+std::string Reservations::document(const Change& c) const {
+  std::string doc = state_text(c.next);
+  std::ostringstream o;
+  if (c.spc2)
+    o << "spc2 " << c.spc2->node << ' ' << c.spc2->id << ' ' << c.spc2->relative_port_id << ' '
+      << c.spc2->target_name << ' ' << c.spc2->initiator_port << '\n';
+  o << "from " << node_ << '\n';
+  const auto ua = [&](const std::vector<Registration>& regs, int code) {
+    for (const Registration& r : regs) {
+      o << "ua " << code << ' ';
+      put_reg(o, r);
+      o << '\n';
+    }
+  };
+  ua(c.cleared, 1);
+  ua(c.preempted, 2);
+  ua(c.released_to, 3);
+  if (c.abort)
+    for (const Registration& r : c.preempted) {
+      o << "abort ";
+      put_reg(o, r);
+      o << '\n';
+    }
+  return doc + o.str();
+}
+
+bool Reservations::set_store(PrStore* store, std::string* error) {
+  std::string doc;
+  uint64_t version = 0;
+  if (!store->load(&doc, &version)) {
+    *error = "cannot read the shared reservations";
+    return false;
+  }
+  Parsed p;
+  if (!doc.empty()) {
+    if (const size_t bad = parse_text(doc, &p)) {
+      *error = "the shared reservations are damaged (line " + std::to_string(bad) + ")";
+      return false;
+    }
+  }
+  std::lock_guard lock(mu_);
+  store_ = store;
+  node_ = store->node();
+  if (!doc.empty()) apply_doc_locked(doc, version, false, nullptr);
+  events_version_ = version;
+  return true;
+}
+
+bool Reservations::refresh() {
+  std::string doc;
+  uint64_t version = 0;
+  if (!store_->load(&doc, &version)) return false;
+  std::lock_guard lock(mu_);
+  if (!doc.empty()) apply_doc_locked(doc, version, false, nullptr);
+  return true;
+}
+
+void Reservations::apply_shared(const std::string& doc, uint64_t version,
+                                std::vector<uint64_t>* abort) {
+  std::lock_guard lock(mu_);
+  apply_doc_locked(doc, version, true, abort);
+}
+
+void Reservations::apply_doc_locked(const std::string& doc, uint64_t version, bool events,
+                                    std::vector<uint64_t>* abort) {
+  Parsed p;
+  if (parse_text(doc, &p) != 0) return;  // written by a node: never damaged but by hand
+  if (version > shared_version_) {
+    st_ = std::move(p.st);
+    spc2_holder_ = p.spc2;
+    shared_version_ = version;
+    changed_locked();
+  }
+  if (!events || version <= events_version_) return;
+  events_version_ = version;
+  if (p.from == node_) return;  // applied when this node committed it
+  Change c;
+  c.cleared = std::move(p.cleared);
+  c.preempted = std::move(p.preempted);
+  c.released_to = std::move(p.released_to);
+  install_events_locked(c, 0, nullptr);
+  if (abort) {
+    for (const auto& set : nexuses_.all()) {
+      const NexusIdentity& id = set->identity();
+      for (const Registration& pr : p.abort) {
+        if (pr.matches(id.initiator_port, id.initiator_name, id.target_name, id.relative_port_id)) {
+          abort->push_back(set->nexus_id());
+          break;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace zuma::scsi

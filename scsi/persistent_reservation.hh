@@ -105,6 +105,35 @@ CmdResult parse_transport_id(const uint8_t* p, size_t avail, uint16_t base, Tran
 // Appends the TransportID of a registration (format 01b with an ISID, 00b without).
 void append_transport_id(const Registration& r, std::vector<uint8_t>* out);
 
+// A RESERVE (6)/(10) reservation's holder. `node` is the zumad that holds its I_T nexus
+// ("" without a cluster); `id` the nexus id there (meaningful on that node only).
+struct Spc2Holder {
+  std::string node;
+  uint64_t id = 0;
+  std::string initiator_port, target_name;
+  uint16_t relative_port_id = 0;
+};
+
+// Where the reservations of a LU that several zumad nodes export live (issue 9: etcd,
+// target/cluster.*; docs/DISTRIBUTED.md "Reservations across nodes"). The store keeps one
+// versioned document per LU (Reservations writes and reads it; the store does not look
+// inside), and tells every node of each new version (Reservations::apply_shared).
+class PrStore {
+ public:
+  virtual ~PrStore() = default;
+  enum class Commit { kDone, kStale, kUnavailable };
+  // Replaces the document if it is still at `version` (0: there is none yet); *now receives
+  // the new version. kStale: another node changed it first.
+  virtual Commit commit(const std::string& doc, uint64_t version, uint64_t* now) = 0;
+  // The newest document and its version ("" and 0: none yet). false: unreachable.
+  virtual bool load(std::string* doc, uint64_t* version) = 0;
+  // Returns once every other live node has applied `version`, or once the store gives up
+  // on a node that does not answer (its lease runs out: it stops serving; DISTRIBUTED.md).
+  virtual void wait_applied(uint64_t version) = 0;
+  // This node's name, unique in the cluster, and different at each start.
+  virtual const std::string& node() const = 0;
+};
+
 class Reservations {
  public:
   // `state_path`: where an APTPL state is kept ("" = nowhere; APTPL is then refused with
@@ -156,7 +185,42 @@ class Reservations {
   PrState state() const;
   std::optional<uint64_t> spc2_holder() const;
 
+  // Shared reservations (PrStore). From then on every change is committed to the store
+  // before it takes effect here (the command waits for the other nodes to apply it), and
+  // the state comes from the store. Call before the LU is used. False (with *error) when
+  // the store cannot be read.
+  bool set_store(PrStore* store, std::string* error);
+  // A version of the shared document (from the store's watch, any node's): the state
+  // when newer than the copy here; its unit attentions and, for a PREEMPT AND ABORT, the
+  // nexuses here whose tasks are to be aborted (*abort) when another node made it.
+  void apply_shared(const std::string& doc, uint64_t version, std::vector<uint64_t>* abort);
+  // A node is gone (its lease ran out): a RESERVE (6)/(10) held through it is released.
+  void node_lost(const std::string& node);
+  uint64_t shared_version() const;
+
  private:
+  // One change of the state, computed under mu_ from the current state.
+  struct Change {
+    PrState next;
+    std::optional<Spc2Holder> spc2;
+    bool changed = false;
+    bool persist = false;  // APTPL file (local mode)
+    std::vector<Registration> cleared, preempted, released_to;
+    bool abort = false;  // PREEMPT AND ABORT: abort the preempted nexuses' tasks
+  };
+  // Computes (`compute` under mu_), commits (store or APTPL file) and installs a change;
+  // the unit attentions go to the nexuses here but `sender`; *abort receives the nexuses
+  // whose tasks to abort.
+  template <class F>
+  CmdResult change(uint64_t sender, F&& compute, std::vector<uint64_t>* abort);
+  void install_events_locked(const Change& c, uint64_t sender, std::vector<uint64_t>* abort);
+  bool spc2_is(const Nexus& n) const;  // under mu_
+  std::string document(const Change& c) const;
+  bool refresh();  // the store's newest state (no events)
+  void apply_doc_locked(const std::string& doc, uint64_t version, bool events,
+                        std::vector<uint64_t>* abort);
+  bool can_persist() const { return !path_.empty() || store_; }
+
   const Registration* find_locked(const Nexus& n) const;
   bool is_holder_locked(const Registration* r) const;
   void changed_locked();  // after every change: version and any()
@@ -182,7 +246,11 @@ class Reservations {
   NexusRegistry& nexuses_;
   mutable std::mutex mu_;
   PrState st_;
-  std::optional<uint64_t> spc2_holder_;
+  std::optional<Spc2Holder> spc2_holder_;
+  PrStore* store_ = nullptr;
+  std::string node_;             // store_->node(), or ""
+  uint64_t shared_version_ = 0;  // of the state in st_ (under mu_)
+  uint64_t events_version_ = 0;  // the last version whose events were applied here
   std::atomic<bool> any_{false};
   std::atomic<uint64_t> version_{0};
 };

@@ -73,6 +73,13 @@ constexpr Entry kTable[] = {
     {Reason::kNotReadyBecomingReady, kCheck(kNotReady, 0x04, 0x01)},
     // SPC-5 D.2: NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED (snapshot rollback).
     {Reason::kUaMediumMayHaveChanged, kCheck(kUnitAttention, 0x28, 0x00)},
+    // SPC-5 D.2: LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE TRANSITION / TARGET
+    // PORT IN STANDBY STATE / TARGET PORT IN UNAVAILABLE STATE; ASYMMETRIC ACCESS STATE
+    // CHANGED.
+    {Reason::kNotReadyAluaTransition, kCheck(kNotReady, 0x04, 0x0A)},
+    {Reason::kNotReadyPortStandby, kCheck(kNotReady, 0x04, 0x0B)},
+    {Reason::kNotReadyPortUnavailable, kCheck(kNotReady, 0x04, 0x0C)},
+    {Reason::kUaAsymmetricStateChanged, kCheck(kUnitAttention, 0x2A, 0x06)},
 };
 static_assert(std::size(kTable) == static_cast<size_t>(Reason::kCount));
 

@@ -77,8 +77,13 @@ enum class Reason : uint8_t {
   kCopyAbortedWriteError,              // COPY ABORTED / 0C / 00 (destination write failed)
   // Tasks another I_T nexus aborted while TAS=0 (SAM-5 aborting commands):
   kUaCommandsClearedByAnotherInitiator,  // UNIT ATTENTION / 2F / 00
-  kNotReadyBecomingReady,  // NOT READY / 04 / 01 (a remote sub-unit is reconnecting)
+  kNotReadyBecomingReady,                // NOT READY / 04 / 01 (a remote sub-unit is reconnecting)
   kUaMediumMayHaveChanged,  // UNIT ATTENTION / 28 / 00 (a snapshot rollback replaced the data)
+  // ALUA (SPC-5 asymmetric logical unit access; issue 9: a LU exported by several nodes):
+  kNotReadyAluaTransition,    // NOT READY / 04 / 0A (asymmetric access state transition)
+  kNotReadyPortStandby,       // NOT READY / 04 / 0B (target port in standby state)
+  kNotReadyPortUnavailable,   // NOT READY / 04 / 0C (target port in unavailable state)
+  kUaAsymmetricStateChanged,  // UNIT ATTENTION / 2A / 06
   kCount,
 };
 

@@ -63,7 +63,8 @@ size_t standard_inquiry(const LogicalUnit* lu, uint8_t* p) {
   p[3] = 0x12;  // HISUP=1, RESPONSE DATA FORMAT=2
   // TPGS 01b: implicit asymmetric access (every port group active/optimized, REPORT TARGET
   // PORT GROUPS); 3PC: EXTENDED COPY; SCCS, ACC, PROTECT 0.
-  p[5] = lu ? 0x10 | 0x08 : 0x00;
+  // With a cluster's ALUA view, TPGS 11b: explicit as well (SET TARGET PORT GROUPS).
+  p[5] = lu ? (lu->alua() ? 0x30 : 0x10) | 0x08 : 0x00;
   p[6] = 0x00;
   p[7] = 0x02;  // CMDQUE
   put_ascii(p + 8, 8, lp.vendor);
@@ -328,17 +329,27 @@ CmdResult handle_persistent_reserve_out(Cmd& c) {
 }
 
 CmdResult handle_report_target_port_groups(Cmd& c) {
-  // SPC-5 REPORT TARGET PORT GROUPS (implicit ALUA, TPGS=01b). Every target port group is
-  // active/optimized: all portals reach the same LU with the same cost, and there is no
-  // state to change (SET TARGET PORT GROUPS is not supported).
+  // SPC-5 REPORT TARGET PORT GROUPS. Without an ALUA view (one node): implicit ALUA, every
+  // target port group active/optimized (all portals reach the same LU at the same cost).
+  // With one (a LU that several nodes export): each node's group in its own state.
   const uint8_t* cdb = c.cdb();
   const uint8_t format = cdb[1] >> 5;
   const uint32_t alloc = get_be32(cdb + 6);
   if (format > 1) return CmdResult::invalid_cdb(1, 7);
-  std::vector<LunTable::PortGroup> groups = c.table.port_groups;
-  if (groups.empty() && c.task.nexus) {
-    groups.push_back({c.task.nexus->target_port_group, {c.task.nexus->relative_port_id}});
+  std::vector<AluaGroup> groups;
+  if (c.lu && c.lu->alua()) {
+    groups = c.lu->alua()->groups();
+  } else {
+    for (const auto& g : c.table.port_groups)
+      groups.push_back({g.id, alua::kActiveOptimized, true, g.relative_port_ids});
+    if (groups.empty() && c.task.nexus) {
+      groups.push_back({c.task.nexus->target_port_group,
+                        alua::kActiveOptimized,
+                        true,
+                        {c.task.nexus->relative_port_id}});
+    }
   }
+  const bool explicit_alua = c.lu && c.lu->alua();
   size_t size = format == 1 ? 8 : 4;
   for (const auto& g : groups) size += 8 + 4 * g.relative_port_ids.size();
   uint8_t* p = data_in_buffer(c.task, size);
@@ -348,9 +359,12 @@ CmdResult handle_report_target_port_groups(Cmd& c) {
     n = 8;
   }
   for (const auto& g : groups) {
-    p[n] = 0x80 | 0x00;  // PREF; ASYMMETRIC ACCESS STATE 0h: active/optimized
-    p[n + 1] = 0x01;     // AO_SUP
+    p[n] = static_cast<uint8_t>((g.preferred ? 0x80 : 0x00) | g.state);  // PREF, state
+    // Supported states: AO_SUP only (implicit); with the view AO, AN, S, U and O as well
+    // (T_SUP 0: a node changes state at once).
+    p[n + 1] = explicit_alua ? 0x40 | 0x08 | 0x04 | 0x02 | 0x01 : 0x01;
     put_be16(p + n + 2, g.id);
+    p[n + 5] = 0x00;  // STATUS CODE: no status available
     p[n + 7] = static_cast<uint8_t>(g.relative_port_ids.size());
     n += 8;
     for (uint16_t rel : g.relative_port_ids) {
@@ -361,6 +375,31 @@ CmdResult handle_report_target_port_groups(Cmd& c) {
   put_be32(p, static_cast<uint32_t>(n - 4));
   set_data_in(c.task, n, alloc);
   return CmdResult::good();
+}
+
+CmdResult handle_set_target_port_groups(Cmd& c) {
+  // SPC-5 SET TARGET PORT GROUPS (explicit ALUA): bytes 6-9 PARAMETER LIST LENGTH; the
+  // list: 4 reserved bytes, then 4-byte descriptors (byte 0 bits 3:0 the state, bytes 2-3
+  // the target port group). States 0h-3h may be asked for.
+  AluaView* view = c.lu ? c.lu->alua() : nullptr;
+  if (!view) return Reason::kInvalidOpcode;  // implicit ALUA only
+  const uint32_t len = get_be32(c.cdb() + 6);
+  c.task.transfer_len = len;
+  if (len == 0) return CmdResult::good();
+  if (c.task.data.size() < len) return Reason::kInvalidFieldInCommandIu;
+  if (len < 4 || (len - 4) % 4 != 0) return Reason::kParameterListLengthError;
+  const uint8_t* p = c.task.data.data();
+  const std::vector<AluaGroup> groups = view->groups();
+  std::vector<std::pair<uint16_t, uint8_t>> want;
+  for (uint32_t off = 4; off < len; off += 4) {
+    const uint8_t state = p[off] & 0x0F;
+    const uint16_t id = get_be16(p + off + 2);
+    if (state > alua::kUnavailable) return CmdResult::invalid_param(static_cast<uint16_t>(off), 3);
+    if (std::none_of(groups.begin(), groups.end(), [&](const AluaGroup& g) { return g.id == id; }))
+      return CmdResult::invalid_param(static_cast<uint16_t>(off + 2));
+    want.emplace_back(id, state);
+  }
+  return view->set_states(want);
 }
 
 CmdResult handle_report_supported_tmfs(Cmd& c) {

@@ -779,5 +779,126 @@ TEST_CASE("persistent reservations survive a LU reset and the loss of the sessio
   CHECK_FALSE(pr.read_ok(f.other));
 }
 
+// Two nodes exporting one LU (issue 9): each its own LogicalUnit whose reservations share
+// one versioned document through an in-memory PrStore with the contract etcd's gives
+// (compare-and-swap on the version; wait_applied delivers the version to every other
+// node, as the cluster's watch does). The real store is tested in integration.cluster.
+struct MemStore {
+  std::string doc;
+  uint64_t version = 0;
+  std::vector<Reservations*> nodes;
+  size_t stale = 0;
+};
+
+struct NodeStore : PrStore {
+  MemStore& m;
+  std::string name;
+  Reservations* self = nullptr;
+  int fail_next_with_stale = 0;  // another node's change slips in first
+  NodeStore(MemStore& mem, std::string n) : m(mem), name(std::move(n)) {}
+  Commit commit(const std::string& doc, uint64_t version, uint64_t* now) override {
+    if (fail_next_with_stale > 0) {
+      --fail_next_with_stale;
+      ++m.stale;
+      return Commit::kStale;
+    }
+    if (version != m.version) {
+      ++m.stale;
+      return Commit::kStale;
+    }
+    m.doc = doc;
+    *now = ++m.version;
+    return Commit::kDone;
+  }
+  bool load(std::string* doc, uint64_t* version) override {
+    *doc = m.doc;
+    *version = m.version;
+    return true;
+  }
+  void wait_applied(uint64_t version) override {
+    for (Reservations* r : m.nodes)
+      if (r != self) {
+        std::vector<uint64_t> abort;
+        r->apply_shared(m.doc, version, &abort);
+      }
+  }
+  const std::string& node() const override { return name; }
+};
+
+TEST_CASE("shared reservations: a change through one node is enforced at the other") {
+  MemStore mem;
+  Fixture fa, fb;
+  // Node B's nexus is another initiator through another target port (port group 2).
+  Nexus b_nexus = fb.other;
+  b_nexus.relative_port_id = 2;
+  b_nexus.target_port = "iqn.2026-11.org.zuma:db,t,0x0002";
+  NodeStore sa(mem, "a/1"), sb(mem, "b/1");
+  sa.self = &fa.lu->reservations();
+  sb.self = &fb.lu->reservations();
+  mem.nodes = {sa.self, sb.self};
+  std::string err;
+  REQUIRE(fa.lu->reservations().set_store(&sa, &err));
+  REQUIRE(fb.lu->reservations().set_store(&sb, &err));
+  Pr pa{fa}, pb{fb};
+
+  pa.reg(fa.nexus, kKeyA);
+  pb.reg(b_nexus, kKeyB);
+  CHECK(mem.version == 2);
+  // B's view of the keys came from the store.
+  auto keys = pb.in(b_nexus, prin_sa::kReadKeys);
+  REQUIRE(keys->good());
+  CHECK(keys->data_in().size() == 8 + 16);
+  pa.reserve(fa.nexus, kKeyA, pr_type::kExclusiveAccess);
+  CHECK_FALSE(pb.read_ok(b_nexus));
+  CHECK(pa.read_ok(fa.nexus));
+
+  // A stale version (someone else's change first) is reloaded and recomputed.
+  sb.fail_next_with_stale = 1;
+  CHECK(pb.out(b_nexus, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess, params(kKeyB, kKeyA))
+            ->good());
+  CHECK(mem.stale == 1);
+  // Node A's nexus was preempted: REGISTRATIONS PREEMPTED there, then conflicts.
+  CHECK_SENSE_OF(pa.tur(fa.nexus), 0x6, 0x2A, 0x05);
+  CHECK_FALSE(pa.read_ok(fa.nexus));
+  CHECK(pb.read_ok(b_nexus));
+  CHECK(fa.lu->reservations().state().regs.size() == 1);
+  CHECK(fa.lu->reservations().state().generation == fb.lu->reservations().state().generation);
+
+  // RESERVE (6) through node A after B's registration goes: B conflicts; A's node gone
+  // (its lease expired): released.
+  pb.out(b_nexus, prout_sa::kRegister, 0, params(kKeyB, 0));
+  CHECK(run_cdb(fa, kReserve6, DataDir::kNone, 0)->good());
+  CHECK_CONFLICT(run_cdb(fb, kReserve6, DataDir::kNone, 0, {}, 0, &b_nexus));
+  fb.lu->reservations().node_lost("a/1");
+  CHECK(run_cdb(fb, kReserve6, DataDir::kNone, 0, {}, 0, &b_nexus)->good());
+  // A damaged document is refused at attach.
+  MemStore bad;
+  bad.doc = "not a reservation document\n";
+  bad.version = 7;
+  NodeStore sbad(bad, "c/1");
+  Fixture fc;
+  CHECK_FALSE(fc.lu->reservations().set_store(&sbad, &err));
+  CHECK(err.find("damaged") != std::string::npos);
+}
+
+TEST_CASE("shared reservations: an unreachable store answers NOT READY, unavailable") {
+  struct Down : PrStore {
+    std::string n = "x/1";
+    Commit commit(const std::string&, uint64_t, uint64_t*) override { return Commit::kUnavailable; }
+    bool load(std::string* d, uint64_t* v) override {
+      d->clear();
+      *v = 0;
+      return true;
+    }
+    void wait_applied(uint64_t) override {}
+    const std::string& node() const override { return n; }
+  } down;
+  Fixture f;
+  std::string err;
+  REQUIRE(f.lu->reservations().set_store(&down, &err));
+  Pr pr{f};
+  CHECK_SENSE_OF(pr.out(f.nexus, prout_sa::kRegister, 0, params(0, kKeyA)), 0x2, 0x04, 0x0C);
+}
+
 }  // namespace
 }  // namespace zuma::scsi
