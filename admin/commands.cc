@@ -238,6 +238,12 @@ void register_core_commands(CommandTable& t) {
                       "log_levels",
                       {"trace", "debug", "info", "warn", "error", "critical", "off"}}},
          .example = "log level debug"});
+  t.add({.name = "cluster status",
+         .summary = "the nodes exporting shared LUs: port groups, ALUA states, leases",
+         .details = "Each target port group the cluster knows (docs/DISTRIBUTED.md): its node,\n"
+                    "whether the node holds a lease (live), its ALUA state and relative ports;\n"
+                    "this node is marked, and shown unavailable while fenced (no etcd).",
+         .example = "cluster status"});
   t.add({.name = "logout",
          .summary = "ask a session's initiator to log out (RFC 7143 11.9.1), then close it",
          .options = {{"session", ArgType::kInt, "the session id (show sessions)", true, true,

@@ -30,6 +30,7 @@
 #include "snapshot/commands.hh"
 #include "snapshot/registry.hh"
 #include "storage/factory.hh"
+#include "target/cluster.hh"
 #include "target/server.hh"
 
 namespace {
@@ -40,6 +41,8 @@ using namespace zuma;
 snapshot::Registry g_snapshots;
 // Replication groups (issue 8): set before the LUs are opened.
 replication::NodeReplication* g_replication = nullptr;
+// This node's membership of its cluster (issue 9): shared LUs' identity, reservations, ALUA.
+target::Cluster* g_cluster = nullptr;
 // LUs by name, for the replication role changes that protect or free a group's LUs.
 std::mutex g_group_lus_mu;
 std::map<std::string, std::weak_ptr<scsi::LogicalUnit>> g_group_lus;
@@ -169,6 +172,8 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   if (g_replication) g_replication->bind(l.name, backend.get());
   auto uuid = scsi::load_or_create_lu_uuid(cfg.node.data_dir, l.name);
   if (!uuid) throw std::runtime_error(fmt::format("LU '{}': {}", l.name, uuid.error()));
+  // A shared LU has one identity on every node: the first node's, kept in etcd.
+  if (l.shared) *uuid = g_cluster->lu_uuid(l.name, l.size, l.block_size, *uuid);
   scsi::LuParams lp;
   lp.name = l.name;
   lp.uuid = *uuid;
@@ -182,6 +187,7 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
   lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
   auto lu = scsi::make_logical_unit(std::move(lp), std::move(backend));
+  if (l.shared) g_cluster->attach(l.name, lu);
   // LUs of a group that is secondary here are write protected while it is (issue 8: roles).
   if (g_replication && g_replication->read_only(l.name)) lu->set_write_protected(true);
   if (g_replication) {
@@ -223,6 +229,7 @@ target::ServerConfig build(const config::Config& cfg, std::vector<BuiltLu>& lus)
   sc.limits.data_digest_none = is.data_digest_none;
   sc.reactors = cfg.node.reactors;
   sc.node_name = cfg.node.name;
+  if (cfg.cluster) sc.port_group = cfg.cluster->port_group;
   sc.discovery_chap = admin::chap_policy(cfg.discovery.chap);
   for (const auto& p : cfg.portals) sc.portals.push_back({p.host, p.port, p.tpgt});
   // One implementation of a target's definition for startup and live changes:
@@ -298,6 +305,7 @@ int main(int argc, char** argv) {
   // Declared first, destroyed last: the LUs hold its replication layers (also when startup
   // fails half way).
   std::unique_ptr<replication::NodeReplication> replication;
+  std::unique_ptr<target::Cluster> cluster;
   std::vector<BuiltLu> lus;
   std::unique_ptr<target::Server> server;
   // The control socket (zumactl) and the metrics endpoint: admin/.
@@ -307,6 +315,20 @@ int main(int argc, char** argv) {
   std::unique_ptr<admin::ControlServer> control;
   std::unique_ptr<admin::MetricsServer> metrics;
   try {
+    if (cfg.cluster) {
+      target::ClusterOptions co;
+      co.cluster = cfg.cluster->name;
+      co.node = cfg.node.name;
+      co.etcd = cfg.cluster->etcd;
+      co.port_group = cfg.cluster->port_group;
+      co.alua = target::alua_state_from_name(cfg.cluster->alua);
+      co.lease_ttl = cfg.cluster->lease_ttl;
+      for (const auto& p : cfg.portals)
+        if (std::find(co.ports.begin(), co.ports.end(), p.tpgt) == co.ports.end())
+          co.ports.push_back(p.tpgt);
+      cluster = std::make_unique<target::Cluster>(std::move(co));
+      g_cluster = cluster.get();
+    }
     replication = replication::NodeReplication::create(cfg);
     g_replication = replication.get();
     replication->set_snapshots({
@@ -355,6 +377,7 @@ int main(int argc, char** argv) {
     });
     server = std::make_unique<target::Server>(build(cfg, lus));
     replication->start();  // crash replay before any initiator is served
+    if (cluster) cluster->start();
     server->start();
     std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> by_name;
     for (auto& l : lus) by_name.emplace(l.name, l.lu);
@@ -362,8 +385,23 @@ int main(int argc, char** argv) {
     service->bind(commands);
     snapshot::bind_snapshot_handlers(commands, g_snapshots);
     replication::bind_replication_handlers(commands, *replication);
+    commands.set_handler("cluster status", [c = cluster.get()](const admin::Json&) {
+      if (!c) throw admin::CommandError("this node has no `cluster:` in its configuration");
+      admin::Json rows = admin::Json::array();
+      for (const auto& [pg, m] : c->members()) {
+        std::string ports;
+        for (uint16_t p : m.ports) ports += (ports.empty() ? "" : ",") + std::to_string(p);
+        const bool me = pg == c->port_group();
+        const uint8_t st = me && c->fenced() ? scsi::alua::kUnavailable : m.state;
+        rows.push_back({pg, m.node + (me ? " (this node)" : ""), m.live ? "yes" : "no",
+                        m.live || me ? target::alua_state_name(st) : "offline", ports, m.instance});
+      }
+      return admin::Json{{"columns", {"PORT_GROUP", "NODE", "LIVE", "ALUA", "PORTS", "INSTANCE"}},
+                         {"rows", rows}};
+    });
     service->add_metrics_source([] { return snapshot::snapshot_metrics_text(g_snapshots); });
     service->add_metrics_source([r = replication.get()] { return r->metrics_text(); });
+    if (cluster) service->add_metrics_source([c = cluster.get()] { return c->metrics_text(); });
     service->add_name_source(
         "snapshots", [](const std::string& lu) { return snapshot::snapshot_names(g_snapshots, lu); });
     service->add_name_source(
@@ -419,6 +457,8 @@ int main(int argc, char** argv) {
   // The reactors are gone; their IoContexts live until server.reset(). Replication stops
   // writing into the LUs and its group writers stop posting to those IoContexts.
   replication->quiesce();
+  // Leaves the cluster: the other nodes stop waiting for this one at once.
+  if (cluster) cluster->stop();
   int rc = 0;
   for (auto& [name, lu] : live_lus) {
     int r = scsi::flush_logical_unit(*lu);

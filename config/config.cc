@@ -394,7 +394,8 @@ class Parser {
       fail(YAML::Mark(), "", "the file is empty: it needs at least portals and targets");
     }
     const Item root{docs[0], docs[0].Mark(), ""};
-    const Fields top = fields(root, {"node", "portals", "iscsi", "discovery", "targets", "groups"});
+    const Fields top =
+        fields(root, {"node", "portals", "iscsi", "discovery", "targets", "groups", "cluster"});
     if (const Item* node = top.get("node")) parse_node(*node, config.node);
     if (config.node.control_socket.empty()) {
       std::string dir = config.node.data_dir;
@@ -416,6 +417,8 @@ class Parser {
     config.targets = parse_targets(require(top, "targets"));
     check_sources(config);
     if (const Item* g = top.get("groups")) config.groups = parse_groups(*g, config);
+    if (const Item* c = top.get("cluster")) config.cluster = parse_cluster(*c, config);
+    check_shared(config, top);
     return config;
   }
 
@@ -720,6 +723,58 @@ class Parser {
       if (!c)
         fail(ca_item, fmt::format("'{}' holds no PEM certificate ({})", t.ca, openssl_reason()));
     }
+  }
+
+  // cluster: the nodes that export `shared` LUs together (issue 9, docs/CONFIG.md "cluster").
+  Cluster parse_cluster(const Item& item, const Config& config) {
+    const Fields f = fields(item, {"name", "etcd", "port_group", "alua", "lease_ttl"});
+    Cluster c;
+    c.loc = location(item.mark);
+    c.name = plain_name(require(f, "name"));
+    const Item& etcd = require(f, "etcd");
+    for (const Item& e : list(etcd, "etcd endpoints like [\"http://127.0.0.1:2379\"]")) {
+      const std::string url = text(e);
+      const std::string hp = url.starts_with("http://") ? url.substr(7) : "";
+      if (hp.empty() || hp.find('/') != std::string::npos || hp.find(':') == std::string::npos)
+        fail(e, fmt::format("expected an etcd client URL like \"http://127.0.0.1:2379\", got '{}'",
+                            url));
+      c.etcd.push_back(url);
+    }
+    if (c.etcd.empty()) fail(etcd, "give at least one etcd endpoint");
+    const Item& pg = require(f, "port_group");
+    c.port_group = static_cast<uint16_t>(integer(pg, 1, 65535));
+    if (const Item* v = f.get("alua")) {
+      c.alua = text(*v);
+      if (c.alua != "active_optimized" && c.alua != "active_non_optimized" && c.alua != "standby")
+        fail(*v, "expected one of active_optimized, active_non_optimized, standby");
+    }
+    if (const Item* v = f.get("lease_ttl")) {
+      const uint64_t t = duration(*v);
+      if (t < 2 || t > 300) fail(*v, "expected a lease time between 2s and 300s");
+      c.lease_ttl = static_cast<uint32_t>(t);
+    }
+    // The relative target port identifiers (the portals' TPGTs) name the I_T nexuses of
+    // reservations: unique in the cluster, so each node needs its own (docs/DISTRIBUTED.md).
+    (void)config;
+    return c;
+  }
+
+  // `shared: true` LUs need a cluster, and state that every node sees the same way: no
+  // snapshots (their metadata lives in one zumad), no replication group, no source export.
+  void check_shared(const Config& config, const Fields& top) {
+    for (const auto& t : config.targets)
+      for (const auto& l : t.luns) {
+        if (!l.shared) continue;
+        const YAML::Mark m = shared_marks_.at(l.name);
+        const std::string key = shared_paths_.at(l.name);
+        if (!config.cluster)
+          fail(m, key, "a shared LU needs a `cluster:` section (etcd endpoints, port_group)");
+        if (l.snapshots)
+          fail(m, key, "a shared LU cannot have snapshots: their metadata lives in one node");
+        if (l.source) fail(m, key, "a snapshot or clone export cannot be shared");
+        if (group_of(config, l.name)) fail(m, key, "a shared LU cannot be in a replication group");
+      }
+    (void)top;
   }
 
   // groups: replication consistency groups (issue 8, docs/CONFIG.md "groups"). After the
@@ -1194,10 +1249,10 @@ class Parser {
   }
 
   Lun parse_lun(const Item& item, std::map<uint64_t, YAML::Mark>& ids) {
-    const Fields f = fields(item, {"id", "name", "size", "block_size", "physical_block_size",
-                                   "thin", "write_cache", "read_only",
-                                   "subunits", "backend", "path", "layout", "stripe_unit",
-                                   "snapshots", "source"});
+    const Fields f =
+        fields(item, {"id", "name", "size", "block_size", "physical_block_size", "thin",
+                      "write_cache", "read_only", "subunits", "backend", "path", "layout",
+                      "stripe_unit", "snapshots", "source", "shared"});
     Lun lun;
     lun.loc = location(item.mark);
     const Item& id = require(f, "id");
@@ -1289,6 +1344,11 @@ class Parser {
       }
     }
     if (const Item* v = f.get("snapshots")) lun.snapshots = parse_snapshots(*v, lun);
+    if (const Item* v = f.get("shared")) {
+      lun.shared = boolean(*v);
+      shared_marks_[lun.name] = v->mark;
+      shared_paths_[lun.name] = v->path;
+    }
     return lun;
   }
 
@@ -1684,6 +1744,8 @@ class Parser {
   const std::string& text_;
   const std::string& file_;
   YAML::Mark data_dir_mark_;
+  std::map<std::string, YAML::Mark> shared_marks_;  // LU name -> its `shared:` key
+  std::map<std::string, std::string> shared_paths_;
   std::map<std::string, YAML::Mark> lu_names_;
   std::map<std::string, SeenAt> file_users_;  // normalized absolute path -> first user
   std::map<std::string, Item> source_items_;  // LU name -> its `source:`

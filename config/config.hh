@@ -158,6 +158,9 @@ struct Lun {
   std::optional<Snapshots> snapshots;
   // This LU exports a snapshot or a clone of another LU instead of sub-units.
   std::optional<LunSource> source;
+  // Exported by several zumad nodes of the `cluster` (issue 9, docs/DISTRIBUTED.md): its
+  // identity and reservations live in etcd, each node is one ALUA target port group.
+  bool shared = false;
 };
 
 // CHAP credentials (RFC 7143 12.1.3). Secrets come from the YAML or from a file that is
@@ -246,9 +249,21 @@ struct Group {
   Location loc;
 };
 
+// The zumad nodes that export `shared` LUs together (issue 9, docs/DISTRIBUTED.md): their
+// shared state lives in etcd under /zuma/<name>/.
+struct Cluster {
+  std::string name;                       // unique among the clusters of one etcd
+  std::vector<std::string> etcd;          // "http://HOST:PORT" of each etcd member
+  uint16_t port_group = 0;                // this node's target port group, unique in the cluster
+  std::string alua = "active_optimized";  // or active_non_optimized, standby: the initial state
+  uint32_t lease_ttl = 5;  // seconds a node's claims outlive its last contact with etcd
+  Location loc;
+};
+
 struct Config {
   std::string path;  // the file it was loaded from
   Node node;
+  std::optional<Cluster> cluster;
   std::vector<Portal> portals;
   Iscsi iscsi;
   Discovery discovery;

@@ -44,7 +44,7 @@ bool same_subunit(const SubUnit& x, const SubUnit& y) {
 bool same_lun(const Lun& a, const Lun& b) {
   if (a.name != b.name || a.size != b.size || a.block_size != b.block_size ||
       a.physical_block_size != b.physical_block_size || a.thin != b.thin ||
-      a.write_cache != b.write_cache || a.read_only != b.read_only ||
+      a.write_cache != b.write_cache || a.read_only != b.read_only || a.shared != b.shared ||
       a.subunits.size() != b.subunits.size())
     return false;
   if (a.layout != b.layout || a.stripe_unit != b.stripe_unit) return false;
@@ -134,6 +134,15 @@ ConfigDiff diff(const Config& from, const Config& to) {
   for (size_t i = 0; groups_same && i < from.groups.size(); ++i)
     groups_same = same_group(from.groups[i], to.groups[i]);
   if (!groups_same) d.restart_needed.push_back("groups");
+  // Membership of a cluster is taken at startup (lease, port group, etcd endpoints).
+  const auto cl = [](const Config& c) {
+    if (!c.cluster) return std::string();
+    const Cluster& k = *c.cluster;
+    std::string e;
+    for (const auto& x : k.etcd) e += x + ",";
+    return fmt::format("{}|{}|{}|{}|{}", k.name, e, k.port_group, k.alua, k.lease_ttl);
+  };
+  if (cl(from) != cl(to)) d.restart_needed.push_back("cluster");
   d.log_level_changed = a.log_level != b.log_level;
   const Iscsi &x = from.iscsi, &y = to.iscsi;
   const bool iscsi_same =

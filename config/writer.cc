@@ -188,6 +188,7 @@ std::string to_yaml(const Config& c, const std::string& header) {
       out += fmt::format("        thin: {}\n", b(l.thin));
       out += fmt::format("        write_cache: {}\n", b(l.write_cache));
       if (l.read_only) out += "        read_only: true\n";
+      if (l.shared) out += "        shared: true\n";
       if (l.layout != "concat") {
         out += "        layout: " + q(l.layout) + "\n";
         out += fmt::format("        stripe_unit: {}\n", l.stripe_unit);
@@ -231,6 +232,14 @@ std::string to_yaml(const Config& c, const std::string& header) {
         out += fmt::format(", size: {} }}\n", s.size);
       }
     }
+  }
+  if (c.cluster) {  // issue 9
+    const Cluster& k = *c.cluster;
+    std::string e;
+    for (const auto& x : k.etcd) e += (e.empty() ? "" : ", ") + q(x);
+    out += fmt::format(
+        "\ncluster:\n  name: {}\n  etcd: [{}]\n  port_group: {}\n  alua: {}\n  lease_ttl: {}\n",
+        q(k.name), e, k.port_group, k.alua, k.lease_ttl);
   }
   if (!c.groups.empty()) out += "\ngroups:\n";
   for (const Group& g : c.groups) {  // issue 8

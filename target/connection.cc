@@ -784,7 +784,7 @@ void Connection::login_complete() {
   s.nexus.target_name = target_->iqn;
   s.nexus.target_port = fmt::format("{},t,0x{:04x}", target_->iqn, tpgt_);
   s.nexus.relative_port_id = tpgt_;
-  s.nexus.target_port_group = tpgt_;
+  s.nexus.target_port_group = server_.port_group() ? server_.port_group() : tpgt_;
   // The device server finishes work on this reactor (PREEMPT AND ABORT waiting for other
   // nexuses' tasks; task.hh Nexus::post). Commands still executing keep the connection alive.
   s.nexus.post = [r = &reactor_](std::function<void()> fn) { r->post(std::move(fn)); };
@@ -1542,6 +1542,10 @@ void Connection::check_drained() {
   if (logout_pending_ && !close_after_tx_) {
     Bhs h(logout_bhs_.data());
     const uint8_t reason = h.flags() & 0x7f;
+    // The session ends with this logout: its I_T nexus is gone before the initiator hears
+    // so (a RESERVE (6) is released, on every node of a cluster, before the Logout
+    // Response: libiscsi's Reserve6.Logout reserves through another path right after it).
+    if (sess_ && sess_->closing && in_session_) end_session(*sess_, server_);
     // RFC 7143 11.15.1: 0 closed, 2 recovery not supported (ErrorRecoveryLevel 0).
     queue_logout_response(h.itt(), reason == 2 ? 2 : 0);
     close_after_tx_ = true;

@@ -65,6 +65,7 @@ struct ServerConfig {
   std::vector<TargetDef> targets;
   unsigned reactors = 0;  // 0 = one per CPU
   std::string node_name = "zuma";
+  uint16_t port_group = 0;                   // ServerContext::port_group
   std::optional<ChapPolicy> discovery_chap;  // CHAP required for discovery sessions
 };
 
@@ -120,6 +121,9 @@ class ServerContext {
  public:
   virtual ~ServerContext() = default;
   virtual const IscsiLimits& limits() const = 0;
+  // The target port group every session of this node reports (a cluster node, issue 9:
+  // target/cluster.hh); 0: each portal group tag is its own target port group.
+  virtual uint16_t port_group() const { return 0; }
   virtual std::shared_ptr<const TargetDef> find_target(const std::string& iqn) const = 0;
   virtual std::vector<std::shared_ptr<const TargetDef>> targets() const = 0;
   virtual std::vector<PortalDef> portals() const = 0;
@@ -182,6 +186,7 @@ class Server final : public ServerContext {
 
   // ServerContext
   const IscsiLimits& limits() const override { return cfg_.limits; }
+  uint16_t port_group() const override { return cfg_.port_group; }
   std::shared_ptr<const TargetDef> find_target(const std::string& iqn) const override;
   std::vector<std::shared_ptr<const TargetDef>> targets() const override;
   std::vector<PortalDef> portals() const override;

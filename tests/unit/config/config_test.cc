@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <cstdio>
 #include <cstdlib>
@@ -357,8 +358,10 @@ TEST_CASE("error: document shape") {
   CHECK(error_of("") == "t.yaml:1:1: the file is empty: it needs at least portals and targets");
   CHECK(error_of("# only a comment\n") ==
         "t.yaml:1:1: the file is empty: it needs at least portals and targets");
-  CHECK(error_of("hello\n") ==
-        "t.yaml:1:1: expected a mapping with keys node, portals, iscsi, discovery, targets, groups");
+  CHECK(
+      error_of("hello\n") ==
+      "t.yaml:1:1: expected a mapping with keys node, portals, iscsi, discovery, targets, groups, "
+      "cluster");
   CHECK(error_of("node: {}\n---\nnode: {}\n") == "t.yaml:3:1: expected one YAML document, found 2");
   CHECK(error_of("node: {}\n") == "t.yaml:1:1: missing key 'portals'");
   CHECK(error_of("portals: [\"127.0.0.1:3260\"]\n") == "t.yaml:1:1: missing key 'targets'");
@@ -403,6 +406,53 @@ std::string with_groups(const std::string& groups, const std::string& node = "")
 constexpr const char* kListen = ", replication_listen: \"127.0.0.1:3270\"";
 
 }  // namespace
+
+TEST_CASE("cluster: a node of a cluster with a shared LU") {
+  const Config c = parse(
+      with_lun("{id: 0, name: a, size: 1MiB, backend: memory, shared: true}") +
+          "cluster: { name: prod, etcd: [\"http://127.0.0.1:2379\", \"http://10.0.0.2:2379\"], "
+          "port_group: 3, alua: standby, lease_ttl: 10s }\n",
+      "t.yaml");
+  REQUIRE(c.cluster);
+  CHECK(c.cluster->name == "prod");
+  CHECK(c.cluster->etcd.size() == 2);
+  CHECK(c.cluster->port_group == 3);
+  CHECK(c.cluster->alua == "standby");
+  CHECK(c.cluster->lease_ttl == 10);
+  CHECK(c.targets[0].luns[0].shared);
+  // Written back by config save, and a change needs a restart.
+  const Config again = parse(to_yaml(c), "t.yaml");
+  REQUIRE(again.cluster);
+  CHECK(again.cluster->port_group == 3);
+  CHECK(again.targets[0].luns[0].shared);
+  Config other = c;
+  other.cluster->lease_ttl = 5;
+  const ConfigDiff d = diff(c, other);
+  CHECK(std::find(d.restart_needed.begin(), d.restart_needed.end(), "cluster") !=
+        d.restart_needed.end());
+}
+
+TEST_CASE("cluster: errors name the key") {
+  const std::string lun = with_lun("{id: 0, name: a, size: 1MiB, backend: memory}");
+  CHECK(error_of(lun + "cluster: { name: c, etcd: [\"127.0.0.1:2379\"], port_group: 1 }\n") ==
+        "t.yaml:6:28: cluster.etcd[0]: expected an etcd client URL like "
+        "\"http://127.0.0.1:2379\", got '127.0.0.1:2379'");
+  CHECK(error_of(lun + "cluster: { name: c, etcd: [\"http://h:1\"] }\n") ==
+        "t.yaml:6:10: cluster: missing key 'port_group'");
+  CHECK(error_of(lun + "cluster: { name: c, etcd: [\"http://h:1\"], port_group: 0 }\n")
+            .find("cluster.port_group") != std::string::npos);
+  CHECK(error_of(lun + "cluster: { name: c, etcd: [\"http://h:1\"], port_group: 1, alua: "
+                       "offline }\n")
+            .find("expected one of active_optimized, active_non_optimized, standby") !=
+        std::string::npos);
+  CHECK(error_of(lun + "cluster: { name: c, etcd: [\"http://h:1\"], port_group: 1, "
+                       "lease_ttl: 1s }\n")
+            .find("between 2s and 300s") != std::string::npos);
+  // shared without a cluster, or with snapshots.
+  CHECK(error_of(with_lun("{id: 0, name: a, size: 1MiB, backend: memory, shared: true}")) ==
+        "t.yaml:5:63: targets[0].luns[0].shared: a shared LU needs a `cluster:` section (etcd "
+        "endpoints, port_group)");
+}
 
 TEST_CASE("groups: a primary group with two links") {
   const Config c = parse(with_groups("  - name: db\n"
@@ -919,7 +969,9 @@ TEST_CASE("error: wrong types") {
   CHECK(error_of(with_lun("[id, 0]")) ==
         "t.yaml:5:9: targets[0].luns[0]: expected a mapping with keys id, name, size, block_size, "
         "physical_block_size, "
-        "thin, write_cache, read_only, subunits, backend, path, layout, stripe_unit, snapshots, source");
+        "thin, write_cache, read_only, subunits, backend, path, layout, stripe_unit, snapshots, "
+        "source, "
+        "shared");
   CHECK(error_of("node: [a]\n") ==
         "t.yaml:1:7: node: expected a mapping with keys name, data_dir, control_socket, reactors, "
         "log_level, metrics, replication_listen, replication_tls");
