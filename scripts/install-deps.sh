@@ -15,6 +15,8 @@ PACKAGES=(
   # the rbd backend (librbd) and the single-node Ceph cluster its tests start
   # (tests/integration/ceph-lib.sh): mon, osd, and the ceph/rbd command-line tools
   librbd-dev ceph-mon ceph-osd ceph-common
+  # shared state of a cluster of zumad nodes (issue 9): etcd for the cluster tests
+  etcd-server
   # libFuzzer targets (tests/fuzz/run.sh): clang with its sanitizer and fuzzer runtimes
   clang-16 libclang-rt-16-dev
   # used by the test scripts (timeout, stdbuf; Essential, listed for minimal images)

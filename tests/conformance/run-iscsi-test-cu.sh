@@ -3,7 +3,7 @@
 # the outcome with expected-failures.txt and expected-skips.txt.
 #
 #   run-iscsi-test-cu.sh --zumad PATH [--out DIR] [--update] [--expected FILE] [--skips FILE]
-#                        [--runs thin,full,pbs,ro] [--timeout SECONDS] [--target zuma|tgt]
+#                        [--runs thin,full,pbs,ro] [--timeout SECONDS] [--target zuma|cluster|tgt]
 #                        [--luns FILE]
 #
 # zumad gets two portals on free 127.0.0.1 ports and one target with LUN 0 thin (file),
@@ -29,6 +29,11 @@
 # The script fails if a test fails, does not run or skips outside its list, if a skip entry
 # has no reason, or if a skip entry no longer skips (stale). --update rewrites both lists
 # from this run (keeping existing reasons).
+#
+# --target cluster (issue 9) runs it against two zumad nodes that export the same shared
+# LUs (LUN 0 thin, LUN 1 full) with their state in etcd (ETCD_MEMBERS=1 or 3 members on
+# loopback ports): URL 1 through node A, the multipath URL through node B, so the
+# MultipathIO and reservation tests cross the nodes. Same lists and rules as zuma.
 #
 # --target tgt runs the same suite against tgtd (LUN 1 full, LUN 2 thin) on free
 # 127.0.0.1 ports with a private control port, for comparison; it never fails on results.
@@ -93,7 +98,7 @@ stop_tgt() {
   [[ -n "$TGT_IMG_DIR" ]] && rm -rf "$TGT_IMG_DIR"
   TGT_IMG_DIR=""
 }
-cleanup_all() { local rc=$?; set +e; stop_tgt; cp -f "$ZUMA_DIR/zumad.log" "$OUT/zumad.log" 2>/dev/null || true; (exit $rc); zuma_cleanup; }
+cleanup_all() { local rc=$?; set +e; stop_tgt; [[ $TARGET == cluster ]] && stop_cluster_extras; cp -f "$ZUMA_DIR/zumad.log" "$OUT/zumad.log" 2>/dev/null || true; (exit $rc); zuma_cleanup; }
 trap cleanup_all EXIT
 
 PORT0=$(zuma_free_port)
@@ -124,6 +129,71 @@ YAML
   LUN_OF[full]=1
   LUN_OF[pbs]=2
   LUN_OF[ro]=3
+  MP_PORT=$PORT1
+elif [[ $TARGET == cluster ]]; then
+  # Issue 9: two zumad nodes export the same shared LUs (one file each, opened by both),
+  # their state in etcd; URL 1 goes to node A, the multipath URL to node B. ETCD_MEMBERS
+  # (1 or 3) etcd members on loopback ports.
+  [[ -x "$ZUMAD" ]] || { echo "zumad not found: '$ZUMAD' (use --zumad)" >&2; exit 2; }
+  command -v etcd >/dev/null || { echo "etcd not installed (etcd-server)" >&2; exit 2; }
+  ETCD_PIDS=()
+  endpoints="" initial=""
+  declare -a EC EP
+  for ((i = 0; i < ${ETCD_MEMBERS:-1}; i++)); do
+    EC[i]=$(zuma_free_port); EP[i]=$(zuma_free_port)
+    initial+="${initial:+,}m$i=http://127.0.0.1:${EP[i]}"
+    endpoints+="${endpoints:+, }\"http://127.0.0.1:${EC[i]}\""
+  done
+  for ((i = 0; i < ${ETCD_MEMBERS:-1}; i++)); do
+    etcd --name "m$i" --data-dir "$ZUMA_DIR/etcd-$i" \
+      --listen-client-urls "http://127.0.0.1:${EC[i]}" --advertise-client-urls "http://127.0.0.1:${EC[i]}" \
+      --listen-peer-urls "http://127.0.0.1:${EP[i]}" --initial-advertise-peer-urls "http://127.0.0.1:${EP[i]}" \
+      --initial-cluster "$initial" --heartbeat-interval 50 --election-timeout 500 \
+      >>"$ZUMA_DIR/etcd-$i.log" 2>&1 &
+    ETCD_PIDS+=($!)
+  done
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/${EC[0]}" && printf 'GET /health HTTP/1.0\r\n\r\n' >&3 && cat <&3) \
+      2>/dev/null | grep -q '"true"' && break
+    sleep 0.1
+  done
+  NODE_B_PID=""
+  stop_cluster_extras() {
+    if [[ -n $NODE_B_PID ]]; then
+      kill -TERM "$NODE_B_PID" 2>/dev/null || true
+      for _ in $(seq 100); do kill -0 "$NODE_B_PID" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$NODE_B_PID" 2>/dev/null || true
+      wait "$NODE_B_PID" 2>/dev/null || true
+      NODE_B_PID=""
+    fi
+    local p
+    for p in "${ETCD_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    ETCD_PIDS=()
+  }
+  cluster_luns() {
+    cat <<YAML
+targets:
+  - iqn: $IQN
+    luns:
+      - { id: 0, name: thin, size: 64MiB, block_size: 512, thin: true, shared: true, subunits: [ {backend: file, path: $ZUMA_DIR/thin.img} ] }
+      - { id: 1, name: full, size: 64MiB, block_size: 512, shared: true, subunits: [ {backend: file, path: $ZUMA_DIR/full.img} ] }
+YAML
+  }
+  for node in a b; do
+    [[ $node == a ]] && { pg=1; port=$PORT0; } || { pg=2; port=$PORT1; }
+    mkdir -p "$ZUMA_DIR/var-$node"
+    { echo "node: { name: node-$node, data_dir: $ZUMA_DIR/var-$node, control_socket: $ZUMA_DIR/$node.sock, reactors: 2, log_level: warn }"
+      echo "portals: [ { address: \"127.0.0.1:$port\", tpgt: $pg } ]"
+      echo "cluster: { name: conformance, etcd: [ $endpoints ], port_group: $pg, lease_ttl: 5s }"
+      cluster_luns; } >"$ZUMA_DIR/zumad-$node.yaml"
+  done
+  zuma_start "$ZUMA_DIR/zumad-a.yaml" "$PORT0"
+  (cd "$ZUMA_DIR" && exec "$ZUMAD" --config "$ZUMA_DIR/zumad-b.yaml") >>"$ZUMA_DIR/zumad-b.log" 2>&1 &
+  NODE_B_PID=$!
+  for _ in $(seq 200); do zuma_port_open "$PORT1" && break; sleep 0.05; done
+  zuma_port_open "$PORT1" || { zuma_log "node B does not listen"; cat "$ZUMA_DIR/zumad-b.log" >&2; exit 1; }
+  LUN_OF[thin]=0
+  LUN_OF[full]=1
   MP_PORT=$PORT1
 elif [[ $TARGET == tgt ]]; then
   command -v tgtd >/dev/null || { echo "tgtd not installed (tgt)" >&2; exit 2; }
@@ -259,7 +329,13 @@ for run in "${run_list[@]}"; do
   echo "iscsi-test-cu ($TARGET, $run LU): $p passed, $f failed, $s skipped, $n not run, in ${secs}s"
 done
 
-if [[ $TARGET == zuma ]]; then
+if [[ $TARGET == cluster ]]; then
+  if [[ -n $NODE_B_PID ]] && ! kill -0 "$NODE_B_PID" 2>/dev/null; then
+    zuma_log "node B died during the suite"; overall=1; NODE_B_PID=""
+  fi
+  stop_cluster_extras
+fi
+if [[ $TARGET == zuma || $TARGET == cluster ]]; then
   if ! kill -0 "$ZUMA_PID" 2>/dev/null; then
     zuma_log "zumad died during the suite"; overall=1; ZUMA_PID=""
   else
