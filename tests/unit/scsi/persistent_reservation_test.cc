@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "scsi/cdb.hh"
 #include "scsi/task_set.hh"
@@ -788,6 +789,7 @@ struct MemStore {
   uint64_t version = 0;
   std::vector<Reservations*> nodes;
   size_t stale = 0;
+  std::map<Reservations*, std::vector<uint64_t>> aborted;  // nexuses each node was told to abort
 };
 
 struct NodeStore : PrStore {
@@ -820,6 +822,8 @@ struct NodeStore : PrStore {
       if (r != self) {
         std::vector<uint64_t> abort;
         r->apply_shared(m.doc, version, &abort);
+        auto& all = m.aborted[r];
+        all.insert(all.end(), abort.begin(), abort.end());
       }
   }
   const std::string& node() const override { return name; }
@@ -857,6 +861,9 @@ TEST_CASE("shared reservations: a change through one node is enforced at the oth
   CHECK(pb.out(b_nexus, prout_sa::kPreemptAndAbort, pr_type::kExclusiveAccess, params(kKeyB, kKeyA))
             ->good());
   CHECK(mem.stale == 1);
+  // PREEMPT AND ABORT through node B: node A is told to abort its preempted nexus's tasks.
+  CHECK(mem.aborted[sa.self] == std::vector<uint64_t>{fa.nexus.id});
+  CHECK(mem.aborted[sb.self].empty());
   // Node A's nexus was preempted: REGISTRATIONS PREEMPTED there, then conflicts.
   CHECK_SENSE_OF(pa.tur(fa.nexus), 0x6, 0x2A, 0x05);
   CHECK_FALSE(pa.read_ok(fa.nexus));
