@@ -184,6 +184,7 @@ std::shared_ptr<scsi::LogicalUnit> open_lu(const config::Config& cfg, const conf
   lp.thin = l.thin;
   lp.write_cache = l.write_cache;
   lp.read_only = l.read_only;                // true for snapshot exports too (config)
+  lp.shared = l.shared;
   lp.state_dir = cfg.node.data_dir + "/lu";  // reservations (APTPL), saved mode pages
   lp.power_on_unit_attention = true;         // 29h/01h on each I_T nexus's first command
   auto lu = scsi::make_logical_unit(std::move(lp), std::move(backend));

@@ -42,6 +42,14 @@ void caw_compare(Op& op, int result) {
 }
 
 void caw_read(Op& op, int) {
+  // A LU that several nodes export: the other nodes' COMPARE AND WRITEs are excluded too,
+  // for as long as this node's range lock is held (docs/DISTRIBUTED.md).
+  if (op.lu->params().shared) {
+    const uint64_t bs = op.lu->block_size();
+    if (const int r = op.lu->backend().lock_for_update(op.lba * bs, op.blocks * bs, true); r < 0)
+      return complete(op, io_error(IoKind::kRead, r, op.lba));
+    op.backend_locked = true;
+  }
   submit(op, IoKind::kRead, IoOp::kRead, op.lba, op.buf.data(), op.blocks * op.lu->block_size(),
          false, caw_compare);
 }

@@ -30,6 +30,9 @@ struct LuParams {
   // that would change the medium (cmd_flag::kWritesMedium; EXTENDED COPY into the LU) ends
   // with DATA PROTECT, WRITE PROTECTED (27h/00h) before it runs.
   bool read_only = false;
+  // Exported by several nodes (issue 9): COMPARE AND WRITE also locks its range in the
+  // backend against the other nodes (storage::Backend::lock_for_update).
+  bool shared = false;
   std::string vendor = "ZUMA";  // INQUIRY T10 vendor identification (8 chars max)
   std::string product = "ZUMA DISK";  // 16 chars max
   std::string revision = "0001";      // 4 chars

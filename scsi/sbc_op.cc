@@ -173,6 +173,10 @@ void complete(Op& op, const CmdResult& r) {
   LogicalUnit& lu = *op.lu;
   // Release before the task completes: the holder lives in the task's scratch, which the
   // transport may reuse as soon as on_complete has run.
+  if (op.backend_locked) {
+    const uint64_t bs = lu.block_size();
+    lu.backend().lock_for_update(op.lba * bs, op.blocks * bs, false);
+  }
   if (op.locked) lu.range_lock().release(op.holder);
   op.~Op();
   finish(task, r, lu.descriptor_sense());

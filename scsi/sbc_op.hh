@@ -81,6 +81,7 @@ struct Op {
   RangeLock::Holder holder;
   IoKind kind = IoKind::kWrite;  // how a failure of the request in flight is reported
   bool locked = false;
+  bool backend_locked = false;  // lock_for_update held (a shared LU's COMPARE AND WRITE)
   bool resumed = false;  // a step runs from a completion or a lock grant (submit())
   bool fua = false;
   uint8_t flags = 0;  // command specific

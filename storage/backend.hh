@@ -97,6 +97,16 @@ class Backend {
     (void)reserve;
     return std::unexpected(describe() + ": this kind of backend cannot change its size");
   }
+  // Excludes other processes that open the same storage from [offset, offset + length)
+  // (`on`), or lets them in again (!on): COMPARE AND WRITE on a LU that several nodes export
+  // (issue 9) keeps the read, compare and write atomic across them. Blocks until granted;
+  // returns 0 or -errno. Default: nothing to exclude (storage no other process writes).
+  virtual int lock_for_update(uint64_t offset, uint64_t length, bool on) {
+    (void)offset;
+    (void)length;
+    (void)on;
+    return 0;
+  }
   // Space held and obtainable. Returns 0 or -errno. Synchronous. Default: the whole size
   // allocated, nothing more available.
   virtual int space_usage(SpaceUsage* out) const {

@@ -415,4 +415,16 @@ int FileBackend::rw_sync(const IoRequest& req) const {
   return 0;
 }
 
+int FileBackend::lock_for_update(uint64_t offset, uint64_t length, bool on) {
+  struct flock l {};
+  l.l_type = on ? F_WRLCK : F_UNLCK;
+  l.l_whence = SEEK_SET;
+  l.l_start = static_cast<off_t>(offset);
+  l.l_len = static_cast<off_t>(length);
+  while (::fcntl(fd_.get(), on ? F_OFD_SETLKW : F_OFD_SETLK, &l) != 0) {
+    if (errno != EINTR) return -errno;
+  }
+  return 0;
+}
+
 }  // namespace zuma::storage

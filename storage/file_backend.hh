@@ -46,6 +46,10 @@ class FileBackend final : public Backend {
   // exercise the ring itself turn it off.
   void set_try_inline(bool on) { try_inline_ = on; }
   std::string describe() const override { return "file:" + path_; }
+  // An open-file-description lock (fcntl F_OFD_SETLKW, F_WRLCK) on the byte range: other
+  // processes' locks of the file exclude it, this process's own do not (the LU's range lock
+  // orders those). Local file systems, NFS and cluster file systems with POSIX locks.
+  int lock_for_update(uint64_t offset, uint64_t length, bool on) override;
   // Regular file: lseek(SEEK_DATA / SEEK_HOLE), so holes (never written, or punched by
   // kDiscard) are deallocated. File systems that track unwritten extents (ext4, xfs) may
   // report a kWriteZeroes range as a hole too: it reads as zeros either way. A block

@@ -1,9 +1,11 @@
 #include "storage/file_backend.hh"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <linux/magic.h>
-#include <sys/vfs.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -498,4 +500,35 @@ TEST_CASE("FileBackend::resize: thin grows sparse, full allocates, shrink trunca
   REQUIRE_FALSE(zero);
   CHECK(zero.error() == path + ": the size must not be 0");
   CHECK(b.size() == 4 * kMiB);
+}
+
+TEST_CASE("FileBackend: lock_for_update excludes another process's lock of the range") {
+  TempDir dir;
+  const std::string path = dir / "shared.img";
+  auto b = FileBackend::open(path, 1 * kMiB);
+  REQUIRE_MESSAGE(b.has_value(), b.error());
+  // What another node's zumad would try: an OFD write lock of its own open of the file.
+  const auto other_can_lock = [&](off_t start, off_t len) {
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      const int fd = ::open(path.c_str(), O_RDWR);
+      struct flock l {};
+      l.l_type = F_WRLCK;
+      l.l_whence = SEEK_SET;
+      l.l_start = start;
+      l.l_len = len;
+      _exit(fd >= 0 && ::fcntl(fd, F_OFD_SETLK, &l) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  };
+  CHECK(other_can_lock(4096, 512));
+  REQUIRE((*b)->lock_for_update(4096, 512, true) == 0);
+  CHECK_FALSE(other_can_lock(4096, 512));
+  CHECK_FALSE(other_can_lock(4000, 200));  // overlapping
+  CHECK(other_can_lock(8192, 512));        // elsewhere
+  REQUIRE((*b)->lock_for_update(4096, 512, false) == 0);
+  CHECK(other_can_lock(4096, 512));
 }
