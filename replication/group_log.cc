@@ -104,7 +104,17 @@ class GroupLog::Layer final : public Backend {
       if (!group_->park_fenced(this, req)) submit(req);  // the fence ended meanwhile
       return;
     }
+    // Overlapping writes one at a time (admit()): the layer below may complete two
+    // overlapping requests in either order, and the log must hold them in the order the
+    // primary's image applied them, or the secondary (applying in log order) would end with
+    // other data in the overlap.
+    if (req.op != IoOp::kFlush && !admit(req)) {
+      group_->vcount_[epoch].fetch_sub(1, std::memory_order_seq_cst);
+      group_->inflight_.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
     Op* op = get_op();
+    op->overlap = req.op != IoOp::kFlush;
     op->epoch = epoch;
     op->layer = this;
     op->orig = &req;
@@ -122,8 +132,18 @@ class GroupLog::Layer final : public Backend {
     IoRequest lower{};
     std::vector<uint64_t> seqs;  // the records this request was logged as
     uint64_t next_off = 0, end_off = 0;
-    uint32_t epoch = 0;  // the verify epoch it is counted in
+    uint32_t epoch = 0;    // the verify epoch it is counted in
+    bool overlap = false;  // registered by admit(): retire() at the end
   };
+
+  // Writes in flight here (from admit() to retire()), and those parked behind them. A write
+  // that overlaps one in flight is parked, and resubmitted on its own reactor when one
+  // ends (defined below GroupLog::Held).
+  bool admit(IoRequest& req);
+  void retire(uint64_t offset, uint64_t length);
+  std::mutex ov_mu_;
+  std::vector<std::pair<uint64_t, uint64_t>> ov_inflight_;  // [begin, end)
+  std::vector<Held*> ov_parked_;
 
   // Ops are completed on the thread that submitted them, so a thread-local pool makes
   // them allocation-free in steady state.
@@ -199,6 +219,7 @@ class GroupLog::Layer final : public Backend {
     IoRequest* orig = op.orig;
     GroupLog* g = op.layer->group_;
     const uint32_t epoch = op.epoch;
+    if (op.overlap) op.layer->retire(orig->offset, orig->length);
     op.orig = nullptr;
     put_op(&op);
     orig->done(*orig, result);
@@ -242,6 +263,38 @@ struct GroupLog::Held {
   IoRequest* req;
   storage::PostedWork work{};
 };
+
+bool GroupLog::Layer::admit(IoRequest& req) {
+  const uint64_t b = req.offset, e = req.offset + std::max<uint64_t>(req.length, 1);
+  std::lock_guard lk(ov_mu_);
+  for (const auto& [ib, ie] : ov_inflight_) {
+    if (b < ie && ib < e) {
+      ov_parked_.push_back(new Held{this, &req});
+      ov_parked_.back()->work.arg = IoContext::current();  // where it is resubmitted
+      return false;
+    }
+  }
+  ov_inflight_.emplace_back(b, e);
+  return true;
+}
+
+void GroupLog::Layer::retire(uint64_t offset, uint64_t length) {
+  const std::pair<uint64_t, uint64_t> x{offset, offset + std::max<uint64_t>(length, 1)};
+  std::vector<Held*> again;
+  {
+    std::lock_guard lk(ov_mu_);
+    auto it = std::find(ov_inflight_.begin(), ov_inflight_.end(), x);
+    if (it != ov_inflight_.end()) {
+      *it = ov_inflight_.back();
+      ov_inflight_.pop_back();
+    }
+    if (ov_parked_.empty()) return;
+    // Every parked write tries again (in the order they came); one that still overlaps
+    // parks again.
+    again.swap(ov_parked_);
+  }
+  group_->resubmit(again);
+}
 
 bool GroupLog::park(Backend* layer, IoRequest& req) {
   std::lock_guard lk(held_mu_);
