@@ -6,8 +6,10 @@
 // their io_urings, spdlog); the 64 MiB memory LU is allocated lazily and the good session
 // touches at most 16 MiB of it; each connection costs a 64 KiB staging buffer (tens of
 // connections: a few MiB); each command of the good session a buffer of at most 1 MiB
-// kept for reuse. 200 MiB leaves room for allocator slack, and is far below what an
-// unbounded buffer (one 64 MiB write per command) would reach.
+// kept for reuse. 150 MiB of growth over the RSS at the start leaves room for allocator
+// slack, and is far below what an unbounded buffer (one 64 MiB write per command) would
+// reach. Growth, not the absolute figure: under AddressSanitizer zumad starts at ~180 MiB
+// (shadow memory), and that start grows with every library linked in.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -36,7 +38,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 const std::string kIqn = "iqn.2026-11.org.zuma:hostile";
-constexpr long kRssBoundMiB = 200;
+constexpr long kRssBoundMiB = 150;  // growth during the attack
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -310,8 +312,9 @@ TEST_CASE(
   CHECK(k.connections.load() >= 20);
   CHECK(k.hung.load() == 0);
   CHECK(closed_stalled == 16);
-  CHECK_MESSAGE(rss.peak_kib() / 1024 < kRssBoundMiB,
-                "peak RSS " << rss.peak_kib() / 1024 << " MiB");
+  CHECK_MESSAGE((rss.peak_kib() - rss_start) / 1024 < kRssBoundMiB,
+                "peak RSS " << rss.peak_kib() / 1024 << " MiB, " << rss_start / 1024
+                            << " MiB at start");
 
   // Everything hostile closes: descriptors come back to where they were.
   stalled.clear();
