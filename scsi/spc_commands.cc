@@ -342,11 +342,17 @@ CmdResult handle_report_target_port_groups(Cmd& c) {
   } else {
     for (const auto& g : c.table.port_groups)
       groups.push_back({g.id, alua::kActiveOptimized, true, g.relative_port_ids});
-    if (groups.empty() && c.task.nexus) {
-      groups.push_back({c.task.nexus->target_port_group,
-                        alua::kActiveOptimized,
-                        true,
-                        {c.task.nexus->relative_port_id}});
+    const Nexus* nx = c.task.nexus;
+    if (nx && std::none_of(groups.begin(), groups.end(),
+                           [&](const AluaGroup& g) { return g.id == nx->target_port_group; })) {
+      // The transport names another group than the portal groups (a cluster node reports its
+      // node's group in VPD 83h for every LU): one group with all the ports, as VPD 83h says.
+      AluaGroup g{nx->target_port_group, alua::kActiveOptimized, true, {}};
+      for (const auto& pg : groups)
+        g.relative_port_ids.insert(g.relative_port_ids.end(), pg.relative_port_ids.begin(),
+                                   pg.relative_port_ids.end());
+      if (g.relative_port_ids.empty()) g.relative_port_ids.push_back(nx->relative_port_id);
+      groups = {g};
     }
   }
   const bool explicit_alua = c.lu && c.lu->alua();

@@ -532,6 +532,15 @@ TEST_CASE("REPORT TARGET PORT GROUPS") {
   f.table.port_groups.clear();
   t = f.run({op::kMaintenanceIn, 0x0A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0});
   CHECK(t->data_in() == Bytes{0, 0, 0, 12, 0x80, 0x01, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1});
+  // A cluster node names its node's group (7) for every LU (VPD 83h): a LU of this node
+  // alone reports that one group with all the portal groups' ports.
+  f.table.port_groups = {{1, {1}}, {2, {2}}};
+  Nexus n7 = f.nexus;
+  n7.id = 9;
+  n7.target_port_group = 7;
+  t = f.run({op::kMaintenanceIn, 0x0A, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0}, DataDir::kIn, 4096, {},
+            0, &n7);
+  CHECK(t->data_in() == Bytes{0, 0, 0, 16, 0x80, 0x01, 0, 7, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2});
 }
 
 TEST_CASE("REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS") {
