@@ -215,22 +215,27 @@ bool Reservations::spc2_is(const Nexus& n) const {
   return spc2_holder_ && spc2_holder_->node == node_ && spc2_holder_->id == n.id;
 }
 
+std::optional<CmdResult> Reservations::crh_locked(const Nexus& n) const {
+  // SPC-5 (exceptions to SPC-2 RESERVE and RELEASE behavior, CRH=1): a persistent
+  // reservation holder, or a registrant while a registrants-only or all-registrants
+  // reservation exists, gets GOOD and nothing changes; another registrant, or anyone while
+  // a persistent reservation exists, gets RESERVATION CONFLICT.
+  const Registration* r = find_locked(n);
+  if (r) {
+    if (is_holder_locked(r)) return CmdResult::good();
+    if (st_.reserved && (registrants_only(st_.type) || all_registrants(st_.type)))
+      return CmdResult::good();
+    return conflict();
+  }
+  if (st_.reserved) return conflict();
+  return std::nullopt;
+}
+
 CmdResult Reservations::reserve(const Nexus& n) {
   return change(
       n.id,
       [&](Change& c) -> CmdResult {
-        // SPC-5 (exceptions to SPC-2 RESERVE and RELEASE behavior, CRH=1): a persistent
-        // reservation holder, or a registrant while a registrants-only or all-registrants
-        // reservation exists, gets GOOD and nothing changes; another registrant, or anyone
-        // while a persistent reservation exists, gets RESERVATION CONFLICT.
-        const Registration* r = find_locked(n);
-        if (r) {
-          if (is_holder_locked(r)) return CmdResult::good();
-          if (st_.reserved && (registrants_only(st_.type) || all_registrants(st_.type)))
-            return CmdResult::good();
-          return conflict();
-        }
-        if (st_.reserved) return conflict();
+        if (auto crh = crh_locked(n)) return *crh;
         // SPC-2 RESERVE (6)/(10): the holder may reserve again; another nexus conflicts (the
         // execute() check already refused it).
         if (spc2_holder_) return spc2_is(n) ? CmdResult::good() : conflict();
@@ -245,14 +250,7 @@ CmdResult Reservations::release(const Nexus& n) {
   return change(
       n.id,
       [&](Change& c) -> CmdResult {
-        const Registration* r = find_locked(n);
-        if (r) {
-          if (is_holder_locked(r)) return CmdResult::good();
-          if (st_.reserved && (registrants_only(st_.type) || all_registrants(st_.type)))
-            return CmdResult::good();
-          return conflict();
-        }
-        if (st_.reserved) return conflict();
+        if (auto crh = crh_locked(n)) return *crh;
         // SPC-2 RELEASE: releases the nexus's own reservation; from any other nexus it does
         // nothing.
         if (spc2_is(n)) {

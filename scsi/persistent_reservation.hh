@@ -215,6 +215,9 @@ class Reservations {
   CmdResult change(uint64_t sender, F&& compute, std::vector<uint64_t>* abort);
   void install_events_locked(const Change& c, uint64_t sender, std::vector<uint64_t>* abort);
   bool spc2_is(const Nexus& n) const;  // under mu_
+  // RESERVE/RELEASE (6)/(10) when persistent reservations decide them (CRH=1); nullopt when
+  // the SPC-2 rules apply. Under mu_.
+  std::optional<CmdResult> crh_locked(const Nexus& n) const;
   std::string document(const Change& c) const;
   bool refresh();  // the store's newest state (no events)
   void apply_doc_locked(const std::string& doc, uint64_t version, bool events,
