@@ -275,13 +275,24 @@ void Cluster::stop() {
   if (lease_) etcd_.revoke(lease_);  // the others stop waiting for this node at once
 }
 
+std::vector<std::shared_ptr<Cluster::Shared>> Cluster::shared_lus() const {
+  std::lock_guard lk(mu_);
+  std::vector<std::shared_ptr<Shared>> out;
+  for (const auto& [n, s] : lus_) out.push_back(s);
+  return out;
+}
+
+std::shared_ptr<Cluster::Shared> Cluster::shared_lu(const std::string& name) const {
+  std::lock_guard lk(mu_);
+  auto it = lus_.find(name);
+  return it == lus_.end() ? nullptr : it->second;
+}
+
 void Cluster::fence(bool on) {
   if (fenced_.exchange(on) == on) return;
-  std::vector<std::shared_ptr<Shared>> lus;
   uint8_t st;
   {
     std::lock_guard lk(mu_);
-    for (auto& [n, s] : lus_) lus.push_back(s);
     st = state_;
   }
   if (on)
@@ -292,7 +303,7 @@ void Cluster::fence(bool on) {
   else
     spdlog::info("cluster '{}': back in etcd: shared LUs {} again", opt_.cluster,
                  alua_state_name(st));
-  for (auto& s : lus)
+  for (auto& s : shared_lus())
     if (auto lu = s->lu.lock()) lu->set_alua_state(on ? scsi::alua::kUnavailable : st);
 }
 
@@ -330,12 +341,7 @@ void Cluster::keepalive_loop() {
 }
 
 void Cluster::reload_all() {
-  std::vector<std::shared_ptr<Shared>> lus;
-  {
-    std::lock_guard lk(mu_);
-    for (auto& [n, s] : lus_) lus.push_back(s);
-  }
-  for (auto& s : lus) {
+  for (auto& s : shared_lus()) {
     std::string doc;
     uint64_t v = 0;
     if (!s->load(&doc, &v) || doc.empty()) continue;
@@ -353,7 +359,7 @@ void Cluster::watch_loop() {
     bool compacted = false;
     auto last = etcd_.watch(
         prefix_, from,
-        [this](int64_t rev, const std::vector<EtcdEvent>& evs) { on_events(rev, evs); },
+        [this](int64_t, const std::vector<EtcdEvent>& evs) { on_events(evs); },
         &compacted);
     if (last && *last + 1 > from) from = *last + 1;
     if (compacted) {
@@ -370,7 +376,7 @@ void Cluster::watch_loop() {
   }
 }
 
-void Cluster::on_events(int64_t revision, const std::vector<EtcdEvent>& events) {
+void Cluster::on_events(const std::vector<EtcdEvent>& events) {
   int64_t applied = 0;
   for (const EtcdEvent& e : events) {
     if (!e.kv.key.starts_with(prefix_)) continue;
@@ -380,11 +386,7 @@ void Cluster::on_events(int64_t revision, const std::vector<EtcdEvent>& events) 
     const std::string id = slash == std::string::npos ? "" : rest.substr(slash + 1);
     if (kind == "lu" && id.ends_with("/reset") && !e.deleted) {
       const std::string name = id.substr(0, id.size() - 6);
-      std::shared_ptr<Shared> s;
-      {
-        std::lock_guard lk(mu_);
-        if (auto it = lus_.find(name); it != lus_.end()) s = it->second;
-      }
+      const std::shared_ptr<Shared> s = shared_lu(name);
       applied = std::max(applied, e.kv.mod_revision);
       if (!s || e.kv.value.starts_with(instance_ + " ")) continue;
       if (auto lu = s->lu.lock()) {
@@ -397,11 +399,7 @@ void Cluster::on_events(int64_t revision, const std::vector<EtcdEvent>& events) 
     }
     if (kind == "lu" && id.ends_with("/pr") && !e.deleted) {
       const std::string name = id.substr(0, id.size() - 3);
-      std::shared_ptr<Shared> s;
-      {
-        std::lock_guard lk(mu_);
-        if (auto it = lus_.find(name); it != lus_.end()) s = it->second;
-      }
+      const std::shared_ptr<Shared> s = shared_lu(name);
       if (!s) continue;
       auto lu = s->lu.lock();
       if (!lu) continue;
@@ -451,12 +449,7 @@ void Cluster::on_events(int64_t revision, const std::vector<EtcdEvent>& events) 
       // TARGET PORT GROUPS waiting in set_states() returns once it is published). This
       // node's own changes were reported by set_alua_state().
       if (changed && pg != opt_.port_group) {
-        std::vector<std::shared_ptr<Shared>> lus;
-        {
-          std::lock_guard lk(mu_);
-          for (auto& [n, s] : lus_) lus.push_back(s);
-        }
-        for (auto& s : lus)
+        for (auto& s : shared_lus())
           if (auto lu = s->lu.lock())
             lu->unit_attentions().establish_all(scsi::Reason::kUaAsymmetricStateChanged);
       }
@@ -470,12 +463,7 @@ void Cluster::on_events(int64_t revision, const std::vector<EtcdEvent>& events) 
         spdlog::warn("cluster '{}': node {} (port group {}) is gone: its lease expired or it left",
                      opt_.cluster, lost, pg);
         // Its RESERVE (6)/(10) reservations go with it (SPC-2: I_T nexus loss).
-        std::vector<std::shared_ptr<Shared>> lus;
-        {
-          std::lock_guard lk(mu_);
-          for (auto& [n, s] : lus_) lus.push_back(s);
-        }
-        for (auto& s : lus)
+        for (auto& s : shared_lus())
           if (auto lu = s->lu.lock()) lu->reservations().node_lost(lost);
       }
     } else if (kind == "acks" && !e.deleted) {
@@ -492,7 +480,6 @@ void Cluster::on_events(int64_t revision, const std::vector<EtcdEvent>& events) 
       if (st != 0xFF) set_local_state(st);
     }
   }
-  (void)revision;
   if (applied > 0 && !fenced_) {
     // Acknowledge: the nodes that committed these revisions wait for it (wait_applied).
     etcd_.put(key(fmt::format("acks/{}", opt_.port_group)), std::to_string(applied), lease_);
@@ -500,16 +487,14 @@ void Cluster::on_events(int64_t revision, const std::vector<EtcdEvent>& events) 
 }
 
 void Cluster::set_local_state(uint8_t st) {
-  std::vector<std::shared_ptr<Shared>> lus;
   {
     std::lock_guard lk(mu_);
     if (state_ == st) return;
     state_ = st;
-    for (auto& [n, s] : lus_) lus.push_back(s);
   }
   spdlog::info("cluster '{}': this node's ALUA state is now {}", opt_.cluster, alua_state_name(st));
   if (!fenced_)
-    for (auto& s : lus)
+    for (auto& s : shared_lus())
       if (auto lu = s->lu.lock()) lu->set_alua_state(st);
   put_member();
 }
@@ -541,27 +526,22 @@ void Cluster::wait_applied(uint64_t revision) {
 }
 
 std::vector<scsi::AluaGroup> Cluster::groups() const {
-  std::vector<scsi::AluaGroup> out;
   std::lock_guard lk(mu_);
-  for (const auto& [pg, m] : members_) {
+  // This node's group is listed even before its own member key came back through the watch.
+  std::map<uint16_t, ClusterMember> all = members_;
+  all.try_emplace(opt_.port_group);
+  std::vector<scsi::AluaGroup> out;
+  for (const auto& [pg, m] : all) {
+    const bool me = pg == opt_.port_group;
     scsi::AluaGroup g;
     g.id = pg;
-    g.relative_port_ids = pg == opt_.port_group ? opt_.ports : m.ports;
-    if (pg == opt_.port_group)
+    g.relative_port_ids = me ? opt_.ports : m.ports;
+    if (me)
       g.state = fenced_ ? scsi::alua::kUnavailable : state_;
     else
       g.state = m.live ? m.state : scsi::alua::kOffline;
     g.preferred = g.state == scsi::alua::kActiveOptimized;
     out.push_back(std::move(g));
-  }
-  if (!members_.count(opt_.port_group)) {
-    scsi::AluaGroup g;
-    g.id = opt_.port_group;
-    g.relative_port_ids = opt_.ports;
-    g.state = fenced_ ? scsi::alua::kUnavailable : state_;
-    g.preferred = g.state == scsi::alua::kActiveOptimized;
-    out.push_back(std::move(g));
-    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.id < b.id; });
   }
   return out;
 }

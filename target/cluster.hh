@@ -96,8 +96,11 @@ class Cluster {
   void put_member();
   void keepalive_loop();
   void watch_loop();
-  void on_events(int64_t revision, const std::vector<EtcdEvent>& events);
+  void on_events(const std::vector<EtcdEvent>& events);
   void reload_all();  // after a compaction or a return from fencing
+  // The attached LUs (a copy: used without mu_), and one of them by name (or nullptr).
+  std::vector<std::shared_ptr<Shared>> shared_lus() const;
+  std::shared_ptr<Shared> shared_lu(const std::string& name) const;
   void set_local_state(uint8_t state);
   void fence(bool on);
 
