@@ -417,8 +417,8 @@ class Parser {
     config.targets = parse_targets(require(top, "targets"));
     check_sources(config);
     if (const Item* g = top.get("groups")) config.groups = parse_groups(*g, config);
-    if (const Item* c = top.get("cluster")) config.cluster = parse_cluster(*c, config);
-    check_shared(config, top);
+    if (const Item* c = top.get("cluster")) config.cluster = parse_cluster(*c);
+    check_shared(config);
     return config;
   }
 
@@ -726,7 +726,7 @@ class Parser {
   }
 
   // cluster: the nodes that export `shared` LUs together (issue 9, docs/CONFIG.md "cluster").
-  Cluster parse_cluster(const Item& item, const Config& config) {
+  Cluster parse_cluster(const Item& item) {
     const Fields f = fields(item, {"name", "etcd", "port_group", "alua", "lease_ttl"});
     Cluster c;
     c.loc = location(item.mark);
@@ -753,20 +753,16 @@ class Parser {
       if (t < 2 || t > 300) fail(*v, "expected a lease time between 2s and 300s");
       c.lease_ttl = static_cast<uint32_t>(t);
     }
-    // The relative target port identifiers (the portals' TPGTs) name the I_T nexuses of
-    // reservations: unique in the cluster, so each node needs its own (docs/DISTRIBUTED.md).
-    (void)config;
     return c;
   }
 
   // `shared: true` LUs need a cluster, and state that every node sees the same way: no
   // snapshots (their metadata lives in one zumad), no replication group, no source export.
-  void check_shared(const Config& config, const Fields& top) {
+  void check_shared(const Config& config) {
     for (const auto& t : config.targets)
       for (const auto& l : t.luns) {
         if (!l.shared) continue;
-        const YAML::Mark m = shared_marks_.at(l.name);
-        const std::string key = shared_paths_.at(l.name);
+        const auto& [m, key] = shared_keys_.at(l.name);
         if (!config.cluster)
           fail(m, key, "a shared LU needs a `cluster:` section (etcd endpoints, port_group)");
         if (l.snapshots)
@@ -774,7 +770,6 @@ class Parser {
         if (l.source) fail(m, key, "a snapshot or clone export cannot be shared");
         if (group_of(config, l.name)) fail(m, key, "a shared LU cannot be in a replication group");
       }
-    (void)top;
   }
 
   // groups: replication consistency groups (issue 8, docs/CONFIG.md "groups"). After the
@@ -1346,8 +1341,7 @@ class Parser {
     if (const Item* v = f.get("snapshots")) lun.snapshots = parse_snapshots(*v, lun);
     if (const Item* v = f.get("shared")) {
       lun.shared = boolean(*v);
-      shared_marks_[lun.name] = v->mark;
-      shared_paths_[lun.name] = v->path;
+      shared_keys_[lun.name] = {v->mark, v->path};
     }
     return lun;
   }
@@ -1744,8 +1738,8 @@ class Parser {
   const std::string& text_;
   const std::string& file_;
   YAML::Mark data_dir_mark_;
-  std::map<std::string, YAML::Mark> shared_marks_;  // LU name -> its `shared:` key
-  std::map<std::string, std::string> shared_paths_;
+  // LU name -> where its `shared:` key is (check_shared's errors point there).
+  std::map<std::string, std::pair<YAML::Mark, std::string>> shared_keys_;
   std::map<std::string, YAML::Mark> lu_names_;
   std::map<std::string, SeenAt> file_users_;  // normalized absolute path -> first user
   std::map<std::string, Item> source_items_;  // LU name -> its `source:`
