@@ -358,8 +358,7 @@ void Cluster::watch_loop() {
     }
     bool compacted = false;
     auto last = etcd_.watch(
-        prefix_, from,
-        [this](int64_t, const std::vector<EtcdEvent>& evs) { on_events(evs); },
+        prefix_, from, [this](int64_t, const std::vector<EtcdEvent>& evs) { on_events(evs); },
         &compacted);
     if (last && *last + 1 > from) from = *last + 1;
     if (compacted) {
