@@ -119,6 +119,7 @@ class GroupLog::Layer final : public Backend {
     op->layer = this;
     op->orig = &req;
     op->seqs.clear();
+    op->need_ack = op->acked = op->lower_done = false;
     op->next_off = req.offset;
     op->end_off = req.offset + req.length;
     log_next(*op);
@@ -134,6 +135,11 @@ class GroupLog::Layer final : public Backend {
     uint64_t next_off = 0, end_off = 0;
     uint32_t epoch = 0;    // the verify epoch it is counted in
     bool overlap = false;  // registered by admit(): retire() at the end
+    // A write the links hold: it completes once both its backend write and the links'
+    // acknowledgement are done, in either order (both on the submitting thread).
+    AckWait ack{};
+    bool need_ack = false, acked = false, lower_done = false;
+    int lower_result = 0;
   };
 
   // Writes in flight here (from admit() to retire()), and those parked behind them. A write
@@ -203,6 +209,16 @@ class GroupLog::Layer final : public Backend {
       self.log_next(op);
       return;
     }
+    if (e.hold) {
+      // Acknowledgements are cumulative: the last piece's covers the request. The backend
+      // write goes ahead meanwhile (the log already has the record: write-ahead holds).
+      op.ack = AckWait{};
+      op.ack.seq = e.seq;
+      op.ack.origin = e.origin;
+      op.ack.user = &op;
+      op.ack.done = &Layer::on_acked;
+      op.need_ack = self.group_->wait_acks(op.ack);
+    }
     op.lower = *op.orig;
     op.lower.user = &op;
     op.lower.done = &Layer::on_lower_done;
@@ -212,7 +228,15 @@ class GroupLog::Layer final : public Backend {
   static void on_lower_done(IoRequest& r, int result) {
     Op& op = *static_cast<Op*>(r.user);
     for (uint64_t s : op.seqs) op.layer->group_->applied(s);
-    finish(op, result);
+    op.lower_done = true;
+    op.lower_result = result;
+    if (!op.need_ack || op.acked) finish(op, result);
+  }
+
+  static void on_acked(AckWait& w) {
+    Op& op = *static_cast<Op*>(w.user);
+    op.acked = true;
+    if (op.lower_done) finish(op, op.lower_result);
   }
 
   static void finish(Op& op, int result) {
@@ -433,6 +457,10 @@ std::expected<void, std::string> GroupLog::start_generation(uint64_t next_seq) {
   for (uint64_t i = 0; i < kWindow; ++i) applied_bits_[i].store(0, std::memory_order_relaxed);
   applied_upto_ = next_seq - 1;
   stop_.store(false);
+  {
+    std::lock_guard lk(ack_mu_);
+    acks_stopped_ = false;
+  }
   started_ = true;
   logging_.store(true, std::memory_order_seq_cst);
   writer_ = std::thread([this] { writer_loop(); });
@@ -543,9 +571,25 @@ std::vector<uint64_t> GroupLog::lun_sizes() const {
   return v;
 }
 
-int GroupLog::read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* out, size_t* count) const {
-  std::lock_guard lk(log_mu_);
-  return log_->read_raw(from, max_bytes, out, count);
+int GroupLog::read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* buf, size_t* len,
+                       size_t* count) const {
+  *len = *count = 0;
+  RingLog::RawExtents ext;
+  {
+    std::lock_guard lk(log_mu_);
+    if (int r = log_->raw_extents(from, max_bytes, &ext); r < 0) return r;
+  }
+  if (buf->size() < ext.bytes) buf->resize(ext.bytes);
+  const int r = log_->read_extents(ext, buf->data());
+  {
+    // Released meanwhile (a link in bitmap mode): the space may have been reused.
+    std::lock_guard lk(log_mu_);
+    if (log_->head_seq() > from) return -ERANGE;
+  }
+  if (r < 0) return r;
+  *len = ext.bytes;
+  *count = ext.first_seqs.size();
+  return 0;
 }
 
 RingLog::Lag GroupLog::lag(uint64_t acked) const {
@@ -554,8 +598,16 @@ RingLog::Lag GroupLog::lag(uint64_t acked) const {
 }
 
 void GroupLog::kick() {
+  // The writer loads wake_ before it says it sleeps: a kick that finds it awake has either
+  // been seen, or changed wake_ so that its futex_wait returns at once.
   wake_.fetch_add(1, std::memory_order_seq_cst);
-  futex_wake(wake_);
+  if (sleeping_.load(std::memory_order_seq_cst)) futex_wake(wake_);
+}
+
+void GroupLog::acknowledged() {
+  // Log space is released on the writer's next batch; only the waits need the news, and
+  // they are completed here, on the link's thread (wait_acks checks under ack_mu_).
+  complete_waits(false);
 }
 
 void GroupLog::publish() {
@@ -630,6 +682,7 @@ std::expected<void, std::string> GroupLog::start() {
   }
   if (replayed) spdlog::info("group {}: replayed {} log records into the group's LUs", name_, replayed);
   publish();
+  for (auto& l : links_) links_may_hold_ |= l->may_hold();
   started_ = true;
   writer_ = std::thread([this] { writer_loop(); });
   for (auto& l : links_) l->start();
@@ -662,9 +715,10 @@ bool GroupLog::try_append_inline(LogEntry& e) {
   // Only while the writer is idle: under load its batches are cheaper per record, and a
   // record appended here must not jump ahead of one queued before it was submitted.
   if (!sleeping_.load(std::memory_order_seq_cst) || queue_.load(std::memory_order_seq_cst)) return false;
+  bool holding = false;
   for (auto& l : links_) {
     l->check_fallbehind();
-    if (l->holding()) return false;  // the writer holds the write until the peer has it
+    holding |= l->holding();  // the write then waits for the links (wait_acks)
   }
   std::unique_lock lk(log_mu_, std::try_to_lock);
   if (!lk.owns_lock()) return false;
@@ -676,6 +730,7 @@ bool GroupLog::try_append_inline(LogEntry& e) {
   if (r == -ENOSPC) return false;
   e.result = r;
   e.seq = r == 0 ? first : 0;
+  e.hold = holding && r == 0;
   if (r == 0) {
     std::lock_guard sl(stats_mu_);
     ++stats_.appended_records;
@@ -710,49 +765,78 @@ void GroupLog::writer_loop() {
         std::unique_lock lk(log_mu_);
         process(batch, lk);
       }
-      const auto now = std::chrono::steady_clock::now();
       bool holding = false;
       for (auto& l : links_) {
         l->check_fallbehind();
         holding |= l->holding();
       }
       for (LogEntry* e : batch) {
-        // A write waits for the sync links only if it succeeded locally.
-        if (holding && e->result == 0)
-          held_.emplace_back(e, now);
-        else
-          complete(*e);
+        // A write waits for the links only if it succeeded locally (Layer::on_logged).
+        e->hold = holding && e->result == 0 && e->origin;
+        complete(*e);
       }
     }
-    complete_held(stop_.load());
+    if (stop_.load() && !list) {
+      // Sync links are no longer waited for.
+      complete_waits(true);
+      break;
+    }
+    complete_waits(false);  // deadlines
     if (list) continue;
-    if (stop_.load() && held_.empty()) break;
     const uint32_t w = wake_.load(std::memory_order_seq_cst);
     sleeping_.store(true, std::memory_order_seq_cst);
     if (queue_.load(std::memory_order_seq_cst) == nullptr && !stop_.load())
-      futex_wait(wake_, w, held_.empty() ? -1 : 20);  // held writes have deadlines
+      futex_wait(wake_, w, links_may_hold_ ? 20 : -1);  // held writes have deadlines
     sleeping_.store(false, std::memory_order_seq_cst);
   }
 }
 
-void GroupLog::complete_held(bool stopping) {
-  while (!held_.empty()) {
-    auto [e, since] = held_.front();
-    bool wait = false;
-    if (!stopping) {
-      const auto now = std::chrono::steady_clock::now();
-      for (auto& l : links_) {
-        if (!l->holding() || l->acked() >= e->seq) continue;
-        const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - since);
-        if (l->may_time_out() && waited >= std::chrono::milliseconds(l->sync_timeout_ms()))
-          l->degrade(fmt::format("no acknowledgement of record {} for {} ms", e->seq, waited.count()));
-        else
-          wait = true;
-      }
-    }
-    if (wait) break;
-    held_.pop_front();
-    complete(*e);
+bool GroupLog::wait_acks(AckWait& w) {
+  w.since = std::chrono::steady_clock::now();
+  std::lock_guard lk(ack_mu_);
+  // Checked under the lock a link takes after it moved acked(): an acknowledgement is
+  // either seen here or finds the wait in the list.
+  if (acks_stopped_ || !ack_pending(w, w.since, false)) return false;
+  ack_waits_.push_back(&w);
+  has_waits_.store(true, std::memory_order_seq_cst);
+  return true;
+}
+
+bool GroupLog::ack_pending(const AckWait& w, std::chrono::steady_clock::time_point now,
+                           bool stopping) {
+  if (stopping) return false;
+  bool wait = false;
+  for (auto& l : links_) {
+    if (!l->holding() || l->acked() >= w.seq) continue;
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - w.since);
+    if (l->may_time_out() && waited >= std::chrono::milliseconds(l->sync_timeout_ms()))
+      l->degrade(fmt::format("no acknowledgement of record {} for {} ms", w.seq, waited.count()));
+    else
+      wait = true;
+  }
+  return wait;
+}
+
+void GroupLog::complete_waits(bool stopping) {
+  if (!has_waits_.load(std::memory_order_seq_cst) && !stopping) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<AckWait*> done;
+  {
+    std::lock_guard lk(ack_mu_);
+    if (stopping) acks_stopped_ = true;
+    auto keep = std::partition(ack_waits_.begin(), ack_waits_.end(),
+                               [&](AckWait* w) { return ack_pending(*w, now, stopping); });
+    done.assign(keep, ack_waits_.end());
+    ack_waits_.erase(keep, ack_waits_.end());
+    has_waits_.store(!ack_waits_.empty(), std::memory_order_seq_cst);
+  }
+  for (AckWait* w : done) {
+    w->work.run = [](void* a) {
+      auto& aw = *static_cast<AckWait*>(a);
+      aw.done(aw);
+    };
+    w->work.arg = w;
+    w->origin->post(w->work);
   }
 }
 

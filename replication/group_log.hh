@@ -55,9 +55,24 @@ struct LogEntry {
   bool sync = false;  // durable (fdatasync) before completion
   uint64_t seq = 0;   // out: the record's sequence number
   int result = 0;     // out: 0 or -errno
+  // out: a link holds writes (a sync link in step, an async one past its fall-behind
+  // limits): the write may reach the LU's backend now, but may complete to the initiator
+  // only once the links have the record (GroupLog::wait_acks). Entries with an origin only.
+  bool hold = false;
   void (*done)(LogEntry& e) = nullptr;
   void* user = nullptr;
   storage::IoContext* origin = nullptr;  // where done() runs; nullptr: on the writer
+  storage::PostedWork work{};
+};
+
+// A write that waits for the site links' acknowledgement of record `seq` (and of every
+// record before it). Intrusive; `done` runs once, on `origin`'s thread.
+struct AckWait {
+  uint64_t seq = 0;
+  storage::IoContext* origin = nullptr;
+  void (*done)(AckWait& w) = nullptr;
+  void* user = nullptr;
+  std::chrono::steady_clock::time_point since{};
   storage::PostedWork work{};
 };
 
@@ -184,20 +199,34 @@ class GroupLog {
   void submit(LogEntry& e);
   // The layer reports that record `seq` is in its backend (any thread).
   void applied(uint64_t seq);
+  // After an entry came back with `hold`: w.done runs on w.origin's thread once every link
+  // holding writes has acknowledged w.seq (or gave up holding: sync_timeout_ms, then it is
+  // degraded), and returns true; false when there is nothing to wait for (w.done never runs).
+  // The site link that receives the acknowledgement completes the waits itself, so a sync
+  // write's round trip wakes no other thread of the primary but its reactor.
+  bool wait_acks(AckWait& w);
 
   GroupLogStats stats() const;
   std::vector<std::pair<std::string, LinkStats>> link_stats() const;
   const std::string& name() const { return name_; }
 
   // For site links (any thread).
-  int read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* out, size_t* count) const;
+  // Batches from the one holding record `from` on, as RingLog::read_raw, into the first
+  // *len bytes of *buf (grown as needed, never shrunk: no clearing per call). The log lock
+  // is held only to find them and to check afterwards that they were not released: the
+  // copy does not keep the reactors' appends waiting. 0, -ERANGE (released), -EIO.
+  int read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* buf, size_t* len,
+               size_t* count) const;
   uint64_t log_id() const { return log_id_.load(); }
   RingLog::Lag lag(uint64_t acked) const;
   std::vector<uint64_t> lun_sizes() const;
   uint64_t published_next() const { return pub_next_.load(); }  // next sequence to be written
   uint64_t published_head() const { return pub_head_.load(); }  // oldest record kept
-  // Wakes the writer (a link acknowledged something or changed state).
+  // Wakes the writer (a link changed state).
   void kick();
+  // A link's peer acknowledged records (after its acked() moved, seq_cst): completes the
+  // waits (wait_acks) that no longer need to wait, on the calling thread.
+  void acknowledged();
 
  private:
   class Layer;
@@ -207,12 +236,16 @@ class GroupLog {
   void process(std::vector<LogEntry*>& batch, std::unique_lock<std::mutex>& lk);
   // On the submitting reactor, while the writer sleeps with nothing queued: appends `e`
   // itself and completes it there, sparing the two thread switches of a hand-off. False
-  // when the writer must take it (a FUA write or flush, a link holding writes, the log past
-  // its flush mark or out of room, the log lock busy).
+  // when the writer must take it (a FUA write or flush, the log past its flush mark or out
+  // of room, the log lock busy).
   bool try_append_inline(LogEntry& e);
   // Keeps `req` (to `layer`) for release_writes(); false if no longer holding.
   bool park(storage::Backend* layer, storage::IoRequest& req);
-  void complete_held(bool stopping);
+  // Runs the waits that may end: acknowledged by every holding link, or (after
+  // sync_timeout_ms) no longer held by a link that is then degraded; all of them when
+  // stopping. Any thread.
+  void complete_waits(bool stopping);
+  bool ack_pending(const AckWait& w, std::chrono::steady_clock::time_point now, bool stopping);
   // Online verify's fence: parks `req` for the end of the fence; false if it has ended.
   bool park_fenced(storage::Backend* layer, storage::IoRequest& req);
   // Whether a write to LU `lu` at [offset, offset + length) overlaps the current fence.
@@ -256,7 +289,11 @@ class GroupLog {
   std::vector<std::unique_ptr<SiteLink>> links_;
   std::atomic<uint64_t> pub_next_{1}, pub_head_{1};
   // Appended entries waiting for sync links (writer thread only), with when they started.
-  std::deque<std::pair<LogEntry*, std::chrono::steady_clock::time_point>> held_;
+  std::mutex ack_mu_;                   // ack_waits_, acks_stopped_
+  std::vector<AckWait*> ack_waits_;     // writes waiting for the links (wait_acks)
+  bool acks_stopped_ = false;           // the writer stopped: nothing waits any more
+  std::atomic<bool> has_waits_{false};  // ack_waits_ is not empty (for acknowledged())
+  bool links_may_hold_ = false;         // a sync link, or limits: the writer checks deadlines
 
   std::atomic<LogEntry*> queue_{nullptr};
   std::atomic<uint32_t> wake_{0};

@@ -884,8 +884,8 @@ std::vector<NodeReplication::GroupStatus> NodeReplication::status() const {
 std::string NodeReplication::metrics_text() const {
   if (empty()) return "";
   std::string out;
-  auto metric = [&](const char* name, const char* help) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n", name, help, name);
+  auto metric = [&](const char* name, const char* help, const char* type = "gauge") {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
   };
   const auto groups = status();
   metric("zuma_replication_group_primary",
@@ -921,6 +921,30 @@ std::string NodeReplication::metrics_text() const {
                        st.capacity);
     out += fmt::format("zuma_replication_log_appended_bytes{{group=\"{}\"}} {}\n", p->cfg->name,
                        st.appended_bytes);
+  }
+  // Counters of the log's writer: how records got in (batches of the writer thread or
+  // appends on the submitting reactor), its fdatasyncs and its flushes to free space.
+  static constexpr std::pair<const char*, const char*> kLogCounters[] = {
+      {"zuma_replication_log_records_total", "Records appended to a primary group's log."},
+      {"zuma_replication_log_batches_total",
+       "Batches (one header, one write) appended to the log."},
+      {"zuma_replication_log_inline_appends_total",
+       "Records appended by the submitting reactor itself while the log's writer was idle."},
+      {"zuma_replication_log_syncs_total", "fdatasync calls on the log (FUA writes, flushes)."},
+      {"zuma_replication_log_pressure_flushes_total",
+       "Flushes of the group's LUs to free log space (the log past flush_at_percent, or full)."},
+  };
+  std::vector<GroupLogStats> log_stats;
+  for (const Group* p : primaries) log_stats.push_back(p->log->stats());
+  for (size_t f = 0; f < std::size(kLogCounters); ++f) {
+    metric(kLogCounters[f].first, kLogCounters[f].second, "counter");
+    for (size_t i = 0; i < primaries.size(); ++i) {
+      const GroupLogStats& st = log_stats[i];
+      const uint64_t v[] = {st.appended_records, st.appended_batches, st.inline_appends, st.syncs,
+                            st.pressure_flushes};
+      out += fmt::format("{}{{group=\"{}\"}} {}\n", kLogCounters[f].first, primaries[i]->cfg->name,
+                         v[f]);
+    }
   }
   struct Field {
     const char* name;

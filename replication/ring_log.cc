@@ -497,20 +497,52 @@ int RingLog::read(uint64_t from, const std::function<bool(const RecordView&)>& f
 
 int RingLog::read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* out, size_t* count) const {
   *count = 0;
+  RawExtents ext;
+  if (int r = raw_extents(from, max_bytes, &ext); r < 0) return r;
+  const size_t at = out->size();
+  out->resize(at + ext.bytes);
+  if (int r = read_extents(ext, out->data() + at); r < 0) {
+    out->resize(at);
+    return r;
+  }
+  *count = ext.first_seqs.size();
+  return 0;
+}
+
+int RingLog::raw_extents(uint64_t from, size_t max_bytes, RawExtents* out) const {
+  *out = RawExtents{};
+  out->log_id = log_id_;
   if (from < head_seq_) return -ERANGE;
-  auto it = batch_holding(from);
-  std::vector<uint8_t> buf;
-  std::string why;
-  size_t copied = 0;
-  for (; it != batches_.end() && copied < max_bytes; ++it) {
+  for (auto it = batch_holding(from); it != batches_.end() && out->bytes < max_bytes; ++it) {
     if (it->first_seq + it->nrecords <= from) continue;
-    Batch b{};
-    if (!read_batch(it->off, it->first_seq, 0, &b, &buf, &why)) return -EIO;
-    out->insert(out->end(), buf.begin(), buf.end());
-    copied += buf.size();
-    ++*count;
+    // Batches follow each other in the file except where the ring wrapped.
+    if (!out->spans.empty() && out->spans.back().first + out->spans.back().second == it->off)
+      out->spans.back().second += it->len;
+    else
+      out->spans.emplace_back(it->off, it->len);
+    out->first_seqs.push_back(it->first_seq);
+    out->bytes += it->len;
   }
   return 0;
+}
+
+int RingLog::read_extents(const RawExtents& ext, uint8_t* dst) const {
+  size_t at = 0;
+  for (const auto& [off, len] : ext.spans) {
+    if (int r = pread_all(fd_.get(), dst + at, len, off); r < 0) return r;
+    at += len;
+  }
+  at = 0;
+  for (uint64_t seq : ext.first_seqs) {
+    BatchHeader h{};
+    if (ext.bytes - at < kHdr) return -EIO;
+    std::memcpy(&h, dst + at, kHdr);
+    if (h.magic != kBatchMagic || h.log_id != ext.log_id || h.first_seq != seq || h.len < kHdr ||
+        h.len > ext.bytes - at)
+      return -EIO;
+    at += h.len;
+  }
+  return at == ext.bytes ? 0 : -EIO;
 }
 
 RingLog::Lag RingLog::lag(uint64_t acked) const {

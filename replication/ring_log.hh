@@ -125,6 +125,22 @@ class RingLog {
   // ship batches as they are on disk). *count: batches copied. Returns 0, -ERANGE if
   // `from` was released, -EIO if a batch no longer checks out.
   int read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* out, size_t* count) const;
+  // read_raw in two steps, so that the copying can run outside the caller's lock: where the
+  // batches are (raw_extents, under the lock), then their bytes (read_extents, any time).
+  // The bytes are good if no record from `from` on was released meanwhile (release() comes
+  // before the ring reuses space): the caller checks head_seq() <= from afterwards.
+  struct RawExtents {
+    std::vector<std::pair<uint64_t, uint64_t>> spans;  // (file offset, length), in order
+    std::vector<uint64_t> first_seqs;                  // each batch's first record
+    uint64_t log_id = 0;
+    size_t bytes = 0;  // of all the batches
+  };
+  // The batches read_raw would copy. 0 or -ERANGE (`from` was released).
+  int raw_extents(uint64_t from, size_t max_bytes, RawExtents* out) const;
+  // Reads them to dst (ext.bytes long) with one pread per contiguous span, and checks each
+  // batch's header (magic, log id, first sequence, length): 0, or -EIO if one does not
+  // match (the space was reused). The checksum is left to the reader (the peer checks it).
+  int read_extents(const RawExtents& ext, uint8_t* dst) const;
   // The length a batch's header announces (0 if `bytes` is shorter than a header).
   static uint64_t batch_length(std::span<const uint8_t> bytes);
   // The sequence number of a batch's last record, from its header (not checked; 0 when

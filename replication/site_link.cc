@@ -637,9 +637,8 @@ bool SiteLink::session(proto::Conn& conn) {
     bool more = false;
     if (!lazy && from < group_.published_next() && in_flight_bytes < kMaxInFlight) {
       last_send = now;
-      buf.clear();
-      size_t count = 0;
-      int r = group_.read_raw(from, kReadChunk, &buf, &count);
+      size_t count = 0, len = 0;
+      int r = group_.read_raw(from, kReadChunk, &buf, &len, &count);
       if (r == -ERANGE) {
         state_value_.store(uint8_t(LinkState::kNeedsResync));
         set_error(fmt::format("record {} was released before the peer had it: a resync is needed", from));
@@ -655,7 +654,7 @@ bool SiteLink::session(proto::Conn& conn) {
       size_t off = 0;
       uint64_t last = 0;
       for (size_t i = 0; i < count; ++i) {
-        const auto batch = std::span<const uint8_t>(buf).subspan(off);
+        const auto batch = std::span<const uint8_t>(buf).first(len).subspan(off);
         if (i + 1 == count) last = RingLog::batch_last_seq(batch);
         off += RingLog::batch_length(batch);
       }
@@ -725,7 +724,7 @@ bool SiteLink::session(proto::Conn& conn) {
       }
       uint64_t seq = 0;
       std::memcpy(&seq, payload.data(), 8);
-      if (seq > acked()) acked_.store(seq, std::memory_order_release);
+      if (seq > acked()) acked_.store(seq, std::memory_order_seq_cst);
       leave_bitmap_if_done(seq);
       while (!in_flight.empty() && in_flight.front().first <= seq) {
         in_flight_bytes -= in_flight.front().second;
@@ -738,7 +737,7 @@ bool SiteLink::session(proto::Conn& conn) {
                      opt_.name);
       }
       check_fallbehind();
-      group_.kick();  // the writer may complete held writes and release log space
+      group_.acknowledged();  // the writer may complete held writes
       const auto now = std::chrono::steady_clock::now();
       if (now - stored_at_ > kStoreEvery) {
         state_.store(SeqState{acked(), group_.log_id()});

@@ -127,6 +127,11 @@ class SiteLink {
     return opt_.mode == LinkMode::kSync ? !degraded_.load(std::memory_order_acquire)
                                         : throttled_.load(std::memory_order_acquire);
   }
+  // Whether the link may ever hold writes: sync, or async with fall-behind limits.
+  bool may_hold() const {
+    return opt_.mode == LinkMode::kSync || opt_.fallbehind_ios || opt_.fallbehind_bytes ||
+           opt_.fallbehind_seconds > 0;
+  }
   // Whether the group's writer may give up waiting for this link (not a `block` policy).
   bool may_time_out() const {
     return opt_.mode == LinkMode::kSync || opt_.on_fallbehind != LinkOptions::Policy::kBlock;

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -204,6 +205,49 @@ TEST_CASE("sync link: a completed write is on the secondary; a dead peer degrade
   CHECK(contents(sec.lu0) == contents(*pri.lu0));
   CHECK(contents(sec.lu1) == contents(*pri.lu1));
   CHECK(pri.link().reconnects >= 1);
+}
+
+TEST_CASE(
+    "sync link: a held write reaches the backend at once, and completes only when the link lets "
+    "it") {
+  Reactor r;
+  TempDir t;
+  Secondary sec;
+  sec.start(t);
+  Primary pri;
+  pri.open(t, sec.server->port(), LinkMode::kSync, 1500);
+  REQUIRE(eventually(
+      [&] { return pri.link().state == LinkState::kConnected && !pri.link().degraded; }));
+  auto first = pattern(4096, 5);
+  REQUIRE(r.write(*pri.lu0, 0, first) == 0);
+  REQUIRE(sec.applied() == 1);
+  // No acknowledgement can come now: the write waits for the link, but the primary's own
+  // LU has it meanwhile (the log is written first, so that is safe).
+  sec.server.reset();
+  auto d = pattern(4096, 6);
+  iovec iov{d.data(), d.size()};
+  IoRequest req{IoOp::kWrite, false, 8192, d.size(), &iov, 1};
+  int result = 1;
+  req.user = &result;
+  req.done = [](IoRequest& q, int res) { *static_cast<int*>(q.user) = res; };
+  const auto t0 = std::chrono::steady_clock::now();
+  pri.lu0->submit(req);
+  auto on_backend = [&] {
+    std::vector<uint8_t> v = contents(*pri.raw0);
+    return std::equal(d.begin(), d.end(), v.begin() + 8192);
+  };
+  bool seen_before_completion = false;
+  while (result == 1 && std::chrono::steady_clock::now() - t0 < 5s) {
+    r.ctx->flush();
+    if (r.ctx->poll() == 0) std::this_thread::sleep_for(1ms);
+    if (result == 1 && std::chrono::steady_clock::now() - t0 > 100ms && on_backend())
+      seen_before_completion = true;
+  }
+  CHECK(seen_before_completion);
+  REQUIRE(result == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 >= 1400ms);  // the sync timeout let it go
+  CHECK(pri.link().degraded);
+  CHECK(on_backend());
 }
 
 TEST_CASE("a restarted primary resumes where the secondary is, without sending it again") {
