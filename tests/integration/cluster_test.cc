@@ -18,6 +18,7 @@
 
 #include "tests/integration/control_client.hh"
 #include "tests/integration/harness.hh"
+#include "tests/integration/pr_nexus.hh"
 
 extern "C" {
 #include <iscsi/iscsi.h>
@@ -131,61 +132,9 @@ std::string node_config(const std::string& name, int port_group, const Etcd& etc
          image + "} ] }\n";
 }
 
-struct Nexus {
-  iscsi_context* ctx = nullptr;
-
-  Nexus(const std::string& portal, const std::string& initiator, uint32_t isid) {
-    ctx = iscsi_create_context(initiator.c_str());
-    REQUIRE(ctx);
-    iscsi_set_isid_random(ctx, isid, 0);
-    iscsi_set_targetname(ctx, kTestIqn);
-    iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
-    iscsi_set_noautoreconnect(ctx, 1);
-    iscsi_set_timeout(ctx, 30);
-    REQUIRE_MESSAGE(iscsi_full_connect_sync(ctx, portal.c_str(), -1) == 0, iscsi_get_error(ctx));
-    clear_uas();
-  }
-  ~Nexus() {
-    if (!ctx) return;
-    if (iscsi_is_logged_in(ctx)) iscsi_logout_sync(ctx);
-    iscsi_destroy_context(ctx);
-  }
-  Nexus(const Nexus&) = delete;
-  Nexus& operator=(const Nexus&) = delete;
-
-  void clear_uas() {
-    for (int i = 0; i < 10; ++i) {
-      Task t(iscsi_testunitready_sync(ctx, 0));
-      if (!t || t->status != SCSI_STATUS_CHECK_CONDITION ||
-          t->sense.key != SCSI_SENSE_UNIT_ATTENTION)
-        break;
-    }
-  }
-  Task prout(int sa, int type, uint64_t key, uint64_t sark, bool all_tg_pt = false) {
-    scsi_persistent_reserve_out_basic p{};
-    p.reservation_key = key;
-    p.service_action_reservation_key = sark;
-    p.all_tg_pt = all_tg_pt;
-    return Task(iscsi_persistent_reserve_out_sync(ctx, 0, sa, 0, type, &p));
-  }
-  std::vector<uint64_t> keys() {
-    Task t(iscsi_persistent_reserve_in_sync(ctx, 0, SCSI_PERSISTENT_RESERVE_READ_KEYS, 4096));
-    REQUIRE_MESSAGE(is_good(t.get()), describe(ctx, t.get()));
-    auto* rk = static_cast<scsi_persistent_reserve_in_read_keys*>(scsi_datain_unmarshall(t.get()));
-    REQUIRE(rk);
-    return std::vector<uint64_t>(rk->keys, rk->keys + rk->num_keys);
-  }
-  Task write1(uint8_t fill = 0x5A) {
-    std::vector<uint8_t> b(512, fill);
-    return Task(iscsi_write16_sync(ctx, 0, 8, b.data(), 512, 512, 0, 0, 0, 0, 0));
-  }
-  Task read1() { return Task(iscsi_read16_sync(ctx, 0, 8, 512, 512, 0, 0, 0, 0, 0)); }
-  Task raw(std::vector<uint8_t> cdb, int dir, int xfer, std::vector<uint8_t> out = {}) {
-    scsi_task* t = scsi_create_task(static_cast<int>(cdb.size()), cdb.data(), dir, xfer);
-    REQUIRE(t);
-    iscsi_data d{static_cast<size_t>(out.size()), out.data()};
-    return Task(iscsi_scsi_command_sync(ctx, 0, t, out.empty() ? nullptr : &d));
-  }
+// A nexus with the ALUA helpers of these tests.
+struct ClusterNexus : zuma::test::Nexus {
+  using zuma::test::Nexus::Nexus;
   // (port group, state) of each group REPORT TARGET PORT GROUPS lists.
   std::vector<std::pair<int, int>> groups() {
     Task t = raw({0xA3, 0x0A, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 0}, SCSI_XFER_READ, 1024);
@@ -216,9 +165,6 @@ struct Nexus {
   }
 };
 
-bool conflict(const Task& t) {
-  return t && t->status == SCSI_STATUS_RESERVATION_CONFLICT;
-}
 bool sense(const Task& t, int key, int asc, int ascq) {
   return t && t->status == SCSI_STATUS_CHECK_CONDITION && t->sense.key == key &&
          t->sense.ascq == (asc << 8 | ascq);
@@ -242,8 +188,8 @@ struct TwoNodes {
 TEST_CASE("two nodes: one identity, ALUA groups, reservations enforced across nodes") {
   Etcd etcd(1);
   TwoNodes n(etcd);
-  Nexus a(n.a.portal(), kInitA, 0x1111);
-  Nexus b(n.b.portal(), kInitB, 0x2222);
+  ClusterNexus a(n.a.portal(), kInitA, 0x1111);
+  ClusterNexus b(n.b.portal(), kInitB, 0x2222);
 
   // One LU: the same NAA designator (VPD 83h) and serial (VPD 80h) through both nodes.
   const auto id_a = a.vpd(0x83), id_b = b.vpd(0x83);
@@ -306,8 +252,8 @@ TEST_CASE("two nodes: one identity, ALUA groups, reservations enforced across no
 TEST_CASE("SET TARGET PORT GROUPS: node B to standby and back, from node A") {
   Etcd etcd(1);
   TwoNodes n(etcd);
-  Nexus a(n.a.portal(), kInitA, 0x1111);
-  Nexus b(n.b.portal(), kInitB, 0x2222);
+  ClusterNexus a(n.a.portal(), kInitA, 0x1111);
+  ClusterNexus b(n.b.portal(), kInitB, 0x2222);
   REQUIRE_MESSAGE(is_good(a.set_group(2, 2).get()), "SET TARGET PORT GROUPS");
   // Node A's own nexus gets 2Ah/06h as well (DISTRIBUTED.md "ALUA": the watch reports
   // every change to every nexus, the sender's included).
@@ -329,7 +275,7 @@ TEST_CASE("SET TARGET PORT GROUPS: node B to standby and back, from node A") {
   REQUIRE(is_good(a.set_group(2, 1).get()));
   CHECK(n.b.stop() == 0);
   n.b.start();
-  Nexus b2(n.b.portal(), kInitB, 0x2223);
+  ClusterNexus b2(n.b.portal(), kInitB, 0x2223);
   CHECK(b2.groups() == std::vector<std::pair<int, int>>{{1, 0}, {2, 1}});
   CHECK(is_good(b2.read1().get()));  // active/non-optimized serves
 }
@@ -337,9 +283,9 @@ TEST_CASE("SET TARGET PORT GROUPS: node B to standby and back, from node A") {
 TEST_CASE("a node killed while holding reservations: its lease expires, the other carries on") {
   Etcd etcd(1);
   TwoNodes n(etcd, 2);
-  Nexus b(n.b.portal(), kInitB, 0x2222);
+  ClusterNexus b(n.b.portal(), kInitB, 0x2222);
   {
-    Nexus a(n.a.portal(), kInitA, 0x1111);
+    ClusterNexus a(n.a.portal(), kInitA, 0x1111);
     REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_REGISTER, 0, 0, kKeyA).get()));
     REQUIRE(is_good(b.prout(SCSI_PERSISTENT_RESERVE_REGISTER, 0, 0, kKeyB).get()));
     REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_RESERVE,
@@ -389,7 +335,7 @@ TEST_CASE("a node killed while holding reservations: its lease expires, the othe
 
   // Node A comes back: it joins with the state as it is now.
   n.a.start();
-  Nexus a(n.a.portal(), kInitA, 0x1111);
+  ClusterNexus a(n.a.portal(), kInitA, 0x1111);
   CHECK(a.keys() == std::vector<uint64_t>{kKeyB});
   CHECK(conflict(a.read1()));
 }
@@ -397,7 +343,7 @@ TEST_CASE("a node killed while holding reservations: its lease expires, the othe
 TEST_CASE("etcd lost: the nodes fence themselves (unavailable), and serve again when it is back") {
   auto etcd = std::make_unique<Etcd>(1);
   TwoNodes n(*etcd, 2);
-  Nexus a(n.a.portal(), kInitA, 0x1111);
+  ClusterNexus a(n.a.portal(), kInitA, 0x1111);
   REQUIRE(is_good(a.write1().get()));
   etcd->kill(0);
   bool fenced = false;
@@ -424,8 +370,8 @@ TEST_CASE("etcd lost: the nodes fence themselves (unavailable), and serve again 
 TEST_CASE("three etcd members: one dies, reservations still cross the nodes") {
   Etcd etcd(3);
   TwoNodes n(etcd);
-  Nexus a(n.a.portal(), kInitA, 0x1111);
-  Nexus b(n.b.portal(), kInitB, 0x2222);
+  ClusterNexus a(n.a.portal(), kInitA, 0x1111);
+  ClusterNexus b(n.b.portal(), kInitB, 0x2222);
   REQUIRE(is_good(a.prout(SCSI_PERSISTENT_RESERVE_REGISTER, 0, 0, kKeyA).get()));
   etcd.kill(0);  // the first endpoint of both nodes
   REQUIRE(is_good(b.prout(SCSI_PERSISTENT_RESERVE_REGISTER, 0, 0, kKeyB).get()));
@@ -440,9 +386,9 @@ TEST_CASE("three etcd members: one dies, reservations still cross the nodes") {
 TEST_CASE("RESERVE (6) through one node ends with its nexus: logout, then the other node's") {
   Etcd etcd(1);
   TwoNodes n(etcd);
-  Nexus b(n.b.portal(), kInitB, 0x2222);
+  ClusterNexus b(n.b.portal(), kInitB, 0x2222);
   {
-    Nexus a(n.a.portal(), kInitA, 0x1111);
+    ClusterNexus a(n.a.portal(), kInitA, 0x1111);
     REQUIRE(is_good(Task(iscsi_reserve6_sync(a.ctx, 0)).get()));
     CHECK(conflict(Task(iscsi_reserve6_sync(b.ctx, 0))));
   }  // logout
