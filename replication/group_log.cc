@@ -689,6 +689,13 @@ std::expected<void, std::string> GroupLog::start() {
   return {};
 }
 
+struct GroupLog::Pending {
+  GroupLog* group = nullptr;
+  LogEntry* head = nullptr;  // in submission order, through LogEntry::next
+  LogEntry** tail = &head;
+  storage::PostedWork hook{};
+};
+
 void GroupLog::submit(LogEntry& e) {
   e.next = nullptr;
   e.origin = IoContext::current();
@@ -702,46 +709,113 @@ void GroupLog::submit(LogEntry& e) {
     e.done(e);
     return;
   }
-  if (try_append_inline(e)) return;
+  if (e.has_record && !e.sync) {
+    // Gathered until the end of the reactor's pass (IoContext::defer_batch): the records
+    // one pass of PDUs produced go to the log as one batch, one write.
+    Pending& p = pending_for(*e.origin);
+    const bool arm = p.head == nullptr;
+    *p.tail = &e;
+    p.tail = &e.next;
+    if (arm) e.origin->defer_batch(p.hook);
+    return;
+  }
+  enqueue(&e, &e);
+}
+
+void GroupLog::enqueue(LogEntry* first, LogEntry* last) {
+  // The writer takes the stack whole and reverses it: a chain first..last (in submission
+  // order, linked through next) goes on reversed, to come off in order.
+  LogEntry* rev = nullptr;
+  for (LogEntry* e = first; e;) {
+    LogEntry* next = e == last ? nullptr : e->next;
+    e->next = rev;
+    rev = e;
+    e = next;
+  }
   LogEntry* head = queue_.load(std::memory_order_relaxed);
   do {
-    e.next = head;
-  } while (!queue_.compare_exchange_weak(head, &e, std::memory_order_seq_cst, std::memory_order_relaxed));
+    first->next = head;
+  } while (!queue_.compare_exchange_weak(head, rev, std::memory_order_seq_cst,
+                                         std::memory_order_relaxed));
   if (sleeping_.load(std::memory_order_seq_cst)) kick();
 }
 
-bool GroupLog::try_append_inline(LogEntry& e) {
-  if (!e.has_record || e.sync) return false;
+GroupLog::Pending& GroupLog::pending_for(IoContext& ctx) {
+  // One per (thread, group); a thread has one IoContext. Groups are few.
+  thread_local std::vector<std::unique_ptr<Pending>> mine;
+  (void)ctx;
+  for (auto& p : mine)
+    if (p->group == this) return *p;
+  auto p = std::make_unique<Pending>();
+  p->group = this;
+  p->hook.arg = p.get();
+  p->hook.run = [](void* a) {
+    Pending& pd = *static_cast<Pending*>(a);
+    LogEntry* list = pd.head;
+    pd.head = nullptr;
+    pd.tail = &pd.head;  // what the completions below submit is the next batch
+    pd.group->append_gathered(list);
+  };
+  mine.push_back(std::move(p));
+  return *mine.back();
+}
+
+void GroupLog::append_gathered(LogEntry* list) {
+  thread_local std::vector<LogEntry*> batch;
+  batch.clear();
+  for (LogEntry* e = list; e; e = e->next) batch.push_back(e);
+  const size_t done = try_append_inline(batch);
+  if (done == batch.size()) return;
+  batch.back()->next = nullptr;
+  enqueue(batch[done], batch.back());
+}
+
+size_t GroupLog::try_append_inline(std::vector<LogEntry*>& batch) {
   // Only while the writer is idle: under load its batches are cheaper per record, and a
   // record appended here must not jump ahead of one queued before it was submitted.
-  if (!sleeping_.load(std::memory_order_seq_cst) || queue_.load(std::memory_order_seq_cst)) return false;
+  if (!sleeping_.load(std::memory_order_seq_cst) || queue_.load(std::memory_order_seq_cst))
+    return 0;
   bool holding = false;
   for (auto& l : links_) {
     l->check_fallbehind();
-    holding |= l->holding();  // the write then waits for the links (wait_acks)
+    holding |= l->holding();  // the writes then wait for the links (wait_acks)
   }
   std::unique_lock lk(log_mu_, std::try_to_lock);
-  if (!lk.owns_lock()) return false;
+  if (!lk.owns_lock()) return 0;
   advance_applied();
-  if (log_->next_seq() + 1 > applied_upto_ + kWindow) return false;
-  if (log_->used_bytes() * 100 >= log_->capacity() * flush_at_percent_) return false;  // the writer flushes
-  uint64_t first = 0;
-  const int r = log_->append(std::span<const AppendRecord>(&e.rec, 1), &first);
-  if (r == -ENOSPC) return false;
-  e.result = r;
-  e.seq = r == 0 ? first : 0;
-  e.hold = holding && r == 0;
-  if (r == 0) {
+  if (log_->next_seq() + batch.size() > applied_upto_ + kWindow) return 0;
+  if (log_->used_bytes() * 100 >= log_->capacity() * flush_at_percent_)
+    return 0;  // the writer flushes
+  thread_local std::vector<AppendRecord> recs;
+  size_t done = 0, batches = 0;
+  while (done < batch.size()) {
+    const size_t n = std::min<size_t>(batch.size() - done, RingLog::kMaxRecordsPerBatch);
+    recs.clear();
+    for (size_t i = 0; i < n; ++i) recs.push_back(batch[done + i]->rec);
+    uint64_t first = 0;
+    const int r = log_->append(recs, &first);
+    if (r == -ENOSPC) break;  // the rest goes to the writer, which makes room
+    for (size_t i = 0; i < n; ++i) {
+      LogEntry& e = *batch[done + i];
+      e.result = r;
+      e.seq = r == 0 ? first + i : 0;
+      e.hold = holding && r == 0;
+    }
+    if (r == 0) ++batches;
+    done += n;
+  }
+  if (done == 0) return 0;
+  {
     std::lock_guard sl(stats_mu_);
-    ++stats_.appended_records;
-    ++stats_.appended_batches;
-    ++stats_.inline_appends;
+    stats_.appended_batches += batches;
+    for (size_t i = 0; i < done; ++i)
+      if (batch[i]->result == 0) ++stats_.appended_records, ++stats_.inline_appends;
   }
   publish();
   lk.unlock();
   for (auto& l : links_) l->notify();
-  e.done(e);
-  return true;
+  for (size_t i = 0; i < done; ++i) batch[i]->done(*batch[i]);
+  return done;
 }
 
 void GroupLog::applied(uint64_t seq) { applied_bits_[seq % kWindow].store(1, std::memory_order_release); }

@@ -234,11 +234,18 @@ class GroupLog {
   GroupLog() = default;
   void writer_loop();
   void process(std::vector<LogEntry*>& batch, std::unique_lock<std::mutex>& lk);
-  // On the submitting reactor, while the writer sleeps with nothing queued: appends `e`
-  // itself and completes it there, sparing the two thread switches of a hand-off. False
-  // when the writer must take it (a FUA write or flush, the log past its flush mark or out
-  // of room, the log lock busy).
-  bool try_append_inline(LogEntry& e);
+  // On the submitting reactor at the end of its pass, while the writer sleeps with nothing
+  // queued: appends the records the pass gathered itself (as one batch) and completes them
+  // there, sparing the two thread switches of a hand-off. Returns how many of `batch` (in
+  // order) it appended and completed; the rest goes to the writer (the log past its flush
+  // mark or out of room, the log lock busy, the writer busy). FUA writes and flushes always
+  // go to the writer.
+  size_t try_append_inline(std::vector<LogEntry*>& batch);
+  struct Pending;  // a reactor's records gathered for the end of its pass
+  Pending& pending_for(storage::IoContext& ctx);
+  void append_gathered(LogEntry* list);
+  // Queues the chain first..last (linked through next, in order) for the writer.
+  void enqueue(LogEntry* first, LogEntry* last);
   // Keeps `req` (to `layer`) for release_writes(); false if no longer holding.
   bool park(storage::Backend* layer, storage::IoRequest& req);
   // Runs the waits that may end: acknowledged by every holding link, or (after

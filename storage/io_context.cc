@@ -109,6 +109,7 @@ std::expected<std::unique_ptr<IoContext>, int> IoContext::create(unsigned entrie
 IoContext::~IoContext() {
   // Work posted to this context runs exactly once, here at the latest.
   while (state_ && state_->posted.load(std::memory_order_acquire) != nullptr) run_posted();
+  run_batched();
   if (ring_) {
     // Every request completes exactly once (backend.hh): wait for what is in flight.
     while (in_flight_ > 0) {
@@ -314,7 +315,28 @@ unsigned IoContext::run_posted() {
 }
 
 void IoContext::flush() {
+  run_batched();
   if (pending_ > 0) submit_pending();
+}
+
+void IoContext::defer_batch(PostedWork& w) {
+  w.next = nullptr;
+  *batch_tail_ = &w;
+  batch_tail_ = &w.next;
+}
+
+void IoContext::run_batched() {
+  // What a run defers goes to the next round.
+  while (batch_head_) {
+    PostedWork* w = batch_head_;
+    batch_head_ = nullptr;
+    batch_tail_ = &batch_head_;
+    while (w) {
+      PostedWork* next = w->next;
+      w->run(w->arg);
+      w = next;
+    }
+  }
 }
 
 unsigned IoContext::reap() {

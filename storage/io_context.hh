@@ -52,8 +52,17 @@ class IoContext {
   // result is a byte count below req.length completes with -EIO (use queue_rw() to have
   // short transfers finished instead).
   io_uring_sqe* get_sqe(IoRequest& req);
-  // Hands every prepared submission to the kernel. Cheap when there are none.
+  // Runs the work deferred to the end of this pass (defer_batch), then hands every
+  // prepared submission to the kernel. Cheap when there are none.
   void flush();
+  // One-shot work for the end of the owner loop's current pass: w.run(w.arg) runs at the
+  // next run_batched() (a reactor calls it after handling its events, before its batched
+  // sends) or flush(), in the order deferred. Owner thread only, no allocation. Lets a
+  // layer gather what one pass submitted and handle it at once (the replication log
+  // appends it as one batch: one write instead of one per command).
+  void defer_batch(PostedWork& w);
+  void run_batched();
+  bool has_batched() const { return batch_head_ != nullptr; }
   // Runs the done() callback of every finished request; returns how many. Safe to call
   // when nothing is ready (one non-blocking eventfd read). done() may submit new requests
   // (they wait for the next flush()). Call flush() after reap() before sleeping.
@@ -105,6 +114,8 @@ class IoContext {
   unsigned pending_ = 0;
   bool eventfd_enabled_ = true;
   uint64_t in_flight_ = 0;
+  PostedWork* batch_head_ = nullptr;  // defer_batch(), in order
+  PostedWork** batch_tail_ = &batch_head_;
 };
 
 }  // namespace zuma::storage

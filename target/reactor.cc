@@ -107,7 +107,7 @@ void Reactor::loop() {
   auto next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   std::vector<Deferred*> running;
   while (!stop_.load(std::memory_order_relaxed)) {
-    const int timeout = deferred_.empty() ? 1000 : 0;
+    const int timeout = deferred_.empty() && !io_->has_batched() ? 1000 : 0;
     int n = ::epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -125,6 +125,9 @@ void Reactor::loop() {
         h->on_event(events[i].events);
       }
     }
+    // Work layers deferred to the end of this pass (the replication log's batch of what
+    // these events submitted) runs before the batched sends, so its completions join them.
+    io_->run_batched();
     // Completions that arrived while handling sockets join this iteration's batched
     // socket writes.
     if (io_->in_flight() > 0) io_->poll();
@@ -158,6 +161,7 @@ void Reactor::loop() {
     }
   }
   drain_posts();
+  io_->run_batched();
   storage::IoContext::clear_current();
 }
 

@@ -302,6 +302,52 @@ TEST_CASE("a write submitted while the writer idles is appended on its own threa
   CHECK(read_back(*lu, 8192, 4096) == pattern(4096, 9));
 }
 
+TEST_CASE("the writes one reactor pass submits go to the log as one batch, in order") {
+  TempDir t;
+  auto g = GroupLog::open(options(t, 16 << 20));
+  REQUIRE(g);
+  auto lu = (*g)->attach(0, std::make_unique<storage::MemoryBackend>(8 << 20));
+  REQUIRE((*g)->start());
+  auto ctx = storage::IoContext::create();
+  REQUIRE(ctx);
+  (*ctx)->make_current();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the writer asleep
+  constexpr int kWrites = 6;
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<iovec> iov(kWrites);
+  std::vector<IoRequest> req(kWrites);
+  std::vector<int> order;
+  for (int i = 0; i < kWrites; ++i) data.push_back(pattern(4096, uint8_t(40 + i)));
+  for (int i = 0; i < kWrites; ++i) {
+    iov[i] = {data[i].data(), data[i].size()};
+    // Writes 0 and 5 go to the same block: the later one must be what the LU holds.
+    req[i] = IoRequest{IoOp::kWrite, false, uint64_t(i % 5) * 4096, 4096, &iov[i], 1};
+    req[i].user = &order;
+    req[i].done = [](IoRequest& r, int res) {
+      CHECK(res == 0);
+      static_cast<std::vector<int>*>(r.user)->push_back(int(r.offset / 4096));
+    };
+  }
+  const auto before = (*g)->stats();
+  for (auto& r : req) lu->submit(r);
+  CHECK(order.empty());  // gathered until the end of the pass
+  (*ctx)->flush();
+  // Block 0 is written twice: the second write waits for the first (overlap), and is
+  // gathered for the next pass.
+  for (int spins = 0; order.size() < kWrites && spins < 100000; ++spins) {
+    (*ctx)->flush();
+    if ((*ctx)->poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  REQUIRE(order.size() == kWrites);
+  storage::IoContext::clear_current();
+  const auto after = (*g)->stats();
+  CHECK(after.appended_records - before.appended_records == kWrites);
+  CHECK(after.inline_appends - before.inline_appends == kWrites);
+  CHECK(after.appended_batches - before.appended_batches == 2);  // 5 writes, then the 6th
+  CHECK(read_back(*lu, 0, 4096) == data[5]);
+  for (int i = 1; i < 5; ++i) CHECK(read_back(*lu, uint64_t(i) * 4096, 4096) == data[i]);
+}
+
 namespace {
 
 // Holds every write it is given until release(): the order in which the layer below the

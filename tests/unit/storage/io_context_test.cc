@@ -379,3 +379,41 @@ TEST_CASE("IoContext: posts from many threads while the owner reaps lose nothing
   for (auto& t : ts) t.join();
   CHECK(count == kThreads * kEach);
 }
+
+TEST_CASE(
+    "IoContext: defer_batch runs once, in order, at run_batched or flush; what a run defers runs "
+    "too") {
+  auto ctx = IoContext::create();
+  REQUIRE(ctx);
+  struct Step {
+    PostedWork w;
+    std::vector<int>* log;
+    int id;
+    Step* then = nullptr;  // deferred by this one's run
+    IoContext* ctx = nullptr;
+  };
+  std::vector<int> log;
+  Step c{{}, &log, 3};
+  Step a{{}, &log, 1, &c, ctx->get()};
+  Step b{{}, &log, 2};
+  for (Step* s : {&a, &b, &c}) {
+    s->w.arg = s;
+    s->w.run = [](void* p) {
+      auto& st = *static_cast<Step*>(p);
+      st.log->push_back(st.id);
+      if (st.then) st.ctx->defer_batch(st.then->w);
+    };
+  }
+  (*ctx)->defer_batch(a.w);
+  (*ctx)->defer_batch(b.w);
+  CHECK((*ctx)->has_batched());
+  CHECK(log.empty());  // never inline
+  (*ctx)->flush();
+  CHECK(log == std::vector<int>{1, 2, 3});
+  CHECK_FALSE((*ctx)->has_batched());
+  (*ctx)->run_batched();  // nothing left: runs nothing again
+  CHECK(log.size() == 3);
+  (*ctx)->defer_batch(b.w);
+  (*ctx)->run_batched();
+  CHECK(log == std::vector<int>{1, 2, 3, 2});
+}
