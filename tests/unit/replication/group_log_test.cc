@@ -251,17 +251,39 @@ TEST_CASE("reactor threads: group commit, completions back on the submitting thr
   MESSAGE("records per batch: " << double(st.appended_records) / double(st.appended_batches));
 }
 
+namespace {
+
+// A started group with one 8 MiB memory LU, and an IoContext current on this thread (the
+// test thread acts as a reactor).
+struct OneLuReactor {
+  TempDir t;
+  std::unique_ptr<GroupLog> g;
+  std::unique_ptr<Backend> lu;
+  std::unique_ptr<storage::IoContext> ctx;
+  OneLuReactor() {
+    auto o = GroupLog::open(options(t, 16 << 20));
+    REQUIRE(o);
+    g = std::move(*o);
+    lu = g->attach(0, std::make_unique<storage::MemoryBackend>(8 << 20));
+    REQUIRE(g->start());
+    auto c = storage::IoContext::create();
+    REQUIRE(c);
+    ctx = std::move(*c);
+    ctx->make_current();
+  }
+  ~OneLuReactor() {
+    storage::IoContext::clear_current();
+    lu.reset();
+    g.reset();  // before the context it posts to
+  }
+};
+
+}  // namespace
+
 TEST_CASE("a write submitted while the writer idles is appended on its own thread, in order") {
   // GroupLog::try_append_inline: no hand-off to the writer thread and back; the record
   // gets the next sequence number and the completion runs on the submitting thread.
-  TempDir t;
-  auto g = GroupLog::open(options(t, 16 << 20));
-  REQUIRE(g);
-  auto lu = (*g)->attach(0, std::make_unique<storage::MemoryBackend>(8 << 20));
-  REQUIRE((*g)->start());
-  auto ctx = storage::IoContext::create();
-  REQUIRE(ctx);
-  (*ctx)->make_current();
+  OneLuReactor f;
   constexpr int kWrites = 10;
   for (int i = 0; i < kWrites; ++i) {
     // Long enough for the writer to be asleep with nothing queued.
@@ -281,36 +303,28 @@ TEST_CASE("a write submitted while the writer idles is appended on its own threa
       d.res = res;
       d.on = std::this_thread::get_id();
     };
-    lu->submit(req);
+    f.lu->submit(req);
     for (int spins = 0; !d.done && spins < 100000; ++spins) {
-      (*ctx)->flush();
-      if ((*ctx)->poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
+      f.ctx->flush();
+      if (f.ctx->poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
     REQUIRE(d.done);
     CHECK(d.res == 0);
     CHECK(d.on == std::this_thread::get_id());
   }
-  storage::IoContext::clear_current();
-  auto st = (*g)->stats();
+  auto st = f.g->stats();
   CHECK(st.inline_appends == kWrites);
   CHECK(st.appended_records == kWrites);
   CHECK(st.next_seq == kWrites + 1);
   // The last write to each block is what the LU holds (blocks 0, 1, 2 last written by
   // writes 9, 7 and 8).
-  CHECK(read_back(*lu, 0, 4096) == pattern(4096, 10));
-  CHECK(read_back(*lu, 4096, 4096) == pattern(4096, 8));
-  CHECK(read_back(*lu, 8192, 4096) == pattern(4096, 9));
+  CHECK(read_back(*f.lu, 0, 4096) == pattern(4096, 10));
+  CHECK(read_back(*f.lu, 4096, 4096) == pattern(4096, 8));
+  CHECK(read_back(*f.lu, 8192, 4096) == pattern(4096, 9));
 }
 
 TEST_CASE("the writes one reactor pass submits go to the log as one batch, in order") {
-  TempDir t;
-  auto g = GroupLog::open(options(t, 16 << 20));
-  REQUIRE(g);
-  auto lu = (*g)->attach(0, std::make_unique<storage::MemoryBackend>(8 << 20));
-  REQUIRE((*g)->start());
-  auto ctx = storage::IoContext::create();
-  REQUIRE(ctx);
-  (*ctx)->make_current();
+  OneLuReactor f;
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the writer asleep
   constexpr int kWrites = 6;
   std::vector<std::vector<uint8_t>> data;
@@ -328,24 +342,23 @@ TEST_CASE("the writes one reactor pass submits go to the log as one batch, in or
       static_cast<std::vector<int>*>(r.user)->push_back(int(r.offset / 4096));
     };
   }
-  const auto before = (*g)->stats();
-  for (auto& r : req) lu->submit(r);
+  const auto before = f.g->stats();
+  for (auto& r : req) f.lu->submit(r);
   CHECK(order.empty());  // gathered until the end of the pass
-  (*ctx)->flush();
+  f.ctx->flush();
   // Block 0 is written twice: the second write waits for the first (overlap), and is
   // gathered for the next pass.
   for (int spins = 0; order.size() < kWrites && spins < 100000; ++spins) {
-    (*ctx)->flush();
-    if ((*ctx)->poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    f.ctx->flush();
+    if (f.ctx->poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
   REQUIRE(order.size() == kWrites);
-  storage::IoContext::clear_current();
-  const auto after = (*g)->stats();
+  const auto after = f.g->stats();
   CHECK(after.appended_records - before.appended_records == kWrites);
   CHECK(after.inline_appends - before.inline_appends == kWrites);
   CHECK(after.appended_batches - before.appended_batches == 2);  // 5 writes, then the 6th
-  CHECK(read_back(*lu, 0, 4096) == data[5]);
-  for (int i = 1; i < 5; ++i) CHECK(read_back(*lu, uint64_t(i) * 4096, 4096) == data[i]);
+  CHECK(read_back(*f.lu, 0, 4096) == data[5]);
+  for (int i = 1; i < 5; ++i) CHECK(read_back(*f.lu, uint64_t(i) * 4096, 4096) == data[i]);
 }
 
 namespace {
