@@ -24,6 +24,7 @@
 #include "tests/fault/write_order.hh"
 #include "tests/integration/fault_proxy.hh"
 #include "tests/integration/harness.hh"
+#include "tests/integration/link_view.hh"
 
 using namespace zuma::test;
 using namespace std::chrono_literals;
@@ -94,42 +95,6 @@ std::string primary_config(uint16_t peer_port, const std::string& mode, int sync
                                          : std::string()) +
                          setup.link_extra + " }\n",
                      setup.lun_blocks);
-}
-
-struct LinkView {
-  double next = -1, acked = -1, connected = -1, degraded = -1, applied = -1, peer = -1;
-};
-
-LinkView look(Zumad& primary, Zumad& secondary) {
-  const std::string p = http_get(primary.port(1), "/metrics");
-  const std::string s = http_get(secondary.port(1), "/metrics");
-  auto get = [](const std::string& page, const std::string& series) {
-    return metric_sample(page, series).value_or(-1);
-  };
-  LinkView v;
-  v.next = get(p, "zuma_replication_log_next_seq{group=\"db\"}");
-  v.acked = get(p, "zuma_replication_link_acked_seq{group=\"db\",link=\"dr\"}");
-  v.connected = get(p, "zuma_replication_link_connected{group=\"db\",link=\"dr\"}");
-  v.degraded = get(p, "zuma_replication_link_degraded{group=\"db\",link=\"dr\"}");
-  v.applied = get(s, "zuma_replication_replica_applied_seq{group=\"db\"}");
-  v.peer = get(s, "zuma_replication_replica_connected{group=\"db\"}");
-  return v;
-}
-
-template <class Pred>
-void wait_for(Zumad& primary, Zumad& secondary, const char* what, Pred ok,
-              std::chrono::seconds limit = 30s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  LinkView v;
-  while (std::chrono::steady_clock::now() < deadline) {
-    v = look(primary, secondary);
-    if (ok(v)) return;
-    std::this_thread::sleep_for(20ms);
-  }
-  FAIL("link did not get to: " << std::string(what) << " (next " << v.next << ", acked " << v.acked
-                               << ", connected " << v.connected << ", degraded " << v.degraded
-                               << ", secondary applied " << v.applied << ", primary connected "
-                               << v.peer << ")");
 }
 
 std::vector<std::string> images(Zumad& z) {

@@ -24,6 +24,7 @@
 
 #include "tests/integration/control_client.hh"
 #include "tests/integration/harness.hh"
+#include "tests/integration/link_view.hh"
 
 extern "C" {
 #include <iscsi/iscsi.h>
@@ -74,38 +75,6 @@ std::string primary_config(uint16_t peer_port, const std::string& mode,
 // The value of sample `series` ("NAME{LABELS}") on a metrics page, or -1 if absent.
 double sample(const std::string& page, const std::string& series) {
   return metric_sample(page, series).value_or(-1);
-}
-
-struct LinkView {
-  double next = -1, acked = -1, connected = -1, degraded = -1, applied = -1;
-};
-
-LinkView look(Zumad& primary, Zumad& secondary) {
-  const std::string p = http_get(primary.port(1), "/metrics");
-  const std::string s = http_get(secondary.port(1), "/metrics");
-  LinkView v;
-  v.next = sample(p, "zuma_replication_log_next_seq{group=\"db\"}");
-  v.acked = sample(p, "zuma_replication_link_acked_seq{group=\"db\",link=\"dr\"}");
-  v.connected = sample(p, "zuma_replication_link_connected{group=\"db\",link=\"dr\"}");
-  v.degraded = sample(p, "zuma_replication_link_degraded{group=\"db\",link=\"dr\"}");
-  v.applied = sample(s, "zuma_replication_replica_applied_seq{group=\"db\"}");
-  return v;
-}
-
-// Polls (20 s at most) until `ok` holds for what both metrics endpoints show.
-template <class Pred>
-LinkView wait_for(Zumad& primary, Zumad& secondary, const char* what, Pred ok) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  LinkView v;
-  while (std::chrono::steady_clock::now() < deadline) {
-    v = look(primary, secondary);
-    if (ok(v)) return v;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  FAIL("link did not get to: " << what << " (next " << v.next << ", acked " << v.acked
-                               << ", connected " << v.connected << ", degraded " << v.degraded
-                               << ", secondary applied " << v.applied << ")");
-  return v;
 }
 
 // Every record of the log is acknowledged by the link and applied on the secondary.
