@@ -761,8 +761,10 @@ GroupLog::Pending& GroupLog::pending_for(IoContext& ctx) {
 }
 
 void GroupLog::append_gathered(LogEntry* list) {
-  thread_local std::vector<LogEntry*> batch;
-  batch.clear();
+  // Local, not thread_local: the completions try_append_inline runs may drive this
+  // thread's IoContext (a synchronous flush does) and so come back here.
+  std::vector<LogEntry*> batch;
+  batch.reserve(32);
   for (LogEntry* e = list; e; e = e->next) batch.push_back(e);
   const size_t done = try_append_inline(batch);
   if (done == batch.size()) return;
