@@ -572,8 +572,9 @@ std::vector<uint64_t> GroupLog::lun_sizes() const {
 }
 
 int GroupLog::read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* buf, size_t* len,
-                       size_t* count) const {
+                       size_t* count, uint64_t* last) const {
   *len = *count = 0;
+  *last = 0;
   RingLog::RawExtents ext;
   {
     std::lock_guard lk(log_mu_);
@@ -589,6 +590,7 @@ int GroupLog::read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* bu
   if (r < 0) return r;
   *len = ext.bytes;
   *count = ext.first_seqs.size();
+  *last = ext.last_seq;
   return 0;
 }
 
@@ -712,7 +714,7 @@ void GroupLog::submit(LogEntry& e) {
   if (e.has_record && !e.sync) {
     // Gathered until the end of the reactor's pass (IoContext::defer_batch): the records
     // one pass of PDUs produced go to the log as one batch, one write.
-    Pending& p = pending_for(*e.origin);
+    Pending& p = pending_for();
     const bool arm = p.head == nullptr;
     *p.tail = &e;
     p.tail = &e.next;
@@ -740,10 +742,9 @@ void GroupLog::enqueue(LogEntry* first, LogEntry* last) {
   if (sleeping_.load(std::memory_order_seq_cst)) kick();
 }
 
-GroupLog::Pending& GroupLog::pending_for(IoContext& ctx) {
+GroupLog::Pending& GroupLog::pending_for() {
   // One per (thread, group); a thread has one IoContext. Groups are few.
   thread_local std::vector<std::unique_ptr<Pending>> mine;
-  (void)ctx;
   for (auto& p : mine)
     if (p->group == this) return *p;
   auto p = std::make_unique<Pending>();
@@ -768,7 +769,6 @@ void GroupLog::append_gathered(LogEntry* list) {
   for (LogEntry* e = list; e; e = e->next) batch.push_back(e);
   const size_t done = try_append_inline(batch);
   if (done == batch.size()) return;
-  batch.back()->next = nullptr;
   enqueue(batch[done], batch.back());
 }
 

@@ -215,8 +215,9 @@ class GroupLog {
   // *len bytes of *buf (grown as needed, never shrunk: no clearing per call). The log lock
   // is held only to find them and to check afterwards that they were not released: the
   // copy does not keep the reactors' appends waiting. 0, -ERANGE (released), -EIO.
+  // *last: the last record read.
   int read_raw(uint64_t from, size_t max_bytes, std::vector<uint8_t>* buf, size_t* len,
-               size_t* count) const;
+               size_t* count, uint64_t* last) const;
   uint64_t log_id() const { return log_id_.load(); }
   RingLog::Lag lag(uint64_t acked) const;
   std::vector<uint64_t> lun_sizes() const;
@@ -242,7 +243,7 @@ class GroupLog {
   // go to the writer.
   size_t try_append_inline(std::vector<LogEntry*>& batch);
   struct Pending;  // a reactor's records gathered for the end of its pass
-  Pending& pending_for(storage::IoContext& ctx);
+  Pending& pending_for();
   void append_gathered(LogEntry* list);
   // Queues the chain first..last (linked through next, in order) for the writer.
   void enqueue(LogEntry* first, LogEntry* last);

@@ -529,6 +529,7 @@ int RingLog::raw_extents(uint64_t from, size_t max_bytes, RawExtents* out) const
     else
       out->spans.emplace_back(it->off, it->len);
     out->first_seqs.push_back(it->first_seq);
+    out->last_seq = it->first_seq + it->nrecords - 1;
     out->bytes += it->len;
   }
   return 0;
@@ -573,13 +574,6 @@ uint64_t RingLog::batch_length(std::span<const uint8_t> bytes) {
   BatchHeader h{};
   std::memcpy(&h, bytes.data(), kHdr);
   return h.len;
-}
-
-uint64_t RingLog::batch_last_seq(std::span<const uint8_t> bytes) {
-  if (bytes.size() < kHdr) return 0;
-  BatchHeader h{};
-  std::memcpy(&h, bytes.data(), kHdr);
-  return h.first_seq + h.nrecords - 1;
 }
 
 bool RingLog::parse_batch(std::span<const uint8_t> bytes, uint64_t log_id,

@@ -132,6 +132,7 @@ class RingLog {
   struct RawExtents {
     std::vector<std::pair<uint64_t, uint64_t>> spans;  // (file offset, length), in order
     std::vector<uint64_t> first_seqs;                  // each batch's first record
+    uint64_t last_seq = 0;                             // the last batch's last record
     uint64_t log_id = 0;
     size_t bytes = 0;  // of all the batches
   };
@@ -147,9 +148,6 @@ class RingLog {
   bool mapped() const { return map_ != nullptr; }
   // The length a batch's header announces (0 if `bytes` is shorter than a header).
   static uint64_t batch_length(std::span<const uint8_t> bytes);
-  // The sequence number of a batch's last record, from its header (not checked; 0 when
-  // `bytes` is shorter than a header).
-  static uint64_t batch_last_seq(std::span<const uint8_t> bytes);
   // Checks one batch as read_raw copies it (magic, log id, version, record lengths,
   // checksum) and calls fn for each record. False, with *why, if it does not check out.
   static bool parse_batch(std::span<const uint8_t> bytes, uint64_t log_id,

@@ -637,8 +637,9 @@ bool SiteLink::session(proto::Conn& conn) {
     bool more = false;
     if (!lazy && from < group_.published_next() && in_flight_bytes < kMaxInFlight) {
       last_send = now;
-      size_t count = 0, len = 0;
-      int r = group_.read_raw(from, kReadChunk, &buf, &len, &count);
+      size_t count = 0, off = 0;
+      uint64_t last = 0;
+      int r = group_.read_raw(from, kReadChunk, &buf, &off, &count, &last);
       if (r == -ERANGE) {
         state_value_.store(uint8_t(LinkState::kNeedsResync));
         set_error(fmt::format("record {} was released before the peer had it: a resync is needed", from));
@@ -650,14 +651,7 @@ bool SiteLink::session(proto::Conn& conn) {
       }
       // Every batch read goes in one BATCH frame (protocol 2), exactly as on disk: one
       // send and one frame for the peer however many (small) batches the log holds. The
-      // peer checks each batch's checksum; here only the last one's header is read.
-      size_t off = 0;
-      uint64_t last = 0;
-      for (size_t i = 0; i < count; ++i) {
-        const auto batch = std::span<const uint8_t>(buf).first(len).subspan(off);
-        if (i + 1 == count) last = RingLog::batch_last_seq(batch);
-        off += RingLog::batch_length(batch);
-      }
+      // peer checks each batch's checksum.
       if (count) {
         const auto frame = std::span<const uint8_t>(buf).first(off);
         if (int s = proto::send_frame(conn, proto::Frame::kBatch, frame, kIoTimeoutMs); s < 0) {
