@@ -258,17 +258,22 @@ void NodeReplication::serve_secondary(Group& g) {
   if (auto r = replica_->add_group(o); !r) throw std::runtime_error(r.error());
 }
 
+std::expected<NodeReplication::Group*, std::string> NodeReplication::find_primary(
+    const std::string& group, std::string_view instead) {
+  Group* g = find(group);
+  if (!g) return std::unexpected(fmt::format("no group '{}'", group));
+  std::lock_guard lk(mu_);
+  if (!g->role.primary)
+    return std::unexpected(fmt::format("group {} is secondary here: {}", group, instead));
+  return g;
+}
+
 std::expected<uint64_t, std::string> NodeReplication::bookmark(const std::string& group,
                                                                const std::string& name) {
   std::lock_guard change(change_mu_);
-  Group* g = find(group);
-  if (!g) return std::unexpected(fmt::format("no group '{}'", group));
-  {
-    std::lock_guard lk(mu_);
-    if (!g->role.primary)
-      return std::unexpected(
-          fmt::format("group {} is secondary here: take bookmarks on its primary", group));
-  }
+  auto found = find_primary(group, "take bookmarks on its primary");
+  if (!found) return std::unexpected(found.error());
+  Group* g = *found;
   if (!snapshots_.check) return std::unexpected(std::string("snapshots are not available"));
   for (const auto& lu : g->cfg->luns)
     if (auto e = snapshots_.check(lu); !e.empty())
@@ -722,14 +727,9 @@ void NodeReplication::schedule_loop() {
 std::expected<uint64_t, std::string> NodeReplication::verify(const std::string& group,
                                                              const std::string& link, bool repair) {
   std::lock_guard change(change_mu_);
-  Group* g = find(group);
-  if (!g) return std::unexpected(fmt::format("no group '{}'", group));
-  {
-    std::lock_guard lk(mu_);
-    if (!g->role.primary)
-      return std::unexpected(
-          fmt::format("group {} is secondary here: verify it from its primary", group));
-  }
+  auto found = find_primary(group, "verify it from its primary");
+  if (!found) return std::unexpected(found.error());
+  Group* g = *found;
   std::vector<SiteLink*> links;
   for (SiteLink* l : g->log->links())
     if (link.empty() || l->name() == link) links.push_back(l);

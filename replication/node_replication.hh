@@ -13,12 +13,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <expected>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -159,6 +161,9 @@ class NodeReplication {
   std::string role_path(const Group& g) const;
   std::string store_role(Group& g, const RoleState& r);  // "" or why not
   Group* find(const std::string& name);
+  // The group if it is primary here; else why not, ending with `instead` (what to do).
+  std::expected<Group*, std::string> find_primary(const std::string& group,
+                                                  std::string_view instead);
   void serve_secondary(Group& g);  // adds it to the replica server
   Admission admit(Group& g, const HelloInfo& h, const SeqState& st);
   void set_protected(Group& g, bool on);

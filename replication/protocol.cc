@@ -101,12 +101,14 @@ int tls_wait_or_fail(SSL* ssl, int ret) {
   return -EPROTO;
 }
 
-int tls_send_all(SSL* ssl, int fd, const void* buf, size_t len, Clock::time_point deadline) {
-  auto* p = static_cast<const uint8_t*>(buf);
+// Moves all `len` bytes at `p` with `io` (SSL_write_ex or SSL_read_ex), waiting on the socket
+// for what TLS asks for (a write may need a read and the other way round).
+template <typename Byte, typename Io>
+int tls_all(SSL* ssl, int fd, Byte* p, size_t len, Clock::time_point deadline, Io io) {
   while (len) {
     size_t n = 0;
     ERR_clear_error();
-    const int r = SSL_write_ex(ssl, p, len, &n);  // SSL_MODE_ENABLE_PARTIAL_WRITE: like send()
+    const int r = io(ssl, p, len, &n);
     if (r == 1) {
       p += n, len -= n;
       continue;
@@ -118,21 +120,17 @@ int tls_send_all(SSL* ssl, int fd, const void* buf, size_t len, Clock::time_poin
   return 0;
 }
 
+int tls_send_all(SSL* ssl, int fd, const void* buf, size_t len, Clock::time_point deadline) {
+  // SSL_MODE_ENABLE_PARTIAL_WRITE: SSL_write_ex returns like send()
+  return tls_all(
+      ssl, fd, static_cast<const uint8_t*>(buf), len, deadline,
+      [](SSL* s, const uint8_t* b, size_t n, size_t* done) { return SSL_write_ex(s, b, n, done); });
+}
+
 int tls_recv_all(SSL* ssl, int fd, void* buf, size_t len, Clock::time_point deadline) {
-  auto* p = static_cast<uint8_t*>(buf);
-  while (len) {
-    size_t n = 0;
-    ERR_clear_error();
-    const int r = SSL_read_ex(ssl, p, len, &n);
-    if (r == 1) {
-      p += n, len -= n;
-      continue;
-    }
-    const int w = tls_wait_or_fail(ssl, r);
-    if (w < 0) return w;
-    if (int e = wait_fd(fd, short(w), deadline); e < 0) return e;
-  }
-  return 0;
+  return tls_all(
+      ssl, fd, static_cast<uint8_t*>(buf), len, deadline,
+      [](SSL* s, uint8_t* b, size_t n, size_t* done) { return SSL_read_ex(s, b, n, done); });
 }
 
 // "host:port" or "[v6]:port" -> host, port.
