@@ -63,6 +63,8 @@ std::expected<std::unique_ptr<ReplicaServer>, std::string> ReplicaServer::start(
 
 ReplicaServer::~ReplicaServer() {
   stop_.store(true);
+  // Wakes the accept loop's poll now instead of at its next timeout.
+  if (listen_fd_.get() >= 0) ::shutdown(listen_fd_.get(), SHUT_RDWR);
   if (accept_thread_.joinable()) accept_thread_.join();
   std::vector<Conn> conns;
   {

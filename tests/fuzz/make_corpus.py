@@ -4,6 +4,7 @@
 Run from anywhere: python3 tests/fuzz/make_corpus.py. The formats are those described at
 the top of each fuzz_*.cc. Seeds are committed; rerun this after changing a format.
 """
+import json
 import os
 import struct
 
@@ -209,8 +210,48 @@ def reproducers():
           login(1, 3, keys((b"HeaderDigest", b"None"), (b"MaxRecvDataSegmentLength", b"8192"))))
 
 
+def replica_stream():
+    """Seeds of fuzz_replica_stream: byte 0 is its mode, then [type u8][len u16 LE][payload]."""
+    d = os.path.join(HERE, "corpus", "fuzz_replica_stream")
+    log_id = 0x5a756d61465a5a01
+
+    def chunk(ftype, payload):
+        return bytes([ftype]) + struct.pack("<H", len(payload)) + payload
+
+    def frame(ftype, payload):  # the raw mode's frames: "ZRPF" header, then the payload
+        return struct.pack("<IHHII", 0x4650525a, ftype, 0, len(payload), 0) + payload
+
+    def batch(first_seq, records):  # records: (type, lu, offset, length, payload)
+        heads = b"".join(struct.pack("<B3xIQII", t, lu, off, ln, 0) for t, lu, off, ln, _ in records)
+        body = b"".join(p for *_, p in records)
+        length = 64 + len(heads) + len(body)
+        # checksum 0: the harness seals it (mode 0x08)
+        hdr = struct.pack("<IHHIIQQQQQQ", 0x424c525a, 1, 0, len(records), 0, length, first_seq,
+                          log_id, 1, 0, 0)
+        return hdr + heads + body
+
+    hello = json.dumps({"protocol": 4, "group": "db", "link": "fuzz", "log_id": log_id,
+                        "last": 0, "luns": [1 << 20, 1 << 20]}).encode()
+    w = batch(1, [(1, 0, 4096, 512, bytes(range(256)) * 2), (1, 1, 0, 16, b"z" * 16),
+                  (2, 0, 65536, 8192, b""), (3, 1, 8192, 4096, b"")])
+    marks = batch(5, [(4, 0, 0, 5, b"snap1"),
+                      (8, 0, 0, 58, struct.pack("<QQIIQQQQH", 1, 0, 0, 0, 0, 1 << 20, 0, 0, 0)),
+                      (9, 0, 0, 5, b"snap1")])
+    write(os.path.join(d, "writes"), b"\x0a" + chunk(3, w + marks))
+    write(os.path.join(d, "writes-gap"), b"\x0a" + chunk(3, marks) + chunk(3, w))
+    write(os.path.join(d, "unsealed"), b"\x02" + chunk(3, w))
+    resync = struct.pack("<IIQ", 0, 0, 0) + b"r" * 4096
+    zeros = struct.pack("<IIQQ", 0, 1, 4096, 124 << 10)
+    write(os.path.join(d, "resync"), b"\x1a" + chunk(6, resync) + chunk(6, zeros) +
+          chunk(7, struct.pack("<Q", 4)) + chunk(3, w))
+    write(os.path.join(d, "auth-proof"), b"\x04" + chunk(17, b"\x11" * 32))
+    write(os.path.join(d, "raw-hello"), b"\x01" + frame(1, hello) + frame(3, w))
+    write(os.path.join(d, "raw-garbage"), b"\x01" + b"ZRPF" + b"\xff" * 40)
+
+
 if __name__ == "__main__":
     text_keys()
     pdu_stream()
     scsi_dispatch()
     reproducers()
+    replica_stream()

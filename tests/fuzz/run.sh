@@ -5,7 +5,7 @@
 #   bash tests/fuzz/run.sh                 # every target, ZUMA_FUZZ_RUNS inputs each
 #   bash tests/fuzz/run.sh fuzz_pdu_stream -max_total_time=300   # one target, 5 minutes
 #
-# Arguments: target names (default: all three), then any libFuzzer flags (-name=value),
+# Arguments: target names (default: all four), then any libFuzzer flags (-name=value),
 # which replace the default -runs.
 # Environment:
 #   ZUMA_FUZZ_RUNS=N    inputs per target (default 20000)
@@ -21,7 +21,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
-all_targets=(fuzz_text_keys fuzz_pdu_stream fuzz_scsi_dispatch)
+all_targets=(fuzz_text_keys fuzz_pdu_stream fuzz_scsi_dispatch fuzz_replica_stream)
 targets=()
 flags=()
 for a in "$@"; do
@@ -59,7 +59,7 @@ cmake "${cmake_args[@]}" >"$build.configure.log" 2>&1 || { cat "$build.configure
 echo "=== build ${targets[*]}"
 ninja -C "$build" ${ZUMA_FUZZ_JOBS:+-j"$ZUMA_FUZZ_JOBS"} "${targets[@]}" || exit 2
 
-declare -A max_len=([fuzz_text_keys]=4096 [fuzz_pdu_stream]=16384 [fuzz_scsi_dispatch]=8192)
+declare -A max_len=([fuzz_text_keys]=4096 [fuzz_pdu_stream]=16384 [fuzz_scsi_dispatch]=8192 [fuzz_replica_stream]=32768)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 # Stacks with function names and lines: the symbolizer of the compiler's LLVM.
 if [[ -z ${ASAN_SYMBOLIZER_PATH:-} ]]; then
