@@ -45,8 +45,11 @@ if [[ -z ${CC:-} || -z ${CXX:-} ]]; then
 fi
 command -v "$CXX" >/dev/null || { echo "run.sh: $CXX not found (apt-get install clang-16 libclang-rt-16-dev)" >&2; exit 2; }
 
+# -O1 -g1 and asserts on: builds in 166 s instead of 195 s here (-O2 -g -DNDEBUG), and an
+# assert that fails is a finding.
 cmake_args=(-S "$root" -B "$build" -G Ninja -DZUMA_FUZZ=ON -DZUMA_WERROR=OFF
-            -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER="$CC" -DCMAKE_CXX_COMPILER="$CXX")
+            -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
+            -DCMAKE_C_COMPILER="$CC" -DCMAKE_CXX_COMPILER="$CXX")
 # Until tests/CMakeLists.txt adds the fuzz directory itself, bring it in from here.
 if ! grep -qs 'add_subdirectory(fuzz)' tests/CMakeLists.txt CMakeLists.txt; then
   mkdir -p "$build"
