@@ -830,7 +830,7 @@ class Parser {
         std::map<std::string, YAML::Mark> link_names;
         for (const Item& le : list(*links, "links like {name: dr, peer: \"127.0.0.1:3270\", mode: async}")) {
           const Fields lf = fields(le, {"name", "peer", "mode", "sync_timeout_ms", "fallbehind",
-                                        "on_full", "secret", "secret_file", "tls"});
+                                        "on_full", "secret", "secret_file", "tls", "resync_rate"});
           ReplicationLink link;
           link.loc = location(le.mark);
           const Item& ln = require(lf, "name");
@@ -883,6 +883,12 @@ class Parser {
             link.secret_file = g.secret_file;
           }
           if (const Item* v = lf.get("tls")) link.tls = parse_tls(*v, false);
+          if (const Item* v = lf.get("resync_rate")) {
+            // A size per second ("200MiB"); below 1 MiB a resync of any real LU would take days.
+            link.resync_rate = size(*v);
+            if (link.resync_rate < (1u << 20))
+              fail(*v, "expected at least 1MiB (bytes per second, e.g. resync_rate: 200MiB)");
+          }
           g.links.push_back(std::move(link));
         }
       }

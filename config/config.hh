@@ -219,6 +219,9 @@ struct ReplicationLink {
   std::string secret;
   std::string secret_file;  // read again at each connection (rotation without a restart)
   std::optional<ReplicationTls> tls;
+  // Bytes of LU data per second a resync over this link reads and sends at most (0: no
+  // limit; docs/REPLICATION.md "Roles", **Rate**).
+  uint64_t resync_rate = 0;
   Location loc;
 };
 

@@ -104,7 +104,8 @@ bool same_group(const Group& a, const Group& b) {
         x.sync_timeout_ms != y.sync_timeout_ms || x.fallbehind_ios != y.fallbehind_ios ||
         x.fallbehind_bytes != y.fallbehind_bytes || x.fallbehind_seconds != y.fallbehind_seconds ||
         x.on_full != y.on_full || x.secret != y.secret || x.secret_file != y.secret_file ||
-        x.tls.has_value() != y.tls.has_value() || (x.tls && !same_tls(*x.tls, *y.tls)))
+        x.resync_rate != y.resync_rate || x.tls.has_value() != y.tls.has_value() ||
+        (x.tls && !same_tls(*x.tls, *y.tls)))
       return false;
   }
   return true;

@@ -274,6 +274,7 @@ std::string to_yaml(const Config& c, const std::string& header) {
       if (l.secret != g.secret || l.secret_file != g.secret_file)
         extra += secret_keys(l.secret, l.secret_file);
       if (l.tls) extra += ", tls: " + tls_map(*l.tls);
+      if (l.resync_rate) extra += fmt::format(", resync_rate: {}", l.resync_rate);
       out += fmt::format(
           "      - {{name: {}, peer: {}, mode: {}{}{}}}\n", q(l.name), q(l.peer),
           l.sync ? "sync" : "async",

@@ -136,6 +136,7 @@ std::unique_ptr<NodeReplication> NodeReplication::create(const config::Config& c
         lo.secret = l.secret;
         lo.secret_file = l.secret_file;
         lo.tls = l.tls;
+        lo.resync_rate = l.resync_rate;
         if (auto r = (*log)->add_link(lo); !r)
           throw std::runtime_error(
               fmt::format("group '{}': link '{}': {}", g.name, l.name, r.error()));

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -430,6 +431,10 @@ bool SiteLink::send_resync(proto::Conn& conn, const std::vector<std::array<uint6
   spdlog::info("group {}: link {}: resyncing {} ranges, {} bytes, to {}", group_.name(), opt_.name,
                ranges.size(), total, opt_.peer);
   std::vector<uint8_t> buf;
+  // resync_rate: after each data frame, wait until the bytes sent so far are not ahead of
+  // the rate since the start (so the average never exceeds it; a burst is one frame).
+  const auto paced_from = std::chrono::steady_clock::now();
+  uint64_t paced = 0;
   for (const auto& [lu, off, len] : ranges) {
     const uint32_t lu32 = uint32_t(lu);
     for (uint64_t at = off; at < off + len && !stop_.load();) {
@@ -462,9 +467,23 @@ bool SiteLink::send_resync(proto::Conn& conn, const std::vector<std::array<uint6
         return false;
       }
       at += n;
-      std::lock_guard lk(mu_);
-      counters_.resync_done += n;
-      counters_.bytes_sent += buf.size();
+      {
+        std::lock_guard lk(mu_);
+        counters_.resync_done += n;
+        counters_.bytes_sent += buf.size();
+      }
+      if (opt_.resync_rate && !flags) {
+        paced += n;
+        const auto due =
+            paced_from +
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                std::chrono::duration<double>(double(paced) / double(opt_.resync_rate)));
+        // In slices, so that stopping the link is not held up.
+        for (auto now = std::chrono::steady_clock::now(); now < due && !stop_.load();
+             now = std::chrono::steady_clock::now())
+          std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+              due - now, std::chrono::milliseconds(50)));
+      }
     }
   }
   // Every range was read after this point's records reached the backends: once the peer has

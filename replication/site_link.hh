@@ -78,6 +78,10 @@ struct LinkOptions {
   std::string secret;
   std::string secret_file;
   std::optional<config::ReplicationTls> tls;  // TLS to the peer (link_tls.hh)
+  // A resync reads and sends at most this many bytes of LU data per second (0: no limit),
+  // so that it leaves the LUs' and the network's bandwidth to the initiators' I/O.
+  // Deallocated ranges (sent as a length) do not count.
+  uint64_t resync_rate = 0;
 };
 
 struct LinkStats {

@@ -497,7 +497,7 @@ TEST_CASE("groups: an async link's fall-behind limits and policy") {
                         "         fallbehind: {ios: 10000, bytes: 256MiB, seconds: 30s},\n"
                         "         on_full: block, sync_timeout_ms: 700}\n"
                         "      - {name: far, peer: \"127.0.0.1:3271\", mode: async,\n"
-                        "         fallbehind: {seconds: 2m}}\n"),
+                        "         fallbehind: {seconds: 2m}, resync_rate: 200MiB}\n"),
             "t.yaml");
   const auto& l = c.groups.at(0).links;
   REQUIRE(l.size() == 2);
@@ -509,6 +509,8 @@ TEST_CASE("groups: an async link's fall-behind limits and policy") {
   CHECK(l[1].fallbehind_ios == 0);
   CHECK(l[1].fallbehind_seconds == 120);
   CHECK(l[1].on_full == "sync");  // the default policy
+  CHECK(l[0].resync_rate == 0);   // no limit unless given
+  CHECK(l[1].resync_rate == 200u << 20);
   // Written back and read again: the same.
   const Config again = parse(to_yaml(c), "t2.yaml");
   const auto& m = again.groups.at(0).links;
@@ -517,6 +519,11 @@ TEST_CASE("groups: an async link's fall-behind limits and policy") {
   CHECK(m[0].on_full == "block");
   CHECK(m[0].sync_timeout_ms == 700);
   CHECK(m[1].fallbehind_seconds == 120);
+  CHECK(m[1].resync_rate == 200u << 20);
+  CHECK(same_group(again.groups.at(0), c.groups.at(0)));
+  Config slower = c;
+  slower.groups[0].links[1].resync_rate = 100u << 20;
+  CHECK_FALSE(same_group(slower.groups.at(0), c.groups.at(0)));
 }
 
 TEST_CASE("groups: a secondary group") {
@@ -618,6 +625,13 @@ TEST_CASE("groups: errors") {
               ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, fallbehind: {ios: 10}, "
               "on_full: drop}]}") ==
         "t.yaml:9:149: groups[0].links[0].on_full: expected sync, block or bitmap");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, resync_rate: 512KiB}]}") ==
+        "t.yaml:9:130: groups[0].links[0].resync_rate: expected at least 1MiB (bytes per second, "
+        "e.g. resync_rate: 200MiB)");
+  CHECK(group("{name: db, luns: [a]" + log +
+              ", links: [{name: dr, peer: \"127.0.0.1:1\", mode: async, resync_rate: fast}]}") ==
+        "t.yaml:9:130: groups[0].links[0].resync_rate: expected a size like 1GiB");
   // Secondary groups.
   CHECK(group("{name: db, role: secondary, luns: [a]}") ==
         "t.yaml:9:22: groups[0].role: a secondary group needs node.replication_listen (where its "
