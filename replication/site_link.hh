@@ -124,6 +124,7 @@ class SiteLink {
   const std::string& name() const { return opt_.name; }
   LinkMode mode() const { return opt_.mode; }
   int sync_timeout_ms() const { return opt_.sync_timeout_ms; }
+  uint64_t resync_rate() const { return opt_.resync_rate; }
   uint64_t acked() const { return acked_.load(std::memory_order_acquire); }
   // The link currently makes writes wait for the peer: a sync link in step, or an async
   // link past its fall-behind limits.

@@ -240,6 +240,11 @@ void Verifier::run() {
     links_[i]->set_verify_sink([this, i](const VerifyReply& r) { on_reply(i, r); });
   auto last_progress = std::chrono::steady_clock::now();
   uint64_t last_answered = 0;
+  // The links' resync_rate paces the hashing too (both sides read each region): the
+  // slowest link's, bytes per second since the start.
+  uint64_t rate = 0, hashed_bytes = 0;
+  for (SiteLink* l : links_)
+    if (l->resync_rate()) rate = rate ? std::min(rate, l->resync_rate()) : l->resync_rate();
   std::string failed;
   bool done = false;
   for (uint64_t k = 0; !done && failed.empty() && !cancel_.load();) {
@@ -269,8 +274,14 @@ void Verifier::run() {
       cancel(fmt::format("no answer from a peer for {} s", kNoAnswer.count()));
       break;
     }
-    if (k < regions_.size() && k - slowest < kWindow) {
+    const auto due =
+        started_ +
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+            std::chrono::duration<double>(rate ? double(hashed_bytes) / double(rate) : 0.0));
+    if (slowest == k) last_progress = std::chrono::steady_clock::now();  // nothing asked: no wait
+    if (k < regions_.size() && k - slowest < kWindow && std::chrono::steady_clock::now() >= due) {
       const Region r = regions_[k];
+      hashed_bytes += r.length;
       XXH128_hash_t h{};
       std::string err;
       const auto t0 = std::chrono::steady_clock::now();
@@ -304,7 +315,11 @@ void Verifier::run() {
       continue;
     }
     std::unique_lock lk(mu_);
-    cv_.wait_for(lk, std::chrono::milliseconds(100));
+    const auto now = std::chrono::steady_clock::now();
+    cv_.wait_for(lk, k < regions_.size() && now < due
+                         ? std::min<std::chrono::steady_clock::duration>(
+                               due - now, std::chrono::milliseconds(100))
+                         : std::chrono::steady_clock::duration(std::chrono::milliseconds(100)));
   }
   for (SiteLink* l : links_) l->set_verify_sink(nullptr);
   if (!failed.empty()) {

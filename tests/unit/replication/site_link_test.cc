@@ -17,6 +17,7 @@
 
 #include "replication/group_log.hh"
 #include "replication/replica.hh"
+#include "replication/verify.hh"
 #include "storage/io_context.hh"
 #include "storage/memory_backend.hh"
 
@@ -338,5 +339,35 @@ TEST_CASE("resync_rate paces a resync's data; the image is whole either way") {
     // 2 MiB at 4 MiB/s: the second 1 MiB frame goes no earlier than 0.25 s, RESYNC_DONE no
     // earlier than 0.5 s. (Without a rate it takes milliseconds; not asserted: timing.)
     if (rate) CHECK(secs >= 0.5);
+  }
+}
+
+TEST_CASE("an online verify keeps to the links' resync_rate") {
+  Reactor r;  // first: the group posts completions to it, so it must outlive the group
+  for (const uint64_t rate : {uint64_t(0), uint64_t(1) << 20}) {
+    CAPTURE(rate);
+    TempDir t;
+    Secondary sec;
+    sec.start(t);
+    Primary pri;
+    pri.resync_rate = rate;
+    pri.open(t, sec.server->port(), LinkMode::kAsync);
+    REQUIRE(eventually([&] { return pri.link().state == LinkState::kConnected; }));
+    auto d = pattern(4096, 77);
+    REQUIRE(r.write(*pri.lu1, 8192, d) == 0);
+    REQUIRE(eventually([&] { return sec.applied() == 1; }));
+    const auto t0 = std::chrono::steady_clock::now();
+    auto v = Verifier::start(*pri.group, pri.group->links(), false);
+    REQUIRE(v);
+    REQUIRE(eventually([&] { return !(*v)->running(); }));
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const VerifyStatus st = (*v)->status();
+    CHECK(st.state == VerifyStatus::State::kDone);
+    REQUIRE(st.links.size() == 1);
+    CHECK(st.links[0].compared == 2);  // two 1 MiB LUs: a region each
+    CHECK(st.links[0].mismatched.empty());
+    // At 1 MiB/s the second region is hashed no earlier than 1 s after the start.
+    if (rate) CHECK(secs >= 1.0);
   }
 }
