@@ -79,6 +79,19 @@ std::vector<uint8_t> contents(Backend& b) {
   return v;
 }
 
+// A 1 MiB memory backend holding `data` from offset 0 (written without any IoContext).
+std::unique_ptr<storage::MemoryBackend> memory_lu_with(std::vector<uint8_t> data) {
+  auto b = std::make_unique<storage::MemoryBackend>(1 << 20);
+  iovec iov{data.data(), data.size()};
+  IoRequest req{IoOp::kWrite, false, 0, data.size(), &iov, 1};
+  int res = 1;
+  req.user = &res;
+  req.done = [](IoRequest& q, int x) { *static_cast<int*>(q.user) = x; };
+  b->submit(req);
+  REQUIRE(res == 0);
+  return b;
+}
+
 bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 10s) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -273,17 +286,7 @@ TEST_CASE("a restarted primary resumes where the secondary is, without sending i
   }
   const uint64_t bytes_before = sec.server->stats("db")->bytes;
   // The primary's LUs keep their data across the restart (memory backends: carried over).
-  auto b0 = std::make_unique<storage::MemoryBackend>(1 << 20);
-  {
-    auto tmp = img0;
-    iovec iov{tmp.data(), tmp.size()};
-    IoRequest req{IoOp::kWrite, false, 0, tmp.size(), &iov, 1};
-    int res = 1;
-    req.user = &res;
-    req.done = [](IoRequest& q, int x) { *static_cast<int*>(q.user) = x; };
-    b0->submit(req);
-    REQUIRE(res == 0);
-  }
+  auto b0 = memory_lu_with(img0);
   Primary pri;
   pri.open(t, sec.server->port(), LinkMode::kAsync, 300, std::move(b0));
   REQUIRE(eventually([&] { return pri.link().state == LinkState::kConnected; }));
@@ -311,22 +314,11 @@ TEST_CASE("resync_rate paces a resync's data; the image is whole either way") {
       return a;
     };
     sec.start(t);
-    auto filled = [](uint32_t seed) {
-      auto b = std::make_unique<storage::MemoryBackend>(1 << 20);
-      auto d = pattern(1 << 20, seed);
-      iovec iov{d.data(), d.size()};
-      IoRequest req{IoOp::kWrite, false, 0, d.size(), &iov, 1};
-      int res = 1;
-      req.user = &res;
-      req.done = [](IoRequest& q, int x) { *static_cast<int*>(q.user) = x; };
-      b->submit(req);
-      REQUIRE(res == 0);
-      return b;
-    };
     Primary pri;
     pri.resync_rate = rate;
     const auto t0 = std::chrono::steady_clock::now();
-    pri.open(t, sec.server->port(), LinkMode::kAsync, 300, filled(1), filled(2));
+    pri.open(t, sec.server->port(), LinkMode::kAsync, 300, memory_lu_with(pattern(1 << 20, 1)),
+             memory_lu_with(pattern(1 << 20, 2)));
     REQUIRE(eventually([&] {
       const auto s = sec.server->stats("db");
       return s->connected && s->resync_bytes == (2u << 20) && !s->resyncing;
