@@ -375,6 +375,24 @@ Admission NodeReplication::admit(Group& g, const HelloInfo& h, const SeqState& s
     return merge_regions(std::move(v));
   };
   if (st.log_id == h.log_id) {
+    // This side has records the primary's log no longer has: it lost its log's tail in a
+    // crash after sending it (an async link ships from the page cache), or was restored from
+    // an older copy. Its next records would reuse those numbers and this side skip them, so
+    // the two would differ for good: a split brain, resolved only by an administrator.
+    if (st.seq > h.last) {
+      if (role.discard)
+        return resync(role, everything(), h.head ? h.head - 1 : 0, true,
+                      fmt::format("full resync: this side had records {}..{} that the primary "
+                                  "lost, and was discarded",
+                                  h.last + 1, st.seq));
+      return refuse(
+          fmt::format("split brain: group {}: this side has records up to {} of log {:016x}, the "
+                      "primary's log ends at {}: the primary lost records it had sent (its log's "
+                      "tail in a crash, or it was restored from an older copy). Resolve with "
+                      "`zumactl group discard {}` on the side whose changes are to go",
+                      name, st.seq, st.log_id, h.last, name),
+          true);
+    }
     if (!role.consistent && !repair.empty()) {
       RoleState next = role;
       next.resync = with_repair(role.resync);

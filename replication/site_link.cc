@@ -603,6 +603,16 @@ bool SiteLink::session(proto::Conn& conn) {
     return !stop_.load();
   }
   const uint64_t peer_applied = welcome["applied"].get<uint64_t>();
+  // A peer ahead of this log (this side lost records it had sent, or the peer is not what
+  // it says): shipping on would make it skip the records that reuse those numbers.
+  if (peer_applied >= group_.published_next()) {
+    state_value_.store(uint8_t(LinkState::kSplitBrain));
+    set_error(
+        fmt::format("split brain: the peer has records up to {}, this log ends at {}: this "
+                    "side lost records it had sent, or was restored from an older copy",
+                    peer_applied, group_.published_next() - 1));
+    return !stop_.load();
+  }
   if (!repair.empty()) {
     // The peer keeps the ranges durably (inconsistent until their resync is done); ranges
     // asked for since the HELLO go with the next one.
@@ -737,6 +747,13 @@ bool SiteLink::session(proto::Conn& conn) {
       }
       uint64_t seq = 0;
       std::memcpy(&seq, payload.data(), 8);
+      if (seq >= from) {
+        // Acknowledging what was never sent would release log space and complete held
+        // writes the peer does not have.
+        set_error(fmt::format("the peer acknowledged record {}, but only up to {} was sent", seq,
+                              from - 1));
+        return !stop_.load();
+      }
       if (seq > acked()) acked_.store(seq, std::memory_order_seq_cst);
       leave_bitmap_if_done(seq);
       while (!in_flight.empty() && in_flight.front().first <= seq) {

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <random>
 #include <string>
@@ -349,6 +350,62 @@ TEST_CASE("unplanned failover: split brain on both sides, discard, only changed 
 
 TEST_CASE("unplanned failover, LUs with snapshots: the image before the resync is kept meanwhile") {
   unplanned_failover(true);
+}
+
+TEST_CASE(
+    "a primary restored from an older copy: split brain, not silent skipping; discard resyncs") {
+  // The primary's files go back to an older copy after the secondary had applied later
+  // records (the same happens when a crash loses the log's unsynced tail that an async
+  // link had already shipped). Its next records reuse those sequence numbers: shipped on,
+  // the secondary would skip them and the two would differ for good.
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a(site("site-a", "primary", pa, pb), 2);
+  Zumad b(site("site-b", "secondary", pb, pa), 2);
+  b.start();
+  a.start();
+  Model m;
+  uint64_t seed = 0;
+  write_run(a, m, 0, 0, 40, seed);
+  wait_settled(a, b);
+  namespace fs = std::filesystem;
+  const fs::path copy = fs::path(a.dir()) / "older-copy";
+  const std::vector<std::string> files = {"data.img", "logs.img", "db.rlog", "var"};
+  REQUIRE(a.stop() == 0);
+  fs::create_directory(copy);
+  for (const auto& f : files) fs::copy(a.file(f), copy / f, fs::copy_options::recursive);
+  a.start();
+  Model later = m;
+  write_run(a, later, 0, 100, 30, seed);  // B applies these; the copy lacks them
+  wait_settled(a, b);
+  REQUIRE(a.stop() == 0);
+  for (const auto& f : files) {
+    fs::remove_all(a.file(f));
+    fs::copy(copy / f, a.file(f), fs::copy_options::recursive);
+  }
+  a.start();
+  write_run(a, m, 1, 0, 10, seed);  // new records, numbered as B's last 10
+  for (Zumad* z : {&a, &b})
+    CHECK_MESSAGE(eventually([&] {
+                    return metric(*z, "zuma_replication_group_split_brain{group=\"db\"}") == 1;
+                  }),
+                  z->log_tail(3000));
+  const Json st = call(a, "group status", Json{{"group", "db"}});
+  CHECK(st["rows"][0][2] == "split_brain");
+  CHECK(st["rows"][0][8].get<std::string>().find("the primary lost records it had sent") !=
+        std::string::npos);
+  // Nothing was applied on B meanwhile.
+  CHECK(metric(b, "zuma_replication_replica_applied_seq{group=\"db\"}") == 70);
+  // Resolve: B's later records go. A full resync (no log says what they changed), then A's
+  // records: both hold A's image.
+  call(b, "group discard", Json{{"group", "db"}});
+  wait_settled(a, b);
+  CHECK(eventually(
+      [&] { return metric(b, "zuma_replication_group_consistent{group=\"db\"}") == 1; }));
+  CHECK(metric(a, "zuma_replication_link_resync_bytes{group=\"db\",link=\"peer\"}") ==
+        double(6 << 20));
+  CHECK(metric(a, "zuma_replication_group_split_brain{group=\"db\"}") == 0);
+  CHECK(metric(b, "zuma_replication_group_split_brain{group=\"db\"}") == 0);
+  stop_and_check(a, b, m);
 }
 
 TEST_CASE("a new secondary joining a primary with data: initial full sync replaces what it held") {

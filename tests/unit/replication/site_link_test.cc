@@ -4,6 +4,8 @@
 #include "replication/site_link.hh"
 
 #include <doctest/doctest.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,10 +18,12 @@
 #include <vector>
 
 #include "replication/group_log.hh"
+#include "replication/protocol.hh"
 #include "replication/replica.hh"
 #include "replication/verify.hh"
 #include "storage/io_context.hh"
 #include "storage/memory_backend.hh"
+#include "storage/unique_fd.hh"
 
 using namespace zuma;
 using namespace zuma::replication;
@@ -362,4 +366,55 @@ TEST_CASE("an online verify keeps to the links' resync_rate") {
     // At 1 MiB/s the second region is hashed no earlier than 1 s after the start.
     if (rate) CHECK(secs >= 1.0);
   }
+}
+
+TEST_CASE("a peer that claims records this log never had: split brain, nothing acknowledged") {
+  Reactor r;  // first: the group posts completions to it, so it must outlive the group
+  TempDir t;
+  Secondary sec;
+  // A secondary ahead of the primary's log (the primary lost records it had sent).
+  sec.admit = [](const HelloInfo&, const SeqState&) { return Admission{"", 1000, std::nullopt}; };
+  sec.start(t);
+  Primary pri;
+  pri.open(t, sec.server->port(), LinkMode::kAsync);
+  auto d = pattern(4096, 5);
+  REQUIRE(r.write(*pri.lu0, 0, d) == 0);
+  CHECK(eventually([&] { return pri.link().state == LinkState::kSplitBrain; }));
+  CHECK(pri.link().last_error.find(
+            "split brain: the peer has records up to 1000, this log ends at 1") == 0);
+  CHECK(pri.link().acked == 0);
+  CHECK(sec.server->stats("db")->records == 0);
+}
+
+TEST_CASE("an ACK of a record never sent closes the connection; nothing is released for it") {
+  Reactor r;  // first: the group posts completions to it, so it must outlive the group
+  TempDir t;
+  // A fake secondary: WELCOME (applied 0), then an ACK of record 99 at once.
+  uint16_t port = 0;
+  storage::UniqueFd listener(proto::listen_on("127.0.0.1:0", &port));
+  REQUIRE(listener.get() >= 0);
+  std::thread peer([&] {
+    pollfd p{listener.get(), POLLIN, 0};
+    if (::poll(&p, 1, 10000) != 1) return;
+    storage::UniqueFd c(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    proto::Frame type{};
+    std::vector<uint8_t> hello;
+    if (proto::recv_frame(c.get(), &type, &hello, 5000) < 0) return;
+    proto::send_frame(c.get(), proto::Frame::kWelcome, std::string(R"({"applied":0,"log_id":0})"),
+                      5000);
+    const uint64_t bogus = 99;
+    proto::send_frame(c.get(), proto::Frame::kAck,
+                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&bogus), 8), 5000);
+    std::vector<uint8_t> rest;
+    while (proto::recv_frame(c.get(), &type, &rest, 3000) == 0) {
+    }
+  });
+  Primary pri;
+  pri.open(t, port, LinkMode::kAsync);
+  CHECK(eventually([&] {
+    return pri.link().last_error == "the peer acknowledged record 99, but only up to 0 was sent";
+  }));
+  CHECK(pri.link().acked == 0);
+  pri.close();
+  peer.join();
 }
