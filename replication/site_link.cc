@@ -589,11 +589,12 @@ bool SiteLink::session(proto::Conn& conn) {
   }
   if (type == proto::Frame::kError) {
     const std::string msg(payload.begin(), payload.end());
-    if (msg.starts_with("split brain")) state_value_.store(uint8_t(LinkState::kSplitBrain));
     if (msg.starts_with("authentication") || msg.starts_with("TLS"))
       auth_failed(fmt::format("the peer refused: {}", msg));
     else
       set_error(fmt::format("the peer refused: {}", msg));
+    // After its reason: a reader that sees the state sees why.
+    if (msg.starts_with("split brain")) state_value_.store(uint8_t(LinkState::kSplitBrain));
     return !stop_.load();
   }
   auto welcome = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
@@ -606,11 +607,11 @@ bool SiteLink::session(proto::Conn& conn) {
   // A peer ahead of this log (this side lost records it had sent, or the peer is not what
   // it says): shipping on would make it skip the records that reuse those numbers.
   if (peer_applied >= group_.published_next()) {
-    state_value_.store(uint8_t(LinkState::kSplitBrain));
     set_error(
         fmt::format("split brain: the peer has records up to {}, this log ends at {}: this "
                     "side lost records it had sent, or was restored from an older copy",
                     peer_applied, group_.published_next() - 1));
+    state_value_.store(uint8_t(LinkState::kSplitBrain));  // after its reason
     return !stop_.load();
   }
   if (!repair.empty()) {
