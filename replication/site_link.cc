@@ -474,10 +474,7 @@ bool SiteLink::send_resync(proto::Conn& conn, const std::vector<std::array<uint6
       }
       if (opt_.resync_rate && !flags) {
         paced += n;
-        const auto due =
-            paced_from +
-            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                std::chrono::duration<double>(double(paced) / double(opt_.resync_rate)));
+        const auto due = rate_due(paced_from, paced, opt_.resync_rate);
         // In slices, so that stopping the link is not held up.
         for (auto now = std::chrono::steady_clock::now(); now < due && !stop_.load();
              now = std::chrono::steady_clock::now())

@@ -84,6 +84,14 @@ struct LinkOptions {
   uint64_t resync_rate = 0;
 };
 
+// When `bytes` may have gone at `rate` bytes per second since `start` (resync_rate pacing of
+// resyncs and online verifies); `start` itself without a rate.
+inline std::chrono::steady_clock::time_point rate_due(std::chrono::steady_clock::time_point start,
+                                                      uint64_t bytes, uint64_t rate) {
+  return start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                     std::chrono::duration<double>(rate ? double(bytes) / double(rate) : 0.0));
+}
+
 struct LinkStats {
   LinkState state = LinkState::kConnecting;
   bool degraded = false;      // a sync link that is not holding writes right now

@@ -274,10 +274,7 @@ void Verifier::run() {
       cancel(fmt::format("no answer from a peer for {} s", kNoAnswer.count()));
       break;
     }
-    const auto due =
-        started_ +
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-            std::chrono::duration<double>(rate ? double(hashed_bytes) / double(rate) : 0.0));
+    const auto due = rate_due(started_, hashed_bytes, rate);
     if (slowest == k) last_progress = std::chrono::steady_clock::now();  // nothing asked: no wait
     if (k < regions_.size() && k - slowest < kWindow && std::chrono::steady_clock::now() >= due) {
       const Region r = regions_[k];
