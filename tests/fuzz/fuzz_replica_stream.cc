@@ -52,6 +52,9 @@ namespace {
 constexpr uint64_t kLogId = 0x5a756d61465a5a01;
 constexpr uint64_t kLuBytes = 1 << 20;
 constexpr const char* kSecret = "fuzz-secret";
+// A frame the server stops reading (it closed early) fails after this; what it read so far
+// is the input.
+constexpr int kSendMs = 2000;
 
 [[noreturn]] void fail(const char* what) {
   std::fprintf(stderr, "fuzz_replica_stream: invariant broken: %s\n", what);
@@ -82,12 +85,6 @@ void write_all(int fd, const uint8_t* p, size_t n) {
     p += r;
     n -= size_t(r);
   }
-}
-
-void send_frame(int fd, uint16_t type, std::span<const uint8_t> payload) {
-  proto::FrameHeader h{proto::kMagic, type, 0, uint32_t(payload.size()), 0};
-  write_all(fd, reinterpret_cast<const uint8_t*>(&h), sizeof(h));
-  write_all(fd, payload.data(), payload.size());
 }
 
 // The batch header's fields (docs/REPLICATION.md "The log on disk"): len at 16, log id at
@@ -170,9 +167,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                           {"luns", auth ? std::vector<uint64_t>{kLuBytes}
                                         : std::vector<uint64_t>{kLuBytes, kLuBytes}}};
       if (auth) h["auth"] = {{"method", "hmac-sha256"}, {"nonce", std::string(64, 'a')}};
-      const std::string s = h.dump();
-      send_frame(fd, uint16_t(proto::Frame::kHello),
-                 std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
+      proto::send_frame(fd, proto::Frame::kHello, h.dump(), kSendMs);
     }
     size_t off = 0;
     std::vector<uint8_t> payload;
@@ -183,7 +178,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       payload.assign(rest.begin() + off + 3, rest.begin() + off + 3 + len);
       off += 3 + len;
       if ((mode & 0x08) && type == uint8_t(proto::Frame::kBatch)) seal_batches(payload);
-      send_frame(fd, type, payload);
+      // The type as it is, known or not (send_frame does not check it; the server must).
+      proto::send_frame(fd, proto::Frame(type), payload, kSendMs);
     }
   }
   ::shutdown(fd, SHUT_WR);
