@@ -12,6 +12,7 @@
 #   ZUMA_FUZZ_BUILD=DIR build directory (default build-fuzz)
 #   CC, CXX             compilers (default clang-16/clang++-16, else clang/clang++)
 #   ZUMA_FUZZ_JOBS=N    ninja parallelism (default: ninja's)
+#   ZUMA_FUZZ_BUILD_ONLY=1  configure and build, run nothing
 #
 # Each target starts from its seeds (tests/fuzz/corpus/<target>, read only) and adds what
 # it finds to DIR/corpus-work/<target>. A crash, leak, timeout or out-of-memory writes its
@@ -61,6 +62,7 @@ echo "=== configure $build ($CXX)"
 cmake "${cmake_args[@]}" >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 2; }
 echo "=== build ${targets[*]}"
 ninja -C "$build" ${ZUMA_FUZZ_JOBS:+-j"$ZUMA_FUZZ_JOBS"} "${targets[@]}" || exit 2
+[[ ${ZUMA_FUZZ_BUILD_ONLY:-0} == 1 ]] && exit 0
 
 declare -A max_len=([fuzz_text_keys]=4096 [fuzz_pdu_stream]=16384 [fuzz_scsi_dispatch]=8192 [fuzz_replica_stream]=32768)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
