@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <random>
 #include <string>
@@ -80,6 +81,25 @@ std::string site(const std::string& name, const std::string& role, uint16_t list
          "      - { name: peer, peer: \"127.0.0.1:" +
          std::to_string(peer) + "\", mode: async }\n";
 }
+
+// Site A (primary) and site B (secondary) of group `db` on free ports, each linked to the
+// other; `edit_a` and `edit_b`, if given, rewrite a site's configuration first.
+struct Sites {
+  using Edit = std::function<std::string(std::string)>;
+  const uint16_t pa = free_port(), pb = free_port();
+  Zumad a, b;
+  explicit Sites(bool snapshots = false, const Edit& edit_a = {}, const Edit& edit_b = {})
+      : a(with(edit_a, site("site-a", "primary", pa, pb, snapshots)), 2),
+        b(with(edit_b, site("site-b", "secondary", pb, pa, snapshots)), 2) {}
+  // B first, so A's link connects at once.
+  void start() {
+    b.start();
+    a.start();
+  }
+
+ private:
+  static std::string with(const Edit& e, std::string cfg) { return e ? e(std::move(cfg)) : cfg; }
+};
 
 double metric(Zumad& z, const std::string& series) {
   return metric_sample(http_get(z.port(1), "/metrics"), series).value_or(-1);
@@ -199,11 +219,9 @@ void stop_and_check(Zumad& a, Zumad& b, const Model& m) {
 }  // namespace
 
 TEST_CASE("switchover and back: no data lost, nothing resynced, generations change") {
-  const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb), 2);
-  Zumad b(site("site-b", "secondary", pb, pa), 2);
-  b.start();
-  a.start();
+  Sites sites;
+  Zumad &a = sites.a, &b = sites.b;
+  sites.start();
   Model m;
   uint64_t seed = 0;
   write_run(a, m, 0, 0, 40, seed);
@@ -265,11 +283,9 @@ namespace {
 // With `snapshots`, the discarding side snapshots its LUs before the resync and removes
 // the snapshots once it is consistent again.
 void unplanned_failover(bool snapshots) {
-  const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb, snapshots), 2);
-  Zumad b(site("site-b", "secondary", pb, pa, snapshots), 2);
-  b.start();
-  a.start();
+  Sites sites(snapshots);
+  Zumad &a = sites.a, &b = sites.b;
+  sites.start();
   Model m;
   uint64_t seed = 0;
   write_run(a, m, 0, 0, 50, seed);
@@ -358,11 +374,9 @@ TEST_CASE(
   // records (the same happens when a crash loses the log's unsynced tail that an async
   // link had already shipped). Its next records reuse those sequence numbers: shipped on,
   // the secondary would skip them and the two would differ for good.
-  const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb), 2);
-  Zumad b(site("site-b", "secondary", pb, pa), 2);
-  b.start();
-  a.start();
+  Sites sites;
+  Zumad &a = sites.a, &b = sites.b;
+  sites.start();
   Model m;
   uint64_t seed = 0;
   write_run(a, m, 0, 0, 40, seed);
@@ -409,10 +423,9 @@ TEST_CASE(
 }
 
 TEST_CASE("a new secondary joining a primary with data: initial full sync replaces what it held") {
-  const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb), 2);
-  Zumad b(site("site-b", "secondary", pb, pa), 2);
-  a.start();
+  Sites sites;
+  Zumad &a = sites.a, &b = sites.b;
+  a.start();  // B joins later
   Model m;
   uint64_t seed = 0;
   write_run(a, m, 0, 1000, 64, seed);
@@ -431,11 +444,9 @@ TEST_CASE("a new secondary joining a primary with data: initial full sync replac
 
 TEST_CASE(
     "bookmark: one consistent point of both LUs, snapshotted on the primary and the secondary") {
-  const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb, true), 2);
-  Zumad b(site("site-b", "secondary", pb, pa, true), 2);
-  b.start();
-  a.start();
+  Sites sites(true);
+  Zumad &a = sites.a, &b = sites.b;
+  sites.start();
   // Refused on the secondary, and without a name.
   CHECK(call_error(b, "group bookmark", Json{{"group", "db"}, {"name", "x"}}) ==
         "group db is secondary here: take bookmarks on its primary");
@@ -527,14 +538,12 @@ TEST_CASE(
 
 TEST_CASE(
     "on_full: bitmap: writes never wait for a stopped peer; it resyncs only the dirty regions") {
-  const uint16_t pa = free_port(), pb = free_port();
-  std::string cfg = site("site-a", "primary", pa, pb);
-  cfg =
-      replace_all(cfg, "mode: async }", "mode: async, fallbehind: { ios: 100 }, on_full: bitmap }");
-  Zumad a(cfg, 2);
-  Zumad b(site("site-b", "secondary", pb, pa), 2);
-  b.start();
-  a.start();
+  Sites sites(false, [](std::string cfg) {
+    return replace_all(cfg, "mode: async }",
+                       "mode: async, fallbehind: { ios: 100 }, on_full: bitmap }");
+  });
+  Zumad &a = sites.a, &b = sites.b;
+  sites.start();
   Model m;
   uint64_t seed = 0;
   write_run(a, m, 1, 0, 20, seed);
@@ -609,11 +618,9 @@ Json run_verify(Zumad& z, bool repair = false,
 }  // namespace
 
 TEST_CASE("verify: a byte changed behind the secondary's back is found, repaired, then clean") {
-  const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb), 2);
-  Zumad b(site("site-b", "secondary", pb, pa), 2);
-  b.start();
-  a.start();
+  Sites sites;
+  Zumad &a = sites.a, &b = sites.b;
+  sites.start();
   Model m;
   uint64_t seed = 0;
   write_run(a, m, 0, 0, 100, seed);
@@ -676,11 +683,9 @@ TEST_CASE("verify: a byte changed behind the secondary's back is found, repaired
 }
 
 TEST_CASE("verify during concurrent writes to every region: no mismatch, writes go on") {
-  const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb), 2);
-  Zumad b(site("site-b", "secondary", pb, pa), 2);
-  b.start();
-  a.start();
+  Sites sites;
+  Zumad &a = sites.a, &b = sites.b;
+  sites.start();
   REQUIRE(eventually([&] {
     return metric(a, "zuma_replication_link_connected{group=\"db\",link=\"peer\"}") == 1 &&
            metric(b, "zuma_replication_group_consistent{group=\"db\"}") == 1;
@@ -695,7 +700,7 @@ TEST_CASE("verify during concurrent writes to every region: no mismatch, writes 
     writers.emplace_back([&, w] {
       Session s(a.portal(), kIqn);
       std::mt19937_64 rng(w + 1);
-      for (uint64_t i = 0; !stop.load(); ++i) {
+      while (!stop.load()) {
         const int lun = int(rng() % 3 == 0);
         const uint64_t blocks = lun ? kLogsBlocks : kDataBlocks;
         const uint64_t lba = rng() % (blocks - 8);
@@ -730,11 +735,9 @@ TEST_CASE("verify during concurrent writes to every region: no mismatch, writes 
 }
 
 TEST_CASE("verify is cancelled when the link drops, with the reason in group status") {
-  const uint16_t pa = free_port(), pb = free_port();
-  Zumad a(site("site-a", "primary", pa, pb), 2);
-  Zumad b(site("site-b", "secondary", pb, pa), 2);
-  b.start();
-  a.start();
+  Sites sites;
+  Zumad &a = sites.a, &b = sites.b;
+  sites.start();
   Model m;
   uint64_t seed = 0;
   write_run(a, m, 0, 0, 10, seed);
@@ -767,19 +770,17 @@ TEST_CASE("verify is cancelled when the link drops, with the reason in group sta
 }
 
 TEST_CASE("bookmark schedules: taken on the primary, the oldest pruned on both sites") {
-  const uint16_t pa = free_port(), pb = free_port();
   auto scheduled = [](std::string cfg) {
     return replace_all(cfg, "    log: { path: @DIR@/db.rlog, size: 16MiB }\n",
                        "    log: { path: @DIR@/db.rlog, size: 16MiB }\n"
                        "    bookmarks: [ { every: 1s, keep: 2, name: auto } ]\n");
   };
-  Zumad a(scheduled(site("site-a", "primary", pa, pb, true)), 2);
-  Zumad b(scheduled(site("site-b", "secondary", pb, pa, true)), 2);
+  Sites sites(true, scheduled, scheduled);
+  Zumad &a = sites.a, &b = sites.b;
   // zumad --check-config reads the schedule too.
   const RunResult check = run_program({zumad_path(), "--check-config", a.config_path()});
   CHECK_MESSAGE(check.exit_code == 0, check.output);
-  b.start();
-  a.start();
+  sites.start();
   Model m;
   uint64_t seed = 0;
   write_run(a, m, 0, 0, 10, seed);

@@ -156,6 +156,24 @@ struct Primary {
   }
 };
 
+// Runs `body` without a resync_rate, then with `rate`: each time in a fresh directory, with
+// a secondary (not started) and a primary (not opened) whose resync_rate is set.
+void without_and_with_rate(
+    uint64_t rate, const std::function<void(uint64_t, TempDir&, Secondary&, Primary&)>& body) {
+  for (const uint64_t r : {uint64_t(0), rate}) {
+    CAPTURE(r);
+    TempDir t;
+    Secondary sec;
+    Primary pri;
+    pri.resync_rate = r;
+    body(r, t, sec, pri);
+  }
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 }  // namespace
 
 TEST_CASE("async link: every write reaches the secondary, in order, byte for byte") {
@@ -306,10 +324,7 @@ TEST_CASE("a restarted primary resumes where the secondary is, without sending i
 
 TEST_CASE("resync_rate paces a resync's data; the image is whole either way") {
   Reactor r;  // first: the group posts completions to it, so it must outlive the group
-  for (const uint64_t rate : {uint64_t(0), uint64_t(4) << 20}) {
-    CAPTURE(rate);
-    TempDir t;
-    Secondary sec;
+  without_and_with_rate(4 << 20, [&](uint64_t rate, TempDir& t, Secondary& sec, Primary& pri) {
     // This secondary asks every connecting primary for both LUs, whole (2 MiB of data).
     sec.admit = [](const HelloInfo&, const SeqState& st) {
       Admission a;
@@ -318,8 +333,6 @@ TEST_CASE("resync_rate paces a resync's data; the image is whole either way") {
       return a;
     };
     sec.start(t);
-    Primary pri;
-    pri.resync_rate = rate;
     const auto t0 = std::chrono::steady_clock::now();
     pri.open(t, sec.server->port(), LinkMode::kAsync, 300, memory_lu_with(pattern(1 << 20, 1)),
              memory_lu_with(pattern(1 << 20, 2)));
@@ -327,26 +340,20 @@ TEST_CASE("resync_rate paces a resync's data; the image is whole either way") {
       const auto s = sec.server->stats("db");
       return s->connected && s->resync_bytes == (2u << 20) && !s->resyncing;
     }));
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs = seconds_since(t0);
     CHECK(contents(sec.lu0) == contents(*pri.lu0));
     CHECK(contents(sec.lu1) == contents(*pri.lu1));
     CHECK(pri.link().resync_done == (2u << 20));
     // 2 MiB at 4 MiB/s: the second 1 MiB frame goes no earlier than 0.25 s, RESYNC_DONE no
     // earlier than 0.5 s. (Without a rate it takes milliseconds; not asserted: timing.)
     if (rate) CHECK(secs >= 0.5);
-  }
+  });
 }
 
 TEST_CASE("an online verify keeps to the links' resync_rate") {
   Reactor r;  // first: the group posts completions to it, so it must outlive the group
-  for (const uint64_t rate : {uint64_t(0), uint64_t(1) << 20}) {
-    CAPTURE(rate);
-    TempDir t;
-    Secondary sec;
+  without_and_with_rate(1 << 20, [&](uint64_t rate, TempDir& t, Secondary& sec, Primary& pri) {
     sec.start(t);
-    Primary pri;
-    pri.resync_rate = rate;
     pri.open(t, sec.server->port(), LinkMode::kAsync);
     REQUIRE(eventually([&] { return pri.link().state == LinkState::kConnected; }));
     auto d = pattern(4096, 77);
@@ -356,8 +363,7 @@ TEST_CASE("an online verify keeps to the links' resync_rate") {
     auto v = Verifier::start(*pri.group, pri.group->links(), false);
     REQUIRE(v);
     REQUIRE(eventually([&] { return !(*v)->running(); }));
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs = seconds_since(t0);
     const VerifyStatus st = (*v)->status();
     CHECK(st.state == VerifyStatus::State::kDone);
     REQUIRE(st.links.size() == 1);
@@ -365,7 +371,7 @@ TEST_CASE("an online verify keeps to the links' resync_rate") {
     CHECK(st.links[0].mismatched.empty());
     // At 1 MiB/s the second region is hashed no earlier than 1 s after the start.
     if (rate) CHECK(secs >= 1.0);
-  }
+  });
 }
 
 TEST_CASE("a peer that claims records this log never had: split brain, nothing acknowledged") {
