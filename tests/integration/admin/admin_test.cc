@@ -4,7 +4,9 @@
 // GCC 12 at -O2 with ASan warns falsely (-Wmaybe-uninitialized) inside std::regex's
 // std::function members (libstdc++'s code, instantiated here): before every include, so
 // it covers the headers too.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
