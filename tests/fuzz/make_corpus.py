@@ -249,9 +249,41 @@ def replica_stream():
     write(os.path.join(d, "raw-garbage"), b"\x01" + b"ZRPF" + b"\xff" * 40)
 
 
+def site_link():
+    """Seeds of fuzz_site_link: byte 0 is its mode, then [type u8][len u16 LE][payload]."""
+    d = os.path.join(HERE, "corpus", "fuzz_site_link")
+
+    def chunk(ftype, payload):
+        return bytes([ftype]) + struct.pack("<H", len(payload)) + payload
+
+    def frame(ftype, payload):  # the raw mode's frames: "ZRPF" header, then the payload
+        return struct.pack("<IHHII", 0x4650525a, ftype, 0, len(payload), 0) + payload
+
+    def welcome(**kw):
+        return json.dumps(dict({"applied": 0, "log_id": 1}, **kw)).encode()
+
+    # Harness-made WELCOME (applied 0), ACKs of records 1 and 3 (mode 0x04 maps the byte).
+    write(os.path.join(d, "acks"), b"\x06" + chunk(4, b"\x01") + chunk(4, b"\x03"))
+    # applied 3 (0x30 >> 4), then an ACK one past the log's end.
+    write(os.path.join(d, "ack-past-end"), b"\x36" + chunk(4, b"\x04"))
+    verify = struct.pack("<QQI", 1, 0, 0) + b"\x00" * 4 + b"\x5a" * 16 + b"\x00" * 8
+    write(os.path.join(d, "verify-result"),
+          b"\x02" + chunk(8, verify[:48]) + chunk(4, struct.pack("<Q", 2)))
+    write(os.path.join(d, "resync"),
+          b"\x00" + chunk(2, welcome(resync=[[0, 0, 4096], [1, 8192, 65536]])) +
+          chunk(4, struct.pack("<Q", 3)))
+    write(os.path.join(d, "resync-outside"), b"\x00" + chunk(2, welcome(resync=[[1, 1 << 20, 1]])))
+    write(os.path.join(d, "ahead"), b"\x00" + chunk(2, welcome(applied=99)))
+    write(os.path.join(d, "error"), b"\x00" + chunk(5, b"split brain: the fuzzer says so"))
+    write(os.path.join(d, "auth"), b"\x08" + chunk(16, b"\x11" * 32) + chunk(18, b"\x22" * 32) +
+          chunk(2, welcome()))
+    write(os.path.join(d, "raw"), b"\x01" + frame(2, welcome()) + frame(4, struct.pack("<Q", 1)))
+
+
 if __name__ == "__main__":
     text_keys()
     pdu_stream()
     scsi_dispatch()
     reproducers()
     replica_stream()
+    site_link()

@@ -5,14 +5,13 @@
 #   bash tests/fuzz/run.sh                 # every target, ZUMA_FUZZ_RUNS inputs each
 #   bash tests/fuzz/run.sh fuzz_pdu_stream -max_total_time=300   # one target, 5 minutes
 #
-# Arguments: target names (default: all four), then any libFuzzer flags (-name=value),
+# Arguments: target names (default: all five), then any libFuzzer flags (-name=value),
 # which replace the default -runs.
 # Environment:
 #   ZUMA_FUZZ_RUNS=N    inputs per target (default 20000)
 #   ZUMA_FUZZ_BUILD=DIR build directory (default build-fuzz)
 #   CC, CXX             compilers (default clang-16/clang++-16, else clang/clang++)
 #   ZUMA_FUZZ_JOBS=N    ninja parallelism (default: ninja's)
-#   ZUMA_FUZZ_BUILD_ONLY=1  configure and build, run nothing
 #
 # Each target starts from its seeds (tests/fuzz/corpus/<target>, read only) and adds what
 # it finds to DIR/corpus-work/<target>. A crash, leak, timeout or out-of-memory writes its
@@ -22,7 +21,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
-all_targets=(fuzz_text_keys fuzz_pdu_stream fuzz_scsi_dispatch fuzz_replica_stream)
+all_targets=(fuzz_text_keys fuzz_pdu_stream fuzz_scsi_dispatch fuzz_replica_stream fuzz_site_link)
 targets=()
 flags=()
 for a in "$@"; do
@@ -62,9 +61,8 @@ echo "=== configure $build ($CXX)"
 cmake "${cmake_args[@]}" >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 2; }
 echo "=== build ${targets[*]}"
 ninja -C "$build" ${ZUMA_FUZZ_JOBS:+-j"$ZUMA_FUZZ_JOBS"} "${targets[@]}" || exit 2
-[[ ${ZUMA_FUZZ_BUILD_ONLY:-0} == 1 ]] && exit 0
 
-declare -A max_len=([fuzz_text_keys]=4096 [fuzz_pdu_stream]=16384 [fuzz_scsi_dispatch]=8192 [fuzz_replica_stream]=32768)
+declare -A max_len=([fuzz_text_keys]=4096 [fuzz_pdu_stream]=16384 [fuzz_scsi_dispatch]=8192 [fuzz_replica_stream]=32768 [fuzz_site_link]=16384)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 # Stacks with function names and lines: the symbolizer of the compiler's LLVM.
 if [[ -z ${ASAN_SYMBOLIZER_PATH:-} ]]; then
