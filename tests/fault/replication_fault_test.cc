@@ -445,13 +445,21 @@ TEST_CASE(
     const double resyncs = metric(r.primary, "zuma_replication_link_resyncs" + link);
     r.proxy.restore();
     // The peer asks for the dirty regions; inconsistent until the resync's end point.
-    CHECK(eventually(
-        [&] {
-          return metric(r.primary, "zuma_replication_link_resyncs" + link) > resyncs &&
-                 metric(r.primary, "zuma_replication_link_bitmap" + link) == 0 &&
-                 metric(r.secondary, "zuma_replication_group_consistent{group=\"db\"}") == 1;
-        },
-        60s));
+    double now_resyncs = 0, now_bitmap = 0, now_consistent = 0;
+    CHECK_MESSAGE(eventually(
+                      [&] {
+                        now_resyncs = metric(r.primary, "zuma_replication_link_resyncs" + link);
+                        now_bitmap = metric(r.primary, "zuma_replication_link_bitmap" + link);
+                        now_consistent =
+                            metric(r.secondary, "zuma_replication_group_consistent{group=\"db\"}");
+                        return now_resyncs > resyncs && now_bitmap == 0 && now_consistent == 1;
+                      },
+                      60s),
+                  "resyncs " << resyncs << " -> " << now_resyncs << ", bitmap " << now_bitmap
+                             << ", consistent " << now_consistent << ", acknowledged "
+                             << load->acked() << "\nprimary:\n"
+                             << r.primary.log_tail(6000) << "\nsecondary:\n"
+                             << r.secondary.log_tail(6000));
     CHECK(r.secondary.log().find("resync of the primary's dirty regions (bitmap mode)") !=
           std::string::npos);
     // Its LUs have no snapshots: no pre-resync snapshot, and the log says so (with
