@@ -42,6 +42,7 @@
 #include "replication/protocol.hh"
 #include "replication/replica.hh"
 #include "storage/memory_backend.hh"
+#include "tests/fuzz/net_harness.hh"
 
 using namespace zuma;
 using namespace zuma::replication;
@@ -57,34 +58,7 @@ constexpr const char* kSecret = "fuzz-secret";
 constexpr int kSendMs = 2000;
 
 [[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "fuzz_replica_stream: invariant broken: %s\n", what);
-  std::abort();
-}
-
-// Made once, removed at exit (the path lives on the heap: atexit handlers run after the
-// destructors of statics made before them).
-const std::filesystem::path& work_dir() {
-  static const std::filesystem::path* dir = [] {
-    std::string t = (std::filesystem::temp_directory_path() / "zuma-fuzz-replica-XXXXXX").string();
-    if (!::mkdtemp(t.data())) fail("mkdtemp");
-    auto* p = new std::filesystem::path(t);
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(*dir, ec);
-    });
-    return p;
-  }();
-  return *dir;
-}
-
-void write_all(int fd, const uint8_t* p, size_t n) {
-  while (n) {
-    const ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return;  // the server closed early: what it read so far is the input
-    p += r;
-    n -= size_t(r);
-  }
+  fuzz::fail("fuzz_replica_stream", what);
 }
 
 // The batch header's fields (docs/REPLICATION.md "The log on disk"): len at 16, log id at
@@ -103,24 +77,10 @@ void seal_batches(std::vector<uint8_t>& p) {
   }
 }
 
-// Reads (and drops) what the server says until it closes the connection.
-bool drain_until_closed(int fd, std::chrono::milliseconds limit) {
-  const auto deadline = Clock::now() + limit;
-  uint8_t buf[4096];
-  while (Clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    const ssize_t r = ::recv(fd, buf, sizeof(buf), 0);
-    if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const char* lvl = std::getenv("ZUMA_FUZZ_LOG");
-  spdlog::set_level(lvl ? spdlog::level::from_str(lvl) : spdlog::level::off);
+  fuzz::log_level_from_env();
   return 0;
 }
 
@@ -128,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const uint8_t mode = data[0];
   const std::span<const uint8_t> rest(data + 1, size - 1);
-  const std::filesystem::path& dir = work_dir();
+  const std::filesystem::path& dir = fuzz::work_dir("fuzz_replica_stream");
   std::filesystem::remove(dir / "db.state");
   std::filesystem::remove(dir / "sec.state");
 
@@ -155,7 +115,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int fd = proto::connect_to("127.0.0.1:" + std::to_string(server->port()), 2000);
   if (fd < 0) fail("cannot connect to the replica server");
   if (mode & 0x01) {
-    write_all(fd, rest.data(), rest.size());
+    fuzz::write_all(fd, rest.data(), rest.size());
   } else {
     if (mode & 0x06) {
       const bool auth = mode & 0x04;
@@ -183,7 +143,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   ::shutdown(fd, SHUT_WR);
-  if (!drain_until_closed(fd, std::chrono::seconds(20)))
+  if (!fuzz::drain_until_closed(fd, std::chrono::seconds(20)))
     fail("the server did not close the connection after the input ended");
   ::close(fd);
   for (const char* g : {"db", "sec"}) {

@@ -43,6 +43,7 @@
 #include "storage/io_context.hh"
 #include "storage/memory_backend.hh"
 #include "storage/unique_fd.hh"
+#include "tests/fuzz/net_harness.hh"
 
 using namespace zuma;
 using namespace zuma::replication;
@@ -56,29 +57,7 @@ constexpr const char* kSecret = "fuzz-secret";
 constexpr int kSendMs = 2000;
 
 [[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "fuzz_site_link: invariant broken: %s\n", what);
-  std::abort();
-}
-
-// Made once, removed at exit (the path lives on the heap: atexit handlers run after the
-// destructors of statics made before them).
-const std::filesystem::path& work_dir() {
-  static const std::filesystem::path* dir = [] {
-    // tmpfs when there is one: the log and the link's state are synced at every write.
-    std::error_code ec;
-    const std::filesystem::path base = std::filesystem::is_directory("/dev/shm", ec)
-                                           ? std::filesystem::path("/dev/shm")
-                                           : std::filesystem::temp_directory_path();
-    std::string t = (base / "zuma-fuzz-link-XXXXXX").string();
-    if (!::mkdtemp(t.data())) fail("mkdtemp");
-    auto* p = new std::filesystem::path(t);
-    std::atexit([] {
-      std::error_code e;
-      std::filesystem::remove_all(*dir, e);
-    });
-    return p;
-  }();
-  return *dir;
+  fuzz::fail("fuzz_site_link", what);
 }
 
 // This thread is the group's reactor: writes are submitted and completed on it.
@@ -117,34 +96,10 @@ bool write_4k(std::initializer_list<std::pair<storage::Backend*, uint64_t>> writ
   return std::count(results.begin(), results.end(), 0) == long(results.size());
 }
 
-void write_all(int fd, const uint8_t* p, size_t n) {
-  while (n) {
-    const ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return;  // the link closed early: what it read so far is the input
-    p += r;
-    n -= size_t(r);
-  }
-}
-
-// Reads (and drops) what the link sends until it closes the connection.
-bool drain_until_closed(int fd, std::chrono::milliseconds limit) {
-  const auto deadline = Clock::now() + limit;
-  std::vector<uint8_t> buf(1 << 16);
-  while (Clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
-    if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const char* lvl = std::getenv("ZUMA_FUZZ_LOG");
-  spdlog::set_level(lvl ? spdlog::level::from_str(lvl) : spdlog::level::off);
+  fuzz::log_level_from_env();
   return 0;
 }
 
@@ -152,7 +107,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const uint8_t mode = data[0];
   const std::span<const uint8_t> rest(data + 1, size - 1);
-  const std::filesystem::path& dir = work_dir();
+  const std::filesystem::path& dir = fuzz::work_dir("fuzz_site_link");
   for (const char* f : {"db.rlog", "peer.state"}) std::filesystem::remove(dir / f);
   reactor();
 
@@ -190,7 +145,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fail("no HELLO from the link");
 
   if (mode & 0x01) {
-    write_all(fd, rest.data(), rest.size());
+    fuzz::write_all(fd, rest.data(), rest.size());
   } else {
     if (mode & 0x02) {
       const nlohmann::json w = {{"applied", (mode >> 4) % (kRecords + 1)},
@@ -215,7 +170,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   ::shutdown(fd, SHUT_WR);
-  if (!drain_until_closed(fd, std::chrono::seconds(20)))
+  if (!fuzz::drain_until_closed(fd, std::chrono::seconds(20)))
     fail("the link did not close the connection after the input ended");
 
   const LinkStats st = group->link_stats().at(0).second;
