@@ -65,7 +65,8 @@ if [[ ${ZUMA_SKIP_ASAN:-0} == 0 ]]; then
   asan_cc=() asan_symbolizer=""
   if command -v clang++-16 >/dev/null; then
     asan_cc=(-DCMAKE_C_COMPILER=clang-16 -DCMAKE_CXX_COMPILER=clang++-16)
-    asan_symbolizer=$(command -v llvm-symbolizer-16 || echo /usr/lib/llvm-16/bin/llvm-symbolizer)
+    source scripts/clang-env.sh
+    asan_symbolizer=$(zuma_llvm_symbolizer clang++-16)
   fi
   asan_skip=""
   [[ $ASAN_LABELS == "unit|integration" ]] &&
@@ -77,8 +78,7 @@ if [[ ${ZUMA_SKIP_ASAN:-0} == 0 ]]; then
     export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:strict_string_checks=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
     # Stacks with function names and lines (clang's runtime looks for llvm-symbolizer).
-    [[ -n $asan_symbolizer && -x $asan_symbolizer ]] &&
-      export ASAN_SYMBOLIZER_PATH=${ASAN_SYMBOLIZER_PATH:-$asan_symbolizer}
+    [[ -n $asan_symbolizer ]] && export ASAN_SYMBOLIZER_PATH=${ASAN_SYMBOLIZER_PATH:-$asan_symbolizer}
     run_ctest "build-asan/ (address,undefined): labels $ASAN_LABELS" build-asan -L "$ASAN_LABELS" \
       || failed+=("ctest build-asan/")
   else

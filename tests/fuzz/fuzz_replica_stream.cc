@@ -19,14 +19,11 @@
 // Then the harness half-closes its end, reads until the server closes the connection (20 s
 // at most: a connection that never ends is a finding) and checks that the group is free
 // again (not connected) within 5 s. ZUMA_FUZZ_LOG=debug prints the server's log.
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <span>
@@ -34,7 +31,6 @@
 #include <thread>
 #include <vector>
 
-#include <spdlog/spdlog.h>
 #include <xxhash.h>
 
 #include <nlohmann/json.hpp>

@@ -17,14 +17,10 @@
 // (nothing the peer said wedges it). ZUMA_FUZZ_LOG=debug prints the link's log.
 #include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
@@ -32,8 +28,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
 

@@ -71,11 +71,9 @@ ninja -C "$build" ${ZUMA_FUZZ_JOBS:+-j"$ZUMA_FUZZ_JOBS"} "${targets[@]}" || exit
 declare -A max_len=([fuzz_text_keys]=4096 [fuzz_pdu_stream]=16384 [fuzz_scsi_dispatch]=8192 [fuzz_replica_stream]=32768 [fuzz_site_link]=16384)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 # Stacks with function names and lines: the symbolizer of the compiler's LLVM.
-if [[ -z ${ASAN_SYMBOLIZER_PATH:-} ]]; then
-  for s in "$(dirname "$(readlink -f "$(command -v "$CXX")")")/llvm-symbolizer" \
-           "$(command -v llvm-symbolizer-16 || true)" "$(command -v llvm-symbolizer || true)"; do
-    if [[ -n $s && -x $s ]]; then export ASAN_SYMBOLIZER_PATH=$s; break; fi
-  done
+source "$root/scripts/clang-env.sh"
+if [[ -z ${ASAN_SYMBOLIZER_PATH:-} ]] && s=$(zuma_llvm_symbolizer "$CXX"); then
+  export ASAN_SYMBOLIZER_PATH=$s
 fi
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=()
