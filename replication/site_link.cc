@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <thread>
 
@@ -34,8 +35,11 @@ constexpr auto kStoreEvery = std::chrono::seconds(1);
 // An async link that is keeping up sends at most this often (unless a large backlog is
 // waiting): each wake-up of the link thread, and each pause the peer sees (where it flushes
 // and acknowledges), costs a context switch and a system call or two, which at 4 KiB per
-// write cost more than the write itself. RPO grows by at most this much.
-constexpr auto kCoalesce = std::chrono::milliseconds(2);
+// write cost more than the write itself. RPO grows by at most this much. Measured
+// (docs/PERFORMANCE.md "An async link gathers for 1 ms"): 2 ms made the peer's work come
+// in bursts of a few hundred microseconds that kept the primary's reactor off a CPU with
+// one session; 0 and 250 us cost the most CPU time per write when the CPUs were all busy.
+constexpr auto kCoalesce = std::chrono::milliseconds(1);
 constexpr uint64_t kCoalesceRecords = 2048;  // a backlog this long goes at once
 
 }  // namespace
@@ -207,9 +211,12 @@ void SiteLink::leave_bitmap_if_done(uint64_t peer_has) {
 }
 
 void SiteLink::notify() {
-  // seq_cst with the group's publication of next_seq and the link's store to waiting_:
-  // either the link sees the new records before it sleeps, or the writer sees it waiting.
-  if (!waiting_.load()) return;
+  // seq_cst with the group's publication of next_seq and the link's store to wake_at_:
+  // either the link sees the new records before it sleeps, or the appender sees it waiting
+  // for them. One wake-up per wait: the first appender to see the mark takes it.
+  const uint64_t at = wake_at_.load();
+  if (at == kNoWake || group_.published_next() < at) return;
+  if (wake_at_.exchange(kNoWake) == kNoWake) return;
   uint64_t one = 1;
   (void)!::write(wake_fd_.get(), &one, sizeof(one));
 }
@@ -695,19 +702,26 @@ bool SiteLink::session(proto::Conn& conn) {
       }
       more = from < group_.published_next() && in_flight_bytes < kMaxInFlight;
     }
-    // Wait for an ACK, new records or stop; while gathering, new records do not wake it.
-    int timeout = 1000;
+    // Wait for an ACK, new records or stop; while gathering, only a backlog of
+    // kCoalesceRecords wakes it (notify).
+    std::chrono::microseconds timeout = std::chrono::seconds(1);
     if (lazy) {
-      timeout = int(std::chrono::ceil<std::chrono::milliseconds>(kCoalesce - (now - last_send)).count());
+      timeout = std::chrono::ceil<std::chrono::microseconds>(kCoalesce - (now - last_send));
+      wake_at_.store(from + kCoalesceRecords);
+      if (group_.published_next() >= from + kCoalesceRecords) timeout = {};  // raced
     } else {
-      waiting_.store(true);
+      wake_at_.store(from + 1);
       if (!more && from < group_.published_next() && in_flight_bytes < kMaxInFlight) more = true;  // raced
-      if (more) timeout = 0;
+      if (more) timeout = {};
     }
-    if (conn.buffered()) timeout = 0;  // TLS holds bytes poll() cannot see
+    if (conn.buffered()) timeout = {};  // TLS holds bytes poll() cannot see
     pollfd p[2] = {{conn.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
-    int n = ::poll(p, 2, std::max(timeout, 0));
-    waiting_.store(false);
+    // ppoll: what is left of the gathering time is a fraction of a millisecond, which
+    // poll() would round up.
+    const auto us = std::max<int64_t>(timeout.count(), 0);
+    const timespec ts{time_t(us / 1000000), long(us % 1000000) * 1000};
+    int n = ::ppoll(p, 2, &ts, nullptr);
+    wake_at_.store(kNoWake);
     if (n < 0 && errno != EINTR) {
       set_error(fmt::format("poll: {}", std::strerror(errno)));
       return !stop_.load();

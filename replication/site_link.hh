@@ -191,7 +191,11 @@ class SiteLink {
   LinkOptions opt_;
   SeqStateFile state_;
   storage::UniqueFd wake_fd_;  // eventfd: new records, stop
-  std::atomic<bool> waiting_{false};
+  // notify() wakes the link thread once the log's next sequence number reaches this:
+  // from + 1 when it waits for any record, from + kCoalesceRecords while it gathers,
+  // kNoWake while it is busy (so an append costs no system call then).
+  static constexpr uint64_t kNoWake = ~uint64_t(0);
+  std::atomic<uint64_t> wake_at_{kNoWake};
   std::atomic<bool> stop_{false};
   std::atomic<bool> degraded_{false};
   std::atomic<bool> throttled_{false};  // async link holding writes (fall-behind)
