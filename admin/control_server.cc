@@ -1,4 +1,5 @@
 #include "admin/control_server.hh"
+#include "storage/thread_name.hh"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -72,7 +73,10 @@ void ControlServer::start() {
   }
   wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_fd_) throw std::runtime_error(fmt::format("eventfd: {}", strerror(errno)));
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    storage::name_this_thread("control");
+    loop();
+  });
 }
 
 void ControlServer::stop() {

@@ -1,4 +1,5 @@
 #include "admin/jobs.hh"
+#include "storage/thread_name.hh"
 
 #include <algorithm>
 
@@ -42,6 +43,7 @@ uint64_t Jobs::start(std::string kind, std::string what, uint64_t total, Work wo
     }
   }
   j->thread_ = std::thread([j, work = std::move(work)] {
+    storage::name_this_thread("job");
     std::expected<void, std::string> r;
     try {
       r = work(*j);

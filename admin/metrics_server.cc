@@ -1,4 +1,5 @@
 #include "admin/metrics_server.hh"
+#include "storage/thread_name.hh"
 
 #include <httplib.h>
 
@@ -51,7 +52,10 @@ void MetricsServer::start() {
     throw std::runtime_error(fmt::format(
         "metrics {}:{}: cannot bind (in use, or not an address of this host)", host_, port_));
   }
-  thread_ = std::thread([this] { http_->listen_after_bind(); });
+  thread_ = std::thread([this] {
+    storage::name_this_thread("metrics");
+    http_->listen_after_bind();
+  });
 }
 
 void MetricsServer::stop() {

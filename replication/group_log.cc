@@ -2,6 +2,7 @@
 
 #include "replication/apply.hh"
 #include "replication/verify.hh"
+#include "storage/thread_name.hh"
 
 #include <linux/futex.h>
 #include <spdlog/spdlog.h>
@@ -829,6 +830,7 @@ void GroupLog::advance_applied() {
 }
 
 void GroupLog::writer_loop() {
+  storage::name_this_thread("log/" + name_);
   std::vector<LogEntry*> batch;
   for (;;) {
     LogEntry* list = queue_.exchange(nullptr, std::memory_order_acq_rel);

@@ -1,5 +1,6 @@
 // zumad's replication wiring: config groups -> GroupLogs, SiteLinks, a ReplicaServer.
 #include "replication/node_replication.hh"
+#include "storage/thread_name.hh"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -550,7 +551,11 @@ void NodeReplication::start() {
       g.bookmark_due.push_back(now + std::chrono::seconds(b.every));
     schedules |= !g.cfg->bookmarks.empty() && g.log;
   }
-  if (schedules) scheduler_ = std::thread([this] { schedule_loop(); });
+  if (schedules)
+    scheduler_ = std::thread([this] {
+      storage::name_this_thread("bookmarks");
+      schedule_loop();
+    });
 }
 
 void NodeReplication::quiesce() {

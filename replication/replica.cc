@@ -23,6 +23,7 @@
 #include "replication/protocol.hh"
 #include "replication/ring_log.hh"
 #include "replication/verify.hh"
+#include "storage/thread_name.hh"
 
 namespace zuma::replication {
 namespace {
@@ -123,6 +124,7 @@ std::expected<void, std::string> ReplicaServer::remove_group(const std::string& 
 }
 
 void ReplicaServer::accept_loop() {
+  storage::name_this_thread("repl-listen");
   while (!stop_.load()) {
     pollfd p{listen_fd_.get(), POLLIN, 0};
     if (::poll(&p, 1, 100) <= 0) continue;
@@ -144,6 +146,7 @@ void ReplicaServer::accept_loop() {
     conn_fds_.push_back(fd);
     auto done = std::make_shared<std::atomic<bool>>(false);
     conns_.push_back(Conn{std::thread([this, fd, done, peer = peer_name(ss)] {
+                            storage::name_this_thread("repl-conn");  // apply/GROUP after HELLO
                             serve(fd, peer);
                             done->store(true);
                           }),
@@ -313,6 +316,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
       err = "malformed HELLO (or another protocol version)";
     } else {
       group_name = hello["group"].get<std::string>();
+      storage::name_this_thread("apply/" + group_name);
       if (hello.contains("link") && hello["link"].is_string())
         link_name = hello["link"].get<std::string>();
       log_id = hello["log_id"].get<uint64_t>();

@@ -23,6 +23,7 @@
 #include "replication/protocol.hh"
 #include "replication/ring_log.hh"
 #include "replication/verify.hh"
+#include "storage/thread_name.hh"
 
 namespace zuma::replication {
 namespace {
@@ -363,6 +364,7 @@ void SiteLink::wait_backoff(std::chrono::milliseconds d) {
 }
 
 void SiteLink::run() {
+  storage::name_this_thread("link/" + opt_.name);
   auto backoff = std::chrono::milliseconds(100);
   while (!stop_.load()) {
     state_value_.store(uint8_t(LinkState::kConnecting));

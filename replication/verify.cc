@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "replication/apply.hh"
+#include "storage/thread_name.hh"
 
 namespace zuma::replication {
 namespace {
@@ -145,7 +146,10 @@ std::expected<std::unique_ptr<Verifier>, std::string> Verifier::start(GroupLog& 
           group.name(), l->name()));
   }
   std::unique_ptr<Verifier> v(new Verifier(group, std::move(links), repair));
-  v->thread_ = std::thread([p = v.get()] { p->run(); });
+  v->thread_ = std::thread([p = v.get()] {
+    storage::name_this_thread("verify/" + p->group_.name());
+    p->run();
+  });
   return v;
 }
 

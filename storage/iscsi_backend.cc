@@ -28,6 +28,7 @@
 #include <spdlog/spdlog.h>
 
 #include "storage/io_context.hh"
+#include "storage/thread_name.hh"
 #include "storage/unique_fd.hh"
 
 namespace zuma::storage {
@@ -554,7 +555,10 @@ std::expected<std::unique_ptr<IscsiBackend>, std::string> IscsiBackend::open(
   impl->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!impl->wake) return R(std::unexpect, fmt::format("eventfd: {}", std::strerror(errno)));
   Impl* raw = impl.get();
-  impl->thread = std::thread([raw] { raw->run(); });
+  impl->thread = std::thread([raw] {
+    name_this_thread("iscsi-backend");
+    raw->run();
+  });
   std::unique_ptr<IscsiBackend> b(new IscsiBackend(std::move(impl)));
   if (!spec.allow_offline) {
     std::unique_lock lock(raw->mu);

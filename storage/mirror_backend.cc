@@ -29,6 +29,7 @@
 #include "storage/buffer.hh"
 #include "storage/io_context.hh"
 #include "storage/iscsi_backend.hh"
+#include "storage/thread_name.hh"
 
 namespace zuma::storage {
 
@@ -704,7 +705,10 @@ std::expected<std::unique_ptr<MirrorBackend>, std::string> MirrorBackend::open(
   std::error_code ec;
   std::filesystem::remove(impl->state_path + ".dirty", ec);  // in memory now
   Impl* raw = impl.get();
-  impl->thread = std::thread([raw] { raw->run(); });
+  impl->thread = std::thread([raw] {
+    name_this_thread("mirror");
+    raw->run();
+  });
   return R(std::unique_ptr<MirrorBackend>(new MirrorBackend(std::move(impl))));
 }
 

@@ -12,6 +12,7 @@
 
 #include "scsi/logical_unit.hh"
 #include "scsi/task_set.hh"
+#include "storage/thread_name.hh"
 
 namespace zuma::target {
 namespace {
@@ -258,8 +259,14 @@ void Cluster::attach(const std::string& name, const std::shared_ptr<scsi::Logica
 }
 
 void Cluster::start() {
-  keepalive_ = std::thread([this] { keepalive_loop(); });
-  watcher_ = std::thread([this] { watch_loop(); });
+  keepalive_ = std::thread([this] {
+    storage::name_this_thread("cluster-alive");
+    keepalive_loop();
+  });
+  watcher_ = std::thread([this] {
+    storage::name_this_thread("cluster-watch");
+    watch_loop();
+  });
 }
 
 void Cluster::stop() {

@@ -1,4 +1,5 @@
 #include "target/reactor.hh"
+#include "storage/thread_name.hh"
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -41,7 +42,10 @@ Reactor::Reactor(unsigned index) : index_(index) {
 Reactor::~Reactor() { stop_and_join(); }
 
 void Reactor::start() {
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    storage::name_this_thread("reactor/" + std::to_string(index_));
+    loop();
+  });
 }
 
 void Reactor::stop_and_join() {

@@ -15,9 +15,12 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <optional>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -188,6 +191,19 @@ void check_read_only(Zumad& secondary) {
 
 }  // namespace
 
+// The names of a process's threads (/proc/PID/task/*/comm).
+std::multiset<std::string> thread_names(pid_t pid) {
+  std::multiset<std::string> names;
+  for (const auto& t :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream f(t.path() / "comm");
+    std::string n;
+    std::getline(f, n);
+    names.insert(n);
+  }
+  return names;
+}
+
 TEST_CASE("async link: a group of two LUs reaches the secondary byte for byte, across restarts") {
   Zumad secondary(secondary_config(), 3);
   Zumad primary(primary_config(secondary.port(2), "async"), 2);
@@ -205,6 +221,15 @@ TEST_CASE("async link: a group of two LUs reaches the secondary byte for byte, a
   }
   const LinkView v = wait_settled(primary, secondary);
   CHECK(v.next >= 201);  // at least one record per write
+  // Each thread says what it does (top -H, ps -L, perf): the reactors, the group's log
+  // writer and its link; on the secondary the listener and the group's apply thread.
+  const auto pn = thread_names(primary.pid()), sn = thread_names(secondary.pid());
+  CHECK(pn.count("reactor/0") == 1);
+  CHECK(pn.count("reactor/1") == 1);
+  CHECK(pn.count("log/db") == 1);
+  CHECK(pn.count("link/dr") == 1);
+  CHECK(sn.count("repl-listen") == 1);
+  CHECK(sn.count("apply/db") == 1);
   check_status_verbs(primary, secondary, v);
   check_read_only(secondary);
   stop_and_compare(primary, secondary, primary, m);
