@@ -184,6 +184,8 @@ Json Service::apply(config::Config next, bool force) {
     for (auto& k : d.restart_needed) keys += (keys.empty() ? "" : ", ") + k;
     throw CommandError(fmt::format("cannot change {} while zumad runs (restart it)", keys));
   }
+  if (!d.resync_rates_changed.empty() && !resync_rate_hook_)
+    throw CommandError("cannot change groups while zumad runs (restart it)");
   if (d.empty()) return Json{{"message", "no changes"}};
 
   // 2. Sessions that the change would take something away from.
@@ -265,6 +267,9 @@ Json Service::apply(config::Config next, bool force) {
   for (auto& [before, after] : lun_changes) scsi::reported_luns_changed(*after);
 
   if (d.log_level_changed) spdlog::set_level(spdlog::level::from_str(next.node.log_level));
+  for (const auto& r : d.resync_rates_changed)
+    if (auto e = resync_rate_hook_(r.group, r.link, r.rate); !e.empty())
+      spdlog::error("resync_rate of link {}/{}: {}", r.group, r.link, e);  // the config names it
   // LUs no longer presented: make their writes durable before they go.
   for (const auto& name : gone_lus)
     if (auto it = lus_.find(name); it != lus_.end()) {

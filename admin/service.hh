@@ -59,6 +59,13 @@ class Service {
   void add_name_source(const std::string& kind,
                        std::function<std::vector<std::string>(const std::string& arg)> names);
 
+  // Sets a replication link's resync_rate (bytes per second, 0: no limit) when a config
+  // change alters only that of a group: "" or why not. Without it such a change needs a
+  // restart. Call before the control socket starts.
+  using ResyncRateHook =
+      std::function<std::string(const std::string& group, const std::string& link, uint64_t rate)>;
+  void set_resync_rate_hook(ResyncRateHook hook) { resync_rate_hook_ = std::move(hook); }
+
   // Cancels the background jobs (copy lun) and waits for them: zumad's shutdown, before
   // the LUs are flushed.
   void stop_jobs() { jobs_.stop_all(); }
@@ -95,6 +102,7 @@ class Service {
   target::Server& server_;
   std::map<std::string, std::shared_ptr<scsi::LogicalUnit>> lus_;
   LuFactory factory_;
+  ResyncRateHook resync_rate_hook_;
   const std::chrono::steady_clock::time_point started_;
   // `show stats`: the previous sample, for rates.
   std::map<std::string, target::IoStats> last_stats_;

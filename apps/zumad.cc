@@ -384,6 +384,10 @@ int main(int argc, char** argv) {
     for (auto& l : lus) by_name.emplace(l.name, l.lu);
     service = std::make_unique<admin::Service>(cfg, *server, std::move(by_name), open_lu);
     service->bind(commands);
+    service->set_resync_rate_hook(
+        [r = replication.get()](const std::string& group, const std::string& link, uint64_t rate) {
+          return r->set_resync_rate(group, link, rate);
+        });
     snapshot::bind_snapshot_handlers(commands, g_snapshots);
     replication::bind_replication_handlers(commands, *replication);
     commands.set_handler("cluster status", [c = cluster.get()](const admin::Json&) {

@@ -303,6 +303,12 @@ struct ConfigDiff {
   std::vector<std::string> luns_added, luns_removed;
   // Same name, other definition (size, block size, sub-units, ...): replaced by a new LU.
   std::vector<std::string> luns_changed;
+  // links[].resync_rate of a group otherwise unchanged: set on the running link.
+  struct ResyncRate {
+    std::string group, link;
+    uint64_t rate = 0;  // bytes per second, 0: no limit
+  };
+  std::vector<ResyncRate> resync_rates_changed;
   bool empty() const;
   std::string summary() const;  // one line, e.g. "1 LU added, 1 target changed"
 };

@@ -130,11 +130,24 @@ ConfigDiff diff(const Config& from, const Config& to) {
   if (a.replication_tls.has_value() != b.replication_tls.has_value() ||
       (a.replication_tls && !same_tls(*a.replication_tls, *b.replication_tls)))
     d.restart_needed.push_back("node.replication_tls");
-  // The replication layer is put into a LU's backend stack at startup only.
+  // The replication layer is put into a LU's backend stack at startup only; of a group, only
+  // its links' resync_rate changes live.
   bool groups_same = from.groups.size() == to.groups.size();
-  for (size_t i = 0; groups_same && i < from.groups.size(); ++i)
-    groups_same = same_group(from.groups[i], to.groups[i]);
-  if (!groups_same) d.restart_needed.push_back("groups");
+  std::vector<ConfigDiff::ResyncRate> rates;
+  for (size_t i = 0; groups_same && i < from.groups.size(); ++i) {
+    Group g = to.groups[i];
+    for (size_t k = 0; k < g.links.size() && k < from.groups[i].links.size(); ++k)
+      if (g.links[k].name == from.groups[i].links[k].name &&
+          g.links[k].resync_rate != from.groups[i].links[k].resync_rate) {
+        rates.push_back({g.name, g.links[k].name, g.links[k].resync_rate});
+        g.links[k].resync_rate = from.groups[i].links[k].resync_rate;
+      }
+    groups_same = same_group(from.groups[i], g);
+  }
+  if (groups_same)
+    d.resync_rates_changed = std::move(rates);
+  else
+    d.restart_needed.push_back("groups");
   // Membership of a cluster is taken at startup (lease, port group, etcd endpoints).
   const auto cl = [](const Config& c) {
     if (!c.cluster) return std::string();
@@ -203,7 +216,7 @@ bool ConfigDiff::empty() const {
   return restart_needed.empty() && !log_level_changed && !metrics_changed &&
          portals_added.empty() && portals_removed.empty() && targets_added.empty() &&
          targets_removed.empty() && targets_changed.empty() && luns_added.empty() &&
-         luns_removed.empty() && luns_changed.empty();
+         luns_removed.empty() && luns_changed.empty() && resync_rates_changed.empty();
 }
 
 std::string ConfigDiff::summary() const {
@@ -220,6 +233,9 @@ std::string ConfigDiff::summary() const {
   count(portals_added.size(), "portal", "added");
   count(portals_removed.size(), "portal", "removed");
   if (log_level_changed) parts.push_back("log level changed");
+  for (const auto& r : resync_rates_changed)
+    parts.push_back(fmt::format("resync_rate of link {}/{} {}", r.group, r.link,
+                                r.rate ? fmt::format("set to {} bytes/s", r.rate) : "removed"));
   if (!restart_needed.empty()) {
     std::string keys;
     for (auto& k : restart_needed) keys += (keys.empty() ? "" : ", ") + k;

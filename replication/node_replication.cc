@@ -778,6 +778,20 @@ std::string NodeReplication::demote(const std::string& group, bool force,
   return stop_primary(*g, false, force, wait);
 }
 
+std::string NodeReplication::set_resync_rate(const std::string& group, const std::string& link,
+                                             uint64_t bytes_per_second) {
+  std::lock_guard change(change_mu_);
+  Group* g = find(group);
+  if (!g) return fmt::format("no group '{}'", group);
+  if (g->log)
+    for (SiteLink* l : g->log->links())
+      if (l->name() == link) {
+        l->set_resync_rate(bytes_per_second);
+        return "";
+      }
+  return fmt::format("group {} has no link '{}' here", group, link);
+}
+
 std::string NodeReplication::discard(const std::string& group) {
   std::lock_guard change(change_mu_);
   Group* g = find(group);
@@ -1003,6 +1017,9 @@ std::string NodeReplication::metrics_text() const {
        [](const LinkStats& s) { return double(s.bitmap_regions); }},
       {"zuma_replication_link_resyncs", "Resyncs the link has begun since zumad started.",
        [](const LinkStats& s) { return double(s.resyncs); }},
+      {"zuma_replication_link_resync_rate_bytes",
+       "The most bytes per second a resync over the link sends (0: no limit).",
+       [](const LinkStats& s) { return double(s.resync_rate); }},
   };
   std::vector<std::tuple<std::string, std::string, LinkStats>> links;
   for (const Group* p : primaries)

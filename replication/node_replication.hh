@@ -97,6 +97,9 @@ class NodeReplication {
   std::string promote(const std::string& group, bool force);
   std::string demote(const std::string& group, bool force, std::chrono::milliseconds wait);
   std::string discard(const std::string& group);
+  // links[].resync_rate changed by `config reload` (0: no limit). "" or why not.
+  std::string set_resync_rate(const std::string& group, const std::string& link,
+                              uint64_t bytes_per_second);
   // A consistent point (zumactl group bookmark): writes to every LU of the group are held,
   // a bookmark record is logged, every LU is snapshotted as `name`, writes go on; each
   // secondary snapshots its LUs as `name` when it applies the record. Every LU of the group

@@ -97,6 +97,7 @@ std::expected<std::unique_ptr<SiteLink>, std::string> SiteLink::create(GroupLog&
 SiteLink::SiteLink(GroupLog& g, const LinkOptions& opt, SeqStateFile state)
     : group_(g), opt_(opt), state_(std::move(state)), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   acked_.store(state_.value().seq);
+  resync_rate_.store(opt_.resync_rate);
   // A sync link starts degraded: it holds writes only once it has caught up.
   degraded_.store(opt_.mode == LinkMode::kSync);
 }
@@ -315,6 +316,12 @@ void SiteLink::check_fallbehind() {
   }
 }
 
+void SiteLink::set_resync_rate(uint64_t bytes_per_second) {
+  if (resync_rate_.exchange(bytes_per_second) == bytes_per_second) return;
+  spdlog::info("group {}: link {}: resync rate {}", group_.name(), opt_.name,
+               bytes_per_second ? fmt::format("{} bytes/s", bytes_per_second) : "not limited");
+}
+
 LinkStats SiteLink::stats() const {
   std::lock_guard lk(mu_);
   LinkStats s = counters_;
@@ -328,6 +335,7 @@ LinkStats SiteLink::stats() const {
     s.bitmap_regions = dirty_->regions();
   }
   s.acked = acked();
+  s.resync_rate = resync_rate();
   const uint64_t last = group_.published_next() - 1;
   s.lag_records = last > s.acked ? last - s.acked : 0;
   const auto lag = group_.lag(s.acked);
@@ -441,9 +449,10 @@ bool SiteLink::send_resync(proto::Conn& conn, const std::vector<std::array<uint6
                ranges.size(), total, opt_.peer);
   std::vector<uint8_t> buf;
   // resync_rate: after each data frame, wait until the bytes sent so far are not ahead of
-  // the rate since the start (so the average never exceeds it; a burst is one frame).
-  const auto paced_from = std::chrono::steady_clock::now();
-  uint64_t paced = 0;
+  // the rate since the start (so the average never exceeds it; a burst is one frame). A
+  // new rate (config reload) starts the count again.
+  auto paced_from = std::chrono::steady_clock::now();
+  uint64_t paced = 0, rate = resync_rate();
   for (const auto& [lu, off, len] : ranges) {
     const uint32_t lu32 = uint32_t(lu);
     for (uint64_t at = off; at < off + len && !stop_.load();) {
@@ -481,11 +490,17 @@ bool SiteLink::send_resync(proto::Conn& conn, const std::vector<std::array<uint6
         counters_.resync_done += n;
         counters_.bytes_sent += buf.size();
       }
-      if (opt_.resync_rate && !flags) {
+      if (resync_rate() != rate) {
+        rate = resync_rate();
+        paced_from = std::chrono::steady_clock::now();
+        paced = 0;
+      }
+      if (rate && !flags) {
         paced += n;
-        const auto due = rate_due(paced_from, paced, opt_.resync_rate);
-        // In slices, so that stopping the link is not held up.
-        for (auto now = std::chrono::steady_clock::now(); now < due && !stop_.load();
+        const auto due = rate_due(paced_from, paced, rate);
+        // In slices, so that stopping the link or a new rate is not held up.
+        for (auto now = std::chrono::steady_clock::now();
+             now < due && !stop_.load() && resync_rate() == rate;
              now = std::chrono::steady_clock::now())
           std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
               due - now, std::chrono::milliseconds(50)));

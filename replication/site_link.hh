@@ -112,6 +112,7 @@ struct LinkStats {
   uint64_t bitmap_regions = 0;  // 64 KiB regions in its dirty map
   uint64_t auth_failures = 0;   // connections refused by TLS or authentication, either side
   std::string security;         // of the last connection: "plaintext", "TLSv1.3 ...", "+ secret"
+  uint64_t resync_rate = 0;     // bytes per second a resync may send (0: no limit)
 };
 
 class SiteLink {
@@ -132,7 +133,10 @@ class SiteLink {
   const std::string& name() const { return opt_.name; }
   LinkMode mode() const { return opt_.mode; }
   int sync_timeout_ms() const { return opt_.sync_timeout_ms; }
-  uint64_t resync_rate() const { return opt_.resync_rate; }
+  uint64_t resync_rate() const { return resync_rate_.load(); }
+  // links[].resync_rate changed by `config reload` (0: no limit): a resync under way goes
+  // on at the new rate from its next frame.
+  void set_resync_rate(uint64_t bytes_per_second);
   uint64_t acked() const { return acked_.load(std::memory_order_acquire); }
   // The link currently makes writes wait for the peer: a sync link in step, or an async
   // link past its fall-behind limits.
@@ -197,6 +201,7 @@ class SiteLink {
   static constexpr uint64_t kNoWake = ~uint64_t(0);
   std::atomic<uint64_t> wake_at_{kNoWake};
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> resync_rate_{0};  // opt_.resync_rate, then set_resync_rate
   std::atomic<bool> degraded_{false};
   std::atomic<bool> throttled_{false};  // async link holding writes (fall-behind)
   std::atomic<bool> suspended_{false};  // timed out while holding: not again until caught up

@@ -245,10 +245,16 @@ void Verifier::run() {
   auto last_progress = std::chrono::steady_clock::now();
   uint64_t last_answered = 0;
   // The links' resync_rate paces the hashing too (both sides read each region): the
-  // slowest link's, bytes per second since the start.
-  uint64_t rate = 0, hashed_bytes = 0;
-  for (SiteLink* l : links_)
-    if (l->resync_rate()) rate = rate ? std::min(rate, l->resync_rate()) : l->resync_rate();
+  // slowest link's, bytes per second since the start, or since the rate last changed
+  // (config reload).
+  auto links_rate = [this] {
+    uint64_t r = 0;
+    for (SiteLink* l : links_)
+      if (const uint64_t v = l->resync_rate()) r = r ? std::min(r, v) : v;
+    return r;
+  };
+  uint64_t rate = links_rate(), hashed_bytes = 0;
+  auto paced_from = started_;
   std::string failed;
   bool done = false;
   for (uint64_t k = 0; !done && failed.empty() && !cancel_.load();) {
@@ -278,7 +284,12 @@ void Verifier::run() {
       cancel(fmt::format("no answer from a peer for {} s", kNoAnswer.count()));
       break;
     }
-    const auto due = rate_due(started_, hashed_bytes, rate);
+    if (const uint64_t r = links_rate(); r != rate) {
+      rate = r;
+      paced_from = std::chrono::steady_clock::now();
+      hashed_bytes = 0;
+    }
+    const auto due = rate_due(paced_from, hashed_bytes, rate);
     if (slowest == k) last_progress = std::chrono::steady_clock::now();  // nothing asked: no wait
     if (k < regions_.size() && k - slowest < kWindow && std::chrono::steady_clock::now() >= due) {
       const Region r = regions_[k];

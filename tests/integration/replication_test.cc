@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -433,4 +434,63 @@ TEST_CASE("fall-behind limits, on_full: block: writes wait for the peer however 
   wait_settled(primary, secondary);
   CHECK(metric_of(primary, kHolding) == 0);
   stop_and_compare(primary, secondary, secondary, pair.m);
+}
+
+TEST_CASE("a link's resync_rate changes with config reload, while its resync runs") {
+  // The primary's LUs hold data that a new secondary lacks: the link's first connection is
+  // a full resync (6 MiB), paced at 1 MiB/s. The limit taken out of the file and
+  // `config reload`: the rest goes at once, in the same resync (no restart, no reconnect).
+  Zumad secondary(secondary_config(), 3);
+  Zumad primary(primary_config(secondary.port(2), "async", ", resync_rate: 1MiB"), 2);
+  std::mt19937_64 rng(11);
+  for (auto [name, size] : {std::pair{"data.img", 4u << 20}, std::pair{"logs.img", 2u << 20}}) {
+    std::string bytes(size, '\0');
+    for (size_t i = 0; i < size; i += 8) {
+      const uint64_t v = rng();
+      std::memcpy(bytes.data() + i, &v, 8);
+    }
+    write_file(primary.file(name), bytes);
+  }
+  secondary.start();
+  primary.start();
+  const std::string link = "{group=\"db\",link=\"dr\"}";
+  const std::string sent = "zuma_replication_link_resync_sent_bytes" + link;
+  const std::string rate = "zuma_replication_link_resync_rate_bytes" + link;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (metric_of(primary, sent) <= 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(metric_of(primary, rate) == double(1u << 20));
+  const double before = metric_of(primary, sent);
+  REQUIRE_MESSAGE((before > 0 && before <= double(2u << 20)),
+                  "resync sent " << before << " bytes before the reload\n"
+                                 << primary.log_tail());
+
+  std::string text = primary.config_text();
+  const size_t at = text.find(", resync_rate: 1MiB");
+  REQUIRE(at != std::string::npos);
+  write_file(primary.config_path(), text.erase(at, std::strlen(", resync_rate: 1MiB")));
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    auto c = connect_control(primary);
+    REQUIRE_MESSAGE(c.has_value(), c.error());
+    auto r = c->call("config reload", zuma::admin::Json::object());
+    REQUIRE_MESSAGE(r.has_value(), r.error());
+    REQUIRE_MESSAGE(r->ok, r->error);
+    CHECK(r->result.value("message", "") == "resync_rate of link db/dr removed");
+  }
+  CHECK(metric_of(primary, rate) == 0);
+  // At 1 MiB/s the rest (at least 4 MiB) would take 4 s or more.
+  const std::string consistent = "zuma_replication_group_consistent{group=\"db\"}";
+  while ((metric_of(primary, sent) < double(6u << 20) || metric_of(secondary, consistent) != 1) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(metric_of(primary, sent) == double(6u << 20));
+  CHECK(metric_of(secondary, consistent) == 1);
+  CHECK_MESSAGE(secs < 2.0, "the rest of the resync took " << secs << " s after the reload");
+  CHECK(count_of(primary.log(), "link dr: resyncing") == 1);
+  CHECK(primary.log().find("link dr: resync rate not limited") != std::string::npos);
+  CHECK(primary.stop() == 0);
+  CHECK(secondary.stop() == 0);
+  check_same_files(primary, secondary);
 }

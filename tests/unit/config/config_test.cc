@@ -524,6 +524,24 @@ TEST_CASE("groups: an async link's fall-behind limits and policy") {
   Config slower = c;
   slower.groups[0].links[1].resync_rate = 100u << 20;
   CHECK_FALSE(same_group(slower.groups.at(0), c.groups.at(0)));
+  // Only a link's resync_rate changed: set on the running link, no restart.
+  const ConfigDiff d = diff(c, slower);
+  CHECK(d.restart_needed.empty());
+  REQUIRE(d.resync_rates_changed.size() == 1);
+  CHECK(d.resync_rates_changed[0].group == "db");
+  CHECK(d.resync_rates_changed[0].link == "far");
+  CHECK(d.resync_rates_changed[0].rate == 100u << 20);
+  CHECK_FALSE(d.empty());
+  CHECK(d.summary() == "resync_rate of link db/far set to 104857600 bytes/s");
+  slower.groups[0].links[1].resync_rate = 0;
+  CHECK(diff(c, slower).summary() == "resync_rate of link db/far removed");
+  // With any other change to the group, a restart as before.
+  Config other = slower;
+  other.groups[0].links[1].fallbehind_seconds = 60;
+  const ConfigDiff e = diff(c, other);
+  CHECK(e.resync_rates_changed.empty());
+  REQUIRE(e.restart_needed.size() == 1);
+  CHECK(e.restart_needed[0] == "groups");
 }
 
 TEST_CASE("groups: a secondary group") {

@@ -374,6 +374,31 @@ TEST_CASE("an online verify keeps to the links' resync_rate") {
   });
 }
 
+TEST_CASE("a new resync_rate takes effect in a verify under way (config reload)") {
+  Reactor r;  // first: the group posts completions to it, so it must outlive the group
+  TempDir t;
+  Secondary sec;
+  sec.start(t);
+  Primary pri;
+  pri.open(t, sec.server->port(), LinkMode::kAsync);
+  REQUIRE(eventually([&] { return pri.link().state == LinkState::kConnected; }));
+  SiteLink* link = pri.group->links().at(0);
+  link->set_resync_rate(1024);  // the second 1 MiB region would wait 1,024 s
+  auto v = Verifier::start(*pri.group, pri.group->links(), false);
+  REQUIRE(v);
+  REQUIRE(eventually([&] { return (*v)->status().hashed >= 1; }));
+  std::this_thread::sleep_for(200ms);
+  CHECK((*v)->status().hashed == 1);  // held by the rate
+  CHECK(pri.link().resync_rate == 1024);
+  link->set_resync_rate(0);
+  REQUIRE(eventually([&] { return !(*v)->running(); }));
+  const VerifyStatus st = (*v)->status();
+  CHECK(st.state == VerifyStatus::State::kDone);
+  REQUIRE(st.links.size() == 1);
+  CHECK(st.links[0].compared == 2);
+  CHECK(pri.link().resync_rate == 0);
+}
+
 TEST_CASE("a peer that claims records this log never had: split brain, nothing acknowledged") {
   Reactor r;  // first: the group posts completions to it, so it must outlive the group
   TempDir t;
