@@ -174,15 +174,25 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// A secondary and a primary with an async link to it, both started (declare a Reactor
+// before it: the group posts completions to it).
+struct AsyncPair {
+  TempDir t;
+  Secondary sec;
+  Primary pri;
+  AsyncPair() {
+    sec.start(t);
+    pri.open(t, sec.server->port(), LinkMode::kAsync);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("async link: every write reaches the secondary, in order, byte for byte") {
   Reactor r;  // first: the group posts completions to it, so it must outlive the group
-  TempDir t;
-  Secondary sec;
-  sec.start(t);
-  Primary pri;
-  pri.open(t, sec.server->port(), LinkMode::kAsync);
+  AsyncPair p;
+  Secondary& sec = p.sec;
+  Primary& pri = p.pri;
   for (uint32_t i = 0; i < 300; ++i) {
     auto d = pattern(4096, i);
     REQUIRE(r.write(i % 2 ? *pri.lu1 : *pri.lu0, (i * 7 % 256) * 4096, d) == 0);
@@ -376,11 +386,8 @@ TEST_CASE("an online verify keeps to the links' resync_rate") {
 
 TEST_CASE("a new resync_rate takes effect in a verify under way (config reload)") {
   Reactor r;  // first: the group posts completions to it, so it must outlive the group
-  TempDir t;
-  Secondary sec;
-  sec.start(t);
-  Primary pri;
-  pri.open(t, sec.server->port(), LinkMode::kAsync);
+  AsyncPair p;
+  Primary& pri = p.pri;
   REQUIRE(eventually([&] { return pri.link().state == LinkState::kConnected; }));
   SiteLink* link = pri.group->links().at(0);
   link->set_resync_rate(1024);  // the second 1 MiB region would wait 1,024 s
