@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +35,10 @@ using storage::IoRequest;
 
 constexpr int kIoTimeoutMs = 30000;
 constexpr size_t kAckEveryBytes = 8 << 20;
+// The secondary acknowledges a sync link as soon as the stream pauses (its writes wait for
+// it), an async link at most this often: each acknowledgement flushes the LUs and stores the
+// applied sequence, which per small frame cost more than the frame's writes.
+constexpr std::chrono::microseconds kAsyncAckDelay{1000};
 
 std::string peer_name(const sockaddr_storage& ss) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -306,6 +311,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
   } else {
     nlohmann::json hello = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
     std::string group_name, link_name, err;
+    std::chrono::microseconds ack_delay{0};
     uint64_t log_id = 0;
     std::vector<uint64_t> sizes;
     HelloInfo info;
@@ -319,6 +325,10 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
       storage::name_this_thread("apply/" + group_name);
       if (hello.contains("link") && hello["link"].is_string())
         link_name = hello["link"].get<std::string>();
+      // An async link's primary waits for no acknowledgement: acknowledge it at most every
+      // kAsyncAckDelay (docs/REPLICATION.md "Site links").
+      if (hello.contains("mode") && hello["mode"].is_string() && hello["mode"] == "async")
+        ack_delay = kAsyncAckDelay;
       log_id = hello["log_id"].get<uint64_t>();
       for (auto& s : hello["luns"])
         if (s.is_number_unsigned()) sizes.push_back(s.get<uint64_t>());
@@ -525,11 +535,20 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
         ++g->stats.acks;
         return r == 0;
       };
+      auto unacked_since = std::chrono::steady_clock::now();
       while (r == 0 && !stop_.load()) {
-        // Wait for the next frame; acknowledge what was applied when the stream pauses
-        // (and at least every kAckEveryBytes).
+        // Wait for the next frame; acknowledge what was applied when the stream pauses (an
+        // async link's: once ack_delay has passed since the first unacknowledged frame), and
+        // at least every kAckEveryBytes.
         pollfd p{sock, POLLIN, 0};
-        const int ready = conn.buffered() ? 1 : ::poll(&p, 1, since_ack ? 0 : 200);
+        int64_t wait_us = since_ack ? 0 : 200000;
+        if (since_ack && ack_delay.count())
+          wait_us =
+              std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(
+                                       unacked_since + ack_delay - std::chrono::steady_clock::now())
+                                       .count());
+        const timespec ts{time_t(wait_us / 1000000), long(wait_us % 1000000) * 1000};
+        const int ready = conn.buffered() ? 1 : ::ppoll(&p, 1, &ts, nullptr);
         if (ready == 0) {
           if (since_ack && !ack_now()) break;
           continue;
@@ -621,6 +640,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
         for (const auto& rep : replies)
           if (r == 0) r = proto::send_frame(conn, proto::Frame::kVerifyResult, rep, kIoTimeoutMs);
         if (r < 0) break;
+        if (since_ack == 0) unacked_since = std::chrono::steady_clock::now();
         since_ack += payload.size();
         {
           std::lock_guard lk(mu_);

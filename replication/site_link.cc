@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <deque>
 #include <thread>
 
@@ -33,15 +32,13 @@ constexpr int kIoTimeoutMs = 30000;
 constexpr size_t kReadChunk = 4 << 20;        // bytes of batches read from the log at once
 constexpr size_t kMaxInFlight = 32 << 20;     // bytes sent and not yet acknowledged
 constexpr auto kStoreEvery = std::chrono::seconds(1);
-// An async link that is keeping up sends at most this often (unless a large backlog is
-// waiting): each wake-up of the link thread, and each pause the peer sees (where it flushes
-// and acknowledges), costs a context switch and a system call or two, which at 4 KiB per
-// write cost more than the write itself. RPO grows by at most this much. Measured
-// (docs/PERFORMANCE.md "An async link gathers for 1 ms"): 2 ms made the peer's work come
-// in bursts of a few hundred microseconds that kept the primary's reactor off a CPU with
-// one session; 0 and 250 us cost the most CPU time per write when the CPUs were all busy.
-constexpr auto kCoalesce = std::chrono::milliseconds(1);
-constexpr uint64_t kCoalesceRecords = 2048;  // a backlog this long goes at once
+// Every link sends what the log holds as soon as it has it; while a frame is being sent
+// the next records gather by themselves. An async link used to hold records back for 1-2 ms
+// to save wake-ups: the peer's work then came in bursts of a few hundred microseconds that
+// kept the primary's reactor off a CPU. The peer's cost per small frame (a flush and an
+// acknowledgement at each pause of the stream) is saved on its side instead: it
+// acknowledges an async link at most every millisecond (replica.cc kAsyncAckDelay).
+// Measured: docs/PERFORMANCE.md "An async link sends at once".
 
 }  // namespace
 
@@ -552,7 +549,8 @@ bool SiteLink::session(proto::Conn& conn) {
                           {"last", group_.published_next() - 1},
                           {"head", group_.published_head()},
                           {"luns", sizes},
-                          {"lineage", lineage}};
+                          {"lineage", lineage},
+                          {"mode", opt_.mode == LinkMode::kAsync ? "async" : "sync"}};
   if (bitmap_mode_.load()) hello["dirty"] = dirty;
   // Regions online verify found different: the peer takes them as a resync.
   std::vector<Region> repair;
@@ -677,17 +675,10 @@ bool SiteLink::session(proto::Conn& conn) {
   std::deque<std::pair<uint64_t, size_t>> in_flight;  // (last seq of a sent batch, its bytes)
   size_t in_flight_bytes = 0;
   std::vector<uint8_t> buf;
-  auto last_send = std::chrono::steady_clock::time_point{};
   while (!stop_.load()) {
-    // An async link that is keeping up lets records gather for a moment (kCoalesce); a
-    // sync link, or one holding writes, sends at once.
-    const auto now = std::chrono::steady_clock::now();
-    const bool lazy = opt_.mode == LinkMode::kAsync && !throttled_.load() &&
-                      group_.published_next() - from < kCoalesceRecords && now - last_send < kCoalesce;
     // Send what the log has, within the in-flight window.
     bool more = false;
-    if (!lazy && from < group_.published_next() && in_flight_bytes < kMaxInFlight) {
-      last_send = now;
+    if (from < group_.published_next() && in_flight_bytes < kMaxInFlight) {
       size_t count = 0, off = 0;
       uint64_t last = 0;
       int r = group_.read_raw(from, kReadChunk, &buf, &off, &count, &last);
@@ -719,25 +710,15 @@ bool SiteLink::session(proto::Conn& conn) {
       }
       more = from < group_.published_next() && in_flight_bytes < kMaxInFlight;
     }
-    // Wait for an ACK, new records or stop; while gathering, only a backlog of
-    // kCoalesceRecords wakes it (notify).
-    std::chrono::microseconds timeout = std::chrono::seconds(1);
-    if (lazy) {
-      timeout = std::chrono::ceil<std::chrono::microseconds>(kCoalesce - (now - last_send));
-      wake_at_.store(from + kCoalesceRecords);
-      if (group_.published_next() >= from + kCoalesceRecords) timeout = {};  // raced
-    } else {
-      wake_at_.store(from + 1);
-      if (!more && from < group_.published_next() && in_flight_bytes < kMaxInFlight) more = true;  // raced
-      if (more) timeout = {};
-    }
-    if (conn.buffered()) timeout = {};  // TLS holds bytes poll() cannot see
+    // Wait for an ACK, new records (notify) or stop.
+    int timeout = 1000;
+    wake_at_.store(from + 1);
+    if (!more && from < group_.published_next() && in_flight_bytes < kMaxInFlight)
+      more = true;  // raced
+    if (more) timeout = 0;
+    if (conn.buffered()) timeout = 0;  // TLS holds bytes poll() cannot see
     pollfd p[2] = {{conn.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
-    // ppoll: what is left of the gathering time is a fraction of a millisecond, which
-    // poll() would round up.
-    const auto us = std::max<int64_t>(timeout.count(), 0);
-    const timespec ts{time_t(us / 1000000), long(us % 1000000) * 1000};
-    int n = ::ppoll(p, 2, &ts, nullptr);
+    int n = ::poll(p, 2, timeout);
     wake_at_.store(kNoWake);
     if (n < 0 && errno != EINTR) {
       set_error(fmt::format("poll: {}", std::strerror(errno)));
