@@ -179,13 +179,13 @@ Json Service::apply(config::Config next, bool force) {
   }
   next.path = path;
   const config::ConfigDiff d = config::diff(running_, next);
-  if (!d.restart_needed.empty()) {
+  std::vector<std::string> restart = d.restart_needed;
+  if (!d.resync_rates_changed.empty() && !resync_rate_hook_) restart.push_back("groups");
+  if (!restart.empty()) {
     std::string keys;
-    for (auto& k : d.restart_needed) keys += (keys.empty() ? "" : ", ") + k;
+    for (auto& k : restart) keys += (keys.empty() ? "" : ", ") + k;
     throw CommandError(fmt::format("cannot change {} while zumad runs (restart it)", keys));
   }
-  if (!d.resync_rates_changed.empty() && !resync_rate_hook_)
-    throw CommandError("cannot change groups while zumad runs (restart it)");
   if (d.empty()) return Json{{"message", "no changes"}};
 
   // 2. Sessions that the change would take something away from.
