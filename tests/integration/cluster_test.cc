@@ -175,13 +175,9 @@ bool sense(const Task& t, int key, int asc, int ascq) {
 void wait_live(Zumad& z, size_t n) {
   size_t live = 0;
   for (int i = 0; i < 200 && live != n; ++i) {
-    auto c = connect_control(z);
-    REQUIRE_MESSAGE(c.has_value(), c.error());
-    auto r = c->call("cluster status", zuma::admin::Json::object());
-    REQUIRE(r.has_value());
-    REQUIRE_MESSAGE(r->ok, r->error);
+    const zuma::admin::Json status = call(z, "cluster status", zuma::admin::Json::object());
     live = 0;
-    for (const auto& row : r->result["rows"]) live += row[2] == "yes";
+    for (const auto& row : status["rows"]) live += row[2] == "yes";
     if (live != n) std::this_thread::sleep_for(50ms);
   }
   REQUIRE_MESSAGE(live == n, "cluster status shows " << live << " live nodes, not " << n << "\n"
@@ -328,12 +324,8 @@ TEST_CASE("a node killed while holding reservations: its lease expires, the othe
   CHECK(offline);
   // zumactl cluster status on node B: node A not live, offline; node B itself live.
   {
-    auto c = connect_control(n.b);
-    REQUIRE_MESSAGE(c.has_value(), c.error());
-    auto r = c->call("cluster status", zuma::admin::Json::object());
-    REQUIRE(r.has_value());
-    REQUIRE_MESSAGE(r->ok, r->error);
-    const auto& rows = r->result["rows"];
+    const zuma::admin::Json status = call(n.b, "cluster status", zuma::admin::Json::object());
+    const auto& rows = status["rows"];
     REQUIRE(rows.size() == 2);
     CHECK(rows[0][0] == 1);
     CHECK(rows[0][2] == "no");

@@ -120,15 +120,6 @@ void wait_settled(Zumad& from, Zumad& to) {
                                            << to.log_tail(3000));
 }
 
-Json call(Zumad& z, const std::string& verb, const Json& args) {
-  auto c = connect_control(z);
-  REQUIRE_MESSAGE(c.has_value(), c.error());
-  auto r = c->call(verb, args);
-  REQUIRE_MESSAGE(r.has_value(), r.error());
-  REQUIRE_MESSAGE(r->ok, verb << ": " << r->error << "\n" << z.log_tail(3000));
-  return r->result;
-}
-
 std::string call_error(Zumad& z, const std::string& verb, const Json& args) {
   auto c = connect_control(z);
   REQUIRE_MESSAGE(c.has_value(), c.error());

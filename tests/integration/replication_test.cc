@@ -419,14 +419,8 @@ TEST_CASE("fall-behind limits, on_full: block: writes wait for the peer however 
   CHECK(completed.load() >= 9);
   CHECK(completed.load() < 15);
   CHECK(metric_of(primary, kHolding) == 1);
-  {
-    auto c = connect_control(primary);
-    REQUIRE_MESSAGE(c.has_value(), c.error());
-    auto r = c->call("group status", zuma::admin::Json{{"group", "db"}});
-    REQUIRE(r.has_value());
-    REQUIRE_MESSAGE(r->ok, r->error);
-    CHECK(r->result["rows"][0][1] == "async (fell behind: holding writes)");
-  }
+  CHECK(call(primary, "group status", zuma::admin::Json{{"group", "db"}})["rows"][0][1] ==
+        "async (fell behind: holding writes)");
   CHECK(primary.log().find("however long it takes (on_full: block)") != std::string::npos);
   secondary.signal(SIGCONT);
   writer.join();
@@ -470,14 +464,8 @@ TEST_CASE("a link's resync_rate changes with config reload, while its resync run
   REQUIRE(at != std::string::npos);
   write_file(primary.config_path(), text.erase(at, std::strlen(", resync_rate: 1MiB")));
   const auto t0 = std::chrono::steady_clock::now();
-  {
-    auto c = connect_control(primary);
-    REQUIRE_MESSAGE(c.has_value(), c.error());
-    auto r = c->call("config reload", zuma::admin::Json::object());
-    REQUIRE_MESSAGE(r.has_value(), r.error());
-    REQUIRE_MESSAGE(r->ok, r->error);
-    CHECK(r->result.value("message", "") == "resync_rate of link db/dr removed");
-  }
+  CHECK(call(primary, "config reload", zuma::admin::Json::object()).value("message", "") ==
+        "resync_rate of link db/dr removed");
   CHECK(metric_of(primary, rate) == 0);
   // At 1 MiB/s the rest (at least 4 MiB) would take 4 s or more.
   const std::string consistent = "zuma_replication_group_consistent{group=\"db\"}";

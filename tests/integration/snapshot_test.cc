@@ -40,15 +40,6 @@ const char* kExports =
     "      - { id: 2, name: data-ab, size: 4MiB, source: { lu: data, snapshot: ab } }\n"
     "      - { id: 3, name: data-dev, size: 4MiB, source: { lu: data, clone: dev, from: a } }\n";
 
-Json call(Zumad& z, const std::string& verb, const Json& args) {
-  auto c = connect_control(z);
-  REQUIRE_MESSAGE(c, c.error());
-  auto r = c->call(verb, args);
-  REQUIRE_MESSAGE(r, r.error());
-  REQUIRE_MESSAGE(r->ok, verb << ": " << r->error);
-  return r->result;
-}
-
 // Writes `blocks` blocks of pattern `seed` at `lba` on LUN `lun`; records them in `image`
 // (one seed per block).
 void write(Session& s, int lun, uint64_t lba, uint64_t blocks, uint64_t seed,
