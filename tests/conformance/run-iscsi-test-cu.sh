@@ -192,6 +192,19 @@ YAML
   NODE_B_PID=$!
   for _ in $(seq 200); do zuma_port_open "$PORT1" && break; sleep 0.05; done
   zuma_port_open "$PORT1" || { zuma_log "node B does not listen"; cat "$ZUMA_DIR/zumad-b.log" >&2; exit 1; }
+  # Both nodes must know both before the suite logs in: node A learning of node B later
+  # reports ASYMMETRIC ACCESS STATE CHANGED (2A/06, SPC-5 5.16.2.5) to every nexus, and the
+  # suite's first test would take that unit attention on its READ (seen under ctest -j2).
+  ZUMACTL=$(dirname "$ZUMAD")/zumactl
+  live_nodes() { "$ZUMACTL" --socket "$ZUMA_DIR/$1.sock" --json cluster status 2>/dev/null | grep -o '"yes"' | wc -l; }
+  for _ in $(seq 200); do
+    (($(live_nodes a) == 2 && $(live_nodes b) == 2)) && break
+    sleep 0.05
+  done
+  (($(live_nodes a) == 2 && $(live_nodes b) == 2)) || {
+    zuma_log "the nodes do not both see two live nodes after 10 s"
+    "$ZUMACTL" --socket "$ZUMA_DIR/a.sock" cluster status >&2 || true
+    cat "$ZUMA_DIR/zumad-b.log" >&2; exit 1; }
   LUN_OF[thin]=0
   LUN_OF[full]=1
   MP_PORT=$PORT1
