@@ -508,7 +508,8 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
       }
       int r = proto::send_frame(conn, proto::Frame::kWelcome, welcome.dump(), kIoTimeoutMs);
       uint64_t durable = applied;
-      size_t since_ack = 0;
+      size_t since_ack = 0;         // bytes of records applied since the last acknowledgement
+      size_t resync_unflushed = 0;  // resync bytes written since then
       // Flush the LUs, store the applied sequence, then acknowledge it.
       auto ack_now = [&]() -> bool {
         if (auto e = make_durable(*g, applied); !e.empty()) {
@@ -531,6 +532,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
         r = proto::send_frame(conn, proto::Frame::kAck, std::span<const uint8_t>(ack, 8),
                               kIoTimeoutMs);
         since_ack = 0;
+        resync_unflushed = 0;
         std::lock_guard lk(mu_);
         ++g->stats.acks;
         return r == 0;
@@ -601,9 +603,14 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
             fail("resync: " + werr);
             break;
           }
-          since_ack += len;
-          std::lock_guard lk(mu_);
-          g->stats.resync_bytes += len;
+          {
+            std::lock_guard lk(mu_);
+            g->stats.resync_bytes += len;
+          }
+          // Resync data moves no sequence to acknowledge: it is flushed every kAckEveryBytes
+          // and at RESYNC_DONE's acknowledgement, not at each pause of the stream.
+          resync_unflushed += len;
+          if (resync_unflushed >= kAckEveryBytes && !ack_now()) break;
           continue;
         }
         if (type == proto::Frame::kResyncDone && resync_pending && !resync_target &&

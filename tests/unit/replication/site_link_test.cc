@@ -354,6 +354,9 @@ TEST_CASE("resync_rate paces a resync's data; the image is whole either way") {
     CHECK(contents(sec.lu0) == contents(*pri.lu0));
     CHECK(contents(sec.lu1) == contents(*pri.lu1));
     CHECK(pri.link().resync_done == (2u << 20));
+    // Resync data is flushed every 8 MiB and at RESYNC_DONE, not at each pause between
+    // frames (which a paced resync has after every frame): one acknowledgement here.
+    CHECK(sec.server->stats("db")->acks == 1);
     // 2 MiB at 4 MiB/s: the second 1 MiB frame goes no earlier than 0.25 s, RESYNC_DONE no
     // earlier than 0.5 s. (Without a rate it takes milliseconds; not asserted: timing.)
     if (rate) CHECK(secs >= 0.5);
