@@ -1,11 +1,10 @@
 #include "replication/apply.hh"
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <chrono>
+#include <condition_variable>
 #include <cstring>
-#include <thread>
+#include <mutex>
 #include <vector>
 
 #include <fmt/format.h>
@@ -18,18 +17,26 @@ using storage::IoRequest;
 thread_local bool ApplyScope::active_ = false;
 
 int submit_and_wait(storage::Backend& b, IoRequest& req) {
+  // The completion may run on another thread (a backend with threads of its own): it sets
+  // `done` and notifies under the lock, so the waiter cannot return (and end `w`) before
+  // the completion is through with it.
   struct Wait {
-    std::atomic<bool> done{false};
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
     int result = 0;
   } w;
   req.user = &w;
   req.done = [](IoRequest& r, int res) {
     auto* w = static_cast<Wait*>(r.user);
+    std::lock_guard lk(w->mu);
     w->result = res;
-    w->done.store(true, std::memory_order_release);
+    w->done = true;
+    w->cv.notify_one();
   };
   b.submit(req);
-  while (!w.done.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  std::unique_lock lk(w.mu);
+  w.cv.wait(lk, [&] { return w.done; });
   return w.result;
 }
 
