@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -18,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "scsi/logical_unit.hh"
+#include "storage/sync_io.hh"
 
 namespace zuma::admin {
 
@@ -544,29 +544,6 @@ Json Service::resize_lun(const Json& a) {
 
 namespace {
 
-// One I/O on a backend from a thread without an IoContext (the backend completes it inline,
-// or another thread does): waits for it. Returns 0 or -errno.
-int sync_io(storage::Backend& b, storage::IoRequest& req) {
-  struct Wait {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    int result = 0;
-  } w;
-  req.user = &w;
-  req.done = [](storage::IoRequest& r, int result) {
-    auto* w = static_cast<Wait*>(r.user);
-    std::lock_guard lock(w->mu);
-    w->result = result;
-    w->done = true;
-    w->cv.notify_all();
-  };
-  b.submit(req);
-  std::unique_lock lock(w.mu);
-  w.cv.wait(lock, [&] { return w.done; });
-  return w.result;
-}
-
 constexpr uint64_t kCopyChunk = 1 << 20;  // bytes read then written per step
 
 Json job_json(const JobInfo& j) {
@@ -634,12 +611,12 @@ Json Service::copy_lun(const Json& a) {
           rd.length = n;
           rd.iov = &iov;
           rd.iovcnt = 1;
-          if (int e = sync_io(src->backend(), rd); e < 0)
+          if (int e = storage::submit_and_wait(src->backend(), rd); e < 0)
             return std::unexpected(
                 fmt::format("reading '{}' at byte {}: {}", from, off, strerror(-e)));
           storage::IoRequest wr = rd;
           wr.op = storage::IoOp::kWrite;
-          if (int e = sync_io(dst->backend(), wr); e < 0)
+          if (int e = storage::submit_and_wait(dst->backend(), wr); e < 0)
             return std::unexpected(
                 fmt::format("writing '{}' at byte {}: {}", to, off, strerror(-e)));
           off += n;
@@ -647,7 +624,7 @@ Json Service::copy_lun(const Json& a) {
         }
         storage::IoRequest fl;
         fl.op = storage::IoOp::kFlush;
-        if (int e = sync_io(dst->backend(), fl); e < 0)
+        if (int e = storage::submit_and_wait(dst->backend(), fl); e < 0)
           return std::unexpected(fmt::format("flushing '{}': {}", to, strerror(-e)));
         if (!job.cancelled()) spdlog::info("copy lun {} -> {}: {} copied", from, to, human_size(bytes));
         return {};

@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <vector>
 
 #include <fmt/format.h>
+
+#include "storage/sync_io.hh"
 
 namespace zuma::replication {
 
@@ -15,30 +15,6 @@ using storage::IoOp;
 using storage::IoRequest;
 
 thread_local bool ApplyScope::active_ = false;
-
-int submit_and_wait(storage::Backend& b, IoRequest& req) {
-  // The completion may run on another thread (a backend with threads of its own): it sets
-  // `done` and notifies under the lock, so the waiter cannot return (and end `w`) before
-  // the completion is through with it.
-  struct Wait {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    int result = 0;
-  } w;
-  req.user = &w;
-  req.done = [](IoRequest& r, int res) {
-    auto* w = static_cast<Wait*>(r.user);
-    std::lock_guard lk(w->mu);
-    w->result = res;
-    w->done = true;
-    w->cv.notify_one();
-  };
-  b.submit(req);
-  std::unique_lock lk(w.mu);
-  w.cv.wait(lk, [&] { return w.done; });
-  return w.result;
-}
 
 std::string apply_record(storage::Backend& b, const RecordView& v) {
   if (is_marker(v.type)) return "";
@@ -51,18 +27,18 @@ std::string apply_record(storage::Backend& b, const RecordView& v) {
   if (v.type == RecordType::kWrite) {
     iov = {const_cast<uint8_t*>(v.payload.data()), v.payload.size()};
     IoRequest req{IoOp::kWrite, false, v.offset, v.length, &iov, 1};
-    r = submit_and_wait(b, req);
+    r = storage::submit_and_wait(b, req);
   } else {
     const IoOp op = v.type == RecordType::kDiscard ? IoOp::kDiscard : IoOp::kWriteZeroes;
     if (b.supports(op)) {
       IoRequest req{op, false, v.offset, v.length, nullptr, 0};
-      r = submit_and_wait(b, req);
+      r = storage::submit_and_wait(b, req);
     } else if (op == IoOp::kWriteZeroes) {
       for (uint64_t done = 0; done < v.length && r == 0;) {
         const uint64_t n = std::min<uint64_t>(v.length - done, zeros.size());
         iov = {const_cast<uint8_t*>(zeros.data()), n};
         IoRequest req{IoOp::kWrite, false, v.offset + done, n, &iov, 1};
-        r = submit_and_wait(b, req);
+        r = storage::submit_and_wait(b, req);
         done += n;
       }
     }

@@ -24,10 +24,6 @@ class ApplyScope {
   static thread_local bool active_;
 };
 
-// Runs `req` on `b` and waits for it (backends complete inline on such threads; a backend
-// that does not is waited for). Returns 0 or -errno.
-int submit_and_wait(storage::Backend& b, storage::IoRequest& req);
-
 // Writes one record (kWrite, kDiscard, kWriteZeroes; a bookmark or verify marker is a no-op) to
 // `b`. Returns "" or a message naming the record. A discard the backend cannot do is skipped
 // (SBC-4: deallocation is advisory); write-zeroes falls back to writing zeros.

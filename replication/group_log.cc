@@ -2,6 +2,7 @@
 
 #include "replication/apply.hh"
 #include "replication/verify.hh"
+#include "storage/sync_io.hh"
 #include "storage/thread_name.hh"
 
 #include <linux/futex.h>
@@ -425,7 +426,7 @@ void GroupLog::stop_links() {
 std::string GroupLog::flush_backends(const char* why) const {
   for (Backend* b : lowers_) {
     IoRequest req{IoOp::kFlush};
-    if (int r = submit_and_wait(*b, req); r < 0)
+    if (int r = storage::submit_and_wait(*b, req); r < 0)
       return fmt::format("group {}: flushing {}{}: {}", name_, b->describe(), why,
                          std::strerror(-r));
   }
@@ -520,7 +521,7 @@ int GroupLog::read_lower(uint32_t lu, uint64_t offset, std::span<uint8_t> out) c
   req.length = out.size();
   req.iov = &v;
   req.iovcnt = 1;
-  return submit_and_wait(*lowers_[lu], req);
+  return storage::submit_and_wait(*lowers_[lu], req);
 }
 
 std::vector<Region> merge_regions(std::vector<Region> v) {

@@ -24,6 +24,7 @@
 #include "replication/protocol.hh"
 #include "replication/ring_log.hh"
 #include "replication/verify.hh"
+#include "storage/sync_io.hh"
 #include "storage/thread_name.hh"
 
 namespace zuma::replication {
@@ -232,7 +233,8 @@ std::string ReplicaServer::apply_batch(Group& g, std::span<const uint8_t> batch,
 std::string ReplicaServer::make_durable(Group& g, uint64_t applied) {
   for (Backend* b : g.luns) {
     IoRequest req{IoOp::kFlush};
-    if (int r = submit_and_wait(*b, req); r < 0) return fmt::format("flushing {}: {}", b->describe(), std::strerror(-r));
+    if (int r = storage::submit_and_wait(*b, req); r < 0)
+      return fmt::format("flushing {}: {}", b->describe(), std::strerror(-r));
   }
   if (int r = g.state.store(SeqState{applied, g.state.value().log_id}); r < 0)
     return fmt::format("{}: {}", g.state.path(), std::strerror(-r));
@@ -595,7 +597,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
             w.length = len;
             w.iov = &v;
             w.iovcnt = 1;
-            if (int wr = submit_and_wait(*g->luns[lu], w); wr < 0)
+            if (int wr = storage::submit_and_wait(*g->luns[lu], w); wr < 0)
               werr = fmt::format("writing {} at {}: {}", g->luns[lu]->describe(), off,
                                  std::strerror(-wr));
           }

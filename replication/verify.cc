@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "replication/apply.hh"
+#include "storage/sync_io.hh"
 #include "storage/thread_name.hh"
 
 namespace zuma::replication {
@@ -110,7 +111,7 @@ int hash_region(storage::Backend& b, uint64_t offset, uint64_t length, XXH128_ha
   req.length = length;
   req.iov = &v;
   req.iovcnt = 1;
-  if (int r = submit_and_wait(b, req); r < 0) return r;
+  if (int r = storage::submit_and_wait(b, req); r < 0) return r;
   *out = XXH3_128bits(buf.data(), length);
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "storage/buffer.hh"
+#include "storage/sync_io.hh"
 
 namespace zuma::snapshot {
 
@@ -35,41 +36,7 @@ uint32_t get32(const uint8_t* p) {
   return v;
 }
 
-struct SyncWait {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  int result = 0;
-};
-
 }  // namespace
-
-int sync_io(storage::Backend& dev, storage::IoOp op, uint64_t offset, void* buf, uint64_t len,
-            bool fua) {
-  SyncWait w;
-  iovec iov{buf, static_cast<size_t>(len)};
-  storage::IoRequest req;
-  req.op = op;
-  req.fua = fua;
-  req.offset = offset;
-  req.length = len;
-  if (op == storage::IoOp::kRead || op == storage::IoOp::kWrite) {
-    req.iov = &iov;
-    req.iovcnt = 1;
-  }
-  req.user = &w;
-  req.done = [](storage::IoRequest& r, int result) {
-    auto* s = static_cast<SyncWait*>(r.user);
-    std::lock_guard lock(s->mu);
-    s->result = result;
-    s->done = true;
-    s->cv.notify_one();
-  };
-  dev.submit(req);
-  std::unique_lock lock(w.mu);
-  w.cv.wait(lock, [&] { return w.done; });
-  return w.result;
-}
 
 std::expected<std::unique_ptr<MetaLog>, std::string> MetaLog::open(
     std::unique_ptr<storage::Backend> dev, const StoreGeometry& geo, Metadata* md) {
@@ -107,15 +74,15 @@ int MetaLog::write_superblock() {
   put64(p + kSumOffset, XXH64(p, kSumOffset, 0));
   // Generation g lives in superblock g % 2: the other one (g - 1) stays intact until this
   // one is durable.
-  int r = sync_io(*dev_, storage::IoOp::kWrite, (generation_ % 2) * kSuperblockSize, p,
-                  kSuperblockSize);
-  if (r == 0) r = sync_io(*dev_, storage::IoOp::kFlush, 0, nullptr, 0);
+  int r = storage::sync_io(*dev_, storage::IoOp::kWrite, (generation_ % 2) * kSuperblockSize, p,
+                           kSuperblockSize);
+  if (r == 0) r = storage::sync_io(*dev_, storage::IoOp::kFlush, 0, nullptr, 0);
   return r;
 }
 
 std::optional<std::string> MetaLog::load(const StoreGeometry& geo, Metadata* md) {
   storage::Buffer sb(2 * kSuperblockSize);
-  if (int r = sync_io(*dev_, storage::IoOp::kRead, 0, sb.data(), sb.size()); r != 0)
+  if (int r = storage::sync_io(*dev_, storage::IoOp::kRead, 0, sb.data(), sb.size()); r != 0)
     return fmt::format("cannot read the superblocks: {}", std::strerror(-r));
   bool blank = true;
   for (size_t i = 0; i < sb.size() && blank; ++i) blank = sb[i] == 0;
@@ -162,8 +129,8 @@ std::optional<std::string> MetaLog::load(const StoreGeometry& geo, Metadata* md)
   first_seq_ = get64(p + 80);
   if (active_slot_ > 1 || cp_len_ > slot_size_) return std::string("metadata superblock: bad checkpoint location");
   storage::Buffer cp(std::max<uint64_t>(align_up(cp_len_, 4096), 4096));
-  if (int r = sync_io(*dev_, storage::IoOp::kRead, slot_off_[active_slot_], cp.data(),
-                      align_up(cp_len_, 4096));
+  if (int r = storage::sync_io(*dev_, storage::IoOp::kRead, slot_off_[active_slot_], cp.data(),
+                               align_up(cp_len_, 4096));
       r != 0)
     return fmt::format("cannot read the metadata checkpoint: {}", std::strerror(-r));
   if (XXH64(cp.data(), cp_len_, 0) != cp_sum_)
@@ -172,7 +139,8 @@ std::optional<std::string> MetaLog::load(const StoreGeometry& geo, Metadata* md)
 
   // Replay the journal: records in sequence until the first one that is not whole.
   storage::Buffer j(journal_size_);
-  if (int r = sync_io(*dev_, storage::IoOp::kRead, journal_off_, j.data(), journal_size_); r != 0)
+  if (int r = storage::sync_io(*dev_, storage::IoOp::kRead, journal_off_, j.data(), journal_size_);
+      r != 0)
     return fmt::format("cannot read the metadata journal: {}", std::strerror(-r));
   uint64_t pos = 0, seq = first_seq_;
   std::vector<MetaOp> ops;
@@ -213,8 +181,8 @@ int MetaLog::append(std::span<const MetaOp> ops) {
   put64(h + 24, generation_);
   std::memcpy(h + kRecordHeader, payload.data(), payload.size());
   put64(h + 16, XXH64(h, kRecordHeader + payload.size(), 0));
-  int r = sync_io(*dev_, storage::IoOp::kWrite, journal_off_ + write_pos_, h, len);
-  if (r == 0) r = sync_io(*dev_, storage::IoOp::kFlush, 0, nullptr, 0);
+  int r = storage::sync_io(*dev_, storage::IoOp::kWrite, journal_off_ + write_pos_, h, len);
+  if (r == 0) r = storage::sync_io(*dev_, storage::IoOp::kFlush, 0, nullptr, 0);
   if (r != 0) return r;
   write_pos_ += len;
   ++next_seq_;
@@ -228,8 +196,8 @@ int MetaLog::checkpoint(std::span<const uint8_t> state) {
   storage::Buffer b(len);
   b.zero();
   std::memcpy(b.data(), state.data(), state.size());
-  int r = sync_io(*dev_, storage::IoOp::kWrite, slot_off_[slot], b.data(), len);
-  if (r == 0) r = sync_io(*dev_, storage::IoOp::kFlush, 0, nullptr, 0);
+  int r = storage::sync_io(*dev_, storage::IoOp::kWrite, slot_off_[slot], b.data(), len);
+  if (r == 0) r = storage::sync_io(*dev_, storage::IoOp::kFlush, 0, nullptr, 0);
   if (r != 0) return r;
   const uint64_t old_gen = generation_, old_slot = active_slot_, old_len = cp_len_,
                  old_sum = cp_sum_, old_first = first_seq_;

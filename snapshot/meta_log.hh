@@ -78,9 +78,4 @@ class MetaLog {
   uint64_t replayed_ = 0;
 };
 
-// Synchronous I/O on a backend from a thread without an IoContext (waits if the backend
-// completes from elsewhere). Returns 0 or -errno.
-int sync_io(storage::Backend& dev, storage::IoOp op, uint64_t offset, void* buf, uint64_t len,
-            bool fua = false);
-
 }  // namespace zuma::snapshot

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "storage/iovec_util.hh"
+#include "storage/sync_io.hh"
 
 namespace zuma::snapshot {
 
@@ -629,8 +630,8 @@ int SnapshotStore::commit_round() {
       }
     }
   }
-  int r = sync_io(*home_, IoOp::kFlush, 0, nullptr, 0);  // data before the metadata
-  if (r == 0) r = sync_io(*data_, IoOp::kFlush, 0, nullptr, 0);
+  int r = storage::sync_io(*home_, IoOp::kFlush, 0, nullptr, 0);  // data before the metadata
+  if (r == 0) r = storage::sync_io(*data_, IoOp::kFlush, 0, nullptr, 0);
   if (r != 0) {
     committing_ = false;
     // Nothing was published: the mappings stay pending for the next round.
@@ -649,8 +650,8 @@ int SnapshotStore::commit_round() {
     next_free_.insert(next_free_.end(), more_frees.begin(), more_frees.end());
     md_->serialize(&cp);
     lock.unlock();
-    r = sync_io(*home_, IoOp::kFlush, 0, nullptr, 0);
-    if (r == 0) r = sync_io(*data_, IoOp::kFlush, 0, nullptr, 0);
+    r = storage::sync_io(*home_, IoOp::kFlush, 0, nullptr, 0);
+    if (r == 0) r = storage::sync_io(*data_, IoOp::kFlush, 0, nullptr, 0);
     if (r == 0) r = log_->checkpoint(cp);
   }
   committing_ = false;
@@ -855,8 +856,8 @@ std::expected<void, std::string> SnapshotStore::rollback(const std::string& name
       uint64_t so = 0, dof = 0;
       storage::Backend& sb = backend_for(src, &so);
       storage::Backend& db = backend_for(*dst, &dof);
-      int r = sync_io(sb, IoOp::kRead, so, buf.data(), cs_);
-      if (r == 0) r = sync_io(db, IoOp::kWrite, dof, buf.data(), cs_);
+      int r = storage::sync_io(sb, IoOp::kRead, so, buf.data(), cs_);
+      if (r == 0) r = storage::sync_io(db, IoOp::kWrite, dof, buf.data(), cs_);
       std::unique_lock lock(mu_);
       if (r != 0) {
         md_->unallocate(*dst);

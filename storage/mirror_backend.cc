@@ -29,6 +29,7 @@
 #include "storage/buffer.hh"
 #include "storage/io_context.hh"
 #include "storage/iscsi_backend.hh"
+#include "storage/sync_io.hh"
 #include "storage/thread_name.hh"
 
 namespace zuma::storage {
@@ -63,25 +64,14 @@ std::string hex(const std::array<uint8_t, 16>& id) {
   return s;
 }
 
-// Synchronous I/O on a thread without a reactor (every backend then completes inline).
-int sync_io(Backend& b, IoOp op, uint64_t off, uint8_t* buf, uint64_t len) {
+// Synchronous I/O from a thread without a reactor, or from main at startup (which may have
+// one: it is set aside so that every backend takes its synchronous path).
+int member_io(Backend& b, IoOp op, uint64_t off, uint8_t* buf, uint64_t len) {
   IoContext* saved = IoContext::current();
-  IoContext::clear_current();  // force the synchronous path (startup runs on main)
-  struct Result {
-    int value = 1;
-  } result;
-  iovec iov{buf, len};
-  IoRequest r;
-  r.op = op;
-  r.offset = off;
-  r.length = len;
-  r.iov = &iov;
-  r.iovcnt = buf != nullptr ? 1 : 0;
-  r.user = &result;
-  r.done = [](IoRequest& req, int res) { static_cast<Result*>(req.user)->value = res; };
-  b.submit(r);
+  IoContext::clear_current();
+  const int r = storage::sync_io(b, op, off, buf, len);
   if (saved != nullptr) saved->make_current();
-  return result.value == 1 ? -EIO : result.value;
+  return r;
 }
 
 bool reachable(const Backend& b) {
@@ -163,8 +153,8 @@ struct MirrorBackend::Impl {
     std::memcpy(buf.data() + 16, identity.data(), 16);
     put_le(buf.data() + 32, a, 8);
     put_le(buf.data() + 40, size, 8);
-    int r = sync_io(*members[m], IoOp::kWrite, size, buf.data(), kHeaderBytes);
-    if (r == 0) r = sync_io(*members[m], IoOp::kFlush, 0, nullptr, 0);
+    int r = member_io(*members[m], IoOp::kWrite, size, buf.data(), kHeaderBytes);
+    if (r == 0) r = member_io(*members[m], IoOp::kFlush, 0, nullptr, 0);
     if (r == 0) {
       std::lock_guard lock(mu);
       header_age[m] = a;
@@ -174,7 +164,7 @@ struct MirrorBackend::Impl {
 
   std::expected<Header, int> read_header(int m) {
     Buffer buf(kHeaderBytes);
-    const int r = sync_io(*members[m], IoOp::kRead, size, buf.data(), kHeaderBytes);
+    const int r = member_io(*members[m], IoOp::kRead, size, buf.data(), kHeaderBytes);
     if (r < 0) return std::unexpected(r);
     Header h;
     h.valid = std::memcmp(buf.data(), kMagic, 8) == 0 && get_le(buf.data() + 8, 4) == 1;
@@ -500,8 +490,8 @@ struct MirrorBackend::Impl {
       }
       const uint64_t off = r * kRegionBytes;
       const uint64_t len = std::min(kRegionBytes, size - off);
-      int res = sync_io(*members[src], IoOp::kRead, off, buf.data(), len);
-      if (res == 0) res = sync_io(*members[m], IoOp::kWrite, off, buf.data(), len);
+      int res = member_io(*members[src], IoOp::kRead, off, buf.data(), len);
+      if (res == 0) res = member_io(*members[m], IoOp::kWrite, off, buf.data(), len);
       if (res < 0) {
         std::lock_guard lock(mu);
         dirty.add(static_cast<uint32_t>(r));
@@ -528,7 +518,7 @@ struct MirrorBackend::Impl {
     {
       std::lock_guard plock(persist_mu);
       const uint64_t next = age.load() + 1;
-      int r = sync_io(*members[m], IoOp::kFlush, 0, nullptr, 0);
+      int r = member_io(*members[m], IoOp::kFlush, 0, nullptr, 0);
       for (int i = 0; i < 2 && r == 0; ++i) r = write_header(i, next);
       age.store(next);
       try {

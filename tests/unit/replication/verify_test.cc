@@ -9,6 +9,7 @@
 #include "replication/apply.hh"
 #include "replication/ring_log.hh"
 #include "storage/memory_backend.hh"
+#include "storage/sync_io.hh"
 #include "tests/unit/storage/test_util.hh"
 
 using namespace zuma;
@@ -85,7 +86,7 @@ TEST_CASE("hash_region: XXH3-128 of the bytes; out of range refused") {
   w.length = data.size();
   w.iov = &v;
   w.iovcnt = 1;
-  REQUIRE(submit_and_wait(b, w) == 0);
+  REQUIRE(storage::submit_and_wait(b, w) == 0);
   XXH128_hash_t h{};
   REQUIRE(hash_region(b, 1 << 20, 1 << 20, &h) == 0);
   CHECK(XXH128_isEqual(h, XXH3_128bits(data.data(), data.size())));

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "storage/memory_backend.hh"
+#include "storage/sync_io.hh"
 #include "tests/fault/fault_backend.hh"
 
 using namespace zuma;
@@ -22,9 +23,9 @@ struct Dev {
   std::unique_ptr<storage::Backend> open() { return std::make_unique<test::SharedBackend>(mem); }
   void poke(uint64_t off, uint8_t xor_mask) {
     uint8_t b = 0;
-    REQUIRE(sync_io(*mem, storage::IoOp::kRead, off, &b, 1) == 0);
+    REQUIRE(storage::sync_io(*mem, storage::IoOp::kRead, off, &b, 1) == 0);
     b ^= xor_mask;
-    REQUIRE(sync_io(*mem, storage::IoOp::kWrite, off, &b, 1) == 0);
+    REQUIRE(storage::sync_io(*mem, storage::IoOp::kWrite, off, &b, 1) == 0);
   }
 };
 

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "storage/memory_backend.hh"
+#include "storage/sync_io.hh"
 #include "tests/fault/fault_backend.hh"
 
 using namespace zuma;
@@ -55,7 +56,7 @@ struct Devices {
 };
 
 int io(storage::Backend& b, storage::IoOp op, uint64_t off, void* p, uint64_t len, bool fua = false) {
-  return sync_io(b, op, off, p, len, fua);
+  return storage::sync_io(b, op, off, p, len, fua);
 }
 
 // Byte i of the image written with `seed` (0 = zeros).
