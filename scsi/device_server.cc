@@ -16,17 +16,14 @@
 //   8. A command that writes the medium (cmd_flag::kWritesMedium) to a write-protected LU?
 //      DATA PROTECT, WRITE PROTECTED (SBC-4 write protection).
 //   9. The handler.
-#include <poll.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <new>
 
 #include "scsi/command.hh"
 #include "scsi/device_server.hh"
 #include "scsi/logical_unit.hh"
-#include "storage/io_context.hh"
+#include "storage/sync_io.hh"
 
 namespace zuma::scsi {
 
@@ -146,42 +143,9 @@ void execute(const LunTable& table, Task& task) {
 }
 
 int flush_logical_unit(LogicalUnit& lu) {
-  struct Wait {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    int result = 0;
-  } w;
   storage::IoRequest req;
   req.op = storage::IoOp::kFlush;
-  req.user = &w;
-  req.done = [](storage::IoRequest& r, int result) {
-    auto* w = static_cast<Wait*>(r.user);
-    std::lock_guard lock(w->mu);
-    w->result = result;
-    w->done = true;
-    w->cv.notify_all();
-  };
-  lu.backend().submit(req);
-
-  // Inline completion (a thread without IoContext) is the common case. On a reactor
-  // thread the completion comes from its own ring, so drive the ring until it arrives;
-  // otherwise another thread completes it.
-  storage::IoContext* ctx = storage::IoContext::current();
-  std::unique_lock lock(w.mu);
-  while (!w.done) {
-    if (ctx) {
-      lock.unlock();
-      ctx->flush();
-      pollfd pfd{ctx->event_fd(), POLLIN, 0};
-      ::poll(&pfd, 1, 100);
-      ctx->reap();
-      lock.lock();
-    } else {
-      w.cv.wait(lock);
-    }
-  }
-  return w.result;
+  return storage::submit_and_wait(lu.backend(), req);
 }
 
 void reset_logical_unit(LogicalUnit& lu, const Nexus& from, std::function<void()> done) {

@@ -1,9 +1,12 @@
 #include "storage/sync_io.hh"
 
+#include <poll.h>
 #include <sys/uio.h>
 
 #include <condition_variable>
 #include <mutex>
+
+#include "storage/io_context.hh"
 
 namespace zuma::storage {
 
@@ -25,8 +28,22 @@ int submit_and_wait(Backend& b, IoRequest& req) {
     w->cv.notify_one();
   };
   b.submit(req);
+  // On a reactor thread the completion comes from its own ring: drive the ring until it
+  // arrives. Elsewhere the backend completed inline, or another thread completes it.
+  IoContext* ctx = IoContext::current();
   std::unique_lock lock(w.mu);
-  w.cv.wait(lock, [&] { return w.done; });
+  while (!w.done) {
+    if (ctx != nullptr) {
+      lock.unlock();
+      ctx->flush();
+      pollfd pfd{ctx->event_fd(), POLLIN, 0};
+      ::poll(&pfd, 1, 100);
+      ctx->reap();
+      lock.lock();
+    } else {
+      w.cv.wait(lock);
+    }
+  }
   return w.result;
 }
 

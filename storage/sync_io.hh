@@ -1,6 +1,6 @@
-// One I/O on a backend, waited for, from a thread that is not a reactor's (startup, the
-// control and job threads, replication's apply, snapshot metadata): backends complete such
-// requests inline; one that completes from a thread of its own is waited for.
+// One I/O on a backend, waited for: from a thread without a reactor (startup, the control
+// and job threads, replication's apply, snapshot metadata), where backends complete inline
+// or from a thread of their own, or from a reactor thread, whose ring is driven meanwhile.
 #pragma once
 #include <cstdint>
 
