@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -32,13 +33,17 @@ constexpr int kIoTimeoutMs = 30000;
 constexpr size_t kReadChunk = 4 << 20;        // bytes of batches read from the log at once
 constexpr size_t kMaxInFlight = 32 << 20;     // bytes sent and not yet acknowledged
 constexpr auto kStoreEvery = std::chrono::seconds(1);
-// Every link sends what the log holds as soon as it has it; while a frame is being sent
-// the next records gather by themselves. An async link used to hold records back for 1-2 ms
-// to save wake-ups: the peer's work then came in bursts of a few hundred microseconds that
-// kept the primary's reactor off a CPU. The peer's cost per small frame (a flush and an
-// acknowledgement at each pause of the stream) is saved on its side instead: it
+// A sync link, or an async link holding writes (fall-behind), sends what the log holds as
+// soon as it has it; while a frame is being sent the next records gather by themselves. An
+// async link otherwise gathers up to kGatherRecords records, waiting at most kGatherDelay
+// after it first saw one waiting: each frame costs both sides a wake-up, and on the
+// secondary a context switch dearer than applying a record. Fewer records a frame cost
+// more wake-ups; a longer wait (1-2 ms, until 2026-12-06) made the peer's work come in
+// bursts of a few hundred microseconds that kept the primary's reactor off a CPU. The peer
 // acknowledges an async link at most every millisecond (replica.cc kAsyncAckDelay).
-// Measured: docs/PERFORMANCE.md "An async link sends at once".
+// Measured: docs/PERFORMANCE.md "An async link gathers 32 records".
+constexpr uint64_t kGatherRecords = 32;
+constexpr std::chrono::microseconds kGatherDelay{500};
 
 }  // namespace
 
@@ -675,10 +680,20 @@ bool SiteLink::session(proto::Conn& conn) {
   std::deque<std::pair<uint64_t, size_t>> in_flight;  // (last seq of a sent batch, its bytes)
   size_t in_flight_bytes = 0;
   std::vector<uint8_t> buf;
+  // Since when records have been waiting to be sent (known to this thread), if any.
+  std::optional<std::chrono::steady_clock::time_point> waiting_since;
   while (!stop_.load()) {
-    // Send what the log has, within the in-flight window.
-    bool more = false;
-    if (from < group_.published_next() && in_flight_bytes < kMaxInFlight) {
+    const bool gather = opt_.mode == LinkMode::kAsync && !holding();
+    const uint64_t want = gather ? kGatherRecords : 1;
+    auto now = std::chrono::steady_clock::now();
+    uint64_t waiting = group_.published_next() - from;
+    if (waiting == 0)
+      waiting_since.reset();
+    else if (!waiting_since)
+      waiting_since = now;
+    // Send what the log has, within the in-flight window, once enough waits or long enough.
+    if (waiting > 0 && in_flight_bytes < kMaxInFlight &&
+        (waiting >= want || now - *waiting_since >= kGatherDelay)) {
       size_t count = 0, off = 0;
       uint64_t last = 0;
       int r = group_.read_raw(from, kReadChunk, &buf, &off, &count, &last);
@@ -708,17 +723,28 @@ bool SiteLink::session(proto::Conn& conn) {
         counters_.batches_sent += count;
         counters_.bytes_sent += off;
       }
-      more = from < group_.published_next() && in_flight_bytes < kMaxInFlight;
+      // What arrived during the send waits from now.
+      now = std::chrono::steady_clock::now();
+      waiting_since = now;
     }
-    // Wait for an ACK, new records (notify) or stop.
-    int timeout = 1000;
-    wake_at_.store(from + 1);
-    if (!more && from < group_.published_next() && in_flight_bytes < kMaxInFlight)
-      more = true;  // raced
-    if (more) timeout = 0;
-    if (conn.buffered()) timeout = 0;  // TLS holds bytes poll() cannot see
+    // Wait for an ACK, new records (notify) or stop: with none waiting, for the first; with
+    // some, for `want` of them or the rest of kGatherDelay.
+    int64_t timeout_us = 1000000;
+    waiting = group_.published_next() - from;
+    wake_at_.store(from + (waiting ? want : 1));
+    waiting = group_.published_next() - from;  // again after the store: an append racing it
+    if (waiting > 0 && in_flight_bytes < kMaxInFlight) {
+      if (!waiting_since) waiting_since = now;
+      timeout_us = waiting >= want
+                       ? 0
+                       : std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(
+                                                  *waiting_since + kGatherDelay - now)
+                                                  .count());
+    }
+    if (conn.buffered()) timeout_us = 0;  // TLS holds bytes poll() cannot see
     pollfd p[2] = {{conn.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
-    int n = ::poll(p, 2, timeout);
+    const timespec ts{time_t(timeout_us / 1000000), long(timeout_us % 1000000) * 1000};
+    int n = ::ppoll(p, 2, &ts, nullptr);
     wake_at_.store(kNoWake);
     if (n < 0 && errno != EINTR) {
       set_error(fmt::format("poll: {}", std::strerror(errno)));
