@@ -210,6 +210,20 @@ TEST_CASE("async link: every write reaches the secondary, in order, byte for byt
   CHECK_FALSE(ls.degraded);
 }
 
+TEST_CASE("async link: a record fewer than a frame's gathering leaves after the gather delay") {
+  Reactor r;  // first: the group posts completions to it, so it must outlive the group
+  AsyncPair p;
+  REQUIRE(eventually([&] { return p.pri.link().state == LinkState::kConnected; }));
+  // The link gathers 32 records or 500 us (site_link.cc); a lone write must not wait for
+  // company, nor for the link's idle poll (1 s). 300 ms is the bound here, loose for load.
+  for (uint32_t i = 0; i < 3; ++i) {
+    auto d = pattern(4096, 500 + i);
+    REQUIRE(r.write(*p.pri.lu0, i * 4096, d) == 0);
+    CHECK(eventually([&] { return p.sec.applied() == i + 1; }, 300ms));
+  }
+  CHECK(contents(p.sec.lu0) == contents(*p.pri.lu0));
+}
+
 TEST_CASE("sync link: a completed write is on the secondary; a dead peer degrades, then it catches up") {
   Reactor r;  // first: the group posts completions to it, so it must outlive the group
   TempDir t;
