@@ -178,7 +178,7 @@ std::string tls_error() {
 }
 
 bool known_frame(uint16_t type) {
-  return (type >= uint16_t(Frame::kHello) && type <= uint16_t(Frame::kVerifyResult)) ||
+  return (type >= uint16_t(Frame::kHello) && type <= uint16_t(Frame::kBatchHeld)) ||
          (type >= uint16_t(Frame::kAuthChallenge) && type <= uint16_t(Frame::kAuthOk));
 }
 

@@ -35,6 +35,10 @@ enum class Frame : uint16_t {
   // secondary -> primary, once it has applied a verify marker record (replication/verify.hh):
   // the region's checksum at that point (VerifyReply, 48 bytes). Protocol 4.
   kVerifyResult = 8,
+  // primary -> secondary: as BATCH, from an async link that holds writes now (its
+  // fall-behind policy `sync`): to be acknowledged at the next pause of the stream, as a
+  // sync link's, not after the async acknowledgement delay. Protocol 5.
+  kBatchHeld = 9,
   // Authentication (docs/REPLICATION.md "Authentication"), between HELLO and WELCOME when
   // the HELLO carries "auth": secondary -> primary, 32 random bytes (its nonce);
   kAuthChallenge = 16,
@@ -51,8 +55,9 @@ constexpr uint32_t kResyncZeros = 1;            // RESYNC flag: a deallocated ra
 constexpr uint32_t kMagic = 0x4650525a;         // "ZRPF"
 constexpr uint32_t kMaxFrame = 64u << 20;        // above the largest batch the log writes
 // 2: a BATCH frame holds one or more log batches; 3: generations (HELLO lineage), resync;
-// 4: verify markers (record type 8), VERIFY_RESULT, the HELLO's "repair" ranges
-constexpr int kProtocolVersion = 4;
+// 4: verify markers (record type 8), VERIFY_RESULT, the HELLO's "repair" ranges;
+// 5: BATCH_HELD
+constexpr int kProtocolVersion = 5;
 
 struct FrameHeader {
   uint32_t magic;

@@ -37,9 +37,10 @@ using storage::IoRequest;
 constexpr int kIoTimeoutMs = 30000;
 constexpr size_t kAckEveryBytes = 8 << 20;
 // The secondary acknowledges a sync link as soon as the stream pauses (its writes wait for
-// it), an async link at most this often: each acknowledgement flushes the LUs and stores the
-// applied sequence, which per small frame cost more than the frame's writes.
-constexpr std::chrono::microseconds kAsyncAckDelay{1000};
+// it), an async link at most every ReplicaGroupOptions::async_ack_delay (1 ms): each
+// acknowledgement flushes the LUs and stores the applied sequence, which per small frame
+// cost more than the frame's writes. A BATCH_HELD frame (an async link holding writes) is
+// acknowledged at the next pause, as a sync link's.
 
 std::string peer_name(const sockaddr_storage& ss) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -93,7 +94,8 @@ std::expected<void, std::string> ReplicaServer::add_group(const ReplicaGroupOpti
                                          opt.admit,
                                          opt.on_consistent,
                                          opt.on_bookmark,
-                                         opt.on_bookmark_remove});
+                                         opt.on_bookmark_remove,
+                                         opt.async_ack_delay});
   g->stats.applied = g->state.value().seq;
   g->stats.log_id = g->state.value().log_id;
   std::lock_guard lk(mu_);
@@ -313,7 +315,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
   } else {
     nlohmann::json hello = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, false);
     std::string group_name, link_name, err;
-    std::chrono::microseconds ack_delay{0};
+    bool async_link = false;
     uint64_t log_id = 0;
     std::vector<uint64_t> sizes;
     HelloInfo info;
@@ -328,9 +330,8 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
       if (hello.contains("link") && hello["link"].is_string())
         link_name = hello["link"].get<std::string>();
       // An async link's primary waits for no acknowledgement: acknowledge it at most every
-      // kAsyncAckDelay (docs/REPLICATION.md "Site links").
-      if (hello.contains("mode") && hello["mode"].is_string() && hello["mode"] == "async")
-        ack_delay = kAsyncAckDelay;
+      // async_ack_delay (docs/REPLICATION.md "Site links").
+      async_link = hello.contains("mode") && hello["mode"].is_string() && hello["mode"] == "async";
       log_id = hello["log_id"].get<uint64_t>();
       for (auto& s : hello["luns"])
         if (s.is_number_unsigned()) sizes.push_back(s.get<uint64_t>());
@@ -510,6 +511,9 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
       }
       int r = proto::send_frame(conn, proto::Frame::kWelcome, welcome.dump(), kIoTimeoutMs);
       uint64_t durable = applied;
+      const std::chrono::microseconds ack_delay =
+          async_link ? g->async_ack_delay : std::chrono::microseconds{0};
+      bool held = false;  // a BATCH_HELD frame is unacknowledged: acknowledge at the pause
       size_t since_ack = 0;         // bytes of records applied since the last acknowledgement
       size_t resync_unflushed = 0;  // resync bytes written since then
       // Flush the LUs, store the applied sequence, then acknowledge it.
@@ -535,6 +539,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
                               kIoTimeoutMs);
         since_ack = 0;
         resync_unflushed = 0;
+        held = false;
         std::lock_guard lk(mu_);
         ++g->stats.acks;
         return r == 0;
@@ -546,7 +551,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
         // at least every kAckEveryBytes.
         pollfd p{sock, POLLIN, 0};
         int64_t wait_us = since_ack ? 0 : 200000;
-        if (since_ack && ack_delay.count())
+        if (since_ack && ack_delay.count() && !held)
           wait_us =
               std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(
                                        unacked_since + ack_delay - std::chrono::steady_clock::now())
@@ -623,7 +628,8 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
           if (!ack_now()) break;
           continue;
         }
-        if (type != proto::Frame::kBatch || (resync_pending && !resync_target)) {
+        if ((type != proto::Frame::kBatch && type != proto::Frame::kBatchHeld) ||
+            (resync_pending && !resync_target)) {
           fail("unexpected frame");
           break;
         }
@@ -651,6 +657,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
         if (r < 0) break;
         if (since_ack == 0) unacked_since = std::chrono::steady_clock::now();
         since_ack += payload.size();
+        held |= type == proto::Frame::kBatchHeld;
         {
           std::lock_guard lk(mu_);
           g->stats.batches += batches;

@@ -9,6 +9,7 @@
 // threads, which have no IoContext, so every backend call completes inline.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <expected>
 #include <functional>
@@ -70,6 +71,9 @@ struct ReplicaGroupOptions {
   std::function<void(const std::string& name, uint64_t seq, bool consistent)> on_bookmark;
   // A bookmark's snapshots are to go (the primary's bookmark schedule retention).
   std::function<void(const std::string& name, uint64_t seq)> on_bookmark_remove;
+  // How long after its first unacknowledged frame an async link is acknowledged (each
+  // acknowledgement flushes the LUs and stores the applied sequence).
+  std::chrono::microseconds async_ack_delay{1000};
 };
 
 struct ReplicaGroupStats {
@@ -137,6 +141,7 @@ class ReplicaServer {
     std::function<void()> on_consistent;
     std::function<void(const std::string&, uint64_t, bool)> on_bookmark;
     std::function<void(const std::string&, uint64_t)> on_bookmark_remove;
+    std::chrono::microseconds async_ack_delay{1000};
     bool resyncing = false;  // ranges or records up to the resync's end point still to come
     int fd = -1;  // the connection while busy
     std::string link{};  // and its link's name: a HELLO from that link again replaces it

@@ -40,7 +40,8 @@ constexpr auto kStoreEvery = std::chrono::seconds(1);
 // secondary a context switch dearer than applying a record. Fewer records a frame cost
 // more wake-ups; a longer wait (1-2 ms, until 2026-12-06) made the peer's work come in
 // bursts of a few hundred microseconds that kept the primary's reactor off a CPU. The peer
-// acknowledges an async link at most every millisecond (replica.cc kAsyncAckDelay).
+// acknowledges an async link at most every millisecond (ReplicaGroupOptions::async_ack_delay),
+// its BATCH_HELD frames (sent while it holds writes) at once.
 // Measured: docs/PERFORMANCE.md "An async link gathers 32 records".
 constexpr uint64_t kGatherRecords = 32;
 constexpr std::chrono::microseconds kGatherDelay{500};
@@ -683,7 +684,10 @@ bool SiteLink::session(proto::Conn& conn) {
   // Since when records have been waiting to be sent (known to this thread), if any.
   std::optional<std::chrono::steady_clock::time_point> waiting_since;
   while (!stop_.load()) {
-    const bool gather = opt_.mode == LinkMode::kAsync && !holding();
+    // An async link holding writes (fall-behind policy `sync`) behaves as a sync link: it
+    // sends at once, as BATCH_HELD frames the peer acknowledges at once.
+    const bool held = opt_.mode == LinkMode::kAsync && holding();
+    const bool gather = opt_.mode == LinkMode::kAsync && !held;
     const uint64_t want = gather ? kGatherRecords : 1;
     auto now = std::chrono::steady_clock::now();
     uint64_t waiting = group_.published_next() - from;
@@ -711,7 +715,8 @@ bool SiteLink::session(proto::Conn& conn) {
       // peer checks each batch's checksum.
       if (count) {
         const auto frame = std::span<const uint8_t>(buf).first(off);
-        if (int s = proto::send_frame(conn, proto::Frame::kBatch, frame, kIoTimeoutMs); s < 0) {
+        const auto type = held ? proto::Frame::kBatchHeld : proto::Frame::kBatch;
+        if (int s = proto::send_frame(conn, type, frame, kIoTimeoutMs); s < 0) {
           set_error(fmt::format("sending: {}", std::strerror(-s)));
           return !stop_.load();
         }

@@ -7,10 +7,11 @@
 //   byte0 & 0x01  raw: the rest of the input as it is (frame headers, HELLO, anything);
 //   otherwise the rest is chunks [type u8][length u16 LE][payload], each sent as one frame
 //   with a correct frame header (the type as given: unknown types too), and first
-//   byte0 & 0x02  a valid HELLO (protocol 4, log id kLogId, the group's LU sizes) for "db",
-//   byte0 & 0x04  or for "sec", offering authentication (a nonce): the chunks then start
+//   byte0 & 0x02  a valid HELLO (the current protocol, log id kLogId, the group's LU sizes) for
+//   "db", byte0 & 0x04  or for "sec", offering authentication (a nonce): the chunks then start
 //                 with what should be AUTH_PROOF;
-//   byte0 & 0x08  BATCH payloads sealed: every whole log batch in them (as far as its header's
+//   byte0 & 0x08  BATCH (and BATCH_HELD) payloads sealed: every whole log batch in them (as far as
+//   its header's
 //                 length goes) gets the log id kLogId and its correct XXH3-64 checksum
 //                 (docs/REPLICATION.md "The log on disk"), so that record parsing and apply
 //                 are reached;
@@ -133,7 +134,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           std::min<size_t>(rest[off + 1] | size_t(rest[off + 2]) << 8, rest.size() - off - 3);
       payload.assign(rest.begin() + off + 3, rest.begin() + off + 3 + len);
       off += 3 + len;
-      if ((mode & 0x08) && type == uint8_t(proto::Frame::kBatch)) seal_batches(payload);
+      if ((mode & 0x08) &&
+          (type == uint8_t(proto::Frame::kBatch) || type == uint8_t(proto::Frame::kBatchHeld)))
+        seal_batches(payload);
       // The type as it is, known or not (send_frame does not check it; the server must).
       proto::send_frame(fd, proto::Frame(type), payload, kSendMs);
     }

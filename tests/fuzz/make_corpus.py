@@ -230,7 +230,7 @@ def replica_stream():
                           log_id, 1, 0, 0)
         return hdr + heads + body
 
-    hello = json.dumps({"protocol": 4, "group": "db", "link": "fuzz", "log_id": log_id,
+    hello = json.dumps({"protocol": 5, "group": "db", "link": "fuzz", "log_id": log_id,
                         "last": 0, "luns": [1 << 20, 1 << 20]}).encode()
     w = batch(1, [(1, 0, 4096, 512, bytes(range(256)) * 2), (1, 1, 0, 16, b"z" * 16),
                   (2, 0, 65536, 8192, b""), (3, 1, 8192, 4096, b"")])
@@ -239,6 +239,7 @@ def replica_stream():
                       (9, 0, 0, 5, b"snap1")])
     write(os.path.join(d, "writes"), b"\x0a" + chunk(3, w + marks))
     write(os.path.join(d, "writes-gap"), b"\x0a" + chunk(3, marks) + chunk(3, w))
+    write(os.path.join(d, "writes-held"), b"\x0a" + chunk(9, w) + chunk(3, marks))
     write(os.path.join(d, "unsealed"), b"\x02" + chunk(3, w))
     resync = struct.pack("<IIQ", 0, 0, 0) + b"r" * 4096
     zeros = struct.pack("<IIQQ", 0, 1, 4096, 124 << 10)

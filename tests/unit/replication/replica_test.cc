@@ -3,8 +3,10 @@
 #include "replication/replica.hh"
 
 #include <doctest/doctest.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -28,11 +30,12 @@ struct Fixture {
   storage::MemoryBackend lu0{1 << 20};
   std::unique_ptr<ReplicaServer> server;
   std::unique_ptr<RingLog> log;  // a primary's log, to make real batches
-  Fixture() {
+  explicit Fixture(std::chrono::microseconds async_ack_delay = std::chrono::microseconds{1000}) {
     auto s = ReplicaServer::start("127.0.0.1:0");
     REQUIRE(s);
     server = std::move(*s);
-    REQUIRE(server->add_group({"db", (t / "replica.state"), {&lu0}, {}, {}, {}, {}}));
+    REQUIRE(
+        server->add_group({"db", (t / "replica.state"), {&lu0}, {}, {}, {}, {}, async_ack_delay}));
     auto l = RingLog::open({(t / "primary.rlog"), 1 << 20, true});
     REQUIRE(l);
     log = std::move(*l);
@@ -45,12 +48,14 @@ struct Fixture {
   // Sends HELLO; returns the answer's type and text.
   std::pair<proto::Frame, std::string> hello(int fd, const std::string& group,
                                              std::vector<uint64_t> sizes, uint64_t log_id,
-                                             const std::string& link = "t") {
+                                             const std::string& link = "t",
+                                             const std::string& mode = "sync") {
     nlohmann::json h = {{"protocol", proto::kProtocolVersion},
                         {"group", group},
                         {"link", link},
                         {"log_id", log_id},
-                        {"luns", sizes}};
+                        {"luns", sizes},
+                        {"mode", mode}};
     REQUIRE(proto::send_frame(fd, proto::Frame::kHello, h.dump(), 2000) == 0);
     proto::Frame type{};
     std::vector<uint8_t> p;
@@ -88,6 +93,15 @@ struct Fixture {
     return {type, std::string(p.begin(), p.end())};
   }
 };
+
+// The secondary has applied up to `seq` within 5 s.
+bool eventually_applied(Fixture& f, uint64_t seq) {
+  for (int i = 0; i < 500; ++i) {
+    if (f.server->stats("db")->records >= seq) return true;
+    usleep(10000);
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -163,6 +177,27 @@ TEST_CASE("batches are applied in order and acknowledged; a gap or a damaged bat
   ::close(fd);
   CHECK(f.server->stats("db")->applied == 1);
   CHECK(f.server->stats("db")->last_error == "batch of seq 2: checksum mismatch");
+}
+
+TEST_CASE("an async link is acknowledged after the delay; a BATCH_HELD frame at once") {
+  // A delay no test waits out: an acknowledgement within seconds comes from BATCH_HELD.
+  Fixture f(std::chrono::seconds(30));
+  int fd = f.connect();
+  REQUIRE(f.hello(fd, "db", {1 << 20}, f.log->log_id(), "t", "async").first ==
+          proto::Frame::kWelcome);
+  REQUIRE(proto::send_frame(fd, proto::Frame::kBatch, f.batch(0, 0x11), 2000) == 0);
+  pollfd p{fd, POLLIN, 0};
+  CHECK(::poll(&p, 1, 300) == 0);  // applied, not acknowledged
+  CHECK(eventually_applied(f, 1));
+  // The link now holds writes (fall-behind policy sync): both records acknowledged at once.
+  REQUIRE(proto::send_frame(fd, proto::Frame::kBatchHeld, f.batch(512, 0x22), 2000) == 0);
+  auto ack = f.answer(fd);
+  REQUIRE(ack.first == proto::Frame::kAck);
+  uint64_t seq = 0;
+  std::memcpy(&seq, ack.second.data(), 8);
+  CHECK(seq == 2);
+  CHECK(f.server->stats("db")->acks == 1);
+  ::close(fd);
 }
 
 TEST_CASE("a secondary bound to one primary log refuses another log") {
