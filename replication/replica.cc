@@ -36,11 +36,6 @@ using storage::IoRequest;
 
 constexpr int kIoTimeoutMs = 30000;
 constexpr size_t kAckEveryBytes = 8 << 20;
-// The secondary acknowledges a sync link as soon as the stream pauses (its writes wait for
-// it), an async link at most every ReplicaGroupOptions::async_ack_delay (1 ms): each
-// acknowledgement flushes the LUs and stores the applied sequence, which per small frame
-// cost more than the frame's writes. A BATCH_HELD frame (an async link holding writes) is
-// acknowledged at the next pause, as a sync link's.
 
 std::string peer_name(const sockaddr_storage& ss) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -329,8 +324,7 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
       storage::name_this_thread("apply/" + group_name);
       if (hello.contains("link") && hello["link"].is_string())
         link_name = hello["link"].get<std::string>();
-      // An async link's primary waits for no acknowledgement: acknowledge it at most every
-      // async_ack_delay (docs/REPLICATION.md "Site links").
+      // The link's mode says how soon it is acknowledged (ack_delay below; absent: sync).
       async_link = hello.contains("mode") && hello["mode"].is_string() && hello["mode"] == "async";
       log_id = hello["log_id"].get<uint64_t>();
       for (auto& s : hello["luns"])
@@ -511,6 +505,11 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
       }
       int r = proto::send_frame(conn, proto::Frame::kWelcome, welcome.dump(), kIoTimeoutMs);
       uint64_t durable = applied;
+      // A sync link is acknowledged as soon as the stream pauses (its writes wait for it), an
+      // async link at most every async_ack_delay (1 ms): each acknowledgement flushes the LUs
+      // and stores the applied sequence, which per small frame cost more than the frame's
+      // writes. A BATCH_HELD frame (an async link holding writes) is acknowledged at the
+      // next pause, as a sync link's.
       const std::chrono::microseconds ack_delay =
           async_link ? g->async_ack_delay : std::chrono::microseconds{0};
       bool held = false;  // a BATCH_HELD frame is unacknowledged: acknowledge at the pause

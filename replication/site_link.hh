@@ -196,8 +196,9 @@ class SiteLink {
   SeqStateFile state_;
   storage::UniqueFd wake_fd_;  // eventfd: new records, stop
   // notify() wakes the link thread once the log's next sequence number reaches this:
-  // from + 1 while it waits for records, kNoWake while it is busy (so an append costs no
-  // system call then).
+  // from + 1 while it waits for a first record, from + kGatherRecords while an async link
+  // gathers (site_link.cc), kNoWake while it is busy (so an append costs no system call
+  // then).
   static constexpr uint64_t kNoWake = ~uint64_t(0);
   std::atomic<uint64_t> wake_at_{kNoWake};
   std::atomic<bool> stop_{false};

@@ -197,11 +197,12 @@ YAML
   # suite's first test would take that unit attention on its READ (seen under ctest -j2).
   ZUMACTL=$(dirname "$ZUMAD")/zumactl
   live_nodes() { "$ZUMACTL" --socket "$ZUMA_DIR/$1.sock" --json cluster status 2>/dev/null | grep -o '"yes"' | wc -l; }
+  both_live=0
   for _ in $(seq 200); do
-    (($(live_nodes a) == 2 && $(live_nodes b) == 2)) && break
+    (($(live_nodes a) == 2 && $(live_nodes b) == 2)) && { both_live=1; break; }
     sleep 0.05
   done
-  (($(live_nodes a) == 2 && $(live_nodes b) == 2)) || {
+  ((both_live)) || {
     zuma_log "the nodes do not both see two live nodes after 10 s"
     "$ZUMACTL" --socket "$ZUMA_DIR/a.sock" cluster status >&2 || true
     cat "$ZUMA_DIR/zumad-b.log" >&2; exit 1; }
