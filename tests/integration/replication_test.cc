@@ -190,8 +190,6 @@ void check_read_only(Zumad& secondary) {
   }
 }
 
-}  // namespace
-
 // The names of a process's threads (/proc/PID/task/*/comm).
 std::multiset<std::string> thread_names(pid_t pid) {
   std::multiset<std::string> names;
@@ -204,6 +202,8 @@ std::multiset<std::string> thread_names(pid_t pid) {
   }
   return names;
 }
+
+}  // namespace
 
 TEST_CASE("async link: a group of two LUs reaches the secondary byte for byte, across restarts") {
   Zumad secondary(secondary_config(), 3);
