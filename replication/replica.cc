@@ -522,15 +522,22 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
           return false;
         }
         durable = applied;
+        bool resync_done = false;
         if (resync_target && applied >= *resync_target) {
           // Every range and every record up to the resync's end point is here, durably.
           resync_target.reset();
           resync_pending = false;
           g->resyncing = false;
+          resync_done = true;
           if (g->on_consistent) g->on_consistent();
-          std::lock_guard lk(mu_);
-          g->stats.resyncing = false;
           spdlog::info("replication: group {}: resync done, consistent at {}", g->name, applied);
+        }
+        {
+          // Counted before it is sent, with the resync's end: whoever sees the ACK, or the
+          // resync done, also sees it counted.
+          std::lock_guard lk(mu_);
+          if (resync_done) g->stats.resyncing = false;
+          ++g->stats.acks;
         }
         uint8_t ack[8];
         std::memcpy(ack, &durable, 8);
@@ -539,8 +546,6 @@ void ReplicaServer::serve_conn(proto::Conn& conn, const std::string& peer) {
         since_ack = 0;
         resync_unflushed = 0;
         held = false;
-        std::lock_guard lk(mu_);
-        ++g->stats.acks;
         return r == 0;
       };
       auto unacked_since = std::chrono::steady_clock::now();
