@@ -410,15 +410,19 @@ TEST_CASE(
   setup.log_size = "16MiB";
   // A byte limit above the log's size: it is the full log that sends the link to bitmap mode.
   setup.link_extra = ", fallbehind: { bytes: 1GiB }, on_full: bitmap";
-  setup.lun_blocks = {16 * 1024 * 1024 / wo::kBs, 8 * 1024 * 1024 / wo::kBs};
+  setup.lun_blocks = {32 * 1024 * 1024 / wo::kBs, 16 * 1024 * 1024 / wo::kBs};
   Rig r("async", 2000, setup);
   const auto metric = [](Zumad& z, const std::string& series) {
     return metric_sample(http_get(z.port(1), "/metrics"), series).value_or(-1);
   };
   const std::string link = "{group=\"db\",link=\"dr\"}";
   for (int i = 0; i < iterations(); ++i) {
-    // 40,000 writes of 512 bytes: about 21 MiB of log records, more than the log's 16 MiB.
-    r.new_plan(40000);
+    // 60,000 writes of 512 bytes: about 31 MiB of log records. The log keeps 16 MiB; the
+    // blackholed path holds at most about 8.5 MiB the link sent after the blackhole (its
+    // socket buffer, up to 4 MiB, and the proxy's buffers: fault_proxy.cc). So records are
+    // released before the link sent them, and a resync must follow. (With 21 MiB, a path
+    // whose buffers had grown in an earlier resync once took every record: no resync.)
+    r.new_plan(60000);
     auto load = r.start_load();
     load->pace(std::chrono::microseconds(0));
     load->wait_acked(kBeforeFault);

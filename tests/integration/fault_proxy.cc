@@ -30,6 +30,15 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t kChunk = 64 * 1024;
 constexpr size_t kMaxQueued = 4 << 20;  // per direction; past it the proxy stops reading
+// The proxy's own socket buffers, fixed (no autotuning, which on loopback grows a receive
+// buffer to tens of MiB): a blackholed path then holds a known bound of bytes, at most the
+// sender's socket buffer plus this plus kMaxQueued, as a partitioned network does.
+constexpr int kSockBuf = 256 * 1024;
+
+void fix_buffers(int fd) {
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kSockBuf, sizeof kSockBuf);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSockBuf, sizeof kSockBuf);
+}
 
 sockaddr_in loopback(uint16_t port) {
   sockaddr_in sa{};
@@ -54,6 +63,7 @@ void close_fd(int& fd, bool reset) {
 int connect_to(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return -1;
+  fix_buffers(fd);  // before connect: the window scale is agreed in the handshake
   sockaddr_in sa = loopback(port);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
     if (errno != EINPROGRESS) return ::close(fd), -1;
@@ -116,6 +126,7 @@ struct FaultProxy::Impl {
     if (listen_fd < 0) throw std::runtime_error("proxy: socket failed");
     int one = 1;
     ::setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    fix_buffers(listen_fd);  // accepted connections inherit them
     sockaddr_in sa = loopback(port);
     // The port may be in use for a moment after refuse() (another test's free_port()).
     for (int tries = 0;; ++tries) {
