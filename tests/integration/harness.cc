@@ -21,6 +21,8 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -135,20 +137,29 @@ TempDir::~TempDir() {
 }
 
 uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(errno_str("socket"));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sa.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+  // Never the same port twice in one test process: two zumads of a test pick their ports
+  // before either binds, and the kernel may offer a port again once it was closed (a
+  // primary once got its secondary's portal port: bind: Address already in use).
+  static std::mutex mu;
+  static std::set<uint16_t> given;
+  std::lock_guard lk(mu);
+  for (int tries = 0;; ++tries) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error(errno_str("socket"));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = 0;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      ::close(fd);
+      throw std::runtime_error(errno_str("bind"));
+    }
+    socklen_t len = sizeof sa;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
     ::close(fd);
-    throw std::runtime_error(errno_str("bind"));
+    const uint16_t port = ntohs(sa.sin_port);
+    if (given.insert(port).second || tries == 1000) return port;
   }
-  socklen_t len = sizeof sa;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  ::close(fd);
-  return ntohs(sa.sin_port);
 }
 
 std::string read_file(const std::string& path) {

@@ -47,7 +47,8 @@ class TempDir {
   std::string path_;
 };
 
-// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read, close).
+// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read, close), and not
+// returned before in this process.
 uint16_t free_port();
 
 std::string read_file(const std::string& path);
