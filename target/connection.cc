@@ -803,7 +803,33 @@ void Connection::login_complete() {
   in_session_ = true;
   s.registered = true;
   server_.register_tsih(sess_);
-  server_.session_started(s.key, tsih_);
+  // A reinstated session's end comes first: the new session reads no command until the old
+  // one's I_T nexus loss is known to the LUs, so its first command on each LU reports it
+  // (29h/07h), never a later one after a GOOD status.
+  const bool reinstating = server_.session_started(s.key, tsih_, [this] {
+    reactor_.post([this] {
+      --executing_;
+      if (held_ && !closed_ && !draining_ && !close_after_tx_ && !logout_pending_) {
+        held_ = false;
+        reading_ = true;
+        reactor_.modify(fd_.get(),
+                        uint32_t(EPOLLIN | EPOLLRDHUP) | (epollout_ ? uint32_t(EPOLLOUT) : 0u),
+                        this);
+        reactor_.defer(this);  // PDUs already staged
+      }
+      held_ = false;
+      check_drained();
+      notify_finished();
+    });
+  });
+  if (reinstating) {
+    ++executing_;  // keeps this connection until the callback has run
+    if (reading_) {
+      held_ = true;
+      reading_ = false;
+      reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
+    }
+  }
   spdlog::info(
       "session {} {} -> {} from {} (tsih {}, MaxBurst {}, FirstBurst {}, R2T {}, Imm {}, "
       "MaxConnections {})",

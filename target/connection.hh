@@ -239,6 +239,7 @@ class Connection final : public EventHandler, public Deferred {
   bool closed_ = false;
   bool draining_ = false;
   bool reading_ = true;
+  bool held_ = false;        // not reading until a reinstated session has ended (login_complete)
   bool rx_drained_ = false;  // the last recv came back short: the socket is empty
   bool epollout_ = false;
   std::chrono::steady_clock::time_point created_;

@@ -407,7 +407,7 @@ uint16_t Server::allocate_tsih() {
   return t;
 }
 
-void Server::session_started(const std::string& key, uint16_t tsih) {
+bool Server::session_started(const std::string& key, uint16_t tsih, std::function<void()> ended) {
   std::shared_ptr<Session> old;
   {
     std::lock_guard lock(sessions_mu_);
@@ -417,16 +417,18 @@ void Server::session_started(const std::string& key, uint16_t tsih) {
       it->second = tsih;
     }
   }
-  if (!old) return;
+  if (!old) return false;
   // RFC 7143 6.3.5: a new session with the same ISID (TSIH 0) reinstates the old one:
   // every connection of it is closed, and a session kept after a failure ends now; its
   // tasks end as on I_T nexus loss. On the old session's reactor (fixed at registration).
-  reactors_[old->reactor]->post([this, old] {
+  reactors_[old->reactor]->post([this, old, ended = std::move(ended)] {
     old->closing = true;
     const std::vector<Connection*> conns = old->conns;
     for (Connection* c : conns) c->close("session reinstated");
     end_session(*old, *this);  // no-op when its last connection ended it just now
+    if (ended) ended();
   });
+  return true;
 }
 
 void Server::session_ended(const std::string& key, uint16_t tsih) {

@@ -132,8 +132,11 @@ class ServerContext {
   virtual uint64_t allocate_nexus_id() = 0;
   // A normal session (its TSIH, registered with register_tsih) reached full feature phase.
   // Closes every connection of an older session with the same initiator name, ISID,
-  // target and portal group (RFC 7143 6.3.5 session reinstatement).
-  virtual void session_started(const std::string& key, uint16_t tsih) = 0;
+  // target and portal group (RFC 7143 6.3.5 session reinstatement). True when there was
+  // one: `ended` then runs, on the old session's reactor, once that session has ended (its
+  // I_T nexus loss is known to its LUs).
+  virtual bool session_started(const std::string& key, uint16_t tsih,
+                               std::function<void()> ended) = 0;
   virtual void session_ended(const std::string& key, uint16_t tsih) = 0;
   // Sessions by TSIH, for logins that add a connection (MaxConnections > 1, RFC 7143
   // 6.3.6 session continuation). Any thread; the Session itself is only touched on its
@@ -195,7 +198,7 @@ class Server final : public ServerContext {
   }
   uint16_t allocate_tsih() override;
   uint64_t allocate_nexus_id() override { return ++next_nexus_id_; }
-  void session_started(const std::string& key, uint16_t tsih) override;
+  bool session_started(const std::string& key, uint16_t tsih, std::function<void()> ended) override;
   void session_ended(const std::string& key, uint16_t tsih) override;
   void register_tsih(std::shared_ptr<Session> s) override;
   void unregister_tsih(uint16_t tsih) override;

@@ -221,8 +221,10 @@ TEST_CASE("session reinstatement with libiscsi and writes in flight on the old s
   MESSAGE("old session: " << aw.good.load() << " of " << kWrites + kReads << " commands answered");
 
   // The reinstated I_T nexus learns of the loss of the old one (SAM-5: I_T NEXUS LOSS
-  // OCCURRED, 29h/07h), on its first command after the old session's cleanup: that may be
-  // the TEST UNIT READY of iscsi_full_connect_sync or one of these.
+  // OCCURRED, 29h/07h) on its first command to the LU: the new session reads no command
+  // before the old one has ended. That may be the TEST UNIT READY of
+  // iscsi_full_connect_sync or one of these; never a command after a GOOD status (the
+  // writes below would fail).
   bool ready = false;
   for (int i = 0; i < 3 && !ready; ++i) {
     Task t(iscsi_testunitready_sync(fresh.ctx(), 0));

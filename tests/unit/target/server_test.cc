@@ -31,7 +31,9 @@ class FakeServer final : public ServerContext {
   const ChapPolicy* discovery_chap() const override { return nullptr; }
   uint16_t allocate_tsih() override { return 1; }
   uint64_t allocate_nexus_id() override { return 1; }
-  void session_started(const std::string&, uint16_t) override {}
+  bool session_started(const std::string&, uint16_t, std::function<void()>) override {
+    return false;
+  }
   void session_ended(const std::string&, uint16_t) override {}
   void close_target_connections(const std::string&, uint64_t) override {}
 
