@@ -365,7 +365,14 @@ void Connection::queue_status_fields(TxItem& it) {
 void Connection::want_write(bool on) {
   if (on == epollout_ || closed_) return;
   epollout_ = on;
-  reactor_.modify(fd_.get(), (reading_ ? uint32_t(EPOLLIN | EPOLLRDHUP) : 0u) | (on ? uint32_t(EPOLLOUT) : 0u), this);
+  update_events();
+}
+
+void Connection::update_events() {
+  reactor_.modify(
+      fd_.get(),
+      (reading_ ? uint32_t(EPOLLIN | EPOLLRDHUP) : 0u) | (epollout_ ? uint32_t(EPOLLOUT) : 0u),
+      this);
 }
 
 void Connection::flush_tx() {
@@ -809,15 +816,13 @@ void Connection::login_complete() {
   const bool reinstating = server_.session_started(s.key, tsih_, [this] {
     reactor_.post([this] {
       --executing_;
-      if (held_ && !closed_ && !draining_ && !close_after_tx_ && !logout_pending_) {
-        held_ = false;
+      const bool resume = held_ && !closed_ && !draining_ && !close_after_tx_ && !logout_pending_;
+      held_ = false;
+      if (resume) {
         reading_ = true;
-        reactor_.modify(fd_.get(),
-                        uint32_t(EPOLLIN | EPOLLRDHUP) | (epollout_ ? uint32_t(EPOLLOUT) : 0u),
-                        this);
+        update_events();
         reactor_.defer(this);  // PDUs already staged
       }
-      held_ = false;
       check_drained();
       notify_finished();
     });
@@ -827,7 +832,7 @@ void Connection::login_complete() {
     if (reading_) {
       held_ = true;
       reading_ = false;
-      reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
+      update_events();
     }
   }
   spdlog::info(
@@ -1546,7 +1551,7 @@ void Connection::handle_logout() {
   // Stop reading: commands still waiting for Data-Out cannot finish and are dropped;
   // commands executing finish and get their responses before the Logout Response.
   reading_ = false;
-  reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
+  update_events();
   abort_commands(
       [this](Command& c) { return c.conn == this && c.state != Command::State::kExecuting; });
   check_drained();
@@ -1770,7 +1775,7 @@ void Connection::drain() {
 void Connection::stop_reading_and_finish() {
   if (reading_) {
     reading_ = false;
-    reactor_.modify(fd_.get(), epollout_ ? uint32_t(EPOLLOUT) : 0u, this);
+    update_events();
   }
   abort_commands(
       [this](Command& c) { return c.conn == this && c.state != Command::State::kExecuting; });

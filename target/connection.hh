@@ -224,6 +224,7 @@ class Connection final : public EventHandler, public Deferred {
   void flush_tx();
   static size_t wire_len(const TxItem& it);
   void want_write(bool on);
+  void update_events();  // the reactor waits for input while reading_, output while epollout_
   void check_drained();
   void stop_reading_and_finish();
   void notify_finished();
