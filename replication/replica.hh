@@ -141,7 +141,7 @@ class ReplicaServer {
     std::function<void()> on_consistent;
     std::function<void(const std::string&, uint64_t, bool)> on_bookmark;
     std::function<void(const std::string&, uint64_t)> on_bookmark_remove;
-    std::chrono::microseconds async_ack_delay{1000};
+    std::chrono::microseconds async_ack_delay;  // ReplicaGroupOptions' (add_group)
     bool resyncing = false;  // ranges or records up to the resync's end point still to come
     int fd = -1;  // the connection while busy
     std::string link{};  // and its link's name: a HELLO from that link again replaces it

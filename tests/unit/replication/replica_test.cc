@@ -30,7 +30,8 @@ struct Fixture {
   storage::MemoryBackend lu0{1 << 20};
   std::unique_ptr<ReplicaServer> server;
   std::unique_ptr<RingLog> log;  // a primary's log, to make real batches
-  explicit Fixture(std::chrono::microseconds async_ack_delay = std::chrono::microseconds{1000}) {
+  explicit Fixture(
+      std::chrono::microseconds async_ack_delay = ReplicaGroupOptions{}.async_ack_delay) {
     auto s = ReplicaServer::start("127.0.0.1:0");
     REQUIRE(s);
     server = std::move(*s);
@@ -93,15 +94,6 @@ struct Fixture {
     return {type, std::string(p.begin(), p.end())};
   }
 };
-
-// The secondary has applied up to `seq` within 5 s.
-bool eventually_applied(Fixture& f, uint64_t seq) {
-  for (int i = 0; i < 500; ++i) {
-    if (f.server->stats("db")->records >= seq) return true;
-    usleep(10000);
-  }
-  return false;
-}
 
 }  // namespace
 
@@ -188,7 +180,8 @@ TEST_CASE("an async link is acknowledged after the delay; a BATCH_HELD frame at 
   REQUIRE(proto::send_frame(fd, proto::Frame::kBatch, f.batch(0, 0x11), 2000) == 0);
   pollfd p{fd, POLLIN, 0};
   CHECK(::poll(&p, 1, 300) == 0);  // applied, not acknowledged
-  CHECK(eventually_applied(f, 1));
+  CHECK(storage::test::eventually([&] { return f.server->stats("db")->records >= 1; },
+                                  std::chrono::seconds(5)));
   // The link now holds writes (fall-behind policy sync): both records acknowledged at once.
   REQUIRE(proto::send_frame(fd, proto::Frame::kBatchHeld, f.batch(512, 0x22), 2000) == 0);
   auto ack = f.answer(fd);

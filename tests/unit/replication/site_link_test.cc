@@ -34,6 +34,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using zuma::storage::test::eventually;
 using zuma::storage::test::TempDir;
 
 std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
@@ -94,15 +95,6 @@ std::unique_ptr<storage::MemoryBackend> memory_lu_with(std::vector<uint8_t> data
   b->submit(req);
   REQUIRE(res == 0);
   return b;
-}
-
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return cond();
 }
 
 struct Secondary {

@@ -121,16 +121,6 @@ int run_sync(Backend& b, IoOp op, uint64_t off, std::vector<uint8_t>& buf) {
   return d.result;
 }
 
-template <class Pred>
-bool eventually(Pred p, int seconds = 15) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (!p()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("iscsi backend: I/O against tgtd; unreachable, then back after a restart") {
@@ -188,7 +178,7 @@ TEST_CASE("iscsi backend: I/O against tgtd; unreachable, then back after a resta
 
   // The remote dies: I/O fails at once with kUnreachable (NOT READY), never hangs.
   tgt.stop();
-  REQUIRE(eventually([&] { return !be.connected(); }, 10));
+  REQUIRE(eventually([&] { return !be.connected(); }, std::chrono::seconds(10)));
   const auto t0 = std::chrono::steady_clock::now();
   CHECK(run_sync(be, IoOp::kRead, 1 << 20, back) == kUnreachable);
   CHECK(run_sync(be, IoOp::kWrite, 1 << 20, data) == kUnreachable);
@@ -197,7 +187,7 @@ TEST_CASE("iscsi backend: I/O against tgtd; unreachable, then back after a resta
   // Back on the same port: logged in again by itself (backoff), the data intact.
   Tgtd again(dir, port, image);
   REQUIRE(again.start());
-  REQUIRE(eventually([&] { return be.connected(); }));
+  REQUIRE(eventually([&] { return be.connected(); }, std::chrono::seconds(15)));
   std::fill(back.begin(), back.end(), 0);
   CHECK(run_sync(be, IoOp::kRead, 1 << 20, back) == 0);
   CHECK(back == data);

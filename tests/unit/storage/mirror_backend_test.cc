@@ -76,16 +76,6 @@ std::vector<uint8_t> contents(MemoryBackend& m, uint64_t off, uint64_t len) {
   return v;
 }
 
-template <class Pred>
-bool eventually(Pred p) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!p()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("mirror: a new mirror copies member 0 to member 1, then writes reach both") {

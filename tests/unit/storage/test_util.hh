@@ -1,4 +1,4 @@
-// Helpers shared by the storage unit tests (not a test file itself).
+// Helpers shared by the storage and replication unit tests (not a test file itself).
 #pragma once
 
 #include <fcntl.h>
@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "storage/backend.hh"
@@ -39,6 +40,17 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Polls `cond` until it holds or `limit` has passed (then looks once more).
+template <class Pred>
+bool eventually(Pred cond, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return cond();
+}
 
 // Records how a request completed; pass as IoRequest::user.
 struct Done {
