@@ -7,14 +7,14 @@
 //   byte0 & 0x01  raw: the rest of the input as it is (frame headers, HELLO, anything);
 //   otherwise the rest is chunks [type u8][length u16 LE][payload], each sent as one frame
 //   with a correct frame header (the type as given: unknown types too), and first
-//   byte0 & 0x02  a valid HELLO (the current protocol, log id kLogId, the group's LU sizes) for
-//   "db", byte0 & 0x04  or for "sec", offering authentication (a nonce): the chunks then start
+//   byte0 & 0x02  a valid HELLO (the current protocol, log id kLogId, the group's LU
+//                 sizes) for "db",
+//   byte0 & 0x04  or for "sec", offering authentication (a nonce): the chunks then start
 //                 with what should be AUTH_PROOF;
-//   byte0 & 0x08  BATCH (and BATCH_HELD) payloads sealed: every whole log batch in them (as far as
-//   its header's
-//                 length goes) gets the log id kLogId and its correct XXH3-64 checksum
-//                 (docs/REPLICATION.md "The log on disk"), so that record parsing and apply
-//                 are reached;
+//   byte0 & 0x08  BATCH and BATCH_HELD payloads sealed: every whole log batch in them (as
+//                 far as its header's length goes) gets the log id kLogId and its correct
+//                 XXH3-64 checksum (docs/REPLICATION.md "The log on disk"), so that record
+//                 parsing and apply are reached;
 //   byte0 & 0x10  the group's owner asks for a resync of LU 0's first 128 KiB in its
 //                 WELCOME (RESYNC and RESYNC_DONE frames are then what it expects first).
 // Then the harness half-closes its end, reads until the server closes the connection (20 s
